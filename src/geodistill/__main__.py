@@ -1,0 +1,5 @@
+import sys
+
+from geodistill.platform.cli import main
+
+sys.exit(main())
