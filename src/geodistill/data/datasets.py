@@ -1,0 +1,176 @@
+"""PyTorch datasets over a DatasetIndex, and a sampler that keeps buildings distinct per batch."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Iterator
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from geodistill.data.index import DatasetIndex, ViewItem
+from geodistill.data.media import (
+    count_video_frames,
+    load_image,
+    read_video_frames,
+    sample_view_indices,
+)
+from geodistill.data.transforms import drone_transform, satellite_transform, seeded_rng
+from geodistill.errors import CorruptMediaError, DataError
+
+
+class _MediaReader:
+    """Reads a drone item's frames, skipping corrupt ones in favour of a neighbouring frame."""
+
+    skipped_media: int
+
+    def _n_frames(self, item: ViewItem) -> int:
+        if item.video is not None:
+            return count_video_frames(item.video, fps=item.fps or 10)
+        return len(item.frames)
+
+    def _load_frame(self, item: ViewItem, idx: int) -> Image.Image:
+        """Frame ``idx``; when it is corrupt try idx+1, idx-1, idx+2, ... and count the skip."""
+        n = len(item.frames)
+        for dist in range(n):
+            for cand in (idx + dist, idx - dist) if dist else (idx,):
+                if 0 <= cand < n:
+                    try:
+                        return load_image(item.frames[cand])
+                    except CorruptMediaError:
+                        self.skipped_media += 1
+        raise CorruptMediaError(f"every frame of {item.subset}/{item.building} is corrupt")
+
+    def _load_views(self, item: ViewItem, views: int, *, train: bool) -> list[Image.Image]:
+        if item.video is not None:
+            n = self._n_frames(item)
+            idx = sample_view_indices(n, views, train=train, rng=seeded_rng() if train else None)
+            return read_video_frames(item.video, fps=item.fps or 10, indices=idx)
+        idx = sample_view_indices(len(item.frames), views, train=train, rng=seeded_rng() if train else None)
+        cache: dict[int, Image.Image] = {}
+        out = []
+        for i in idx:  # repeated indices (views > frames) decode once
+            if i not in cache:
+                cache[i] = self._load_frame(item, i)
+            out.append(cache[i])
+        return out
+
+    def _load_single(self, item: ViewItem) -> Image.Image:
+        """A satellite/street image: the first decodable one of the building's folder."""
+        return self._load_frame(item, 0)
+
+
+class TrainPairDataset(Dataset, _MediaReader):
+    """One sample per training drone video: its V views, its building's satellite tile, its label.
+
+    ``skipped_media`` counts corrupt frames replaced by a neighbour (per process: each
+    DataLoader worker counts its own).
+    """
+
+    def __init__(
+        self,
+        index: DatasetIndex,
+        *,
+        views: int,
+        img_size: int,
+        class_map: dict[str, int] | None = None,
+        train: bool = True,
+    ) -> None:
+        self.views = views
+        self.img_size = img_size
+        self.train = train
+        self.class_map = class_map if class_map is not None else index.class_map()
+        satellites = {it.building: it for it in index.select(split="train", view="satellite")}
+        drones = index.select(split="train", view="drone")
+        if not drones:
+            raise DataError(f"{index.root}: no training drone views")
+        missing = sorted({d.building for d in drones} - satellites.keys())
+        if missing:
+            raise DataError(
+                f"{index.root}: no satellite tile for training building(s) {', '.join(missing[:5])}"
+            )
+        self.drones = drones
+        self.satellites = satellites
+        self.buildings = [d.building for d in drones]
+        self.drone_tf = drone_transform(img_size, train=train)
+        self.sat_tf = satellite_transform(img_size, train=train)
+        self.skipped_media = 0
+
+    def __len__(self) -> int:
+        return len(self.drones)
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.drones[i]
+        frames = self._load_views(item, self.views, train=self.train)
+        drone = torch.stack([self.drone_tf(f) for f in frames])  # [V,3,H,W]
+        sat = self.sat_tf(self._load_single(self.satellites[item.building]))  # [3,H,W]
+        return {"drone": drone, "satellite": sat, "label": self.class_map[item.building]}
+
+
+class ViewDataset(Dataset, _MediaReader):
+    """Evaluation items: drone -> Tensor[V,3,H,W] (deterministic views), others -> Tensor[3,H,W].
+
+    Labels are ``int(building)`` (folder names are numeric in both datasets).
+    """
+
+    def __init__(
+        self, items: list[ViewItem], *, views: int, img_size: int, labels: str = "int-building"
+    ) -> None:
+        if labels != "int-building":
+            raise ValueError(f"unknown labels scheme {labels!r}")
+        self.items = list(items)
+        self.views = views
+        self.img_size = img_size
+        self.drone_tf = drone_transform(img_size, train=False)
+        self.sat_tf = satellite_transform(img_size, train=False)
+        self.skipped_media = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        item = self.items[i]
+        label = int(item.building)
+        if item.view == "drone":
+            frames = self._load_views(item, self.views, train=False)
+            return torch.stack([self.drone_tf(f) for f in frames]), label  # [V,3,H,W]
+        return self.sat_tf(self._load_single(item)), label  # [3,H,W]
+
+
+class BuildingBatchSampler(Sampler[list[int]]):
+    """Batches of dataset indices whose buildings are all distinct (in-batch negatives stay negative).
+
+    Each epoch shuffles the buildings (seeded by seed + epoch; call ``set_epoch``) and, for a
+    building with several samples, picks one of them.
+    """
+
+    def __init__(self, dataset, batch_size: int, *, seed: int, drop_last: bool = True) -> None:
+        if batch_size <= 0:
+            raise ValueError("batch_size must be positive")
+        self.by_building: dict[str, list[int]] = defaultdict(list)
+        for i, b in enumerate(dataset.buildings):
+            self.by_building[b].append(i)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = random.Random(self.seed * 100_003 + self.epoch)
+        buildings = sorted(self.by_building)
+        rng.shuffle(buildings)
+        picks = [rng.choice(self.by_building[b]) for b in buildings]
+        for start in range(0, len(picks), self.batch_size):
+            batch = picks[start : start + self.batch_size]
+            if len(batch) < self.batch_size and self.drop_last:
+                return
+            yield batch
+
+    def __len__(self) -> int:
+        n = len(self.by_building)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
