@@ -1,0 +1,23 @@
+"""Shared fixtures: small synthetic UniV datasets generated once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from geodistill.data.synth import generate_univ
+
+
+@pytest.fixture(scope="session")
+def synth_univ(tmp_path_factory) -> Path:
+    """12 places (6 train, 6 test + 1 distractor), 64 px tiles / 48 px frames, drone as jpeg frames."""
+    return generate_univ(tmp_path_factory.mktemp("univ") / "univ", buildings=12, seed=0, img_size=64)
+
+
+@pytest.fixture(scope="session")
+def synth_univ_mp4(tmp_path_factory) -> Path:
+    """The same places as ``synth_univ`` with each drone flight stored as one 10 fps mp4."""
+    return generate_univ(
+        tmp_path_factory.mktemp("univ_mp4") / "univ", buildings=12, seed=0, img_size=64, video="mp4"
+    )
