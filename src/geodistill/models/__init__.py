@@ -1,1 +1,32 @@
-"""geodistill.models."""
+"""geodistill.models: backbones over timm, GeoModel, refiners, Video2BEV import, cost profiling."""
+
+from geodistill.models.backbones import BACKBONES, Backbone, BackboneSpec, create_backbone, get_spec
+from geodistill.models.checkpoint import load_state_dict
+from geodistill.models.geomodel import (
+    GeoModel,
+    GeoOutput,
+    ModelConfig,
+    extract_descriptors,
+    load_model,
+    model_from_config,
+    save_model,
+)
+from geodistill.models.refiners import REFINERS, build_refiner
+
+__all__ = [
+    "BACKBONES",
+    "REFINERS",
+    "Backbone",
+    "BackboneSpec",
+    "GeoModel",
+    "GeoOutput",
+    "ModelConfig",
+    "build_refiner",
+    "create_backbone",
+    "extract_descriptors",
+    "get_spec",
+    "load_model",
+    "load_state_dict",
+    "model_from_config",
+    "save_model",
+]
