@@ -144,9 +144,7 @@ def test_forward_gives_the_contract_outputs():
     assert model.satellite_encoder.model.cls_token.grad is not None
 
 
-@pytest.mark.parametrize(
-    "backbone,size,parts,width", [("vit_tiny", 128, 5, 192), ("resnet18", 256, 4, 512)]
-)
+@pytest.mark.parametrize("backbone,size,parts,width", [("vit_tiny", 128, 5, 192), ("resnet18", 256, 4, 512)])
 def test_lpn_pooling_parts_and_descriptor(backbone, size, parts, width):
     # Sizes give an 8x8 final grid, so all four rings hold cells.
     model = GeoModel(tiny_cfg(backbone=backbone, pooling="lpn", img_size=size), num_classes=3).eval()

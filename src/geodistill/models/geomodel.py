@@ -63,7 +63,9 @@ class GeoModel(nn.Module):
             raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         self.cfg = cfg
         self.num_classes = num_classes
-        self.drone_encoder: Backbone = create_backbone(cfg.backbone, img_size=cfg.img_size, weights=cfg.weights)
+        self.drone_encoder: Backbone = create_backbone(
+            cfg.backbone, img_size=cfg.img_size, weights=cfg.weights
+        )
         self.satellite_encoder: Backbone | None = None
         if not cfg.share:
             self.satellite_encoder = create_backbone(cfg.backbone, img_size=cfg.img_size, weights=cfg.weights)
