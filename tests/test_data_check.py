@@ -1,0 +1,95 @@
+"""check_dataset and the `geodistill data` command: reports, one-line failures, exit codes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from geodistill.data import check_dataset
+from geodistill.errors import DataError
+from geodistill.platform.cli import main
+
+
+def test_check_reports_subsets(synth_univ: Path):
+    report = check_dataset(synth_univ)
+    assert report.kind == "univ" and report.missing_views == []
+    rows = {(r.elevation, r.fps, r.subset): r for r in report.rows}
+    assert rows[(30, 10, "drone")].buildings == 6 and rows[(30, 10, "drone")].min_frames == 40
+    assert rows[(45, 5, "gallery_drone")].buildings == 7 and rows[(45, 5, "gallery_drone")].max_frames == 20
+    assert rows[(45, None, "gallery_satellite")].buildings == 7
+    assert len(report.rows) == 2 * 3 * 3 + 7  # drone subsets per elevation/fps + 7 lent subsets once
+    # Every file decoded once: frames (6+6+7 flights x (8+20+40) x 2 elevations) + images.
+    n_images = 6 * 3 + 7 * 2 + 6 * 2
+    assert report.files_checked == 19 * 68 * 2 + n_images
+
+
+def test_check_mp4(synth_univ_mp4: Path):
+    report = check_dataset(synth_univ_mp4)
+    row = next(r for r in report.rows if (r.elevation, r.fps, r.subset) == (30, 2, "drone"))
+    assert (row.buildings, row.min_frames, row.videos) == (6, 8, 6)
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src / "45" / "2fps", dst / "45" / "2fps")
+    return dst
+
+
+def _one_line_error(root: Path, match: str) -> str:
+    with pytest.raises(DataError) as err:
+        check_dataset(root)
+    msg = str(err.value)
+    assert "\n" not in msg and match in msg, msg
+    return msg
+
+
+def test_check_fails_on_corrupt_jpeg(synth_univ: Path, tmp_path: Path):
+    root = _copy(synth_univ, tmp_path / "u")
+    bad = sorted((root / "45" / "2fps" / "test" / "gallery_drone").rglob("frame_003.jpeg"))[0]
+    bad.write_bytes(bad.read_bytes()[:200])
+    _one_line_error(root, str(bad))
+
+
+def test_check_fails_on_truncated_mp4(synth_univ_mp4: Path, tmp_path: Path):
+    root = tmp_path / "m"
+    shutil.copytree(synth_univ_mp4, root)
+    bad = sorted((root / "45" / "mp4" / "train" / "drone").glob("*.mp4"))[0]
+    bad.write_bytes(bad.read_bytes()[: 2000])
+    _one_line_error(root, str(bad))
+
+
+def test_check_fails_on_empty_folder_missing_path_and_layout(synth_univ: Path, tmp_path: Path):
+    root = _copy(synth_univ, tmp_path / "u")
+    empty = root / "45" / "2fps" / "train" / "satellite" / "9999"
+    empty.mkdir()
+    _one_line_error(root, f"empty class folder {empty}")
+    _one_line_error(tmp_path / "missing", "dataset path does not exist")
+    (tmp_path / "other" / "images").mkdir(parents=True)
+    _one_line_error(tmp_path / "other", "not a UniV")
+    (tmp_path / "elev" / "45" / "junk").mkdir(parents=True)
+    _one_line_error(tmp_path / "elev", "no <30|45>/<2|5|10>fps")
+
+
+def test_cli_check_exit_codes(synth_univ: Path, tmp_path: Path, capsys):
+    assert main(["data", "check", str(synth_univ)]) == 0
+    out = capsys.readouterr().out
+    assert "univ" in out and "gallery_satellite" in out and "missing views: none" in out
+    root = _copy(synth_univ, tmp_path / "u")
+    bad = sorted((root / "45" / "2fps" / "train" / "satellite").rglob("*.jpeg"))[0]
+    bad.write_bytes(b"garbage")
+    assert main(["data", "check", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("geodistill data: error: corrupt image") and str(bad) in err
+    assert main(["data", "check", str(tmp_path / "nowhere")]) == 2
+    assert "dataset path does not exist" in capsys.readouterr().err
+
+
+def test_cli_synth(tmp_path: Path, capsys):
+    out = tmp_path / "s"
+    assert main(["data", "synth", "--out", str(out), "--buildings", "4", "--seed", "2", "--img-size", "32"]) == 0
+    text = capsys.readouterr().out
+    assert f"wrote synthetic UniV to {out}" in text and "2 train + 2 test buildings + 1 gallery distractors" in text
+    assert (out / "dataset_split.json").is_file() and (out / "30" / "10fps" / "train" / "drone").is_dir()
+    assert main(["data", "synth", "--out", str(out), "--buildings", "1"]) == 2
+    assert "--buildings must be at least 2" in capsys.readouterr().err
