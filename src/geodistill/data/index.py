@@ -38,9 +38,9 @@ class ViewItem:
 class DatasetIndex:
     """All items of one dataset (one elevation/fps subset for UniV)."""
 
-    def __init__(self, items: list[ViewItem], *, root: Path, kind: str) -> None:
-        self.items = items
-        self.root = root
+    def __init__(self, items: list[ViewItem], *, root: str | Path | None = None, kind: str = "univ") -> None:
+        self.items = list(items)
+        self.root = Path(root) if root is not None else None
         self.kind = kind  # "univ" | "university1652"
 
     def __len__(self) -> int:
