@@ -58,13 +58,18 @@ def sample_view_indices(
     return indices
 
 
+def _reason(err: Exception) -> str:
+    """FFmpeg errors repeat the file name; keep only the reason."""
+    return getattr(err, "strerror", None) or str(err)
+
+
 def _open_video(path: Path):
     import av
 
     try:
         return av.open(str(path))
     except (av.error.FFmpegError, OSError) as err:
-        raise CorruptMediaError(f"corrupt video {path}: {err}") from None
+        raise CorruptMediaError(f"corrupt video {path}: {_reason(err)}") from None
 
 
 def video_rate(container) -> Fraction:
@@ -88,7 +93,7 @@ def decode_all_frames(path: str | Path) -> tuple[list[Image.Image], Fraction]:
         for frame in container.decode(video=0):
             frames.append(frame.to_image().convert("RGB"))
     except av.error.FFmpegError as err:
-        raise CorruptMediaError(f"corrupt video {path}: {err}") from None
+        raise CorruptMediaError(f"corrupt video {path}: {_reason(err)}") from None
     finally:
         container.close()
     if not frames:
@@ -139,7 +144,7 @@ def count_video_frames(path: str | Path, *, fps: int | None = None) -> int:
         native = video_rate(container)
         n = sum(1 for p in container.demux(video=0) if p.size)
     except av.error.FFmpegError as err:
-        raise CorruptMediaError(f"corrupt video {path}: {err}") from None
+        raise CorruptMediaError(f"corrupt video {path}: {_reason(err)}") from None
     finally:
         container.close()
     if n == 0:
