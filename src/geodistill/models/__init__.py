@@ -2,6 +2,7 @@
 
 from geodistill.models.backbones import BACKBONES, Backbone, BackboneSpec, create_backbone, get_spec
 from geodistill.models.checkpoint import load_state_dict
+from geodistill.models.cost import Cost, profile
 from geodistill.models.geomodel import (
     GeoModel,
     GeoOutput,
@@ -12,12 +13,14 @@ from geodistill.models.geomodel import (
     save_model,
 )
 from geodistill.models.refiners import REFINERS, build_refiner
+from geodistill.models.video2bev import load_video2bev
 
 __all__ = [
     "BACKBONES",
     "REFINERS",
     "Backbone",
     "BackboneSpec",
+    "Cost",
     "GeoModel",
     "GeoOutput",
     "ModelConfig",
@@ -27,6 +30,8 @@ __all__ = [
     "get_spec",
     "load_model",
     "load_state_dict",
+    "load_video2bev",
     "model_from_config",
+    "profile",
     "save_model",
 ]

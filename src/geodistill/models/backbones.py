@@ -77,8 +77,9 @@ def build_timm_model(spec: BackboneSpec, img_size: int) -> nn.Module:
     """The bare timm model of ``spec`` (no classifier head), randomly initialised."""
     kwargs: dict[str, Any] = dict(spec.kwargs)
     if spec.family == "vit":
-        # Any input size: positional embeddings are built for img_size and resampled if needed.
-        kwargs.update(img_size=img_size, dynamic_img_size=True)
+        # Any input size: position embeddings built for img_size, resampled (and the input
+        # padded to a patch multiple) when another size comes in.
+        kwargs.update(img_size=img_size, dynamic_img_size=True, dynamic_img_pad=True)
     return timm.create_model(spec.timm_name, pretrained=False, num_classes=0, **kwargs)
 
 

@@ -1,0 +1,121 @@
+"""`geodistill profile`: parameters, GFLOPs/GMACs and latency of a model per drone query."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "profile",
+        help="cost of a backbone per query: params, GFLOPs/GMACs (FlopCounterMode), latency",
+        description=(
+            "Cost of one drone query with V views (V x per-frame + refiner). FLOPs are counted with "
+            "torch.utils.flop_counter.FlopCounterMode on the meta device; GMACs = GFLOPs / 2. "
+            "'analytic' is the closed-form backbone MACs per frame (ViT, ConvNeXt, ResNet)."
+        ),
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--backbone", default="vit_small", help="registered backbone name (default vit_small)")
+    which.add_argument("--all", action="store_true", help="profile every registered backbone (a table)")
+    parser.add_argument("--img-size", type=int, default=224, help="square input size in px (default 224)")
+    parser.add_argument("--views", type=int, default=1, help="frames per drone query (default 1)")
+    parser.add_argument("--refiner", default="mean", help="mean | attention | select (default mean)")
+    parser.add_argument("--pooling", default="avg", help="token | avg | gem | lpn (default avg)")
+    parser.add_argument("--embed-dim", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=8, help="queries per timed batch (default 8)")
+    parser.add_argument("--device", default="cpu", help="device for the latency measurement (default cpu)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats after 2 warm-up runs")
+    parser.add_argument("--no-latency", action="store_true", help="count FLOPs only (nothing real runs)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--smoke-test", action="store_true", help="tiny run for CI: vit_tiny, 32 px, 2 views")
+    parser.set_defaults(func=_run)
+
+
+def _rows(args: argparse.Namespace) -> list[dict]:
+    from dataclasses import asdict
+
+    import torch
+
+    from geodistill.errors import ConfigError
+    from geodistill.models import BACKBONES, GeoModel, ModelConfig, get_spec
+    from geodistill.models.cost import analytic_backbone_macs, profile
+
+    for flag, value, low in (("--img-size", args.img_size, 16), ("--views", args.views, 1)):
+        if value < low:
+            raise ConfigError(f"{flag} must be at least {low}, got {value}")
+    if args.batch_size < 1 or args.repeats < 1:
+        raise ConfigError("--batch-size and --repeats must be at least 1")
+    measure = not args.no_latency
+    if measure:
+        try:
+            torch.empty(0, device=args.device)
+        except (RuntimeError, AssertionError) as err:
+            raise ConfigError(
+                f"device {args.device!r} is not usable here: {str(err).splitlines()[0]}"
+            ) from None
+    names = list(BACKBONES) if args.all else [get_spec(args.backbone).name]
+    rows = []
+    for name in names:
+        cfg = ModelConfig(
+            backbone=name,
+            img_size=args.img_size,
+            embed_dim=args.embed_dim,
+            pooling=args.pooling,
+            refiner=args.refiner,
+        )
+        model = GeoModel(cfg, num_classes=1)
+        cost = profile(
+            model,
+            img_size=args.img_size,
+            views=args.views,
+            batch_size=args.batch_size,
+            device=args.device,
+            measure_latency=measure,
+            repeats=args.repeats,
+        )
+        analytic = analytic_backbone_macs(model.drone_encoder, args.img_size)
+        rows.append(
+            {
+                "backbone": name,
+                "refiner": args.refiner,
+                "pooling": args.pooling,
+                **asdict(cost),
+                "batch_size": args.batch_size,
+                "analytic_gmacs_per_frame": None if analytic is None else analytic / 1e9,
+            }
+        )
+        del model
+    return rows
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import json
+
+    if args.smoke_test:
+        args.backbone, args.all, args.img_size, args.views = "vit_tiny", False, 32, 2
+        args.batch_size, args.repeats = 2, 1
+    rows = _rows(args)
+    if args.json:
+        print(json.dumps(rows if args.all else rows[0], indent=2))
+        return 0
+    first = rows[0]
+    print(
+        f"cost per drone query: {first['views']} view(s) at {first['img_size']}px, refiner {first['refiner']}, "
+        f"pooling {first['pooling']}; FLOPs by {first['counter']}; latency on {first['device']} "
+        f"at batch {first['batch_size']}"
+    )
+    header = f"{'backbone':<18} {'params M':>9} {'GFLOPs':>9} {'GMACs':>9} {'analytic/frame':>15} {'ms/query':>9} {'q/s':>9}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(
+            f"{r['backbone']:<18} {r['params_m']:>9.2f} {r['gflops']:>9.3f} {r['gmacs']:>9.3f} "
+            f"{_fmt(r['analytic_gmacs_per_frame'], '.3f'):>15} {_fmt(r['latency_ms'], '.2f'):>9} "
+            f"{_fmt(r['throughput_qps'], '.1f'):>9}"
+        )
+    return 0
