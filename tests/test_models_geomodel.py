@@ -138,6 +138,8 @@ def test_forward_gives_the_contract_outputs():
     assert [t.shape for t in out.satellite_features] == [(2, 192)] * 4
     assert out.logit_scale.shape == () and math.isclose(out.logit_scale.exp().item(), 1 / 0.07, rel_tol=1e-5)
     assert model.satellite_encoder is not None and model.satellite_encoder is not model.drone_encoder
+    # The bottleneck BN sees each view's batch once (drone frames, then satellite).
+    assert model.heads[0].add_block[1].num_batches_tracked.item() == 2
     loss = sum(lg.sum() for lg in out.drone_logits + out.satellite_logits) + out.drone_embedding.sum()
     loss.backward()  # gradients reach both encoders and the refiner
     assert model.drone_encoder.model.cls_token.grad is not None

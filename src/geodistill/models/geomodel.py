@@ -92,22 +92,31 @@ class GeoModel(nn.Module):
         return self.drone_encoder
 
     def _forward_images(
-        self, images: torch.Tensor, view: str
+        self, images: torch.Tensor, view: str, *, with_logits: bool = True
     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        """images [N,3,H,W] -> (descriptor [N,D] unit-norm, logits per head [N,K], features [N,C_i])."""
+        """images [N,3,H,W] -> (descriptor [N,D] unit-norm, logits per head [N,K], features [N,C_i]).
+
+        Without ``with_logits`` (retrieval) the classifiers do not run, and for LPN pooling
+        no head runs at all: the descriptor is made of the parts themselves.
+        """
         grid, cls, feats = self.encoder(view).forward_maps(images)
         parts = self.pool(grid, cls)  # [N,P,C]
-        outs = [head(parts[:, i]) for i, head in enumerate(self.heads)]
-        logits = [lg for _, lg in outs]
+        if with_logits:
+            outs = [head(parts[:, i]) for i, head in enumerate(self.heads)]  # (bottleneck, logits)
+            bottleneck, logits = outs[0][0], [lg for _, lg in outs]
+        else:
+            bottleneck, logits = None, []
         if self.cfg.pooling == "lpn":
             desc = lpn_descriptor(parts)  # [N,P*C]
         else:
-            desc = F.normalize(outs[0][0], dim=-1)  # [N,E]
+            if bottleneck is None:
+                bottleneck = self.heads[0].add_block(parts[:, 0])  # [N,E]
+            desc = F.normalize(bottleneck, dim=-1)
         return desc, logits, feats
 
     def encode(self, images: torch.Tensor, view: str = "satellite") -> torch.Tensor:
         """images [B,3,H,W] -> unit-norm descriptors [B,D] of one view."""
-        return self._forward_images(images, view)[0]
+        return self._forward_images(images, view, with_logits=False)[0]
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """frames [B,V,3,H,W] -> per-frame unit-norm descriptors [B,V,D]; one backbone call."""
