@@ -1,0 +1,104 @@
+"""Inference benchmark of the models layer; prints both timings and their ratio side by side.
+
+1. encode_video with V frames as ONE [B*V,3,H,W] backbone batch vs a Python loop over frames.
+2. GeoModel.encode vs timm's plain forward of the same backbone module (overhead, target <= 1.05).
+
+Run: python -m benchmarks.bench_inference  (or python benchmarks/bench_inference.py) [--device cuda]
+Timings are medians over interleaved repeats after warm-up, under torch.inference_mode().
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from geodistill.models import GeoModel, ModelConfig
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved_medians(fns: dict, *, device: torch.device, repeats: int, warmup: int) -> dict[str, float]:
+    """Median seconds per call of each fn, alternating them so load drifts hit all equally."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            for name, fn in fns.items():
+                _sync(device)
+                start = time.perf_counter()
+                fn()
+                _sync(device)
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="vit_small")
+    parser.add_argument("--img-size", type=int, default=128)
+    parser.add_argument("--views", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=4, help="queries per batch")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    cfg = ModelConfig(backbone=args.backbone, img_size=args.img_size, refiner="mean")
+    model = GeoModel(cfg, num_classes=10).to(device).eval()
+    b, v, s = args.batch, args.views, args.img_size
+    frames = torch.randn(b, v, 3, s, s, device=device)
+    print(
+        f"bench_inference: backbone {args.backbone}, {s}px, batch {b} queries x {v} views, device {device}, "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, median of {args.repeats}"
+    )
+
+    # 1. Batched frames vs a loop over frames (same result: checked, not just timed).
+    def batched():
+        return model.encode_video(frames)
+
+    def looped():
+        per_frame = [model.encode(frames[:, i], view="drone") for i in range(v)]  # V calls of [B,...]
+        return model.refine(torch.stack(per_frame, dim=1))
+
+    with torch.inference_mode():
+        torch.testing.assert_close(batched(), looped(), atol=1e-4, rtol=1e-4)
+    t = interleaved_medians(
+        {"batched": batched, "loop": looped}, device=device, repeats=args.repeats, warmup=args.warmup
+    )
+    qps_b, qps_l = b / t["batched"], b / t["loop"]
+    print(
+        f"encode_video  batched [B*V] : {1000 * t['batched']:8.2f} ms/batch  {qps_b:8.2f} queries/s\n"
+        f"encode_video  loop over V   : {1000 * t['loop']:8.2f} ms/batch  {qps_l:8.2f} queries/s\n"
+        f"  speed-up batched / loop   : {qps_b / qps_l:8.3f}x"
+    )
+
+    # 2. GeoModel.encode vs timm's plain forward of the same backbone module.
+    images = frames[:, 0].contiguous()  # [B,3,H,W]
+    timm_model = model.drone_encoder.model
+
+    def geo():
+        return model.encode(images, view="drone")
+
+    def plain():
+        return timm_model(images)
+
+    t = interleaved_medians(
+        {"geo": geo, "timm": plain}, device=device, repeats=args.repeats * 2, warmup=args.warmup
+    )
+    print(
+        f"GeoModel.encode             : {1000 * t['geo']:8.2f} ms/batch\n"
+        f"timm forward (same module)  : {1000 * t['timm']:8.2f} ms/batch\n"
+        f"  overhead ratio geo / timm : {t['geo'] / t['timm']:8.3f}  (target <= 1.05)"
+    )
+
+
+if __name__ == "__main__":
+    main()
