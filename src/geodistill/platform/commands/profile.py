@@ -64,7 +64,9 @@ def _rows(args: argparse.Namespace) -> list[dict]:
             pooling=args.pooling,
             refiner=args.refiner,
         )
-        model = GeoModel(cfg, num_classes=1)
+        # Counting only: build on the meta device (no weights are initialised or allocated).
+        with torch.device(args.device if measure else "meta"):
+            model = GeoModel(cfg, num_classes=1)
         cost = profile(
             model,
             img_size=args.img_size,
