@@ -1,0 +1,110 @@
+"""Evaluation on a dataset's test split: descriptors through the model, both retrieval directions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from geodistill.data import DatasetIndex, ViewDataset, ViewItem
+from geodistill.errors import DataError
+from geodistill.eval.metrics import retrieval_metrics
+from geodistill.models import extract_descriptors
+
+DIRECTIONS = {  # direction -> (query subset, gallery subset)
+    "drone->satellite": ("query_drone", "gallery_satellite"),
+    "satellite->drone": ("query_satellite", "gallery_drone"),
+}
+TABLE_COLUMNS = (("R@1", "recall@1"), ("R@5", "recall@5"), ("R@10", "recall@10"), ("R@top1%", "recall@top1"))
+
+
+def _items(index: DatasetIndex, subset: str, fps: int | None) -> list[ViewItem]:
+    items = index.select(subset=subset, split="test")
+    if fps is not None and subset.endswith("drone"):
+        items = [it for it in items if it.fps in (None, fps)]
+    if not items:
+        where = f" at {fps} fps" if fps is not None and subset.endswith("drone") else ""
+        raise DataError(f"{getattr(index, 'root', None) or 'dataset'}: no test/{subset} items{where}")
+    return items
+
+
+def descriptors(
+    model: Any,
+    items: list[ViewItem],
+    *,
+    views: int,
+    img_size: int,
+    batch_size: int = 32,
+    num_workers: int = 0,
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Flip-TTA descriptors [N,D] (float32, CPU) and int(building) labels [N] of ``items``.
+
+    Drone videos: V deterministic frames per video, each frame normalise(f(x) + f(hflip x)),
+    fused by the model's refiner; other views: one image each.
+    """
+    dataset = ViewDataset(items, views=views, img_size=img_size)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    view = items[0].view
+    feats, labels = [], []
+    with torch.inference_mode():
+        for batch, label in loader:  # batch [B,V,3,H,W] (drone) or [B,3,H,W]
+            desc = extract_descriptors(
+                model, batch.to(device), flip=True, view=view, batch_size=batch_size * views
+            )
+            feats.append(desc.float().cpu())  # [B,D]
+            labels.append(label)
+    return torch.cat(feats), torch.cat(labels).numpy()
+
+
+def evaluate(
+    model: Any,
+    index: DatasetIndex,
+    *,
+    views: int,
+    img_size: int,
+    batch_size: int = 32,
+    fps: int | None = None,
+    num_workers: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Both directions on the test split: {"drone->satellite": metrics, "satellite->drone": metrics}.
+
+    ``fps`` keeps only drone videos sampled at that rate (an index may mix rates).
+    """
+    cache: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
+
+    def subset_descriptors(subset: str) -> tuple[torch.Tensor, np.ndarray]:
+        if subset not in cache:
+            cache[subset] = descriptors(
+                model,
+                _items(index, subset, fps),
+                views=views,
+                img_size=img_size,
+                batch_size=batch_size,
+                num_workers=num_workers,
+            )
+        return cache[subset]
+
+    result = {}
+    for direction, (query, gallery) in DIRECTIONS.items():
+        qf, ql = subset_descriptors(query)
+        gf, gl = subset_descriptors(gallery)
+        result[direction] = retrieval_metrics(qf, ql, gf, gl)
+    return result
+
+
+def format_table(result: dict[str, dict[str, float]]) -> str:
+    """Both directions as the published tables print them: R@1, R@5, R@10, R@top1%, AP (percent)."""
+    headers = ["direction"] + [h for h, _ in TABLE_COLUMNS] + ["AP"]
+    keys = [k for _, k in TABLE_COLUMNS] + ["ap"]
+    rows = [[direction] + [f"{metrics[k]:.2f}" for k in keys] for direction, metrics in result.items()]
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    lines = [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in [headers, *rows]
+    ]
+    return "\n".join(lines)
