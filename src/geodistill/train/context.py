@@ -1,0 +1,116 @@
+"""How the plain training loop talks to whatever runs it (this process, or a Ray Train worker).
+
+``fit`` writes each epoch's checkpoint into a scratch directory and hands it to
+``context.report``; the context persists it (LocalContext copies it under the run directory,
+a Ray context hands it to ``ray.train.report``, which copies it to storage), and ``fit`` then
+deletes the scratch copy. Every rank calls ``report`` each epoch (Ray needs all workers to);
+only rank 0 passes a checkpoint and the evaluation metrics.
+
+Epochs are counted 1-based as "epochs completed": the first report says epoch 1, its
+checkpoint is epoch_0001, and resuming from it starts the second epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+
+CHECKPOINT_PATTERN = re.compile(r"^epoch_(\d{4,})$")
+
+
+@runtime_checkable
+class TrainContext(Protocol):
+    """What ``fit`` needs from its runner: identity, reporting, resume point, early-stop rule."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None: ...
+
+    def latest_checkpoint(self) -> Path | None:
+        """A checkpoint directory to resume from, or None to start fresh."""
+        ...
+
+    def should_stop(self, epoch: int, metrics: dict[str, float]) -> bool:
+        """Stop now that ``epoch`` epochs are done (e.g. a search's rung rule); fit uses rank 0's answer."""
+        ...
+
+
+def default_device(rank_local: int | None = None) -> torch.device:
+    """cuda:<local rank> when a GPU is visible, else cpu."""
+    if torch.cuda.is_available():
+        local = rank_local if rank_local is not None else int(os.environ.get("LOCAL_RANK", 0))
+        return torch.device("cuda", local % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+class LocalContext:
+    """In-process runner: checkpoints under ``<run_dir>/checkpoints/epoch_NNNN``, resumes from the latest.
+
+    Rank and world size come from an initialised ``torch.distributed`` group when there is
+    one. Rank 0 appends every report to ``<run_dir>/metrics.jsonl`` and keeps it in
+    ``history``. ``stop_after`` (optional) stops the run once that many epochs are done.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+        device: torch.device | str | None = None,
+        stop_after: int | None = None,
+    ) -> None:
+        dist = torch.distributed
+        initialised = dist.is_available() and dist.is_initialized()
+        self.rank = rank if rank is not None else (dist.get_rank() if initialised else 0)
+        self.world_size = world_size if world_size is not None else (dist.get_world_size() if initialised else 1)
+        self.device = torch.device(device) if device is not None else default_device()
+        self.run_dir = Path(run_dir)
+        self.checkpoints = self.run_dir / "checkpoints"
+        self.stop_after = stop_after
+        self.history: list[dict[str, float]] = []
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
+        """Rank 0: persist ``checkpoint_dir`` as epoch_NNNN (atomic rename) and log ``metrics``."""
+        if self.rank != 0:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if checkpoint_dir is not None:
+            epoch = int(metrics["epoch"])
+            dest = self.checkpoints / f"epoch_{epoch:04d}"
+            tmp = self.checkpoints / f".epoch_{epoch:04d}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(checkpoint_dir, tmp)
+            shutil.rmtree(dest, ignore_errors=True)
+            tmp.rename(dest)
+        self.history.append(dict(metrics))
+        with open(self.run_dir / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(metrics, sort_keys=True) + "\n")
+
+    def latest_checkpoint(self) -> Path | None:
+        """The highest complete epoch_NNNN directory (meta.json is written last), or None."""
+        return latest_checkpoint_in(self.checkpoints)
+
+    def should_stop(self, epoch: int, metrics: dict[str, float]) -> bool:
+        return self.stop_after is not None and epoch >= self.stop_after
+
+
+def latest_checkpoint_in(folder: str | Path) -> Path | None:
+    """The epoch_NNNN directory with the highest epoch that holds meta.json, or None."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    found = []
+    for path in folder.iterdir():
+        m = CHECKPOINT_PATTERN.match(path.name)
+        if m and (path / "meta.json").is_file():
+            found.append((int(m.group(1)), path))
+    return max(found)[1] if found else None
