@@ -86,6 +86,26 @@ def test_ties_keep_gallery_order():
     )
 
 
+def test_signed_zero_scores_tie():
+    # Scores -0.0 and +0.0 are equal: gallery order decides, the good item at index 1 ranks 1.
+    out = run(np.array([[-0.0], [0.0]], np.float32), [0, 7])
+    assert out["ap"] == pytest.approx(100.0 / 4)
+    out = run(np.array([[0.0], [-0.0]], np.float32), [0, 7])
+    assert out["ap"] == pytest.approx(100.0 / 4)
+
+
+@pytest.mark.parametrize("few_good", [0, 8])
+def test_many_positives_both_counting_strategies(few_good, monkeypatch):
+    import geodistill.eval.metrics as m
+
+    monkeypatch.setattr(m, "FEW_GOOD", few_good)
+    # 12 items ranked 0..11, good at 0, 2, 3, 5, 6, 8, 9, 10, 11 (9 > FEW_GOOD), junk at 1.
+    labels = [7, -1, 7, 7, 0, 7, 7, 0, 7, 7, 7, 7]
+    good_ranks = [0, 1, 2, 4, 5, 7, 8, 9, 10]  # junk removed
+    ap = sum(((i / r if r else 1.0) + (i + 1) / (r + 1)) / 2 / 9 for i, r in enumerate(good_ranks))
+    assert run(ranked_gallery(12), labels)["ap"] == pytest.approx(100.0 * ap)
+
+
 def test_k_larger_than_gallery_uses_last_rank():
     out = run(ranked_gallery(3), [0, 0, 7])
     assert (out["recall@1"], out["recall@5"], out["recall@10"]) == (0.0, 100.0, 100.0)
@@ -120,7 +140,8 @@ def test_random_agreement_with_reference(seed, monkeypatch):
     import geodistill.eval.metrics as m
 
     rng = np.random.default_rng(seed)
-    monkeypatch.setattr(m, "BLOCK_ELEMENTS", int(rng.integers(1, 500)))  # forces chunking of both loops
+    monkeypatch.setattr(m, "BLOCK_ELEMENTS", int(rng.integers(1, 500)))  # forces chunking
+    monkeypatch.setattr(m, "FEW_GOOD", [0, 1, 8][seed % 3])  # both counting strategies
     n_q, n_g, d = int(rng.integers(1, 60)), int(rng.integers(1, 120)), int(rng.integers(1, 6))
     if seed % 2:
         q, g = rng.integers(-2, 3, (n_q, d)), rng.integers(-2, 3, (n_g, d))

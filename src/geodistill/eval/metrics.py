@@ -8,7 +8,8 @@ Tie rule: equal scores keep gallery order, i.e. the ranking a *stable* descendin
 
     #{non-junk k : s_k > s_j} + #{non-junk k < j : s_k == s_j}
 
-which is what the fast path counts; no row is ever sorted. Scores are float32 matmuls.
+which is what the fast path counts (binary search among the few good keys per query); no
+gallery row is ever sorted. Scores are float32 matmuls in blocks of [chunk, G].
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ JUNK = -1
 RECALL_KS = (1, 5, 10)
 # Elements per [rows, G] block (float32: 16 MiB); keeps peak memory flat whatever the sizes.
 BLOCK_ELEMENTS = 1 << 22
+FEW_GOOD = 8  # up to this many good items per query, count by comparison, else by binary search
 
 
 def _as_tensor(x: Any, dtype: torch.dtype) -> torch.Tensor:
@@ -34,30 +36,71 @@ def top1_index(gallery_size: int) -> int:
     return min(round(0.01 * gallery_size), max(gallery_size - 1, 0))
 
 
+def _rank_keys(scores: torch.Tensor, junk: torch.Tensor) -> torch.Tensor:
+    """scores [c,G] float32 -> int64 keys [c,G], distinct within a row, larger = ranked ahead.
+
+    High 32 bits: the float's bits mapped to a monotone int32 (-0.0 folded onto +0.0);
+    low 32 bits: G-1-k, so equal scores rank in gallery order (the stable-sort rule).
+    Junk items get the smallest key: nothing they could outrank is counted.
+    """
+    n_gallery = scores.shape[1]
+    keys = (scores + 0.0).view(torch.int32).to(torch.int64)  # x + 0.0 turns -0.0 into +0.0
+    keys ^= (keys >> 31) & 0x7FFFFFFF  # negative floats: flip the magnitude bits (monotone)
+    keys <<= 32
+    keys += torch.arange(n_gallery - 1, -1, -1, dtype=torch.int64)  # [G] tie-break
+    return keys.masked_fill_(junk, torch.iinfo(torch.int64).min)
+
+
+def _count_ahead(keys: torch.Tensor, good_keys: torch.Tensor) -> torch.Tensor:
+    """keys [c,G], good_keys [c,P] ascending -> [c,P]: how many keys exceed each good key.
+
+    A few good items per query (drone -> satellite has one): one comparison pass each.
+    Many (satellite -> drone on University-1652, ~54): place every key among the good keys
+    by binary search and count the keys above the i-th good key from the histogram.
+    """
+    c, width = good_keys.shape
+    if width <= FEW_GOOD:
+        cols = [
+            (keys > good_keys[:, i : i + 1]).view(torch.uint8).sum(1, dtype=torch.int64) for i in range(width)
+        ]
+        return torch.stack(cols, dim=1)
+    below = torch.searchsorted(good_keys, keys, out_int32=True)  # [c,G]: good keys strictly below
+    rows = torch.arange(c, dtype=torch.int32)[:, None] * (width + 1)
+    hist = torch.bincount((rows + below).flatten(), minlength=c * (width + 1)).view(c, width + 1)
+    # keys above the i-th smallest good key = keys with `below` >= i+1.
+    return hist.flip(1).cumsum(1).flip(1)[:, 1:]
+
+
 def _good_ranks(
     q: torch.Tensor, ql: torch.Tensor, g: torch.Tensor, gl: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ranks (junk removed, stable ties) of every good (query, gallery) pair.
+    """Ranks (junk removed, stable ties) of every good (query, gallery) pair, counted not sorted.
 
-    q [Q,D], ql [Q], g [G,D], gl [G] -> (query index [P], 0-based rank [P]).
+    The rank of a good item is the number of non-junk items whose key exceeds its key.
+    q [Q,D], ql [Q], g [G,D], gl [G] -> (query index [P], rank [P]).
     """
     n_gallery = g.shape[0]
     junk = gl == JUNK  # [G]
-    positions = torch.arange(n_gallery)  # [G]
     chunk = max(1, BLOCK_ELEMENTS // max(n_gallery, 1))
+    int64_max = torch.iinfo(torch.int64).max
     q_out, r_out = [], []
     for start in range(0, q.shape[0], chunk):
-        scores = q[start : start + chunk] @ g.T  # [c,G] float32
-        scores.masked_fill_(junk, float("-inf"))  # junk never outranks a (finite) good item
+        keys = _rank_keys(q[start : start + chunk] @ g.T, junk)  # [c,G]
+        c = keys.shape[0]
         good = (ql[start : start + chunk, None] == gl[None, :]) & ~junk  # [c,G]
-        qi, gj = good.nonzero(as_tuple=True)  # [p], [p]
-        for p0 in range(0, qi.numel(), chunk):  # pair rows: at most one block at a time
-            pq, pg = qi[p0 : p0 + chunk], gj[p0 : p0 + chunk]
-            rows = scores[pq]  # [p,G]
-            s = scores[pq, pg][:, None]  # [p,1]
-            ahead = (rows > s).sum(1) + ((rows == s) & (positions[None, :] < pg[:, None])).sum(1)
-            q_out.append(pq + start)
-            r_out.append(ahead)
+        qi, gj = good.nonzero(as_tuple=True)  # [p] each, grouped by query
+        if qi.numel() == 0:
+            continue
+        n_good = torch.bincount(qi, minlength=c)  # [c]
+        slot = torch.arange(qi.numel()) - (n_good.cumsum(0) - n_good)[qi]  # position within its query
+        width = int(n_good.max())
+        good_keys = torch.full((c, width), int64_max, dtype=torch.int64)  # padding sorts last
+        good_keys[qi, slot] = keys[qi, gj]
+        good_keys = good_keys.sort(dim=1).values  # [c,P] ascending
+        ahead = _count_ahead(keys, good_keys)  # [c,P]
+        real = torch.arange(width)[None, :] < n_good[:, None]  # [c,P]
+        q_out.append((torch.arange(c)[:, None] + start).expand(c, width)[real])
+        r_out.append(ahead[real])
     if not q_out:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
     return torch.cat(q_out), torch.cat(r_out)
