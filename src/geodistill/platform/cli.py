@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "train",
     "eval",
     "search",
+    "cluster",
     "leaderboard",
     "report",
     "regress",
