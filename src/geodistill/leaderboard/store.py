@@ -1,0 +1,437 @@
+"""The leaderboard store: one explicit Parquet schema, one file per write, deduplicating readers.
+
+Layout (hive-partitioned by the one low-cardinality key)::
+
+    <root>/experiment=<name>/part-<uuid>.parquet
+
+Why one file per write: many trials on many nodes finish at once; appending to a shared file
+would need a lock that object stores do not have. Each writer writes its own file to a hidden
+temporary name and renames it into place (atomic on a local file system; on an object store the
+single PUT of the final key is itself atomic), so a reader sees a whole file or nothing. Rows
+carry ``row_key`` = ``experiment/trial_id/stage``; a resumed search that writes a row again, or a
+compaction that is halfway done, leaves duplicates on disk that readers remove (latest
+``created_at`` wins).
+
+New columns are added to ``SCHEMA`` as nullable; files written before them read back with nulls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from geodistill.errors import UserError
+
+SCHEMA_VERSION = 1
+DEFAULT_ROOT = "runs/leaderboard"
+ROOT_ENV = "GEODISTILL_LEADERBOARD"
+STAGES = ("teacher", "student", "baseline")
+STATUSES = ("ok", "failed", "stopped", "running")
+DIRECTIONS = ("d2s", "s2d")  # drone -> satellite, satellite -> drone
+METRIC_SUFFIXES = ("recall1", "recall5", "recall10", "recall_top1", "ap")
+METRIC_COLUMNS = tuple(f"{d}_{s}" for d in DIRECTIONS for s in METRIC_SUFFIXES)
+
+_STR, _INT, _F64 = pa.string(), pa.int32(), pa.float64()
+SCHEMA = pa.schema(
+    [
+        pa.field("row_key", _STR, nullable=False),  # f"{experiment}/{trial_id}/{stage}"
+        pa.field("run_id", _STR),
+        pa.field("trial_id", _STR),
+        pa.field("experiment", _STR, nullable=False),
+        pa.field("stage", _STR),  # teacher | student | baseline
+        pa.field("status", _STR),  # ok | failed | stopped | running
+        pa.field("error", _STR),
+        pa.field("dataset_name", _STR),
+        pa.field("dataset_elevation", _INT),
+        pa.field("dataset_fps", _INT),
+        pa.field("dataset_hash", _STR),
+        pa.field("teacher", _STR),  # backbone name or checkpoint of the stage-1 model
+        pa.field("backbone", _STR),
+        pa.field("img_size", _INT),
+        pa.field("views", _INT),
+        pa.field("refiner", _STR),
+        pa.field("temperature", _F64),
+        pa.field("w_task", _F64),
+        pa.field("w_logit", _F64),
+        pa.field("w_feature", _F64),
+        pa.field("w_relation", _F64),
+        pa.field("lr", _F64),
+        pa.field("epochs", _INT),
+        *[pa.field(name, _F64) for name in METRIC_COLUMNS],  # percent
+        pa.field("params_m", _F64),
+        pa.field("gflops", _F64),  # per drone query (views x per-frame + refiner)
+        pa.field("gmacs", _F64),
+        pa.field("flop_counter", _STR),
+        pa.field("latency_ms", _F64),
+        pa.field("throughput_qps", _F64),
+        pa.field("device", _STR),
+        pa.field("checkpoint_uri", _STR),
+        pa.field("config_json", _STR),  # scrubbed of anything that looks like a secret
+        pa.field("git_sha", _STR),
+        pa.field("host", _STR),
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("schema_version", _INT),
+    ],
+    metadata={"geodistill.schema_version": str(SCHEMA_VERSION)},
+)
+COLUMNS = tuple(SCHEMA.names)
+POLARS_SCHEMA = pl.from_arrow(SCHEMA.empty_table()).schema
+
+_PART_PREFIX, _PART_SUFFIX, _TMP_PREFIX = "part-", ".parquet", ".tmp-"
+_SECRET_KEY = re.compile(
+    r"(token|passw(or)?d|passphrase|secret|credential|api[_-]?key|access[_-]?key|private[_-]?key|"
+    r"auth|^aws_|session[_-]?key)",
+    re.IGNORECASE,
+)
+_SECRET_VALUE = re.compile(
+    r"^(AKIA|ASIA)[0-9A-Z]{16}$|^(ghp|gho|github_pat|hf|sk|xox[abp])_[A-Za-z0-9_]{16,}"
+)
+
+
+class LeaderboardError(UserError):
+    """The leaderboard cannot be written or read (disk full, permissions, bad root or name)."""
+
+
+def default_root() -> str:
+    """``$GEODISTILL_LEADERBOARD`` if set, else ``runs/leaderboard`` (relative to the cwd)."""
+    return os.environ.get(ROOT_ENV) or DEFAULT_ROOT
+
+
+def scrub_secrets(obj: Any) -> Any:
+    """A copy of ``obj`` without keys that name secrets (token, password, aws_*, ...) or
+    string values that look like access keys. Config goes into a shared table: never store one."""
+    if isinstance(obj, Mapping):
+        return {
+            str(k): scrub_secrets(v)
+            for k, v in obj.items()
+            if not _SECRET_KEY.search(str(k)) and not (isinstance(v, str) and _SECRET_VALUE.search(v))
+        }
+    if isinstance(obj, list | tuple):
+        return [scrub_secrets(v) for v in obj if not (isinstance(v, str) and _SECRET_VALUE.search(v))]
+    return obj
+
+
+@cache
+def _git_sha() -> str | None:
+    """HEAD of the git checkout this package runs from (None outside a checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", sha) else None
+
+
+def _coerce(name: str, value: Any, type_: pa.DataType) -> Any:
+    """Check one value against its column type; ints widen to floats, numpy scalars unwrap."""
+    if value is None:
+        return None
+    if hasattr(value, "item") and not isinstance(value, str | bytes):  # numpy / torch scalar
+        value = value.item()
+    if pa.types.is_floating(type_):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"leaderboard column {name!r} takes a number, got {value!r}")
+        return float(value)
+    if pa.types.is_integer(type_):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"leaderboard column {name!r} takes an integer, got {value!r}")
+        return value
+    if pa.types.is_timestamp(type_):
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        if not isinstance(value, datetime):
+            raise ValueError(f"leaderboard column {name!r} takes a datetime, got {value!r}")
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not isinstance(value, str):
+        raise ValueError(f"leaderboard column {name!r} takes a string, got {type(value).__name__}")
+    return value
+
+
+def make_row(**fields: Any) -> dict[str, Any]:
+    """One leaderboard row with every column: given fields checked, the rest null or defaulted.
+
+    Defaults: ``status`` "ok", ``created_at`` now (UTC), ``host``, ``git_sha``, ``schema_version``,
+    ``row_key`` = f"{experiment}/{trial_id}/{stage}". ``config_json`` may be a dict or a JSON
+    string; it is stored scrubbed of secrets. An unknown field raises ValueError naming it.
+    """
+    unknown = sorted(set(fields) - set(COLUMNS))
+    if unknown:
+        raise ValueError(f"unknown leaderboard field(s): {', '.join(unknown)}")
+    row: dict[str, Any] = dict.fromkeys(COLUMNS)
+    row.update(status="ok", host=socket.gethostname(), git_sha=_git_sha(), schema_version=SCHEMA_VERSION)
+    row["created_at"] = datetime.now(UTC)
+    row.update({k: v for k, v in fields.items() if v is not None or k in ("git_sha", "host")})
+    cfg = row["config_json"]
+    if cfg is not None:
+        if isinstance(cfg, str):
+            try:
+                cfg = json.loads(cfg)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"leaderboard field 'config_json' is not valid JSON: {err}") from None
+        row["config_json"] = json.dumps(scrub_secrets(cfg), sort_keys=True, default=str)
+    for name in ("experiment", "stage"):
+        if not row[name]:
+            raise ValueError(f"leaderboard row needs {name!r}")
+    if row["stage"] not in STAGES:
+        raise ValueError(f"leaderboard stage must be one of {', '.join(STAGES)}, got {row['stage']!r}")
+    if row["status"] not in STATUSES:
+        raise ValueError(f"leaderboard status must be one of {', '.join(STATUSES)}, got {row['status']!r}")
+    if row["row_key"] is None:
+        if row["trial_id"] is None:
+            raise ValueError("leaderboard row needs 'trial_id' (or an explicit 'row_key')")
+        row["row_key"] = f"{row['experiment']}/{row['trial_id']}/{row['stage']}"
+    return {f.name: _coerce(f.name, row[f.name], f.type) for f in SCHEMA}
+
+
+def _complete(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A full row (from ``make_row``) re-checked, or a partial one completed by ``make_row``."""
+    if set(row) != set(COLUMNS):
+        return make_row(**row)
+    return {f.name: _coerce(f.name, row[f.name], f.type) for f in SCHEMA}
+
+
+def metrics_to_columns(evaluate_result: Mapping[str, Any]) -> dict[str, float]:
+    """``evaluate()``'s {"drone->satellite": {"recall@1": ..}, ..} -> {"d2s_recall1": .., ...}.
+
+    Already-flat dicts (``d2s_*`` keys, as training reports them) pass through, filtered to the
+    metric columns.
+    """
+    if any(k in METRIC_COLUMNS for k in evaluate_result):
+        return {k: float(v) for k, v in evaluate_result.items() if k in METRIC_COLUMNS}
+    try:
+        from geodistill.eval import flatten_metrics
+    except ImportError:  # older tree without the shared helper: same mapping here
+        flatten_metrics = _flatten_metrics
+    return {k: float(v) for k, v in flatten_metrics(evaluate_result).items() if k in METRIC_COLUMNS}
+
+
+def _flatten_metrics(result: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    prefixes = {"drone->satellite": "d2s", "satellite->drone": "s2d"}
+    keys = {
+        "recall@1": "recall1",
+        "recall@5": "recall5",
+        "recall@10": "recall10",
+        "recall@top1": "recall_top1",
+    }
+    out = {}
+    for direction, metrics in result.items():
+        if direction in prefixes:
+            for k, v in metrics.items():
+                out[f"{prefixes[direction]}_{keys.get(k, k)}"] = float(v)
+    return out
+
+
+def dedup_latest(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """One row per ``row_key``: the one with the latest ``created_at``."""
+    return (
+        frame.sort("created_at", maintain_order=True)
+        .unique(subset=["row_key"], keep="last")
+        .sort("created_at", "row_key")
+    )
+
+
+def _conform(table: pa.Table) -> pa.Table:
+    """Cast a table read from any schema version to SCHEMA: missing columns null, extra dropped."""
+    columns = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
+        for f in SCHEMA
+    ]
+    return pa.Table.from_arrays(columns, schema=SCHEMA)
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+class Leaderboard:
+    """A leaderboard dataset at ``root``: a local directory or a ``pyarrow.fs`` URI (``s3://...``)."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        root = str(root if root is not None else default_root())
+        if "://" in root and not root.startswith("file://"):
+            try:
+                self.fs, self.base = pafs.FileSystem.from_uri(root)
+            except (pa.ArrowException, OSError, ValueError) as err:
+                raise LeaderboardError(f"cannot open leaderboard {root}: {_one_line(err)}") from None
+            self.scheme = root.split("://", 1)[0]
+            self.local = False
+        else:
+            path = Path(root.removeprefix("file://")).expanduser().absolute()
+            self.fs, self.base, self.scheme, self.local = pafs.LocalFileSystem(), str(path), "", True
+        self.root = root
+
+    def __repr__(self) -> str:
+        return f"Leaderboard({self.root!r})"
+
+    # ---- paths -------------------------------------------------------------------------------
+    @staticmethod
+    def partition_name(experiment: str) -> str:
+        """``experiment=<percent-quoted name>``: '/' and '=' are quoted, so no name leaves its folder."""
+        if not experiment:
+            raise LeaderboardError("experiment name must not be empty")
+        return "experiment=" + quote(experiment, safe="-_+,@.")
+
+    def _join(self, *parts: str) -> str:
+        return "/".join([self.base.rstrip("/"), *parts])
+
+    def _uri(self, path: str) -> str:
+        return path if self.local else f"{self.scheme}://{path}"
+
+    def experiments(self) -> list[str]:
+        """Experiment names that have a partition directory (sorted)."""
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.base, allow_not_found=True))
+        except (OSError, pa.ArrowException) as err:
+            raise LeaderboardError(f"cannot list leaderboard {self.root}: {_one_line(err)}") from None
+        return sorted(
+            unquote(i.base_name.split("=", 1)[1])
+            for i in infos
+            if i.type == pafs.FileType.Directory and i.base_name.startswith("experiment=")
+        )
+
+    def files(self, experiment: str | None = None) -> list[str]:
+        """Visible data files (``part-*.parquet``); hidden temporaries and stray files are skipped."""
+        names = [experiment] if experiment is not None else self.experiments()
+        out = []
+        for name in names:
+            selector = pafs.FileSelector(self._join(self.partition_name(name)), allow_not_found=True)
+            try:
+                infos = self.fs.get_file_info(selector)
+            except (OSError, pa.ArrowException) as err:
+                raise LeaderboardError(f"cannot list leaderboard {self.root}: {_one_line(err)}") from None
+            out += sorted(
+                i.path
+                for i in infos
+                if i.type == pafs.FileType.File
+                and i.base_name.startswith(_PART_PREFIX)
+                and i.base_name.endswith(_PART_SUFFIX)
+            )
+        return out
+
+    # ---- writing -----------------------------------------------------------------------------
+    def write(self, rows: Iterable[Mapping[str, Any]]) -> str:
+        """Write ``rows`` as one new file per experiment they name; returns the (last) file path.
+
+        Rows are completed with ``make_row`` (so plain dicts of known fields work). The file
+        appears whole or not at all; on failure (disk full, no permission) the temporary file is
+        removed and a one-line LeaderboardError is raised.
+        """
+        rows = [_complete(r) for r in rows]
+        if not rows:
+            raise ValueError("Leaderboard.write needs at least one row")
+        by_experiment: dict[str, list[dict]] = {}
+        for row in rows:
+            by_experiment.setdefault(row["experiment"], []).append(row)
+        path = ""
+        for experiment, group in by_experiment.items():
+            table = pa.Table.from_pylist(group, schema=SCHEMA)
+            path = self._write_table(experiment, table)
+        return path
+
+    def _write_table(self, experiment: str, table: pa.Table) -> str:
+        """Atomically publish ``table`` as a new ``part-<uuid>.parquet`` of ``experiment``."""
+        directory = self._join(self.partition_name(experiment))
+        name = uuid.uuid4().hex
+        final = f"{directory}/{_PART_PREFIX}{name}{_PART_SUFFIX}"
+        # Local: a hidden temporary then a rename. Object stores: the PUT of the final key is atomic.
+        target = f"{directory}/{_TMP_PREFIX}{name}{_PART_SUFFIX}" if self.local else final
+        try:
+            self.fs.create_dir(directory, recursive=True)
+            pq.write_table(table, target, filesystem=self.fs, compression="zstd")
+            if self.local:
+                os.replace(target, final)  # atomic within one directory
+        except (OSError, pa.ArrowException) as err:
+            if self.local:
+                try:
+                    os.unlink(target)
+                except OSError:
+                    pass
+            raise LeaderboardError(f"cannot write to leaderboard {self.root}: {_one_line(err)}") from None
+        return self._uri(final)
+
+    # ---- reading -----------------------------------------------------------------------------
+    def _lazy(self, files: list[str]) -> pl.LazyFrame:
+        if not files:
+            return pl.LazyFrame(schema=POLARS_SCHEMA)
+        return pl.scan_parquet(
+            [self._uri(f) for f in files],
+            schema=POLARS_SCHEMA,
+            missing_columns="insert",  # files from before a column was added
+            extra_columns="ignore",  # files from a newer writer
+            hive_partitioning=False,  # `experiment` is stored in the file itself
+            glob=False,
+        )
+
+    def scan(self, experiment: str | None = None, *, dedup: bool = True) -> pl.LazyFrame:
+        """A lazy frame over the visible files, one row per ``row_key`` (latest ``created_at``).
+
+        The file list is taken now; collect soon (or use ``read``, which retries if a concurrent
+        compaction removed a listed file in between).
+        """
+        frame = self._lazy(self.files(experiment))
+        return dedup_latest(frame) if dedup else frame
+
+    def read(self, experiment: str | None = None, *, retries: int = 5) -> pl.DataFrame:
+        """``scan(experiment).collect()``, re-listing files if a compaction removed one mid-read."""
+        for attempt in range(retries + 1):
+            files = self.files(experiment)
+            try:
+                return dedup_latest(self._lazy(files)).collect()
+            except (OSError, pl.exceptions.PolarsError) as err:
+                vanished = any(not self.fs.get_file_info(f).is_file for f in files)
+                if not vanished or attempt == retries:
+                    raise LeaderboardError(f"cannot read leaderboard {self.root}: {_one_line(err)}") from None
+        raise AssertionError("unreachable")
+
+    def keys(self, experiment: str | None = None) -> set[str]:
+        """``row_key`` values present (a resumed search skips these)."""
+        frame = self._lazy(self.files(experiment)).select("row_key").unique()
+        return set(frame.collect()["row_key"].to_list())
+
+    # ---- maintenance -------------------------------------------------------------------------
+    def compact(self, experiment: str) -> tuple[int, int]:
+        """Merge an experiment's files into one; returns (files merged, rows kept).
+
+        The merged file (deduplicated, latest row per key) is published first, then the old
+        files are removed: a reader in between sees each row twice and dedups it; files written
+        after the listing are left alone. Nothing is lost if this stops at any point.
+        """
+        files = self.files(experiment)
+        if len(files) <= 1:
+            return len(files), (len(self.read(experiment)) if files else 0)
+        merged = self._lazy(files).collect()
+        table = _conform(dedup_latest(merged.lazy()).collect().to_arrow())
+        self._write_table(experiment, table)
+        for path in files:
+            try:
+                self.fs.delete_file(path)
+            except FileNotFoundError:
+                pass  # a concurrent compaction removed it already
+            except (OSError, pa.ArrowException) as err:
+                raise LeaderboardError(f"cannot remove {path} after compaction: {_one_line(err)}") from None
+        return len(files), table.num_rows

@@ -1,0 +1,266 @@
+"""Leaderboard store: rows, atomic files, concurrent writers, killed writers, dedup, evolution."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from geodistill.leaderboard import (
+    COLUMNS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    Leaderboard,
+    LeaderboardError,
+    make_row,
+    metrics_to_columns,
+)
+from geodistill.leaderboard.store import scrub_secrets
+
+
+def row(trial: str, experiment: str = "exp", stage: str = "student", **fields) -> dict:
+    return make_row(experiment=experiment, trial_id=trial, stage=stage, **fields)
+
+
+def test_make_row_fills_defaults_and_names_unknown_fields():
+    r = row("t1", d2s_recall1=50, views=4.0)
+    assert list(r) == list(COLUMNS) and len(COLUMNS) == len(SCHEMA)
+    assert r["row_key"] == "exp/t1/student" and r["status"] == "ok"
+    assert r["schema_version"] == SCHEMA_VERSION and r["host"]
+    assert isinstance(r["created_at"], datetime) and r["created_at"].tzinfo is not None
+    assert r["d2s_recall1"] == 50.0 and isinstance(r["d2s_recall1"], float) and r["views"] == 4
+    assert r["gflops"] is None and r["error"] is None
+    with pytest.raises(ValueError, match=r"unknown leaderboard field\(s\): recall_at_1, zzz"):
+        row("t1", recall_at_1=1.0, zzz=2)
+    with pytest.raises(ValueError, match="'views' takes an integer"):
+        row("t1", views=2.5)
+    with pytest.raises(ValueError, match="stage must be one of"):
+        row("t1", stage="final")
+    with pytest.raises(ValueError, match="needs 'trial_id'"):
+        make_row(experiment="exp", stage="student")
+
+
+def test_config_json_never_keeps_secrets():
+    cfg = {
+        "model": {"backbone": "vit_tiny", "api_key": "abc"},
+        "storage": {"aws_access_key_id": "AKIAABCDEFGHIJKLMNOP", "AWS_SECRET_ACCESS_KEY": "s", "bucket": "b"},
+        "hf_token": "hf_abcdefghijklmnopqrstuvwxyz",
+        "password": "pw",
+        "note": "AKIAABCDEFGHIJKLMNOP",
+        "lr": 0.1,
+    }
+    stored = json.loads(row("t", config_json=cfg)["config_json"])
+    assert stored == {"model": {"backbone": "vit_tiny"}, "storage": {"bucket": "b"}, "lr": 0.1}
+    assert json.loads(row("t", config_json=json.dumps(cfg))["config_json"]) == stored
+    assert scrub_secrets([{"db_credentials": 1, "x": 2}]) == [{"x": 2}]
+
+
+def test_metrics_to_columns_maps_both_directions():
+    result = {
+        "drone->satellite": {"recall@1": 50.0, "recall@5": 60, "recall@10": 70, "recall@top1": 80, "ap": 55},
+        "satellite->drone": {"recall@1": 40.0, "recall@5": 41, "recall@10": 42, "recall@top1": 43, "ap": 44},
+    }
+    cols = metrics_to_columns(result)
+    assert cols["d2s_recall1"] == 50.0 and cols["d2s_recall_top1"] == 80.0 and cols["s2d_ap"] == 44.0
+    assert len(cols) == 10
+    assert metrics_to_columns({"d2s_recall1": 1.0, "loss": 3.0}) == {"d2s_recall1": 1.0}
+
+
+def test_write_scan_dedup_latest_and_keys(tmp_path):
+    lb = Leaderboard(tmp_path / "lb")
+    assert lb.read().height == 0 and lb.keys() == set()
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    lb.write([row(str(i), d2s_recall1=float(i), created_at=t0) for i in range(3)])
+    # A resumed trial writes its key again, later: the newer row wins; an older re-write loses.
+    lb.write([row("1", d2s_recall1=99.0, created_at=t0 + timedelta(seconds=5))])
+    lb.write([row("2", d2s_recall1=-1.0, created_at=t0 - timedelta(seconds=5))])
+    lb.write([row("0", experiment="other", stage="teacher")])
+    assert len(lb.files()) == 4 and lb.experiments() == ["exp", "other"]
+    df = lb.read("exp")
+    assert dict(zip(df["row_key"], df["d2s_recall1"])) == {
+        "exp/0/student": 0.0,
+        "exp/1/student": 99.0,
+        "exp/2/student": 2.0,
+    }
+    assert lb.scan(dedup=False).collect().height == 6
+    assert lb.keys() == {"exp/0/student", "exp/1/student", "exp/2/student", "other/0/teacher"}
+    assert lb.keys("other") == {"other/0/teacher"}
+    # Files sit in a hive partition, are whole Parquet files with the explicit schema.
+    for path in lb.files():
+        assert Path(path).parent.name in ("experiment=exp", "experiment=other")
+        assert pq.read_schema(path).equals(SCHEMA, check_metadata=False)
+
+
+def test_experiment_names_cannot_escape_the_root(tmp_path):
+    lb = Leaderboard(tmp_path / "lb")
+    lb.write([row("0", experiment="../evil/x"), row("0", experiment=".hidden")])
+    assert sorted(p.name for p in (tmp_path / "lb").iterdir()) == [
+        "experiment=..%2Fevil%2Fx",
+        "experiment=.hidden",
+    ]
+    assert lb.experiments() == ["../evil/x", ".hidden"]
+    assert lb.keys() == {"../evil/x/0/student", ".hidden/0/student"}
+
+
+def test_old_files_without_new_columns_and_newer_files_with_extra_columns_read(tmp_path):
+    lb = Leaderboard(tmp_path)
+    part = tmp_path / "experiment=exp"
+    part.mkdir()
+    # A file from "schema 0": no cost columns, no schema_version.
+    old = pa.table(
+        {
+            "row_key": ["exp/old/student"],
+            "experiment": ["exp"],
+            "stage": ["student"],
+            "d2s_recall1": [12.5],
+            "created_at": pa.array([datetime(2025, 1, 1, tzinfo=UTC)], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    pq.write_table(old, part / "part-old.parquet")
+    # A file from a newer writer with an extra column.
+    new = pa.Table.from_pylist([row("new")], schema=SCHEMA).append_column("future_col", pa.array([1.0]))
+    pq.write_table(new, part / "part-new.parquet")
+    df = lb.read()
+    assert df.columns == list(COLUMNS)
+    old_row = df.filter(pl.col("row_key") == "exp/old/student").row(0, named=True)
+    assert old_row["d2s_recall1"] == 12.5 and old_row["gflops"] is None and old_row["schema_version"] is None
+    assert lb.compact("exp") == (2, 2)
+    assert lb.read().sort("row_key")["row_key"].to_list() == ["exp/new/student", "exp/old/student"]
+
+
+def test_hidden_temporary_and_stray_files_are_skipped(tmp_path):
+    lb = Leaderboard(tmp_path)
+    lb.write([row("a")])
+    part = tmp_path / "experiment=exp"
+    (part / ".tmp-123.parquet").write_bytes(b"PAR1 half written")
+    (part / "notes.txt").write_text("hello")
+    assert lb.read()["row_key"].to_list() == ["exp/a/student"]
+
+
+_WRITER = """
+import sys
+from geodistill.leaderboard import Leaderboard, make_row
+worker, batches, per = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+lb = Leaderboard(sys.argv[1])
+for b in range(batches):
+    lb.write([make_row(experiment="race", trial_id=f"w{worker}-{b}-{i}", stage="student",
+                       d2s_recall1=float(i)) for i in range(per)])
+"""
+
+
+def test_eight_concurrent_writers_leave_exactly_800_rows(tmp_path):
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), str(w), "10", "10"]) for w in range(8)
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0] * 8
+    lb = Leaderboard(tmp_path)
+    files = lb.files()
+    assert len(files) == 80
+    for path in files:
+        assert pq.read_metadata(path).num_rows == 10  # every file whole
+    df = lb.read("race")
+    assert df.height == 800 and df["row_key"].n_unique() == 800
+    assert not list((tmp_path / "experiment=race").glob(".tmp-*"))
+
+
+_LIMITED_WRITER = """
+import resource, signal, sys
+from geodistill.leaderboard import Leaderboard, LeaderboardError, make_row
+mode = sys.argv[2]
+rows = [make_row(experiment="exp", trial_id=str(i), stage="student", config_json={"blob": "x" * 2000})
+        for i in range(200)]
+lb = Leaderboard(sys.argv[1])
+lb.write(rows[:1])  # a small file that fits
+# CPython ignores SIGXFSZ: a write past the limit then fails with EFBIG, like a full disk. With the
+# default action restored the kernel kills the process in the middle of that write instead.
+if mode == "kill":
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+try:
+    lb.write(rows)
+except LeaderboardError as err:
+    print("ERR:", err)
+    sys.exit(3)
+"""
+
+
+def test_writer_killed_mid_write_leaves_no_visible_partial_file(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", _LIMITED_WRITER, str(tmp_path), "kill"], capture_output=True, timeout=60
+    )
+    assert proc.returncode < 0  # killed by a signal, mid-write
+    part = tmp_path / "experiment=exp"
+    assert len(list(part.glob(".tmp-*"))) == 1  # the half-written temporary is left behind...
+    lb = Leaderboard(tmp_path)
+    assert len(lb.files()) == 1 and lb.read()["row_key"].to_list() == ["exp/0/student"]  # ...but unseen
+    assert lb.compact("exp") == (1, 1)
+
+
+def test_disk_full_is_one_line_and_leaves_nothing(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", _LIMITED_WRITER, str(tmp_path), "ignore"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 3, proc.stderr
+    msg = proc.stdout.strip()
+    assert msg.startswith(f"ERR: cannot write to leaderboard {tmp_path}: ") and "\n" not in msg
+    part = tmp_path / "experiment=exp"
+    assert not list(part.glob(".tmp-*"))
+    assert Leaderboard(tmp_path).read().height == 1
+
+
+def test_unwritable_root_is_a_leaderboard_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(LeaderboardError, match=r"^cannot write to leaderboard .*file/lb: ") as err:
+        Leaderboard(blocker / "lb").write([row("a")])
+    assert "\n" not in str(err.value)
+
+
+def test_compaction_is_atomic_for_readers_and_keeps_every_row(tmp_path):
+    lb = Leaderboard(tmp_path)
+    for i in range(20):
+        lb.write([row(f"t{i}", d2s_recall1=float(i)), row(f"t{i % 5}", d2s_recall1=100.0 + i)])
+    before = lb.read().sort("row_key")
+    assert before.height == 20
+    # A reader that lists files before the compaction and one after: both see the same rows.
+    early = lb.scan()
+    merged, kept = lb.compact("exp")
+    assert (merged, kept) == (20, 20) and len(lb.files()) == 1
+    assert lb.read().sort("row_key").equals(before)
+    with pytest.raises((pl.exceptions.PolarsError, OSError)):  # the old listing points at removed files
+        early.collect()
+    # The moment between publishing the merged file and removing old ones: duplicates, deduped.
+    lb.write([row("t3", d2s_recall1=7.0)])
+    merged_file = lb.files()[0]
+    copy = Path(merged_file).with_name("part-copy.parquet")
+    copy.write_bytes(Path(merged_file).read_bytes())
+    df = lb.read()
+    assert df.height == 20 and df.filter(pl.col("row_key") == "exp/t3/student")["d2s_recall1"].item() == 7.0
+
+
+def test_read_retries_when_a_compaction_removes_listed_files(tmp_path):
+    lb = Leaderboard(tmp_path)
+    for i in range(6):
+        lb.write([row(f"t{i}")])
+
+    class Racing(Leaderboard):
+        compacted = False
+
+        def files(self, experiment=None):
+            listed = super().files(experiment)
+            if not Racing.compacted:
+                Racing.compacted = True
+                Leaderboard(tmp_path).compact("exp")  # runs between listing and reading
+            return listed
+
+    assert Racing(tmp_path).read().height == 6
