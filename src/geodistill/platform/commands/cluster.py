@@ -1,0 +1,37 @@
+"""`geodistill cluster validate FILE...`: offline checks of cluster-launcher YAMLs and KubeRay manifests."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "cluster",
+        help="check Ray cluster-launcher YAMLs and KubeRay manifests offline",
+        description=(
+            "validate: launcher YAMLs against the schema shipped with Ray plus node-type consistency "
+            "and secure defaults; KubeRay RayCluster/RayJob manifests (ray.io/v1) structurally."
+        ),
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    validate = actions.add_parser("validate", help="validate one or more cluster files")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.set_defaults(func=_validate)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from geodistill.errors import ConfigError
+    from geodistill.platform.clusters import validate_file
+
+    failures = 0
+    for path in args.files:
+        try:
+            kind = validate_file(path)
+        except ConfigError as err:
+            failures += 1
+            print(f"geodistill cluster: error: {err}", file=sys.stderr)
+            continue
+        print(f"ok  {path}  ({kind})")
+    return 2 if failures else 0
