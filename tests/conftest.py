@@ -21,3 +21,15 @@ def synth_univ_mp4(tmp_path_factory) -> Path:
     return generate_univ(
         tmp_path_factory.mktemp("univ_mp4") / "univ", buildings=12, seed=0, img_size=64, video="mp4"
     )
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray head (127.0.0.1, 2 CPUs, no dashboard) shared by every Ray test of the session."""
+    import ray
+
+    from geodistill.platform.ray_local import init_ray
+
+    init_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,130 @@
+"""Starting or joining Ray: a loopback-only local head by default, a cluster when asked.
+
+Every Ray entry point of geodistill goes through ``init_ray`` so that a laptop or CI run never
+opens a port on a public interface: the local head binds 127.0.0.1, starts no dashboard, and
+keeps a small object store (checkpoints travel as files, not objects, so little is needed).
+``listening_addresses`` lets a test (and the reliability suite) check that promise on the
+processes Ray actually started.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable
+
+from geodistill.errors import ConfigError
+
+ADDRESS_ENV = "GEODISTILL_RAY_ADDRESS"
+OBJECT_STORE_MB_ENV = "GEODISTILL_RAY_OBJECT_STORE_MB"
+DEFAULT_OBJECT_STORE_MB = 256  # plenty for Train's control traffic; fits a 2-core / 24 GiB box
+LOOPBACK = "127.0.0.1"
+
+
+def resolve_address(address: str | None = None) -> str | None:
+    """The cluster to join: ``address``, else $GEODISTILL_RAY_ADDRESS, else None (start a local head)."""
+    address = address if address is not None else os.environ.get(ADDRESS_ENV) or None
+    if address in (None, "", "local"):
+        return None
+    return address
+
+
+def init_ray(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    include_dashboard: bool = False,
+    object_store_mb: int | None = None,
+) -> None:
+    """Initialise Ray once per process (idempotent when Ray is already up).
+
+    ``address`` None/"local" (and no $GEODISTILL_RAY_ADDRESS) starts a local head on 127.0.0.1;
+    "auto", "ray://host:port" or "host:port" joins an existing cluster.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    # `uv run` drivers would otherwise ship a uv runtime env to every worker (slow, needs network).
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    target = resolve_address(address)
+    common = {"ignore_reinit_error": True, "log_to_driver": True}
+    if target is not None:
+        try:
+            ray.init(address=target, **common)
+        except (ConnectionError, ValueError, RuntimeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"cannot connect to Ray at {target!r}: {first}") from None
+        return
+    _pin_node_ip_to_loopback()
+    if object_store_mb is None:
+        object_store_mb = int(os.environ.get(OBJECT_STORE_MB_ENV, DEFAULT_OBJECT_STORE_MB))
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=include_dashboard,
+        dashboard_host=LOOPBACK,
+        object_store_memory=object_store_mb * 1024 * 1024,
+        _node_ip_address=LOOPBACK,
+        **common,
+    )
+
+
+def _pin_node_ip_to_loopback() -> None:
+    """Make every process of the local head bind 127.0.0.1, not 0.0.0.0 / :: / the host's IP.
+
+    Ray resolves a loopback ``_node_ip_address`` to the host's routable IP unless
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` is off (its single-machine mode); with the node IP on
+    loopback the gcs, raylet, agents and workers all listen on loopback. Ray reads the flag at
+    import, so besides the environment (inherited by every process Ray spawns) the driver's
+    already-imported constant is set too.
+    """
+    import ray._private.ray_constants as ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def local_ray_pids() -> list[int]:
+    """Pids of the processes the local head started (gcs, raylet, agents, workers), with descendants.
+
+    Empty when this driver joined a cluster instead of starting one.
+    """
+    import psutil
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    if node is None:
+        return []
+    roots = []
+    for infos in node.all_processes.values():
+        for info in infos:
+            if info.process is not None and info.process.poll() is None:
+                roots.append(info.process.pid)
+    pids = set(roots)
+    for pid in roots:
+        try:
+            pids.update(child.pid for child in psutil.Process(pid).children(recursive=True))
+        except psutil.NoSuchProcess:
+            continue
+    return sorted(pids)
+
+
+def listening_addresses(pids: Iterable[int]) -> set[str]:
+    """Local IPs on which ``pids`` accept connections (TCP LISTEN sockets and bound UDP sockets)."""
+    import psutil
+
+    addresses: set[str] = set()
+    for pid in pids:
+        try:
+            connections = psutil.Process(pid).net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        for conn in connections:
+            if not conn.laddr:
+                continue
+            is_tcp_listener = conn.type == socket.SOCK_STREAM and conn.status == psutil.CONN_LISTEN
+            is_udp_bound = conn.type == socket.SOCK_DGRAM and not conn.raddr
+            if is_tcp_listener or is_udp_bound:
+                addresses.add(conn.laddr.ip)
+    return addresses
