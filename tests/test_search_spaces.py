@@ -27,7 +27,9 @@ def test_every_shipped_space_validates_and_composes_into_run_configs(name, monke
     monkeypatch.chdir(REPO)
     space = load_space(name)
     assert space.path == REPO / "search_spaces" / f"{name}.yaml"
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(
+        directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0)
+    )
     for _ in range(12):
         params = suggest(study.ask(), space)
         cfg = trial_config(space, params)
@@ -79,7 +81,9 @@ def test_loguniform_and_step_reach_optuna_distributions():
 
 
 def test_resolve_space_by_name_env_and_path(tmp_path, monkeypatch):
-    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({"params": {"train.lr": {"type": "uniform", "low": 0.1, "high": 0.2}}}))
+    (tmp_path / "mine.yaml").write_text(
+        yaml.safe_dump({"params": {"train.lr": {"type": "uniform", "low": 0.1, "high": 0.2}}})
+    )
     monkeypatch.setenv("GEODISTILL_SEARCH_SPACES", str(tmp_path))
     assert resolve_space("mine") == (tmp_path / "mine.yaml").resolve()
     assert load_space(str(tmp_path / "mine.yaml")).params[0].name == "train.lr"
@@ -91,7 +95,12 @@ def test_resolve_space_by_name_env_and_path(tmp_path, monkeypatch):
 
 def test_hydra_defaults_let_a_space_extend_another(tmp_path):
     (tmp_path / "base.yaml").write_text(
-        yaml.safe_dump({"fixed": {"train.epochs": 3}, "params": {"train.lr": {"type": "uniform", "low": 0.1, "high": 0.2}}})
+        yaml.safe_dump(
+            {
+                "fixed": {"train.epochs": 3},
+                "params": {"train.lr": {"type": "uniform", "low": 0.1, "high": 0.2}},
+            }
+        )
     )
     (tmp_path / "child.yaml").write_text(
         "defaults:\n  - base\n  - _self_\nflops_budget: 2.5\nfixed:\n  train.epochs: 5\n"
@@ -109,24 +118,78 @@ LR = {"type": "loguniform", "low": 1e-4, "high": 1e-2}
     [
         ({"params": {"train.nope": LR}}, r"params\.train\.nope is not a run config key"),
         ({"params": {"train": LR}}, r"params\.train is not a run config key"),
-        ({"params": {"train.lr": {"type": "uniform", "low": 0.5, "high": 0.5}}}, r"params\.train\.lr: low \(0\.5\) must be < high"),
-        ({"params": {"train.lr": {"type": "loguniform", "low": 0.0, "high": 1.0}}}, r"params\.train\.lr: a log-scale bound must be > 0"),
-        ({"params": {"train.lr": {"type": "uniform", "low": -1, "high": 1, "log": True}}}, r"params\.train\.lr: a log-scale bound"),
-        ({"params": {"train.lr": {"type": "normal", "low": 0, "high": 1}}}, r"params\.train\.lr: type must be one of"),
-        ({"params": {"model.backbone": {"type": "choice", "choices": ["vit_tiny", "vit_huge"]}}},
-         r"params\.model\.backbone: unknown backbone 'vit_huge'"),
-        ({"params": {"data.fps": {"type": "choice", "choices": [2, 7]}}}, r"params\.data\.fps: data\.fps must be one of 2, 5, 10; got 7"),
-        ({"params": {"model.refiner": {"type": "choice", "choices": ["mean", "lstm"]}}}, r"params\.model\.refiner: unknown refiner 'lstm'"),
-        ({"params": {"data.views": {"type": "int", "low": 0, "high": 4}}}, r"params\.data\.views: data\.views must be > 0"),
-        ({"params": {"data.views": {"type": "int", "low": 1.5, "high": 4}}}, r"params\.data\.views: low must be an integer"),
-        ({"params": {"train.lr": {"type": "choice", "choices": []}}}, r"params\.train\.lr: choice needs a non-empty list"),
-        ({"params": {"model.refiner_k": {"type": "int", "low": 1, "high": 4, "when": {"model.refiner": "select"}}}},
-         r"when refers to 'model\.refiner', which is not a parameter listed before it"),
-        ({"params": {"train.lr": LR, "train.epochs": {"type": "int", "low": 1, "high": 3}}, "fixed": {"train.epochs": 2}},
-         r"params\.train\.epochs is also in fixed"),
-        ({"params": {"train.lr": LR}, "fixed": {"train.colour": "red"}}, r"fixed\.train\.colour is not a run config key"),
-        ({"params": {"train.lr": LR}, "fixed": {"stage": "pupil"}}, r"fixed\.stage: stage must be one of teacher, student"),
-        ({"params": {"train.lr": LR}, "objectives": {"metric": "accuracy"}}, r"objectives\.metric must be one of d2s_recall1"),
+        (
+            {"params": {"train.lr": {"type": "uniform", "low": 0.5, "high": 0.5}}},
+            r"params\.train\.lr: low \(0\.5\) must be < high",
+        ),
+        (
+            {"params": {"train.lr": {"type": "loguniform", "low": 0.0, "high": 1.0}}},
+            r"params\.train\.lr: a log-scale bound must be > 0",
+        ),
+        (
+            {"params": {"train.lr": {"type": "uniform", "low": -1, "high": 1, "log": True}}},
+            r"params\.train\.lr: a log-scale bound",
+        ),
+        (
+            {"params": {"train.lr": {"type": "normal", "low": 0, "high": 1}}},
+            r"params\.train\.lr: type must be one of",
+        ),
+        (
+            {"params": {"model.backbone": {"type": "choice", "choices": ["vit_tiny", "vit_huge"]}}},
+            r"params\.model\.backbone: unknown backbone 'vit_huge'",
+        ),
+        (
+            {"params": {"data.fps": {"type": "choice", "choices": [2, 7]}}},
+            r"params\.data\.fps: data\.fps must be one of 2, 5, 10; got 7",
+        ),
+        (
+            {"params": {"model.refiner": {"type": "choice", "choices": ["mean", "lstm"]}}},
+            r"params\.model\.refiner: unknown refiner 'lstm'",
+        ),
+        (
+            {"params": {"data.views": {"type": "int", "low": 0, "high": 4}}},
+            r"params\.data\.views: data\.views must be > 0",
+        ),
+        (
+            {"params": {"data.views": {"type": "int", "low": 1.5, "high": 4}}},
+            r"params\.data\.views: low must be an integer",
+        ),
+        (
+            {"params": {"train.lr": {"type": "choice", "choices": []}}},
+            r"params\.train\.lr: choice needs a non-empty list",
+        ),
+        (
+            {
+                "params": {
+                    "model.refiner_k": {
+                        "type": "int",
+                        "low": 1,
+                        "high": 4,
+                        "when": {"model.refiner": "select"},
+                    }
+                }
+            },
+            r"when refers to 'model\.refiner', which is not a parameter listed before it",
+        ),
+        (
+            {
+                "params": {"train.lr": LR, "train.epochs": {"type": "int", "low": 1, "high": 3}},
+                "fixed": {"train.epochs": 2},
+            },
+            r"params\.train\.epochs is also in fixed",
+        ),
+        (
+            {"params": {"train.lr": LR}, "fixed": {"train.colour": "red"}},
+            r"fixed\.train\.colour is not a run config key",
+        ),
+        (
+            {"params": {"train.lr": LR}, "fixed": {"stage": "pupil"}},
+            r"fixed\.stage: stage must be one of teacher, student",
+        ),
+        (
+            {"params": {"train.lr": LR}, "objectives": {"metric": "accuracy"}},
+            r"objectives\.metric must be one of d2s_recall1",
+        ),
         ({"params": {"train.lr": LR}, "flops_budget": -1}, r"flops_budget must be a positive number"),
         ({"params": {"train.lr": LR}, "sampler": "tpe"}, r"unknown key 'sampler'"),
         ({"params": {}}, r"params must be a non-empty mapping"),

@@ -96,9 +96,7 @@ def resolve_space(name_or_path: str | Path) -> Path:
         return candidate.resolve()
     folder = spaces_dir()
     if folder is None:
-        raise ConfigError(
-            f"search space {text!r}: no search_spaces/ folder here or above (set {SPACES_ENV})"
-        )
+        raise ConfigError(f"search space {text!r}: no search_spaces/ folder here or above (set {SPACES_ENV})")
     path = folder / f"{text}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in folder.glob("*.yaml"))
@@ -164,7 +162,9 @@ def parse_space(
         raise ConfigError(f"{where}: objectives.efficiency must be gflops; got {efficiency!r}")
 
     budget = data.get("flops_budget")
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | float) or budget <= 0):
+    if budget is not None and (
+        isinstance(budget, bool) or not isinstance(budget, int | float) or budget <= 0
+    ):
         raise ConfigError(f"{where}: flops_budget must be a positive number of GFLOPs; got {budget!r}")
 
     fixed = data.get("fixed") or {}
@@ -358,7 +358,9 @@ def suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
         if p.type == "choice":
             sampled[p.name] = trial.suggest_categorical(p.name, list(p.choices))
         elif p.type == "int":
-            sampled[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+            sampled[p.name] = trial.suggest_int(
+                p.name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log
+            )
         else:
             sampled[p.name] = trial.suggest_float(p.name, float(p.low), float(p.high), step=p.step, log=p.log)
     return sampled
