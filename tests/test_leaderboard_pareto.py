@@ -1,0 +1,113 @@
+"""Pareto front and hypervolume: hand-computed cases, an exact oracle, and Optuna's own front."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import optuna
+import pytest
+
+from geodistill.leaderboard.pareto import hypervolume, pareto_mask, pareto_mask_naive
+
+# (recall@1 up, GFLOPs down)
+POINTS = np.array(
+    [
+        [80.0, 10.0],  # A front
+        [70.0, 5.0],  # B front
+        [60.0, 5.0],  # C dominated by B (same cost, lower recall)
+        [85.0, 20.0],  # D front
+        [80.0, 12.0],  # E dominated by A
+        [80.0, 10.0],  # F equal to A: equal points do not dominate each other
+        [np.nan, 1.0],  # G unmeasured: never on the front
+        [70.0, 30.0],  # H dominated by A, B, D
+    ]
+)
+MAXIMIZE = [True, False]
+
+
+def test_two_objectives_hand_computed():
+    expected = [True, True, False, True, False, True, False, False]
+    assert pareto_mask(POINTS, MAXIMIZE).tolist() == expected
+    assert pareto_mask_naive(POINTS, MAXIMIZE).tolist() == expected
+    # The staircase under (R@1 0, 30 GFLOPs): g in [5,10) reaches 70, [10,20) 80, [20,30] 85.
+    assert hypervolume(POINTS, [0.0, 30.0], MAXIMIZE) == pytest.approx(5 * 70 + 10 * 80 + 10 * 85)
+    # Points not strictly inside the reference box add nothing.
+    assert hypervolume(POINTS, [0.0, 10.0], MAXIMIZE) == pytest.approx(5 * 70)
+    assert hypervolume(POINTS[:0], [0.0, 30.0], MAXIMIZE) == 0.0
+
+
+def test_one_and_three_objectives_hand_computed():
+    assert pareto_mask([[3.0], [1.0], [1.0], [2.0]], [False]).tolist() == [False, True, True, False]
+    pts = np.array([[1, 2, 3], [2, 1, 3], [3, 3, 1], [3, 3, 3], [1, 2, 3.5]], dtype=float)
+    assert pareto_mask(pts, [False] * 3).tolist() == [True, True, True, False, False]
+    # Inclusion-exclusion by hand: 6 + 6 + 3 - 4 - 1 - 1 + 1 = 10.
+    assert hypervolume(pts, [4, 4, 4], [False] * 3) == pytest.approx(10.0)
+    # Directions: maximising the negated points is the same problem.
+    assert hypervolume(-pts, [-4, -4, -4], [True] * 3) == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="maximize has 2 entries for 3 objectives"):
+        pareto_mask(pts, [False, False])
+
+
+def _hv_inclusion_exclusion(pts: np.ndarray, ref: np.ndarray) -> float:
+    """Exact oracle for tiny sets (minimisation): union of boxes [p, ref] by inclusion-exclusion."""
+    pts = pts[(pts < ref).all(axis=1)]
+    total = 0.0
+    for k in range(1, len(pts) + 1):
+        for subset in itertools.combinations(range(len(pts)), k):
+            corner = pts[list(subset)].max(axis=0)
+            total += (-1) ** (k + 1) * np.prod(np.clip(ref - corner, 0, None))
+    return total
+
+
+@pytest.mark.parametrize("m", [2, 3, 4])
+def test_random_sets_match_the_naive_front_and_the_exact_oracle(m):
+    rng = np.random.default_rng(m)
+    for trial in range(30):
+        n = int(rng.integers(1, 9))
+        pts = rng.integers(0, 5, size=(n, m)).astype(float)  # many ties and duplicates
+        maximize = list(rng.integers(0, 2, size=m).astype(bool))
+        assert pareto_mask(pts, maximize).tolist() == pareto_mask_naive(pts, maximize).tolist(), trial
+        ref = np.where(maximize, -1.0, 5.0)
+        sign = np.where(maximize, -1.0, 1.0)
+        expected = _hv_inclusion_exclusion(pts * sign, ref * sign)
+        assert hypervolume(pts, ref, maximize) == pytest.approx(expected, abs=1e-9), trial
+    big = rng.normal(size=(400, m))
+    assert (pareto_mask(big, [True] * m) == pareto_mask_naive(big, [True] * m)).all()
+
+
+def test_front_and_hypervolume_agree_with_optuna():
+    """Optuna's own multi-objective study: its best_trials are our front, in both directions."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        directions=["maximize", "minimize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0)
+    )
+
+    def objective(trial: optuna.Trial) -> tuple[float, float, float]:
+        views = trial.suggest_int("views", 1, 8)
+        width = trial.suggest_float("width", 0.25, 2.0)
+        recall = round(100 * (1 - np.exp(-0.3 * views * width)), 1)  # rounding makes ties
+        return recall, round(views * width**2, 2), float(views)
+
+    study.optimize(objective, n_trials=80)
+    values = np.array([t.values for t in study.trials])
+    ours = {study.trials[i].number for i in np.flatnonzero(pareto_mask(values, [True, False, False]))}
+    assert ours == {t.number for t in study.best_trials}
+    two = values[:, :2]
+    ours_2d = set(np.flatnonzero(pareto_mask(two, [True, False])).tolist())
+    study_2d = optuna.create_study(directions=["maximize", "minimize"])
+    study_2d.add_trials(
+        [
+            optuna.trial.create_trial(params={}, distributions={}, values=list(v))
+            for v in two  # same numbers, two objectives
+        ]
+    )
+    assert ours_2d == {t.number for t in study_2d.best_trials}
+    # Hypervolume: Optuna keeps its implementation private; compare with it where it exists.
+    wfg = pytest.importorskip("optuna._hypervolume")
+    ref = np.array([0.0, 10.0, 9.0])
+    minimised = values * np.array([-1.0, 1.0, 1.0])
+    expected = wfg.compute_hypervolume(
+        minimised[(minimised < ref * [-1, 1, 1]).all(axis=1)], ref * [-1, 1, 1]
+    )
+    assert hypervolume(values, ref, [True, False, False]) == pytest.approx(expected, rel=1e-9)
