@@ -1,5 +1,6 @@
 """geodistill.train: losses, stage 1 (teacher) and stage 2 (student) steps, the loop, checkpoints."""
 
+from geodistill.train.checkpoint import load_checkpoint, save_checkpoint
 from geodistill.train.config import (
     DataConfig,
     DistillConfig,
@@ -8,6 +9,7 @@ from geodistill.train.config import (
     TrainConfig,
 )
 from geodistill.train.context import LocalContext, TrainContext
+from geodistill.train.loop import TrainingDiverged, TrainResult, default_evaluate_fn, fit
 
 __all__ = [
     "DataConfig",
@@ -17,4 +19,10 @@ __all__ = [
     "ScalingConfig",
     "TrainConfig",
     "TrainContext",
+    "TrainResult",
+    "TrainingDiverged",
+    "default_evaluate_fn",
+    "fit",
+    "load_checkpoint",
+    "save_checkpoint",
 ]

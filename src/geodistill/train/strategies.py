@@ -1,0 +1,387 @@
+"""How the TrainModule is run: plain/DDP, Accelerate, or DeepSpeed, behind one small interface.
+
+``wrap(module, optimizer, cfg, context, scheduler=...)`` returns a ``Wrapped`` whose
+``forward`` / ``backward`` / ``step`` the loop calls once per micro-batch:
+
+    loss, parts = wrapped.forward(drone, satellite, labels, teacher)
+    wrapped.backward(loss)        # scales by 1/grad_accum; no gradient sync between boundaries
+    wrapped.step()                # on an accumulation boundary: clip, optimizer, scheduler, zero_grad
+
+- ``ddp``: ``DistributedDataParallel`` when a process group with world size > 1 is up (gloo on
+  CPU, NCCL on GPU), the module itself otherwise; autocast for bf16/fp16 (+ GradScaler for fp16).
+- ``accelerate``: ``Accelerator(mixed_precision, gradient_accumulation_steps, cpu)``; it reuses an
+  existing process group (it reads RANK/WORLD_SIZE from the environment).
+- ``deepspeed``: ``deepspeed.initialize`` with a config dict (ZeRO stage, bf16/fp16, optional
+  CPU offload, clipping, accumulation); on a CPU-only host ``DS_ACCELERATOR=cpu`` and the
+  optimizer is torch's AdamW handed to DeepSpeed (no fused/CPU-Adam op to compile).
+
+Each strategy's scheduler is stepped by the wrapper on optimizer steps only, so the learning
+rate follows the same curve under every strategy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from geodistill.errors import ConfigError
+from geodistill.train.config import RunConfig
+from geodistill.train.context import TrainContext
+from geodistill.train.steps import TrainModule
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def distributed_ready() -> bool:
+    """A torch.distributed process group is initialised with more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class Wrapped:
+    """The common interface; subclasses differ in how they wrap, sync and step."""
+
+    name = "plain"
+
+    def __init__(
+        self,
+        module: TrainModule,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        cfg: RunConfig,
+        device: torch.device,
+    ) -> None:
+        self.module = module  # what forward calls (maybe a DDP / engine wrapper)
+        self._inner = module
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.cfg = cfg
+        self.device = device
+        self.accum = cfg.train.grad_accum
+        self.micro = 0  # micro-batches since the last optimizer step
+        self.optimizer_steps = 0
+
+    @property
+    def boundary(self) -> bool:
+        """The current micro-batch ends an accumulation cycle (the optimizer steps after it)."""
+        return (self.micro + 1) % self.accum == 0
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        dtype = AUTOCAST_DTYPES.get(self.cfg.train.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def forward(self, *args: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with self.autocast():
+            return self.module(*args)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.accum).backward()
+
+    def clip(self) -> None:
+        if self.cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self._inner.parameters(), self.cfg.train.grad_clip)
+
+    def step(self) -> bool:
+        """Optimizer + scheduler step on an accumulation boundary; True when it stepped."""
+        stepped = self.boundary
+        self.micro += 1
+        if not stepped:
+            return False
+        self.clip()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.zero_grad()
+        self.optimizer_steps += 1
+        return True
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def unwrap(self) -> TrainModule:
+        return self._inner
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The GeoModel's complete state_dict (collective for sharded strategies: call on every rank)."""
+        return self._inner.model.state_dict()
+
+    def adapters_state_dict(self) -> dict[str, torch.Tensor] | None:
+        adapters = self._inner.adapters
+        return None if adapters is None else adapters.state_dict()
+
+    def state(self) -> dict[str, Any]:
+        """Optimizer + scheduler state for resuming (weights-only loadable)."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "optimizer_steps": self.optimizer_steps,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.optimizer_steps = int(state.get("optimizer_steps", 0))
+
+    def train(self, mode: bool = True) -> None:
+        self.module.train(mode)
+
+
+class DDPWrapped(Wrapped):
+    """torch DDP (world size > 1) or the plain module; fp16 uses a GradScaler."""
+
+    name = "ddp"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if distributed_ready():
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            # find_unused_parameters: some timm heads (e.g. ConvNeXt's head norm) never run
+            # in forward_intermediates, and InfoNCE's logit scale is unused when its weight is 0.
+            self.module = DistributedDataParallel(
+                self._inner, device_ids=device_ids, find_unused_parameters=True
+            )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.cfg.train.precision == "fp16")
+        self._sync_ctx: contextlib.ExitStack | None = None
+
+    def forward(self, *args: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        stack = contextlib.ExitStack()
+        if isinstance(self.module, nn.parallel.DistributedDataParallel) and not self.boundary:
+            stack.enter_context(self.module.no_sync())  # gradients stay local until the boundary
+        self._sync_ctx = stack
+        with self.autocast():
+            return self.module(*args)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss / self.accum).backward()
+        if self._sync_ctx is not None:
+            self._sync_ctx.close()
+            self._sync_ctx = None
+
+    def step(self) -> bool:
+        stepped = self.boundary
+        self.micro += 1
+        if not stepped:
+            return False
+        if self.cfg.train.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self._inner.parameters(), self.cfg.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.zero_grad()
+        self.optimizer_steps += 1
+        return True
+
+    def state(self) -> dict[str, Any]:
+        state = super().state()
+        if self.scaler.is_enabled():
+            state["scaler"] = self.scaler.state_dict()
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        if state.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+
+
+def wrap(
+    module: TrainModule,
+    optimizer: torch.optim.Optimizer,
+    cfg: RunConfig,
+    context: TrainContext,
+    *,
+    scheduler: Any,
+    micro_batch: int = 1,
+) -> Wrapped:
+    """Wrap ``module`` (already on ``context.device``) with ``cfg.train.strategy``.
+
+    ``micro_batch`` is the per-rank batch size (DeepSpeed's config needs it).
+    """
+    strategy = cfg.train.strategy
+    if strategy == "ddp":
+        return DDPWrapped(module, optimizer, scheduler, cfg, context.device)
+    if strategy == "accelerate":
+        return AccelerateWrapped(module, optimizer, scheduler, cfg, context.device)
+    if strategy == "deepspeed":
+        return DeepSpeedWrapped(module, optimizer, scheduler, cfg, context.device, micro_batch=micro_batch)
+    raise ConfigError(f"train.strategy must be ddp, accelerate or deepspeed; got {strategy!r}")
+
+
+class AccelerateWrapped(Wrapped):
+    """Accelerator(mixed_precision, gradient_accumulation_steps); we step the scheduler ourselves."""
+
+    name = "accelerate"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from accelerate import Accelerator
+
+        precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[self.cfg.train.precision]
+        self.accelerator = Accelerator(
+            mixed_precision=precision,
+            gradient_accumulation_steps=self.accum,
+            cpu=self.device.type == "cpu",
+            step_scheduler_with_optimizer=False,
+        )
+        self.module, self.optimizer = self.accelerator.prepare(self._inner, self.optimizer)
+        self._accumulate: contextlib.ExitStack | None = None
+
+    def forward(self, *args: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.accelerator.accumulate(self.module))
+        self._accumulate = stack
+        return self.module(*args)  # prepare() wrapped forward in autocast
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.accelerator.backward(loss)  # divides by gradient_accumulation_steps
+
+    def step(self) -> bool:
+        stepped = self.accelerator.sync_gradients
+        self.micro += 1
+        try:
+            if not stepped:
+                return False
+            if self.cfg.train.grad_clip > 0:
+                self.accelerator.clip_grad_norm_(self.module.parameters(), self.cfg.train.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer_steps += 1
+            return True
+        finally:
+            if self._accumulate is not None:
+                self._accumulate.close()
+                self._accumulate = None
+
+    def unwrap(self) -> TrainModule:
+        return self.accelerator.unwrap_model(self.module)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "optimizer_steps": self.optimizer_steps,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state.get("optimizer") is not None:
+            self.optimizer.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.optimizer_steps = int(state.get("optimizer_steps", 0))
+
+
+def deepspeed_config(cfg: RunConfig, world_size: int, micro_batch: int) -> dict[str, Any]:
+    """The DeepSpeed config dict for this run (batch sizes are per rank x accumulation x ranks)."""
+    t = cfg.train
+    zero: dict[str, Any] = {"stage": t.zero_stage}
+    if t.offload:
+        zero["offload_optimizer"] = {"device": "cpu"}
+        if t.zero_stage == 3:
+            zero["offload_param"] = {"device": "cpu"}
+    return {
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": t.grad_accum,
+        "train_batch_size": micro_batch * t.grad_accum * world_size,
+        "gradient_clipping": t.grad_clip,
+        "zero_optimization": zero,
+        "bf16": {"enabled": t.precision == "bf16"},
+        "fp16": {"enabled": t.precision == "fp16"},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    }
+
+
+class DeepSpeedWrapped(Wrapped):
+    """deepspeed.initialize(model, optimizer=torch AdamW, config=dict); the engine steps and clips."""
+
+    name = "deepspeed"
+
+    def __init__(self, *args: Any, micro_batch: int = 1, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.device.type == "cpu":
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        import deepspeed
+
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if not (dist.is_available() and dist.is_initialized()):
+            _init_single_process_group(self.device)
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(
+            model=self._inner,
+            optimizer=self.optimizer,
+            config=deepspeed_config(self.cfg, world, micro_batch),
+            dist_init_required=False,
+        )
+        self.module = self.engine
+
+    def forward(self, *args: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.engine(*args)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss)  # scales by 1/gradient_accumulation_steps itself
+
+    def step(self) -> bool:
+        stepped = self.engine.is_gradient_accumulation_boundary()
+        self.engine.step()  # clips, steps and zeroes on the boundary only
+        self.micro += 1
+        if stepped:
+            self.scheduler.step()
+            self.optimizer_steps += 1
+        return stepped
+
+    def zero_grad(self) -> None:
+        self.engine.zero_grad()
+
+    def unwrap(self) -> TrainModule:
+        return self.engine.module
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        model = self.engine.module.model
+        if self.cfg.train.zero_stage < 3:
+            return model.state_dict()
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+            return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def state(self) -> dict[str, Any]:
+        # ZeRO partitions the optimizer state over ranks; only a world of one can resume it
+        # from rank 0's copy. Larger worlds resume weights + schedule and restart the moments.
+        state: dict[str, Any] = {
+            "scheduler": self.scheduler.state_dict(),
+            "optimizer_steps": self.optimizer_steps,
+        }
+        if not distributed_ready():
+            state["optimizer"] = self.optimizer.state_dict()
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state.get("optimizer") is not None and not distributed_ready():
+            try:
+                self.optimizer.load_state_dict(state["optimizer"])
+            except (KeyError, ValueError, RuntimeError):
+                pass  # a different ZeRO layout: restart the moments
+        if state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.optimizer_steps = int(state.get("optimizer_steps", 0))
+
+
+def _init_single_process_group(device: torch.device) -> None:
+    """DeepSpeed needs a process group even for one process: a world of one on a free local port."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)

@@ -1,0 +1,127 @@
+"""Frozen-teacher outputs cached on disk, so a search computes them once for all its student trials.
+
+Design (the simpler honest one): every training sample is a pure function of
+(train seed, epoch, dataset index) — ``SeededSamples`` seeds torch's RNG from that triple
+before drawing the frame offsets and the augmentation — so the teacher's output for it is too.
+The cache stores one small safetensors file per (epoch, sample) under a directory keyed by
+everything else that changes the teacher's input or weights:
+
+    <output_dir>/teacher_cache/<sha256(teacher weights sha, dataset hash, elevation, fps,
+                                       views, img_size, train seed)[:16]>/e0001_000042.safetensors
+
+Trade-off: students keep their random frame offsets and augmentation (unlike caching one
+deterministic view set per building), but the cache only hits for trials that share the train
+seed and do not train more epochs than the cache holds; a miss just runs the teacher. The
+teacher runs in eval mode (BatchNorm uses running stats), so a sample's output does not depend
+on the rest of its batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from geodistill.data import DatasetIndex
+from geodistill.train.steps import TeacherTargets
+
+CACHE_FORMAT = "geodistill-teacher-cache/1"
+
+
+def dataset_hash(index: DatasetIndex) -> str:
+    """sha256 over the training items' relative paths and byte sizes (cheap, content-sensitive enough)."""
+    root = Path(index.root) if getattr(index, "root", None) else None
+    h = hashlib.sha256()
+    for item in sorted(index.select(split="train"), key=lambda it: (it.subset, it.building)):
+        files = (item.video,) if item.video is not None else item.frames
+        for f in files:
+            rel = Path(f).relative_to(root) if root is not None else Path(f)
+            h.update(f"{rel}:{Path(f).stat().st_size}\n".encode())
+    return h.hexdigest()
+
+
+def cache_key(
+    *, teacher_sha: str, data_hash: str, elevation: int, fps: int, views: int, img_size: int, seed: int
+) -> str:
+    payload = {
+        "format": CACHE_FORMAT,
+        "teacher": teacher_sha,
+        "data": data_hash,
+        "elevation": elevation,
+        "fps": fps,
+        "views": views,
+        "img_size": img_size,
+        "seed": seed,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class TeacherOutputs:
+    """Teacher targets for a batch: from the cache when every sample is there, else one teacher forward.
+
+    ``teacher_forwards`` counts the forwards actually run (tests assert a warm cache runs none).
+    ``cache_dir`` None switches caching off (the teacher runs on every batch).
+    """
+
+    def __init__(self, teacher: torch.nn.Module, cache_dir: str | Path | None) -> None:
+        self.teacher = teacher
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.teacher_forwards = 0
+        self.hits = 0
+        self.misses = 0
+
+    def _path(self, epoch: int, index: int) -> Path:
+        assert self.cache_dir is not None
+        return self.cache_dir / f"e{epoch:04d}_{index:06d}.safetensors"
+
+    def __call__(
+        self,
+        drone: torch.Tensor,
+        satellite: torch.Tensor,
+        *,
+        epoch: int,
+        indices: Sequence[int],
+        device: torch.device,
+    ) -> TeacherTargets:
+        """drone [B,V,3,H,W], satellite [B,3,H,W] of dataset samples ``indices`` -> targets on ``device``."""
+        if self.cache_dir is not None:
+            paths = [self._path(epoch, int(i)) for i in indices]
+            if all(p.is_file() for p in paths):
+                self.hits += len(paths)
+                return _stack([_read(p) for p in paths]).to(device)
+        targets = self._forward(drone, satellite)
+        if self.cache_dir is not None:
+            self.misses += len(indices)
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            flat = {k: v.cpu() for k, v in targets.to_flat().items()}
+            for row, i in enumerate(indices):
+                _write(self._path(epoch, int(i)), {k: v[row].contiguous() for k, v in flat.items()})
+        return targets.to(device)
+
+    @torch.no_grad()
+    def _forward(self, drone: torch.Tensor, satellite: torch.Tensor) -> TeacherTargets:
+        self.teacher_forwards += 1
+        self.teacher.eval()
+        return TeacherTargets.from_output(self.teacher(drone, satellite))
+
+
+def _write(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file(tensors, str(tmp), metadata={"format": CACHE_FORMAT})
+    os.replace(tmp, path)  # concurrent trials writing the same sample write the same bytes
+
+
+def _read(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path), device="cpu")
+
+
+def _stack(rows: list[dict[str, torch.Tensor]]) -> TeacherTargets:
+    return TeacherTargets.from_flat({k: torch.stack([r[k] for r in rows]) for k in rows[0]})
