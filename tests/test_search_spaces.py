@@ -209,3 +209,12 @@ def test_malformed_yaml_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="search space broken.yaml") as err:
         load_space(path)
     assert "\n" not in str(err.value)
+
+
+def test_a_convnet_choice_with_token_pooling_is_rejected_before_any_trial():
+    base = RunConfig().to_dict()
+    base["model"]["pooling"] = "token"
+    space = {"params": {"model.backbone": {"type": "choice", "choices": ["vit_tiny", "resnet18"]}}}
+    with pytest.raises(ConfigError, match=r"params\.model\.backbone: resnet18 has no class token"):
+        parse_space(space, name="bad", base=base)
+    parse_space({**space, "fixed": {"model.pooling": "avg"}}, name="ok", base=base)

@@ -171,10 +171,11 @@ def parse_space(
     if not isinstance(fixed, Mapping):
         raise ConfigError(f"{where}: fixed must be a mapping of RunConfig dotted keys")
     fixed = _flatten(fixed)
-    for key, value in fixed.items():
+    for key in fixed:
         _check_key(where, f"fixed.{key}", key, base)
-        _check_value(where, f"fixed.{key}", base, key, value)
     fixed_base = apply_overrides(base, fixed)
+    for key, value in fixed.items():
+        _check_value(where, f"fixed.{key}", fixed_base, key, value)
     _compose(where, "fixed", fixed_base)
 
     raw_params = data.get("params") or {}
@@ -309,9 +310,15 @@ def _check_value(where: str, label: str, base: Mapping[str, Any], dotted: str, v
         from geodistill.models import get_spec
 
         try:
-            get_spec(str(value))
+            spec = get_spec(str(value))
         except UnknownBackboneError as err:
             raise ConfigError(f"{where}: {label}: {err}") from None
+        pooling = base.get("model", {}).get("pooling")
+        if pooling == "token" and spec.family != "vit":
+            raise ConfigError(
+                f"{where}: {label}: {value} has no class token for model.pooling 'token' "
+                "(fix model.pooling to avg, gem or lpn)"
+            )
     if dotted == "model.refiner":
         from geodistill.models import REFINERS
 
