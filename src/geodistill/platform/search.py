@@ -409,7 +409,7 @@ class SearchResult:
     study_url: str
     leaderboard_root: str
     rows: Any  # polars.DataFrame: this experiment's rows (deduplicated)
-    pareto: Any  # polars.DataFrame: the Pareto-optimal ok/stopped rows
+    pareto: Any  # polars.DataFrame: the Pareto-optimal rows among status "ok"
     trials: int
     interrupted: bool
     written: list[str]
@@ -555,6 +555,8 @@ def run_search(
         )
     # Epochs between evaluations report no precision metric; ASHA skips those results.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    # Every epoch checkpoints (num_to_keep=1): Tune's "snapshotting too often" warning is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     callback = LeaderboardCallback(lb_root, experiment, space, base)
     started = time.monotonic()
     if resume and can_restore:
@@ -671,14 +673,14 @@ def _find_callback(tuner: Any) -> Any | None:
 
 
 def pareto_rows(frame: Any, *, metric: str = "d2s_recall1") -> Any:
-    """The rows on the (metric max, GFLOPs min) Pareto front among rows that have both values."""
+    """The rows on the (metric max, GFLOPs min) Pareto front among finished ("ok") trials."""
     import numpy as np
     import polars as pl
 
     from geodistill.leaderboard.pareto import pareto_mask
 
     usable = frame.filter(
-        pl.col(metric).is_not_null() & pl.col("gflops").is_not_null() & (pl.col("status") != "failed")
+        pl.col(metric).is_not_null() & pl.col("gflops").is_not_null() & (pl.col("status") == "ok")
     )
     if usable.height == 0:
         return usable

@@ -1,0 +1,151 @@
+"""`geodistill search search_space=NAME [key=value ...]`: multi-objective Ray Tune + Optuna search."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "search",
+        help="search a space with Ray Tune + Optuna: precision up, GFLOPs per query down",
+        description=(
+            "Runs one trial per sampled config (stage 2 against a cached teacher by default), "
+            "early-stops weak trials (ASHA), writes one leaderboard row per trial and prints the "
+            "Pareto set. search_space= names a YAML in search_spaces/ (found from the working "
+            "directory up, or $GEODISTILL_SEARCH_SPACES) or is a path; key=value are Hydra "
+            "overrides of the base run config. Runs unchanged as `ray job submit ... -- geodistill search ...`."
+        ),
+    )
+    parser.add_argument("args", nargs="*", metavar="search_space=NAME | key=value")
+    parser.add_argument("--experiment", help="name (default <space>-<UTC time>); reuse it with --resume")
+    parser.add_argument("--num-samples", type=int, default=8, help="trials to run (default 8)")
+    parser.add_argument("--sampler", default="tpe", help="tpe | nsga2 | random (default tpe)")
+    parser.add_argument("--metric", help="precision objective: d2s_recall1 | d2s_ap | s2d_recall1 | s2d_ap")
+    parser.add_argument("--max-concurrent", type=int, default=2, help="trials at once (default 2)")
+    parser.add_argument("--time-budget", type=float, help="stop starting/continuing trials after S seconds")
+    parser.add_argument("--storage", help="Tune results: local dir or URI (default runs/search)")
+    parser.add_argument(
+        "--leaderboard", help="leaderboard root (default $GEODISTILL_LEADERBOARD or runs/leaderboard)"
+    )
+    parser.add_argument("--address", help="Ray cluster to join (default: the job's cluster, or a local head)")
+    parser.add_argument("--teacher", help="stage-1 checkpoint the students distil from")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
+    parser.add_argument("--no-early-stopping", action="store_true", help="run every trial to its last epoch")
+    parser.add_argument(
+        "--grace-period", type=int, default=1, help="epochs before a trial may stop (default 1)"
+    )
+    parser.add_argument("--reduction-factor", type=float, default=2, help="ASHA reduction factor (default 2)")
+    parser.add_argument("--cpus-per-trial", type=float, default=1)
+    parser.add_argument("--gpus-per-trial", type=float, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    parser.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
+    parser.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help="tiny search for CI: preset=smoke, search_space=smoke unless given, a teacher trained first if none",
+    )
+    parser.set_defaults(func=_run)
+
+
+def _split(args: list[str]) -> tuple[str | None, list[str]]:
+    from geodistill.errors import ConfigError
+
+    space, overrides = None, []
+    for arg in args:
+        if arg.startswith("search_space="):
+            if space is not None:
+                raise ConfigError("search_space= given twice")
+            space = arg.split("=", 1)[1]
+            if not space:
+                raise ConfigError("search_space= needs a name or a path")
+        elif "=" in arg:
+            overrides.append(arg)
+        else:
+            raise ConfigError(f"expected search_space=NAME or key=value, got {arg!r}")
+    return space, overrides
+
+
+def _run(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from geodistill.errors import ConfigError
+
+    space, overrides = _split(args.args)
+    if args.smoke_test:
+        space = space or "smoke"
+        overrides = ["preset=smoke", *overrides]
+    if space is None:
+        raise ConfigError("search_space=NAME is required (a file in search_spaces/ or a path)")
+    from geodistill.platform.spaces import load_space, resolve_space
+
+    name = Path(resolve_space(space)).stem
+    experiment = args.experiment or f"{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+
+    from geodistill.platform.config import compose_run_config
+    from geodistill.platform.search import _storage_root, format_pareto, run_search, train_teacher_for
+
+    teacher = args.teacher
+    if args.smoke_test and teacher is None:
+        base = compose_run_config(overrides).to_dict()
+        loaded = load_space(space, base=base)
+        from geodistill.platform.search import _first_values
+        from geodistill.platform.spaces import trial_config
+
+        if trial_config(loaded, _first_values(loaded), base=base).stage == "student":
+            root, local = _storage_root(args.storage)
+            if not local:
+                raise ConfigError(
+                    "--smoke-test trains its teacher locally: give --teacher with a URI --storage"
+                )
+            base["output_dir"] = str(Path(root) / experiment / "work")
+            print(f"--smoke-test: training a tiny teacher first ({root}/{experiment}/teacher)")
+            teacher = str(train_teacher_for(loaded, base, Path(root) / experiment / "teacher"))
+
+    result = run_search(
+        space,
+        experiment=experiment,
+        num_samples=args.num_samples,
+        sampler=args.sampler,
+        metric=args.metric,
+        overrides=overrides,
+        max_concurrent=args.max_concurrent,
+        time_budget_s=args.time_budget,
+        storage=args.storage,
+        leaderboard=args.leaderboard,
+        address=args.address,
+        teacher=teacher,
+        resume=args.resume,
+        early_stopping=not args.no_early_stopping,
+        grace_period=args.grace_period,
+        reduction_factor=args.reduction_factor,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        seed=args.seed,
+        verbose=1,
+    )
+    metric = args.metric or load_space(space).metric
+    counts = result.rows.group_by("status").len().sort("status").iter_rows() if result.rows.height else []
+    summary = ", ".join(f"{status} {n}" for status, n in counts)
+    print(f"\nexperiment {result.experiment}: {result.rows.height} leaderboard rows ({summary})")
+    print(f"  leaderboard  {result.leaderboard_root}")
+    print(f"  tune state   {result.experiment_path}")
+    print(f"  optuna study {result.study_url}  (optuna-dashboard {result.study_url})")
+    print(f"\nPareto set ({metric} up, GFLOPs per query down):")
+    print(format_pareto(result.pareto, metric=metric) if result.pareto.height else "  (no finished trial)")
+    if not args.no_report and result.pareto.height and "://" not in result.experiment_path:
+        from geodistill.leaderboard.report import write_report
+
+        paths = write_report(
+            result.rows, Path(result.experiment_path) / "report", experiment=result.experiment, metric=metric
+        )
+        print(f"\nreport: {paths.get('html')}")
+    if result.interrupted:
+        print(
+            f"geodistill search: interrupted; continue with --experiment {result.experiment} --resume",
+            file=sys.stderr,
+        )
+        return 130
+    return 0
