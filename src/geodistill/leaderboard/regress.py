@@ -1,0 +1,462 @@
+"""Regression gates: a checkpoint against its baseline file, or an experiment's front against another's.
+
+A baseline YAML pins what a released or accepted checkpoint must still do::
+
+    name: video2bev-univ45            # experiment name of the rows written (stage "baseline")
+    dataset: {name: UniV, root: data/UniV, elevation: 45, fps: 2, views: 1, img_size: 256}
+    golden_input: {seed: 0, batch: 2} # the fixed input of the golden descriptors
+    checkpoints:
+      - name: net_059
+        kind: video2bev               # video2bev (a released .pth) | geodistill (a checkpoint dir/file)
+        path: net_059.pth             # relative paths are relative to the YAML
+        sha256: 9f2c...               # null: not pinned yet
+        golden: net_059.golden.npy    # descriptors of the golden input (rtol 1e-3, atol 1e-4)
+        expected:
+          metrics: {d2s_recall1: {value: 57.3, tol: 0.3}}     # absolute points; value null: to confirm
+          cost: {params_m: {value: 57.1}, gflops: {value: 33.2, rel_tol: 1.0e-6}}  # exact unless rel_tol
+
+Evaluating a checkpoint needs torch; everything is imported when a gate runs, not at import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import yaml
+
+from geodistill.errors import CheckpointError, ConfigError, RegressionFailure
+from geodistill.leaderboard.pareto import hypervolume, pareto_mask
+from geodistill.leaderboard.store import METRIC_COLUMNS, Leaderboard, make_row, metrics_to_columns
+
+KINDS = ("video2bev", "geodistill")
+COST_KEYS = ("params_m", "gflops", "gmacs")
+DEFAULT_METRIC_TOL = 0.3  # points
+EXACT_REL_TOL = 1e-9  # "exact" for floats that went through YAML
+GOLDEN_RTOL, GOLDEN_ATOL = 1e-3, 1e-4
+TO_CONFIRM = "to be confirmed"
+
+
+@dataclass
+class Check:
+    """One line of the expected-vs-measured table. ``ok`` None: measured only, not gating."""
+
+    subject: str  # checkpoint name (or experiment point)
+    what: str  # metric / cost / golden / front
+    expected: str
+    measured: str
+    tolerance: str
+    ok: bool | None
+
+    @property
+    def verdict(self) -> str:
+        return {True: "ok", False: "REGRESSED", None: "info"}[self.ok]
+
+
+@dataclass
+class GateResult:
+    checks: list[Check] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.ok is False]
+
+
+def format_checks(checks: list[Check]) -> str:
+    """The expected-vs-measured table as aligned text."""
+    header = ("subject", "check", "expected", "measured", "tolerance", "result")
+    rows = [header] + [(c.subject, c.what, c.expected, c.measured, c.tolerance, c.verdict) for c in checks]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---- the baseline file ----------------------------------------------------------------------
+def _number(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{where} must be a number or null, got {value!r}")
+    return float(value)
+
+
+def _tolerances(section: Any, keys: tuple[str, ...], where: str) -> dict[str, dict[str, float | None]]:
+    """{"key": {"value": .., "tol"/"rel_tol": ..}} (a bare number means {"value": number})."""
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where} must be a mapping")
+    out = {}
+    for key, spec in section.items():
+        if key not in keys:
+            raise ConfigError(f"{where}: unknown key {key!r} (expected one of {', '.join(keys)})")
+        spec = spec if isinstance(spec, dict) else {"value": spec}
+        unknown = set(spec) - {"value", "tol", "rel_tol"}
+        if unknown:
+            raise ConfigError(f"{where}.{key}: unknown field(s) {', '.join(sorted(unknown))}")
+        out[key] = {
+            name: _number(spec.get(name), f"{where}.{key}.{name}") for name in ("value", "tol", "rel_tol")
+        }
+    return out
+
+
+def load_baseline(path: str | Path) -> dict[str, Any]:
+    """Parse and validate a baseline YAML (one-line ConfigError naming the bad key)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"baseline file not found: {path}") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read baseline {path}: {err.strerror or err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"cannot parse baseline {path}: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"baseline {path} is not a mapping")
+    unknown = set(data) - {"name", "description", "status", "dataset", "golden_input", "checkpoints"}
+    if unknown:
+        raise ConfigError(f"baseline {path}: unknown key(s) {', '.join(sorted(unknown))}")
+    dataset = data.get("dataset") or {}
+    if not isinstance(dataset, dict):
+        raise ConfigError(f"baseline {path}: 'dataset' must be a mapping")
+    extra = set(dataset) - {"name", "root", "elevation", "fps", "views", "img_size", "batch_size"}
+    if extra:
+        raise ConfigError(f"baseline {path}: unknown dataset key(s) {', '.join(sorted(extra))}")
+    checkpoints = data.get("checkpoints")
+    if not isinstance(checkpoints, list) or not checkpoints:
+        raise ConfigError(f"baseline {path}: 'checkpoints' must be a non-empty list")
+    parsed = []
+    for i, ck in enumerate(checkpoints):
+        where = f"checkpoints[{i}]"
+        if not isinstance(ck, dict) or not ck.get("path"):
+            raise ConfigError(f"baseline {path}: {where} needs a 'path'")
+        bad = set(ck) - {"name", "kind", "path", "sha256", "golden", "expected", "note"}
+        if bad:
+            raise ConfigError(f"baseline {path}: {where}: unknown key(s) {', '.join(sorted(bad))}")
+        kind = ck.get("kind", "geodistill")
+        if kind not in KINDS:
+            raise ConfigError(
+                f"baseline {path}: {where}.kind must be one of {', '.join(KINDS)}, got {kind!r}"
+            )
+        expected = ck.get("expected") or {}
+        if not isinstance(expected, dict) or set(expected) - {"metrics", "cost"}:
+            raise ConfigError(f"baseline {path}: {where}.expected takes 'metrics' and 'cost'")
+        parsed.append(
+            {
+                "name": str(ck.get("name") or Path(str(ck["path"])).stem),
+                "kind": kind,
+                "path": str(ck["path"]),
+                "sha256": (str(ck["sha256"]).lower() if ck.get("sha256") else None),
+                "golden": ck.get("golden"),
+                "metrics": _tolerances(expected.get("metrics"), METRIC_COLUMNS, f"{where}.expected.metrics"),
+                "cost": _tolerances(expected.get("cost"), COST_KEYS, f"{where}.expected.cost"),
+            }
+        )
+    golden_input = data.get("golden_input") or {}
+    return {
+        "name": str(data.get("name") or path.stem),
+        "dir": path.resolve().parent,
+        "dataset": {
+            "name": dataset.get("name"),
+            "root": dataset.get("root"),
+            "elevation": int(dataset.get("elevation", 45)),
+            "fps": int(dataset.get("fps", 2)),
+            "views": int(dataset.get("views", 1)),
+            "img_size": int(dataset.get("img_size", 256)),
+            "batch_size": int(dataset.get("batch_size", 16)),
+        },
+        "golden_input": {
+            "seed": int(golden_input.get("seed", 0)),
+            "batch": int(golden_input.get("batch", 2)),
+        },
+        "checkpoints": parsed,
+    }
+
+
+# ---- loading and measuring -------------------------------------------------------------------
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _weights_file(kind: str, path: Path) -> Path:
+    """The file whose sha256 the baseline pins: the .pth, or a checkpoint dir's model.safetensors."""
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_file():
+        return path
+    if kind == "video2bev":
+        raise CheckpointError(f"{path}: a video2bev checkpoint is a file (net_EEE.pth), not a directory")
+    try:
+        from geodistill.train.checkpoint import MODEL_FILE, resolve_checkpoint
+    except ImportError:
+        raise CheckpointError(
+            "geodistill checkpoints need geodistill.train.checkpoint, which is missing"
+        ) from None
+    target = resolve_checkpoint(path)
+    return target / MODEL_FILE if target.is_dir() else target
+
+
+def load_model(kind: str, path: Path):
+    """(GeoModel in eval mode, meta dict) for a baseline entry."""
+    if kind == "video2bev":
+        from geodistill.models import load_video2bev
+
+        return load_video2bev(path).eval(), {"format": "video2bev"}
+    try:
+        from geodistill.train.checkpoint import load_checkpoint
+    except ImportError:
+        raise CheckpointError(
+            "geodistill checkpoints need geodistill.train.checkpoint, which is missing"
+        ) from None
+    model, meta = load_checkpoint(path)
+    return model.eval(), meta
+
+
+def golden_input(seed: int, batch: int, img_size: int):
+    """The fixed input [batch,3,H,W] (standard normal, CPU generator ``seed``)."""
+    import torch
+
+    return torch.randn(batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(seed))
+
+
+def golden_descriptors(model, seed: int, batch: int, img_size: int) -> np.ndarray:
+    """[2,batch,D] float32: the satellite and the drone encoders on the golden input (no flip)."""
+    import torch
+
+    x = golden_input(seed, batch, img_size)
+    with torch.inference_mode():
+        return np.stack([model.encode(x, view=v).float().numpy() for v in ("satellite", "drone")])
+
+
+def _tol_check(subject: str, what: str, exp: dict, measured: float | None, *, absolute: bool) -> Check:
+    value = exp["value"]
+    if absolute:
+        tol = exp["tol"] if exp["tol"] is not None else DEFAULT_METRIC_TOL
+        tol_text = f"±{tol:g}"
+    else:
+        rel = exp["rel_tol"] if exp["rel_tol"] is not None else EXACT_REL_TOL
+        tol = rel * abs(value) if value is not None else 0.0
+        tol_text = "exact" if exp["rel_tol"] is None else f"rel {rel:g}"
+    shown = "–" if measured is None else f"{measured:.4f}"
+    if value is None:
+        return Check(subject, what, TO_CONFIRM, shown, tol_text, None)
+    if measured is None or not math.isfinite(measured):
+        return Check(subject, what, f"{value:.4f}", shown, tol_text, False)
+    # Metrics regress only downwards (better is fine); cost must match both ways.
+    ok = measured >= value - tol if absolute else abs(measured - value) <= tol
+    return Check(subject, what, f"{value:.4f}", shown, tol_text, bool(ok))
+
+
+def run_baseline(
+    path: str | Path,
+    *,
+    data: str | Path | None = None,
+    leaderboard: Leaderboard | None = None,
+    write_golden: bool = False,
+    experiment: str | None = None,
+) -> GateResult:
+    """Evaluate every checkpoint of a baseline; return the checks and the rows (written if asked).
+
+    User errors (missing checkpoint, sha256 mismatch, pickled code, missing data or golden file)
+    raise one-line UserErrors before anything is written. ``write_golden`` (re)creates the golden
+    files and checks sha256 and cost only (no evaluation, no rows).
+    """
+    baseline = load_baseline(path)
+    base, ds = baseline["dir"], baseline["dataset"]
+    # Every checkpoint is checked (exists, sha256) before the slow part starts.
+    entries = []
+    for ck in baseline["checkpoints"]:
+        ck_path = _resolve(base, ck["path"])
+        weights = _weights_file(ck["kind"], ck_path)
+        digest = sha256_of(weights)
+        if ck["sha256"] is not None and digest != ck["sha256"]:
+            raise CheckpointError(
+                f"sha256 mismatch for {ck['name']} ({weights}): baseline pins {ck['sha256'][:12]}…, "
+                f"file has {digest[:12]}…"
+            )
+        golden = _resolve(base, ck["golden"]) if ck["golden"] else None
+        if golden is not None and not write_golden and not golden.is_file():
+            raise ConfigError(f"golden descriptors not found: {golden} (create them with --write-golden)")
+        entries.append((ck, ck_path, digest, golden))
+    root = data if data is not None else (_resolve(base, ds["root"]) if ds["root"] else None)
+    if root is None:
+        raise ConfigError(f"baseline {path}: no dataset root (set dataset.root or pass --data)")
+
+    from geodistill.data import open_index
+    from geodistill.eval import evaluate
+    from geodistill.models import profile
+
+    index = open_index(root, elevation=ds["elevation"], fps=ds["fps"])
+    result = GateResult()
+    gi = baseline["golden_input"]
+    for ck, ck_path, digest, golden in entries:
+        name = ck["name"]
+        model, _meta = load_model(ck["kind"], ck_path)
+        img_size = ds["img_size"]
+        checks: list[Check] = [
+            Check(
+                name,
+                "sha256",
+                (ck["sha256"] or "unpinned")[:12],
+                digest[:12],
+                "exact",
+                True if ck["sha256"] else None,
+            )
+        ]
+        if golden is not None:
+            got = golden_descriptors(model, gi["seed"], gi["batch"], img_size)
+            if write_golden:
+                golden.parent.mkdir(parents=True, exist_ok=True)
+                np.save(golden, got)
+                checks.append(Check(name, "golden descriptors", "written", str(got.shape), "", None))
+            else:
+                want = np.load(golden)
+                if want.shape != got.shape:
+                    checks.append(
+                        Check(name, "golden descriptors", str(want.shape), str(got.shape), "shape", False)
+                    )
+                else:
+                    diff = float(np.max(np.abs(got - want)))
+                    ok = bool(np.allclose(got, want, rtol=GOLDEN_RTOL, atol=GOLDEN_ATOL))
+                    tol = f"rtol {GOLDEN_RTOL:g} atol {GOLDEN_ATOL:g}"
+                    checks.append(Check(name, "golden descriptors", "stored", f"max |Δ| {diff:.2e}", tol, ok))
+        cost = profile(model, img_size=img_size, views=ds["views"], measure_latency=False)
+        measured_cost = {"params_m": cost.params_m, "gflops": cost.gflops, "gmacs": cost.gmacs}
+        for key, exp in ck["cost"].items():
+            checks.append(_tol_check(name, key, exp, measured_cost[key], absolute=False))
+        if write_golden:  # only (re)creating golden files: no evaluation, no row
+            result.checks += checks
+            continue
+        metrics = metrics_to_columns(
+            evaluate(
+                model, index, views=ds["views"], img_size=img_size, batch_size=ds["batch_size"], fps=ds["fps"]
+            )
+        )
+        for key, exp in ck["metrics"].items():
+            checks.append(_tol_check(name, key, exp, metrics.get(key), absolute=True))
+        regressed = [c.what for c in checks if c.ok is False]
+        result.checks += checks
+        result.rows.append(
+            make_row(
+                experiment=experiment or baseline["name"],
+                trial_id=name,
+                run_id=digest[:16],
+                stage="baseline",
+                status="ok",
+                error=("regressed: " + ", ".join(regressed)) if regressed else None,
+                dataset_name=ds["name"],
+                dataset_elevation=ds["elevation"],
+                dataset_fps=ds["fps"],
+                backbone=model.cfg.backbone,
+                img_size=img_size,
+                views=ds["views"],
+                refiner=model.cfg.refiner,
+                **metrics,
+                params_m=cost.params_m,
+                gflops=cost.gflops,
+                gmacs=cost.gmacs,
+                flop_counter=cost.counter,
+                device=cost.device,
+                checkpoint_uri=str(ck_path.resolve()),
+                config_json={"baseline": str(Path(path).name), "kind": ck["kind"], "dataset": ds},
+            )
+        )
+        del model
+    if leaderboard is not None and result.rows:
+        leaderboard.write(result.rows)
+    return result
+
+
+# ---- experiment against experiment -----------------------------------------------------------
+def compare_fronts(
+    frame: pl.DataFrame,
+    experiment: str,
+    against: str,
+    *,
+    metric: str = "d2s_recall1",
+    tol: float = DEFAULT_METRIC_TOL,
+    cost_slack: float = 1e-6,
+) -> list[Check]:
+    """Does ``experiment``'s (metric up, GFLOPs down) front fall below ``against``'s anywhere?
+
+    Point by point: every reference front point needs a new point at most its cost (times
+    1 + ``cost_slack``) and at least its metric minus ``tol``. Overall: the new hypervolume must
+    not be smaller than the reference's minus ``tol`` x the cost range (reference point:
+    metric 0, 2 x the largest cost of either front).
+    """
+    if metric not in METRIC_COLUMNS:
+        raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(METRIC_COLUMNS)}")
+
+    def front(name: str) -> np.ndarray:
+        rows = frame.filter(
+            (pl.col("experiment") == name)
+            & (pl.col("status") == "ok")
+            & pl.col(metric).is_not_null()
+            & pl.col("gflops").is_not_null()
+        )
+        if rows.is_empty():
+            raise ConfigError(f"experiment {name!r} has no finished rows with {metric} and gflops")
+        pts = rows.select(metric, "gflops").to_numpy().astype(np.float64)  # [N,2]
+        pts = pts[pareto_mask(pts, [True, False])]
+        return pts[np.argsort(pts[:, 1])]
+
+    new, ref = front(experiment), front(against)
+    checks = []
+    for r_metric, r_cost in ref:
+        affordable = new[new[:, 1] <= r_cost * (1 + cost_slack)]
+        best = float(affordable[:, 0].max()) if len(affordable) else None
+        ok = best is not None and best >= r_metric - tol
+        checks.append(
+            Check(
+                f"@{r_cost:.4g} GFLOPs",
+                f"best {metric}",
+                f"{r_metric:.4f}",
+                "none this cheap" if best is None else f"{best:.4f}",
+                f"±{tol:g}",
+                bool(ok),
+            )
+        )
+    reference = [0.0, 2.0 * float(max(new[:, 1].max(), ref[:, 1].max()))]
+    hv_new = hypervolume(new, reference, [True, False])
+    hv_ref = hypervolume(ref, reference, [True, False])
+    slack = tol * reference[1]
+    checks.append(
+        Check(
+            "front",
+            "hypervolume",
+            f"{hv_ref:.4g}",
+            f"{hv_new:.4g}",
+            f"-{slack:g}",
+            bool(hv_new >= hv_ref - slack),
+        )
+    )
+    return checks
+
+
+def gate(checks: list[Check]) -> None:
+    """Raise RegressionFailure (exit 1) naming what regressed, if anything did."""
+    failed = [c for c in checks if c.ok is False]
+    if failed:
+        names = ", ".join(f"{c.subject} {c.what}" for c in failed[:5]) + (" …" if len(failed) > 5 else "")
+        raise RegressionFailure(f"{len(failed)} of {len(checks)} checks regressed: {names}")
+
+
+def checks_json(checks: list[Check]) -> str:
+    return json.dumps([c.__dict__ | {"result": c.verdict} for c in checks], indent=2)

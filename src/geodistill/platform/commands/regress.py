@@ -1,0 +1,72 @@
+"""`geodistill regress`: gate CI on a baseline file, or on another experiment's Pareto front."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "regress",
+        help="check checkpoints against a baseline YAML, or an experiment's front against another's",
+        description=(
+            "With --baseline: load each checkpoint the YAML names (sha256-checked, weights-only), compare "
+            "golden descriptors, cost and retrieval metrics with the expected values, print the table, write "
+            "stage=baseline rows to the leaderboard. With --against: compare EXPERIMENT's Pareto front "
+            "(metric vs GFLOPs) with the reference experiment's, point by point and by hypervolume. "
+            "Exit 1 on any regression, 2 on a user error, 0 otherwise."
+        ),
+    )
+    parser.add_argument(
+        "--baseline", metavar="FILE.yaml", help="baseline file (checkpoints, dataset, expectations)"
+    )
+    parser.add_argument("--data", help="dataset root (overrides dataset.root of the baseline)")
+    parser.add_argument(
+        "--leaderboard", help="leaderboard root (default $GEODISTILL_LEADERBOARD or runs/leaderboard)"
+    )
+    parser.add_argument("--no-write", action="store_true", help="do not write rows to the leaderboard")
+    parser.add_argument("--write-golden", action="store_true", help="(re)create the golden descriptor files")
+    parser.add_argument(
+        "--experiment", help="experiment of the rows written (--baseline) or to check (--against)"
+    )
+    parser.add_argument(
+        "--against", metavar="EXPERIMENT", help="reference experiment whose front must not be beaten"
+    )
+    parser.add_argument("--metric", default="d2s_recall1", help="metric for --against (default d2s_recall1)")
+    parser.add_argument(
+        "--tol", type=float, default=0.3, help="points a front may fall for --against (default 0.3)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the checks as JSON")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from geodistill.errors import ConfigError
+    from geodistill.leaderboard import Leaderboard
+    from geodistill.leaderboard.regress import checks_json, compare_fronts, format_checks, gate, run_baseline
+
+    if bool(args.baseline) == bool(args.against):
+        raise ConfigError("give exactly one of --baseline FILE.yaml or --against EXPERIMENT")
+    board = Leaderboard(args.leaderboard)
+    if args.baseline:
+        result = run_baseline(
+            args.baseline,
+            data=args.data,
+            leaderboard=None if args.no_write or args.write_golden else board,
+            write_golden=args.write_golden,
+            experiment=args.experiment,
+        )
+        checks = result.checks
+        written = not (args.no_write or args.write_golden)
+        footer = f"{len(result.rows)} row(s) written to {board.root}" if written else "no rows written"
+    else:
+        if not args.experiment:
+            raise ConfigError("--against needs --experiment (the experiment to check)")
+        frame = board.read()
+        checks = compare_fronts(frame, args.experiment, args.against, metric=args.metric, tol=args.tol)
+        footer = f"{args.experiment} against {args.against} on {args.metric} vs gflops"
+    print(checks_json(checks) if args.json else format_checks(checks))
+    if not args.json:
+        print(footer)
+    gate(checks)
+    return 0
