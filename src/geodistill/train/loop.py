@@ -47,7 +47,7 @@ from geodistill.train.checkpoint import (
 from geodistill.train.config import RunConfig
 from geodistill.train.context import TrainContext
 from geodistill.train.steps import LOSS_KEYS, TrainModule, build_adapters, build_optimizer, build_scheduler
-from geodistill.train.strategies import Wrapped, wrap
+from geodistill.train.strategies import Wrapped, prepare_module, wrap
 from geodistill.train.teacher_cache import TeacherOutputs, cache_key, dataset_hash
 
 REPORTED_LOSSES = ("loss", "loss_task", "loss_logit", "loss_feature", "loss_relation")  # METRIC KEYS
@@ -315,6 +315,7 @@ def fit(
     if resume_from is not None:
         meta, train_state = _resume_weights(module, Path(resume_from))
         start_epoch, metrics = int(meta["epoch"]), dict(meta.get("metrics", {}))
+    prepare_module(module, cfg)
     optimizer = build_optimizer(module, cfg)
     scheduler = build_scheduler(optimizer, cfg, total_optimizer_steps)
     wrapped = wrap(module, optimizer, cfg, context, scheduler=scheduler, micro_batch=sampler.per_rank)
@@ -398,8 +399,9 @@ def fit(
 
 
 def _eval_model(model: GeoModel, full_state: dict[str, torch.Tensor], cfg: RunConfig) -> GeoModel:
-    """The model to evaluate: itself, or (ZeRO-3 partitions parameters) a copy holding the gathered weights."""
-    if cfg.train.strategy == "deepspeed" and cfg.train.zero_stage == 3:
+    """The model to evaluate: itself, or under DeepSpeed (which shards, casts and reshapes
+    parameters) an fp32 copy holding the gathered weights."""
+    if cfg.train.strategy == "deepspeed":
         copy = model_from_config(model.cfg, model.num_classes)
         copy.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in full_state.items()})
         return copy.to(next(iter(full_state.values())).device)

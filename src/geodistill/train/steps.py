@@ -165,7 +165,7 @@ def distill_losses(
                 adapters.features,
                 d.feature_loss,
             )
-            final = match_loss(F.normalize(adapters.embedding(s_emb.float()), dim=-1), t_emb, d.feature_loss)
+            final = match_loss(F.normalize(adapters.embedding(s_emb), dim=-1), t_emb, d.feature_loss)
             per_view.append(depths + final)
         parts["loss_feature"] = (per_view[0] + per_view[1]) / 2
     if d.w_relation > 0:

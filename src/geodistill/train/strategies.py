@@ -193,6 +193,12 @@ class DDPWrapped(Wrapped):
             self.scaler.load_state_dict(state["scaler"])
 
 
+def prepare_module(module: TrainModule, cfg: RunConfig) -> None:
+    """Strategy-specific changes to the module that must precede building its optimizer."""
+    if cfg.train.strategy == "deepspeed":
+        module.scalar_param_names = _scalar_params_to_1d(module.model)
+
+
 def wrap(
     module: TrainModule,
     optimizer: torch.optim.Optimizer,
@@ -223,7 +229,7 @@ class AccelerateWrapped(Wrapped):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        from accelerate import Accelerator
+        from accelerate import Accelerator, DistributedDataParallelKwargs
 
         precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[self.cfg.train.precision]
         self.accelerator = Accelerator(
@@ -231,6 +237,8 @@ class AccelerateWrapped(Wrapped):
             gradient_accumulation_steps=self.accum,
             cpu=self.device.type == "cpu",
             step_scheduler_with_optimizer=False,
+            # as for ddp: some timm head parameters never take part in forward_intermediates
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
         self.module, self.optimizer = self.accelerator.prepare(self._inner, self.optimizer)
         self._accumulate: contextlib.ExitStack | None = None
@@ -297,6 +305,9 @@ def deepspeed_config(cfg: RunConfig, world_size: int, micro_batch: int) -> dict[
         "bf16": {"enabled": t.precision == "bf16"},
         "fp16": {"enabled": t.precision == "fp16"},
         "zero_allow_untested_optimizer": True,
+        # torch's AdamW also with offload: DeepSpeedCPUAdam is a C++ op compiled on first use
+        # (about 5 minutes on a 2-core host), too slow for a trial's first epoch.
+        "zero_force_ds_cpu_optimizer": False,
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
     }
@@ -313,9 +324,26 @@ class DeepSpeedWrapped(Wrapped):
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
         import deepspeed
 
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         if not (dist.is_available() and dist.is_initialized()):
             _init_single_process_group(self.device)
+        world = dist.get_world_size()
+        # DeepSpeed insists on its launcher's variables; describe the group we already have.
+        os.environ.setdefault(
+            "LOCAL_RANK", str(self.device.index or 0) if self.device.type == "cuda" else "0"
+        )
+        os.environ.setdefault("RANK", str(dist.get_rank()))
+        os.environ.setdefault("WORLD_SIZE", str(world))
+        # DeepSpeed broadcasts and partitions parameters through p.view(uint8), which fails for
+        # 0-d tensors (the logit scale, GeM's p): hold those as [1] while DeepSpeed owns the
+        # module (broadcasting keeps the maths) and give them back their shape in state dicts.
+        self.scalar_names = getattr(self._inner, "scalar_param_names", None)
+        if self.scalar_names is None:
+            raise RuntimeError("call prepare_module(module, cfg) before building the optimizer")
+        if self.cfg.train.precision == "fp16" and self.device.type == "cpu":
+            raise ConfigError("train.precision=fp16 with deepspeed needs a GPU; use bf16 on CPU")
+        if self.cfg.train.precision == "bf16":
+            # DeepSpeed casts the parameters but not the buffers (BatchNorm statistics): cast all.
+            self._inner.to(torch.bfloat16)
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=self._inner,
             optimizer=self.optimizer,
@@ -325,7 +353,9 @@ class DeepSpeedWrapped(Wrapped):
         self.module = self.engine
 
     def forward(self, *args: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return self.engine(*args)
+        drone, satellite, *rest = args
+        dtype = self.engine.get_data_types()[0]  # bf16/fp16 engines hold low-precision weights
+        return self.engine(drone.to(dtype), satellite.to(dtype), *rest)
 
     def backward(self, loss: torch.Tensor) -> None:
         self.engine.backward(loss)  # scales by 1/gradient_accumulation_steps itself
@@ -348,11 +378,26 @@ class DeepSpeedWrapped(Wrapped):
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         model = self.engine.module.model
         if self.cfg.train.zero_stage < 3:
-            return model.state_dict()
+            state = dict(model.state_dict())
+        else:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+                state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        for name in self.scalar_names:
+            state[name] = state[name].reshape(())
+        return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+    def adapters_state_dict(self) -> dict[str, torch.Tensor] | None:
+        adapters = self.engine.module.adapters
+        if adapters is None:
+            return None
+        if self.cfg.train.zero_stage < 3:
+            return {k: v.float() for k, v in adapters.state_dict().items()}
         import deepspeed
 
-        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
-            return {k: v.detach().clone() for k, v in model.state_dict().items()}
+        with deepspeed.zero.GatheredParameters(list(adapters.parameters()), modifier_rank=None):
+            return {k: v.detach().float().clone() for k, v in adapters.state_dict().items()}
 
     def state(self) -> dict[str, Any]:
         # ZeRO partitions the optimizer state over ranks; only a world of one can resume it
@@ -374,6 +419,17 @@ class DeepSpeedWrapped(Wrapped):
         if state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.optimizer_steps = int(state.get("optimizer_steps", 0))
+
+
+def _scalar_params_to_1d(model: nn.Module) -> list[str]:
+    """Replace every 0-d parameter of ``model`` by a [1] one in place; return their state_dict names."""
+    names = []
+    for module_name, module in model.named_modules():
+        for pname, p in list(module.named_parameters(recurse=False)):
+            if p.dim() == 0:
+                setattr(module, pname, nn.Parameter(p.data.reshape(1), requires_grad=p.requires_grad))
+                names.append(f"{module_name}.{pname}" if module_name else pname)
+    return names
 
 
 def _init_single_process_group(device: torch.device) -> None:
