@@ -258,3 +258,13 @@ def test_front_against_front(tmp_path, capsys):
     )
     assert main(["regress", "--leaderboard", str(tmp_path), "--experiment", "worse", "--against", "ref"]) == 1
     assert "REGRESSION: 2 of 4 checks regressed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["video2bev_univ.yaml", "example_student.yaml"])
+def test_repository_baselines_parse(name):
+    from geodistill.leaderboard.regress import load_baseline
+
+    baseline = load_baseline(Path(__file__).resolve().parents[1] / "baselines" / name)
+    ck = baseline["checkpoints"][0]
+    assert ck["sha256"] is None and all(v["value"] is None for v in ck["metrics"].values())
+    assert set(ck["cost"]) == {"params_m", "gflops"}
