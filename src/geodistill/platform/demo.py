@@ -116,7 +116,7 @@ def run_demo(
     plan: DemoPlan = FULL,
     seed: int = 0,
     address: str | None = None,
-    echo: Callable[[str], None] = print,
+    echo: Callable[[str], None] | None = None,
 ) -> DemoSummary:
     """Run the five steps into ``out_dir`` (reused: an existing dataset and teacher are kept)."""
     from geodistill.data import check_dataset, generate_univ, open_index
@@ -127,6 +127,7 @@ def run_demo(
     from geodistill.train import RunConfig
     from geodistill.train.context import latest_checkpoint_in
 
+    echo = echo or _print_now
     out = Path(out_dir).expanduser().absolute()
     out.mkdir(parents=True, exist_ok=True)
     data_dir, runs_dir = out / "data", out / "runs"
@@ -277,6 +278,10 @@ def format_summary(s: DemoSummary) -> str:
         *s.notes,
     ]
     return "\n".join(lines)
+
+
+def _print_now(line: str) -> None:
+    print(line, flush=True)  # progress must show even when stdout is a file or a pipe
 
 
 def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
