@@ -81,7 +81,10 @@ def test_smoke_preset_is_tiny_and_keeps_an_explicit_model_choice():
         (["train.lr=="], "bad override: 'train.lr=='"),
         (["model.img_size"], "bad override: 'model.img_size': missing EQUAL"),
         (["data=univ"], "data.root is required (set it with data.root=...)"),
-        (["train.strategy=horovod"], "train.strategy must be one of ddp, accelerate, deepspeed; got 'horovod'"),
+        (
+            ["train.strategy=horovod"],
+            "train.strategy must be one of ddp, accelerate, deepspeed; got 'horovod'",
+        ),
         (["train.lr=fast"], "train.lr must be float, got 'fast'"),
         (["model.img_size=96"], "data.img_size (64) and model.img_size (96) differ"),
         (["train.lr=${nowhere}"], "Interpolation key 'nowhere' not found"),
@@ -103,7 +106,9 @@ def test_unknown_backbone_is_refused_at_compose_time():
 def test_user_config_dir_adds_options_or_replaces_the_primary(tmp_path):
     extra = tmp_path / "extra"
     (extra / "model").mkdir(parents=True)
-    (extra / "model" / "mine.yaml").write_text("backbone: resnet18\nimg_size: ${data.img_size}\nembed_dim: 96\n")
+    (extra / "model" / "mine.yaml").write_text(
+        "backbone: resnet18\nimg_size: ${data.img_size}\nembed_dim: 96\n"
+    )
     cfg = compose_run_config(["model=mine"], config_dir=extra)
     assert (cfg.model.backbone, cfg.model.embed_dim) == ("resnet18", 96)
     assert compose_run_config(["model=vit_small"], config_dir=extra).model.backbone == "vit_small"

@@ -103,6 +103,8 @@ def _one_line(err: Exception) -> str:
         return f"{full_key} is required (set it with {full_key}=...)"
     if first.startswith("Error parsing override"):
         reason = lines[1].split(" expecting ")[0] if len(lines) > 1 else ""
-        return f"bad override: {first.removeprefix('Error parsing override ')}{': ' + reason if reason else ''}"
+        return (
+            f"bad override: {first.removeprefix('Error parsing override ')}{': ' + reason if reason else ''}"
+        )
     message = first if not full_key or full_key in first else f"{first} (key {full_key})"
     return f"bad config: {message}"

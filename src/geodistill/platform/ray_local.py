@@ -9,6 +9,7 @@ processes Ray actually started.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Iterable
@@ -61,6 +62,7 @@ def init_ray(
         object_store_mb = int(os.environ.get(OBJECT_STORE_MB_ENV, DEFAULT_OBJECT_STORE_MB))
     ray.init(
         address="local",
+        runtime_env={"worker_process_setup_hook": f"{__name__}.quiet_worker_logs"},
         num_cpus=num_cpus,
         include_dashboard=include_dashboard,
         dashboard_host=LOOPBACK,
@@ -68,6 +70,22 @@ def init_ray(
         _node_ip_address=LOOPBACK,
         **common,
     )
+
+
+def quiet_worker_logs() -> None:
+    """Worker setup hook of the local head: silence a per-second warning that only means "no dashboard".
+
+    Ray Train's PlacementGroupCleaner polls the State API, which lives in the dashboard; with
+    the dashboard off (our default) every poll logs a warning for the whole run.
+    """
+    import ray
+
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(
+        logging.ERROR
+    )
+    # The State API finds its cluster by address; with several local heads on one machine
+    # (parallel test sessions) auto-detection fails, so point it at this worker's own cluster.
+    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
 
 
 def _pin_node_ip_to_loopback() -> None:

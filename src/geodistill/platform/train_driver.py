@@ -1,0 +1,287 @@
+"""Run ``geodistill.train.loop.fit`` in this process or on Ray Train workers.
+
+``run_training(cfg)`` is the one entry point (the CLI, the search and the benchmarks call it):
+
+- ``scaling.num_workers == 0``: ``fit`` here, with a ``LocalContext`` on ``<output_dir>/<run_name>``.
+- ``scaling.num_workers >= 1``: a ``ray.train.torch.TorchTrainer`` whose workers each call ``fit``
+  with a ``RayContext``. Ray sets up the process group (gloo on CPU, NCCL on GPU), persists every
+  checkpoint rank 0 reports under ``<storage_path>/<run_name>/epoch_NNNN``, restarts the whole
+  worker group from the latest checkpoint when a worker dies (``FailureConfig(max_failures)``),
+  and a re-run with the same run name resumes from that run's latest checkpoint.
+
+In both modes rank 0 appends each epoch's metrics to ``<output_dir>/<run_name>/metrics.jsonl``,
+so a resumed or restarted run can be read back the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from geodistill.errors import CheckpointError, ConfigError, UserError
+from geodistill.train.config import RunConfig
+from geodistill.train.context import LocalContext, TrainContext
+
+StopRule = Callable[[int, dict[str, float]], bool]  # (epochs done, metrics) -> stop now
+FitFn = Callable[..., Any]  # fit(cfg, *, context) -> TrainResult
+
+DEFAULT_MAX_FAILURES = 2
+PID_FILE = "worker_{rank}.pid"
+
+
+def run_name_of(cfg: RunConfig) -> str:
+    """``cfg.run_name``, or ``<stage>_<backbone>`` (re-using a name resumes that run)."""
+    return cfg.run_name or f"{cfg.stage}_{cfg.model.backbone}"
+
+
+def prepare_config(cfg: RunConfig) -> RunConfig:
+    """A copy with the run name filled in and every path absolute (workers may start elsewhere).
+
+    Also checks, before any worker starts, the inputs a user can get wrong: a student needs
+    an existing teacher checkpoint, and an explicit data root must exist.
+    """
+    cfg = RunConfig.from_dict(cfg.to_dict())
+    cfg.run_name = run_name_of(cfg)
+    if any(sep in cfg.run_name for sep in ("/", "\\")) or cfg.run_name in (".", ".."):
+        raise ConfigError(f"run_name must be a plain name, got {cfg.run_name!r}")
+    cfg.output_dir = str(Path(cfg.output_dir).expanduser().resolve())
+    if cfg.data.root is not None:
+        root = Path(cfg.data.root).expanduser().resolve()
+        if not root.exists():
+            raise ConfigError(f"data.root does not exist: {root}")
+        cfg.data.root = str(root)
+    if cfg.model.weights is not None:
+        cfg.model.weights = str(Path(cfg.model.weights).expanduser().resolve())
+    if cfg.stage == "student":
+        if not cfg.distill.teacher_checkpoint:
+            raise ConfigError(
+                "stage=student needs distill.teacher_checkpoint=PATH (a stage-1 checkpoint or run dir)"
+            )
+        teacher = Path(cfg.distill.teacher_checkpoint).expanduser().resolve()
+        if not teacher.exists():
+            raise CheckpointError(f"teacher checkpoint not found: {teacher}")
+        cfg.distill.teacher_checkpoint = str(teacher)
+    return cfg
+
+
+def run_training(
+    cfg: RunConfig,
+    *,
+    storage_path: str | None = None,
+    should_stop: StopRule | None = None,
+    max_failures: int = DEFAULT_MAX_FAILURES,
+    fit_fn: FitFn | None = None,
+) -> Any:
+    """Train ``cfg`` and return fit's ``TrainResult`` (its checkpoint: the last persisted one).
+
+    ``should_stop`` (picklable for Ray) is consulted on rank 0 after every epoch, e.g. a
+    search's rung rule. ``fit_fn`` replaces ``geodistill.train.loop.fit`` (benchmarks, tests).
+    """
+    cfg = prepare_config(cfg)
+    run_dir = Path(cfg.output_dir) / cfg.run_name
+    if fit_fn is None:
+        from geodistill.train.loop import fit as fit_fn
+    if cfg.scaling.num_workers == 0:
+        context = RuleLocalContext(run_dir, rule=should_stop)
+        return fit_fn(cfg, context=context)
+    return _run_on_ray(
+        cfg,
+        run_dir=run_dir,
+        storage_path=storage_path,
+        should_stop=should_stop,
+        max_failures=max_failures,
+        fit_fn=fit_fn,
+    )
+
+
+class RuleLocalContext(LocalContext):
+    """LocalContext whose early stop is an optional rule ``(epoch, metrics) -> bool``."""
+
+    def __init__(self, run_dir: str | Path, *, rule: StopRule | None = None, **kwargs: Any) -> None:
+        super().__init__(run_dir, **kwargs)
+        self.rule = rule
+
+    def should_stop(self, epoch: int, metrics: dict[str, float]) -> bool:
+        return super().should_stop(epoch, metrics) or (
+            self.rule is not None and bool(self.rule(epoch, metrics))
+        )
+
+
+class RayContext:
+    """TrainContext inside a Ray Train worker: ``ray.train.report`` / ``get_checkpoint`` / a stop rule.
+
+    Every rank reports every epoch (Ray's reports are a barrier across workers); only rank 0
+    passes the checkpoint, which Ray copies to ``<storage>/<run_name>/epoch_NNNN``. Each rank
+    writes its pid to ``<run_dir>/worker_<rank>.pid`` (operators and the fault test use it).
+    """
+
+    def __init__(self, run_dir: str | Path, *, rule: StopRule | None = None) -> None:
+        import ray.train
+        import ray.train.torch
+
+        ctx = ray.train.get_context()
+        self.rank = ctx.get_world_rank()
+        self.world_size = ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+        self.run_dir = Path(run_dir)
+        self.rule = rule
+        self.history: list[dict[str, float]] = []
+        self._downloads: dict[str, Path] = {}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(self.run_dir / PID_FILE.format(rank=self.rank), f"{os.getpid()}\n")
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
+        import ray.train
+
+        metrics = {k: float(v) for k, v in metrics.items()}
+        checkpoint = None
+        if checkpoint_dir is not None and self.rank == 0:
+            checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir))
+        name = f"epoch_{int(metrics['epoch']):04d}" if "epoch" in metrics else None
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+        if self.rank == 0:
+            self.history.append(metrics)
+            with open(self.run_dir / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(metrics, sort_keys=True) + "\n")
+
+    def latest_checkpoint(self) -> Path | None:
+        """The latest persisted checkpoint as a local directory (downloaded once if storage is remote)."""
+        import pyarrow.fs
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+            return Path(checkpoint.path)
+        if checkpoint.path not in self._downloads:
+            local = Path(tempfile.mkdtemp(prefix="geodistill-resume-"))
+            self._downloads[checkpoint.path] = Path(checkpoint.to_directory(str(local)))
+        return self._downloads[checkpoint.path]
+
+    def should_stop(self, epoch: int, metrics: dict[str, float]) -> bool:
+        return self.rule is not None and bool(self.rule(epoch, metrics))
+
+
+def _train_worker(config: dict[str, Any]) -> Any:
+    """Ray Train's train_loop_per_worker: one ``fit`` per rank; rank 0's result is Result.return_value."""
+    cfg = RunConfig.from_dict(config["cfg"])
+    context = RayContext(config["run_dir"], rule=config["should_stop"])
+    return config["fit_fn"](cfg, context=context)
+
+
+def _run_on_ray(
+    cfg: RunConfig,
+    *,
+    run_dir: Path,
+    storage_path: str | None,
+    should_stop: StopRule | None,
+    max_failures: int,
+    fit_fn: FitFn,
+) -> Any:
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from geodistill.platform.ray_local import init_ray, resolve_address
+    from geodistill.platform.torch_loopback import LoopbackTorchConfig
+
+    if max_failures < -1:
+        raise ConfigError(f"max_failures must be >= -1, got {max_failures}")
+    init_ray(cfg.ray_address)
+    backend = "nccl" if cfg.scaling.use_gpu else "gloo"
+    # A local head keeps torch's rendezvous store on loopback too; a cluster needs it reachable.
+    local = resolve_address(cfg.ray_address) is None
+    torch_config = LoopbackTorchConfig(backend=backend) if local else TorchConfig(backend=backend)
+    storage = storage_path or str(Path(cfg.output_dir) / "ray_results")
+    if "://" not in storage:
+        storage = str(Path(storage).expanduser().resolve())
+    scaling = cfg.scaling
+    trainer = TorchTrainer(
+        train_loop_per_worker=_train_worker,
+        train_loop_config={
+            "cfg": cfg.to_dict(),
+            "run_dir": str(run_dir),
+            "should_stop": should_stop,
+            "fit_fn": fit_fn,
+        },
+        torch_config=torch_config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=scaling.num_workers,
+            use_gpu=scaling.use_gpu,
+            resources_per_worker={"CPU": scaling.cpus_per_worker, **({"GPU": 1} if scaling.use_gpu else {})},
+        ),
+        run_config=ray.train.RunConfig(
+            name=cfg.run_name,
+            storage_path=storage,
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+        ),
+    )
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as err:
+        user_error = _user_error_in(err)
+        if user_error is not None:
+            raise user_error from None
+        raise
+    return _with_persisted_checkpoint(result.return_value, result)
+
+
+def _user_error_in(err: Exception) -> UserError | None:
+    """The first UserError a worker raised (Ray wraps it), rebuilt as its own one-line class."""
+    failures = getattr(err, "worker_failures", None) or {}
+    for rank in sorted(failures):
+        failure = failures[rank]
+        for candidate in (failure, getattr(failure, "cause", None), getattr(failure, "__cause__", None)):
+            if isinstance(candidate, UserError):
+                cls = type(candidate)
+                # RayTaskError subclasses mix the user class in; rebuild the plain one.
+                plain = next(
+                    (c for c in cls.__mro__ if issubclass(c, UserError) and "RayTaskError" not in c.__name__),
+                    UserError,
+                )
+                message = str(getattr(candidate, "cause", None) or candidate).strip().splitlines()
+                return plain(message[-1] if message else plain.__name__)
+    return None
+
+
+def _with_persisted_checkpoint(train_result: Any, result: Any) -> Any:
+    """Point ``train_result.checkpoint`` at the checkpoint Ray persisted (local path, or storage path)."""
+    checkpoint = result.checkpoint
+    if train_result is None:
+        raise RuntimeError(f"Ray Train finished without a result from rank 0 (run at {result.path})")
+    if checkpoint is not None and dataclasses.is_dataclass(train_result):
+        train_result = dataclasses.replace(train_result, checkpoint=Path(checkpoint.path))
+    return train_result
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def worker_pids(run_dir: str | Path) -> dict[int, int]:
+    """rank -> pid of the Ray Train workers of ``run_dir`` (as each wrote it; may be stale)."""
+    found = {}
+    for path in Path(run_dir).glob("worker_*.pid"):
+        try:
+            found[int(path.stem.split("_", 1)[1])] = int(path.read_text().strip())
+        except ValueError:
+            continue
+    return found
+
+
+__all__ = [
+    "RayContext",
+    "RuleLocalContext",
+    "TrainContext",
+    "prepare_config",
+    "run_name_of",
+    "run_training",
+    "worker_pids",
+]

@@ -1,0 +1,164 @@
+"""run_training: in-process and on Ray Train (2 CPU workers), resume, early stop, a killed worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from geodistill.errors import CheckpointError, ConfigError
+from geodistill.models import GeoModel
+from geodistill.platform.config import compose_run_config
+from geodistill.platform.ray_local import listening_addresses, local_ray_pids
+from geodistill.platform.train_driver import prepare_config, run_training, worker_pids
+from geodistill.train.checkpoint import load_checkpoint, read_meta
+
+METRIC_KEYS = {
+    "epoch",
+    "loss",
+    "loss_task",
+    "d2s_recall1",
+    "d2s_ap",
+    "s2d_recall1",
+    "s2d_ap",
+    "epoch_seconds",
+}
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory) -> Path:
+    """One output dir per module: the synthetic set under it is generated once and shared."""
+    return tmp_path_factory.mktemp("runs")
+
+
+def _cfg(out_dir: Path, *overrides: str):
+    return compose_run_config(["preset=smoke", f"output_dir={out_dir}", *overrides])
+
+
+def _epochs_logged(run_dir: Path) -> list[int]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [int(json.loads(line)["epoch"]) for line in lines]
+
+
+class StopAfter:
+    """A picklable rung rule: stop once ``epochs`` epochs are done."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def __call__(self, epoch: int, metrics: dict[str, float]) -> bool:
+        return epoch >= self.epochs
+
+
+def test_in_process_run_stops_on_the_rule_then_resumes_where_it_stopped(out_dir):
+    cfg = _cfg(out_dir, "run_name=local", "train.epochs=3")
+    first = run_training(cfg, should_stop=StopAfter(1))
+    run_dir = out_dir / "local"
+    assert (first.epochs_done, first.stopped_early) == (1, True)
+    assert METRIC_KEYS <= set(first.metrics)
+    assert first.checkpoint == run_dir / "checkpoints" / "epoch_0001"
+    assert read_meta(first.checkpoint)["epoch"] == 1
+
+    second = run_training(cfg)  # same run name: resumes from epoch_0001
+    assert (second.epochs_done, second.stopped_early) == (3, False)
+    assert _epochs_logged(run_dir) == [1, 2, 3]  # never restarted from epoch 1
+    assert second.checkpoint == run_dir / "checkpoints" / "epoch_0003"
+    model, meta = load_checkpoint(second.checkpoint)
+    assert meta["epoch"] == 3 and meta["config"]["run_name"] == "local"
+
+
+def test_prepare_config_names_the_run_and_makes_paths_absolute(out_dir, monkeypatch):
+    monkeypatch.chdir(out_dir)
+    cfg = prepare_config(compose_run_config(["model=resnet18", "output_dir=rel"]))
+    assert cfg.run_name == "teacher_resnet18"
+    assert cfg.output_dir == str(out_dir.resolve() / "rel")
+    with pytest.raises(ConfigError, match="run_name must be a plain name"):
+        prepare_config(compose_run_config(["run_name=a/b"]))
+
+
+def test_student_needs_an_existing_teacher_before_anything_starts(out_dir):
+    with pytest.raises(ConfigError, match=r"^stage=student needs distill.teacher_checkpoint=PATH"):
+        run_training(_cfg(out_dir, "stage=student"))
+    with pytest.raises(CheckpointError, match="^teacher checkpoint not found: .*nowhere$"):
+        run_training(_cfg(out_dir, "stage=student", f"distill.teacher_checkpoint={out_dir / 'nowhere'}"))
+    with pytest.raises(ConfigError, match="^data.root does not exist"):
+        run_training(_cfg(out_dir, f"data.root={out_dir / 'no_data'}"))
+
+
+def _is_loopback(address: str) -> bool:
+    import ipaddress
+
+    ip = ipaddress.ip_address(address)
+    return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback
+
+
+def test_ray_ddp_survives_a_killed_worker_and_resumes_from_its_checkpoint(out_dir, ray_local):
+    """Rank 1 is SIGKILLed after epoch 1 is persisted; Ray restarts the group, fit resumes at epoch 2."""
+    cfg = _cfg(out_dir, "run_name=ray_ddp", "train.epochs=3", "scaling=cpu2", "train.strategy=ddp")
+    run_dir = out_dir / "ray_ddp"
+    seen: dict = {}
+
+    # Ray resumes from the last checkpoint its controller has registered (it polls the workers;
+    # reports are queued one deep, so the workers are at most one report ahead). Kill once the
+    # controller's snapshot lists epoch 1: the workers are then in epoch 2 or 3, never done.
+    snapshot = out_dir / "ray_results" / "ray_ddp" / "checkpoint_manager_snapshot.json"
+
+    def kill_rank1_after_first_epoch() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if snapshot.is_file() and "epoch_0001" in snapshot.read_text():
+                pids = worker_pids(run_dir)
+                seen["pids"] = pids
+                # While training runs: every Ray process, Train workers (gloo) included, on loopback only.
+                seen["addresses"] = listening_addresses(local_ray_pids())
+                os.kill(pids[1], signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_rank1_after_first_epoch, daemon=True)
+    killer.start()
+    result = run_training(cfg, max_failures=2)
+    killer.join(timeout=5)
+
+    assert "pids" in seen, "the first epoch was never logged"
+    assert sorted(seen["pids"]) == [0, 1]
+    restarted = worker_pids(run_dir)
+    assert restarted[1] != seen["pids"][1], "the killed worker was not replaced"
+    epochs = _epochs_logged(run_dir)
+    assert epochs[0] == 1 and epochs.count(1) == 1, f"training restarted from scratch: {epochs}"
+    assert epochs[-1] == 3 and sorted(set(epochs)) == [1, 2, 3]
+    assert result.epochs_done == 3 and not result.stopped_early
+    assert result.checkpoint == out_dir / "ray_results" / "ray_ddp" / "epoch_0003"
+    _, meta = load_checkpoint(result.checkpoint)
+    assert meta["epoch"] == 3
+    exposed = sorted(a for a in seen["addresses"] if not _is_loopback(a))
+    assert not exposed, f"a Ray/Train process listens beyond loopback on {exposed}"
+
+
+def test_ray_deepspeed_two_workers_checkpoint_matches_the_in_process_shapes(out_dir, ray_local):
+    cfg = _cfg(out_dir, "run_name=ray_ds", "scaling=cpu2", "train.strategy=deepspeed", "train.zero_stage=2")
+    result = run_training(cfg, max_failures=0)
+    assert result.epochs_done == 1 and METRIC_KEYS <= set(result.metrics)
+    assert result.checkpoint == out_dir / "ray_results" / "ray_ds" / "epoch_0001"
+    model, meta = load_checkpoint(result.checkpoint)
+    assert meta["config"]["train"]["strategy"] == "deepspeed"
+    with torch.device("meta"):
+        reference = GeoModel(cfg.model, num_classes=meta["num_classes"])  # what a 1-process run builds
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert shapes == {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+    assert _epochs_logged(out_dir / "ray_ds") == [1]
+
+
+def test_a_user_error_raised_in_a_ray_worker_comes_back_as_one_line(out_dir, ray_local):
+    cfg = _cfg(out_dir, "run_name=ray_bad", "scaling=cpu2", "data.batch_size=1")
+    with pytest.raises(ConfigError) as info:
+        run_training(cfg, max_failures=0)
+    assert str(info.value).startswith("data.batch_size (1) over")
+    assert "\n" not in str(info.value)
