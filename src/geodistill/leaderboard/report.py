@@ -237,14 +237,14 @@ def write_report(
     *,
     experiment: str | None = None,
     metric: str = "d2s_recall1",
-    anchors: str | Path | None = None,
+    anchors: str | Path | None = "default",
     reference: tuple[float, float] | None = None,
 ) -> dict[str, Path]:
     """Write report.html (self-contained), report.md and the plots (PNG + SVG) into ``out_dir``.
 
     ``source`` is a Leaderboard or a frame of leaderboard rows; only rows with status "ok",
     the metric and GFLOPs take part in the front. ``anchors`` is a YAML of published points
-    (greyed, never on the front). ``reference`` = (metric, GFLOPs) for the hypervolume;
+    (greyed, never on the front); "default" = ``default_anchors_path()``, None = no anchors. ``reference`` = (metric, GFLOPs) for the hypervolume;
     default (0, 2 x the largest GFLOPs). Returns {"html", "md", "pareto_png", ...: path}.
     """
     if metric not in METRIC_COLUMNS:
@@ -258,7 +258,7 @@ def write_report(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise LeaderboardError(f"cannot create report directory {out}: {err.strerror or err}") from None
-    anchor_set = load_anchors(anchors)
+    anchor_set = load_anchors(default_anchors_path() if anchors == "default" else anchors)
     ok = frame.filter(pl.col("status") == "ok")
     plotted = ok.filter(pl.col(metric).is_not_null() & pl.col(COST).is_not_null() & (pl.col(COST) > 0))
     front = front_of(plotted, metric)

@@ -25,9 +25,9 @@ def register(subparsers) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from geodistill.leaderboard import Leaderboard
-    from geodistill.leaderboard.report import default_anchors_path, write_report
+    from geodistill.leaderboard.report import write_report
 
-    anchors = None if args.no_anchors else (args.anchors or default_anchors_path())
+    anchors = None if args.no_anchors else (args.anchors or "default")
     paths = write_report(
         Leaderboard(args.root), args.out, experiment=args.experiment, metric=args.metric, anchors=anchors
     )
