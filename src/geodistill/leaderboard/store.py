@@ -90,7 +90,16 @@ SCHEMA = pa.schema(
     metadata={"geodistill.schema_version": str(SCHEMA_VERSION)},
 )
 COLUMNS = tuple(SCHEMA.names)
-POLARS_SCHEMA = pl.from_arrow(SCHEMA.empty_table()).schema
+
+
+def _polars_type(type_: pa.DataType) -> pl.DataType:
+    """The polars dtype of one SCHEMA column (pl.from_arrow would import pandas at start-up)."""
+    if pa.types.is_timestamp(type_):
+        return pl.Datetime(type_.unit, type_.tz)
+    return {pa.string(): pl.String(), pa.int32(): pl.Int32(), pa.float64(): pl.Float64()}[type_]
+
+
+POLARS_SCHEMA = pl.Schema({f.name: _polars_type(f.type) for f in SCHEMA})
 
 _PART_PREFIX, _PART_SUFFIX, _TMP_PREFIX = "part-", ".parquet", ".tmp-"
 _SECRET_KEY = re.compile(
