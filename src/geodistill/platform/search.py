@@ -218,7 +218,7 @@ def one_line_error(err: BaseException | None) -> str:
 
 def trial_error(trial: Any) -> str:
     """One line for a failed trial, read from the error files Tune just wrote on the driver."""
-    import cloudpickle
+    from ray import cloudpickle
 
     for path in (getattr(trial, "pickled_error_file", None),):
         if path and Path(path).is_file():
@@ -338,11 +338,23 @@ class LeaderboardCallback(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.trials = trials
-        self.write(trial)
+        self._safe_write(trial, failed=False)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.trials = trials
-        self.write(trial, failed=True)
+        self._safe_write(trial, failed=True)
+
+    def _safe_write(self, trial: Any, *, failed: bool) -> None:
+        # An exception here would end the whole search (Tune re-raises callback errors); the
+        # pass after the run retries rows that could not be written and raises then.
+        try:
+            self.write(trial, failed=failed)
+        except Exception as err:  # noqa: BLE001
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "leaderboard row for trial %s not written yet: %s", trial.trial_id, one_line_error(err)
+            )
 
     def write(self, trial: Any, *, failed: bool | None = None) -> bool:
         """Write ``trial``'s row unless its key is present; True when written."""
@@ -378,7 +390,7 @@ def train_teacher_for(space: SearchSpace, base: Mapping[str, Any], out_dir: str 
     """Train a small stage-1 teacher on the data the space's students see (for --smoke-test).
 
     Same data settings, backbone and embedding width as the students' fixed part, stage
-    teacher, in this process. Returns its last checkpoint directory (reused when present).
+    teacher, one epoch, in this process. Returns its last checkpoint directory (reused when present).
     """
     from geodistill.train.context import LocalContext, latest_checkpoint_in
     from geodistill.train.loop import fit
@@ -391,7 +403,7 @@ def train_teacher_for(space: SearchSpace, base: Mapping[str, Any], out_dir: str 
     student.update(stage="teacher", run_name="teacher")
     student["distill"]["teacher_checkpoint"] = None
     cfg = RunConfig.from_dict(student)
-    cfg.scaling.num_workers = 0
+    cfg.scaling.num_workers, cfg.train.epochs = 0, 1
     fit(cfg, context=LocalContext(run_dir))
     found = latest_checkpoint_in(run_dir / "checkpoints")
     if found is None:
@@ -511,8 +523,9 @@ def run_search(
 
     storage_root, local = _storage_root(storage)
     experiment_path = f"{storage_root.rstrip('/')}/{experiment}"
-    if local:
-        # Trials share the synthetic data and the teacher cache under the experiment folder.
+    if local and not Path(base["output_dir"]).is_absolute():
+        # Trials share the synthetic data and the teacher cache under the experiment folder
+        # (an absolute output_dir is kept: several searches can share one cache).
         base["output_dir"] = str(Path(experiment_path) / "work")
     lb_root = str(leaderboard or default_root())
     if "://" not in lb_root:
@@ -593,6 +606,7 @@ def run_search(
                 scheduler=scheduler,
                 num_samples=num_samples,
                 time_budget_s=time_budget_s,
+                reuse_actors=True,  # one trial process per slot: torch and timm import once
             ),
             run_config=tune.RunConfig(
                 name=experiment,

@@ -1,0 +1,209 @@
+"""run_search on a local Ray: real smoke search, early stopping, failed trials, interrupt + resume.
+
+One Ray head for the session (``ray_local``). The smoke search trains real students against a
+real (tiny) teacher; the other searches use trivial objectives defined inside each test (so
+Ray pickles them by value) to pin down the platform's behaviour exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import optuna
+import polars as pl
+import pytest
+
+from geodistill.leaderboard import Leaderboard
+from geodistill.platform.config import compose_run_config
+from geodistill.platform.search import run_search, train_teacher_for, trial_cost
+from geodistill.platform.spaces import load_space, parse_space
+from geodistill.train.config import RunConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "search_spaces" / "smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory, ray_local):
+    """A work dir (synthetic data + teacher cache) shared by the module's searches, and a teacher."""
+    root = tmp_path_factory.mktemp("search")
+    overrides = ["preset=smoke", f"output_dir={root / 'work'}"]
+    base = compose_run_config(overrides).to_dict()
+    teacher = train_teacher_for(load_space(SMOKE, base=base), base, root / "teacher")
+    return {"root": root, "overrides": overrides, "teacher": teacher}
+
+
+def _trivial_space(epochs: int, **fixed):
+    return parse_space(
+        {
+            "fixed": {"stage": "teacher", "train.epochs": epochs, **fixed},
+            "params": {"train.lr": {"type": "uniform", "low": 0.001, "high": 0.01}},
+        },
+        name="trivial",
+    )
+
+
+def test_smoke_search_writes_one_row_per_trial_a_pareto_set_and_a_sqlite_study(shared, tmp_path):
+    result = run_search(
+        SMOKE,
+        experiment="smoke4",
+        num_samples=4,
+        sampler="tpe",
+        overrides=shared["overrides"],
+        teacher=str(shared["teacher"]),
+        storage=str(tmp_path / "tune"),
+        leaderboard=str(tmp_path / "lb"),
+        max_concurrent=2,
+        verbose=0,
+    )
+    rows = result.rows
+    assert not result.interrupted and result.trials == 4
+    assert rows.height == 4 and rows["trial_id"].n_unique() == 4
+    assert set(rows["status"]) <= {"ok", "stopped"} and "ok" in set(rows["status"])
+    assert (rows["row_key"] == "smoke4/" + rows["trial_id"] + "/student").all()
+    assert (rows["teacher"] == str(shared["teacher"])).all()
+    for row in rows.iter_rows(named=True):
+        cfg = RunConfig.from_dict(json.loads(row["config_json"]))
+        assert cfg.model.backbone == row["backbone"] and cfg.data.views == row["views"]
+        assert cfg.distill.teacher_checkpoint == str(shared["teacher"])
+        assert row["gflops"] == pytest.approx(trial_cost(cfg)["gflops"])  # counted before training
+        if row["status"] == "ok":
+            assert row["epochs"] == 2 and 0 <= row["d2s_recall1"] <= 100 and row["s2d_ap"] is not None
+            assert (Path(row["checkpoint_uri"]) / "meta.json").is_file()
+    ok = rows.filter(pl.col("status") == "ok")
+    assert 1 <= result.pareto.height <= ok.height
+    assert set(result.pareto["trial_id"]) <= set(ok["trial_id"])
+    # The Optuna study is a real SQLite database with both objectives of every finished trial.
+    study = optuna.load_study(study_name="smoke4", storage=result.study_url)
+    assert result.study_url.startswith("sqlite:///") and Path(result.study_url[10:]).is_file()
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert len(study.trials) == 4
+    by_gflops = {round(t.values[1], 9) for t in study.trials if t.values}
+    assert by_gflops <= {round(g, 9) for g in rows["gflops"]}
+
+
+def test_early_stopping_stops_weak_trials_and_the_search_finishes(ray_local, tmp_path):
+    def objective(cfg, *, context):
+        # Precision grows with lr: ASHA's rung comparisons are then known in advance.
+        for epoch in range(1, cfg.train.epochs + 1):
+            context.report({"epoch": epoch, "d2s_recall1": cfg.train.lr * 1000 * epoch})
+            if context.should_stop(epoch, {}):
+                break
+
+    result = run_search(
+        _trivial_space(4),
+        experiment="asha",
+        num_samples=6,
+        sampler="random",
+        storage=str(tmp_path / "tune"),
+        leaderboard=str(tmp_path / "lb"),
+        max_concurrent=1,
+        objective=objective,
+        verbose=0,
+    )
+    rows = result.rows.sort("created_at")
+    assert rows.height == 6 and not result.interrupted
+    stopped = rows.filter(pl.col("status") == "stopped")
+    assert stopped.height >= 1 and (stopped["epochs"] < 4).all()
+    assert (rows.filter(pl.col("status") == "ok")["epochs"] == 4).all()
+    # Trials run one at a time: a trial stops at rung 1 exactly when it is below every trial
+    # recorded there before it (the median of one value is that value).
+    first = rows.row(0, named=True)
+    assert first["status"] == "ok"
+    for row in rows.iter_rows(named=True):
+        if row["lr"] < first["lr"]:
+            assert row["status"] == "stopped" and row["epochs"] == 1
+
+
+def test_a_failing_trial_is_recorded_failed_and_the_others_finish(ray_local, tmp_path):
+    def objective(cfg, *, context):
+        context.report({"epoch": 1, "d2s_recall1": 10.0})
+        if cfg.train.lr > 0.0062:
+            raise ValueError(f"diverged at lr={cfg.train.lr:.4f}")
+        context.report({"epoch": 2, "d2s_recall1": 20.0})
+
+    result = run_search(
+        _trivial_space(2),
+        experiment="fails",
+        num_samples=4,
+        sampler="random",
+        storage=str(tmp_path / "tune"),
+        leaderboard=str(tmp_path / "lb"),
+        max_concurrent=2,
+        early_stopping=False,
+        objective=objective,
+        verbose=0,
+    )
+    rows = result.rows
+    assert rows.height == 4
+    failed = rows.filter(pl.col("status") == "failed")
+    ok = rows.filter(pl.col("status") == "ok")
+    assert failed.height >= 1 and ok.height >= 1 and failed.height + ok.height == 4, rows.select(
+        "lr", "status", "error"
+    ).to_dicts()
+    assert (failed["lr"] > 0.0062).all() and (ok["lr"] <= 0.0062).all()
+    for row in failed.iter_rows(named=True):
+        assert row["error"] == f"ValueError: diverged at lr={row['lr']:.4f}"
+    assert (ok["d2s_recall1"] == 20.0).all() and (ok["epochs"] == 2).all()
+
+
+def test_interrupted_search_resumes_without_rerunning_or_duplicating(ray_local, tmp_path):
+    log = tmp_path / "epochs.log"
+
+    def objective(cfg, *, context):
+        import time
+
+        for epoch in (1, 2):
+            time.sleep(0.3)
+            with open(log, "a") as fh:
+                fh.write(f"{cfg.run_name} {epoch}\n")
+            context.report({"epoch": epoch, "d2s_recall1": cfg.train.lr * 1000})
+
+    class InterruptAfter:
+        """Ctrl-C (SIGINT to this process) once two trials have completed."""
+
+        def __init__(self):
+            from ray import tune
+
+            class _Cb(tune.Callback):
+                done = 0
+
+                def on_trial_complete(self, iteration, trials, trial, **info):
+                    _Cb.done += 1
+                    if _Cb.done == 2:
+                        os.kill(os.getpid(), signal.SIGINT)
+
+            self.callback = _Cb()
+
+    kwargs = dict(
+        experiment="resume",
+        num_samples=4,
+        sampler="random",
+        storage=str(tmp_path / "tune"),
+        leaderboard=str(tmp_path / "lb"),
+        max_concurrent=1,
+        early_stopping=False,
+        objective=objective,
+        verbose=0,
+    )
+    first = run_search(_trivial_space(2), callbacks=[InterruptAfter().callback], **kwargs)
+    assert first.interrupted
+    assert 2 <= first.rows.height < 4
+    before = {r["trial_id"]: r["created_at"] for r in first.rows.iter_rows(named=True)}
+    runs_before = log.read_text().splitlines()
+
+    with pytest.raises(Exception, match="already exists.*--resume"):
+        run_search(_trivial_space(2), **kwargs)
+    second = run_search(_trivial_space(2), resume=True, **kwargs)
+    assert not second.interrupted
+    rows = second.rows
+    assert rows.height == 4 and rows["trial_id"].n_unique() == 4
+    raw = Leaderboard(tmp_path / "lb").scan("resume", dedup=False).collect()
+    assert raw.height == 4  # no row written twice
+    for trial_id, created in before.items():
+        assert rows.filter(pl.col("trial_id") == trial_id)["created_at"].item() == created
+    rerun = log.read_text().splitlines()[len(runs_before) :]
+    assert not {line.split()[0] for line in rerun} & set(before)  # finished trials not re-run
