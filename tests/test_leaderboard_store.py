@@ -264,3 +264,19 @@ def test_read_retries_when_a_compaction_removes_listed_files(tmp_path):
             return listed
 
     assert Racing(tmp_path).read().height == 6
+
+
+def test_object_store_uri_writes_by_single_put_and_reads_back():
+    """A pyarrow.fs URI (the in-memory mock store): no temporary names, no renames."""
+    lb = Leaderboard("mock:///board")
+    assert not lb.local and lb.base == "board"
+    lb.write([row("a", d2s_recall1=1.0)])
+    lb.write([row("a", d2s_recall1=2.0, created_at=datetime.now(UTC) + timedelta(seconds=1)), row("b")])
+    files = lb.files()
+    assert len(files) == 2 and all(f.startswith("board/experiment=exp/part-") for f in files)
+    assert dict(zip(*lb.read().select("row_key", "d2s_recall1"))) == {
+        "exp/a/student": 2.0,
+        "exp/b/student": None,
+    }
+    assert lb.compact("exp") == (2, 2) and len(lb.files()) == 1
+    assert lb.keys() == {"exp/a/student", "exp/b/student"}

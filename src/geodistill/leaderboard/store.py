@@ -102,6 +102,7 @@ def _polars_type(type_: pa.DataType) -> pl.DataType:
 POLARS_SCHEMA = pl.Schema({f.name: _polars_type(f.type) for f in SCHEMA})
 
 _PART_PREFIX, _PART_SUFFIX, _TMP_PREFIX = "part-", ".parquet", ".tmp-"
+_POLARS_SCHEMES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "hf", "http", "https"}
 _SECRET_KEY = re.compile(
     r"(token|passw(or)?d|passphrase|secret|credential|api[_-]?key|access[_-]?key|private[_-]?key|"
     r"auth|^aws_|session[_-]?key)",
@@ -387,6 +388,15 @@ class Leaderboard:
     def _lazy(self, files: list[str]) -> pl.LazyFrame:
         if not files:
             return pl.LazyFrame(schema=POLARS_SCHEMA)
+        if not self.local and self.scheme not in _POLARS_SCHEMES:
+            # A file system polars cannot open itself: read through pyarrow.fs (eagerly).
+            tables = []
+            for path in files:
+                try:
+                    tables.append(_conform(pq.read_table(path, filesystem=self.fs)))
+                except (OSError, pa.ArrowException) as err:
+                    raise LeaderboardError(f"cannot read {self._uri(path)}: {_one_line(err)}") from None
+            return pl.DataFrame(pa.concat_tables(tables)).lazy()
         return pl.scan_parquet(
             [self._uri(f) for f in files],
             schema=POLARS_SCHEMA,
