@@ -1,0 +1,86 @@
+"""The rung rule that multi-worker trials use to stop themselves makes ASHA's decisions."""
+
+from __future__ import annotations
+
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.schedulers.async_hyperband import _Bracket  # private: pinned to Ray 2.60's ASHA
+
+from geodistill.platform.rung import FileRungStore, RungRule, cutoff, milestones
+
+
+def test_milestones_match_asha_rungs():
+    assert milestones(grace_period=1, reduction_factor=2, max_t=8) == [1, 2, 4, 8]
+    assert milestones(grace_period=2, reduction_factor=3, max_t=20) == [2, 6, 18]
+    assert milestones(grace_period=1, reduction_factor=4, max_t=3) == [1]
+    bracket = _Bracket(min_t=2, max_t=20, reduction_factor=3, s=0)
+    assert sorted(m for m, _ in bracket._rungs) == [2, 6, 18]
+    with pytest.raises(ValueError):
+        milestones(grace_period=0, reduction_factor=2, max_t=4)
+
+
+def test_cutoff_is_the_upper_quantile_of_earlier_values():
+    assert cutoff([], 2) is None
+    assert cutoff([10.0, 30.0], 2) == 20.0  # median
+    assert cutoff([0.0, 10.0, 20.0, 30.0], 4) == pytest.approx(22.5)  # 75th percentile
+
+
+class _Trial:
+    def __init__(self, trial_id):
+        self.trial_id = trial_id
+
+
+@pytest.mark.parametrize(("mode", "rf"), [("max", 2), ("min", 2), ("max", 3)])
+def test_rung_rule_decides_like_rays_asha_bracket(tmp_path, mode, rf):
+    """Trials report in an interleaved order; every decision equals Ray's ``_Bracket`` decision."""
+    rng = random.Random(7)
+    max_t = 9
+    bracket = _Bracket(min_t=1, max_t=max_t, reduction_factor=rf, s=0)
+    store = FileRungStore(tmp_path / f"rungs-{mode}-{rf}")
+    trials = {f"t{i}": rng.uniform(0, 1) for i in range(10)}  # per-trial quality
+    rules = {
+        t: RungRule(
+            store, trial_id=t, metric="m", mode=mode, grace_period=1, reduction_factor=rf, max_t=max_t
+        )
+        for t in trials
+    }
+    epoch = dict.fromkeys(trials, 0)
+    alive = set(trials)
+    stops = 0
+    while alive:
+        t = rng.choice(sorted(alive))
+        epoch[t] += 1
+        value = trials[t] * epoch[t] + rng.uniform(0, 0.3)
+        ray_value = value if mode == "max" else -value
+        ray_stop = bracket.on_result(_Trial(t), epoch[t], ray_value) == TrialScheduler.STOP
+        ours = rules[t].should_stop(epoch[t], {"m": value})
+        if epoch[t] < max_t:  # at max_t the trial ends anyway; we do not record there
+            assert ours == ray_stop, (t, epoch[t])
+        if ours or epoch[t] >= max_t:
+            alive.discard(t)
+            stops += ours
+    assert stops >= 3
+
+
+def test_a_resumed_trial_keeps_its_first_rung_value_and_decision_is_not_repeated(tmp_path):
+    store = FileRungStore(tmp_path)
+    a = RungRule(store, trial_id="a", metric="m", max_t=4)
+    assert a.should_stop(1, {"m": 5.0}) is False
+    b = RungRule(store, trial_id="b", metric="m", max_t=4)
+    assert b.should_stop(1, {"m": 1.0}) is True
+    b_again = RungRule(store, trial_id="b", metric="m", max_t=4)  # the same trial after a restart
+    assert b_again.should_stop(1, {"m": 4.0}) is True  # compared with a's 5.0 only, not with itself
+    assert b_again.should_stop(1, {"m": 4.0}) is False  # one decision per rung
+    assert sorted(store.record(1, "c", 0.0)) == [1.0, 5.0]  # b's first value is the one kept
+    assert a.should_stop(3, {}) is False  # metric missing (no evaluation this epoch): no decision
+
+
+def test_file_store_is_safe_under_concurrent_writers(tmp_path):
+    store = FileRungStore(tmp_path)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: store.record(1, f"t{i}", float(i)), range(64)))
+    before = store.record(1, "last", 0.0)
+    assert sorted(before) == [float(i) for i in range(64)]
