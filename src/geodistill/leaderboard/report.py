@@ -250,7 +250,8 @@ def write_report(
     if metric not in METRIC_COLUMNS:
         raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(METRIC_COLUMNS)}")
     frame = _frame(source, experiment)
-    where = f"experiment {experiment!r}" if experiment else "the leaderboard"
+    board = f"leaderboard {source.root}" if isinstance(source, Leaderboard) else "the rows given"
+    where = f"experiment {experiment!r} of {board}" if experiment else board
     if frame.is_empty():
         raise LeaderboardError(f"no rows in {where}: nothing to report")
     out = Path(out_dir)

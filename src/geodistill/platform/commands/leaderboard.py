@@ -87,18 +87,28 @@ def _cell(value) -> str:
 
 
 def _show(args: argparse.Namespace) -> int:
+    import os
+    import sys
+
+    try:
+        return _print(_select(args), args.format)
+    except BrokenPipeError:  # `geodistill leaderboard show | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _print(frame, fmt: str) -> int:
     import json
 
-    frame = _select(args)
-    if args.format == "csv":
+    if fmt == "csv":
         print(frame.write_csv(), end="")
         return 0
-    if args.format == "json":
+    if fmt == "json":
         print(json.dumps(frame.to_dicts(), indent=2))
         return 0
     headers = frame.columns
     rows = [[_cell(v) for v in row] for row in frame.iter_rows()]
-    if args.format == "md":
+    if fmt == "md":
         print("| " + " | ".join(headers) + " |")
         print("|" + "---|" * len(headers))
         for r in rows:
