@@ -111,7 +111,9 @@ def test_report_files_tables_and_anchors(report):
 
 
 def test_report_user_errors(board, tmp_path):
-    with pytest.raises(LeaderboardError, match=r"no rows in experiment 'nope' of leaderboard .*/lb: nothing to report"):
+    with pytest.raises(
+        LeaderboardError, match=r"no rows in experiment 'nope' of leaderboard .*/lb: nothing to report"
+    ):
         write_report(board, tmp_path / "o", experiment="nope")
     with pytest.raises(ConfigError, match="unknown metric 'recall@1'"):
         write_report(board, tmp_path / "o", metric="recall@1")
