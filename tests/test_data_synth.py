@@ -78,3 +78,20 @@ def test_views_are_related_but_not_identical(synth_univ: Path):
     q = idx.select(subset="query_drone")[0]
     f0, f4 = (np.asarray(load_image(q.frames[k]), float) for k in (0, 4))
     assert np.abs(f0 - f4).mean() > 10
+
+
+def test_clouds_cover_drone_frames_only(tmp_path: Path):
+    clear = generate_univ(tmp_path / "clear", buildings=2, seed=5, img_size=32)
+    cloudy = generate_univ(tmp_path / "cloudy", buildings=2, seed=5, img_size=32, clouds=1.0)
+    a, b = _digest(clear), _digest(cloudy)
+    satellite = [k for k in a if "/satellite/" in k]
+    drone = [k for k in a if k.endswith(".jpeg") and "drone" in k]
+    assert satellite and all(a[k] == b[k] for k in satellite)  # tiles untouched
+    assert all(a[k] != b[k] for k in drone)  # every frame clouded at clouds=1
+    # A cloud is a bright blob near the target: the frame centre gets brighter on average.
+    def centre_mean(root: Path) -> float:
+        frames = [load_image(root / k) for k in drone]
+        return float(np.mean([np.asarray(f, dtype=np.float32)[8:16, 8:16].mean() for f in frames]))
+
+    assert centre_mean(cloudy) > centre_mean(clear) + 20
+    assert json.loads((cloudy / "dataset_split.json").read_text())["clouds"] == 1.0

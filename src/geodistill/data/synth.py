@@ -41,13 +41,19 @@ def generate_univ(
     frame_size: int | None = None,
     distractors: int | None = None,
     jpeg_quality: int = 90,
+    clouds: float = 0.0,
 ) -> Path:
     """Write a synthetic UniV of ``buildings`` places (half train, half test queries) under ``out``.
 
     ``distractors`` extra gallery-only places (default: a quarter of the test places, at least
     one) join gallery_satellite/gallery_drone/gallery_street, like University-1652's 951 vs 701.
+    ``clouds`` is the chance that a drone frame has a cloud drifting over part of the view: one
+    such frame alone can mislead, several frames of the flight together still see the place
+    (what multi-view refinement is for). 0 keeps the frames exactly as without the option.
     The bytes written depend only on the arguments.
     """
+    if not 0.0 <= clouds <= 1.0:
+        raise ValueError(f"clouds must be in [0, 1], got {clouds}")
     if video not in ("frames", "mp4"):
         raise ValueError(f"video must be 'frames' or 'mp4', got {video!r}")
     if buildings < 2:
@@ -87,7 +93,7 @@ def generate_univ(
             drone_subsets = [("test", "gallery_drone")] + ([] if gallery_only else [("test", "query_drone")])
         for elevation in (30, 45):
             frng = np.random.default_rng([seed, 2, int(bid), elevation])
-            flight = render_flight(world, frng, elevation=elevation, size=frame_size)
+            flight = render_flight(world, frng, elevation=elevation, size=frame_size, clouds=clouds)
             if video == "mp4":
                 data = encode_mp4(flight, fps=FLIGHT_FPS)
                 for split, subset in drone_subsets:
@@ -106,6 +112,7 @@ def generate_univ(
         "video": video,
         "img_size": img_size,
         "frame_size": frame_size,
+        "clouds": clouds,
         "train": train,
         "test": test,
         "distractors": distract,
@@ -294,9 +301,18 @@ def _homography(dst: list[tuple[float, float]], src: list[tuple[float, float]]) 
 
 
 def render_flight(
-    world: Image.Image, rng: np.random.Generator, *, elevation: int, size: int, n: int = FLIGHT_FRAMES
+    world: Image.Image,
+    rng: np.random.Generator,
+    *,
+    elevation: int,
+    size: int,
+    n: int = FLIGHT_FRAMES,
+    clouds: float = 0.0,
 ) -> list[Image.Image]:
-    """``n`` frames (size x size) of one orbit around the target at ``elevation`` degrees."""
+    """``n`` frames (size x size) of one orbit around the target at ``elevation`` degrees.
+
+    With ``clouds`` > 0 each frame has that chance of a cloud over part of it (see ``_cloud``).
+    """
     canvas = world.width
     c = canvas / 2
     tilt = math.cos(math.radians(elevation))  # 0.87 at 30 deg, 0.71 at 45 deg
@@ -317,8 +333,22 @@ def render_flight(
         frame = frame.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 0.9))))
         light = gain * (1 + 0.12 * math.sin(theta + phase)) * tint  # [3]
         arr = np.asarray(frame, dtype=np.float32) * light + rng.normal(0, 4.0, size=(size, size, 3))
+        if clouds > 0 and rng.random() < clouds:  # no draw at all when off: same bytes as before
+            arr = _cloud(arr, rng)
         frames.append(Image.fromarray(arr.clip(0, 255).astype(np.uint8)))
     return frames
+
+
+def _cloud(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Blend a soft white cloud over ``arr`` [H,W,3], centred near the target so it often hides it."""
+    h, w = arr.shape[:2]
+    cy, cx = rng.normal(h / 2, h / 5), rng.normal(w / 2, w / 5)
+    ry, rx = rng.uniform(0.25, 0.45, size=2) * (h, w)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    d2 = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2
+    alpha = np.clip(1.6 * np.exp(-d2), 0.0, 0.95)[..., None]  # [H,W,1]: opaque core, soft edge
+    white = rng.uniform(215, 250) + rng.normal(0, 3.0, size=(h, w, 1))
+    return arr * (1 - alpha) + white * alpha
 
 
 # --------------------------------------------------------------------------- encoding

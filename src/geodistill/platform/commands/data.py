@@ -15,6 +15,9 @@ def register(subparsers) -> None:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--video", choices=["frames", "mp4"], default="frames", help="drone flight storage")
     synth.add_argument("--img-size", type=int, default=128, help="satellite tile px (frames are 3/4 of it)")
+    synth.add_argument(
+        "--clouds", type=float, default=0.0, help="chance in [0, 1] that a drone frame has a cloud over it (default 0)"
+    )
     synth.set_defaults(func=_synth)
 
     check = sub.add_parser("check", help="decode every file of a UniV/University-1652 dataset")
@@ -31,10 +34,14 @@ def _synth(args: argparse.Namespace) -> int:
 
     if args.buildings < 2:
         raise DataError(f"--buildings must be at least 2, got {args.buildings}")
+    if not 0.0 <= args.clouds <= 1.0:
+        raise DataError(f"--clouds must be between 0 and 1, got {args.clouds}")
     if args.img_size < 16:
         raise DataError(f"--img-size must be at least 16, got {args.img_size}")
     start = time.perf_counter()
-    out = generate_univ(args.out, buildings=args.buildings, seed=args.seed, video=args.video, img_size=args.img_size)
+    out = generate_univ(
+        args.out, buildings=args.buildings, seed=args.seed, video=args.video, img_size=args.img_size, clouds=args.clouds
+    )
     split = json.loads((out / "dataset_split.json").read_text())
     print(f"wrote synthetic UniV to {out} in {time.perf_counter() - start:.1f}s")
     print(
