@@ -13,10 +13,7 @@ from geodistill.models import ModelConfig, extract_descriptors, model_from_confi
 from geodistill.train.checkpoint import FORMAT, load_checkpoint, load_train_state, save_checkpoint
 from geodistill.train.config import RunConfig
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+torch.set_num_threads(1)  # 2 shared cores: keep each test to one
 
 
 def tiny_run(**model) -> RunConfig:

@@ -229,8 +229,9 @@ def _progress(epoch: int, epochs: int, m: dict[str, float], samples: int) -> str
         if m.get(k)
     )
     line = f"epoch {epoch}/{epochs} loss {m['loss']:.4f} ({parts})"
-    if "d2s_recall1" in m:
-        line += f" | R@1 d2s {m['d2s_recall1']:.1f} s2d {m['s2d_recall1']:.1f}"
+    recalls = [f"{k[:3]} {m[k]:.1f}" for k in ("d2s_recall1", "s2d_recall1") if k in m]
+    if recalls:
+        line += " | R@1 " + " ".join(recalls)
     secs = m["epoch_seconds"]
     return line + f" | {samples / max(secs, 1e-9):.1f} samples/s, {secs:.1f}s"
 

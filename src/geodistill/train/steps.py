@@ -232,8 +232,10 @@ class TrainModule(nn.Module):
         return loss.float(), parts
 
 
-def build_adapters(student: GeoModel, teacher: GeoModel, cfg: RunConfig) -> DistillAdapters | None:
-    """The adapters the configured KD levels need (None when no level needs any)."""
+def build_adapters(student: GeoModel, teacher: GeoModel | None, cfg: RunConfig) -> DistillAdapters | None:
+    """The adapters the configured KD levels need (None for stage 1, or when no level needs any)."""
+    if teacher is None or cfg.stage == "teacher":
+        return None
     feature, self_distill = cfg.distill.w_feature > 0, cfg.distill.w_self > 0
     if not (feature or self_distill):
         return None
