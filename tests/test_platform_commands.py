@@ -140,3 +140,15 @@ def test_console_script_exit_code_for_a_bad_override():
     )
     assert done.returncode == 2
     assert done.stderr.strip() == "geodistill train: error: scaling.num_workers must be >= 0, got -1"
+
+
+def test_student_stage_distils_from_the_cli_teacher(trained, capsys):
+    out, _ = trained
+    argv = ["train", "--smoke-test", "--json", f"output_dir={out}", "run_name=student", "stage=student"]
+    assert main([*argv, f"distill.teacher_checkpoint={out / 'cli'}", "model=resnet18"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["config"]["stage"] == "student" and payload["config"]["model"]["backbone"] == "resnet18"
+    assert payload["config"]["distill"]["teacher_checkpoint"] == str(out / "cli")
+    m = payload["metrics"]
+    assert m["loss_logit"] > 0 and m["loss_feature"] > 0 and m["loss_relation"] > 0
+    assert Path(payload["checkpoint"]) == out / "student" / "checkpoints" / "epoch_0001"

@@ -16,7 +16,7 @@ from geodistill.errors import CheckpointError, ConfigError
 from geodistill.models import GeoModel
 from geodistill.platform.config import compose_run_config
 from geodistill.platform.ray_local import listening_addresses, local_ray_pids
-from geodistill.platform.train_driver import prepare_config, run_training, worker_pids
+from geodistill.platform.train_driver import _user_error_in, prepare_config, run_training, worker_pids
 from geodistill.train.checkpoint import load_checkpoint, read_meta
 
 METRIC_KEYS = {
@@ -57,7 +57,7 @@ class StopAfter:
 
 
 def test_in_process_run_stops_on_the_rule_then_resumes_where_it_stopped(out_dir):
-    cfg = _cfg(out_dir, "run_name=local", "train.epochs=3")
+    cfg = _cfg(out_dir, "run_name=local", "train.epochs=2")
     first = run_training(cfg, should_stop=StopAfter(1))
     run_dir = out_dir / "local"
     assert (first.epochs_done, first.stopped_early) == (1, True)
@@ -66,11 +66,11 @@ def test_in_process_run_stops_on_the_rule_then_resumes_where_it_stopped(out_dir)
     assert read_meta(first.checkpoint)["epoch"] == 1
 
     second = run_training(cfg)  # same run name: resumes from epoch_0001
-    assert (second.epochs_done, second.stopped_early) == (3, False)
-    assert _epochs_logged(run_dir) == [1, 2, 3]  # never restarted from epoch 1
-    assert second.checkpoint == run_dir / "checkpoints" / "epoch_0003"
+    assert (second.epochs_done, second.stopped_early) == (2, False)
+    assert _epochs_logged(run_dir) == [1, 2]  # never restarted from epoch 1
+    assert second.checkpoint == run_dir / "checkpoints" / "epoch_0002"
     model, meta = load_checkpoint(second.checkpoint)
-    assert meta["epoch"] == 3 and meta["config"]["run_name"] == "local"
+    assert meta["epoch"] == 2 and meta["config"]["run_name"] == "local"
 
 
 def test_prepare_config_names_the_run_and_makes_paths_absolute(out_dir, monkeypatch):
@@ -156,6 +156,21 @@ def test_ray_deepspeed_two_workers_checkpoint_matches_the_in_process_shapes(out_
     assert _epochs_logged(out_dir / "ray_ds") == [1]
 
 
+def test_user_errors_wrapped_by_ray_are_rebuilt_as_their_own_one_line_class():
+    from ray.exceptions import RayTaskError
+    from ray.train import WorkerGroupError
+
+    try:
+        raise CheckpointError("teacher has the wrong shape")
+    except CheckpointError as err:
+        wrapped = RayTaskError("fit", "Traceback (most recent call last):\n...", err).as_instanceof_cause()
+    failure = WorkerGroupError("rank 1 failed", {0: RuntimeError("gloo: connection reset"), 1: wrapped})
+    rebuilt = _user_error_in(failure)
+    assert type(rebuilt) is CheckpointError and str(rebuilt) == "teacher has the wrong shape"
+    assert _user_error_in(WorkerGroupError("crash", {0: RuntimeError("segfault")})) is None
+
+
+@pytest.mark.slow  # one more worker-group start; the translation itself is tested just above
 def test_a_user_error_raised_in_a_ray_worker_comes_back_as_one_line(out_dir, ray_local):
     cfg = _cfg(out_dir, "run_name=ray_bad", "scaling=cpu2", "data.batch_size=1")
     with pytest.raises(ConfigError) as info:
