@@ -87,3 +87,20 @@ def test_compact_keeps_rows_and_report_writes_the_page(root, tmp_path, capsys):
     assert "3 runs (failed: 1, ok: 2); 2 with d2s_recall1 and GFLOPs; 2 on the Pareto front" in md
     assert main(["report", "--out", str(tmp_path / "rep2"), "--experiment", "zzz"]) == 2
     assert "no rows in experiment 'zzz'" in capsys.readouterr().err
+
+
+def test_smoke_tests_of_report_and_regress(tmp_path, capsys):
+    import torch
+
+    assert main(["report", "--smoke-test", "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "13 runs (failed: 1, ok: 12)" in md and "report-smoke" in md
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["regress", "--smoke-test", "--leaderboard", str(tmp_path / "lb")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "REGRESSED" not in out and out.count(" ok\n") == 6
+    assert Leaderboard(tmp_path / "lb").keys() == {"regress-smoke/smoke/baseline"}

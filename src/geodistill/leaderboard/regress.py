@@ -460,3 +460,39 @@ def gate(checks: list[Check]) -> None:
 
 def checks_json(checks: list[Check]) -> str:
     return json.dumps([c.__dict__ | {"result": c.verdict} for c in checks], indent=2)
+
+
+def smoke_baseline(folder: str | Path) -> Path:
+    """A complete tiny baseline for ``regress --smoke-test``: synthetic data, a random resnet18
+    checkpoint at 32 px, its golden descriptors and expectations pinned from one measurement."""
+    import torch
+
+    from geodistill.data.synth import generate_univ
+    from geodistill.models import GeoModel, ModelConfig, save_model
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = generate_univ(folder / "data", buildings=8, seed=0, img_size=32)
+    torch.manual_seed(0)
+    model = GeoModel(
+        ModelConfig(backbone="resnet18", img_size=32, embed_dim=64, pooling="avg"), num_classes=4
+    )
+    weights = save_model(model.eval(), folder / "smoke.safetensors")
+    spec = {
+        "name": "regress-smoke",
+        "dataset": {"name": "synthetic-univ", "root": str(data), "views": 2, "img_size": 32},
+        "checkpoints": [
+            {"name": "smoke", "kind": "geodistill", "path": weights.name, "sha256": sha256_of(weights)}
+            | {"golden": "smoke.golden.npy"}
+        ],
+    }
+    path = folder / "baseline.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    run_baseline(path, write_golden=True)
+    row = run_baseline(path).rows[0]
+    spec["checkpoints"][0]["expected"] = {
+        "metrics": {k: {"value": row[k], "tol": DEFAULT_METRIC_TOL} for k in ("d2s_recall1", "s2d_recall1")},
+        "cost": {"params_m": row["params_m"], "gflops": {"value": row["gflops"], "rel_tol": 1e-6}},
+    }
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path

@@ -37,6 +37,11 @@ def register(subparsers) -> None:
         "--tol", type=float, default=0.3, help="points a front may fall for --against (default 0.3)"
     )
     parser.add_argument("--json", action="store_true", help="print the checks as JSON")
+    parser.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help="build a tiny checkpoint, synthetic data and baseline in a temporary folder and gate on it",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -45,6 +50,8 @@ def _run(args: argparse.Namespace) -> int:
     from geodistill.leaderboard import Leaderboard
     from geodistill.leaderboard.regress import checks_json, compare_fronts, format_checks, gate, run_baseline
 
+    if args.smoke_test:
+        return _smoke(args)
     if bool(args.baseline) == bool(args.against):
         raise ConfigError("give exactly one of --baseline FILE.yaml or --against EXPERIMENT")
     board = Leaderboard(args.leaderboard)
@@ -69,4 +76,20 @@ def _run(args: argparse.Namespace) -> int:
     if not args.json:
         print(footer)
     gate(checks)
+    return 0
+
+
+def _smoke(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from geodistill.leaderboard import Leaderboard
+    from geodistill.leaderboard.regress import format_checks, gate, run_baseline, smoke_baseline
+
+    with tempfile.TemporaryDirectory(prefix="geodistill-regress-smoke-") as tmp:
+        baseline = smoke_baseline(tmp)
+        board = Leaderboard(args.leaderboard or f"{tmp}/leaderboard")
+        result = run_baseline(baseline, leaderboard=board)
+        print(format_checks(result.checks))
+        print(f"smoke test: {len(result.rows)} row(s) written to {board.root}")
+        gate(result.checks)
     return 0
