@@ -280,3 +280,12 @@ def test_object_store_uri_writes_by_single_put_and_reads_back():
     }
     assert lb.compact("exp") == (2, 2) and len(lb.files()) == 1
     assert lb.keys() == {"exp/a/student", "exp/b/student"}
+
+
+def test_a_corrupt_visible_file_is_one_line(tmp_path):
+    lb = Leaderboard(tmp_path)
+    lb.write([row("a")])
+    (tmp_path / "experiment=exp" / "part-bad.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(LeaderboardError, match=f"^cannot read leaderboard {tmp_path}: ") as err:
+        lb.read()
+    assert "\n" not in str(err.value)
