@@ -533,7 +533,8 @@ def run_search(
 
     from geodistill.platform.ray_local import init_ray
 
-    init_ray(address)
+    # Inside `ray job submit` the job's cluster is in RAY_ADDRESS: join it, never start another.
+    init_ray(address or os.environ.get("GEODISTILL_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS"))
 
     multi_worker = _multi_worker(space, base)
     rung_store = None
