@@ -45,6 +45,8 @@ class DemoPlan:
     max_steps_per_epoch: int | None
     embed_dim: int
     time_budget_s: float | None  # the search stops starting trials after this
+    clouds: float = 0.5  # share of drone frames with a cloud: single frames mislead, several see the place
+    sweep_views: tuple[int, ...] = (1, 2, 4, 8)  # the teacher re-evaluated at each view count
 
 
 FULL = DemoPlan(
@@ -75,6 +77,7 @@ SMOKE = DemoPlan(
     max_steps_per_epoch=2,
     embed_dim=64,
     time_budget_s=None,
+    sweep_views=(1, 4),
 )
 
 
@@ -91,6 +94,7 @@ class DemoSummary:
     pareto_table: str
     gflops_range: float  # largest / smallest GFLOPs per query among finished trials
     recall_by_views: dict[int, float]  # mean d2s Recall@1 of finished trials, per view count
+    view_sweep: list[dict[str, float]]  # the teacher at each view count: views, d2s/s2d Recall@1, GFLOPs
     seconds: float
     notes: list[str] = dataclasses.field(default_factory=list)
 
@@ -119,6 +123,8 @@ def run_demo(
     echo: Callable[[str], None] | None = None,
 ) -> DemoSummary:
     """Run the five steps into ``out_dir`` (reused: an existing dataset and teacher are kept)."""
+    import polars as pl
+
     from geodistill.data import check_dataset, generate_univ, open_index
     from geodistill.leaderboard import Leaderboard
     from geodistill.leaderboard.report import write_report
@@ -136,14 +142,20 @@ def run_demo(
 
     steps.start(f"synthetic UniV: {plan.buildings} places, seed {seed} -> {data_dir}")
     if not (data_dir / "dataset_split.json").is_file():
-        generate_univ(data_dir, buildings=plan.buildings, seed=seed, img_size=max(64, plan.img_size))
+        generate_univ(
+            data_dir, buildings=plan.buildings, seed=seed, img_size=max(64, plan.img_size), clouds=plan.clouds
+        )
     report = check_dataset(data_dir)
     gallery = len(open_index(data_dir, elevation=45, fps=2).select(subset="gallery_satellite"))
     chance = 100.0 / gallery
-    echo(f"  {report.kind}, {report.files_checked} files decoded; gallery of {gallery} tiles "
-         f"(chance Recall@1 {chance:.1f}%)")
+    echo(
+        f"  {report.kind}, {report.files_checked} files decoded; gallery of {gallery} tiles "
+        f"(chance Recall@1 {chance:.1f}%)"
+    )
 
-    steps.start(f"stage 1: teacher {plan.teacher_backbone} for {plan.teacher_epochs} epochs (in this process)")
+    steps.start(
+        f"stage 1: teacher {plan.teacher_backbone} for {plan.teacher_epochs} epochs (in this process)"
+    )
     common = {
         "experiment": EXPERIMENT,
         "output_dir": str(runs_dir),
@@ -159,7 +171,13 @@ def run_demo(
                 "run_name": "teacher",
                 "data": {"views": plan.teacher_views},
                 "model": {"backbone": plan.teacher_backbone},
-                "train": {"epochs": plan.teacher_epochs, "lr": 3e-3, "backbone_lr_mult": 1.0, "warmup_steps": 5},
+                "train": {
+                    "epochs": plan.teacher_epochs,
+                    "eval_every": 2,
+                    "lr": 3e-3,
+                    "backbone_lr_mult": 1.0,
+                    "warmup_steps": 5,
+                },
             },
         )
     )
@@ -186,8 +204,10 @@ def run_demo(
             )
         ]
     )
-    echo(f"  teacher Recall@1 drone->satellite {teacher_metrics.get('d2s_recall1', float('nan')):.1f}%, "
-         f"satellite->drone {teacher_metrics.get('s2d_recall1', float('nan')):.1f}% (chance {chance:.1f}%)")
+    echo(
+        f"  teacher Recall@1 drone->satellite {teacher_metrics.get('d2s_recall1', float('nan')):.1f}%, "
+        f"satellite->drone {teacher_metrics.get('s2d_recall1', float('nan')):.1f}% (chance {chance:.1f}%)"
+    )
 
     steps.start(
         f"stage 2: distillation search, {plan.num_samples} trials on local Ray "
@@ -224,15 +244,20 @@ def run_demo(
     steps.start(f"Pareto report -> {report_dir}")
     paths = write_report(Leaderboard(lb_root), report_dir, experiment=EXPERIMENT)
 
-    steps.start("what the demo found")
+    steps.start(
+        f"what the demo found (and the teacher re-evaluated at {', '.join(map(str, plan.sweep_views))} views)"
+    )
     students = searched.rows.filter(searched.rows["stage"] == "student")
-    finished = students.filter(students["status"].is_in(["ok", "stopped"]) & students["d2s_recall1"].is_not_null())
+    finished = students.filter(
+        students["status"].is_in(["ok", "stopped"]) & students["d2s_recall1"].is_not_null()
+    )
     gflops = [g for g in finished["gflops"].to_list() if g]
     gflops_range = max(gflops) / min(gflops) if gflops else 0.0
     by_views = {
         int(v): float(r)
-        for v, r in finished.group_by("views").agg(finished["d2s_recall1"].mean()).sort("views").iter_rows()
+        for v, r in finished.group_by("views").agg(pl.col("d2s_recall1").mean()).sort("views").iter_rows()
     }
+    sweep = view_sweep(teacher_ckpt, teacher_cfg, data_dir, plan.sweep_views)
     table = format_pareto(searched.pareto, metric="d2s_recall1")
     summary = DemoSummary(
         out_dir=out,
@@ -246,11 +271,14 @@ def run_demo(
         pareto_table=table,
         gflops_range=gflops_range,
         recall_by_views=by_views,
+        view_sweep=sweep,
         seconds=steps.elapsed(),
     )
     failed = students.filter(students["status"] == "failed")
     if failed.height:
-        summary.notes.append(f"{failed.height} trial(s) failed; see `geodistill leaderboard show --experiment demo`")
+        summary.notes.append(
+            f"{failed.height} trial(s) failed; see `geodistill leaderboard show --experiment demo`"
+        )
     echo(format_summary(summary))
     return summary
 
@@ -259,6 +287,11 @@ def format_summary(s: DemoSummary) -> str:
     """The closing block: where everything is and the evidence that the run learned something."""
     views = ", ".join(f"{v} view{'s' if v > 1 else ''}: {r:.1f}%" for v, r in s.recall_by_views.items())
     teacher_r1 = s.teacher_metrics.get("d2s_recall1", float("nan"))
+    sweep = "\n".join(
+        f"  {int(r['views']):>2} view{'s' if r['views'] > 1 else ' '}  Recall@1 d2s {r['d2s_recall1']:5.1f}%  "
+        f"s2d {r['s2d_recall1']:5.1f}%  {r['gflops']:.3f} GFLOPs per query"
+        for r in s.view_sweep
+    )
     lines = [
         "Pareto front (Recall@1 drone->satellite up, GFLOPs per query down):",
         s.pareto_table,
@@ -267,7 +300,9 @@ def format_summary(s: DemoSummary) -> str:
         f"({teacher_r1 / s.chance_recall1:.0f}x)",
         f"trials                 {s.trials} on the leaderboard",
         f"GFLOPs range searched  {s.gflops_range:.1f}x (largest / smallest per query)",
-        f"Recall@1 by views      {views or 'n/a'}",
+        f"Recall@1 by views      {views or 'n/a'} (mean over trials, each trained at its own view count)",
+        "more views, same teacher (multi-view refinement: the mean of the frames' descriptors):",
+        sweep,
         "",
         f"report     {s.report.get('html')}",
         f"markdown   {s.report.get('md')}",
@@ -280,6 +315,31 @@ def format_summary(s: DemoSummary) -> str:
     return "\n".join(lines)
 
 
+def view_sweep(checkpoint: Path, cfg: Any, data_dir: Path, views: tuple[int, ...]) -> list[dict[str, float]]:
+    """Evaluate one trained model at several view counts: what each extra frame buys, and costs."""
+    from geodistill.data import open_index
+    from geodistill.eval import evaluate
+    from geodistill.platform.search import trial_cost
+    from geodistill.train.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint)
+    model.eval()
+    index = open_index(data_dir, elevation=cfg.data.elevation, fps=cfg.data.fps)
+    rows = []
+    for v in views:
+        result = evaluate(model, index, views=v, img_size=cfg.data.img_size)
+        cost = trial_cost(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, views=v)))
+        rows.append(
+            {
+                "views": v,
+                "d2s_recall1": result["drone->satellite"]["recall@1"],
+                "s2d_recall1": result["satellite->drone"]["recall@1"],
+                "gflops": cost["gflops"],
+            }
+        )
+    return rows
+
+
 def _print_now(line: str) -> None:
     print(line, flush=True)  # progress must show even when stdout is a file or a pipe
 
@@ -288,7 +348,9 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """Nested dict merge (b wins), for building run configs out of a common part."""
     out = dict(a)
     for key, value in b.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
     return out
 
 
