@@ -84,7 +84,8 @@ def test_compact_keeps_rows_and_report_writes_the_page(root, tmp_path, capsys):
     assert main(["report", "--out", str(tmp_path / "rep"), "--experiment", "a", "--no-anchors"]) == 0
     assert (tmp_path / "rep" / "report.html").is_file() and (tmp_path / "rep" / "pareto.svg").is_file()
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "3 runs (failed: 1, ok: 2); 2 with d2s_recall1 and GFLOPs; 2 on the Pareto front" in md
+    assert "3 runs (failed: 1, ok: 2); 2 finished with d2s_recall1 and GFLOPs" in md
+    assert "; 2 on the Pareto front;" in md
     assert main(["report", "--out", str(tmp_path / "rep2"), "--experiment", "zzz"]) == 2
     assert "no rows in experiment 'zzz'" in capsys.readouterr().err
 

@@ -43,6 +43,18 @@ def _rows() -> list[dict]:
     rows.append(
         make_row(experiment="sweep", trial_id="broken", stage="student", status="failed", error="OOM")
     )
+    # Stopped early at a cheap, good-looking point: drawn hollow, never on the front.
+    rows.append(
+        make_row(
+            experiment="sweep",
+            trial_id="asha",
+            stage="student",
+            status="stopped",
+            backbone="vit_tiny",
+            d2s_recall1=99.0,
+            gflops=0.1,
+        )
+    )
     return rows
 
 
@@ -73,6 +85,7 @@ def report(board, tmp_path_factory) -> dict[str, Path]:
 
 def test_front_is_the_hand_computed_staircase(board):
     front = front_of(board.read("sweep").filter(pl.col("status") == "ok"), "d2s_recall1")
+    assert "asha" not in front["trial_id"].to_list()
     # recall = base + 5 views + fps, cost = per_frame * views (fps is free), so fps 5 beats fps 2.
     # At 0.5 GFLOPs only atto (40); at 1 resnet18 v1 (50) beats atto v2 (45); at 2 vit_tiny v1
     # (65) beats atto v4 and resnet18 v2 (55); at 4 vit_tiny v2 (70) beats resnet18 v4 (65); 8: 80.
@@ -94,7 +107,8 @@ def test_report_files_tables_and_anchors(report):
         assert paths[key].is_file() and paths[key].stat().st_size > 500, key
     assert paths["pareto_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = paths["md"].read_text()
-    assert "19 runs (failed: 1, ok: 18); 18 with d2s_recall1 and GFLOPs; 5 on the Pareto front" in md
+    assert "20 runs (failed: 1, ok: 18, stopped: 1); 18 finished with d2s_recall1 and GFLOPs" in md
+    assert "; 5 on the Pareto front; hypervolume" in md
     front_md = md.split("## Pareto front")[1].split("##")[0]
     assert front_md.count("| convnext_atto |") == 1 and front_md.count("| vit_tiny |") == 3
     best_md = md.split("## Best run per backbone")[1].split("##")[0]
@@ -103,7 +117,7 @@ def test_report_files_tables_and_anchors(report):
     assert "other" not in md.split("## Published")[0]  # the experiment filter held
     assert "University-1652, not comparable" in md and "| PFED / MobileGeo |" in md
     svg = paths["pareto_svg"].read_text()
-    assert "University-1652, not comparable" in svg and "Pareto front" in svg
+    assert "University-1652, not comparable" in svg and "Pareto front" in svg and "stopped early" in svg
     page = paths["html"].read_text()
     assert "src='data:image/png;base64," in page and "http" not in page.split("<body>")[1]
     embedded = re.search(r"id='pareto' alt='[^']*' src='data:image/png;base64,([^']+)'", page).group(1)

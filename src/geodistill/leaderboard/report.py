@@ -113,7 +113,14 @@ def _save(fig, out_dir: Path, stem: str) -> tuple[Path, Path, bytes]:
     return png, svg, buf.getvalue()
 
 
-def _pareto_figure(plotted: pl.DataFrame, front: pl.DataFrame, metric: str, anchors: dict, title: str):
+def _pareto_figure(
+    plotted: pl.DataFrame,
+    front: pl.DataFrame,
+    metric: str,
+    anchors: dict,
+    title: str,
+    stopped: pl.DataFrame | None = None,
+):
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -121,8 +128,26 @@ def _pareto_figure(plotted: pl.DataFrame, front: pl.DataFrame, metric: str, anch
 
     fig, ax = plt.subplots(figsize=(8.0, 5.2))
     colours = plt.get_cmap("tab10")
-    for i, backbone in enumerate(sorted(plotted["backbone"].fill_null("?").unique().to_list())):
+    stopped = stopped if stopped is not None else plotted.clear()
+    backbones = sorted(
+        set(plotted["backbone"].fill_null("?").to_list() + stopped["backbone"].fill_null("?").to_list())
+    )
+    for i, backbone in enumerate(backbones):
+        early = stopped.filter(pl.col("backbone").fill_null("?") == backbone)
+        if early.height:  # trials stopped early (ASHA, budget): measured, but not fully trained
+            ax.scatter(
+                early[COST].to_numpy(),
+                early[metric].to_numpy(),
+                marker=MARKERS[i % len(MARKERS)],
+                facecolors="none",
+                edgecolors=[colours(i % 10)],
+                s=30,
+                alpha=0.5,
+                zorder=2,
+            )
         sub = plotted.filter(pl.col("backbone").fill_null("?") == backbone)
+        if not sub.height:
+            continue
         ax.scatter(
             sub[COST].to_numpy(),
             sub[metric].to_numpy(),
@@ -159,7 +184,11 @@ def _pareto_figure(plotted: pl.DataFrame, front: pl.DataFrame, metric: str, anch
                 xytext=(4, 3),
                 textcoords="offset points",
             )
-    if plotted.height or shown:
+    if stopped.height:
+        ax.scatter(
+            [], [], marker="o", facecolors="none", edgecolors="0.4", s=30, label="stopped early (hollow)"
+        )
+    if plotted.height or stopped.height or shown:
         ax.set_xscale("log")
     ax.set_xlabel("GFLOPs per drone query (log scale)")
     ax.set_ylabel(_label(metric))
@@ -276,7 +305,13 @@ def write_report(
 
     paths: dict[str, Path] = {}
     images: dict[str, bytes] = {}
-    fig = _pareto_figure(plotted, front, metric, anchor_set, title)
+    stopped = frame.filter(
+        (pl.col("status") == "stopped")
+        & pl.col(metric).is_not_null()
+        & pl.col(COST).is_not_null()
+        & (pl.col(COST) > 0)
+    )
+    fig = _pareto_figure(plotted, front, metric, anchor_set, title, stopped)
     paths["pareto_png"], paths["pareto_svg"], images["pareto"] = _save(fig, out, "pareto")
     plt.close(fig)
     for knob, label in (("views", "views (frames per drone query)"), ("dataset_fps", "video fps")):
@@ -308,7 +343,8 @@ def write_report(
     anchor_headers = ["method", "backbone", "GFLOPs", metric]
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     summary = (
-        f"{frame.height} runs ({status_line}); {plotted.height} with {metric} and GFLOPs; "
+        f"{frame.height} runs ({status_line}); {plotted.height} finished with {metric} and GFLOPs "
+        f"(trials stopped early are drawn hollow, never on the front); "
         f"{front.height} on the Pareto front; hypervolume {hv:.4g} "
         f"(reference {metric} = {reference[0]:g}, GFLOPs = {reference[1]:g})."
     )
