@@ -204,6 +204,7 @@ def _effect_figure(frame: pl.DataFrame, knob: str, metric: str, knob_label: str)
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.4))
     colours = plt.get_cmap("tab10")
@@ -224,8 +225,12 @@ def _effect_figure(frame: pl.DataFrame, knob: str, metric: str, knob_label: str)
     right.set_ylabel("median GFLOPs per query")
     if data[COST].drop_nulls().len():
         right.set_yscale("log")
+        right.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        right.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        right.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     for ax in (left, right):
         ax.grid(True, alpha=0.25)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     left.legend(fontsize=7)
     fig.tight_layout()
     return fig
