@@ -65,8 +65,8 @@ class _MediaReader:
 class TrainPairDataset(Dataset, _MediaReader):
     """One sample per training drone video: its V views, its building's satellite tile, its label.
 
-    ``skipped_media`` counts corrupt frames replaced by a neighbour (per process: each
-    DataLoader worker counts its own).
+    ``skipped_media`` counts corrupt frames replaced by a neighbour and unreadable videos
+    replaced by the next sample (per process: each DataLoader worker counts its own).
     """
 
     def __init__(
@@ -97,16 +97,33 @@ class TrainPairDataset(Dataset, _MediaReader):
         self.drone_tf = drone_transform(img_size, train=train)
         self.sat_tf = satellite_transform(img_size, train=train)
         self.skipped_media = 0
+        self.unreadable: set[int] = set()  # samples whose drone media cannot be decoded at all
 
     def __len__(self) -> int:
         return len(self.drones)
 
     def __getitem__(self, i: int) -> dict:
-        item = self.drones[i]
-        frames = self._load_views(item, self.views, train=self.train)
-        drone = torch.stack([self.drone_tf(f) for f in frames])  # [V,3,H,W]
-        sat = self.sat_tf(self._load_single(self.satellites[item.building]))  # [3,H,W]
-        return {"drone": drone, "satellite": sat, "label": self.class_map[item.building]}
+        """Sample ``i``; if its video (or every frame) is unreadable, count it and take the next one.
+
+        The substitute is a whole other pair (its own frames, tile and label), so a sample never
+        mixes buildings; the unreadable sample is remembered and not decoded again.
+        """
+        n = len(self.drones)
+        for j in (i % n + k for k in range(n)):
+            j %= n
+            if j in self.unreadable:
+                continue
+            item = self.drones[j]
+            try:
+                frames = self._load_views(item, self.views, train=self.train)
+            except CorruptMediaError:
+                self.unreadable.add(j)
+                self.skipped_media += 1
+                continue
+            drone = torch.stack([self.drone_tf(f) for f in frames])  # [V,3,H,W]
+            sat = self.sat_tf(self._load_single(self.satellites[item.building]))  # [3,H,W]
+            return {"drone": drone, "satellite": sat, "label": self.class_map[item.building]}
+        raise DataError(f"{self.drones[0].subset}: no training drone video could be read")
 
 
 class ViewDataset(Dataset, _MediaReader):
