@@ -93,6 +93,7 @@ class DemoSummary:
     trials: int
     pareto_table: str
     gflops_range: float  # largest / smallest GFLOPs per query among finished trials
+    front_gflops_range: float  # the same over the Pareto front
     recall_by_views: dict[int, float]  # mean d2s Recall@1 of finished trials, per view count
     view_sweep: list[dict[str, float]]  # the teacher at each view count: views, d2s/s2d Recall@1, GFLOPs
     seconds: float
@@ -253,6 +254,8 @@ def run_demo(
     )
     gflops = [g for g in finished["gflops"].to_list() if g]
     gflops_range = max(gflops) / min(gflops) if gflops else 0.0
+    front = [g for g in searched.pareto["gflops"].to_list() if g] if searched.pareto.height else []
+    front_range = max(front) / min(front) if front else 0.0
     by_views = {
         int(v): float(r)
         for v, r in finished.group_by("views").agg(pl.col("d2s_recall1").mean()).sort("views").iter_rows()
@@ -270,6 +273,7 @@ def run_demo(
         trials=students.height,
         pareto_table=table,
         gflops_range=gflops_range,
+        front_gflops_range=front_range,
         recall_by_views=by_views,
         view_sweep=sweep,
         seconds=steps.elapsed(),
@@ -299,7 +303,8 @@ def format_summary(s: DemoSummary) -> str:
         f"teacher Recall@1       {teacher_r1:.1f}%  vs chance {s.chance_recall1:.1f}% "
         f"({teacher_r1 / s.chance_recall1:.0f}x)",
         f"trials                 {s.trials} on the leaderboard",
-        f"GFLOPs range searched  {s.gflops_range:.1f}x (largest / smallest per query)",
+        f"GFLOPs range searched  {s.gflops_range:.1f}x (largest / smallest per query); "
+        f"the front spans {s.front_gflops_range:.1f}x",
         f"Recall@1 by views      {views or 'n/a'} (mean over trials, each trained at its own view count)",
         "more views, same teacher (multi-view refinement: the mean of the frames' descriptors):",
         sweep,
