@@ -244,8 +244,12 @@ def _user_error_in(err: Exception) -> UserError | None:
                     (c for c in cls.__mro__ if issubclass(c, UserError) and "RayTaskError" not in c.__name__),
                     UserError,
                 )
-                message = str(getattr(candidate, "cause", None) or candidate).strip().splitlines()
-                return plain(message[-1] if message else plain.__name__)
+                lines = str(getattr(candidate, "cause", None) or candidate).strip().splitlines()
+                message = lines[-1] if lines else plain.__name__
+                try:
+                    return plain(message)
+                except TypeError:  # a subclass with a richer constructor
+                    return UserError(message)
     return None
 
 
