@@ -207,3 +207,47 @@ def test_interrupted_search_resumes_without_rerunning_or_duplicating(ray_local, 
         assert rows.filter(pl.col("trial_id") == trial_id)["created_at"].item() == created
     rerun = log.read_text().splitlines()[len(runs_before) :]
     assert not {line.split()[0] for line in rerun} & set(before)  # finished trials not re-run
+
+
+@pytest.mark.slow  # ~1 min per TorchTrainer trial on 2 shared cores; the rule itself: test_search_rung.py
+def test_multi_worker_trials_stop_themselves_by_the_rung_rule(ray_local, tmp_path):
+    """Trials hosting a 2-worker TorchTrainer: no scheduler, the rung rule ends weak ones in the loop."""
+
+    def objective(cfg, *, context):
+        from geodistill.train.loop import TrainResult
+
+        metrics, stopped = {}, False
+        for epoch in range(1, cfg.train.epochs + 1):
+            metrics = {"epoch": epoch, "d2s_recall1": cfg.train.lr * 1000 * epoch}
+            context.report(metrics)  # every rank reports (Ray Train needs all of them)
+            if context.should_stop(epoch, metrics):
+                stopped = True
+                break
+        return TrainResult(
+            epochs_done=int(metrics["epoch"]),
+            metrics=metrics,
+            checkpoint=None,
+            stopped_early=stopped,
+            skipped_media=0,
+        )
+
+    result = run_search(
+        _trivial_space(3, **{"scaling.num_workers": 2}),
+        experiment="multi",
+        num_samples=3,
+        sampler="random",
+        storage=str(tmp_path / "tune"),
+        leaderboard=str(tmp_path / "lb"),
+        max_concurrent=1,
+        objective=objective,
+        verbose=0,
+    )
+    rows = result.rows.sort("created_at")
+    assert rows.height == 3 and not result.interrupted
+    first = rows.row(0, named=True)
+    assert first["status"] == "ok" and first["epochs"] == 3
+    for row in list(rows.iter_rows(named=True))[1:]:
+        if row["lr"] < first["lr"]:
+            assert row["status"] == "stopped" and row["epochs"] == 1
+    rungs = json.loads((tmp_path / "tune" / "multi" / "rungs" / "rungs.json").read_text())
+    assert set(rungs["1"]) == set(rows["trial_id"])  # every trial passed rung 1 through the store

@@ -145,7 +145,7 @@ class TrialSetup:
     rung_store: Any | None = None  # a RungStore for multi-worker trials (None: no early stopping)
     grace_period: int = 1
     reduction_factor: float = 2
-    objective: Callable[..., Any] | None = None  # (cfg, context) -> TrainResult; default train.loop.fit
+    objective: Callable[..., Any] | None = None  # fit(cfg, *, context) stand-in; default train.loop.fit
 
 
 def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
@@ -182,7 +182,8 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     # Multi-worker: a TorchTrainer inside the trial, stopped only by its own rung rule.
     from geodistill.platform.train_driver import run_training
 
-    result = run_training(cfg, storage_path=setup.storage_path, should_stop=rule)
+    trainers = f"{setup.storage_path.rstrip('/')}/{setup.experiment}/trainers"
+    result = run_training(cfg, storage_path=trainers, should_stop=rule, fit_fn=setup.objective)
     tune.report(
         {
             **result.metrics,
@@ -557,7 +558,11 @@ def run_search(
         reduction_factor=reduction_factor,
         objective=objective,
     )
-    resources = {"cpu": cpus_per_trial, "gpu": gpus_per_trial} if not multi_worker else {"cpu": 0.01}
+    # A multi-worker trial only drives its TorchTrainer: it takes no CPU from the workers
+    # (Tune refuses an empty request, so it asks for a token amount of memory instead).
+    resources = (
+        {"cpu": cpus_per_trial, "gpu": gpus_per_trial} if not multi_worker else {"cpu": 0, "memory": 2**20}
+    )
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), resources)
 
     url = study_url(experiment, storage_root, local)
