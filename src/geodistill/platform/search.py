@@ -514,7 +514,12 @@ def run_search(
             f"search space {space.name} trains students: give --teacher CHECKPOINT "
             "(or fixed: distill.teacher_checkpoint in the space)"
         )
-    if stage_cfg.distill.teacher_checkpoint and "://" not in stage_cfg.distill.teacher_checkpoint:
+    if "://" in (stage_cfg.distill.teacher_checkpoint or ""):
+        raise ConfigError(
+            "the teacher checkpoint must be a path every trial can read (local or a shared filesystem), "
+            f"not a URI: {stage_cfg.distill.teacher_checkpoint}"
+        )
+    if stage_cfg.distill.teacher_checkpoint:
         path = Path(stage_cfg.distill.teacher_checkpoint).expanduser().absolute()
         if not path.exists():
             raise ConfigError(f"teacher checkpoint not found: {path}")
