@@ -133,7 +133,7 @@ def main() -> None:
         dataset_root(_cfg(out, "data", buildings=buildings, steps=steps))
 
         print(
-            f"teacher vit_tiny 64 px, global batch 8, {steps} steps/epoch, {EPOCHS} epochs; steady state = epoch 2"
+            f"teacher vit_tiny 64 px, global batch 8, {steps} steps/epoch, {EPOCHS} epochs; steady state = best of epochs 2-{EPOCHS - 1}"
         )
         if not args.skip_strategies:
             print("\n1. strategies on Ray Train, 2 workers x 1 CPU (gloo)")
@@ -173,6 +173,9 @@ def main() -> None:
         platform = samples / ray_epoch
         print(
             f"   platform {platform:6.1f} samples/s | bare loop {bare:6.1f} samples/s | ratio {platform / bare:.2f} (target >= 0.90)"
+        )
+        print(
+            f"   in-process platform step {samples / local_epoch:6.1f} samples/s | ratio to the bare loop {samples / local_epoch / bare:.2f}"
         )
         print(f"   data loader alone {loader:6.1f} samples/s ({loader / bare:.1f}x the bare step's rate)")
 
