@@ -251,3 +251,52 @@ def test_multi_worker_trials_stop_themselves_by_the_rung_rule(ray_local, tmp_pat
             assert row["status"] == "stopped" and row["epochs"] == 1
     rungs = json.loads((tmp_path / "tune" / "multi" / "rungs" / "rungs.json").read_text())
     assert set(rungs["1"]) == set(rows["trial_id"])  # every trial passed rung 1 through the store
+
+
+def test_flops_budget_is_an_optuna_constraint_and_over_budget_trials_never_train(ray_local, tmp_path):
+    trained = tmp_path / "trained.log"
+
+    def objective(cfg, *, context):
+        with open(trained, "a") as fh:
+            fh.write(f"{cfg.data.views}\n")
+        context.report({"epoch": 1, "d2s_recall1": 50.0})
+
+    space = parse_space(
+        {
+            "fixed": {"stage": "teacher", "train.epochs": 1, "data.img_size": 32},
+            "params": {"data.views": {"type": "choice", "choices": [1, 8]}},
+            "flops_budget": 0.25,  # vit_tiny at 32 px: 0.055 GFLOPs per view (1 view: 0.055, 8 views: 0.44)
+        },
+        name="budget",
+    )
+    result = run_search(
+        space,
+        experiment="budget",
+        num_samples=4,
+        sampler="tpe",
+        seed=7,  # TPE's first draws with seed 7: views 8, 8, 1, 1
+        storage=str(tmp_path / "tune"),
+        leaderboard=str(tmp_path / "lb"),
+        max_concurrent=2,
+        objective=objective,
+        verbose=0,
+    )
+    rows = result.rows
+    assert rows.height == 4
+    over = rows.filter(pl.col("gflops") > 0.25)
+    under = rows.filter(pl.col("gflops") <= 0.25)
+    assert over.height >= 1 and under.height >= 1, rows.select("views", "gflops", "status").to_dicts()
+    assert (over["views"] == 8).all() and (over["status"] == "stopped").all()
+    assert (
+        over["error"].str.starts_with("over the flops budget").all() and over["d2s_recall1"].is_null().all()
+    )
+    assert (under["status"] == "ok").all() and (under["d2s_recall1"] == 50.0).all()
+    assert set(trained.read_text().split()) == {"1"}  # no over-budget model was trained
+    study = optuna.load_study(study_name="budget", storage=result.study_url)
+    gflops_attr = sorted(round(t.user_attrs["gflops"], 6) for t in study.trials)
+    assert gflops_attr == sorted(round(g, 6) for g in rows["gflops"])  # costed before the trial ran
+    for t in study.trials:  # the constraint Optuna's samplers read: feasible iff within the budget
+        value = t.system_attrs["constraints:gflops_over_budget"]
+        assert value == pytest.approx(t.user_attrs["gflops"] - 0.25) and (value <= 0) == (
+            t.user_attrs["gflops"] <= 0.25
+        )

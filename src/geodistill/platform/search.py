@@ -7,7 +7,7 @@ Shape of a search (``run_search``):
   (``[metric, "gflops"]``, modes ``["max", "min"]``), with TPE / NSGA-II / random by name. The
   study lives in SQLite (``optuna.storages.RDBStorage``) so ``optuna-dashboard`` can open it.
   With a ``flops_budget`` the define-by-run function counts the candidate's GFLOPs (meta
-  device, no arithmetic) and hands Optuna a constraint, and the trial itself refuses to train
+  device, no arithmetic) and sets it as the trial's constraint (``Trial.set_constraint``), and the trial itself refuses to train
   an over-budget model (it reports at once, status "stopped").
 - GFLOPs per drone query are counted before training and reported with every result.
 - Early stopping without hangs (ray issue #54305: a scheduler stopping a trial that hosts a
@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import os
 import re
 import tempfile
@@ -53,48 +52,47 @@ STUDY_DIR_ENV = "GEODISTILL_OPTUNA_DIR"  # where SQLite studies go when the stor
 
 def trial_cost(cfg: RunConfig) -> dict[str, Any]:
     """GFLOPs/GMACs/params of one drone query of ``cfg``'s student, counted on the meta device."""
+    model = dataclasses.replace(cfg.model, weights=None)
+    return dict(_cost(json.dumps(dataclasses.asdict(model), sort_keys=True), cfg.data.views))
+
+
+@functools.lru_cache(maxsize=256)
+def _cost(model_json: str, views: int) -> tuple[tuple[str, Any], ...]:
     import torch
 
-    from geodistill.models import GeoModel, profile
+    from geodistill.models import GeoModel, ModelConfig, profile
 
+    model_cfg = ModelConfig(**json.loads(model_json))
     with torch.device("meta"):
-        model = GeoModel(dataclasses.replace(cfg.model, weights=None), num_classes=1)
-    cost = profile(model, img_size=cfg.data.img_size, views=cfg.data.views, measure_latency=False)
-    return {
-        "gflops": cost.gflops,
-        "gmacs": cost.gmacs,
-        "params_m": cost.params_m,
-        "flop_counter": cost.counter,
-    }
-
-
-class FlopsConstraint:
-    """Optuna ``constraints_func``: feasible when the trial's GFLOPs are within the budget (<= 0)."""
-
-    def __init__(self, budget: float) -> None:
-        self.budget = budget
-
-    def __call__(self, trial: Any) -> Sequence[float]:
-        return [float(trial.user_attrs.get("gflops", math.inf)) - self.budget]
+        model = GeoModel(model_cfg, num_classes=1)
+    cost = profile(model, img_size=model_cfg.img_size, views=views, measure_latency=False)
+    return (
+        ("gflops", cost.gflops),
+        ("gmacs", cost.gmacs),
+        ("params_m", cost.params_m),
+        ("flop_counter", cost.counter),
+    )
 
 
 def define_by_run(trial: Any, *, space: SearchSpace, base: Mapping[str, Any]) -> dict[str, Any]:
     """What ``OptunaSearch`` calls per trial: sample the space; cost it when there is a budget."""
     params = suggest(trial, space)
     if space.flops_budget is not None:
-        trial.set_user_attr("gflops", trial_cost(trial_config(space, params, base=base))["gflops"])
+        gflops = trial_cost(trial_config(space, params, base=base))["gflops"]
+        trial.set_user_attr("gflops", gflops)
+        # Feasible when <= 0: TPE and NSGA-II prefer feasible trials (Optuna 5 constraint API).
+        trial.set_constraint("gflops_over_budget", gflops - space.flops_budget)
     return params
 
 
-def make_sampler(name: str, *, seed: int | None, flops_budget: float | None) -> Any:
-    """An Optuna sampler by name, with its Optuna defaults (plus the FLOPs constraint)."""
+def make_sampler(name: str, *, seed: int | None) -> Any:
+    """An Optuna sampler by name, with its Optuna defaults (constraints come from the trials)."""
     import optuna
 
-    constraint = FlopsConstraint(flops_budget) if flops_budget is not None else None
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, constraints_func=constraint)
+        return optuna.samplers.TPESampler(seed=seed)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraint)
+        return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {name!r}")
@@ -596,7 +594,7 @@ def run_search(
             space=functools.partial(define_by_run, space=space, base=base),
             metric=[space.metric, space.efficiency],
             mode=["max", "min"],
-            sampler=make_sampler(sampler, seed=seed, flops_budget=space.flops_budget),
+            sampler=make_sampler(sampler, seed=seed),
             storage=optuna.storages.RDBStorage(url),
             study_name=experiment,
         )
