@@ -60,7 +60,8 @@ def compose_dict(overrides: list[str], *, config_dir: str | Path | None = None) 
         else:
             extra = user_dir
         # Hydra's own search-path option: the packaged (or user) tree as a second source of options.
-        overrides = [*overrides, f"hydra.searchpath=[file://{extra}]"]
+        quoted = str(extra).replace("\\", "\\\\").replace("'", "\\'")
+        overrides = [*overrides, f"hydra.searchpath=['file://{quoted}']"]
     try:
         with _HYDRA_LOCK, initialize_config_dir(config_dir=str(primary), version_base=None):
             composed = compose(config_name=CONFIG_NAME, overrides=overrides)
