@@ -585,7 +585,9 @@ def run_search(
         tuner = tune.Tuner.restore(
             experiment_path, trainable=trainable, resume_errored=False, restart_errored=False
         )
-        callback = _find_callback(tuner) or callback
+        restored = _find_callback(tuner)
+        if restored is not None:  # the callback Tune saved with the experiment: point it at today's root
+            restored.root, callback = lb_root, restored
     else:
         if resume and verbose:
             print(f"nothing to resume at {experiment_path}: starting experiment {experiment!r}")
