@@ -215,3 +215,21 @@ def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_p
     msg = str(err.value)
     assert msg.startswith("loss became non-finite at epoch 1 step 2") and "\n" not in msg
     assert not (tmp_path / "nan" / "checkpoints").exists() and calls == []
+
+
+def test_corrupt_frames_are_skipped_and_counted_through_loader_workers(tmp_path):
+    root = generate_univ(tmp_path / "univ", buildings=16, seed=5, img_size=64)
+    drone_dir = root / "45" / "2fps" / "train" / "drone"
+    building = sorted(drone_dir.iterdir())[0]
+    frames = sorted(building.iterdir())
+    for frame in frames[1:]:  # only frame 0 of this flight still decodes
+        frame.write_bytes(b"not a jpeg")
+    cfg = run_cfg(
+        tmp_path,
+        data={"root": str(root), "views": 3, "loader_workers": 1},
+        train={"epochs": 2},
+    )
+    result = fit(cfg, context=LocalContext(tmp_path / "run"), evaluate_fn=lambda model, epoch: {})
+    history = rows(tmp_path / "run")
+    assert result.epochs_done == 2 and result.skipped_media > 0
+    assert history[-1]["skipped_media"] == result.skipped_media >= history[0]["skipped_media"] > 0

@@ -354,8 +354,11 @@ def fit(
         if rank == 0:
             inner = wrapped.unwrap()
             if epoch % t.eval_every == 0 or epoch == t.epochs:
-                eval_model = _eval_model(inner.model, full_state, cfg)
-                metrics.update({k: float(v) for k, v in evaluate(eval_model, epoch).items()})
+                # Evaluation draws random numbers (loader seeds, a model copy's init): keep them
+                # out of training's stream, so strategies and resumed runs see the same dropout.
+                with torch.random.fork_rng(devices=[]):
+                    eval_model = _eval_model(inner.model, full_state, cfg)
+                    metrics.update({k: float(v) for k, v in evaluate(eval_model, epoch).items()})
                 inner.model.train()
             metrics["epoch_seconds"] = time.perf_counter() - start
             ckpt_dir = Path(tempfile.mkdtemp(prefix="geodistill-ckpt-"))

@@ -230,7 +230,13 @@ class AccelerateWrapped(Wrapped):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         from accelerate import Accelerator, DistributedDataParallelKwargs
+        from accelerate.state import AcceleratorState, GradientState
 
+        # Accelerate keeps process-wide singletons and refuses a second Accelerator with other
+        # settings; a process may run several fits (tests, a Tune worker), each with its own.
+        # The process group itself is not touched.
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
         precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[self.cfg.train.precision]
         self.accelerator = Accelerator(
             mixed_precision=precision,
