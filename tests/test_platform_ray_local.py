@@ -48,6 +48,12 @@ def test_every_ray_process_listens_on_loopback_only(ray_local):
     assert not exposed, f"Ray listens beyond loopback on {exposed}"
 
 
+def test_the_local_head_is_a_loopback_cluster(ray_local):
+    from geodistill.platform.ray_local import is_loopback_cluster
+
+    assert is_loopback_cluster()
+
+
 def test_init_ray_is_idempotent(ray_local):
     node_id = ray_local.get_runtime_context().get_node_id()
     init_ray(num_cpus=2)

@@ -87,6 +87,9 @@ def test_student_needs_an_existing_teacher_before_anything_starts(out_dir):
         run_training(_cfg(out_dir, "stage=student"))
     with pytest.raises(CheckpointError, match="^teacher checkpoint not found: .*nowhere$"):
         run_training(_cfg(out_dir, "stage=student", f"distill.teacher_checkpoint={out_dir / 'nowhere'}"))
+    (out_dir / "empty_run").mkdir(exist_ok=True)
+    with pytest.raises(CheckpointError, match="empty_run: no checkpoint here"):
+        run_training(_cfg(out_dir, "stage=student", f"distill.teacher_checkpoint={out_dir / 'empty_run'}"))
     with pytest.raises(ConfigError, match="^data.root does not exist"):
         run_training(_cfg(out_dir, f"data.root={out_dir / 'no_data'}"))
 
@@ -107,7 +110,7 @@ def test_ray_ddp_survives_a_killed_worker_and_resumes_from_its_checkpoint(out_di
     # Ray resumes from the last checkpoint its controller has registered (it polls the workers;
     # reports are queued one deep, so the workers are at most one report ahead). Kill once the
     # controller's snapshot lists epoch 1: the workers are then in epoch 2 or 3, never done.
-    snapshot = out_dir / "ray_results" / "ray_ddp" / "checkpoint_manager_snapshot.json"
+    snapshot = out_dir / "ray_ddp" / "checkpoints" / "checkpoint_manager_snapshot.json"
 
     def kill_rank1_after_first_epoch() -> None:
         deadline = time.monotonic() + 240
@@ -134,7 +137,7 @@ def test_ray_ddp_survives_a_killed_worker_and_resumes_from_its_checkpoint(out_di
     assert epochs[0] == 1 and epochs.count(1) == 1, f"training restarted from scratch: {epochs}"
     assert epochs[-1] == 3 and sorted(set(epochs)) == [1, 2, 3]
     assert result.epochs_done == 3 and not result.stopped_early
-    assert result.checkpoint == out_dir / "ray_results" / "ray_ddp" / "epoch_0003"
+    assert result.checkpoint == out_dir / "ray_ddp" / "checkpoints" / "epoch_0003"  # the in-process layout
     _, meta = load_checkpoint(result.checkpoint)
     assert meta["epoch"] == 3
     exposed = sorted(a for a in seen["addresses"] if not _is_loopback(a))
@@ -145,7 +148,7 @@ def test_ray_deepspeed_two_workers_checkpoint_matches_the_in_process_shapes(out_
     cfg = _cfg(out_dir, "run_name=ray_ds", "scaling=cpu2", "train.strategy=deepspeed", "train.zero_stage=2")
     result = run_training(cfg, max_failures=0)
     assert result.epochs_done == 1 and METRIC_KEYS <= set(result.metrics)
-    assert result.checkpoint == out_dir / "ray_results" / "ray_ds" / "epoch_0001"
+    assert result.checkpoint == out_dir / "ray_ds" / "checkpoints" / "epoch_0001"
     model, meta = load_checkpoint(result.checkpoint)
     assert meta["config"]["train"]["strategy"] == "deepspeed"
     with torch.device("meta"):

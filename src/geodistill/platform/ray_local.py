@@ -103,6 +103,19 @@ def _pin_node_ip_to_loopback() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+def is_loopback_cluster() -> bool:
+    """Every alive node of the connected Ray cluster is on 127.0.0.1 (one machine, nothing exposed)."""
+    import ipaddress
+
+    import ray
+
+    addresses = [n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")]
+    try:
+        return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+    except ValueError:  # a host name: a real network
+        return False
+
+
 def local_ray_pids() -> list[int]:
     """Pids of the processes the local head started (gcs, raylet, agents, workers), with descendants.
 

@@ -5,7 +5,8 @@
 - ``scaling.num_workers == 0``: ``fit`` here, with a ``LocalContext`` on ``<output_dir>/<run_name>``.
 - ``scaling.num_workers >= 1``: a ``ray.train.torch.TorchTrainer`` whose workers each call ``fit``
   with a ``RayContext``. Ray sets up the process group (gloo on CPU, NCCL on GPU), persists every
-  checkpoint rank 0 reports under ``<storage_path>/<run_name>/epoch_NNNN``, restarts the whole
+  checkpoint rank 0 reports under ``<output_dir>/<run_name>/checkpoints/epoch_NNNN`` (the in-process
+  layout; ``<storage_path>/<run_name>/epoch_NNNN`` when a storage path is given), restarts the whole
   worker group from the latest checkpoint when a worker dies (``FailureConfig(max_failures)``),
   and a re-run with the same run name resumes from that run's latest checkpoint.
 
@@ -25,13 +26,14 @@ from typing import Any
 
 from geodistill.errors import CheckpointError, ConfigError, UserError
 from geodistill.train.config import RunConfig
-from geodistill.train.context import LocalContext, TrainContext
+from geodistill.train.context import LocalContext, TrainContext, latest_checkpoint_in
 
 StopRule = Callable[[int, dict[str, float]], bool]  # (epochs done, metrics) -> stop now
 FitFn = Callable[..., Any]  # fit(cfg, *, context) -> TrainResult
 
 DEFAULT_MAX_FAILURES = 2
 PID_FILE = "worker_{rank}.pid"
+CHECKPOINTS_DIR = "checkpoints"  # <output_dir>/<run_name>/checkpoints/epoch_NNNN in both modes
 
 
 def run_name_of(cfg: RunConfig) -> str:
@@ -65,6 +67,9 @@ def prepare_config(cfg: RunConfig) -> RunConfig:
         teacher = Path(cfg.distill.teacher_checkpoint).expanduser().resolve()
         if not teacher.exists():
             raise CheckpointError(f"teacher checkpoint not found: {teacher}")
+        from geodistill.train.checkpoint import resolve_checkpoint
+
+        resolve_checkpoint(teacher)  # a dir without a checkpoint fails here, not in every worker
         cfg.distill.teacher_checkpoint = str(teacher)
     return cfg
 
@@ -156,7 +161,8 @@ class RayContext:
 
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None:
-            return None
+            # Ray knows none (a first Ray run): an in-process run of the same name may have left one.
+            return latest_checkpoint_in(self.run_dir / CHECKPOINTS_DIR)
         if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
             return Path(checkpoint.path)
         if checkpoint.path not in self._downloads:
@@ -187,19 +193,25 @@ def _run_on_ray(
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from geodistill.platform.ray_local import init_ray, resolve_address
+    from geodistill.platform.ray_local import init_ray, is_loopback_cluster
     from geodistill.platform.torch_loopback import LoopbackTorchConfig
 
     if max_failures < -1:
         raise ConfigError(f"max_failures must be >= -1, got {max_failures}")
     init_ray(cfg.ray_address)
     backend = "nccl" if cfg.scaling.use_gpu else "gloo"
-    # A local head keeps torch's rendezvous store on loopback too; a cluster needs it reachable.
-    local = resolve_address(cfg.ray_address) is None
+    # A loopback (one-machine) cluster keeps torch's rendezvous store on loopback too; a real
+    # cluster needs it reachable from the other nodes.
+    local = is_loopback_cluster()
     torch_config = LoopbackTorchConfig(backend=backend) if local else TorchConfig(backend=backend)
-    storage = storage_path or str(Path(cfg.output_dir) / "ray_results")
-    if "://" not in storage:
-        storage = str(Path(storage).expanduser().resolve())
+    if storage_path is None:
+        # Ray persists to <storage>/<name>/epoch_NNNN: this puts a Ray run's checkpoints where an
+        # in-process run keeps them, so eval, resume and teacher paths read the same layout.
+        storage, name = str(run_dir), CHECKPOINTS_DIR
+    else:
+        storage, name = storage_path, cfg.run_name
+        if "://" not in storage:
+            storage = str(Path(storage).expanduser().resolve())
     scaling = cfg.scaling
     trainer = TorchTrainer(
         train_loop_per_worker=_train_worker,
@@ -216,7 +228,7 @@ def _run_on_ray(
             resources_per_worker={"CPU": scaling.cpus_per_worker, **({"GPU": 1} if scaling.use_gpu else {})},
         ),
         run_config=ray.train.RunConfig(
-            name=cfg.run_name,
+            name=name,
             storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
         ),
