@@ -16,9 +16,11 @@ so a resumed or restarted run can be read back the same way.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -178,7 +180,10 @@ def _train_worker(config: dict[str, Any]) -> Any:
     """Ray Train's train_loop_per_worker: one ``fit`` per rank; rank 0's result is Result.return_value."""
     cfg = RunConfig.from_dict(config["cfg"])
     context = RayContext(config["run_dir"], rule=config["should_stop"])
-    return config["fit_fn"](cfg, context=context)
+    # Libraries print progress to stdout (DeepSpeed does); as logs they belong on stderr, which
+    # keeps the driver's stdout clean for results (`geodistill train --json`).
+    with contextlib.redirect_stdout(sys.stderr):
+        return config["fit_fn"](cfg, context=context)
 
 
 def _run_on_ray(

@@ -74,7 +74,9 @@ def nested_metrics(flat: dict[str, float]) -> dict[str, dict[str, float]]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import contextlib
     import json
+    import sys
 
     from geodistill.eval import format_table
     from geodistill.platform.config import SMOKE_OVERRIDES, compose_run_config
@@ -84,7 +86,11 @@ def _run(args: argparse.Namespace) -> int:
     cfg = prepare_config(compose_run_config(overrides, config_dir=args.config_dir))
     if not args.json:
         print(_summary(cfg), flush=True)
-    result = run_training(cfg, max_failures=args.max_failures)
+    if args.json:  # stdout carries the JSON only; anything a library prints goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            result = run_training(cfg, max_failures=args.max_failures)
+    else:
+        result = run_training(cfg, max_failures=args.max_failures)
     checkpoint = str(result.checkpoint) if result.checkpoint is not None else None
     if args.json:
         payload = {
