@@ -159,6 +159,16 @@ def test_ray_deepspeed_two_workers_checkpoint_matches_the_in_process_shapes(out_
     assert _epochs_logged(out_dir / "ray_ds") == [1]
 
 
+def test_more_workers_than_the_local_head_has_cpus_is_refused_at_once(out_dir, ray_local):
+    cfg = _cfg(out_dir, "run_name=too_big", "scaling.num_workers=3")
+    with pytest.raises(
+        ConfigError, match=r"^scaling asks for 3 CPU\(s\) \(3 worker\(s\)\) but this machine's Ray has 2;"
+    ):
+        run_training(cfg)
+    with pytest.raises(ConfigError, match=r"asks for 1 GPU\(s\)"):
+        run_training(_cfg(out_dir, "run_name=no_gpu", "scaling=gpu1", "scaling.cpus_per_worker=1"))
+
+
 def test_user_errors_wrapped_by_ray_are_rebuilt_as_their_own_one_line_class():
     from ray.exceptions import RayTaskError
     from ray.train import WorkerGroupError

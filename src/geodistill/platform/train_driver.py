@@ -208,6 +208,8 @@ def _run_on_ray(
     # A loopback (one-machine) cluster keeps torch's rendezvous store on loopback too; a real
     # cluster needs it reachable from the other nodes.
     local = is_loopback_cluster()
+    if local:
+        _check_local_resources(cfg)
     torch_config = LoopbackTorchConfig(backend=backend) if local else TorchConfig(backend=backend)
     if storage_path is None:
         # Ray persists to <storage>/<name>/epoch_NNNN: this puts a Ray run's checkpoints where an
@@ -246,6 +248,24 @@ def _run_on_ray(
             raise user_error from None
         raise
     return _with_persisted_checkpoint(result.return_value, result)
+
+
+def _check_local_resources(cfg: RunConfig) -> None:
+    """On a one-machine head (no autoscaler) a request it cannot meet would wait forever: refuse it."""
+    import ray
+
+    total = ray.cluster_resources()
+    scaling = cfg.scaling
+    needs = {"CPU": scaling.num_workers * scaling.cpus_per_worker}
+    if scaling.use_gpu:
+        needs["GPU"] = scaling.num_workers
+    for resource, wanted in needs.items():
+        have = total.get(resource, 0)
+        if wanted > have:
+            raise ConfigError(
+                f"scaling asks for {wanted:g} {resource}(s) ({scaling.num_workers} worker(s)) but this machine's "
+                f"Ray has {have:g}; lower scaling.num_workers / scaling.cpus_per_worker or set ray_address"
+            )
 
 
 def _user_error_in(err: Exception) -> UserError | None:
