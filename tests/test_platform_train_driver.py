@@ -165,6 +165,8 @@ def test_more_workers_than_the_local_head_has_cpus_is_refused_at_once(out_dir, r
         ConfigError, match=r"^scaling asks for 3 CPU\(s\) \(3 worker\(s\)\) but this machine's Ray has 2;"
     ):
         run_training(cfg)
+    if ray_local.cluster_resources().get("GPU", 0) >= 1:
+        return  # a GPU box can place it
     with pytest.raises(ConfigError, match=r"asks for 1 GPU\(s\)"):
         run_training(_cfg(out_dir, "run_name=no_gpu", "scaling=gpu1", "scaling.cpus_per_worker=1"))
 
