@@ -144,10 +144,29 @@ def test_ray_ddp_survives_a_killed_worker_and_resumes_from_its_checkpoint(out_di
     assert not exposed, f"a Ray/Train process listens beyond loopback on {exposed}"
 
 
-def test_ray_deepspeed_two_workers_checkpoint_matches_the_in_process_shapes(out_dir, ray_local):
-    cfg = _cfg(out_dir, "run_name=ray_ds", "scaling=cpu2", "train.strategy=deepspeed", "train.zero_stage=2")
-    result = run_training(cfg, max_failures=0)
-    assert result.epochs_done == 1 and METRIC_KEYS <= set(result.metrics)
+def test_ray_deepspeed_two_workers_stop_on_the_rung_rule_with_a_full_checkpoint(out_dir, ray_local):
+    cfg = _cfg(
+        out_dir,
+        "run_name=ray_ds",
+        "scaling=cpu2",
+        "train.strategy=deepspeed",
+        "train.zero_stage=2",
+        "train.epochs=3",
+    )
+    import sys
+
+    from ray import cloudpickle
+
+    # Ray workers cannot import this test module; ship StopAfter by value (a real rule lives in a package).
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        result = run_training(
+            cfg, max_failures=0, should_stop=StopAfter(1)
+        )  # the rule travels to the workers
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert (result.epochs_done, result.stopped_early) == (1, True)
+    assert METRIC_KEYS <= set(result.metrics)
     assert result.checkpoint == out_dir / "ray_ds" / "checkpoints" / "epoch_0001"
     model, meta = load_checkpoint(result.checkpoint)
     assert meta["config"]["train"]["strategy"] == "deepspeed"
