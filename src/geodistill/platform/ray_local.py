@@ -51,6 +51,7 @@ def init_ray(
     target = resolve_address(address)
     common = {"ignore_reinit_error": True, "log_to_driver": True}
     if target is not None:
+        _unpin_node_ip()  # a driver joining a real cluster must advertise its routable IP
         try:
             ray.init(address=target, **common)
         except (ConnectionError, ValueError, RuntimeError) as err:
@@ -114,6 +115,15 @@ def is_loopback_cluster() -> bool:
         return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
     except ValueError:  # a host name: a real network
         return False
+
+
+def _unpin_node_ip() -> None:
+    """Undo ``_pin_node_ip_to_loopback`` (an earlier local head in this process) before joining a cluster."""
+    import ray._private.ray_constants as ray_constants
+
+    if os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0":
+        del os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"]
+        ray_constants.ENABLE_RAY_CLUSTER = not ray_constants.IS_WINDOWS_OR_OSX
 
 
 def local_ray_pids() -> list[int]:
