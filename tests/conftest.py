@@ -23,9 +23,14 @@ def synth_univ_mp4(tmp_path_factory) -> Path:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
-    """One local Ray head (127.0.0.1, 2 CPUs, no dashboard) shared by every Ray test of the session."""
+    """A local Ray head (127.0.0.1, 2 CPUs, no dashboard) shared by the Ray tests of one module.
+
+    Per module, not per session: an actor a test leaves behind (a TrainController of a run
+    that failed on purpose, say) keeps its CPUs until Ray shuts down, and a later module's
+    trials would wait for them forever.
+    """
     import ray
 
     from geodistill.platform.ray_local import init_ray
