@@ -47,7 +47,7 @@ from geodistill.train.checkpoint import (
 from geodistill.train.config import RunConfig
 from geodistill.train.context import TrainContext
 from geodistill.train.steps import LOSS_KEYS, TrainModule, build_adapters, build_optimizer, build_scheduler
-from geodistill.train.strategies import Wrapped, prepare_module, wrap
+from geodistill.train.strategies import Wrapped, check_strategy, prepare_module, wrap
 from geodistill.train.teacher_cache import TeacherOutputs, cache_key, dataset_hash
 
 REPORTED_LOSSES = ("loss", "loss_task", "loss_logit", "loss_feature", "loss_relation")  # METRIC KEYS
@@ -251,6 +251,7 @@ def fit(
     if world > 1 and not (dist.is_available() and dist.is_initialized()):
         raise ConfigError(f"world size {world} needs an initialised torch.distributed process group")
     t = cfg.train
+    check_strategy(cfg, device)
 
     # Data: rank 0 synthesises first so the other ranks just open it.
     if rank == 0:

@@ -193,6 +193,12 @@ class DDPWrapped(Wrapped):
             self.scaler.load_state_dict(state["scaler"])
 
 
+def check_strategy(cfg: RunConfig, device: torch.device) -> None:
+    """Refuse, in one line and before any work, combinations a strategy cannot run here."""
+    if cfg.train.strategy == "deepspeed" and cfg.train.precision == "fp16" and device.type == "cpu":
+        raise ConfigError("train.precision=fp16 with deepspeed needs a GPU; use bf16 on CPU")
+
+
 def prepare_module(module: TrainModule, cfg: RunConfig) -> None:
     """Strategy-specific changes to the module that must precede building its optimizer."""
     if cfg.train.strategy == "deepspeed":
@@ -345,8 +351,7 @@ class DeepSpeedWrapped(Wrapped):
         self.scalar_names = getattr(self._inner, "scalar_param_names", None)
         if self.scalar_names is None:
             raise RuntimeError("call prepare_module(module, cfg) before building the optimizer")
-        if self.cfg.train.precision == "fp16" and self.device.type == "cpu":
-            raise ConfigError("train.precision=fp16 with deepspeed needs a GPU; use bf16 on CPU")
+        check_strategy(self.cfg, self.device)
         if self.cfg.train.precision == "bf16":
             # DeepSpeed casts the parameters but not the buffers (BatchNorm statistics): cast all.
             self._inner.to(torch.bfloat16)
