@@ -1,10 +1,12 @@
 # Two entry points for a newcomer: `make demo` and `make test`. Both create .venv on first use.
 PYTHON ?= python3.11
+# Tests marked slow repeat paths that faster tests already cover; `make test-all` runs them too.
+PYTEST_ARGS ?= -m "not slow"
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-smoke test lint bench clean
+.PHONY: demo demo-smoke test test-all lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +24,9 @@ test: $(STAMP)
 	$(BIN)/python -c "import uuid, platform; platform.system()"
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(MAKE) test PYTEST_ARGS=
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
