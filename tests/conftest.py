@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from geodistill.data.synth import generate_univ
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leaderboard_outside_the_checkout(tmp_path_factory):
+    """Commands that write leaderboard rows by default never write into the repository's runs/."""
+    if "GEODISTILL_LEADERBOARD" not in os.environ:
+        os.environ["GEODISTILL_LEADERBOARD"] = str(tmp_path_factory.mktemp("default_leaderboard"))
+    yield
 
 
 @pytest.fixture(scope="session")

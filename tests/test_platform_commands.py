@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,9 +31,22 @@ def trained(tmp_path_factory) -> tuple[Path, dict]:
         capture_output=True,
         text=True,
         timeout=600,
+        env={**os.environ, "GEODISTILL_LEADERBOARD": str(out / "leaderboard")},
     )
     assert capture.returncode == 0, capture.stderr[-2000:]
     return out, json.loads(capture.stdout)
+
+
+def test_train_writes_its_leaderboard_row(trained):
+    from geodistill.leaderboard import Leaderboard
+
+    out, payload = trained
+    rows = Leaderboard(out / "leaderboard").read()
+    assert rows["row_key"].to_list() == [payload["leaderboard_row"]] == ["default/cli/teacher"]
+    row = rows.row(0, named=True)
+    assert row["status"] == "ok" and row["backbone"] == "vit_tiny" and row["img_size"] == 32
+    assert row["d2s_recall1"] == pytest.approx(payload["metrics"]["d2s_recall1"])
+    assert row["gflops"] > 0 and row["checkpoint_uri"] == payload["checkpoint"]
 
 
 def test_train_smoke_reports_metrics_and_a_loadable_checkpoint(trained):
@@ -93,11 +107,13 @@ def test_eval_table_and_profile(trained, capsys):
 def test_train_summary_and_table_in_text_mode(trained, capsys):
     out, _ = trained  # same output dir: the synthetic set is reused
     argv = ["train", "--smoke-test", f"output_dir={out}", "run_name=txt", "train.max_steps_per_epoch=1"]
-    assert main(argv) == 0
+    assert main([*argv, "--leaderboard", str(out / "lb_txt")]) == 0
     text = capsys.readouterr().out
     assert text.startswith("run txt: stage teacher, in-process, strategy ddp")
     assert "direction" in text and "drone->satellite" in text
-    assert text.rstrip().endswith(f"checkpoint: {out / 'txt' / 'checkpoints' / 'epoch_0001'}")
+    assert text.rstrip().endswith(
+        f"checkpoint: {out / 'txt' / 'checkpoints' / 'epoch_0001'}\nleaderboard row: default/txt/teacher"
+    )
 
 
 @pytest.mark.parametrize(
@@ -145,6 +161,7 @@ def test_console_script_exit_code_for_a_bad_override():
 def test_student_stage_distils_from_the_cli_teacher(trained, capsys):
     out, _ = trained
     argv = ["train", "--smoke-test", "--json", f"output_dir={out}", "run_name=student", "stage=student"]
+    argv[1:1] = ["--leaderboard", str(out / "lb_student")]
     assert main([*argv, f"distill.teacher_checkpoint={out / 'cli'}", "model=resnet18"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["config"]["stage"] == "student" and payload["config"]["model"]["backbone"] == "resnet18"
@@ -152,3 +169,4 @@ def test_student_stage_distils_from_the_cli_teacher(trained, capsys):
     m = payload["metrics"]
     assert m["loss_logit"] > 0 and m["loss_feature"] > 0 and m["loss_relation"] > 0
     assert Path(payload["checkpoint"]) == out / "student" / "checkpoints" / "epoch_0001"
+    assert payload["leaderboard_row"] == "default/student/student"

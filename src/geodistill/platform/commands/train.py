@@ -27,6 +27,13 @@ def register(subparsers) -> None:
         "--smoke-test", action="store_true", help="tiny run for CI (preset=smoke: vit_tiny, 32 px, 2 steps)"
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    parser.add_argument(
+        "--leaderboard",
+        help="leaderboard root for the run's row (default $GEODISTILL_LEADERBOARD or runs/leaderboard)",
+    )
+    parser.add_argument(
+        "--no-leaderboard", action="store_true", help="do not write the run's leaderboard row"
+    )
     parser.set_defaults(func=_run)
 
 
@@ -92,6 +99,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         result = run_training(cfg, max_failures=args.max_failures)
     checkpoint = str(result.checkpoint) if result.checkpoint is not None else None
+    row_key = None if args.no_leaderboard else _write_row(cfg, result, checkpoint, args.leaderboard)
     if args.json:
         payload = {
             "run_name": cfg.run_name,
@@ -101,6 +109,7 @@ def _run(args: argparse.Namespace) -> int:
             "skipped_media": result.skipped_media,
             "metrics": result.metrics,
             "checkpoint": checkpoint,
+            "leaderboard_row": row_key,
             "config": cfg.to_dict(),
         }
         print(json.dumps(payload, indent=2, sort_keys=True))
@@ -116,4 +125,23 @@ def _run(args: argparse.Namespace) -> int:
     if table:
         print(format_table(table))
     print(f"checkpoint: {checkpoint}")
+    if row_key:
+        print(f"leaderboard row: {row_key}")
     return 0
+
+
+def _write_row(cfg, result, checkpoint: str | None, root: str | None) -> str:
+    """One leaderboard row for this run (its experiment, trial id = run name), the same shape as a trial's."""
+    from geodistill.leaderboard import Leaderboard, default_root
+    from geodistill.platform.search import trial_cost, trial_row
+
+    row = trial_row(
+        experiment=cfg.experiment,
+        trial_id=cfg.run_name,
+        cfg=cfg,
+        result={**result.metrics, **trial_cost(cfg)},
+        status="stopped" if result.stopped_early else "ok",
+        checkpoint=checkpoint,
+    )
+    Leaderboard(root or default_root()).write([row])
+    return row["row_key"]
