@@ -232,27 +232,9 @@ def metrics_to_columns(evaluate_result: Mapping[str, Any]) -> dict[str, float]:
     """
     if any(k in METRIC_COLUMNS for k in evaluate_result):
         return {k: float(v) for k, v in evaluate_result.items() if k in METRIC_COLUMNS}
-    try:
-        from geodistill.eval import flatten_metrics
-    except ImportError:  # older tree without the shared helper: same mapping here
-        flatten_metrics = _flatten_metrics
+    from geodistill.eval.flatten import flatten_metrics  # one mapping for training, eval and the store
+
     return {k: float(v) for k, v in flatten_metrics(evaluate_result).items() if k in METRIC_COLUMNS}
-
-
-def _flatten_metrics(result: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    prefixes = {"drone->satellite": "d2s", "satellite->drone": "s2d"}
-    keys = {
-        "recall@1": "recall1",
-        "recall@5": "recall5",
-        "recall@10": "recall10",
-        "recall@top1": "recall_top1",
-    }
-    out = {}
-    for direction, metrics in result.items():
-        if direction in prefixes:
-            for k, v in metrics.items():
-                out[f"{prefixes[direction]}_{keys.get(k, k)}"] = float(v)
-    return out
 
 
 def dedup_latest(frame: pl.LazyFrame) -> pl.LazyFrame:
