@@ -79,6 +79,9 @@ def test_eval_of_the_checkpoint_reproduces_the_training_evaluation(trained, caps
     for key, value in evaluated["metrics"].items():
         assert value == pytest.approx(payload["metrics"][key], abs=1e-6), key
     assert evaluated["cost"] is None
+    # The checkpoint may also be given positionally, as `geodistill eval CHECKPOINT`.
+    assert main(["eval", str(out / "cli"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"] == evaluated["metrics"]
 
 
 def test_eval_table_and_profile(trained, capsys):

@@ -16,6 +16,12 @@ def register(subparsers) -> None:
             "the checkpoint's training config; the dataset defaults to the one it was trained on."
         ),
     )
+    parser.add_argument(
+        "path",
+        nargs="?",
+        metavar="CHECKPOINT",
+        help="the same as --checkpoint: `geodistill eval runs/x --data DIR`",
+    )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--checkpoint", help="checkpoint dir, run dir, or .safetensors/.pth file")
     which.add_argument("--video2bev", metavar="FILE", help="a Video2BEV net_EEE.pth (opts.yaml beside it)")
@@ -39,6 +45,10 @@ def _load(args: argparse.Namespace):
     """(model, description, training config dict or None)."""
     from geodistill.errors import ConfigError
 
+    if args.path:
+        if args.checkpoint or args.video2bev:
+            raise ConfigError("give the checkpoint once: as CHECKPOINT, --checkpoint or --video2bev")
+        args.checkpoint = args.path
     if args.video2bev:
         from geodistill.models import load_video2bev
 
