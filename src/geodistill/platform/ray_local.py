@@ -100,8 +100,17 @@ def _pin_node_ip_to_loopback() -> None:
     """
     import ray._private.ray_constants as ray_constants
 
+    global _PINNED_HERE
+    if os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0":
+        _PINNED_HERE = True
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+# Whether this process set the pin (a local head started here). A pin inherited from the
+# environment is kept: a job driver on a loopback head (`ray start --node-ip-address
+# 127.0.0.1`) inherits it and must join that head on 127.0.0.1.
+_PINNED_HERE = False
 
 
 def is_loopback_cluster() -> bool:
@@ -121,9 +130,11 @@ def _unpin_node_ip() -> None:
     """Undo ``_pin_node_ip_to_loopback`` (an earlier local head in this process) before joining a cluster."""
     import ray._private.ray_constants as ray_constants
 
-    if os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0":
+    global _PINNED_HERE
+    if _PINNED_HERE and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0":
         del os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"]
         ray_constants.ENABLE_RAY_CLUSTER = not ray_constants.IS_WINDOWS_OR_OSX
+        _PINNED_HERE = False
 
 
 def local_ray_pids() -> list[int]:
