@@ -398,7 +398,7 @@ def train_teacher_for(space: SearchSpace, base: Mapping[str, Any], out_dir: str 
     found = latest_checkpoint_in(run_dir / "checkpoints")
     if found is not None:
         return found
-    student = trial_config(space, _first_values(space), base=base).to_dict()
+    student = trial_config(space, first_assignment(space), base=base).to_dict()
     student.update(stage="teacher", run_name="teacher")
     student["distill"]["teacher_checkpoint"] = None
     cfg = RunConfig.from_dict(student)
@@ -426,7 +426,7 @@ class SearchResult:
     written: list[str]
 
 
-def _storage_root(storage: str | None) -> tuple[str, bool]:
+def resolve_storage(storage: str | None) -> tuple[str, bool]:
     """(storage path or URI, is_local) with a local path made absolute."""
     if storage is None:
         storage = "runs/search"
@@ -506,7 +506,7 @@ def run_search(
         if metric not in METRICS:
             raise ConfigError(f"--metric must be one of {', '.join(METRICS)}; got {metric!r}")
         space = dataclasses.replace(space, metric=metric)
-    stage_cfg = trial_config(space, _first_values(space), base=base)
+    stage_cfg = trial_config(space, first_assignment(space), base=base)
     if stage_cfg.stage == "student" and not stage_cfg.distill.teacher_checkpoint:
         raise ConfigError(
             f"search space {space.name} trains students: give --teacher CHECKPOINT "
@@ -525,7 +525,7 @@ def run_search(
         if "distill.teacher_checkpoint" in space.fixed:
             space = dataclasses.replace(space, fixed={**space.fixed, "distill.teacher_checkpoint": str(path)})
 
-    storage_root, local = _storage_root(storage)
+    storage_root, local = resolve_storage(storage)
     experiment_path = f"{storage_root.rstrip('/')}/{experiment}"
     if local and not Path(base["output_dir"]).is_absolute():
         # Trials share the synthetic data and the teacher cache under the experiment folder
@@ -653,7 +653,7 @@ def run_search(
     )
 
 
-def _first_values(space: SearchSpace) -> dict[str, Any]:
+def first_assignment(space: SearchSpace) -> dict[str, Any]:
     """A valid assignment (first choice / low bound) to learn what the fixed part implies."""
     values: dict[str, Any] = {}
     for p in space.params:

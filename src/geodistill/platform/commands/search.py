@@ -85,17 +85,17 @@ def _run(args: argparse.Namespace) -> int:
     experiment = args.experiment or f"{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
 
     from geodistill.platform.config import compose_run_config
-    from geodistill.platform.search import _storage_root, format_pareto, run_search, train_teacher_for
+    from geodistill.platform.search import format_pareto, resolve_storage, run_search, train_teacher_for
 
     teacher = args.teacher
     if args.smoke_test and teacher is None:
         base = compose_run_config(overrides).to_dict()
         loaded = load_space(space, base=base)
-        from geodistill.platform.search import _first_values
+        from geodistill.platform.search import first_assignment
         from geodistill.platform.spaces import trial_config
 
-        if trial_config(loaded, _first_values(loaded), base=base).stage == "student":
-            root, local = _storage_root(args.storage)
+        if trial_config(loaded, first_assignment(loaded), base=base).stage == "student":
+            root, local = resolve_storage(args.storage)
             if not local:
                 raise ConfigError(
                     "--smoke-test trains its teacher locally: give --teacher with a URI --storage"
