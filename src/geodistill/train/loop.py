@@ -233,7 +233,8 @@ def _progress(epoch: int, epochs: int, m: dict[str, float], samples: int) -> str
     if recalls:
         line += " | R@1 " + " ".join(recalls)
     secs = m["epoch_seconds"]
-    return line + f" | {samples / max(secs, 1e-9):.1f} samples/s, {secs:.1f}s"
+    eta = (epochs - epoch) * secs  # the epochs left at this epoch's pace
+    return line + f" | {samples / max(secs, 1e-9):.1f} samples/s, {secs:.1f}s, ETA {eta:.0f}s"
 
 
 # ---------------------------------------------------------------------------- fit
