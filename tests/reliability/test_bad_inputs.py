@@ -161,3 +161,22 @@ def test_baseline_naming_a_missing_checkpoint(cli, tmp_path: Path, synth_univ: P
         cli("regress", "--baseline", baseline), code=2, command="regress", contains="never_trained"
     )
     assert "not found" in line or "does not exist" in line or "missing" in line
+
+
+# ---------------------------------------------------------------- the leaderboard directory
+
+
+@pytest.mark.parametrize("command", ["search", "train", "demo"])
+def test_unwritable_leaderboard_fails_before_any_compute(cli, tmp_path: Path, command: str):
+    """A root under a regular file is unwritable even for root: one line, exit 2, nothing trained."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    root = blocker / "leaderboard"
+    argv = {
+        "search": ("search", "--smoke-test", "--leaderboard", root, "--storage", tmp_path / "s"),
+        "train": ("train", "--leaderboard", root, "--smoke-test", f"output_dir={tmp_path / 'runs'}"),
+        "demo": ("demo", "--smoke-test", "--out", blocker / "demo"),
+    }[command]
+    line = assert_one_line_error(cli(*argv), code=2, command=command, contains="cannot")
+    assert "a_file" in line
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "s").exists()  # nothing started

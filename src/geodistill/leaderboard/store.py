@@ -326,6 +326,22 @@ class Leaderboard:
         return out
 
     # ---- writing -----------------------------------------------------------------------------
+    def check_writable(self, experiment: str) -> None:
+        """Fail now, in one line, if rows of ``experiment`` could not be written later.
+
+        Searches and training runs call this before they start, so an unwritable root costs a
+        second, not the compute of a whole search. Writes and removes a hidden probe file.
+        """
+        directory = self._join(self.partition_name(experiment))
+        probe = f"{directory}/{_TMP_PREFIX}probe-{uuid.uuid4().hex}"
+        try:
+            self.fs.create_dir(directory, recursive=True)
+            with self.fs.open_output_stream(probe) as out:
+                out.write(b"geodistill")
+            self.fs.delete_file(probe)
+        except (OSError, pa.ArrowException) as err:
+            raise LeaderboardError(f"cannot write to leaderboard {self.root}: {_one_line(err)}") from None
+
     def write(self, rows: Iterable[Mapping[str, Any]]) -> str:
         """Write ``rows`` as one new file per experiment they name; returns the (last) file path.
 

@@ -127,6 +127,7 @@ def run_demo(
     import polars as pl
 
     from geodistill.data import check_dataset, generate_univ, open_index
+    from geodistill.errors import UserError
     from geodistill.leaderboard import Leaderboard
     from geodistill.leaderboard.report import write_report
     from geodistill.platform.search import format_pareto, run_search, trial_cost, trial_row
@@ -136,9 +137,13 @@ def run_demo(
 
     echo = echo or _print_now
     out = Path(out_dir).expanduser().absolute()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create the output directory {out}: {err.strerror}") from None
     data_dir, runs_dir = out / "data", out / "runs"
     lb_root, search_dir, report_dir = out / "leaderboard", out / "search", out / "report"
+    Leaderboard(lb_root).check_writable(EXPERIMENT)  # one line now rather than after the search
     steps = _Steps(5, echo)
 
     steps.start(f"synthetic UniV: {plan.buildings} places, seed {seed} -> {data_dir}")

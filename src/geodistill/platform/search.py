@@ -534,6 +534,7 @@ def run_search(
     lb_root = str(leaderboard or default_root())
     if "://" not in lb_root:
         lb_root = str(Path(lb_root).expanduser().absolute())
+    Leaderboard(lb_root).check_writable(experiment)  # before any trial spends compute
 
     from geodistill.platform.ray_local import init_ray
 

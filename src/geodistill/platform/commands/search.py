@@ -84,9 +84,11 @@ def _run(args: argparse.Namespace) -> int:
     name = Path(resolve_space(space)).stem
     experiment = args.experiment or f"{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
 
+    from geodistill.leaderboard import Leaderboard, default_root
     from geodistill.platform.config import compose_run_config
     from geodistill.platform.search import format_pareto, resolve_storage, run_search, train_teacher_for
 
+    Leaderboard(args.leaderboard or default_root()).check_writable(experiment)  # before any training
     teacher = args.teacher
     if args.smoke_test and teacher is None:
         base = compose_run_config(overrides).to_dict()

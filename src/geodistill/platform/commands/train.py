@@ -91,6 +91,10 @@ def _run(args: argparse.Namespace) -> int:
 
     overrides = [*SMOKE_OVERRIDES, *args.overrides] if args.smoke_test else list(args.overrides)
     cfg = prepare_config(compose_run_config(overrides, config_dir=args.config_dir))
+    if not args.no_leaderboard:
+        from geodistill.leaderboard import Leaderboard, default_root
+
+        Leaderboard(args.leaderboard or default_root()).check_writable(cfg.experiment)  # fail before training
     if not args.json:
         print(_summary(cfg), flush=True)
     if args.json:  # stdout carries the JSON only; anything a library prints goes to stderr
