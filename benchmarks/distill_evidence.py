@@ -52,11 +52,15 @@ def main() -> None:
     parser.add_argument(
         "--teacher-run", type=Path, default=None, help="reuse a stage-1 run dir (skip stage 1)"
     )
+    parser.add_argument(
+        "--clouds", type=float, default=0.0, help="share of clouded drone frames in the synthetic set (0 = clear)"
+    )
+    parser.add_argument("--teacher-embed-dim", type=int, default=128)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     out = args.out or Path(tempfile.mkdtemp(prefix="distill-evidence-"))
-    root = generate_univ(out / "univ", buildings=args.buildings, seed=7, img_size=64)
+    root = generate_univ(out / "univ", buildings=args.buildings, seed=7, img_size=64, clouds=args.clouds)
     data = {"root": str(root), "img_size": args.img_size, "batch_size": 8, "views": 2}
 
     t0 = time.perf_counter()
@@ -70,7 +74,7 @@ def main() -> None:
     else:
         teacher = run(out, "teacher", {
             "stage": "teacher", "data": data,
-            "model": {"backbone": args.teacher, "embed_dim": 128},
+            "model": {"backbone": args.teacher, "embed_dim": args.teacher_embed_dim},
             "train": {"epochs": args.teacher_epochs, "lr": args.lr, "warmup_steps": 3, "eval_every": args.teacher_epochs,
                       "backbone_lr_mult": args.backbone_lr_mult},
         })  # fmt: skip
