@@ -50,13 +50,13 @@ class DemoPlan:
 
 
 FULL = DemoPlan(
-    buildings=64,
+    buildings=96,
     img_size=48,
     teacher_backbone="resnet18",
-    teacher_epochs=8,
+    teacher_epochs=12,
     teacher_views=1,
-    student_epochs=4,
-    num_samples=12,
+    student_epochs=6,
+    num_samples=20,
     max_concurrent=2,
     batch_size=16,
     max_steps_per_epoch=None,

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import os
 import re
 import tempfile
@@ -148,6 +149,10 @@ class TrialSetup:
 
 def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     """The Tune function trainable: compose the trial's RunConfig, cost it, train it, report."""
+    # Every epoch's checkpoint is on the leaderboard row; Ray's per-save INFO line only buries
+    # the epoch lines the driver forwards.
+    for name in ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     trial_id = tune.get_context().get_trial_id()
     cfg = trial_config(setup.space, config, base=setup.base)
     cfg.experiment, cfg.run_name = setup.experiment, trial_id
