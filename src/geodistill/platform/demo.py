@@ -130,7 +130,7 @@ def run_demo(
     from geodistill.errors import UserError
     from geodistill.leaderboard import Leaderboard
     from geodistill.leaderboard.report import write_report
-    from geodistill.platform.search import format_pareto, run_search, trial_cost, trial_row
+    from geodistill.platform.search import format_pareto, run_search, write_run_row
     from geodistill.platform.train_driver import run_training
     from geodistill.train import RunConfig
     from geodistill.train.context import latest_checkpoint_in
@@ -198,18 +198,7 @@ def run_demo(
         teacher_metrics = dict(result.metrics)
     if teacher_ckpt is None:
         raise RuntimeError(f"the teacher wrote no checkpoint under {teacher_dir}")
-    Leaderboard(lb_root).write(
-        [
-            trial_row(
-                experiment=EXPERIMENT,
-                trial_id="teacher",
-                cfg=teacher_cfg,
-                result={**teacher_metrics, **trial_cost(teacher_cfg)},
-                status="ok",
-                checkpoint=str(teacher_ckpt),
-            )
-        ]
-    )
+    write_run_row(teacher_cfg, teacher_metrics, checkpoint=str(teacher_ckpt), root=lb_root)
     echo(
         f"  teacher Recall@1 drone->satellite {teacher_metrics.get('d2s_recall1', float('nan')):.1f}%, "
         f"satellite->drone {teacher_metrics.get('s2d_recall1', float('nan')):.1f}% (chance {chance:.1f}%)"

@@ -306,6 +306,33 @@ def trial_row(
     )
 
 
+def write_run_row(
+    cfg: RunConfig,
+    metrics: Mapping[str, Any],
+    *,
+    checkpoint: str | None,
+    root: str | Path | None = None,
+    stopped: bool = False,
+) -> str:
+    """Write the leaderboard row of one training run outside a search (trial id = run name).
+
+    ``geodistill train`` and the demo's teacher use it, so their rows have a trial's shape and
+    cost. Returns the row key.
+    """
+    from geodistill.leaderboard import Leaderboard, default_root
+
+    row = trial_row(
+        experiment=cfg.experiment,
+        trial_id=cfg.run_name,
+        cfg=cfg,
+        result={**metrics, **trial_cost(cfg)},
+        status="stopped" if stopped else "ok",
+        checkpoint=checkpoint,
+    )
+    Leaderboard(root or default_root()).write([row])
+    return row["row_key"]
+
+
 def _status(result: Mapping[str, Any], cfg: RunConfig) -> tuple[str, str | None]:
     if result.get("over_budget"):
         return "stopped", f"over the flops budget ({result.get('gflops', float('nan')):.3f} GFLOPs)"

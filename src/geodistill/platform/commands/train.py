@@ -103,7 +103,13 @@ def _run(args: argparse.Namespace) -> int:
     else:
         result = run_training(cfg, max_failures=args.max_failures)
     checkpoint = str(result.checkpoint) if result.checkpoint is not None else None
-    row_key = None if args.no_leaderboard else _write_row(cfg, result, checkpoint, args.leaderboard)
+    row_key = None
+    if not args.no_leaderboard:
+        from geodistill.platform.search import write_run_row
+
+        row_key = write_run_row(
+            cfg, result.metrics, checkpoint=checkpoint, root=args.leaderboard, stopped=result.stopped_early
+        )
     if args.json:
         payload = {
             "run_name": cfg.run_name,
@@ -132,20 +138,3 @@ def _run(args: argparse.Namespace) -> int:
     if row_key:
         print(f"leaderboard row: {row_key}")
     return 0
-
-
-def _write_row(cfg, result, checkpoint: str | None, root: str | None) -> str:
-    """One leaderboard row for this run (its experiment, trial id = run name), the same shape as a trial's."""
-    from geodistill.leaderboard import Leaderboard, default_root
-    from geodistill.platform.search import trial_cost, trial_row
-
-    row = trial_row(
-        experiment=cfg.experiment,
-        trial_id=cfg.run_name,
-        cfg=cfg,
-        result={**result.metrics, **trial_cost(cfg)},
-        status="stopped" if result.stopped_early else "ok",
-        checkpoint=checkpoint,
-    )
-    Leaderboard(root or default_root()).write([row])
-    return row["row_key"]
