@@ -47,6 +47,24 @@ def test_eval_mode_is_deterministic_and_train_mode_is_not(synth_univ: Path):
     assert not torch.equal(a, tr[0]["drone"])
 
 
+def test_teacher_views_share_the_students_frames_and_cover_the_flight(synth_univ: Path):
+    idx = open_index(synth_univ, elevation=45, fps=10)
+    same = TrainPairDataset(idx, views=2, teacher_views=2, img_size=32)
+    assert "teacher_drone" not in same[0]  # equal counts: the teacher takes the student's frames
+    more = TrainPairDataset(idx, views=2, teacher_views=4, img_size=32)
+    torch.manual_seed(3)
+    s = more[0]
+    student, teacher = s["drone"], s["teacher_drone"]  # [2,3,H,W], [4,3,H,W]
+    assert student.shape == (2, 3, 32, 32) and teacher.shape == (4, 3, 32, 32)
+    # Each student frame is one of the teacher's frames (same decode, same augmentation): the
+    # first from the first half of the flight (teacher frames 0-1), the second from the second.
+    hits = [[k for k in range(4) if torch.equal(student[v], teacher[k])] for v in range(2)]
+    assert hits[0] and set(hits[0]) <= {0, 1} and hits[1] and set(hits[1]) <= {2, 3}, hits
+    fewer = TrainPairDataset(idx, views=3, teacher_views=1, img_size=32, train=False)
+    f = fewer[0]
+    assert f["teacher_drone"].shape[0] == 1 and torch.equal(f["teacher_drone"][0], f["drone"][1])  # the centre
+
+
 def test_mp4_dataset_matches_frame_counts(synth_univ_mp4: Path):
     idx = open_index(synth_univ_mp4, elevation=45, fps=5)
     ds = TrainPairDataset(idx, views=2, img_size=32, train=False)

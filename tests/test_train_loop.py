@@ -4,6 +4,7 @@ the teacher cache hits, resume continues exactly, early stop and divergence end 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from geodistill.train.checkpoint import load_checkpoint
 from geodistill.train.config import RunConfig
 from geodistill.train.context import LocalContext
 from geodistill.train.loop import TrainingDiverged, default_evaluate_fn, fit
+from geodistill.train.steps import TrainModule
 from geodistill.train.teacher_cache import TeacherOutputs
 
 torch.set_num_threads(1)  # 2 shared cores: keep each test to one
@@ -178,6 +180,31 @@ def test_teacher_cache_hits_on_the_second_run_with_identical_losses(teacher_run,
     keys = ("loss", "loss_task", "loss_logit", "loss_feature", "loss_relation")
     losses = {run: [[r[k] for k in keys] for r in rows(tmp_path / run)] for run in ("cold", "warm", "off")}
     assert losses["cold"] == losses["warm"] == losses["off"]
+
+
+def test_a_teacher_with_more_views_teaches_a_student_with_fewer(teacher_run, tmp_path, monkeypatch):
+    """distill.teacher_views=4, data.views=2: the teacher runs on 4 frames a video, the student on 2."""
+    seen = {"teacher": [], "student": []}
+    teacher_forward, student_forward = TeacherOutputs._forward, TrainModule.forward
+
+    def record_teacher(self, drone, satellite):
+        seen["teacher"].append(tuple(drone.shape))
+        return teacher_forward(self, drone, satellite)
+
+    def record_student(self, drone, satellite, labels, teacher=None):
+        seen["student"].append(tuple(drone.shape))
+        return student_forward(self, drone, satellite, labels, teacher)
+
+    monkeypatch.setattr(TeacherOutputs, "_forward", record_teacher)
+    monkeypatch.setattr(TrainModule, "forward", record_student)
+    cfg = student_cfg(tmp_path, teacher_run, distill={"teacher_views": 4})
+    result = fit(cfg, context=LocalContext(tmp_path / "mv"), evaluate_fn=lambda model, epoch: {})
+    assert {s[:2] for s in seen["teacher"]} == {(8, 4)} and len(seen["teacher"]) == 4  # 2 epochs x 2 steps
+    assert {s[:2] for s in seen["student"]} == {(8, 2)}
+    assert result.metrics["loss_relation"] > 0 and math.isfinite(result.metrics["loss"])
+    # the teacher cache keys on the teacher's view count: a 2-view run does not reuse 4-view outputs
+    fit(student_cfg(tmp_path, teacher_run), context=LocalContext(tmp_path / "sv"), evaluate_fn=lambda m, e: {})
+    assert len(list((tmp_path / "teacher_cache").iterdir())) == 2
 
 
 def test_resume_continues_from_the_saved_epoch_exactly(tmp_path):

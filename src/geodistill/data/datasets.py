@@ -65,6 +65,12 @@ class _MediaReader:
 class TrainPairDataset(Dataset, _MediaReader):
     """One sample per training drone video: its V views, its building's satellite tile, its label.
 
+    ``teacher_views`` (stage 2, when it differs from ``views``) adds "teacher_drone", the
+    frames a frozen teacher sees: max(views, teacher_views) frames are read spread over the
+    flight, and the side with fewer takes one of them from each of its equal segments (random
+    in training, the centre otherwise), so both see the whole flight in order and share the
+    frames (and their augmentation) they have in common.
+
     ``skipped_media`` counts corrupt frames replaced by a neighbour and unreadable videos
     replaced by the next sample (per process: each DataLoader worker counts its own).
     """
@@ -77,8 +83,10 @@ class TrainPairDataset(Dataset, _MediaReader):
         img_size: int,
         class_map: dict[str, int] | None = None,
         train: bool = True,
+        teacher_views: int | None = None,
     ) -> None:
         self.views = views
+        self.teacher_views = teacher_views if teacher_views != views else None
         self.img_size = img_size
         self.train = train
         self.class_map = class_map if class_map is not None else index.class_map()
@@ -114,16 +122,28 @@ class TrainPairDataset(Dataset, _MediaReader):
             if j in self.unreadable:
                 continue
             item = self.drones[j]
+            read = max(self.views, self.teacher_views or 0)
             try:
-                frames = self._load_views(item, self.views, train=self.train)
+                frames = self._load_views(item, read, train=self.train)
             except CorruptMediaError:
                 self.unreadable.add(j)
                 self.skipped_media += 1
                 continue
-            drone = torch.stack([self.drone_tf(f) for f in frames])  # [V,3,H,W]
+            drone = torch.stack([self.drone_tf(f) for f in frames])  # [read,3,H,W]
             sat = self.sat_tf(self._load_single(self.satellites[item.building]))  # [3,H,W]
-            return {"drone": drone, "satellite": sat, "label": self.class_map[item.building]}
+            sample = {"drone": self._subset(drone, self.views), "satellite": sat}  # drone [V,3,H,W]
+            if self.teacher_views is not None:
+                sample["teacher_drone"] = self._subset(drone, self.teacher_views)  # [V_t,3,H,W]
+            return {**sample, "label": self.class_map[item.building]}
         raise DataError(f"{self.drones[0].subset}: no training drone video could be read")
+
+
+    def _subset(self, drone: torch.Tensor, views: int) -> torch.Tensor:
+        """[read,3,H,W] -> [views,3,H,W]: one frame per equal segment (all when the counts agree)."""
+        if views == drone.shape[0]:
+            return drone
+        rng = seeded_rng() if self.train else None
+        return drone[sample_view_indices(drone.shape[0], views, train=self.train, rng=rng)]
 
 
 class ViewDataset(Dataset, _MediaReader):

@@ -80,6 +80,9 @@ class DistillConfig:
     feature_loss: str = "mse"  # or "cosine"
     w_self: float = 0.0
     cache_teacher: bool = True
+    # Frames per drone video the teacher sees (None: data.views). More than data.views lets the
+    # teacher's multi-view descriptor teach a student that gets only data.views of those frames.
+    teacher_views: int | None = None
 
 
 @dataclass
@@ -152,6 +155,8 @@ class RunConfig:
         }
         if self.train.max_steps_per_epoch is not None:
             positive["train.max_steps_per_epoch"] = self.train.max_steps_per_epoch
+        if self.distill.teacher_views is not None:
+            positive["distill.teacher_views"] = self.distill.teacher_views
         for key, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"{key} must be > 0, got {value}")

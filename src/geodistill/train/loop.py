@@ -261,8 +261,14 @@ def fit(
         dist.barrier()
     index = open_dataset(cfg)
     class_map = index.class_map()
+    teacher_views = cfg.distill.teacher_views if cfg.stage == "student" else None
     train_set = TrainPairDataset(
-        index, views=cfg.data.views, img_size=cfg.data.img_size, class_map=class_map, train=True
+        index,
+        views=cfg.data.views,
+        teacher_views=teacher_views,
+        img_size=cfg.data.img_size,
+        class_map=class_map,
+        train=True,
     )
     n_buildings = len(set(train_set.buildings))
     global_batch = min(cfg.data.batch_size, n_buildings)
@@ -303,6 +309,7 @@ def fit(
                 elevation=cfg.data.elevation,
                 fps=cfg.data.fps,
                 views=cfg.data.views,
+                teacher_views=teacher_views or cfg.data.views,
                 img_size=cfg.data.img_size,
                 seed=t.seed,
             )
@@ -436,8 +443,10 @@ def _train_epoch(
         labels = batch["label"].to(device)  # [B]
         targets = None
         if teacher_outputs is not None:
+            # stage 2 with distill.teacher_views: the teacher's own frames [B,V_t,3,H,W]
+            teacher_drone = batch["teacher_drone"].to(device) if "teacher_drone" in batch else drone
             targets = teacher_outputs(
-                drone, satellite, epoch=epoch, indices=batch["index"].tolist(), device=device
+                teacher_drone, satellite, epoch=epoch, indices=batch["index"].tolist(), device=device
             )
         loss, parts = wrapped.forward(drone, satellite, labels, targets)
         finite = torch.isfinite(loss.detach()).to(torch.float64).reshape(1).cpu()

@@ -6,8 +6,8 @@ before drawing the frame offsets and the augmentation — so the teacher's outpu
 The cache stores one small safetensors file per (epoch, sample) under a directory keyed by
 everything else that changes the teacher's input or weights:
 
-    <output_dir>/teacher_cache/<sha256(teacher weights sha, dataset hash, elevation, fps,
-                                       views, img_size, train seed)[:16]>/e0001_000042.safetensors
+    <output_dir>/teacher_cache/<sha256(teacher weights sha, dataset hash, elevation, fps, views,
+                                       teacher views, img_size, train seed)[:16]>/e0001_000042.safetensors
 
 Trade-off: students keep their random frame offsets and augmentation (unlike caching one
 deterministic view set per building), but the cache only hits for trials that share the train
@@ -45,8 +45,17 @@ def dataset_hash(index: DatasetIndex) -> str:
 
 
 def cache_key(
-    *, teacher_sha: str, data_hash: str, elevation: int, fps: int, views: int, img_size: int, seed: int
+    *,
+    teacher_sha: str,
+    data_hash: str,
+    elevation: int,
+    fps: int,
+    views: int,
+    teacher_views: int,
+    img_size: int,
+    seed: int,
 ) -> str:
+    """``views``: frames read per video; ``teacher_views``: how many of them the teacher sees."""
     payload = {
         "format": CACHE_FORMAT,
         "teacher": teacher_sha,
@@ -54,6 +63,7 @@ def cache_key(
         "elevation": elevation,
         "fps": fps,
         "views": views,
+        "teacher_views": teacher_views,
         "img_size": img_size,
         "seed": seed,
     }
