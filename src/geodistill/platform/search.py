@@ -19,7 +19,9 @@ Shape of a search (``run_search``):
   ``on_trial_error``), so a trial whose process crashed or was stopped still gets its row
   (failed rows carry the error). A pass after the run writes any row still missing, and row
   keys already present are skipped: ``--resume`` neither re-runs finished trials nor
-  duplicates their rows.
+  duplicates their rows. Before restoring, ``resume.reconcile_searcher_state`` repairs the
+  saved searcher of a driver killed between Tune's two state files (else the resumed search
+  waits forever on a trial that had finished).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import Any
 from ray import tune
 
 from geodistill.errors import ConfigError
+from geodistill.platform.resume import reconcile_searcher_state
 from geodistill.platform.spaces import SearchSpace, load_space, suggest, trial_config
 from geodistill.train.config import RunConfig
 from geodistill.train.context import default_device
@@ -615,6 +618,12 @@ def run_search(
     callback = LeaderboardCallback(lb_root, experiment, space, base)
     started = time.monotonic()
     if resume and can_restore:
+        if local:  # a driver killed between Tune's two state files leaves them disagreeing
+            repaired = reconcile_searcher_state(
+                experiment_path, study_url=url, study_name=experiment, objectives=[space.metric, space.efficiency]
+            )
+            if repaired and verbose:
+                print(f"resume: {len(repaired)} finished trial(s) were still running in the saved searcher; fixed")
         tuner = tune.Tuner.restore(
             experiment_path, trainable=trainable, resume_errored=False, restart_errored=False
         )
