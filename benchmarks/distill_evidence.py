@@ -13,7 +13,7 @@ Run: python benchmarks/distill_evidence.py [--seeds 0 1 2 3 4] [--teacher-run DI
 Prints drone->satellite and satellite->drone Recall@1 / AP side by side, per seed, their means
 and the paired deltas. Not a test: one seed's numbers move by several points, read the means.
 Random init everywhere (no downloads), so the backbone learns at the heads' rate
-(--backbone-lr-mult 1). About 15 minutes on 2 CPU cores (7 of them the teacher).
+(--backbone-lr-mult 1). About 9 minutes on 2 quiet CPU cores (4 of them the teacher).
 """
 
 from __future__ import annotations

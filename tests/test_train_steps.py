@@ -120,7 +120,9 @@ def test_each_kd_level_alone(weight, batch, teacher_targets):
 
 def test_all_levels_sum_with_their_weights_and_match_the_losses(batch, teacher_targets):
     teacher, targets = teacher_targets
-    cfg = cfg_with(w_task=1.0, w_logit=0.5, w_feature=2.0, w_relation=3.0, w_self=0.25, temperature=3.0)
+    cfg = cfg_with(
+        w_task=1.0, w_logit=0.5, w_feature=2.0, w_relation=3.0, w_self=0.25, temperature=3.0, relation_tau=0.25
+    )
     module = student_module(cfg, teacher)
     loss, parts = module(*batch, targets)
     d = cfg.distill
@@ -136,7 +138,7 @@ def test_all_levels_sum_with_their_weights_and_match_the_losses(batch, teacher_t
         out.satellite_embedding,
         targets.drone_embedding,
         targets.satellite_embedding,
-        0.1,
+        0.25,
     )
     assert parts["loss_logit"].item() == pytest.approx(logit.item(), rel=1e-5)
     assert parts["loss_relation"].item() == pytest.approx(relation.item(), rel=1e-5)
