@@ -39,7 +39,11 @@ def search_alg(url: str) -> SearchGenerator:
 
 def write_experiment_state(folder: Path, status: str, last_result: dict) -> None:
     trial = json.dumps({"trial_id": "t1", "status": status})
-    state = {"trial_data": [[trial, json.dumps({"last_result": last_result})]], "runner_data": {}, "stats": {}}
+    state = {
+        "trial_data": [[trial, json.dumps({"last_result": last_result})]],
+        "runner_data": {},
+        "stats": {},
+    }
     (folder / f"experiment_state-{SESSION}.json").write_text(json.dumps(state))
 
 
@@ -64,7 +68,9 @@ def test_a_finished_trial_still_live_in_the_saved_limiter_is_released(tmp_path, 
     assert t1.state.name == optuna_state
     assert t1.values == ([42.0, 0.5] if status == "TERMINATED" else None)
     # Saved states that agree are left alone.
-    assert reconcile_searcher_state(tmp_path, study_url=url, study_name="exp", objectives=["d2s_recall1"]) == []
+    assert (
+        reconcile_searcher_state(tmp_path, study_url=url, study_name="exp", objectives=["d2s_recall1"]) == []
+    )
 
 
 def test_nothing_to_repair_without_saved_states(tmp_path):

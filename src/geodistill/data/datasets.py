@@ -137,7 +137,6 @@ class TrainPairDataset(Dataset, _MediaReader):
             return {**sample, "label": self.class_map[item.building]}
         raise DataError(f"{self.drones[0].subset}: no training drone video could be read")
 
-
     def _subset(self, drone: torch.Tensor, views: int) -> torch.Tensor:
         """[read,3,H,W] -> [views,3,H,W]: one frame per equal segment (all when the counts agree)."""
         if views == drone.shape[0]:
