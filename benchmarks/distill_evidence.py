@@ -57,11 +57,17 @@ def main() -> None:
         "--teacher-run", type=Path, default=None, help="reuse a stage-1 run dir (skip stage 1)"
     )
     parser.add_argument(
-        "--clouds", type=float, default=0.5, help="share of clouded drone frames in the synthetic set (0 = clear)"
+        "--clouds",
+        type=float,
+        default=0.5,
+        help="share of clouded drone frames in the synthetic set (0 = clear)",
     )
     parser.add_argument("--teacher-embed-dim", type=int, default=128)
     parser.add_argument(
-        "--teacher-views", type=int, default=None, help="frames the teacher sees per video (default: the student's 2)"
+        "--teacher-views",
+        type=int,
+        default=None,
+        help="frames the teacher sees per video (default: the student's 2)",
     )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -126,7 +132,9 @@ def main() -> None:
         bm = statistics.mean(r[2][k] for r in rows)
         spread = f" ± {statistics.stdev(deltas):.2f} (sd)" if len(deltas) > 1 else ""
         wins = sum(d > 0 for d in deltas)
-        print(f"mean  {k:<12} {dm:9.2f} {bm:9.2f} {dm - bm:+7.2f}{spread}, distilled ahead on {wins}/{len(deltas)} seeds")
+        print(
+            f"mean  {k:<12} {dm:9.2f} {bm:9.2f} {dm - bm:+7.2f}{spread}, distilled ahead on {wins}/{len(deltas)} seeds"
+        )
     print(f"\nartefacts under {out}")
 
 

@@ -55,7 +55,7 @@ def test_check_fails_on_truncated_mp4(synth_univ_mp4: Path, tmp_path: Path):
     root = tmp_path / "m"
     shutil.copytree(synth_univ_mp4, root)
     bad = sorted((root / "45" / "mp4" / "train" / "drone").glob("*.mp4"))[0]
-    bad.write_bytes(bad.read_bytes()[: 2000])
+    bad.write_bytes(bad.read_bytes()[:2000])
     _one_line_error(root, str(bad))
 
 
@@ -80,16 +80,23 @@ def test_cli_check_exit_codes(synth_univ: Path, tmp_path: Path, capsys):
     bad.write_bytes(b"garbage")
     assert main(["data", "check", str(root)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith("geodistill data: error: corrupt image") and str(bad) in err
+    assert (
+        err.count("\n") == 0 and err.startswith("geodistill data: error: corrupt image") and str(bad) in err
+    )
     assert main(["data", "check", str(tmp_path / "nowhere")]) == 2
     assert "dataset path does not exist" in capsys.readouterr().err
 
 
 def test_cli_synth(tmp_path: Path, capsys):
     out = tmp_path / "s"
-    assert main(["data", "synth", "--out", str(out), "--buildings", "4", "--seed", "2", "--img-size", "32"]) == 0
+    assert (
+        main(["data", "synth", "--out", str(out), "--buildings", "4", "--seed", "2", "--img-size", "32"]) == 0
+    )
     text = capsys.readouterr().out
-    assert f"wrote synthetic UniV to {out}" in text and "2 train + 2 test buildings + 1 gallery distractors" in text
+    assert (
+        f"wrote synthetic UniV to {out}" in text
+        and "2 train + 2 test buildings + 1 gallery distractors" in text
+    )
     assert (out / "dataset_split.json").is_file() and (out / "30" / "10fps" / "train" / "drone").is_dir()
     assert main(["data", "synth", "--out", str(out), "--buildings", "1"]) == 2
     assert "--buildings must be at least 2" in capsys.readouterr().err

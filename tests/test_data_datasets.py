@@ -62,7 +62,9 @@ def test_teacher_views_share_the_students_frames_and_cover_the_flight(synth_univ
     assert hits[0] and set(hits[0]) <= {0, 1} and hits[1] and set(hits[1]) <= {2, 3}, hits
     fewer = TrainPairDataset(idx, views=3, teacher_views=1, img_size=32, train=False)
     f = fewer[0]
-    assert f["teacher_drone"].shape[0] == 1 and torch.equal(f["teacher_drone"][0], f["drone"][1])  # the centre
+    assert f["teacher_drone"].shape[0] == 1 and torch.equal(
+        f["teacher_drone"][0], f["drone"][1]
+    )  # the centre
 
 
 def test_mp4_dataset_matches_frame_counts(synth_univ_mp4: Path):

@@ -64,7 +64,9 @@ def test_university1652_layout(tmp_path: Path):
     idx = open_index(root)
     assert idx.kind == "university1652"
     drone = idx.select(subset="drone")
-    assert len(drone) == 1 and len(drone[0].frames) == 3 and drone[0].elevation is None and drone[0].fps is None
+    assert (
+        len(drone) == 1 and len(drone[0].frames) == 3 and drone[0].elevation is None and drone[0].fps is None
+    )
     assert [it.building for it in idx.select(subset="gallery_satellite")] == ["0002", "0003"]
     assert idx.select(subset="query_drone")[0].view == "drone"
     assert idx.select(subset="street")[0].view == "street"

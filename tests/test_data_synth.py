@@ -26,7 +26,9 @@ def test_same_seed_same_bytes_different_seed_different(tmp_path: Path):
     assert a == b
     assert len(a) > 100
     shared = set(a) & set(c)
-    assert sum(a[k] != c[k] for k in shared if k.endswith(".jpeg")) > 0.9 * sum(k.endswith(".jpeg") for k in shared)
+    assert sum(a[k] != c[k] for k in shared if k.endswith(".jpeg")) > 0.9 * sum(
+        k.endswith(".jpeg") for k in shared
+    )
 
 
 def test_mp4_bytes_are_reproducible(tmp_path: Path):
@@ -88,6 +90,7 @@ def test_clouds_cover_drone_frames_only(tmp_path: Path):
     drone = [k for k in a if k.endswith(".jpeg") and "drone" in k]
     assert satellite and all(a[k] == b[k] for k in satellite)  # tiles untouched
     assert all(a[k] != b[k] for k in drone)  # every frame clouded at clouds=1
+
     # A cloud is a bright blob near the target: the frame centre gets brighter on average.
     def centre_mean(root: Path) -> float:
         frames = [load_image(root / k) for k in drone]

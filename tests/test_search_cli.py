@@ -18,7 +18,10 @@ REPO = Path(__file__).resolve().parents[1]
         (["search", "search_space=nope"], "unknown search space 'nope'"),
         (["search", "search_space=smoke", "oops"], "expected search_space=NAME or key=value, got 'oops'"),
         (["search", "search_space=smoke", "train.colour=red"], "train.colour"),
-        (["search", "search_space=smoke", "--sampler", "grid"], "--sampler must be one of tpe, nsga2, random"),
+        (
+            ["search", "search_space=smoke", "--sampler", "grid"],
+            "--sampler must be one of tpe, nsga2, random",
+        ),
         (["search", "search_space=smoke", "--metric", "accuracy"], "--metric must be one of d2s_recall1"),
         (["search", "search_space=smoke", "--num-samples", "0"], "--num-samples and --max-concurrent"),
         (["search", "search_space=smoke"], "trains students: give --teacher CHECKPOINT"),
@@ -41,4 +44,7 @@ def test_bad_space_file_is_rejected_by_the_cli(tmp_path, capsys):
     bad.write_text("params:\n  train.lr: {type: loguniform, low: 0, high: 1}\n")
     assert main(["search", f"search_space={bad}", "--storage", str(tmp_path / "tune")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "geodistill search: error: search space bad: params.train.lr: a log-scale bound must be > 0; got low=0"
+    assert (
+        err
+        == "geodistill search: error: search space bad: params.train.lr: a log-scale bound must be > 0; got low=0"
+    )

@@ -203,7 +203,9 @@ def test_a_teacher_with_more_views_teaches_a_student_with_fewer(teacher_run, tmp
     assert {s[:2] for s in seen["student"]} == {(8, 2)}
     assert result.metrics["loss_relation"] > 0 and math.isfinite(result.metrics["loss"])
     # the teacher cache keys on the teacher's view count: a 2-view run does not reuse 4-view outputs
-    fit(student_cfg(tmp_path, teacher_run), context=LocalContext(tmp_path / "sv"), evaluate_fn=lambda m, e: {})
+    fit(
+        student_cfg(tmp_path, teacher_run), context=LocalContext(tmp_path / "sv"), evaluate_fn=lambda m, e: {}
+    )
     assert len(list((tmp_path / "teacher_cache").iterdir())) == 2
 
 

@@ -121,7 +121,13 @@ def test_each_kd_level_alone(weight, batch, teacher_targets):
 def test_all_levels_sum_with_their_weights_and_match_the_losses(batch, teacher_targets):
     teacher, targets = teacher_targets
     cfg = cfg_with(
-        w_task=1.0, w_logit=0.5, w_feature=2.0, w_relation=3.0, w_self=0.25, temperature=3.0, relation_tau=0.25
+        w_task=1.0,
+        w_logit=0.5,
+        w_feature=2.0,
+        w_relation=3.0,
+        w_self=0.25,
+        temperature=3.0,
+        relation_tau=0.25,
     )
     module = student_module(cfg, teacher)
     loss, parts = module(*batch, targets)

@@ -137,7 +137,9 @@ def test_killed_driver_resumes_without_losing_or_duplicating_trials(tmp_path: Pa
         addresses = listening_addresses(ray_pids)
         assert addresses and all(is_loopback(a) for a in addresses), addresses
         # Crash the driver once the first trial has its leaderboard row.
-        wait_for(lambda: lb.keys(exp) if (tmp_path / "leaderboard").exists() else None, proc=proc, what="a row")
+        wait_for(
+            lambda: lb.keys(exp) if (tmp_path / "leaderboard").exists() else None, proc=proc, what="a row"
+        )
         first = lb.read(exp).sort("created_at").row(0, named=True)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
@@ -165,7 +167,9 @@ def test_no_credentials_in_the_repository(path: str):
     import re
 
     root = Path(__file__).resolve().parents[2] / path
-    pattern = re.compile(rb"AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY-----|ghp_[A-Za-z0-9]{36}|xox[bp]-[0-9]")
+    pattern = re.compile(
+        rb"AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY-----|ghp_[A-Za-z0-9]{36}|xox[bp]-[0-9]"
+    )
     files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
     assert files
     for file in files:

@@ -620,10 +620,15 @@ def run_search(
     if resume and can_restore:
         if local:  # a driver killed between Tune's two state files leaves them disagreeing
             repaired = reconcile_searcher_state(
-                experiment_path, study_url=url, study_name=experiment, objectives=[space.metric, space.efficiency]
+                experiment_path,
+                study_url=url,
+                study_name=experiment,
+                objectives=[space.metric, space.efficiency],
             )
             if repaired and verbose:
-                print(f"resume: {len(repaired)} finished trial(s) were still running in the saved searcher; fixed")
+                print(
+                    f"resume: {len(repaired)} finished trial(s) were still running in the saved searcher; fixed"
+                )
         tuner = tune.Tuner.restore(
             experiment_path, trainable=trainable, resume_errored=False, restart_errored=False
         )

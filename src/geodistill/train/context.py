@@ -71,7 +71,9 @@ class LocalContext:
         dist = torch.distributed
         initialised = dist.is_available() and dist.is_initialized()
         self.rank = rank if rank is not None else (dist.get_rank() if initialised else 0)
-        self.world_size = world_size if world_size is not None else (dist.get_world_size() if initialised else 1)
+        self.world_size = (
+            world_size if world_size is not None else (dist.get_world_size() if initialised else 1)
+        )
         self.device = torch.device(device) if device is not None else default_device()
         self.run_dir = Path(run_dir)
         self.checkpoints = self.run_dir / "checkpoints"

@@ -16,7 +16,10 @@ def register(subparsers) -> None:
     synth.add_argument("--video", choices=["frames", "mp4"], default="frames", help="drone flight storage")
     synth.add_argument("--img-size", type=int, default=128, help="satellite tile px (frames are 3/4 of it)")
     synth.add_argument(
-        "--clouds", type=float, default=0.0, help="chance in [0, 1] that a drone frame has a cloud over it (default 0)"
+        "--clouds",
+        type=float,
+        default=0.0,
+        help="chance in [0, 1] that a drone frame has a cloud over it (default 0)",
     )
     synth.set_defaults(func=_synth)
 
@@ -40,7 +43,12 @@ def _synth(args: argparse.Namespace) -> int:
         raise DataError(f"--img-size must be at least 16, got {args.img_size}")
     start = time.perf_counter()
     out = generate_univ(
-        args.out, buildings=args.buildings, seed=args.seed, video=args.video, img_size=args.img_size, clouds=args.clouds
+        args.out,
+        buildings=args.buildings,
+        seed=args.seed,
+        video=args.video,
+        img_size=args.img_size,
+        clouds=args.clouds,
     )
     split = json.loads((out / "dataset_split.json").read_text())
     print(f"wrote synthetic UniV to {out} in {time.perf_counter() - start:.1f}s")
@@ -61,7 +69,11 @@ def _check(args: argparse.Namespace) -> int:
     if report.missing_views:
         shown = report.missing_views[:10]
         more = len(report.missing_views) - len(shown)
-        print(f"missing views ({len(report.missing_views)}): " + "; ".join(shown) + (f"; +{more} more" if more else ""))
+        print(
+            f"missing views ({len(report.missing_views)}): "
+            + "; ".join(shown)
+            + (f"; +{more} more" if more else "")
+        )
     else:
         print("missing views: none")
     return 0

@@ -19,7 +19,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--address", default=None, help="Ray cluster address (default: a local head on 127.0.0.1)")
+    parser.add_argument(
+        "--address", default=None, help="Ray cluster address (default: a local head on 127.0.0.1)"
+    )
     parser.add_argument("--smoke-test", action="store_true", help="tiny version for CI (about a minute)")
     parser.set_defaults(func=_run)
 
