@@ -37,8 +37,16 @@ def _aws() -> dict:
     return yaml.safe_load((REPO / "clusters/aws.yaml").read_text())
 
 
+def _local() -> dict:
+    return yaml.safe_load((REPO / "clusters/local.yaml").read_text())
+
+
 def _kuberay() -> dict:
     return yaml.safe_load((REPO / "clusters/kuberay/raycluster.yaml").read_text())
+
+
+def _rayjob() -> dict:
+    return yaml.safe_load((REPO / "clusters/kuberay/rayjob.yaml").read_text())
 
 
 def _set(d: dict, dotted: str, value) -> dict:
@@ -59,10 +67,14 @@ _DELETE = object()
 @pytest.mark.parametrize(
     ("make", "edit", "message"),
     [
-        (_aws, ("cluster_name", _DELETE), r"'cluster_name' is a required property \(Ray cluster schema\)"),
-        (_aws, ("provider.type", "openstack"), r"provider\.type must be one of aws, gcp"),
-        (_aws, ("max_workers", _DELETE), r"max_workers is required"),
-        (_aws, ("head_node_type", "boss"), r"head_node_type 'boss' is not one of available_node_types"),
+        # Ray's own preparation and schema (what `ray up` runs before touching a cloud)
+        (
+            _aws,
+            ("max_workers", "many"),
+            r"max_workers: 'many' is not of type 'integer' \(Ray cluster schema\)",
+        ),
+        (_aws, ("provider.type", "openstack"), r"provider\.type 'openstack' is not a Ray node provider"),
+        (_aws, ("head_node_type", "boss"), r"`head_node_type` must be one of `available_node_types`"),
         (
             _aws,
             ("available_node_types.gpu_worker.resources.GPU", "four"),
@@ -70,16 +82,24 @@ _DELETE = object()
         ),
         (
             _aws,
-            ("available_node_types.gpu_worker.max_workers", 99),
-            r"gpu_worker\.max_workers \(99\) exceeds max_workers \(8\)",
+            ("available_node_types.gpu_worker.min_workers", 9),
+            r"smaller than the sum of `min_workers` of all the available node types",
         ),
-        (_aws, ("available_node_types.gpu_worker.min_workers", 9), r"min_workers \(9\) > max_workers \(8\)"),
-        (_aws, ("worker_nodes", {}), r"Additional properties are not allowed \('worker_nodes'"),
+        (_aws, ("worker_nodes", {"InstanceType": "m5.large"}), r"Additional properties are not allowed"),
+        (_aws, ("docker.container_name", _DELETE), r"Must provide a container & image name"),
+        (
+            _local,
+            ("available_node_types", {"head": {"resources": {}, "node_config": {}}}),
+            r"The field available_node_types is not supported for on-premise clusters\. \(ray up",
+        ),
+        (_local, ("provider.worker_ips", _DELETE), r"Please supply a `head_ip` and list of `worker_ips`"),
+        # our secure defaults on top
         (
             _aws,
             ("head_start_ray_commands.1", "ray start --head --dashboard-host=0.0.0.0"),
             r"binds the dashboard/job port to 0\.0\.0\.0",
         ),
+        (_aws, ("head_start_ray_commands", _DELETE), r"binds the dashboard/job port to 0\.0\.0\.0"),
         (
             _aws,
             ("head_start_ray_commands.1", "ray start --head --port=80"),
@@ -90,9 +110,29 @@ _DELETE = object()
             ("provider.aws_secret_access_key", "abc"),
             r"provider\.aws_secret_access_key holds a credential",
         ),
+        # KubeRay: the CRD schema, then our checks
         (_kuberay, ("apiVersion", "ray.io/v1alpha1"), r"apiVersion must be ray\.io/v1"),
         (_kuberay, ("kind", "RayService"), r"kind must be one of RayCluster, RayJob"),
-        (_kuberay, ("spec.headGroupSpec", _DELETE), r"spec\.headGroupSpec is required"),
+        (
+            _kuberay,
+            ("spec.headGroupSpec", _DELETE),
+            r"spec: 'headGroupSpec' is a required property \(KubeRay",
+        ),
+        (
+            _kuberay,
+            ("spec.headGroupSpec.serviceTyp", "ClusterIP"),
+            r"spec\.headGroupSpec: Additional properties are not allowed \('serviceTyp' was unexpected\)",
+        ),
+        (
+            _kuberay,
+            ("spec.workerGroupSpecs.0.replicas", "two"),
+            r"spec\.workerGroupSpecs\.0\.replicas: 'two' is not of type 'integer' \(KubeRay RayCluster CRD",
+        ),
+        (
+            _kuberay,
+            ("spec.headGroupSpec.template.spec.containers.0.volumeMounts.0.mountPath", _DELETE),
+            r"volumeMounts\.0: 'mountPath' is a required property",
+        ),
         (_kuberay, ("spec.headGroupSpec.serviceType", "LoadBalancer"), r"serviceType 'LoadBalancer' exposes"),
         (
             _kuberay,
@@ -101,9 +141,11 @@ _DELETE = object()
         ),
         (
             _kuberay,
-            ("spec.workerGroupSpecs.0.template.spec.containers", []),
-            r"containers must list containers",
+            ("spec.workerGroupSpecs.0.template.spec.containers.0.image", _DELETE),
+            r"containers must list containers with an image",
         ),
+        (_rayjob, ("spec.entrypoint", _DELETE), r"spec\.entrypoint must be the job's command line"),
+        (_rayjob, ("spec.shutdownAfterJobFinish", True), r"Additional properties are not allowed"),
     ],
 )
 def test_malformed_cluster_files_are_rejected_naming_the_key(make, edit, message):
