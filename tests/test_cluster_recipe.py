@@ -43,17 +43,14 @@ def readme_job_commands(readme: str) -> list[str]:
     match = re.search(r"```bash\n(.*?)```", section, re.S)
     assert match, f"no ```bash block under {SECTION!r}"
     joined = match.group(1).replace("\\\n", " ")
-    commands = []
-    for line in joined.splitlines():
-        words = shlex.split(line, comments=True)
-        if words:
-            commands.append(shlex.join(words))
-    return commands
+    # verbatim (bash expands "$PWD", honours redirections and trailing comments); blank lines dropped
+    return [line for line in joined.splitlines() if shlex.split(line, comments=True)]
 
 
 def test_readme_recipe_ships_the_checkout_with_token_auth_on_loopback():
     """Fast tier: the recipe the slow test runs has the shape the docs promise."""
     commands = readme_job_commands((REPO / "README.md").read_text())
+    commands = [shlex.join(shlex.split(c, comments=True)) for c in commands]
     assert commands[0] == "export RAY_AUTH_MODE=token"
     assert any(c.startswith("ray get-auth-token --generate") for c in commands)
     (start,) = [c for c in commands if " ray start --head" in f" {c}"]
@@ -122,7 +119,7 @@ def _with_private_ports(commands: list[str], ports: list[int], temp_dir: str) ->
     out = []
     for command in commands:
         if "ray start --head" in command:
-            command += extra
+            command = command.replace("ray start --head", "ray start --head" + extra, 1)
         out.append(command.replace("http://127.0.0.1:8265", address))
     return out, address
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -180,3 +182,115 @@ def test_console_script_validates_every_shipped_file():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("ok  ") == len(SHIPPED)
+
+
+# --- one image everywhere, data on shared storage --------------------------------------------
+
+LAUNCHERS = sorted((REPO / "clusters").glob("*.yaml"))
+MANIFESTS = sorted((REPO / "clusters/kuberay").glob("*.yaml"))
+
+
+def _pyproject() -> dict:
+    import tomllib
+
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def _dockerfile() -> tuple[str, dict[str, str]]:
+    """The Dockerfile's text (continuation lines joined) and its ARG defaults."""
+    text = (REPO / "docker/Dockerfile").read_text().replace("\\\n", " ")
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.M))
+    return text, args
+
+
+def _image() -> str:
+    return f"ghcr.io/your-org/geodistill:{_pyproject()['project']['version']}-gpu"
+
+
+def test_dockerfile_pins_agree_with_pyproject():
+    text, args = _dockerfile()
+    project = _pyproject()["project"]
+    pins = dict(re.findall(r'^"?(torch|torchvision)==([\w.]+)', "\n".join(project["dependencies"]), re.M))
+    assert args["TORCH_VERSION"] == pins["torch"] and args["TORCHVISION_VERSION"] == pins["torchvision"]
+    assert args["PYTHON_VERSION"] == "3.11" and project["requires-python"] == ">=3.11"
+    assert re.search(r"^FROM python:\$\{PYTHON_VERSION\}-slim", text, re.M)
+    assert args["VARIANT"] == "gpu" and "cpu) index=" in text and "gpu) index=" in text
+    # the package is installed (not editable) with the cluster extra, at the Ray version clusters name
+    assert 'pip install ".[cluster]" "ray[default,tune,train]==${RAY_VERSION}"' in text
+    assert "pip install -e" not in text and "cluster" in project["optional-dependencies"]
+    ray_pin = re.search(r"ray\[[\w,]+\]>=([\d.]+)", "\n".join(project["dependencies"])).group(1)
+    assert tuple(map(int, args["RAY_VERSION"].split("."))) >= tuple(map(int, ray_pin.split(".")))
+    copied = re.findall(r"^COPY (.+) \S+$", text, re.M)
+    for source in " ".join(copied).split():
+        assert (REPO / source).exists(), f"Dockerfile copies {source}, which the repository lacks"
+
+
+@pytest.mark.parametrize("path", LAUNCHERS, ids=lambda p: p.name)
+def test_launchers_run_everything_in_the_image_and_install_nothing(path):
+    from geodistill.platform.clusters import prepare_launcher
+
+    prepared = prepare_launcher(yaml.safe_load(path.read_text()))  # with Ray's defaults merged in
+    assert prepared["docker"]["image"] == _image()
+    assert "--volume /mnt/shared:/mnt/shared" in prepared["docker"]["run_options"]
+    for key in ("setup_commands", "head_setup_commands", "worker_setup_commands"):
+        assert prepared[key] == [], f"{key} installs at boot: {prepared[key]}"
+    commands = " ".join(
+        " ".join(prepared.get(k) or [])
+        for k in ("initialization_commands", "head_start_ray_commands", "worker_start_ray_commands")
+    )
+    assert "pip" not in commands and "py310" not in commands
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_kuberay_pods_run_the_image_with_shared_storage_mounted(path):
+    doc = yaml.safe_load(path.read_text())
+    cluster = doc["spec"]["rayClusterSpec"] if doc["kind"] == "RayJob" else doc["spec"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    _, args = _dockerfile()
+    assert cluster["rayVersion"] == args["RAY_VERSION"]
+    for group in groups:
+        pod = group["template"]["spec"]
+        claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in pod["volumes"]}
+        for container in pod["containers"]:
+            assert container["image"] == _image()
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            assert claims[mounts["/mnt/shared"]] == "geodistill-shared"
+    if doc["kind"] == "RayJob":
+        assert "pip" not in doc["spec"].get("runtimeEnvYAML", "")
+
+
+def _search_commands() -> list[tuple[str, str]]:
+    """Every `geodistill search` a cluster example runs: (where, command line)."""
+    found = []
+    job = yaml.safe_load((REPO / "clusters/kuberay/rayjob.yaml").read_text())
+    found.append(("rayjob.yaml", job["spec"]["entrypoint"]))
+    readme = (REPO / "clusters/README.md").read_text().replace("\\\n", " ")
+    found += [("clusters/README.md", line) for line in readme.splitlines() if "geodistill search " in line]
+    script = (REPO / "clusters/submit_search.sh").read_text().replace("\\\n", " ")
+    found += [("submit_search.sh", line) for line in script.splitlines() if "geodistill search " in line]
+    return found
+
+
+def test_cluster_searches_train_on_real_data_from_shared_storage():
+    commands = _search_commands()
+    assert len(commands) >= 3
+    for where, command in commands:
+        words = command.split()
+        assert "data=univ" in words, f"{where}: a cluster search without data=univ trains on synthetic data"
+        root = next((w for w in words if w.startswith("data.root=")), None)
+        assert root and root.split("=", 1)[1].startswith(("/mnt/shared/", "$DATA_ROOT", '"$DATA_ROOT')), where
+        teacher = words[words.index("--teacher") + 1]
+        assert teacher.startswith(("/mnt/shared/", "$TEACHER", '"$TEACHER')), f"{where}: teacher {teacher}"
+        for flag in ("--storage", "--leaderboard"):
+            value = words[words.index(flag) + 1]
+            assert value.startswith(("/mnt/shared/", "s3://", "gs://", "$", '"$')), f"{where}: {flag} {value}"
+
+
+def test_make_image_without_a_docker_daemon_fails_in_one_line():
+    env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    proc = subprocess.run(
+        ["make", "-s", "image"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    ours = [line for line in (proc.stdout + proc.stderr).splitlines() if not line.startswith("make")]
+    assert proc.returncode != 0
+    assert ours == ["make image: no Docker daemon reachable (docker info failed); build where Docker runs"]
