@@ -265,25 +265,30 @@ def _search_commands() -> list[tuple[str, str]]:
     job = yaml.safe_load((REPO / "clusters/kuberay/rayjob.yaml").read_text())
     found.append(("rayjob.yaml", job["spec"]["entrypoint"]))
     readme = (REPO / "clusters/README.md").read_text().replace("\\\n", " ")
-    found += [("clusters/README.md", line) for line in readme.splitlines() if "geodistill search " in line]
+    blocks = "\n".join(re.findall(r"```bash\n(.*?)```", readme, re.S))
+    found += [("clusters/README.md", line) for line in blocks.splitlines() if "geodistill search " in line]
     script = (REPO / "clusters/submit_search.sh").read_text().replace("\\\n", " ")
-    found += [("submit_search.sh", line) for line in script.splitlines() if "geodistill search " in line]
+    found += [
+        ("submit_search.sh", line)
+        for line in script.splitlines()
+        if "geodistill search " in line and not line.startswith("#")
+    ]
     return found
 
 
 def test_cluster_searches_train_on_real_data_from_shared_storage():
     commands = _search_commands()
-    assert len(commands) >= 3
+    assert [where for where, _ in commands] == ["rayjob.yaml", "clusters/README.md", "submit_search.sh"]
     for where, command in commands:
         words = command.split()
         assert "data=univ" in words, f"{where}: a cluster search without data=univ trains on synthetic data"
         root = next((w for w in words if w.startswith("data.root=")), None)
-        assert root and root.split("=", 1)[1].startswith(("/mnt/shared/", "$DATA_ROOT", '"$DATA_ROOT')), where
+        assert root and root.split("=", 1)[1].startswith(("/mnt/shared/", '"$DATA_ROOT"')), where
         teacher = words[words.index("--teacher") + 1]
-        assert teacher.startswith(("/mnt/shared/", "$TEACHER", '"$TEACHER')), f"{where}: teacher {teacher}"
+        assert teacher.startswith(("/mnt/shared/", '"$TEACHER"')), f"{where}: teacher {teacher}"
         for flag in ("--storage", "--leaderboard"):
             value = words[words.index(flag) + 1]
-            assert value.startswith(("/mnt/shared/", "s3://", "gs://", "$", '"$')), f"{where}: {flag} {value}"
+            assert value.startswith(("/mnt/shared/", "s3://", '"$')), f"{where}: {flag} {value}"
 
 
 def test_make_image_without_a_docker_daemon_fails_in_one_line():
@@ -291,6 +296,8 @@ def test_make_image_without_a_docker_daemon_fails_in_one_line():
     proc = subprocess.run(
         ["make", "-s", "image"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )
-    ours = [line for line in (proc.stdout + proc.stderr).splitlines() if not line.startswith("make")]
+    ours = [
+        line for line in (proc.stdout + proc.stderr).splitlines() if not line.startswith(("make: ", "make["))
+    ]
     assert proc.returncode != 0
     assert ours == ["make image: no Docker daemon reachable (docker info failed); build where Docker runs"]
