@@ -1,12 +1,16 @@
 """Regenerate the vendored KubeRay schemas from KubeRay's CRD YAMLs (run by hand, never at import).
 
-    python src/geodistill/platform/kuberay_schemas/extract.py \
-        PATH/TO/ray.io_rayclusters.yaml PATH/TO/ray.io_rayjobs.yaml
+    python clusters/kuberay/update_schemas.py \
+        PATH/TO/kuberay/ray-operator/config/crd/bases/ray.io_rayclusters.yaml \
+        PATH/TO/kuberay/ray-operator/config/crd/bases/ray.io_rayjobs.yaml
+
+The vendored copies come from KubeRay v1.7.0 (commit 59d663aeec13760646da3db9c1cf8cfe883e30b7);
+KubeRay is Apache-2.0, its licence is vendored beside them.
 
 Keeps only ``spec.versions[name=v1].schema.openAPIV3Schema`` of each CRD (the data the API
 server validates a manifest against) and drops the human-readable ``description`` strings,
-which carry no constraint and are most of the CRDs' bytes. Output: ``<kind>.v1.json`` beside
-this file, one compact JSON document each.
+which carry no constraint and are most of the CRDs' bytes. Output: ``<kind>.v1.json`` in
+``src/geodistill/platform/kuberay_schemas/``, one compact JSON document each.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 
 import yaml
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[2] / "src/geodistill/platform/kuberay_schemas"
 
 
 def strip_descriptions(schema: Any) -> Any:
