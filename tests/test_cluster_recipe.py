@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -201,6 +202,7 @@ def test_readme_job_recipe_runs_as_written_from_a_fresh_clone(tmp_path):
     finally:
         stop_head(temp_dir)
     assert not pids_naming(temp_dir)
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
     assert (tmp_path / "home/.ray/auth_token").is_file()  # the README's token, in the private HOME
     assert "Job 'raysubmit_" in logs and "succeeded" in logs, logs[-6000:]
