@@ -278,7 +278,7 @@ def main() -> None:
         )
 
     # 2. Early stopping, on the default sampler's trials (TPE, startup 4).
-    from geodistill.platform.rung import RungRule
+    from geodistill.platform.search.rung import RungRule
 
     def rule_factory(grace: int, rf: float):
         def make(store, trial_id):

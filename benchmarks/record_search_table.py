@@ -29,8 +29,7 @@ import polars as pl
 import torch
 
 from geodistill.platform.config import compose_run_config
-from geodistill.platform.search import trial_cost
-from geodistill.platform.spaces import parse_space, trial_config
+from geodistill.platform.search import parse_space, trial_config, trial_cost
 from geodistill.train.config import RunConfig
 
 HERE = Path(__file__).resolve().parent
