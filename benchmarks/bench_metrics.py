@@ -21,12 +21,16 @@ summation order (per-query matvec or blocked matmul): the anchor and the fast pa
 bit for bit, and the grid makes many scores tie (the stable tie rule is exercised). Times are
 the best of ``--repeats`` runs, the matmul and the fast path interleaved so that both see the
 same load; the anchor runs once. Goal (issue 17): ours <= 1.5x the matmul at the first two sizes.
+``BENCH_METRICS_THREADS=1`` runs all three on one torch thread: on an oversubscribed machine a
+2-thread torch op waits for its second thread at every barrier, which punishes the fast path's
+dozens of ops per block far more than the single matmul call.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import resource
 import time
 
@@ -40,6 +44,7 @@ from geodistill.eval.reference import reference_metrics
 ANCHOR = "University-1652 per-query evaluation loop (geodistill.eval.reference)"
 LIMIT = "float32 score matmul gallery @ queries.T"
 GOAL = 1.5
+THREADS_ENV = "BENCH_METRICS_THREADS"  # torch threads for all three ways (default: torch's)
 
 
 def grid_features(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -69,6 +74,8 @@ def peak_rss_mb() -> float:
 
 
 def measure(name: str, repeats: int, queue) -> None:
+    if os.environ.get(THREADS_ENV):  # e.g. 1 on a shared, oversubscribed machine (see RESULTS.md)
+        torch.set_num_threads(int(os.environ[THREADS_ENV]))
     q, ql, g, gl = problem(name)
     qt, gt = torch.from_numpy(q), torch.from_numpy(g)
     before = peak_rss_mb()
