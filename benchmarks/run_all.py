@@ -68,29 +68,37 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def run_one(script: Path) -> dict:
+def run_one(script: Path, timeout: float | None = None) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False) as tmp:
         figures_path = tmp.name
     env = {**os.environ, "GEODISTILL_FIGURES": figures_path}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH")) if p)
     before = load()
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(script)], cwd=REPO, env=env, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(script)], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+        )
+        code, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
+    except subprocess.TimeoutExpired as err:  # keep what it recorded before the limit
+        code = 124
+        stdout = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
+        stderr = f"timed out after {timeout} s"
     seconds = time.perf_counter() - start
     after = load()
     figures = [json.loads(line) for line in Path(figures_path).read_text().splitlines() if line.strip()]
     os.unlink(figures_path)
-    sys.stdout.write(proc.stdout)
-    if proc.returncode:
-        sys.stderr.write(proc.stderr[-4000:])
+    sys.stdout.write(stdout)
+    if code:
+        sys.stderr.write(stderr[-4000:])
     return {
         "script": f"benchmarks/{script.name}",
-        "exit_code": proc.returncode,
+        "exit_code": code,
         "seconds": round(seconds, 1),
         "load_before": before,
         "load_after": after,
         "figures": figures,
-        "output": proc.stdout[-20000:],
+        "output": stdout[-20000:],
     }
 
 
@@ -98,6 +106,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="benchmark names (bench_metrics ...); default: all")
     parser.add_argument("--out", default=str(HERE / "results.json"))
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds per benchmark (exit code 124 past it)"
+    )
     args = parser.parse_args()
     scripts = sorted(HERE.glob("bench_*.py"))
     if args.only:
@@ -112,7 +123,7 @@ def main() -> None:
     }
     for script in scripts:
         print(f"== {script.name}", flush=True)
-        result["benchmarks"][script.stem] = run_one(script)
+        result["benchmarks"][script.stem] = run_one(script, args.timeout)
     result["load_after"] = load()
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     failed = [name for name, b in result["benchmarks"].items() if b["exit_code"]]
