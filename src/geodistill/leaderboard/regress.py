@@ -20,7 +20,6 @@ Evaluating a checkpoint needs torch; everything is imported when a gate runs, no
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -31,9 +30,10 @@ import numpy as np
 import polars as pl
 import yaml
 
-from geodistill.errors import CheckpointError, ConfigError, RegressionFailure
-from geodistill.leaderboard.pareto import hypervolume, pareto_mask
-from geodistill.leaderboard.store import METRIC_COLUMNS, Leaderboard, make_row, metrics_to_columns
+from geodistill.errors import CheckpointError, ConfigError, RegressionFailure, one_line
+from geodistill.eval.names import METRIC_KEYS
+from geodistill.leaderboard.pareto import hypervolume, pareto_rows
+from geodistill.leaderboard.store import Leaderboard, make_row, metrics_to_columns
 
 KINDS = ("video2bev", "geodistill")
 COST_KEYS = ("params_m", "gflops", "gmacs")
@@ -79,14 +79,6 @@ def format_checks(checks: list[Check]) -> str:
     return "\n".join(lines)
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # ---- the baseline file ----------------------------------------------------------------------
 def _number(value: Any, where: str) -> float | None:
     if value is None:
@@ -126,7 +118,7 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
     except OSError as err:
         raise ConfigError(f"cannot read baseline {path}: {err.strerror or err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"cannot parse baseline {path}: {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"cannot parse baseline {path}: {one_line(err)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"baseline {path} is not a mapping")
     unknown = set(data) - {"name", "description", "status", "dataset", "golden_input", "checkpoints"}
@@ -164,7 +156,7 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
                 "path": str(ck["path"]),
                 "sha256": (str(ck["sha256"]).lower() if ck.get("sha256") else None),
                 "golden": ck.get("golden"),
-                "metrics": _tolerances(expected.get("metrics"), METRIC_COLUMNS, f"{where}.expected.metrics"),
+                "metrics": _tolerances(expected.get("metrics"), METRIC_KEYS, f"{where}.expected.metrics"),
                 "cost": _tolerances(expected.get("cost"), COST_KEYS, f"{where}.expected.cost"),
             }
         )
@@ -278,6 +270,8 @@ def run_baseline(
     raise one-line UserErrors before anything is written. ``write_golden`` (re)creates the golden
     files and checks sha256 and cost only (no evaluation, no rows).
     """
+    from geodistill.models.checkpoint import file_sha256
+
     baseline = load_baseline(path)
     base, ds = baseline["dir"], baseline["dataset"]
     # Every checkpoint is checked (exists, sha256) before the slow part starts.
@@ -285,7 +279,7 @@ def run_baseline(
     for ck in baseline["checkpoints"]:
         ck_path = _resolve(base, ck["path"])
         weights = _weights_file(ck["kind"], ck_path)
-        digest = sha256_of(weights)
+        digest = file_sha256(weights)
         if ck["sha256"] is not None and digest != ck["sha256"]:
             raise CheckpointError(
                 f"sha256 mismatch for {ck['name']} ({weights}): baseline pins {ck['sha256'][:12]}…, "
@@ -401,21 +395,14 @@ def compare_fronts(
     not be smaller than the reference's minus ``tol`` x the cost range (reference point:
     metric 0, 2 x the largest cost of either front).
     """
-    if metric not in METRIC_COLUMNS:
-        raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(METRIC_COLUMNS)}")
+    if metric not in METRIC_KEYS:
+        raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(METRIC_KEYS)}")
 
     def front(name: str) -> np.ndarray:
-        rows = frame.filter(
-            (pl.col("experiment") == name)
-            & (pl.col("status") == "ok")
-            & pl.col(metric).is_not_null()
-            & pl.col("gflops").is_not_null()
-        )
+        rows = pareto_rows(frame.filter(pl.col("experiment") == name), metric)
         if rows.is_empty():
             raise ConfigError(f"experiment {name!r} has no finished rows with {metric} and gflops")
-        pts = rows.select(metric, "gflops").to_numpy().astype(np.float64)  # [N,2]
-        pts = pts[pareto_mask(pts, [True, False])]
-        return pts[np.argsort(pts[:, 1])]
+        return rows.select(metric, "gflops").to_numpy().astype(np.float64)  # [N,2], cheapest first
 
     new, ref = front(experiment), front(against)
     checks = []
@@ -469,6 +456,7 @@ def smoke_baseline(folder: str | Path) -> Path:
 
     from geodistill.data.synth import generate_univ
     from geodistill.models import GeoModel, ModelConfig, save_model
+    from geodistill.models.checkpoint import file_sha256
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -482,7 +470,7 @@ def smoke_baseline(folder: str | Path) -> Path:
         "name": "regress-smoke",
         "dataset": {"name": "synthetic-univ", "root": str(data), "views": 2, "img_size": 32},
         "checkpoints": [
-            {"name": "smoke", "kind": "geodistill", "path": weights.name, "sha256": sha256_of(weights)}
+            {"name": "smoke", "kind": "geodistill", "path": weights.name, "sha256": file_sha256(weights)}
             | {"golden": "smoke.golden.npy"}
         ],
     }

@@ -19,13 +19,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 import yaml
 
-from geodistill.errors import ConfigError
-from geodistill.leaderboard.pareto import hypervolume, pareto_mask
-from geodistill.leaderboard.store import METRIC_COLUMNS, Leaderboard, LeaderboardError
+from geodistill.errors import ConfigError, one_line
+from geodistill.eval.names import METRIC_KEYS, metric_label
+from geodistill.leaderboard.pareto import hypervolume, pareto_rows
+from geodistill.leaderboard.store import Leaderboard, LeaderboardError
 
 COST = "gflops"
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h")
@@ -64,7 +64,7 @@ def load_anchors(path: str | Path | None) -> dict[str, Any]:
     except OSError as err:
         raise ConfigError(f"cannot read anchors file {path}: {err.strerror or err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"cannot parse anchors file {path}: {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"cannot parse anchors file {path}: {one_line(err)}") from None
     if not isinstance(data, dict) or not isinstance(data.get("anchors"), list):
         raise ConfigError(f"anchors file {path} needs a list under 'anchors'")
     label = str(data.get("label") or f"{data.get('dataset', 'published')}, not comparable")
@@ -86,21 +86,6 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 10 else f"{value:.2f}"
     return str(value)
-
-
-def _label(metric: str) -> str:
-    direction, _, name = metric.partition("_")
-    pretty = {"recall1": "R@1", "recall5": "R@5", "recall10": "R@10", "recall_top1": "R@top1%", "ap": "AP"}
-    where = {"d2s": "drone→satellite", "s2d": "satellite→drone"}.get(direction, direction)
-    return f"{pretty.get(name, name)} (%, {where})"
-
-
-def front_of(frame: pl.DataFrame, metric: str) -> pl.DataFrame:
-    """The rows on the Pareto front of (metric up, GFLOPs down), sorted by GFLOPs."""
-    if frame.is_empty():
-        return frame
-    points = frame.select(metric, COST).to_numpy().astype(np.float64)  # [N,2]
-    return frame.filter(pl.Series(pareto_mask(points, [True, False]))).sort(COST, metric)
 
 
 def _save(fig, out_dir: Path, stem: str) -> tuple[Path, Path, bytes]:
@@ -191,7 +176,7 @@ def _pareto_figure(
     if plotted.height or stopped.height or shown:
         ax.set_xscale("log")
     ax.set_xlabel("GFLOPs per drone query (log scale)")
-    ax.set_ylabel(_label(metric))
+    ax.set_ylabel(metric_label(metric))
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, loc="lower right")
@@ -220,7 +205,7 @@ def _effect_figure(frame: pl.DataFrame, knob: str, metric: str, knob_label: str)
         left.plot(sub[knob].to_numpy(), sub["best"].to_numpy(), **style)
         right.plot(sub[knob].to_numpy(), sub["cost"].to_numpy(), **style)
     left.set_xlabel(knob_label)
-    left.set_ylabel(f"best {_label(metric)}")
+    left.set_ylabel(f"best {metric_label(metric)}")
     right.set_xlabel(knob_label)
     right.set_ylabel("median GFLOPs per query")
     if data[COST].drop_nulls().len():
@@ -281,8 +266,8 @@ def write_report(
     (greyed, never on the front); "default" = ``default_anchors_path()``, None = no anchors. ``reference`` = (metric, GFLOPs) for the hypervolume;
     default (0, 2 x the largest GFLOPs). Returns {"html", "md", "pareto_png", ...: path}.
     """
-    if metric not in METRIC_COLUMNS:
-        raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(METRIC_COLUMNS)}")
+    if metric not in METRIC_KEYS:
+        raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(METRIC_KEYS)}")
     frame = _frame(source, experiment)
     board = f"leaderboard {source.root}" if isinstance(source, Leaderboard) else "the rows given"
     where = f"experiment {experiment!r} of {board}" if experiment else board
@@ -296,12 +281,12 @@ def write_report(
     anchor_set = load_anchors(default_anchors_path() if anchors == "default" else anchors)
     ok = frame.filter(pl.col("status") == "ok")
     plotted = ok.filter(pl.col(metric).is_not_null() & pl.col(COST).is_not_null() & (pl.col(COST) > 0))
-    front = front_of(plotted, metric)
+    front = pareto_rows(plotted, metric, cost=COST)
     if reference is None:
         reference = (0.0, 2.0 * float(plotted[COST].max())) if plotted.height else (0.0, 1.0)
     hv = hypervolume(plotted.select(metric, COST).to_numpy(), list(reference), [True, False])
     experiments = sorted({e for e in frame["experiment"].to_list() if e})
-    title = f"{_label(metric)} vs GFLOPs per query — {', '.join(experiments)}"
+    title = f"{metric_label(metric)} vs GFLOPs per query — {', '.join(experiments)}"
 
     import matplotlib
 

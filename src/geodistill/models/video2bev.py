@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from geodistill.errors import CheckpointError
+from geodistill.errors import CheckpointError, one_line
 from geodistill.models.checkpoint import load_state_dict, match_state_dict
 from geodistill.models.geomodel import GeoModel, ModelConfig
 
@@ -34,7 +34,7 @@ def read_opts(path: str | Path) -> dict:
     try:
         opts = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise CheckpointError(f"cannot parse {path}: {str(err).splitlines()[0]}") from None
+        raise CheckpointError(f"cannot parse {path}: {one_line(err)}") from None
     if not isinstance(opts, dict):
         raise CheckpointError(f"{path} is not a mapping of options")
     return opts

@@ -17,13 +17,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from geodistill.errors import ConfigError
+from geodistill.errors import ConfigError, one_line
+from geodistill.redact import find_secrets
 
 PROVIDERS = ("aws", "gcp", "azure", "local", "vsphere", "aliyun", "kuberay", "external")
 KUBERAY_KINDS = ("RayCluster", "RayJob")
 KUBERAY_API = "ray.io/v1"
-# A key that names a secret must not hold a value in a file that gets committed.
-SECRET_KEY = re.compile(r"(secret|password|passwd|access_key|private_key_data|token|credential)", re.I)
 PUBLIC_BIND = re.compile(r"--dashboard-host[= ]+0\.0\.0\.0")
 PORT_FLAG = re.compile(r"--(port|dashboard-port|ray-client-server-port|object-manager-port)[= ]+(\S+)")
 
@@ -47,7 +46,7 @@ def load_yaml(path: str | Path) -> Any:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        problem = getattr(err, "problem", None) or one_line(err)
         raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
 
 
@@ -64,22 +63,13 @@ def validate_document(data: Any) -> str:
     """``"launcher:<provider>"`` or ``"kuberay:<kind>"`` for a valid document, else ConfigError."""
     if not isinstance(data, Mapping):
         raise ConfigError("expected a YAML mapping at the top level")
-    _no_secrets(data, "")
+    # A committed file must hold no credential (geodistill.redact: the leaderboard's rule too).
+    secrets = find_secrets(data)
+    if secrets:
+        raise ConfigError(f"{secrets[0]} holds a credential; keep secrets out of cluster files")
     if "apiVersion" in data or "kind" in data:
         return _validate_kuberay(data)
     return _validate_launcher(data)
-
-
-def _no_secrets(node: Any, where: str) -> None:
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            dotted = f"{where}.{key}" if where else str(key)
-            if SECRET_KEY.search(str(key)) and value not in (None, "", {}, []):
-                raise ConfigError(f"{dotted} holds a credential; keep secrets out of cluster files")
-            _no_secrets(value, dotted)
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            _no_secrets(value, f"{where}[{i}]")
 
 
 def _validate_launcher(cfg: Mapping[str, Any]) -> str:

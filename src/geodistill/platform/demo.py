@@ -130,6 +130,7 @@ def run_demo(
     from geodistill.errors import UserError
     from geodistill.leaderboard import Leaderboard
     from geodistill.leaderboard.report import write_report
+    from geodistill.platform.config import apply_overrides
     from geodistill.platform.search import format_pareto, run_search, write_run_row
     from geodistill.platform.train_driver import run_training
     from geodistill.train import RunConfig
@@ -170,20 +171,18 @@ def run_demo(
         "train": {"max_steps_per_epoch": plan.max_steps_per_epoch, "seed": seed},
     }
     teacher_cfg = RunConfig.from_dict(
-        _merge(
+        apply_overrides(
             common,
             {
                 "stage": "teacher",
                 "run_name": "teacher",
-                "data": {"views": plan.teacher_views},
-                "model": {"backbone": plan.teacher_backbone},
-                "train": {
-                    "epochs": plan.teacher_epochs,
-                    "eval_every": 2,
-                    "lr": 3e-3,
-                    "backbone_lr_mult": 1.0,
-                    "warmup_steps": 5,
-                },
+                "data.views": plan.teacher_views,
+                "model.backbone": plan.teacher_backbone,
+                "train.epochs": plan.teacher_epochs,
+                "train.eval_every": 2,
+                "train.lr": 3e-3,
+                "train.backbone_lr_mult": 1.0,
+                "train.warmup_steps": 5,
             },
         )
     )
@@ -341,16 +340,6 @@ def view_sweep(checkpoint: Path, cfg: Any, data_dir: Path, views: tuple[int, ...
 
 def _print_now(line: str) -> None:
     print(line, flush=True)  # progress must show even when stdout is a file or a pipe
-
-
-def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Nested dict merge (b wins), for building run configs out of a common part."""
-    out = dict(a)
-    for key, value in b.items():
-        out[key] = (
-            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-        )
-    return out
 
 
 def _epoch_of(checkpoint: Path) -> int:

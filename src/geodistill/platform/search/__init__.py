@@ -31,7 +31,6 @@ _HOME = {
     "SearchResult": "driver",
     "resolve_storage": "driver",
     "study_url": "driver",
-    "pareto_rows": "driver",
     "format_pareto": "driver",
     # tuner
     "SAMPLERS": "tuner",
@@ -40,12 +39,10 @@ _HOME = {
     # space
     "SearchSpace": "space",
     "ParamSpec": "space",
-    "METRICS": "space",
     "load_space": "space",
     "parse_space": "space",
     "resolve_space": "space",
     "spaces_dir": "space",
-    "apply_overrides": "space",
     "suggest": "space",
     "trial_config": "space",
     "first_assignment": "space",

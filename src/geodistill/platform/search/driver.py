@@ -34,9 +34,10 @@ from typing import Any
 from ray import tune
 
 from geodistill.errors import ConfigError
+from geodistill.eval.names import OBJECTIVE_METRICS
+from geodistill.leaderboard.pareto import pareto_rows
 from geodistill.platform.search.rows import LeaderboardCallback
 from geodistill.platform.search.space import (
-    METRICS,
     SearchSpace,
     first_assignment,
     load_space,
@@ -213,8 +214,8 @@ def _prepare_space(
     base = base_cfg.to_dict()
     space = space if isinstance(space, SearchSpace) else load_space(space, base=base)
     if metric is not None:
-        if metric not in METRICS:
-            raise ConfigError(f"--metric must be one of {', '.join(METRICS)}; got {metric!r}")
+        if metric not in OBJECTIVE_METRICS:
+            raise ConfigError(f"--metric must be one of {', '.join(OBJECTIVE_METRICS)}; got {metric!r}")
         space = dataclasses.replace(space, metric=metric)
     stage_cfg = trial_config(space, first_assignment(space), base=base)
     if stage_cfg.stage == "student" and not stage_cfg.distill.teacher_checkpoint:
@@ -318,23 +319,6 @@ def _finish(
         interrupted=interrupted,
         written=list(callback.written),
     )
-
-
-def pareto_rows(frame: Any, *, metric: str = "d2s_recall1") -> Any:
-    """The rows on the (metric max, GFLOPs min) Pareto front among finished ("ok") trials."""
-    import numpy as np
-    import polars as pl
-
-    from geodistill.leaderboard.pareto import pareto_mask
-
-    usable = frame.filter(
-        pl.col(metric).is_not_null() & pl.col("gflops").is_not_null() & (pl.col("status") == "ok")
-    )
-    if usable.height == 0:
-        return usable
-    points = np.column_stack([usable[metric].to_numpy(), usable["gflops"].to_numpy()])
-    mask = pareto_mask(points, maximize=[True, False])
-    return usable.filter(pl.Series(mask)).sort("gflops")
 
 
 def format_pareto(pareto: Any, *, metric: str = "d2s_recall1") -> str:
