@@ -25,7 +25,7 @@ import torch
 
 from geodistill.errors import CheckpointError, ConfigError
 from geodistill.models import GeoModel, ModelConfig, load_state_dict, model_from_config
-from geodistill.models.checkpoint import file_sha256, match_state_dict
+from geodistill.models.weights_io import file_sha256, match_state_dict
 from geodistill.train.config import RunConfig
 from geodistill.train.context import latest_checkpoint_in
 

@@ -70,7 +70,7 @@ def _run(args: argparse.Namespace) -> int:
     import sys
 
     from geodistill.eval import format_table, nested_metrics
-    from geodistill.platform.config import SMOKE_OVERRIDES, compose_run_config
+    from geodistill.platform.compose import SMOKE_OVERRIDES, compose_run_config
     from geodistill.platform.train_driver import prepare_config, run_training
 
     overrides = [*SMOKE_OVERRIDES, *args.overrides] if args.smoke_test else list(args.overrides)

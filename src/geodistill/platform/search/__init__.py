@@ -4,7 +4,7 @@ The package, in the order a search runs:
 
 - ``space``   the search space, all of it: YAML -> validated ``SearchSpace`` -> Optuna
               sampling (``suggest``) -> one trial's ``RunConfig`` (``trial_config``), and what
-              the space implies for the search (``first_assignment``, ``multi_worker``,
+              the space implies for the search (``first_assignment``, ``uses_ray_train``,
               ``max_epochs``).
 - ``driver``  ``run_search``, its steps named top to bottom; ``SearchResult``; Pareto printing.
 - ``tuner``   the Optuna searcher, ASHA, a new or restored ``Tuner``.
@@ -46,7 +46,7 @@ _HOME = {
     "suggest": "space",
     "trial_config": "space",
     "first_assignment": "space",
-    "multi_worker": "space",
+    "uses_ray_train": "space",
     "max_epochs": "space",
     # trial
     "run_trial": "trial",

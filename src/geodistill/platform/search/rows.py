@@ -104,7 +104,7 @@ def trial_row(
         gflops=result.get("gflops"),
         gmacs=result.get("gmacs"),
         flop_counter=result.get("flop_counter"),
-        device=str(default_device()) if cfg.scaling.num_workers <= 1 else None,
+        device=str(default_device()) if cfg.scaling.in_process else None,
         checkpoint_uri=checkpoint or result.get("checkpoint_uri"),
         config_json=cfg.to_dict(),
     )

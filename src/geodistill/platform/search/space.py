@@ -15,8 +15,8 @@ Everything is checked when the space is loaded, before any trial starts: every p
 name, every bound and every choice is composed into a ``RunConfig`` (so a choice the trial
 would refuse is refused now), and each error is one line naming the key.
 ``suggest(trial, space)`` is the define-by-run function ``OptunaSearch`` calls;
-``trial_config`` composes the RunConfig a trial trains; ``first_assignment``, ``multi_worker``
-and ``max_epochs`` read what the space implies for the whole search (the stage, whether a
+``trial_config`` composes the RunConfig a trial trains; ``first_assignment``,
+``uses_ray_train`` and ``max_epochs`` read what the space implies for the whole search (the stage, whether a
 scheduler may stop trials, the longest trial).
 """
 
@@ -32,7 +32,7 @@ from typing import Any
 
 from geodistill.errors import ConfigError, UnknownBackboneError, one_line
 from geodistill.eval.names import OBJECTIVE_METRICS
-from geodistill.platform.config import apply_overrides
+from geodistill.platform.compose import apply_overrides
 from geodistill.train.config import RunConfig
 
 PARAM_TYPES = ("loguniform", "uniform", "int", "choice")
@@ -384,14 +384,18 @@ def first_assignment(space: SearchSpace) -> dict[str, Any]:
     return values
 
 
-def multi_worker(space: SearchSpace, base: Mapping[str, Any]) -> bool:
-    """Whether any trial may run a TorchTrainer (> 1 worker): then no scheduler may stop trials."""
+def uses_ray_train(space: SearchSpace, base: Mapping[str, Any]) -> bool:
+    """Whether any trial may run on Ray Train (``scaling.num_workers >= 1``, as for ``train``).
+
+    Such trials host a TorchTrainer, which no scheduler may stop (ray issue #54305): the search
+    then installs no ASHA and trials stop themselves by the rung rule.
+    """
     for p in space.params:
         if p.name == "scaling.num_workers":
             values = p.choices if p.type == "choice" else (p.high,)
-            return any(v > 1 for v in values)
+            return any(v >= 1 for v in values)
     workers = space.fixed.get("scaling.num_workers", base["scaling"]["num_workers"])
-    return workers > 1
+    return workers >= 1
 
 
 def max_epochs(space: SearchSpace, base: Mapping[str, Any]) -> int:
