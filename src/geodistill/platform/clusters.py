@@ -39,7 +39,6 @@ from geodistill.redact import find_secrets
 KUBERAY_KINDS = ("RayCluster", "RayJob")
 KUBERAY_API = "ray.io/v1"
 KUBERAY_SCHEMAS = Path(__file__).resolve().parent / "kuberay_schemas"
-# A key that names a secret must not hold a value in a file that gets committed.
 PUBLIC_BIND = re.compile(r"--dashboard-host[= ]+0\.0\.0\.0")
 PORT_FLAG = re.compile(r"--(port|dashboard-port|ray-client-server-port|object-manager-port)[= ]+(\S+)")
 
