@@ -28,7 +28,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from geodistill.platform.config import compose_run_config
+from geodistill.platform.compose import compose_run_config
 from geodistill.platform.search import parse_space, trial_config, trial_cost
 from geodistill.train.config import RunConfig
 
