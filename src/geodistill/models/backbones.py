@@ -123,7 +123,7 @@ def get_spec(name: str) -> BackboneSpec:
             kwargs=dict(alias.kwargs),
             cfg_overlay=dict(alias.cfg_overlay),
         )
-    elif base in _timm_names():
+    elif timm.is_model(base):
         spec = BackboneSpec(name=name, timm_name=name)
     else:
         close = difflib.get_close_matches(base, sorted(_timm_names() | set(ALIASES)), n=4, cutoff=0.6)
