@@ -289,3 +289,41 @@ def test_dinov2_teacher_trains_only_its_last_blocks():
     assert stateful == sum(p.numel() for p in module.parameters() if p.requires_grad)
     with pytest.raises(ConfigError, match=r"model.trainable_blocks must be in 0..12, got 13"):
         create_backbone("vit_small_patch14_dinov2", img_size=28, trainable_blocks=13)
+
+
+def test_pretrained_run_config_builds_and_its_checkpoint_reloads_without_the_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from geodistill.models import model_from_config
+    from geodistill.platform.config import compose_run_config
+    from geodistill.train.checkpoint import load_checkpoint, save_checkpoint
+
+    src = timm.create_model("resnet18", num_classes=0)
+    _hub_cache(tmp_path / "hf", "timm/resnet18.a1_in1k", src.state_dict())
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    cfg = compose_run_config(["model=resnet18", "model.backbone=resnet18.a1_in1k", "model.pretrained=true"])
+    model = model_from_config(cfg.model, num_classes=3)
+    torch.testing.assert_close(model.drone_encoder.model.layer1[0].conv1.weight, src.layer1[0].conv1.weight)
+    save_checkpoint(tmp_path / "ckpt", model, config=cfg, metrics={}, epoch=1)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty"))  # the weights are gone
+    again, meta = load_checkpoint(tmp_path / "ckpt")
+    assert meta["config"]["model"]["pretrained"] is True and again.cfg.pretrained is False
+    torch.testing.assert_close(again.drone_encoder.model.layer1[0].conv1.weight, src.layer1[0].conv1.weight)
+
+
+def test_teacher_reads_the_student_batch_in_its_own_normalisation():
+    from geodistill.train.teacher_cache import TeacherOutputs
+
+    teacher = GeoModel(ModelConfig(backbone="resnet18", img_size=32, embed_dim=8), num_classes=3)
+    student_image = image_config("vit_tiny")  # [-1, 1] inputs; the ResNet teacher wants ImageNet's
+    seen = []
+    teacher.drone_encoder.model.conv1.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    x01 = torch.rand(2, 1, 3, 32, 32)
+    as_student = (x01 - 0.5) / 0.5
+    TeacherOutputs(teacher, None, image=student_image)(
+        as_student, as_student[:, 0], epoch=0, indices=[0, 1], device=torch.device("cpu")
+    )
+    want = (x01[:, 0] - torch.tensor(IMAGENET.mean).view(3, 1, 1)) / torch.tensor(IMAGENET.std).view(3, 1, 1)
+    torch.testing.assert_close(seen[0], want, atol=1e-5, rtol=1e-5)  # the drone frames [B*V,3,H,W]
+    torch.testing.assert_close(seen[1], want, atol=1e-5, rtol=1e-5)  # the satellite tiles
