@@ -179,7 +179,7 @@ def test_pretrained_true_loads_the_tag_from_the_hf_cache_offline(tmp_path, monke
         create_backbone("convnext_atto.d2_in1k", img_size=32, pretrained=True)
     msg = str(err.value)
     assert msg.startswith("pretrained weights timm/convnext_atto.d2_in1k are not available here")
-    assert "huggingface-cli download timm/convnext_atto.d2_in1k" in msg and "HF_HUB_OFFLINE=1" in msg
+    assert "hf download timm/convnext_atto.d2_in1k" in msg and "HF_HUB_OFFLINE=1" in msg
     assert str(tmp_path / "hub") in msg and "\n" not in msg
     with pytest.raises(ConfigError, match="model.weights and model.pretrained=true both choose weights"):
         create_backbone("resnet18", img_size=32, pretrained=True, weights="x.safetensors")
@@ -221,7 +221,7 @@ def test_hf_home_and_offline_are_read_from_the_environment(tmp_path):
     ).stdout.splitlines()
     assert float(out[0]) == pytest.approx(float(src.conv1.weight.detach().sum()), rel=1e-5)
     assert out[1].startswith("pretrained weights timm/resnet18.tv_in1k are not available here")
-    assert "huggingface-cli download timm/resnet18.tv_in1k" in out[1]
+    assert "hf download timm/resnet18.tv_in1k" in out[1]
 
 
 def test_weights_file_or_uri_through_timms_filter_with_input_size_adaptation(tmp_path):

@@ -167,7 +167,7 @@ def _hub_hint(spec: BackboneSpec, cfg: dict[str, Any]) -> str:
         from huggingface_hub import constants
 
         return (
-            f"fetch them where there is network with `huggingface-cli download {hub_id}` into the "
+            f"fetch them where there is network with `hf download {hub_id}` into the "
             f"Hugging Face cache ({constants.HF_HUB_CACHE}; set HF_HOME to move it), set "
             "HF_HUB_OFFLINE=1 to read the cache without network, or pass model.weights=PATH"
         )
@@ -406,7 +406,7 @@ def _hub_file(repo: str) -> Path:
     except OSError as err:
         raise WeightsUnavailableError(
             f"weights hf-hub:{repo} are not available here ({type(err).__name__}); fetch them with "
-            f"`huggingface-cli download {repo}` where there is network, then set HF_HUB_OFFLINE=1"
+            f"`hf download {repo}` where there is network, then set HF_HUB_OFFLINE=1"
         ) from None
 
 
