@@ -43,7 +43,7 @@ def test_unknown_backbone_lists_known_names_in_one_line():
     msg = str(err.value)
     assert "\n" not in msg
     assert msg.startswith(
-        "unknown backbone 'vit_gigantic': neither a timm model (timm.list_models()) nor an alias (vit_tiny, vit_small"
+        "unknown backbone 'vit_gigantic': not in timm.list_models() nor an alias; known: vit_tiny, vit_small"
     )
     assert all(name in msg for name in BACKBONES)
     assert msg.endswith(

@@ -129,8 +129,8 @@ def get_spec(name: str) -> BackboneSpec:
         close = difflib.get_close_matches(base, sorted(_timm_names() | set(ALIASES)), n=4, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UnknownBackboneError(
-            f"unknown backbone {name!r}: neither a timm model (timm.list_models()) nor an alias "
-            f"({', '.join(ALIASES)}){hint}"
+            f"unknown backbone {name!r}: not in timm.list_models() nor an alias; "
+            f"known: {', '.join(ALIASES)} or any timm name{hint}"
         )
     if spec.tag is not None and not timm.list_pretrained(spec.timm_name):
         tags = [n.partition(".")[2] for n in timm.list_pretrained(f"{spec.arch}.*")]
