@@ -295,7 +295,7 @@ def test_pretrained_run_config_builds_and_its_checkpoint_reloads_without_the_cac
     from huggingface_hub import constants
 
     from geodistill.models import model_from_config
-    from geodistill.platform.config import compose_run_config
+    from geodistill.platform.compose import compose_run_config
     from geodistill.train.checkpoint import load_checkpoint, save_checkpoint
 
     src = timm.create_model("resnet18", num_classes=0)

@@ -9,7 +9,6 @@ from geodistill.models.backbones import (
     get_spec,
     image_config,
 )
-from geodistill.models.checkpoint import load_state_dict
 from geodistill.models.cost import Cost, profile
 from geodistill.models.geomodel import (
     GeoModel,
@@ -22,6 +21,7 @@ from geodistill.models.geomodel import (
 )
 from geodistill.models.refiners import REFINERS, build_refiner
 from geodistill.models.video2bev import load_video2bev
+from geodistill.models.weights_io import load_state_dict
 
 __all__ = [
     "ALIASES",

@@ -427,7 +427,7 @@ def load_backbone_weights(backbone: Backbone, path: str) -> None:
 
     Read without running pickled code; classifier-head keys are ignored; then a strict match.
     """
-    from geodistill.models.checkpoint import load_state_dict, match_state_dict
+    from geodistill.models.weights_io import load_state_dict, match_state_dict
 
     state = load_state_dict(resolve_weights(str(path)))
     own = backbone.model.state_dict()
