@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from geodistill.data import DatasetIndex, ViewDataset, ViewItem
+from geodistill.data import IMAGENET, DatasetIndex, ViewDataset, ViewItem
 from geodistill.errors import DataError
 from geodistill.eval.metrics import retrieval_metrics
 from geodistill.eval.names import DIRECTIONS, METRIC_LABELS, METRIC_SUFFIXES
@@ -44,7 +44,8 @@ def descriptors(
     Drone videos: V deterministic frames per video, each frame normalise(f(x) + f(hflip x)),
     fused by the model's refiner; other views: one image each.
     """
-    dataset = ViewDataset(items, views=views, img_size=img_size)
+    image = getattr(model, "image_config", IMAGENET)  # the backbone's normalisation and interpolation
+    dataset = ViewDataset(items, views=views, img_size=img_size, image=image)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     view = items[0].view

@@ -33,7 +33,7 @@ from geodistill.train.context import default_device
 
 def trial_cost(cfg: RunConfig) -> dict[str, Any]:
     """GFLOPs/GMACs/params of one drone query of ``cfg``'s student, counted on the meta device."""
-    model = dataclasses.replace(cfg.model, weights=None)
+    model = dataclasses.replace(cfg.model, weights=None, pretrained=False)  # cost needs no weights
     return dict(_cost(json.dumps(dataclasses.asdict(model), sort_keys=True), cfg.data.views))
 
 
