@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -109,3 +110,35 @@ def format_table(result: dict[str, dict[str, float]]) -> str:
         for r in [headers, *rows]
     ]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- judging training
+
+
+def epoch_evaluator(cfg: Any) -> Callable[[Any, int], dict[str, float]]:
+    """``evaluate`` on ``cfg``'s test split at its views / fps / img_size, as flat metric keys.
+
+    What ``train.loop.fit`` calls after an epoch (``evaluate_fn``). Training sits below
+    evaluation in the layer order, so the evaluator is handed to ``fit`` from here, never imported
+    by it. The dataset index is opened on the first call, after ``fit`` has synthesised the data.
+    """
+    from geodistill.eval.names import flatten_metrics
+    from geodistill.train.loop import open_dataset
+
+    index: DatasetIndex | None = None
+
+    def evaluate_fn(model: Any, epoch: int) -> dict[str, float]:
+        nonlocal index
+        if index is None:
+            index = open_dataset(cfg)
+        result = evaluate(model, index, views=cfg.data.views, img_size=cfg.data.img_size, fps=cfg.data.fps)
+        return flatten_metrics(result)
+
+    return evaluate_fn
+
+
+def fit_evaluated(cfg: Any, *, context: Any) -> Any:
+    """``train.loop.fit`` judged after every evaluated epoch by ``epoch_evaluator`` (the default objective)."""
+    from geodistill.train.loop import fit
+
+    return fit(cfg, context=context, evaluate_fn=epoch_evaluator(cfg))

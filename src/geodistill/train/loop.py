@@ -148,22 +148,6 @@ class RankBatchSampler(Sampler[list[int]]):
         return len(self.base)
 
 
-# ---------------------------------------------------------------------------- evaluation
-
-
-def default_evaluate_fn(cfg: RunConfig) -> Callable[[GeoModel, int], dict[str, float]]:
-    """geodistill.eval.evaluate on the test split at cfg.data.views / fps / img_size -> flat metrics."""
-    from geodistill.eval import evaluate, flatten_metrics
-
-    index = open_dataset(cfg)
-
-    def evaluate_fn(model: GeoModel, epoch: int) -> dict[str, float]:
-        result = evaluate(model, index, views=cfg.data.views, img_size=cfg.data.img_size, fps=cfg.data.fps)
-        return flatten_metrics(result)
-
-    return evaluate_fn
-
-
 # ---------------------------------------------------------------------------- helpers
 
 
@@ -245,7 +229,12 @@ def fit(
     context: TrainContext,
     evaluate_fn: Callable[[GeoModel, int], dict[str, float]] | None = None,
 ) -> TrainResult:
-    """Train ``cfg.stage`` for ``cfg.train.epochs`` epochs (resuming if the context has a checkpoint)."""
+    """Train ``cfg.stage`` for ``cfg.train.epochs`` epochs (resuming if the context has a checkpoint).
+
+    ``evaluate_fn(model, epoch) -> metrics`` judges rank 0's model after the epochs
+    ``train.eval_every`` selects; None trains without evaluation. The platform passes
+    ``geodistill.eval.epoch_evaluator(cfg)`` (or calls ``geodistill.eval.fit_evaluated``).
+    """
     cfg.validate()
     rank, world, device = context.rank, context.world_size, context.device
     if world > 1 and not (dist.is_available() and dist.is_initialized()):
@@ -336,9 +325,7 @@ def fit(
     if train_state:
         wrapped.load_state(train_state)
         _restore_rng(train_state.get("rng"))
-    evaluate = None
-    if rank == 0:
-        evaluate = evaluate_fn if evaluate_fn is not None else default_evaluate_fn(cfg)
+    evaluate = evaluate_fn if rank == 0 else None  # rank 0 judges; None: no evaluation
 
     epochs_done, stopped_early, skipped_total = start_epoch, False, 0
     if train_state:
