@@ -19,8 +19,8 @@ from geodistill.models import (
     model_from_config,
     save_model,
 )
-from geodistill.models.heads import ring_weights
 from geodistill.models.cost import descriptor_params
+from geodistill.models.heads import ring_weights
 from geodistill.models.refiners import (
     AttentionRefiner,
     MIRefiner,

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
+from geodistill.errors import ConfigError
 from geodistill.models import model_from_config
 from geodistill.train.config import RunConfig
-from geodistill.errors import ConfigError
 from geodistill.train.losses import (
     cross_domain_triplet_loss,
     depth_pairs,
