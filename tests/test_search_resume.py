@@ -17,7 +17,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.search_generator import SearchGenerator
 
-from geodistill.platform.resume import reconcile_searcher_state
+from geodistill.platform.search.resume import reconcile_searcher_state
 
 SESSION = "2026-01-01_00-00-00"
 

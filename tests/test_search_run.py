@@ -19,7 +19,7 @@ import pytest
 from geodistill.leaderboard import Leaderboard
 from geodistill.platform.config import compose_run_config
 from geodistill.platform.search import run_search, train_teacher_for, trial_cost
-from geodistill.platform.spaces import load_space, parse_space
+from geodistill.platform.search.space import load_space, parse_space
 from geodistill.train.config import RunConfig
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import pytest
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.schedulers.async_hyperband import _Bracket  # private: pinned to Ray 2.60's ASHA
 
-from geodistill.platform.rung import FileRungStore, RungRule, cutoff, milestones
+from geodistill.platform.search.rung import FileRungStore, RungRule, cutoff, milestones
 
 
 def test_milestones_match_asha_rungs():

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from geodistill.errors import ConfigError
-from geodistill.platform.spaces import load_space, parse_space, resolve_space, suggest, trial_config
+from geodistill.platform.search.space import load_space, parse_space, resolve_space, suggest, trial_config
 from geodistill.train.config import RunConfig
 
 REPO = Path(__file__).resolve().parents[1]

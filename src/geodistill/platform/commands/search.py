@@ -79,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
         overrides = ["preset=smoke", *overrides]
     if space is None:
         raise ConfigError("search_space=NAME is required (a file in search_spaces/ or a path)")
-    from geodistill.platform.spaces import load_space, resolve_space
+    from geodistill.platform.search.space import load_space, resolve_space
 
     name = Path(resolve_space(space)).stem
     experiment = args.experiment or f"{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
@@ -93,8 +93,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.smoke_test and teacher is None:
         base = compose_run_config(overrides).to_dict()
         loaded = load_space(space, base=base)
-        from geodistill.platform.search import first_assignment
-        from geodistill.platform.spaces import trial_config
+        from geodistill.platform.search.space import first_assignment, trial_config
 
         if trial_config(loaded, first_assignment(loaded), base=base).stage == "student":
             root, local = resolve_storage(args.storage)

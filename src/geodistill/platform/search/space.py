@@ -1,4 +1,4 @@
-"""Search spaces: declarative YAML in ``search_spaces/`` -> a validated ``SearchSpace`` -> Optuna.
+"""The search space, all of it: YAML in ``search_spaces/`` -> a validated ``SearchSpace`` -> trials.
 
 A space file (a Hydra config: ``defaults:`` may pull in another space of the same folder)::
 
@@ -14,7 +14,10 @@ A space file (a Hydra config: ``defaults:`` may pull in another space of the sam
 Everything is checked when the space is loaded, before any trial starts: every parameter
 name, every bound and every choice is composed into a ``RunConfig`` (so a choice the trial
 would refuse is refused now), and each error is one line naming the key.
-``suggest(trial, space)`` is the define-by-run function ``OptunaSearch`` calls.
+``suggest(trial, space)`` is the define-by-run function ``OptunaSearch`` calls;
+``trial_config`` composes the RunConfig a trial trains; ``first_assignment``, ``multi_worker``
+and ``max_epochs`` read what the space implies for the whole search (the stage, whether a
+scheduler may stop trials, the longest trial).
 """
 
 from __future__ import annotations
@@ -380,3 +383,35 @@ def trial_config(
     base = RunConfig().to_dict() if base is None else base
     merged = apply_overrides(apply_overrides(base, space.fixed), params)
     return _compose(f"search space {space.name}", "trial", merged)
+
+
+# ---------------------------------------------------------------- what the space implies
+
+
+def first_assignment(space: SearchSpace) -> dict[str, Any]:
+    """A valid assignment (first choice / low bound) to learn what the fixed part implies."""
+    values: dict[str, Any] = {}
+    for p in space.params:
+        if p.active(values):
+            values[p.name] = (
+                p.choices[0] if p.type == "choice" else (int(p.low) if p.type == "int" else p.low)
+            )
+    return values
+
+
+def multi_worker(space: SearchSpace, base: Mapping[str, Any]) -> bool:
+    """Whether any trial may run a TorchTrainer (> 1 worker): then no scheduler may stop trials."""
+    for p in space.params:
+        if p.name == "scaling.num_workers":
+            values = p.choices if p.type == "choice" else (p.high,)
+            return any(v > 1 for v in values)
+    workers = space.fixed.get("scaling.num_workers", base["scaling"]["num_workers"])
+    return workers > 1
+
+
+def max_epochs(space: SearchSpace, base: Mapping[str, Any]) -> int:
+    """The most epochs any trial of the space trains (ASHA's ``max_t``)."""
+    for p in space.params:
+        if p.name == "train.epochs":
+            return int(max(p.choices) if p.type == "choice" else p.high)
+    return int(space.fixed.get("train.epochs", base["train"]["epochs"]))

@@ -1,0 +1,35 @@
+"""A small stage-1 teacher for a search's ``--smoke-test`` (no teacher checkpoint needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from geodistill.platform.search.space import SearchSpace, first_assignment, trial_config
+from geodistill.train.config import RunConfig
+
+
+def train_teacher_for(space: SearchSpace, base: Mapping[str, Any], out_dir: str | Path) -> Path:
+    """Train a small stage-1 teacher on the data the space's students see (for --smoke-test).
+
+    Same data settings, backbone and embedding width as the students' fixed part, stage
+    teacher, one epoch, in this process. Returns its last checkpoint directory (reused when present).
+    """
+    from geodistill.train.context import LocalContext, latest_checkpoint_in
+    from geodistill.train.loop import fit
+
+    run_dir = Path(out_dir)
+    found = latest_checkpoint_in(run_dir / "checkpoints")
+    if found is not None:
+        return found
+    student = trial_config(space, first_assignment(space), base=base).to_dict()
+    student.update(stage="teacher", run_name="teacher")
+    student["distill"]["teacher_checkpoint"] = None
+    cfg = RunConfig.from_dict(student)
+    cfg.scaling.num_workers, cfg.train.epochs = 0, 1
+    fit(cfg, context=LocalContext(run_dir))
+    found = latest_checkpoint_in(run_dir / "checkpoints")
+    if found is None:
+        raise RuntimeError(f"teacher training wrote no checkpoint under {run_dir}")
+    return found

@@ -1,0 +1,151 @@
+"""The body of one search trial: cost it, then train it in-process or on a TorchTrainer.
+
+Early stopping without hangs (ray issue #54305: a scheduler stopping a trial that hosts a
+``TorchTrainer`` leaks its workers). Single-worker trials (``scaling.num_workers <= 1``) run
+``fit`` inside the trial with a ``TuneTrialContext``; ASHA stops them like any function
+trainable. Multi-worker trials run ``run_training`` (a TorchTrainer) with a ``RungRule`` as
+``should_stop``: they stop themselves inside the loop, and no scheduler is installed.
+GFLOPs per drone query are counted before training and reported with every result; a trial
+over the space's ``flops_budget`` reports at once and trains nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from geodistill.platform.search.space import SearchSpace, trial_config
+from geodistill.train.config import RunConfig
+from geodistill.train.context import default_device
+
+# ---------------------------------------------------------------- cost
+
+
+def trial_cost(cfg: RunConfig) -> dict[str, Any]:
+    """GFLOPs/GMACs/params of one drone query of ``cfg``'s student, counted on the meta device."""
+    model = dataclasses.replace(cfg.model, weights=None)
+    return dict(_cost(json.dumps(dataclasses.asdict(model), sort_keys=True), cfg.data.views))
+
+
+@functools.lru_cache(maxsize=256)
+def _cost(model_json: str, views: int) -> tuple[tuple[str, Any], ...]:
+    import torch
+
+    from geodistill.models import GeoModel, ModelConfig, profile
+
+    model_cfg = ModelConfig(**json.loads(model_json))
+    with torch.device("meta"):
+        model = GeoModel(model_cfg, num_classes=1)
+    cost = profile(model, img_size=model_cfg.img_size, views=views, measure_latency=False)
+    return (
+        ("gflops", cost.gflops),
+        ("gmacs", cost.gmacs),
+        ("params_m", cost.params_m),
+        ("flop_counter", cost.counter),
+    )
+
+
+# ---------------------------------------------------------------- inside a trial
+
+
+class TuneTrialContext:
+    """``TrainContext`` for a single-worker trial: ``fit`` reports straight to Tune.
+
+    Every report carries the trial's cost (and the planned epochs), so the searcher and the
+    leaderboard callback read GFLOPs from any result. ``should_stop`` is the optional rung
+    rule; with ASHA installed the scheduler stops the trial instead.
+    """
+
+    def __init__(self, extra: Mapping[str, Any], *, should_stop: Callable | None = None) -> None:
+        self.rank, self.world_size = 0, 1
+        self.device = default_device()
+        self.extra = dict(extra)
+        self._should_stop = should_stop
+        self._restored: tempfile.TemporaryDirectory | None = None
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
+        checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        tune.report({**metrics, **self.extra}, checkpoint=checkpoint)
+
+    def latest_checkpoint(self) -> Path | None:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            return None
+        self._restored = tempfile.TemporaryDirectory(prefix="geodistill-resume-")
+        return Path(checkpoint.to_directory(self._restored.name))
+
+    def should_stop(self, epoch: int, metrics: dict[str, float]) -> bool:
+        return bool(self._should_stop and self._should_stop(epoch, metrics))
+
+
+@dataclasses.dataclass
+class TrialSetup:
+    """What every trial needs besides its sampled parameters (shipped once via the object store)."""
+
+    space: SearchSpace
+    base: dict[str, Any]
+    experiment: str
+    metric: str
+    storage_path: str
+    rung_store: Any | None = None  # a RungStore for multi-worker trials (None: no early stopping)
+    grace_period: int = 1
+    reduction_factor: float = 2
+    objective: Callable[..., Any] | None = None  # fit(cfg, *, context) stand-in; default train.loop.fit
+
+
+def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
+    """The Tune function trainable: compose the trial's RunConfig, cost it, train it, report."""
+    # Every epoch's checkpoint is on the leaderboard row; Ray's per-save INFO line only buries
+    # the epoch lines the driver forwards.
+    for name in ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    trial_id = tune.get_context().get_trial_id()
+    cfg = trial_config(setup.space, config, base=setup.base)
+    cfg.experiment, cfg.run_name = setup.experiment, trial_id
+    extra = {**trial_cost(cfg), "epochs_planned": cfg.train.epochs}
+    budget = setup.space.flops_budget
+    if budget is not None and extra["gflops"] > budget:
+        # Refused before any training: reported once so Optuna gets both objectives.
+        tune.report({setup.metric: 0.0, "epoch": 0, "over_budget": 1, **extra})
+        return
+    rule = None
+    if setup.rung_store is not None:
+        from geodistill.platform.search.rung import RungRule
+
+        rule = RungRule(
+            setup.rung_store,
+            trial_id=trial_id,
+            metric=setup.metric,
+            grace_period=setup.grace_period,
+            reduction_factor=setup.reduction_factor,
+            max_t=cfg.train.epochs,
+        )
+    if cfg.scaling.num_workers <= 1:
+        cfg.scaling.num_workers = 0  # fit runs right here, in the trial's own process
+        context = TuneTrialContext(extra, should_stop=rule)
+        objective = setup.objective
+        if objective is None:
+            from geodistill.train.loop import fit as objective
+        objective(cfg, context=context)
+        return
+    # Multi-worker: a TorchTrainer inside the trial, stopped only by its own rung rule.
+    from geodistill.platform.train_driver import run_training
+
+    trainers = f"{setup.storage_path.rstrip('/')}/{setup.experiment}/trainers"
+    result = run_training(cfg, storage_path=trainers, should_stop=rule, fit_fn=setup.objective)
+    tune.report(
+        {
+            **result.metrics,
+            **extra,
+            "stopped_early": int(result.stopped_early),
+            "checkpoint_uri": str(result.checkpoint) if result.checkpoint else None,
+        }
+    )
