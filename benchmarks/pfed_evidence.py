@@ -75,8 +75,8 @@ def refiner_evaluate_fn(cfg: RunConfig, views: int, keep: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--buildings", type=int, default=192)
-    parser.add_argument("--img-size", type=int, default=48)
+    parser.add_argument("--buildings", type=int, default=160)
+    parser.add_argument("--img-size", type=int, default=40)
     parser.add_argument("--student", default="convnext_atto")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
