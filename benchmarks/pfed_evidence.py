@@ -86,7 +86,18 @@ def main() -> None:
     parser.add_argument("--keep", type=int, default=2, help="frames the select / mi refiners keep")
     parser.add_argument("--clouds", type=float, default=0.5)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--from-runs", action="store_true", help="only print the table of the finished runs under --out"
+    )
     args = parser.parse_args()
+    if args.from_runs:
+        if args.out is None:
+            parser.error("--from-runs needs --out DIR")
+        results, args.seeds = load_runs(args.out, args.variants, args.seeds)
+        if not args.seeds:
+            parser.error(f"no seed has every variant finished under {args.out}")
+        summarise(results, args)
+        return
     # One thread: on a loaded 2-core machine OpenMP spinning made a step 10x slower with two.
     torch.set_num_threads(1)
     out = args.out or Path(tempfile.mkdtemp(prefix="pfed-evidence-"))
@@ -112,6 +123,27 @@ def main() -> None:
                 file=sys.stderr,
             )
 
+    summarise(results, args)
+    print(f"\n{time.perf_counter() - t0:.0f}s; artefacts under {out}")
+
+
+def load_runs(out: Path, variants: list[str], seeds: list[int]) -> tuple[dict, list[int]]:
+    """Final metrics of finished runs under ``out`` (each run dir's last metrics.jsonl row), and the
+    seeds for which every variant finished (a re-summary, or the table of an interrupted run)."""
+    import json
+
+    results: dict[str, dict[int, dict[str, float]]] = {v: {} for v in variants}
+    for variant in variants:
+        for seed in seeds:
+            path = out / f"{variant}_{seed}" / "metrics.jsonl"
+            rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+            if rows and "d2s_recall1" in rows[-1]:
+                results[variant][seed] = rows[-1]
+    done = [s for s in seeds if all(s in results[v] for v in variants)]
+    return results, done
+
+
+def summarise(results: dict, args: argparse.Namespace) -> None:
     print(f"\nsynthetic UniV, {args.buildings} places ({args.buildings // 2} train), {args.img_size} px, "
           f"clouds {args.clouds}, views 2; {args.student} with stage heads, {args.epochs} epochs, "
           f"equal steps, seeds {args.seeds}\n")  # fmt: skip
@@ -142,7 +174,6 @@ def main() -> None:
                 print(
                     f"{name:<8} {k:<12} {statistics.mean(vals):7.2f} {statistics.mean(deltas):+14.2f} {sd:6.2f}"
                 )
-    print(f"\n{time.perf_counter() - t0:.0f}s; artefacts under {out}")
 
 
 if __name__ == "__main__":
