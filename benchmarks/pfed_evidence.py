@@ -95,7 +95,7 @@ def main() -> None:
             parser.error("--from-runs needs --out DIR")
         results, args.seeds = load_runs(args.out, args.variants, args.seeds)
         if not args.seeds:
-            parser.error(f"no seed has every variant finished under {args.out}")
+            parser.error(f"no finished run under {args.out}")
         summarise(results, args)
         return
     # One thread: on a loaded 2-core machine OpenMP spinning made a step 10x slower with two.
@@ -129,7 +129,7 @@ def main() -> None:
 
 def load_runs(out: Path, variants: list[str], seeds: list[int]) -> tuple[dict, list[int]]:
     """Final metrics of finished runs under ``out`` (each run dir's last metrics.jsonl row), and the
-    seeds for which every variant finished (a re-summary, or the table of an interrupted run)."""
+    seeds with at least one finished run (a re-summary, or the table of an interrupted run)."""
     import json
 
     results: dict[str, dict[int, dict[str, float]]] = {v: {} for v in variants}
@@ -139,7 +139,7 @@ def load_runs(out: Path, variants: list[str], seeds: list[int]) -> tuple[dict, l
             rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
             if rows and "d2s_recall1" in rows[-1]:
                 results[variant][seed] = rows[-1]
-    done = [s for s in seeds if all(s in results[v] for v in variants)]
+    done = [s for s in seeds if any(s in results[v] for v in variants)]
     return results, done
 
 
@@ -148,28 +148,33 @@ def summarise(results: dict, args: argparse.Namespace) -> None:
           f"clouds {args.clouds}, views 2; {args.student} with stage heads, {args.epochs} epochs, "
           f"equal steps, seeds {args.seeds}\n")  # fmt: skip
     print(f"{'variant':<10} {'metric':<12} {'mean':>7} {'delta vs base':>14} {'sd':>6} {'ahead':>6}")
+    base = results.get("base", {})
     for variant in args.variants:
+        # Seeds this variant finished (paired with base's when it is compared with it).
+        seeds = [s for s in args.seeds if s in results[variant] and (variant == "base" or s in base)]
+        if not seeds:
+            continue
         for k in KEYS:
-            vals = [results[variant][s][k] for s in args.seeds]
+            vals = [results[variant][s][k] for s in seeds]
             line = f"{variant:<10} {k:<12} {statistics.mean(vals):7.2f}"
-            if variant != "base" and "base" in results:
-                deltas = [results[variant][s][k] - results["base"][s][k] for s in args.seeds]
+            if variant != "base" and base:
+                deltas = [results[variant][s][k] - base[s][k] for s in seeds]
                 sd = statistics.stdev(deltas) if len(deltas) > 1 else float("nan")
                 ahead = sum(d > 0 for d in deltas)
                 line += f" {statistics.mean(deltas):+14.2f} {sd:6.2f} {ahead:>3}/{len(deltas)}"
             else:
                 sd = statistics.stdev(vals) if len(vals) > 1 else float("nan")
                 line += f" {'':>14} {sd:6.2f}"
-            print(line)
-    if "base" in results:
+            print(line + f"  seeds {seeds}")
+    if base:
         print(
             f"\nrefiners on the base models, {args.eval_views} frames per drone query, select/mi keep {args.keep}:"
         )
         print(f"{'refiner':<8} {'metric':<12} {'mean':>7} {'delta vs mean':>14} {'sd':>6}")
         for name in ("mean", "select", "mi"):
             for k in KEYS:
-                vals = [results["base"][s][f"{name}_{k}"] for s in args.seeds]
-                deltas = [v - results["base"][s][f"mean_{k}"] for v, s in zip(vals, args.seeds)]
+                vals = [base[s][f"{name}_{k}"] for s in base]
+                deltas = [v - base[s][f"mean_{k}"] for v, s in zip(vals, base)]
                 sd = statistics.stdev(deltas) if len(deltas) > 1 else float("nan")
                 print(
                     f"{name:<8} {k:<12} {statistics.mean(vals):7.2f} {statistics.mean(deltas):+14.2f} {sd:6.2f}"
