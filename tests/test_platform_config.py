@@ -61,7 +61,11 @@ def test_defaults_and_overrides_reach_the_typed_config():
 
 def test_pfed_presets_carry_the_papers_recipe():
     student = compose_run_config(["preset=pfed"])
-    assert (student.stage, student.model.backbone, student.model.pooling) == ("student", "convnext_tiny", "gem")
+    assert (student.stage, student.model.backbone, student.model.pooling) == (
+        "student",
+        "convnext_tiny",
+        "gem",
+    )
     assert student.model.stage_heads and student.model.refiner == "mi"
     t = student.train
     assert (t.stage_ce_weight, t.fisd_weight, t.triplet_weight, t.uapa_weight) == (1.0, 1.0, 1.0, 1.0)
