@@ -31,8 +31,9 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
+# Every benchmark in one run -> benchmarks/results.json, then RESULTS.md's generated tables from it.
 bench: $(STAMP)
-	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+	$(BIN)/python benchmarks/run_all.py; rc=$$?; $(BIN)/python benchmarks/render_results.py; exit $$rc
 
 # The cluster image (docker/Dockerfile): `make image`, or `make image VARIANT=cpu`; push it yourself.
 VARIANT ?= gpu

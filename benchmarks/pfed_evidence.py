@@ -34,7 +34,7 @@ import torch
 from geodistill.data import generate_univ
 from geodistill.eval import evaluate, flatten_metrics
 from geodistill.models.refiners import MeanRefiner, MIRefiner, SelectRefiner
-from geodistill.train import LocalContext, RunConfig, fit
+from geodistill.train import InProcessContext, RunConfig, fit
 from geodistill.train.loop import default_evaluate_fn, open_dataset
 
 KEYS = ("d2s_recall1", "d2s_ap", "s2d_recall1", "s2d_ap")
@@ -115,7 +115,7 @@ def main() -> None:
                           "eval_every": args.epochs, "backbone_lr_mult": 1.0, **VARIANTS[variant]},
             })  # fmt: skip
             eval_fn = refiner_evaluate_fn(cfg, args.eval_views, args.keep) if variant == "base" else None
-            m = fit(cfg, context=LocalContext(out / cfg.run_name), evaluate_fn=eval_fn).metrics
+            m = fit(cfg, context=InProcessContext(out / cfg.run_name), evaluate_fn=eval_fn).metrics
             results[variant][seed] = m
             print(
                 f"seed {seed} {variant:<9} d2s R@1 {m['d2s_recall1']:5.1f} s2d R@1 {m['s2d_recall1']:5.1f} "

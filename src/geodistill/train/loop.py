@@ -33,11 +33,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from geodistill.data import BuildingBatchSampler, DatasetIndex, TrainPairDataset, generate_univ, open_index
 from geodistill.errors import ConfigError, UserError
-from geodistill.models import GeoModel, load_state_dict, model_from_config
-from geodistill.models.checkpoint import match_state_dict
+from geodistill.models import GeoModel, image_config, load_state_dict, model_from_config
+from geodistill.models.weights_io import file_sha256, match_state_dict
 from geodistill.train.checkpoint import (
     MODEL_FILE,
-    file_sha256,
     load_checkpoint,
     load_train_state,
     read_meta,
@@ -262,6 +261,9 @@ def fit(
     index = open_dataset(cfg)
     class_map = index.class_map()
     teacher_views = cfg.distill.teacher_views if cfg.stage == "student" else None
+    # The student's normalisation and interpolation (its backbone's timm data config); a
+    # teacher with another normalisation re-maps the batch (TeacherOutputs).
+    image = image_config(cfg.model.backbone)
     train_set = TrainPairDataset(
         index,
         views=cfg.data.views,
@@ -269,6 +271,7 @@ def fit(
         img_size=cfg.data.img_size,
         class_map=class_map,
         train=True,
+        image=image,
     )
     n_buildings = len(set(train_set.buildings))
     global_batch = min(cfg.data.batch_size, n_buildings)
@@ -312,9 +315,10 @@ def fit(
                 teacher_views=teacher_views or cfg.data.views,
                 img_size=cfg.data.img_size,
                 seed=t.seed,
+                image=image,
             )
             cache_dir = Path(cfg.output_dir) / "teacher_cache" / key
-        teacher_outputs = TeacherOutputs(teacher, cache_dir)
+        teacher_outputs = TeacherOutputs(teacher, cache_dir, image=image)
     torch.manual_seed(t.seed)
     model = model_from_config(cfg.model, len(class_map))
     adapters = build_adapters(model, teacher, cfg) if teacher is not None else None
