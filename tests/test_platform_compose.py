@@ -96,6 +96,7 @@ def test_pfed_presets_carry_the_papers_recipe():
     assert (student.distill.w_logit, student.distill.w_feature, student.distill.w_relation) == (1.0, 1.0, 0.0)
     teacher = compose_run_config(["preset=pfed_teacher"])
     assert (teacher.stage, teacher.model.pooling, teacher.train.triplet_weight) == ("teacher", "gem", 1.0)
+    assert teacher.model.pretrained and teacher.model.trainable_blocks == 2
     assert not teacher.model.stage_heads and teacher.train.fisd_weight == 0.0
 
 
