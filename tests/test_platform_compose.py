@@ -82,6 +82,24 @@ def test_defaults_and_overrides_reach_the_typed_config():
     )
 
 
+def test_pfed_presets_carry_the_papers_recipe():
+    student = compose_run_config(["preset=pfed"])
+    assert (student.stage, student.model.backbone, student.model.pooling) == (
+        "student",
+        "convnext_tiny",
+        "gem",
+    )
+    assert student.model.stage_heads and student.model.refiner == "mi"
+    t = student.train
+    assert (t.stage_ce_weight, t.fisd_weight, t.triplet_weight, t.uapa_weight) == (1.0, 1.0, 1.0, 1.0)
+    assert t.fisd_direction == "inverse" and t.infonce_weight == 1.0
+    assert (student.distill.w_logit, student.distill.w_feature, student.distill.w_relation) == (1.0, 1.0, 0.0)
+    teacher = compose_run_config(["preset=pfed_teacher"])
+    assert (teacher.stage, teacher.model.pooling, teacher.train.triplet_weight) == ("teacher", "gem", 1.0)
+    assert teacher.model.pretrained and teacher.model.trainable_blocks == 2
+    assert not teacher.model.stage_heads and teacher.train.fisd_weight == 0.0
+
+
 def test_smoke_preset_is_tiny_and_keeps_an_explicit_model_choice():
     cfg = compose_run_config(["preset=smoke"])
     assert (cfg.model.backbone, cfg.data.img_size, cfg.train.epochs, cfg.train.max_steps_per_epoch) == (

@@ -47,6 +47,8 @@ def descriptor_params(model: nn.Module) -> int:
     if not isinstance(model, GeoModel):
         return sum(p.numel() for p in model.parameters())
     skip = {id(p) for head in model.heads for p in head.classifier.parameters()} | {id(model.logit_scale)}
+    if model.stage_heads is not None:  # training-only auxiliary heads
+        skip |= {id(p) for p in model.stage_heads.parameters()}
     return sum(p.numel() for p in model.parameters() if id(p) not in skip)
 
 

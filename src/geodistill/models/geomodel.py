@@ -2,6 +2,8 @@
 
 image [B,3,H,W] -> backbone -> final map (+ class token) -> pooling parts [B,P,C]
   -> ClassBlock per part: bottleneck (the embedding) and logits over building ids.
+With ``stage_heads`` every intermediate stage but the deepest also gets a ClassBlock (training
+only: per-stage logits for deep supervision and fine-grained inverse self-distillation).
 The descriptor is the L2-normalised bottleneck, or for LPN pooling the concatenation of the
 normalised parts (each divided by sqrt(P)), as the Video2BEV/LPN models do.
 A drone video [B,V,3,H,W] goes through the backbone ONCE as a [B*V,3,H,W] batch; the refiner
@@ -20,7 +22,7 @@ from torch import nn
 from geodistill.data.transforms import ImageConfig
 from geodistill.errors import ConfigError
 from geodistill.models.backbones import Backbone, create_backbone
-from geodistill.models.heads import ClassBlock, PartPool, lpn_descriptor
+from geodistill.models.heads import ClassBlock, PartPool, StageHeads, lpn_descriptor
 from geodistill.models.refiners import build_refiner
 
 VIEWS = ("drone", "satellite")
@@ -35,12 +37,13 @@ class ModelConfig:
     embed_dim: int = 512
     pooling: str = "avg"  # "token" | "avg" | "gem" | "lpn"
     share: bool = True  # one encoder for both views
-    refiner: str = "mean"  # "mean" | "attention" | "select"
-    refiner_k: int = 4  # frames kept by the "select" refiner
+    refiner: str = "mean"  # "mean" | "attention" | "select" | "mi"
+    refiner_k: int = 4  # frames kept by the "select" and "mi" refiners
     droprate: float = 0.5
     weights: str | None = None  # backbone weights: a local file or URI (safetensors / weights-only .pth)
     pretrained: bool = False  # the timm tag's weights via timm (Hugging Face Hub cache)
     trainable_blocks: int | None = None  # None: all trainable; N: only the last N blocks (+ final norm)
+    stage_heads: bool = False  # auxiliary bottleneck + classifier on each intermediate stage
 
 
 @dataclass
@@ -55,6 +58,10 @@ class GeoOutput:
     satellite_features: list[torch.Tensor]
     logit_scale: torch.Tensor  # [] ; exp(logit_scale) multiplies cosine similarities
     drone_frame_embeddings: torch.Tensor | None = field(default=None)  # [B,V,D] before the refiner
+    # Auxiliary stage heads (empty without ``stage_heads``): one [B,K] per stage, shallow -> deep,
+    # the deepest stage's logits being drone_logits / satellite_logits above.
+    drone_stage_logits: list[torch.Tensor] = field(default_factory=list)
+    satellite_stage_logits: list[torch.Tensor] = field(default_factory=list)
 
 
 class GeoModel(nn.Module):
@@ -73,6 +80,10 @@ class GeoModel(nn.Module):
         self.heads = nn.ModuleList(
             ClassBlock(width, cfg.embed_dim, num_classes, cfg.droprate) for _ in range(self.pool.num_parts)
         )
+        self.stage_heads: StageHeads | None = None
+        if cfg.stage_heads:
+            dims = self.drone_encoder.feature_dims
+            self.stage_heads = StageHeads(dims, cfg.embed_dim, num_classes, cfg.droprate)
         self.descriptor_dim = width * self.pool.num_parts if cfg.pooling == "lpn" else cfg.embed_dim
         self.refiner = build_refiner(cfg.refiner, dim=self.descriptor_dim, k=cfg.refiner_k)
         # CLIP-style: logits = exp(logit_scale) * cos; init temperature 0.07.
@@ -107,17 +118,21 @@ class GeoModel(nn.Module):
 
     def _forward_images(
         self, images: torch.Tensor, view: str, *, with_logits: bool = True
-    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        """images [N,3,H,W] -> (descriptor [N,D] unit-norm, logits per head [N,K], features [N,C_i]).
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """images [N,3,H,W] -> (descriptor [N,D] unit-norm, logits per head [N,K], features [N,C_i],
+        stage logits [N,K] per auxiliary stage head, empty without stage heads or logits).
 
         Without ``with_logits`` (retrieval) the classifiers do not run, and for LPN pooling
         no head runs at all: the descriptor is made of the parts themselves.
         """
         grid, cls, feats = self.encoder(view).forward_maps(images)
         parts = self.pool(grid, cls)  # [N,P,C]
+        stage_logits: list[torch.Tensor] = []
         if with_logits:
             outs = [head(parts[:, i]) for i, head in enumerate(self.heads)]  # (bottleneck, logits)
             bottleneck, logits = outs[0][0], [lg for _, lg in outs]
+            if self.stage_heads is not None:
+                stage_logits = self.stage_heads(feats)  # [N,K] per stage but the deepest
         else:
             bottleneck, logits = None, []
         if self.cfg.pooling == "lpn":
@@ -126,7 +141,7 @@ class GeoModel(nn.Module):
             if bottleneck is None:
                 bottleneck = self.heads[0].add_block(parts[:, 0])  # [N,E]
             desc = F.normalize(bottleneck, dim=-1)
-        return desc, logits, feats
+        return desc, logits, feats, stage_logits
 
     def encode(self, images: torch.Tensor, view: str = "satellite") -> torch.Tensor:
         """images [B,3,H,W] -> unit-norm descriptors [B,D] of one view."""
@@ -150,9 +165,9 @@ class GeoModel(nn.Module):
         if drone.dim() == 4:
             drone = drone[:, None]
         b, v = drone.shape[:2]
-        d_desc, d_logits, d_feats = self._forward_images(drone.flatten(0, 1), "drone")
+        d_desc, d_logits, d_feats, d_stage = self._forward_images(drone.flatten(0, 1), "drone")
         d_desc = d_desc.unflatten(0, (b, v))  # [B,V,D]
-        s_desc, s_logits, s_feats = self._forward_images(satellite, "satellite")
+        s_desc, s_logits, s_feats, s_stage = self._forward_images(satellite, "satellite")
         return GeoOutput(
             drone_embedding=F.normalize(self.refine(d_desc), dim=-1),
             satellite_embedding=s_desc,
@@ -162,6 +177,8 @@ class GeoModel(nn.Module):
             satellite_features=s_feats,
             logit_scale=self.logit_scale,
             drone_frame_embeddings=d_desc,
+            drone_stage_logits=[lg.unflatten(0, (b, v)).mean(dim=1) for lg in d_stage],
+            satellite_stage_logits=s_stage,
         )
 
 

@@ -26,6 +26,7 @@ SCHEDULES = ("cosine", "step")
 PRECISIONS = ("fp32", "bf16", "fp16")
 STRATEGIES = ("ddp", "accelerate", "deepspeed")
 FEATURE_LOSSES = ("mse", "cosine")
+FISD_DIRECTIONS = ("inverse", "forward")  # geodistill.train.losses.fisd_loss
 
 
 @dataclass
@@ -61,6 +62,16 @@ class TrainConfig:
     grad_accum: int = 1
     instance_weight: float = 1.0
     infonce_weight: float = 1.0
+    # PFED / MobileGeo self-supervision (no teacher needed, so both stages use them; 0 = off).
+    # stage_ce and fisd need model.stage_heads. See docs/pfed.md.
+    stage_ce_weight: float = 0.0  # cross-entropy on every auxiliary stage head, both views
+    fisd_weight: float = 0.0  # fine-grained inverse self-distillation between stage heads
+    fisd_temperature: float = 4.0
+    fisd_direction: str = "inverse"  # "inverse" = shallow stages teach the deepest; "forward" = reverse
+    triplet_weight: float = 0.0  # cross-domain batch-hard triplet loss
+    triplet_margin: float = 0.3
+    uapa_weight: float = 0.0  # uncertainty-aware drone/satellite prediction alignment
+    uapa_temperature: float = 1.0
     max_steps_per_epoch: int | None = None
     eval_every: int = 1  # epochs between evaluate_fn calls (the last epoch is always evaluated)
     seed: int = 0
@@ -151,6 +162,7 @@ class RunConfig:
         _choice("train.strategy", self.train.strategy, STRATEGIES)
         _choice("train.zero_stage", self.train.zero_stage, (1, 2, 3))
         _choice("distill.feature_loss", self.distill.feature_loss, FEATURE_LOSSES)
+        _choice("train.fisd_direction", self.train.fisd_direction, FISD_DIRECTIONS)
         _choice("data.elevation", self.data.elevation, (30, 45))
         _choice("data.fps", self.data.fps, (2, 5, 10))
         positive = {
@@ -164,6 +176,8 @@ class RunConfig:
             "train.eval_every": self.train.eval_every,
             "distill.temperature": self.distill.temperature,
             "distill.relation_tau": self.distill.relation_tau,
+            "train.fisd_temperature": self.train.fisd_temperature,
+            "train.uapa_temperature": self.train.uapa_temperature,
         }
         if self.train.max_steps_per_epoch is not None:
             positive["train.max_steps_per_epoch"] = self.train.max_steps_per_epoch
@@ -180,6 +194,11 @@ class RunConfig:
             "train.grad_clip": self.train.grad_clip,
             "train.instance_weight": self.train.instance_weight,
             "train.infonce_weight": self.train.infonce_weight,
+            "train.stage_ce_weight": self.train.stage_ce_weight,
+            "train.fisd_weight": self.train.fisd_weight,
+            "train.triplet_weight": self.train.triplet_weight,
+            "train.triplet_margin": self.train.triplet_margin,
+            "train.uapa_weight": self.train.uapa_weight,
             "distill.w_task": self.distill.w_task,
             "distill.w_logit": self.distill.w_logit,
             "distill.w_feature": self.distill.w_feature,
@@ -191,6 +210,9 @@ class RunConfig:
         for key, value in non_negative.items():
             if value < 0:
                 raise ConfigError(f"{key} must be >= 0, got {value}")
+        for key in ("stage_ce_weight", "fisd_weight"):
+            if getattr(self.train, key) > 0 and not self.model.stage_heads:
+                raise ConfigError(f"train.{key} > 0 needs model.stage_heads=true (the per-stage heads)")
         if self.data.img_size != self.model.img_size:
             raise ConfigError(
                 f"data.img_size ({self.data.img_size}) and model.img_size ({self.model.img_size}) differ"
