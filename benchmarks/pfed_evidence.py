@@ -32,10 +32,10 @@ from pathlib import Path
 import torch
 
 from geodistill.data import generate_univ
-from geodistill.eval import evaluate, flatten_metrics
+from geodistill.eval import epoch_evaluator, evaluate, flatten_metrics
 from geodistill.models.refiners import MeanRefiner, MIRefiner, SelectRefiner
 from geodistill.train import InProcessContext, RunConfig, fit
-from geodistill.train.loop import default_evaluate_fn, open_dataset
+from geodistill.train.loop import open_dataset
 
 KEYS = ("d2s_recall1", "d2s_ap", "s2d_recall1", "s2d_ap")
 VARIANTS: dict[str, dict] = {
@@ -52,7 +52,7 @@ VARIANTS: dict[str, dict] = {
 def refiner_evaluate_fn(cfg: RunConfig, views: int, keep: int):
     """The standard evaluation plus d2s/s2d metrics under each refiner at ``views`` frames."""
     index = open_dataset(cfg)
-    standard = default_evaluate_fn(cfg)
+    standard = epoch_evaluator(cfg)
 
     def evaluate_fn(model, epoch: int) -> dict[str, float]:
         metrics = standard(model, epoch)
@@ -114,7 +114,11 @@ def main() -> None:
                 "train": {"epochs": args.epochs, "lr": args.lr, "warmup_steps": 3, "seed": seed,
                           "eval_every": args.epochs, "backbone_lr_mult": 1.0, **VARIANTS[variant]},
             })  # fmt: skip
-            eval_fn = refiner_evaluate_fn(cfg, args.eval_views, args.keep) if variant == "base" else None
+            eval_fn = (
+                refiner_evaluate_fn(cfg, args.eval_views, args.keep)
+                if variant == "base"
+                else epoch_evaluator(cfg)
+            )
             m = fit(cfg, context=InProcessContext(out / cfg.run_name), evaluate_fn=eval_fn).metrics
             results[variant][seed] = m
             print(

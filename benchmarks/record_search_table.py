@@ -9,7 +9,7 @@ discrete space is trained once and stored, and a sampler's run becomes table loo
 search costs milliseconds and a comparison can afford 20+ seeds per budget. This script builds
 such a table for the mission's knobs, with real smoke-sized training: one tiny stage-1 teacher,
 then every student configuration of ``GRID`` distilled from it on the same synthetic UniV set
-(``geodistill.train.fit`` in this process, one thread), evaluated after every epoch.
+(``geodistill.eval.fit_evaluated`` in this process, one thread), evaluated after every epoch.
 
 One row per (configuration, epoch): the knobs, d2s/s2d AP and Recall@1 at that epoch, the
 epoch's seconds, and the GFLOPs per drone query counted before training (the cost the search
@@ -89,7 +89,7 @@ def table_space(fixed: dict):
 
 def train_teacher(base: dict, out: Path, epochs: int) -> Path:
     """A resnet18 stage-1 teacher at 2 views on the students' data (one process, no Ray)."""
-    from geodistill.train.context import LocalContext, latest_checkpoint_in
+    from geodistill.train.context import InProcessContext, latest_checkpoint_in
     from geodistill.train.loop import fit
 
     found = latest_checkpoint_in(out / "checkpoints")
@@ -101,7 +101,7 @@ def train_teacher(base: dict, out: Path, epochs: int) -> Path:
     cfg_dict["train"].update(epochs=epochs, max_steps_per_epoch=None)
     cfg = RunConfig.from_dict(cfg_dict)
     cfg.scaling.num_workers = 0
-    fit(cfg, context=LocalContext(out, device="cpu"))
+    fit(cfg, context=InProcessContext(out, device="cpu"))
     found = latest_checkpoint_in(out / "checkpoints")
     assert found is not None
     return found
@@ -139,9 +139,9 @@ def main() -> None:
         gflops = trial_cost(cfg)["gflops"]  # counted before training, as the search does
         context = RecordingContext()
         t0 = time.perf_counter()
-        from geodistill.train.loop import fit
+        from geodistill.eval import fit_evaluated
 
-        fit(cfg, context=context)
+        fit_evaluated(cfg, context=context)
         for report in context.history:
             rows.append(
                 {

@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     which.add_argument("--all", action="store_true", help="profile every alias (a table)")
     parser.add_argument("--img-size", type=int, default=224, help="square input size in px (default 224)")
     parser.add_argument("--views", type=int, default=1, help="frames per drone query (default 1)")
-    parser.add_argument("--refiner", default="mean", help="mean | attention | select (default mean)")
+    parser.add_argument("--refiner", default="mean", help="mean | attention | select | mi (default mean)")
     parser.add_argument("--pooling", default="avg", help="token | avg | gem | lpn (default avg)")
     parser.add_argument("--embed-dim", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=8, help="queries per timed batch (default 8)")
