@@ -10,7 +10,6 @@ flag added tomorrow is fuzzed by the same code.
 
 from __future__ import annotations
 
-import argparse
 import math
 import types
 import typing
@@ -129,21 +128,29 @@ def bad_texts(rule: Rule, places: dict[str, Path]) -> st.SearchStrategy[str]:
         known = set(map(str, rule.options()))
         options.append(st.text(SAFE, min_size=1, max_size=16).filter(lambda s: s.strip() and s not in known))
     if rule.validator is not None:
-        options.append(st.text(st.characters(min_codepoint=97, max_codepoint=122), max_size=8).map(lambda s: f"no-such-{s}"))
+        options.append(
+            st.text(st.characters(min_codepoint=97, max_codepoint=122), max_size=8).map(
+                lambda s: f"no-such-{s}"
+            )
+        )
     if kind == "name":
         options.append(st.sampled_from(["..", ".", "a/b", "../escape", "x y", "tab\tname", "ü"]))
     if kind in ("in_path", "in_dir", "in_file"):
-        options.append(st.text(st.characters(min_codepoint=97, max_codepoint=122), min_size=1, max_size=8).map(
-            lambda s: str(places["missing"] / s)
-        ))
+        options.append(
+            st.text(st.characters(min_codepoint=97, max_codepoint=122), min_size=1, max_size=8).map(
+                lambda s: str(places["missing"] / s)
+            )
+        )
     if kind == "in_dir":
         options.append(st.just(str(places["file"])))
     if kind == "in_file":
         options.append(st.just(str(places["dir"])))
     if kind in ("out_dir", "store", "out_file"):
-        options.append(st.text(st.characters(min_codepoint=97, max_codepoint=122), min_size=1, max_size=8).map(
-            lambda s: str(places["file"] / s)  # a folder under a regular file cannot be created
-        ))
+        options.append(
+            st.text(st.characters(min_codepoint=97, max_codepoint=122), min_size=1, max_size=8).map(
+                lambda s: str(places["file"] / s)  # a folder under a regular file cannot be created
+            )
+        )
     if kind in ("out_dir", "store"):
         options.append(st.just(str(places["file"])))
     return st.one_of(options)
@@ -222,4 +229,3 @@ REQUIRED: dict[tuple[str, ...], dict[str, str]] = {
     ("data", "synth"): {"--out": "{dir}/synth_out_unused"},
     ("report",): {"--out": "{dir}/report_out_unused"},
 }
-
