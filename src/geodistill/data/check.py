@@ -11,11 +11,9 @@ from geodistill.data.index import (
     ELEVATIONS,
     FPS_CHOICES,
     DatasetIndex,
-    detect_layout,
-    organize_hint,
     read_univ,
     read_university1652,
-    unorganized_univ,
+    require_complete,
 )
 from geodistill.data.media import count_video_frames
 from geodistill.errors import CorruptMediaError, DataError
@@ -136,11 +134,7 @@ def check_dataset(root: str | Path) -> CheckReport:
     nothing is decoded then.
     """
     root = Path(root)
-    kind = detect_layout(root)
-    if kind == "univ":
-        missing = unorganized_univ(root)
-        if missing:
-            raise DataError(organize_hint(root, missing))
+    kind = require_complete(root)
     report = CheckReport(root=root, kind=kind)
     seen: set[Path] = set()
     if kind == "university1652":

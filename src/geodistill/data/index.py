@@ -224,6 +224,25 @@ def university1652_problem(root: Path) -> str | None:
     )
 
 
+def require_complete(root: str | Path) -> str:
+    """The layout of ``root`` ('univ' or 'university1652'), refusing one that is not ready to use.
+
+    A listing only: a UniV not organised yet or a University-1652 missing a split raises the
+    one-line DataError that says what to run. Commands call it before loading anything.
+    """
+    kind = detect_layout(root)
+    root = Path(root)
+    if kind == "univ":
+        missing = unorganized_univ(root)
+        if missing:
+            raise DataError(organize_hint(root, missing))
+    else:
+        problem = university1652_problem(root)
+        if problem:
+            raise DataError(problem)
+    return kind
+
+
 def detect_layout(root: str | Path) -> str:
     """'univ' or 'university1652'; DataError on anything else."""
     root = _existing(root)

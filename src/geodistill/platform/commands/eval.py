@@ -137,6 +137,10 @@ def _run(args: argparse.Namespace) -> int:
     from geodistill.data import open_index
     from geodistill.eval import evaluate, flatten_metrics, format_table
 
+    if args.data and not args.smoke_test:
+        from geodistill.data.index import require_complete
+
+        require_complete(args.data)  # a UniV not organised yet fails here, before a model is loaded
     with tempfile.TemporaryDirectory(prefix="geodistill-eval-") as tmp:
         model, label, train_config = _smoke(args, tmp) if args.smoke_test else _load(args)
         s = _settings(args, train_config, model)
