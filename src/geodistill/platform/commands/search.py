@@ -120,6 +120,17 @@ def _split(args: list[str]) -> tuple[str | None, list[str]]:
     return space, overrides
 
 
+def _check_cluster_auth(address: str | None) -> None:
+    """The cluster this search will join (as ``run_search`` picks it) accepts our credentials."""
+    import os
+
+    from geodistill.platform.ray_local import ADDRESS_ENV, check_cluster_auth, resolve_address
+
+    target = resolve_address(address or os.environ.get(ADDRESS_ENV) or os.environ.get("RAY_ADDRESS"))
+    if target is not None:
+        check_cluster_auth(target)
+
+
 def _run(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
     from pathlib import Path
@@ -146,6 +157,7 @@ def _run(args: argparse.Namespace) -> int:
     base = compose_run_config(overrides).to_dict()
     loaded = load_space(space, base=base)
     Leaderboard(args.leaderboard or default_root()).check_writable(experiment)  # before any training
+    _check_cluster_auth(args.address)  # before any training, too: a token-auth head says so at once
     teacher = args.teacher
     if args.smoke_test and teacher is None:
         from geodistill.platform.search.space import first_assignment, trial_config
