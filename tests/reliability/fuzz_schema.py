@@ -51,9 +51,9 @@ class Flag:
     kind: FlagType
 
 
-def config_keys() -> list[Key]:
+def config_keys(cls: type = RunConfig) -> list[Key]:
     keys = []
-    for name, (hint, rule) in declared_keys(RunConfig).items():
+    for name, (hint, rule) in declared_keys(cls).items():
         options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
         base = next(o for o in options if o is not type(None))
         keys.append(Key(name, base, rule))
