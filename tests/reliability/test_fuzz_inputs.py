@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from geodistill.errors import ConfigError, UserError
 from geodistill.leaderboard.regress import BaselineDataset, GoldenInput, _declared
-from geodistill.platform.config import preflight
+from geodistill.platform.compose import preflight
 from geodistill.train.config import RunConfig
 
 from .fuzz_schema import (

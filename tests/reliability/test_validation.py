@@ -14,7 +14,7 @@ import pytest
 from geodistill.data import open_index
 from geodistill.data.synth import generate_univ
 from geodistill.errors import ConfigError, DataError
-from geodistill.platform.config import compose_run_config
+from geodistill.platform.compose import compose_run_config
 from geodistill.train.config import RunConfig
 
 from .test_bad_inputs import assert_one_line_error
