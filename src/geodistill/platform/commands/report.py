@@ -8,9 +8,9 @@ from geodistill.platform.flags import flag
 
 
 def METRICS() -> tuple[str, ...]:  # noqa: N802 - a lazy constant: the leaderboard's metric columns
-    from geodistill.leaderboard.store import METRIC_COLUMNS
+    from geodistill.eval.names import METRIC_KEYS
 
-    return METRIC_COLUMNS
+    return METRIC_KEYS
 
 
 def register(subparsers) -> None:

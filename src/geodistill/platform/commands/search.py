@@ -10,7 +10,7 @@ from geodistill.schema import SEED_MAX
 
 
 def METRICS() -> tuple[str, ...]:  # noqa: N802 - lazy: the search objectives
-    from geodistill.platform.search.space import METRICS as names
+    from geodistill.eval.names import OBJECTIVE_METRICS as names
 
     return names
 
