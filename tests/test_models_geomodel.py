@@ -233,7 +233,9 @@ def test_gem_and_token_pooling_and_config_errors():
     assert gem.pool.gem.p.item() == pytest.approx(3.0)
     with pytest.raises(ConfigError, match="pooling 'token' needs a ViT backbone"):
         GeoModel(tiny_cfg(backbone="resnet18", pooling="token"), num_classes=2)
-    with pytest.raises(ConfigError, match="unknown refiner 'median'; known: mean, attention, select, mi"):
+    with pytest.raises(
+        ConfigError, match="model.refiner must be one of mean, attention, select, mi; got 'median'"
+    ):
         GeoModel(tiny_cfg(refiner="median"), num_classes=2)
     with pytest.raises(ConfigError, match="unknown model config field"):
         model_from_config({"backbone": "vit_tiny", "depth": 3}, num_classes=2)

@@ -10,7 +10,8 @@ from geodistill.models import GeoModel
 from geodistill.platform.compose import CONF_DIR, compose_run_config, config_groups
 
 # Options that cannot compose on their own say what they need.
-NEEDS = {("data", "univ"): ["data.root=/data/UniV"]}
+# (data.root must exist: composition reads the dataset's index before anything runs.)
+NEEDS = {("data", "univ"): ["data.root={univ}"]}
 
 
 def _every_option() -> list[tuple[str, str]]:
@@ -49,8 +50,9 @@ def test_model_options_inherit_one_base_that_equals_the_dataclass_defaults():
 
 
 @pytest.mark.parametrize(("group", "option"), _every_option())
-def test_every_config_composes_and_instantiates(group, option):
-    cfg = compose_run_config([f"{group}={option}", *NEEDS.get((group, option), [])])
+def test_every_config_composes_and_instantiates(group, option, synth_univ):
+    needs = [n.format(univ=synth_univ) for n in NEEDS.get((group, option), [])]
+    cfg = compose_run_config([f"{group}={option}", *needs])
     assert cfg.model.img_size == cfg.data.img_size
     if group == "model" and not option.startswith("dinov2"):
         assert cfg.model.backbone == option
