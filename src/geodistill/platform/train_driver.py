@@ -178,6 +178,9 @@ class RayContext:
 
 def _train_worker(config: dict[str, Any]) -> Any:
     """Ray Train's train_loop_per_worker: one ``fit`` per rank; rank 0's result is Result.return_value."""
+    from geodistill.platform.gpus import hide_unreserved_gpus
+
+    hide_unreserved_gpus()  # a worker with no GPU reserved must not see the node's GPUs
     cfg = RunConfig.from_dict(config["cfg"])
     context = RayContext(config["run_dir"], rule=config["should_stop"])
     # Libraries print progress to stdout (DeepSpeed does); as logs they belong on stderr, which
@@ -204,7 +207,10 @@ def _run_on_ray(
     if max_failures < -1:
         raise ConfigError(f"max_failures must be >= -1, got {max_failures}")
     init_ray(cfg.ray_address)
-    backend = "nccl" if cfg.scaling.use_gpu else "gloo"
+    from geodistill.platform.gpus import gpus_per_worker, worker_resources
+
+    use_gpu = gpus_per_worker(cfg.scaling) > 0
+    backend = "nccl" if use_gpu else "gloo"
     # A loopback (one-machine) cluster keeps torch's rendezvous store on loopback too; a real
     # cluster needs it reachable from the other nodes.
     local = is_loopback_cluster()
@@ -231,8 +237,8 @@ def _run_on_ray(
         torch_config=torch_config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=scaling.num_workers,
-            use_gpu=scaling.use_gpu,
-            resources_per_worker={"CPU": scaling.cpus_per_worker, **({"GPU": 1} if scaling.use_gpu else {})},
+            use_gpu=use_gpu,
+            resources_per_worker=worker_resources(scaling),
         ),
         run_config=ray.train.RunConfig(
             name=name,
@@ -254,17 +260,17 @@ def _check_local_resources(cfg: RunConfig) -> None:
     """On a one-machine head (no autoscaler) a request it cannot meet would wait forever: refuse it."""
     import ray
 
+    from geodistill.platform.gpus import worker_resources
+
     total = ray.cluster_resources()
     scaling = cfg.scaling
-    needs = {"CPU": scaling.num_workers * scaling.cpus_per_worker}
-    if scaling.use_gpu:
-        needs["GPU"] = scaling.num_workers
+    needs = {k: scaling.num_workers * v for k, v in worker_resources(scaling).items()}
     for resource, wanted in needs.items():
         have = total.get(resource, 0)
         if wanted > have:
             raise ConfigError(
                 f"scaling asks for {wanted:g} {resource}(s) ({scaling.num_workers} worker(s)) but this machine's "
-                f"Ray has {have:g}; lower scaling.num_workers / scaling.cpus_per_worker or set ray_address"
+                f"Ray has {have:g}; lower scaling.num_workers / scaling.cpus_per_worker / scaling.gpus_per_worker or set ray_address"
             )
 
 

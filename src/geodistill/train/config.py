@@ -94,6 +94,8 @@ class ScalingConfig:
     num_workers: int = 0
     use_gpu: bool = False
     cpus_per_worker: int = 1
+    # GPUs each worker reserves (a fraction lets small students share one); None: 1 with use_gpu.
+    gpus_per_worker: float | None = None
 
 
 @dataclass
@@ -178,6 +180,8 @@ class RunConfig:
             "scaling.num_workers": self.scaling.num_workers,
             "scaling.cpus_per_worker": self.scaling.cpus_per_worker,
         }
+        if self.scaling.gpus_per_worker is not None:
+            non_negative["scaling.gpus_per_worker"] = self.scaling.gpus_per_worker
         for key, value in non_negative.items():
             if value < 0:
                 raise ConfigError(f"{key} must be >= 0, got {value}")
