@@ -27,6 +27,12 @@ def register(subparsers) -> None:
     parser.add_argument("--time-budget", type=float, help="stop starting/continuing trials after S seconds")
     parser.add_argument("--storage", help="Tune results: local dir or URI (default runs/search)")
     parser.add_argument(
+        "--study-storage",
+        metavar="URL",
+        help="the Optuna study: sqlite:///FILE, postgresql://USER@HOST/DB, journal:///SHARED/FILE "
+        "(default SQLite beside --storage's state; --resume finds the recorded one)",
+    )
+    parser.add_argument(
         "--leaderboard", help="leaderboard root (default $GEODISTILL_LEADERBOARD or runs/leaderboard)"
     )
     parser.add_argument("--address", help="Ray cluster to join (default: the job's cluster, or a local head)")
@@ -38,7 +44,12 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--reduction-factor", type=float, default=2, help="ASHA reduction factor (default 2)")
     parser.add_argument("--cpus-per-trial", type=float, default=1)
-    parser.add_argument("--gpus-per-trial", type=float, default=0)
+    parser.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        help="GPUs each trial reserves, fractions allowed (default: scaling.use_gpu x workers); "
+        "a multi-worker trial splits them over its workers; a trial with none never sees a GPU",
+    )
     parser.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     parser.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
     parser.add_argument(
@@ -115,6 +126,7 @@ def _run(args: argparse.Namespace) -> int:
         max_concurrent=args.max_concurrent,
         time_budget_s=args.time_budget,
         storage=args.storage,
+        study_storage=args.study_storage,
         leaderboard=args.leaderboard,
         address=args.address,
         teacher=teacher,
