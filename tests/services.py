@@ -120,6 +120,7 @@ class S3:
             access_key="test",
             secret_key="test",
             region="us-east-1",
+            allow_bucket_creation=True,
         )
 
 

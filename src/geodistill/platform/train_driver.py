@@ -66,6 +66,11 @@ def prepare_config(cfg: RunConfig) -> RunConfig:
             raise ConfigError(
                 "stage=student needs distill.teacher_checkpoint=PATH (a stage-1 checkpoint or run dir)"
             )
+        from geodistill.platform.remote import is_uri, locate_checkpoint
+
+        if is_uri(cfg.distill.teacher_checkpoint):  # checked here; fetched once per node where it trains
+            cfg.distill.teacher_checkpoint = locate_checkpoint(cfg.distill.teacher_checkpoint)[0]
+            return cfg
         teacher = Path(cfg.distill.teacher_checkpoint).expanduser().resolve()
         if not teacher.exists():
             raise CheckpointError(f"teacher checkpoint not found: {teacher}")
@@ -94,6 +99,7 @@ def run_training(
     if fit_fn is None:
         from geodistill.train.loop import fit as fit_fn
     if cfg.scaling.num_workers == 0:
+        _fetch_teacher(cfg)
         context = RuleLocalContext(run_dir, rule=should_stop)
         return fit_fn(cfg, context=context)
     return _run_on_ray(
@@ -104,6 +110,14 @@ def run_training(
         max_failures=max_failures,
         fit_fn=fit_fn,
     )
+
+
+def _fetch_teacher(cfg: RunConfig) -> None:
+    """Point a URI ``distill.teacher_checkpoint`` at this node's cached copy (``platform.remote``)."""
+    if cfg.stage == "student" and cfg.distill.teacher_checkpoint:
+        from geodistill.platform.remote import fetch_checkpoint
+
+        cfg.distill.teacher_checkpoint = str(fetch_checkpoint(cfg.distill.teacher_checkpoint))
 
 
 class RuleLocalContext(LocalContext):
@@ -182,6 +196,7 @@ def _train_worker(config: dict[str, Any]) -> Any:
 
     hide_unreserved_gpus()  # a worker with no GPU reserved must not see the node's GPUs
     cfg = RunConfig.from_dict(config["cfg"])
+    _fetch_teacher(cfg)  # a URI teacher: fetched once per node, into its cache
     context = RayContext(config["run_dir"], rule=config["should_stop"])
     # Libraries print progress to stdout (DeepSpeed does); as logs they belong on stderr, which
     # keeps the driver's stdout clean for results (`geodistill train --json`).

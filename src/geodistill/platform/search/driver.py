@@ -241,15 +241,16 @@ def _prepare_space(
             f"search space {space.name} trains students: give --teacher CHECKPOINT "
             "(or fixed: distill.teacher_checkpoint in the space)"
         )
-    if "://" in (stage_cfg.distill.teacher_checkpoint or ""):
-        raise ConfigError(
-            "the teacher checkpoint must be a path every trial can read (local or a shared filesystem), "
-            f"not a URI: {stage_cfg.distill.teacher_checkpoint}"
-        )
-    if stage_cfg.distill.teacher_checkpoint:
-        path = Path(stage_cfg.distill.teacher_checkpoint).expanduser().absolute()
-        if not path.exists():
-            raise ConfigError(f"teacher checkpoint not found: {path}")
+    teacher_path = stage_cfg.distill.teacher_checkpoint
+    if teacher_path:
+        from geodistill.platform.remote import is_uri, locate_checkpoint
+
+        if is_uri(teacher_path):  # reachable and complete now; each node fetches it once (remote.py)
+            path = locate_checkpoint(teacher_path)[0]
+        else:
+            path = Path(teacher_path).expanduser().absolute()
+            if not path.exists():
+                raise ConfigError(f"teacher checkpoint not found: {path}")
         base = _set_teacher(base, str(path))
         if "distill.teacher_checkpoint" in space.fixed:
             space = dataclasses.replace(space, fixed={**space.fixed, "distill.teacher_checkpoint": str(path)})
@@ -280,7 +281,9 @@ def _locate(
     from geodistill.platform.search import study
 
     storage_root, local = resolve_storage(storage)
-    experiment_path = f"{storage_root.rstrip('/')}/{experiment}"
+    from geodistill.platform.remote import join_uri
+
+    experiment_path = join_uri(storage_root, experiment)
     if local and not Path(base["output_dir"]).is_absolute():
         # Trials share the synthetic data and the teacher cache under the experiment folder
         # (an absolute output_dir is kept: several searches can share one cache).

@@ -150,6 +150,10 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         )
     if cfg.scaling.num_workers <= 1:
         cfg.scaling.num_workers = 0  # fit runs right here, in the trial's own process
+        if cfg.distill.teacher_checkpoint:  # a URI teacher: this node's cached copy
+            from geodistill.platform.remote import fetch_checkpoint
+
+            cfg.distill.teacher_checkpoint = str(fetch_checkpoint(cfg.distill.teacher_checkpoint))
         context = TuneTrialContext(extra, should_stop=rule)
         objective = setup.objective
         if objective is None:
@@ -157,9 +161,10 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         objective(cfg, context=context)
         return
     # Multi-worker: a TorchTrainer inside the trial, stopped only by its own rung rule.
+    from geodistill.platform.remote import join_uri
     from geodistill.platform.train_driver import run_training
 
-    trainers = f"{setup.storage_path.rstrip('/')}/{setup.experiment}/trainers"
+    trainers = join_uri(setup.storage_path, setup.experiment, "trainers")
     result = run_training(cfg, storage_path=trainers, should_stop=rule, fit_fn=setup.objective)
     tune.report(
         {
