@@ -121,6 +121,8 @@ class S3:
             secret_key="test",
             region="us-east-1",
             allow_bucket_creation=True,
+            request_timeout=120,  # moto is a Python server: slow on a loaded machine
+            connect_timeout=30,
         )
 
 
