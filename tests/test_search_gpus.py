@@ -31,7 +31,7 @@ def _cfg(**scaling) -> RunConfig:
 def test_what_a_trial_and_its_workers_reserve():
     # Single-worker trials reserve their GPUs themselves; default from use_gpu, override wins.
     assert trial_resources(_cfg(num_workers=0), cpus=1, gpus_per_trial=None) == {"CPU": 1, "GPU": 0}
-    assert trial_resources(_cfg(num_workers=1, use_gpu=True), cpus=2, gpus_per_trial=None) == {
+    assert trial_resources(_cfg(num_workers=0, use_gpu=True), cpus=2, gpus_per_trial=None) == {
         "CPU": 2,
         "GPU": 1,
     }
@@ -134,9 +134,9 @@ def test_trials_see_exactly_the_gpus_ray_granted(fake_gpu_head, tmp_path):
     for record in _search(tmp_path, "cpu", _space(), samples=2):
         assert record["gpu_ids"] == [] and record["visible"] == "", record
 
-    # scaling.use_gpu with one worker: the trial holds one whole GPU, distinct from the other trial's.
+    # scaling.use_gpu in-process: the trial holds one whole GPU, distinct from the other trial's.
     whole = _search(
-        tmp_path, "whole", _space(**{"scaling.num_workers": 1, "scaling.use_gpu": True}), samples=2
+        tmp_path, "whole", _space(**{"scaling.num_workers": 0, "scaling.use_gpu": True}), samples=2
     )
     assert len(whole) == 2
     for record in whole:
@@ -151,7 +151,7 @@ def test_trials_see_exactly_the_gpus_ray_granted(fake_gpu_head, tmp_path):
     for record in _search(
         tmp_path,
         "none",
-        _space(**{"scaling.num_workers": 1, "scaling.use_gpu": True}),
+        _space(**{"scaling.num_workers": 0, "scaling.use_gpu": True}),
         samples=1,
         gpus_per_trial=0,
     ):

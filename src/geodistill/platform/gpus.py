@@ -9,10 +9,10 @@ calls ``hide_unreserved_gpus()`` before torch first touches CUDA: with no GPU re
 
 What is reserved (``--gpus-per-trial G`` overrides the config):
 
-- a single-worker trial (``scaling.num_workers <= 1``, ``fit`` runs in the trial's process)
+- an in-process trial (``scaling.num_workers == 0``, ``fit`` runs in the trial's process)
   reserves ``G`` GPUs itself, default ``gpus_per_worker(scaling)``; ``G`` may be a fraction
   (0.25: four small students share one GPU);
-- a multi-worker trial reserves no GPU itself: each of its ``N`` Ray Train workers reserves
+- a Ray Train trial (``num_workers = N >= 1``) reserves no GPU itself: each worker reserves
   ``scaling.gpus_per_worker`` (``G / N`` with the override) through Ray Train's ``ScalingConfig``.
 """
 
@@ -72,7 +72,7 @@ def trial_resources(cfg: RunConfig, *, cpus: float, gpus_per_trial: float | None
     a token amount of memory instead.
     """
     cfg = with_gpus_per_trial(cfg, gpus_per_trial)
-    if cfg.scaling.num_workers > 1:
+    if not cfg.scaling.in_process:
         return {"CPU": 0, "memory": TRIAL_TOKEN_MEMORY}
     return {"CPU": cpus, "GPU": gpus_per_worker(cfg.scaling)}
 

@@ -36,14 +36,15 @@ from typing import Any
 from ray import tune
 
 from geodistill.errors import ConfigError
+from geodistill.eval.names import OBJECTIVE_METRICS
+from geodistill.leaderboard.pareto import pareto_rows
 from geodistill.platform.search.rows import LeaderboardCallback
 from geodistill.platform.search.space import (
-    METRICS,
     SearchSpace,
     first_assignment,
     load_space,
-    multi_worker,
     trial_config,
+    uses_ray_train,
 )
 from geodistill.platform.search.trial import TrialSetup, run_trial, trial_placement
 from geodistill.platform.search.tuner import SAMPLERS, SearchPaths, asha_scheduler, new_tuner, restore_tuner
@@ -134,14 +135,14 @@ def run_search(
     # Inside `ray job submit` the job's cluster is in RAY_ADDRESS: join it, never start another.
     init_ray(address or os.environ.get("GEODISTILL_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS"))
 
-    multi = multi_worker(space, base)
+    ray_train = uses_ray_train(space, base)
     setup = TrialSetup(
         space=space,
         base=base,
         experiment=experiment,
         metric=space.metric,
         storage_path=where.storage_root,
-        rung_store=_rung_store(experiment, where) if early_stopping and multi else None,
+        rung_store=_rung_store(experiment, where) if early_stopping and ray_train else None,
         grace_period=grace_period,
         reduction_factor=reduction_factor,
         objective=objective,
@@ -182,7 +183,7 @@ def run_search(
             max_concurrent=max_concurrent,
             time_budget_s=time_budget_s,
             scheduler=asha_scheduler(space, base, grace_period, reduction_factor)
-            if early_stopping and not multi
+            if early_stopping and not ray_train
             else None,
             verbose=verbose,
         )
@@ -224,7 +225,7 @@ def _prepare_space(
     metric: str | None,
 ) -> tuple[SearchSpace, dict[str, Any]]:
     """The validated space and the base run config (as a dict), the teacher made absolute."""
-    from geodistill.platform.config import compose_run_config
+    from geodistill.platform.compose import compose_run_config
 
     base_cfg = compose_run_config(list(overrides))
     if teacher is not None:
@@ -232,8 +233,8 @@ def _prepare_space(
     base = base_cfg.to_dict()
     space = space if isinstance(space, SearchSpace) else load_space(space, base=base)
     if metric is not None:
-        if metric not in METRICS:
-            raise ConfigError(f"--metric must be one of {', '.join(METRICS)}; got {metric!r}")
+        if metric not in OBJECTIVE_METRICS:
+            raise ConfigError(f"--metric must be one of {', '.join(OBJECTIVE_METRICS)}; got {metric!r}")
         space = dataclasses.replace(space, metric=metric)
     stage_cfg = trial_config(space, first_assignment(space), base=base)
     if stage_cfg.stage == "student" and not stage_cfg.distill.teacher_checkpoint:
@@ -313,7 +314,7 @@ def _locate(
 
 
 def _rung_store(experiment: str, where: SearchPaths) -> Any:
-    """Where multi-worker trials share their rung results (a file when local, else an actor)."""
+    """Where Ray Train trials share their rung results (a file when local, else an actor)."""
     from geodistill.platform.search.rung import FileRungStore, RayRungStore
 
     if where.local:
@@ -363,23 +364,6 @@ def _finish(
         interrupted=interrupted,
         written=list(callback.written),
     )
-
-
-def pareto_rows(frame: Any, *, metric: str = "d2s_recall1") -> Any:
-    """The rows on the (metric max, GFLOPs min) Pareto front among finished ("ok") trials."""
-    import numpy as np
-    import polars as pl
-
-    from geodistill.leaderboard.pareto import pareto_mask
-
-    usable = frame.filter(
-        pl.col(metric).is_not_null() & pl.col("gflops").is_not_null() & (pl.col("status") == "ok")
-    )
-    if usable.height == 0:
-        return usable
-    points = np.column_stack([usable[metric].to_numpy(), usable["gflops"].to_numpy()])
-    mask = pareto_mask(points, maximize=[True, False])
-    return usable.filter(pl.Series(mask)).sort("gflops")
 
 
 def format_pareto(pareto: Any, *, metric: str = "d2s_recall1") -> str:
