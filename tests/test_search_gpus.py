@@ -35,7 +35,7 @@ def test_what_a_trial_and_its_workers_reserve():
         "CPU": 2,
         "GPU": 1,
     }
-    assert trial_resources(_cfg(num_workers=1, use_gpu=True), cpus=1, gpus_per_trial=0) == {
+    assert trial_resources(_cfg(num_workers=0, use_gpu=True), cpus=1, gpus_per_trial=0) == {
         "CPU": 1,
         "GPU": 0,
     }
