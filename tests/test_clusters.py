@@ -216,7 +216,7 @@ def test_dockerfile_pins_agree_with_pyproject():
     assert re.search(r"^FROM python:\$\{PYTHON_VERSION\}-slim", text, re.M)
     assert args["VARIANT"] == "gpu" and "cpu) index=" in text and "gpu) index=" in text
     # the package is installed (not editable) with the cluster extra, at the Ray version clusters name
-    assert 'pip install ".[cluster]" "ray[default,tune,train]==${RAY_VERSION}"' in text
+    assert 'pip install ".[cluster,postgres]" "ray[default,tune,train]==${RAY_VERSION}"' in text
     assert "pip install -e" not in text and "cluster" in project["optional-dependencies"]
     ray_pin = re.search(r"ray\[[\w,]+\]>=([\d.]+)", "\n".join(project["dependencies"])).group(1)
     assert tuple(map(int, args["RAY_VERSION"].split("."))) >= tuple(map(int, ray_pin.split(".")))

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
         (["search", "search_space=smoke", "--num-samples", "0"], "--num-samples and --max-concurrent"),
         (["search", "search_space=smoke"], "trains students: give --teacher CHECKPOINT"),
         (["search", "search_space=smoke", "--teacher", "/nonexistent/ckpt"], "teacher checkpoint not found"),
-        (["search", "search_space=smoke", "--teacher", "s3://b/t"], "not a URI"),
+        (["search", "search_space=smoke", "--teacher", "nosuch://b/t"], "cannot open nosuch://b/t"),
         (["search", "search_space=smoke", "--experiment", "a/b"], "--experiment must be"),
     ],
 )

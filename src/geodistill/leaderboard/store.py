@@ -359,8 +359,9 @@ class Leaderboard:
     def _lazy(self, files: list[str]) -> pl.LazyFrame:
         if not files:
             return pl.LazyFrame(schema=POLARS_SCHEMA)
-        if not self.local and self.scheme not in _POLARS_SCHEMES:
-            # A file system polars cannot open itself: read through pyarrow.fs (eagerly).
+        if not self.local and (self.scheme not in _POLARS_SCHEMES or "?" in self.root):
+            # A file system polars cannot open itself, or a URI whose pyarrow options (say an
+            # S3-compatible endpoint_override) polars would not see: read through pyarrow.fs (eagerly).
             tables = []
             for path in files:
                 try:

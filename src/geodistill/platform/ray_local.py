@@ -36,13 +36,15 @@ def init_ray(
     address: str | None = None,
     *,
     num_cpus: int | None = None,
+    num_gpus: int | None = None,
     include_dashboard: bool = False,
     object_store_mb: int | None = None,
 ) -> None:
     """Initialise Ray once per process (idempotent when Ray is already up).
 
     ``address`` None/"local" (and no $GEODISTILL_RAY_ADDRESS) starts a local head on 127.0.0.1;
-    "auto", "ray://host:port" or "host:port" joins an existing cluster.
+    "auto", "ray://host:port" or "host:port" joins an existing cluster. ``num_gpus`` overrides
+    the GPUs a local head declares (tests declare GPUs a CPU machine does not have).
     """
     import ray
 
@@ -69,6 +71,7 @@ def init_ray(
         address="local",
         runtime_env={"worker_process_setup_hook": f"{__name__}.quiet_worker_logs"},
         num_cpus=num_cpus,
+        num_gpus=num_gpus,
         include_dashboard=include_dashboard,
         dashboard_host=LOOPBACK,
         object_store_memory=object_store_mb * 1024 * 1024,

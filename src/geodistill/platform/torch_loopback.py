@@ -11,12 +11,14 @@ Ray's own backend (their workers must reach rank 0 over the network).
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import socket
 from dataclasses import dataclass
 from typing import Any
 
 import ray.train
+import torch
 import torch.distributed as dist
 from ray.train.torch import TorchConfig
 from ray.train.torch.config import _TorchBackend  # on_shutdown (process-group teardown) is reused
@@ -89,6 +91,11 @@ def _join_process_group(*, backend: str, world_rank: int, world_size: int, port:
         NODE_RANK=str(context.get_node_rank()),
         ACCELERATE_TORCH_DEVICE=str(ray.train.torch.get_device()),
     )
+    if backend == "nccl" and not torch.cuda.is_available():
+        # NCCL needs a CUDA device. A worker that reserved GPUs but sees none (a CPU machine
+        # whose Ray head declares GPU resources, as the placement tests do) joins with gloo.
+        logging.getLogger(__name__).warning("rank %d reserved GPUs but sees no CUDA device: using gloo", rank)
+        backend = "gloo"
     timeout = datetime.timedelta(seconds=timeout_s)
     if rank == 0:
         store = _MASTER["store"]

@@ -66,6 +66,11 @@ def prepare_config(cfg: RunConfig) -> RunConfig:
             raise ConfigError(
                 "stage=student needs distill.teacher_checkpoint=PATH (a stage-1 checkpoint or run dir)"
             )
+        from geodistill.platform.remote import is_uri, locate_checkpoint
+
+        if is_uri(cfg.distill.teacher_checkpoint):  # checked here; fetched once per node where it trains
+            cfg.distill.teacher_checkpoint = locate_checkpoint(cfg.distill.teacher_checkpoint)[0]
+            return cfg
         teacher = Path(cfg.distill.teacher_checkpoint).expanduser().resolve()
         if not teacher.exists():
             raise CheckpointError(f"teacher checkpoint not found: {teacher}")
@@ -94,6 +99,7 @@ def run_training(
     if fit_fn is None:
         from geodistill.eval import fit_evaluated as fit_fn
     if cfg.scaling.in_process:
+        _fetch_teacher(cfg)
         context = InProcessContext(run_dir, rule=should_stop)
         return fit_fn(cfg, context=context)
     return _run_on_ray(
@@ -104,6 +110,14 @@ def run_training(
         max_failures=max_failures,
         fit_fn=fit_fn,
     )
+
+
+def _fetch_teacher(cfg: RunConfig) -> None:
+    """Point a URI ``distill.teacher_checkpoint`` at this node's cached copy (``platform.remote``)."""
+    if cfg.stage == "student" and cfg.distill.teacher_checkpoint:
+        from geodistill.platform.remote import fetch_checkpoint
+
+        cfg.distill.teacher_checkpoint = str(fetch_checkpoint(cfg.distill.teacher_checkpoint))
 
 
 class RayTrainWorkerContext:
@@ -165,7 +179,11 @@ class RayTrainWorkerContext:
 
 def _train_worker(config: dict[str, Any]) -> Any:
     """Ray Train's train_loop_per_worker: one ``fit`` per rank; rank 0's result is Result.return_value."""
+    from geodistill.platform.gpus import hide_unreserved_gpus
+
+    hide_unreserved_gpus()  # a worker with no GPU reserved must not see the node's GPUs
     cfg = RunConfig.from_dict(config["cfg"])
+    _fetch_teacher(cfg)  # a URI teacher: fetched once per node, into its cache
     context = RayTrainWorkerContext(config["run_dir"], rule=config["should_stop"])
     # Libraries print progress to stdout (DeepSpeed does); as logs they belong on stderr, which
     # keeps the driver's stdout clean for results (`geodistill train --json`).
@@ -191,7 +209,10 @@ def _run_on_ray(
     if max_failures < -1:
         raise ConfigError(f"max_failures must be >= -1, got {max_failures}")
     init_ray(cfg.ray_address)
-    backend = "nccl" if cfg.scaling.use_gpu else "gloo"
+    from geodistill.platform.gpus import gpus_per_worker, worker_resources
+
+    use_gpu = gpus_per_worker(cfg.scaling) > 0
+    backend = "nccl" if use_gpu else "gloo"
     # A loopback (one-machine) cluster keeps torch's rendezvous store on loopback too; a real
     # cluster needs it reachable from the other nodes.
     local = is_loopback_cluster()
@@ -218,8 +239,8 @@ def _run_on_ray(
         torch_config=torch_config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=scaling.num_workers,
-            use_gpu=scaling.use_gpu,
-            resources_per_worker={"CPU": scaling.cpus_per_worker, **({"GPU": 1} if scaling.use_gpu else {})},
+            use_gpu=use_gpu,
+            resources_per_worker=worker_resources(scaling),
         ),
         run_config=ray.train.RunConfig(
             name=name,
@@ -241,17 +262,17 @@ def _check_local_resources(cfg: RunConfig) -> None:
     """On a one-machine head (no autoscaler) a request it cannot meet would wait forever: refuse it."""
     import ray
 
+    from geodistill.platform.gpus import worker_resources
+
     total = ray.cluster_resources()
     scaling = cfg.scaling
-    needs = {"CPU": scaling.num_workers * scaling.cpus_per_worker}
-    if scaling.use_gpu:
-        needs["GPU"] = scaling.num_workers
+    needs = {k: scaling.num_workers * v for k, v in worker_resources(scaling).items()}
     for resource, wanted in needs.items():
         have = total.get(resource, 0)
         if wanted > have:
             raise ConfigError(
                 f"scaling asks for {wanted:g} {resource}(s) ({scaling.num_workers} worker(s)) but this machine's "
-                f"Ray has {have:g}; lower scaling.num_workers / scaling.cpus_per_worker or set ray_address"
+                f"Ray has {have:g}; lower scaling.num_workers / scaling.cpus_per_worker / scaling.gpus_per_worker or set ray_address"
             )
 
 

@@ -117,6 +117,8 @@ class ScalingConfig:
     num_workers: int = setting(0, ge=0, le=4096)
     use_gpu: bool = setting(False)
     cpus_per_worker: int = setting(1, ge=0, le=1024)
+    # GPUs each worker reserves (a fraction lets small students share one); None: 1 with use_gpu.
+    gpus_per_worker: float | None = setting(None, gt=0.0, le=64.0)
 
     @property
     def in_process(self) -> bool:

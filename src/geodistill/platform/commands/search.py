@@ -63,7 +63,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--leaderboard",
-        type=flag(kind="out_dir"),
+        type=flag(kind="store"),
         help="leaderboard root (default $GEODISTILL_LEADERBOARD or runs/leaderboard)",
     )
     parser.add_argument(
@@ -72,7 +72,16 @@ def register(subparsers) -> None:
         help="Ray cluster to join (default: the job's cluster, or a local head)",
     )
     parser.add_argument(
-        "--teacher", type=flag(kind="in_path"), help="stage-1 checkpoint the students distil from"
+        "--teacher",
+        type=flag(kind="text"),
+        help="stage-1 checkpoint the students distil from: a path or a URI (s3://...)",
+    )
+    parser.add_argument(
+        "--study-storage",
+        metavar="URL",
+        type=flag(kind="text"),
+        help="the Optuna study: sqlite:///FILE, postgresql://USER@HOST/DB, journal:///SHARED/FILE "
+        "(default SQLite beside --storage's state; --resume finds the recorded one)",
     )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
     parser.add_argument("--no-early-stopping", action="store_true", help="run every trial to its last epoch")
@@ -89,7 +98,12 @@ def register(subparsers) -> None:
         help="ASHA reduction factor (default 2)",
     )
     parser.add_argument("--cpus-per-trial", type=flag(float, gt=0.0, le=4096.0), default=1)
-    parser.add_argument("--gpus-per-trial", type=flag(float, ge=0.0, le=1024.0), default=0)
+    parser.add_argument(
+        "--gpus-per-trial",
+        type=flag(float, ge=0.0, le=1024.0),
+        help="GPUs each trial reserves, fractions allowed (default: scaling.use_gpu x workers); "
+        "a multi-worker trial splits them over its workers; a trial with none never sees a GPU",
+    )
     parser.add_argument(
         "--seed", type=flag(int, ge=0, le=SEED_MAX), default=0, help="sampler seed (default 0)"
     )
@@ -182,6 +196,7 @@ def _run(args: argparse.Namespace) -> int:
         max_concurrent=args.max_concurrent,
         time_budget_s=args.time_budget,
         storage=args.storage,
+        study_storage=args.study_storage,
         leaderboard=args.leaderboard,
         address=args.address,
         teacher=teacher,

@@ -10,8 +10,9 @@
    ``RungStore`` when trials run TorchTrainers and must stop themselves).
 4. ``tuner.restore_tuner`` (``--resume``) or ``tuner.new_tuner``: ``OptunaSearch`` samples each trial
    define-by-run, multi-objective (``[metric, "gflops"]``, modes ``["max", "min"]``), with
-   TPE / NSGA-II / random by name. The study lives in SQLite (``optuna.storages.RDBStorage``)
-   so ``optuna-dashboard`` can open it. With a ``flops_budget`` the define-by-run function
+   TPE / NSGA-II / random by name. The study lives where ``--study-storage`` says
+   (``study``: SQLite beside Tune's state by default, PostgreSQL, a journal file), recorded
+   with the experiment so a fresh driver's ``--resume`` finds it. With a ``flops_budget`` the define-by-run function
    counts the candidate's GFLOPs (meta device, no arithmetic) and sets it as the trial's
    constraint (``Trial.set_constraint``). Before restoring,
    ``resume.reconcile_searcher_state`` repairs the saved searcher of a driver killed between
@@ -23,6 +24,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -44,7 +46,7 @@ from geodistill.platform.search.space import (
     trial_config,
     uses_ray_train,
 )
-from geodistill.platform.search.trial import TrialSetup, run_trial
+from geodistill.platform.search.trial import TrialSetup, run_trial, trial_placement
 from geodistill.platform.search.tuner import SAMPLERS, SearchPaths, asha_scheduler, new_tuner, restore_tuner
 
 TERMINAL = ("TERMINATED", "ERROR")
@@ -77,14 +79,11 @@ def resolve_storage(storage: str | None) -> tuple[str, bool]:
 
 
 def study_url(experiment: str, storage_root: str, local: bool) -> str:
-    """SQLite URL of the experiment's Optuna study (beside Tune's state when storage is local)."""
-    if local:
-        folder = Path(storage_root) / experiment
-    else:
-        folder = Path(os.environ.get(STUDY_DIR_ENV, Path.home() / "geodistill" / "optuna"))
-    folder.mkdir(parents=True, exist_ok=True)
-    name = "optuna.db" if local else f"{experiment}.db"
-    return f"sqlite:///{folder / name}"
+    """SQLite URL of the experiment's Optuna study when no ``--study-storage`` is given (beside
+    Tune's state when storage is local, else under ``$GEODISTILL_OPTUNA_DIR``)."""
+    from geodistill.platform.search.study import default_url
+
+    return default_url(experiment, storage_root, local, study_dir=os.environ.get(STUDY_DIR_ENV))
 
 
 def run_search(
@@ -98,6 +97,7 @@ def run_search(
     max_concurrent: int = 2,
     time_budget_s: float | None = None,
     storage: str | None = None,
+    study_storage: str | None = None,
     leaderboard: str | None = None,
     address: str | None = None,
     teacher: str | None = None,
@@ -106,7 +106,7 @@ def run_search(
     grace_period: int = 1,
     reduction_factor: float = 2,
     cpus_per_trial: float = 1,
-    gpus_per_trial: float = 0,
+    gpus_per_trial: float | None = None,
     seed: int | None = 0,
     objective: Callable[..., Any] | None = None,
     callbacks: Sequence[Any] = (),
@@ -119,9 +119,16 @@ def run_search(
     ``distill.teacher_checkpoint``. ``objective`` replaces ``eval.fit_evaluated`` in single-worker
     trials (benchmarks use trivial objectives to measure the platform's own overhead).
     """
-    _check_arguments(experiment, num_samples, max_concurrent, time_budget_s, sampler)
+    _check_arguments(experiment, num_samples, max_concurrent, time_budget_s, sampler, gpus_per_trial)
     space, base = _prepare_space(space, overrides=overrides, teacher=teacher, metric=metric)
-    where, base = _locate(experiment, storage=storage, leaderboard=leaderboard, base=base)
+    where, base = _locate(
+        experiment,
+        storage=storage,
+        study_storage=study_storage,
+        resume=resume,
+        leaderboard=leaderboard,
+        base=base,
+    )
 
     from geodistill.platform.ray_local import init_ray
 
@@ -139,8 +146,9 @@ def run_search(
         grace_period=grace_period,
         reduction_factor=reduction_factor,
         objective=objective,
+        gpus_per_trial=gpus_per_trial,
     )
-    trainable = _make_trainable(setup, ray_train=ray_train, cpus=cpus_per_trial, gpus=gpus_per_trial)
+    trainable = _make_trainable(setup, cpus=cpus_per_trial)
 
     can_restore = tune.Tuner.can_restore(where.experiment_path)
     if can_restore and not resume:
@@ -148,6 +156,9 @@ def run_search(
             f"experiment {experiment!r} already exists at {where.experiment_path}; pass --resume to "
             "continue it or choose another --experiment"
         )
+    from geodistill.platform.search.study import record_url
+
+    record_url(where.experiment_path, where.study_url, study_name=experiment)  # --resume finds it
     # Epochs between evaluations report no precision metric; ASHA skips those results.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     # Every epoch checkpoints (num_to_keep=1): Tune's "snapshotting too often" warning is noise here.
@@ -185,7 +196,12 @@ def run_search(
 
 
 def _check_arguments(
-    experiment: str, num_samples: int, max_concurrent: int, time_budget_s: float | None, sampler: str
+    experiment: str,
+    num_samples: int,
+    max_concurrent: int,
+    time_budget_s: float | None,
+    sampler: str,
+    gpus_per_trial: float | None = None,
 ) -> None:
     """Refuse bad command-line values before anything is composed or started."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", experiment or ""):
@@ -196,6 +212,9 @@ def _check_arguments(
         raise ConfigError(f"--time-budget must be > 0 seconds; got {time_budget_s}")
     if sampler not in SAMPLERS:
         raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
+    from geodistill.platform.gpus import check_gpus_per_trial
+
+    check_gpus_per_trial(gpus_per_trial)
 
 
 def _prepare_space(
@@ -223,15 +242,16 @@ def _prepare_space(
             f"search space {space.name} trains students: give --teacher CHECKPOINT "
             "(or fixed: distill.teacher_checkpoint in the space)"
         )
-    if "://" in (stage_cfg.distill.teacher_checkpoint or ""):
-        raise ConfigError(
-            "the teacher checkpoint must be a path every trial can read (local or a shared filesystem), "
-            f"not a URI: {stage_cfg.distill.teacher_checkpoint}"
-        )
-    if stage_cfg.distill.teacher_checkpoint:
-        path = Path(stage_cfg.distill.teacher_checkpoint).expanduser().absolute()
-        if not path.exists():
-            raise ConfigError(f"teacher checkpoint not found: {path}")
+    teacher_path = stage_cfg.distill.teacher_checkpoint
+    if teacher_path:
+        from geodistill.platform.remote import is_uri, locate_checkpoint
+
+        if is_uri(teacher_path):  # reachable and complete now; each node fetches it once (remote.py)
+            path = locate_checkpoint(teacher_path)[0]
+        else:
+            path = Path(teacher_path).expanduser().absolute()
+            if not path.exists():
+                raise ConfigError(f"teacher checkpoint not found: {path}")
         base = _set_teacher(base, str(path))
         if "distill.teacher_checkpoint" in space.fixed:
             space = dataclasses.replace(space, fixed={**space.fixed, "distill.teacher_checkpoint": str(path)})
@@ -245,13 +265,26 @@ def _set_teacher(base: dict[str, Any], path: str) -> dict[str, Any]:
 
 
 def _locate(
-    experiment: str, *, storage: str | None, leaderboard: str | None, base: dict[str, Any]
+    experiment: str,
+    *,
+    storage: str | None,
+    study_storage: str | None,
+    resume: bool,
+    leaderboard: str | None,
+    base: dict[str, Any],
 ) -> tuple[SearchPaths, dict[str, Any]]:
-    """Where the experiment lives; ``base`` with its output folder under it when local."""
+    """Where the experiment lives; ``base`` with its output folder under it when local.
+
+    The leaderboard is checked writable and the study's storage connected here, before Ray
+    starts: an unreachable store costs a second, not a trial.
+    """
     from geodistill.leaderboard import Leaderboard, default_root
+    from geodistill.platform.search import study
 
     storage_root, local = resolve_storage(storage)
-    experiment_path = f"{storage_root.rstrip('/')}/{experiment}"
+    from geodistill.platform.remote import join_uri
+
+    experiment_path = join_uri(storage_root, experiment)
     if local and not Path(base["output_dir"]).is_absolute():
         # Trials share the synthetic data and the teacher cache under the experiment folder
         # (an absolute output_dir is kept: several searches can share one cache).
@@ -260,11 +293,21 @@ def _locate(
     if "://" not in lb_root:
         lb_root = str(Path(lb_root).expanduser().absolute())
     Leaderboard(lb_root).check_writable(experiment)  # before any trial spends compute
+    url = study.resolve(
+        study_storage,
+        experiment=experiment,
+        experiment_path=experiment_path,
+        storage_root=storage_root,
+        local=local,
+        resume=resume,
+        study_dir=os.environ.get(STUDY_DIR_ENV),
+    )
+    study.open_storage(url)  # reachable now, or one line and exit 2
     where = SearchPaths(
         storage_root=storage_root,
         local=local,
         experiment_path=experiment_path,
-        study_url=study_url(experiment, storage_root, local),
+        study_url=url,
         leaderboard=lb_root,
     )
     return where, base
@@ -279,12 +322,13 @@ def _rung_store(experiment: str, where: SearchPaths) -> Any:
     return RayRungStore(f"rungs-{experiment}").create()
 
 
-def _make_trainable(setup: TrialSetup, *, ray_train: bool, cpus: float, gpus: float) -> Any:
-    """``run_trial`` bound to its setup, with the resources one trial asks for."""
-    # A Ray Train trial only drives its TorchTrainer: it takes no CPU from the workers
-    # (Tune refuses an empty request, so it asks for a token amount of memory instead).
-    resources = {"cpu": cpus, "gpu": gpus} if not ray_train else {"cpu": 0, "memory": 2**20}
-    return tune.with_resources(tune.with_parameters(run_trial, setup=setup), resources)
+def _make_trainable(setup: TrialSetup, *, cpus: float) -> Any:
+    """``run_trial`` bound to its setup, with what each trial reserves (``gpus.trial_resources``:
+    CPUs and GPUs of a single-worker trial; a token for a multi-worker one, whose workers reserve)."""
+    placement = functools.partial(
+        trial_placement, space=setup.space, base=setup.base, cpus=cpus, gpus_per_trial=setup.gpus_per_trial
+    )
+    return tune.with_resources(tune.with_parameters(run_trial, setup=setup), placement)
 
 
 def _finish(
@@ -298,6 +342,7 @@ def _finish(
 ) -> SearchResult:
     """Write the rows still missing, then read the experiment's rows and Pareto set back."""
     from geodistill.leaderboard import Leaderboard
+    from geodistill.platform.search.study import public_url
 
     trials = list(callback.trials)
     # Rows that the callback could not write (Ctrl-C between completion and the write, or a
@@ -311,7 +356,7 @@ def _finish(
     return SearchResult(
         experiment=experiment,
         experiment_path=where.experiment_path,
-        study_url=where.study_url,
+        study_url=public_url(where.study_url),
         leaderboard_root=where.leaderboard,
         rows=frame,
         pareto=pareto_rows(frame, metric=space.metric),

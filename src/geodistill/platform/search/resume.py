@@ -100,7 +100,9 @@ def _tell_study(
     with open(searcher_file, "rb") as f:
         searcher_state = cloudpickle.load(f)
     ot_trials = searcher_state.get("_ot_trials", {}) if isinstance(searcher_state, dict) else {}
-    study = optuna.load_study(study_name=study_name, storage=study_url)
+    from geodistill.platform.search.study import open_storage
+
+    study = optuna.load_study(study_name=study_name, storage=open_storage(study_url))
     states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
     for trial_id in stale:
         ot_trial = ot_trials.get(trial_id)

@@ -101,16 +101,36 @@ class TrialSetup:
     grace_period: int = 1
     reduction_factor: float = 2
     objective: Callable[..., Any] | None = None  # fit(cfg, *, context) stand-in; default eval.fit_evaluated
+    gpus_per_trial: float | None = None  # --gpus-per-trial (None: from scaling.use_gpu / gpus_per_worker)
+
+
+def trial_placement(
+    config: dict[str, Any],
+    *,
+    space: SearchSpace,
+    base: dict[str, Any],
+    cpus: float,
+    gpus_per_trial: float | None,
+) -> tune.PlacementGroupFactory:
+    """What one trial reserves (``tune.with_resources`` calls it per trial, with its sampled config)."""
+    from geodistill.platform.gpus import trial_resources
+
+    cfg = trial_config(space, config, base=base)
+    wanted = trial_resources(cfg, cpus=cpus, gpus_per_trial=gpus_per_trial)
+    return tune.PlacementGroupFactory([{k: v for k, v in wanted.items() if v > 0}])
 
 
 def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     """The Tune function trainable: compose the trial's RunConfig, cost it, train it, report."""
+    from geodistill.platform.gpus import hide_unreserved_gpus, with_gpus_per_trial
+
+    hide_unreserved_gpus()  # before anything initialises CUDA: no reservation, no GPU
     # Every epoch's checkpoint is on the leaderboard row; Ray's per-save INFO line only buries
     # the epoch lines the driver forwards.
     for name in ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage"):
         logging.getLogger(name).setLevel(logging.WARNING)
     trial_id = tune.get_context().get_trial_id()
-    cfg = trial_config(setup.space, config, base=setup.base)
+    cfg = with_gpus_per_trial(trial_config(setup.space, config, base=setup.base), setup.gpus_per_trial)
     cfg.experiment, cfg.run_name = setup.experiment, trial_id
     extra = {**trial_cost(cfg), "epochs_planned": cfg.train.epochs}
     budget = setup.space.flops_budget
@@ -131,6 +151,10 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
             max_t=cfg.train.epochs,
         )
     if cfg.scaling.in_process:  # fit runs right here, in the trial's own process
+        if cfg.distill.teacher_checkpoint:  # a URI teacher: this node's cached copy
+            from geodistill.platform.remote import fetch_checkpoint
+
+            cfg.distill.teacher_checkpoint = str(fetch_checkpoint(cfg.distill.teacher_checkpoint))
         context = TuneTrialContext(extra, should_stop=rule)
         objective = setup.objective
         if objective is None:
@@ -138,9 +162,10 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         objective(cfg, context=context)
         return
     # Ray Train: a TorchTrainer inside the trial, stopped only by its own rung rule.
+    from geodistill.platform.remote import join_uri
     from geodistill.platform.train_driver import run_training
 
-    trainers = f"{setup.storage_path.rstrip('/')}/{setup.experiment}/trainers"
+    trainers = join_uri(setup.storage_path, setup.experiment, "trainers")
     result = run_training(cfg, storage_path=trainers, should_stop=rule, fit_fn=setup.objective)
     tune.report(
         {

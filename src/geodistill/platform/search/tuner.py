@@ -28,7 +28,7 @@ class SearchPaths:
     storage_root: str  # Tune's storage (a local absolute path or a URI)
     local: bool
     experiment_path: str
-    study_url: str  # the Optuna study (SQLite)
+    study_url: str  # the Optuna study's storage URL (``study.open_storage``)
     leaderboard: str
 
 
@@ -118,10 +118,12 @@ def new_tuner(
     scheduler: Any | None,
     verbose: int,
 ) -> tune.Tuner:
-    """A fresh Tuner: Optuna (study in SQLite) behind a concurrency limiter."""
+    """A fresh Tuner: Optuna (its study in ``where.study_url``) behind a concurrency limiter."""
     import optuna
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
+
+    from geodistill.platform.search.study import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     searcher = OptunaSearch(
@@ -129,7 +131,7 @@ def new_tuner(
         metric=[space.metric, space.efficiency],
         mode=["max", "min"],
         sampler=make_sampler(sampler, seed=seed),
-        storage=optuna.storages.RDBStorage(where.study_url),
+        storage=open_storage(where.study_url),
         study_name=experiment,
     )
     return tune.Tuner(

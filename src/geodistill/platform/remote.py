@@ -1,0 +1,156 @@
+"""Files on URIs (``s3://``, ``gs://``, ... through ``pyarrow.fs``): teacher checkpoints and their node cache.
+
+Tune's storage and the leaderboard may be URIs; so may the teacher a search distils from
+(``--teacher s3://bucket/teachers/run``). The driver checks the URI before Ray starts
+(``locate_checkpoint``: reachable, and a complete checkpoint there); each process that trains
+then calls ``fetch_checkpoint``, which copies the checkpoint once per node into a local cache
+keyed by the weights' sha256 (``meta.json``'s ``model_sha256``, checked after the download):
+``$GEODISTILL_CACHE`` or ``~/.cache/geodistill``, then ``teachers/<sha256>/``. Concurrent trials
+on one node wait on a file lock instead of downloading twice; a cached copy is reused by every
+later trial and search.
+
+A pyarrow URI may carry its options in a query string (``s3://b/k?endpoint_override=host:9000&scheme=http``,
+an S3-compatible server); ``join_uri`` keeps the query at the end.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from geodistill.errors import CheckpointError, ConfigError
+
+CACHE_ENV = "GEODISTILL_CACHE"
+META_FILE, MODEL_FILE = "meta.json", "model.safetensors"  # train.checkpoint's layout
+TEACHER_FILES = (MODEL_FILE, META_FILE)  # what a teacher needs (not the optimizer state), meta last
+
+
+def is_uri(path: str | os.PathLike | None) -> bool:
+    """A URI pyarrow.fs opens (``file://`` counts as a local path)."""
+    return path is not None and "://" in str(path) and not str(path).startswith("file://")
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """``base`` / ``parts``, with any ``?query`` of ``base`` kept at the end."""
+    path, sep, query = base.partition("?")
+    joined = "/".join([path.rstrip("/"), *(p.strip("/") for p in parts)])
+    return f"{joined}{sep}{query}"
+
+
+def open_uri(uri: str) -> tuple[Any, str]:
+    """(pyarrow FileSystem, path inside it) of ``uri``; a bad or unreachable one: one-line ConfigError."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowException, OSError, ValueError) as err:
+        raise ConfigError(f"cannot open {uri}: {_first_line(err)}") from None
+
+
+def _read_json(fs: Any, path: str) -> dict[str, Any]:
+    with fs.open_input_stream(path) as stream:
+        return json.loads(stream.read().decode())
+
+
+def locate_checkpoint(uri: str) -> tuple[str, dict[str, Any]]:
+    """The checkpoint directory at ``uri`` (itself, or a run's latest ``epoch_NNNN``) and its meta.
+
+    Raises a one-line CheckpointError when the store cannot be reached or holds no complete
+    checkpoint there (``meta.json`` is written last, so its presence marks one).
+    """
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+    fs, base = open_uri(uri)
+    base = base.rstrip("/")
+    try:
+        if fs.get_file_info(f"{base}/{META_FILE}").is_file:
+            return uri, _read_json(fs, f"{base}/{META_FILE}")
+        for folder in (f"{base}/checkpoints", base):
+            infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+            epochs = sorted(
+                (
+                    i.base_name
+                    for i in infos
+                    if i.type == pafs.FileType.Directory and i.base_name.startswith("epoch_")
+                ),
+                reverse=True,
+            )
+            for name in epochs:
+                if fs.get_file_info(f"{folder}/{name}/{META_FILE}").is_file:
+                    sub = folder[len(base) :].strip("/")
+                    found = join_uri(uri, *([sub] if sub else []), name)
+                    return found, _read_json(fs, f"{folder}/{name}/{META_FILE}")
+    except (pa.ArrowException, OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read teacher checkpoint {_public(uri)}: {_first_line(err)}") from None
+    raise CheckpointError(
+        f"{_public(uri)}: no checkpoint here (expected {META_FILE} or checkpoints/epoch_NNNN/{META_FILE})"
+    )
+
+
+def cache_root() -> Path:
+    """``$GEODISTILL_CACHE`` or ``~/.cache/geodistill`` (one per node: each node has its own disk)."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "geodistill").expanduser()
+
+
+def fetch_checkpoint(uri: str, *, cache: str | Path | None = None) -> Path:
+    """A local copy of the teacher checkpoint at ``uri``: ``<cache>/teachers/<model sha256>/``.
+
+    Downloaded once per node (under a lock; later calls find it), its weights checked against
+    ``meta.json``'s ``model_sha256``. A local path is returned unchanged.
+    """
+    if not is_uri(uri):
+        return Path(uri)
+    import pyarrow as pa
+
+    from geodistill.train.checkpoint import file_sha256
+
+    found, meta = locate_checkpoint(uri)
+    sha = str(meta.get("model_sha256") or "")
+    if len(sha) != 64 or not all(c in "0123456789abcdef" for c in sha):
+        raise CheckpointError(f"{_public(found)}/{META_FILE}: no model_sha256 to key the cache by")
+    folder = Path(cache or cache_root()) / "teachers"
+    dest = folder / sha
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f".{sha}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one download per node; the others wait, then reuse it
+        try:
+            if (dest / META_FILE).is_file():
+                return dest
+            fs, base = open_uri(found)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{sha}.", dir=folder))
+            try:
+                for name in TEACHER_FILES:
+                    with (
+                        fs.open_input_stream(f"{base.rstrip('/')}/{name}") as src,
+                        open(tmp / name, "wb") as out,
+                    ):
+                        shutil.copyfileobj(src, out, length=1 << 20)
+                if file_sha256(tmp / MODEL_FILE) != sha:
+                    raise CheckpointError(
+                        f"{_public(found)}: {MODEL_FILE} does not match its meta.json sha256"
+                    )
+                os.replace(tmp, dest)
+            except (OSError, pa.ArrowException) as err:
+                raise CheckpointError(f"cannot fetch teacher {_public(found)}: {_first_line(err)}") from None
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return dest
+
+
+def _public(uri: str) -> str:
+    """``uri`` without its query string (endpoint options, possibly credentials)."""
+    return uri.partition("?")[0]
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0].strip() if text else type(err).__name__
