@@ -26,6 +26,9 @@ SCHEDULES = ("cosine", "step")
 PRECISIONS = ("fp32", "bf16", "fp16")
 STRATEGIES = ("ddp", "accelerate", "deepspeed")
 FEATURE_LOSSES = ("mse", "cosine")
+# Experiment trackers a run or a search can write to (several at once); geodistill.platform.tracking
+# wires them. "none" (or an empty list) writes only the run's own metrics.jsonl.
+LOGGERS = ("none", "tensorboard", "mlflow", "wandb")
 
 
 @dataclass
@@ -105,6 +108,7 @@ class RunConfig:
     experiment: str = "default"
     output_dir: str = "runs"
     ray_address: str | None = None
+    logger: list[str] = field(default_factory=list)  # any of LOGGERS; "a,b" or [a, b] in overrides
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=lambda: ModelConfig(img_size=DataConfig.img_size))
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -141,6 +145,8 @@ class RunConfig:
         _choice("train.strategy", self.train.strategy, STRATEGIES)
         _choice("train.zero_stage", self.train.zero_stage, (1, 2, 3))
         _choice("distill.feature_loss", self.distill.feature_loss, FEATURE_LOSSES)
+        for name in self.logger:
+            _choice("logger", name, LOGGERS)
         _choice("data.elevation", self.data.elevation, (30, 45))
         _choice("data.fps", self.data.fps, (2, 5, 10))
         positive = {
@@ -213,7 +219,17 @@ def _build(cls: type, d: Mapping[str, Any], *, prefix: str) -> Any:
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Accept ``value`` for a field typed ``hint`` (int for float is fine; bool for int is not)."""
+    """Accept ``value`` for a field typed ``hint`` (int for float is fine; bool for int is not).
+
+    A ``list[str]`` field also takes one comma-separated string (``logger=tensorboard,mlflow``
+    from a shell reads better than a Hydra list).
+    """
+    if typing.get_origin(hint) is list:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key} must be a list of strings, got {value!r}")
+        return list(value)
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     if value is None:
         if type(None) in options:

@@ -110,6 +110,8 @@ def run_search(
     objective: Callable[..., Any] | None = None,
     callbacks: Sequence[Any] = (),
     verbose: int = 1,
+    loggers: str | Sequence[str] | None = None,
+    dashboard: bool = False,
 ) -> SearchResult:
     """Run (or ``resume``) a multi-objective search; return its leaderboard rows and Pareto set.
 
@@ -117,15 +119,18 @@ def run_search(
     ``fixed`` and the sampled parameters go on top. ``teacher`` sets
     ``distill.teacher_checkpoint``. ``objective`` replaces ``train.loop.fit`` in single-worker
     trials (benchmarks use trivial objectives to measure the platform's own overhead).
+
+    ``verbose``: 0 prints nothing; 1 (the CLI's default) shows the live trial table
+    (``live.LiveTable``) while each trial's output goes to files in its folder; 2 streams the
+    trials' output and Tune's own status as before. ``loggers`` (``"tensorboard,mlflow"``;
+    default: the base config's ``logger``) adds Tune's logger callbacks (``tracking.py``).
+    ``dashboard`` starts the Ray dashboard on 127.0.0.1 (a local head only) and prints its URL.
     """
     _check_arguments(experiment, num_samples, max_concurrent, time_budget_s, sampler)
     space, base = _prepare_space(space, overrides=overrides, teacher=teacher, metric=metric)
     where, base = _locate(experiment, storage=storage, leaderboard=leaderboard, base=base)
 
-    from geodistill.platform.ray_local import init_ray
-
-    # Inside `ray job submit` the job's cluster is in RAY_ADDRESS: join it, never start another.
-    init_ray(address or os.environ.get("GEODISTILL_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS"))
+    _start_ray(address, dashboard=dashboard, verbose=verbose)
 
     multi = multi_worker(space, base)
     setup = TrialSetup(
@@ -152,6 +157,7 @@ def run_search(
     # Every epoch checkpoints (num_to_keep=1): Tune's "snapshotting too often" warning is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     callback = LeaderboardCallback(where.leaderboard, experiment, space, base)
+    shown = _console_callbacks(space, base, where, experiment, loggers, num_samples, time_budget_s, verbose)
     started = time.monotonic()
     if resume and can_restore:
         tuner, callback = restore_tuner(where, experiment, space, trainable, callback, verbose=verbose)
@@ -164,7 +170,7 @@ def run_search(
             experiment,
             space,
             base,
-            callbacks=[callback, *callbacks],
+            callbacks=[callback, *shown, *callbacks],
             sampler=sampler,
             seed=seed,
             num_samples=num_samples,
@@ -181,6 +187,54 @@ def run_search(
 
 
 # ---------------------------------------------------------------- the steps of run_search
+
+
+def _start_ray(address: str | None, *, dashboard: bool, verbose: int) -> None:
+    """Start or join Ray; trials' output reaches this console only with ``verbose >= 2``."""
+    from geodistill.platform.ray_local import dashboard_url, init_ray
+
+    # Inside `ray job submit` the job's cluster is in RAY_ADDRESS: join it, never start another.
+    init_ray(
+        address or os.environ.get("GEODISTILL_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS"),
+        include_dashboard=dashboard,
+        log_to_driver=verbose >= 2,
+    )
+    if dashboard and verbose:
+        url = dashboard_url()
+        print(f"Ray dashboard: {url}" if url else "Ray dashboard: not running on this cluster", flush=True)
+
+
+def _console_callbacks(
+    space: SearchSpace,
+    base: dict[str, Any],
+    where: SearchPaths,
+    experiment: str,
+    loggers: str | Sequence[str] | None,
+    num_samples: int,
+    time_budget_s: float | None,
+    verbose: int,
+) -> list[Any]:
+    """The trackers' callbacks (``tracking.py``) and, at ``verbose == 1``, the live table (``live.py``)."""
+    from geodistill.platform.tracking import parse_loggers
+
+    chosen = parse_loggers(base.get("logger") if loggers is None else loggers)
+    out: list[Any] = []
+    if chosen:
+        from geodistill.platform.search.tracking import tune_callbacks
+
+        out += tune_callbacks(
+            chosen,
+            experiment=experiment,
+            experiment_path=where.experiment_path,
+            local=where.local,
+            space=space,
+            base=base,
+        )
+    if verbose == 1:
+        from geodistill.platform.search.live import LiveTable
+
+        out.append(LiveTable(metric=space.metric, num_samples=num_samples, time_budget_s=time_budget_s))
+    return out
 
 
 def _check_arguments(

@@ -94,6 +94,8 @@ def _tell_study(
     """Tell the Optuna study how the stale trials ended (they are still RUNNING in it)."""
     import optuna
 
+    from geodistill.platform.search.study import stopped_early
+
     searcher_file = _newest(folder, "searcher-state-*.pkl")
     if searcher_file is None:
         return
@@ -108,7 +110,9 @@ def _tell_study(
             continue
         status, result = finished[trial_id]
         values = [result.get(k) for k in objectives]
-        if FINISHED[status] == "complete" and all(isinstance(v, int | float) for v in values):
+        if FINISHED[status] == "complete" and stopped_early(result):  # as StudySearch would have
+            study.tell(ot_trial.number, state=optuna.trial.TrialState.PRUNED)
+        elif FINISHED[status] == "complete" and all(isinstance(v, int | float) for v in values):
             study.tell(ot_trial.number, [float(v) for v in values])
         else:
             study.tell(ot_trial.number, state=optuna.trial.TrialState.FAIL)

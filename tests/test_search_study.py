@@ -1,0 +1,88 @@
+"""The Optuna study of a real (tiny) search, read back through Optuna's own API.
+
+A trivial objective (defined in the test, so Ray pickles it by value) whose precision is known
+in advance: ASHA stops some trials, and the study must show named objectives, every epoch's
+value, the stopped trials as PRUNED with their Tune trial id, and a Pareto front
+(``study.best_trials``) equal to the one the report draws from the leaderboard.
+"""
+
+from __future__ import annotations
+
+import optuna
+import polars as pl
+import pytest
+
+from geodistill.platform.search import run_search
+from geodistill.platform.search.space import parse_space
+from geodistill.platform.search.study import STOPPED_AT_ATTR, TRIAL_ID_ATTR, stopped_early
+
+EPOCHS = 4
+
+
+def test_stopped_early_reads_a_trials_last_result():
+    assert stopped_early({"epoch": 1, "epochs_planned": 4})
+    assert not stopped_early({"epoch": 4, "epochs_planned": 4})
+    assert stopped_early({"epoch": 2, "stopped_early": 1})
+    assert not stopped_early({"epoch": 0, "epochs_planned": 4, "over_budget": 1})  # refused, not stopped
+    assert not stopped_early(None)
+
+
+@pytest.mark.slow
+def test_study_has_named_objectives_epoch_values_pruned_trials_and_the_reports_front(ray_local, tmp_path):
+    def objective(cfg, *, context):
+        # Precision grows with lr and with views (which cost GFLOPs): a real trade-off.
+        for epoch in range(1, cfg.train.epochs + 1):
+            value = cfg.train.lr * 1000 * epoch + 3 * cfg.data.views
+            context.report({"epoch": epoch, "d2s_recall1": value})
+            if context.should_stop(epoch, {}):
+                break
+
+    space = parse_space(
+        {
+            "fixed": {"stage": "teacher", "train.epochs": EPOCHS},
+            "params": {
+                "train.lr": {"type": "uniform", "low": 0.001, "high": 0.01},
+                "data.views": {"type": "choice", "choices": [1, 2, 3]},
+            },
+        },
+        name="trivial",
+    )
+    result = run_search(
+        space,
+        experiment="honest",
+        num_samples=6,
+        sampler="random",
+        storage=str(tmp_path / "tune"),
+        leaderboard=str(tmp_path / "lb"),
+        max_concurrent=1,
+        objective=objective,
+        seed=3,
+        verbose=0,
+    )
+    rows = result.rows
+    assert rows.height == 6 and not result.interrupted
+    stopped = rows.filter(pl.col("status") == "stopped")
+    assert stopped.height >= 1, "ASHA stopped no trial: the test would prove nothing"
+
+    study = optuna.load_study(study_name="honest", storage=result.study_url)
+    assert study.metric_names == ["d2s_recall1", "gflops"]
+    by_id = {t.user_attrs[TRIAL_ID_ATTR]: t for t in study.trials}
+    assert set(by_id) == set(rows["trial_id"])
+    for row in rows.iter_rows(named=True):
+        trial = by_id[row["trial_id"]]
+        lr, views = trial.params["train.lr"], trial.params["data.views"]
+        # Every epoch the trial ran is an intermediate value, exactly what it reported.
+        assert sorted(trial.intermediate_values) == list(range(1, row["epochs"] + 1))
+        for epoch, value in trial.intermediate_values.items():
+            assert value == pytest.approx(lr * 1000 * epoch + 3 * views)
+        if row["status"] == "stopped":
+            assert trial.state == optuna.trial.TrialState.PRUNED and trial.values is None
+            assert trial.user_attrs[STOPPED_AT_ATTR] == row["epochs"] < EPOCHS
+        else:
+            assert trial.state == optuna.trial.TrialState.COMPLETE
+            assert trial.values == pytest.approx([row["d2s_recall1"], row["gflops"]])
+
+    # The study's Pareto front is the report's: the same trials, nothing under-trained.
+    front = {t.user_attrs[TRIAL_ID_ATTR] for t in study.best_trials}
+    assert front == set(result.pareto["trial_id"]) and front
+    assert not front & set(stopped["trial_id"])
