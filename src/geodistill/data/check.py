@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,8 +69,16 @@ def _verify_image(path: Path) -> None:
         raise CorruptMediaError(f"corrupt image {path}: {err}") from None
 
 
+Progress = Callable[[int, int, str], None]  # (done, total, label): the CLI draws a bar with it
+
+
 def _check_index(
-    index: DatasetIndex, report: CheckReport, seen: set[Path], *, drone_only: bool = False
+    index: DatasetIndex,
+    report: CheckReport,
+    seen: set[Path],
+    *,
+    drone_only: bool = False,
+    progress: Progress | None = None,
 ) -> None:
     groups: dict[tuple, list] = {}
     for it in index.items:
@@ -78,7 +87,10 @@ def _check_index(
         groups.setdefault((it.elevation, it.fps, it.split, it.subset), []).append(it)
     for (elev, fps, split, subset), items in groups.items():
         counts, videos = [], 0
-        for it in items:
+        label = f"{elev}/{fps}fps {split}/{subset}"
+        for done, it in enumerate(items):
+            if progress is not None:
+                progress(done, len(items), label)
             if it.video is not None:
                 videos += 1
                 counts.append(count_video_frames(it.video, fps=fps))
@@ -93,6 +105,8 @@ def _check_index(
                         _verify_image(f)
                         seen.add(f)
                         report.files_checked += 1
+        if progress is not None:
+            progress(len(items), len(items), label)
         report.rows.append(SubsetRow(elev, fps, split, subset, len(items), min(counts), max(counts), videos))
     drones = {it.building for it in index.select(split="train", view="drone")}
     sats = {it.building for it in index.select(split="train", view="satellite")}
@@ -115,14 +129,14 @@ def _decode_video(path: Path) -> None:
     decode_all_frames(path)
 
 
-def check_dataset(root: str | Path) -> CheckReport:
+def check_dataset(root: str | Path, *, progress: Progress | None = None) -> CheckReport:
     """Walk every subset, decode every file once; raise DataError (one line) on the first problem."""
     root = Path(root)
     kind = detect_layout(root)
     report = CheckReport(root=root, kind=kind)
     seen: set[Path] = set()
     if kind == "university1652":
-        _check_index(read_university1652(root), report, seen)
+        _check_index(read_university1652(root), report, seen, progress=progress)
         return report
     found = False
     for elev in ELEVATIONS:
@@ -134,7 +148,7 @@ def check_dataset(root: str | Path) -> CheckReport:
             index = read_univ(root, elevation=elev, fps=fps)
             found = True
             # Lent subsets (satellite, street, google) are listed once, under 45/2fps.
-            _check_index(index, report, seen, drone_only=(elev, fps) != (45, 2))
+            _check_index(index, report, seen, drone_only=(elev, fps) != (45, 2), progress=progress)
     if not found:
         raise DataError(f"{root}: no <30|45>/<2|5|10>fps or <30|45>/mp4 subsets (not a UniV layout)")
     return report

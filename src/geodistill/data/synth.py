@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ def generate_univ(
     distractors: int | None = None,
     jpeg_quality: int = 90,
     clouds: float = 0.0,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> Path:
     """Write a synthetic UniV of ``buildings`` places (half train, half test queries) under ``out``.
 
@@ -50,7 +52,8 @@ def generate_univ(
     ``clouds`` is the chance that a drone frame has a cloud drifting over part of the view: one
     such frame alone can mislead, several frames of the flight together still see the place
     (what multi-view refinement is for). 0 keeps the frames exactly as without the option.
-    The bytes written depend only on the arguments.
+    The bytes written depend only on the arguments. ``progress(done, total, label)`` is called
+    after each place (the CLI draws a bar with it).
     """
     if not 0.0 <= clouds <= 1.0:
         raise ValueError(f"clouds must be in [0, 1], got {clouds}")
@@ -72,7 +75,9 @@ def generate_univ(
 
     out.mkdir(parents=True, exist_ok=True)
     lender = out / "45" / "2fps"
-    for bid in ids:
+    for done, bid in enumerate(ids):
+        if progress is not None:
+            progress(done, total, "places")
         rng = np.random.default_rng([seed, 1, int(bid)])
         world = draw_world(rng, canvas=4 * img_size)
         sat = satellite_tile(world, img_size)
@@ -118,6 +123,8 @@ def generate_univ(
         "distractors": distract,
     }
     (out / "dataset_split.json").write_text(json.dumps(split_info, indent=1, sort_keys=True) + "\n")
+    if progress is not None:
+        progress(total, total, "places")
     return out
 
 

@@ -21,10 +21,12 @@ def register(subparsers) -> None:
         default=0.0,
         help="chance in [0, 1] that a drone frame has a cloud over it (default 0)",
     )
+    synth.add_argument("--quiet", action="store_true", help="no progress bar (none is drawn off a terminal)")
     synth.set_defaults(func=_synth)
 
     check = sub.add_parser("check", help="decode every file of a UniV/University-1652 dataset")
     check.add_argument("root", help="dataset directory")
+    check.add_argument("--quiet", action="store_true", help="no progress bar (none is drawn off a terminal)")
     check.set_defaults(func=_check)
 
 
@@ -41,15 +43,19 @@ def _synth(args: argparse.Namespace) -> int:
         raise DataError(f"--clouds must be between 0 and 1, got {args.clouds}")
     if args.img_size < 16:
         raise DataError(f"--img-size must be at least 16, got {args.img_size}")
+    from geodistill.platform.progress import console_progress
+
     start = time.perf_counter()
-    out = generate_univ(
-        args.out,
-        buildings=args.buildings,
-        seed=args.seed,
-        video=args.video,
-        img_size=args.img_size,
-        clouds=args.clouds,
-    )
+    with console_progress(quiet=args.quiet) as progress:
+        out = generate_univ(
+            args.out,
+            buildings=args.buildings,
+            seed=args.seed,
+            video=args.video,
+            img_size=args.img_size,
+            clouds=args.clouds,
+            progress=progress,
+        )
     split = json.loads((out / "dataset_split.json").read_text())
     print(f"wrote synthetic UniV to {out} in {time.perf_counter() - start:.1f}s")
     print(
@@ -62,8 +68,10 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from geodistill.data.check import check_dataset
+    from geodistill.platform.progress import console_progress
 
-    report = check_dataset(args.root)
+    with console_progress(quiet=args.quiet) as progress:
+        report = check_dataset(args.root, progress=progress)
     print(f"{report.root}: {report.kind}, {report.files_checked} files decoded")
     print(report.table())
     if report.missing_views:
