@@ -16,7 +16,9 @@ class _Terminal(io.StringIO):
 
 def test_synth_and_check_report_progress_to_the_last_item(tmp_path):
     calls = []
-    root = generate_univ(tmp_path / "u", buildings=4, seed=0, img_size=32, progress=lambda *a: calls.append(a))
+    root = generate_univ(
+        tmp_path / "u", buildings=4, seed=0, img_size=32, progress=lambda *a: calls.append(a)
+    )
     total = calls[-1][1]
     assert calls[0] == (0, total, "places") and calls[-1] == (total, total, "places")
     assert [c[0] for c in calls] == list(range(total + 1))  # one call per place, then done
@@ -24,7 +26,10 @@ def test_synth_and_check_report_progress_to_the_last_item(tmp_path):
     report = check_dataset(root, progress=lambda done, n, label: seen.__setitem__(label, (done, n)))
     assert len(seen) == len(report.rows)
     for row in report.rows:
-        assert seen[f"{row.elevation}/{row.fps}fps {row.split}/{row.subset}"] == (row.buildings, row.buildings)
+        assert seen[f"{row.elevation}/{row.fps}fps {row.split}/{row.subset}"] == (
+            row.buildings,
+            row.buildings,
+        )
 
 
 def test_bars_are_drawn_on_a_terminal_and_nowhere_else():
