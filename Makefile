@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-smoke test test-all lint bench clean
+.PHONY: demo demo-smoke test test-all lint bench image clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+# The cluster image (docker/Dockerfile): `make image`, or `make image VARIANT=cpu`; push it yourself.
+VARIANT ?= gpu
+IMAGE   ?= ghcr.io/your-org/geodistill:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)-$(VARIANT)
+image:
+	@docker info >/dev/null 2>&1 || { echo "make image: no Docker daemon reachable (docker info failed); build where Docker runs" >&2; exit 1; }
+	docker build -f docker/Dockerfile --build-arg VARIANT=$(VARIANT) -t $(IMAGE) .
 
 clean:
 	rm -rf $(VENV) runs demo_out .pytest_cache

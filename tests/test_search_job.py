@@ -9,66 +9,24 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from geodistill.leaderboard import Leaderboard
+from loopback_head import free_ports, pids_naming, stop_head
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _pids_naming(text: str) -> list[int]:
-    """Processes whose command line contains ``text`` (our head's private temp dir)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline:
-            pids.append(int(entry.name))
-    return pids
-
-
-def _stop(temp_dir: str) -> None:
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        pids = _pids_naming(temp_dir)
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + wait
-        while _pids_naming(temp_dir) and time.monotonic() < deadline:
-            time.sleep(0.2)
-
-
 @pytest.fixture
 def head():
     temp_dir = tempfile.mkdtemp(prefix="gdj", dir="/tmp")  # short: unix socket paths are limited
-    gcs, dashboard, client, agent, metrics = _free_ports(5)
+    gcs, dashboard, client, agent, metrics = free_ports(5)
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -91,8 +49,8 @@ def head():
         assert proc.returncode == 0, proc.stderr[-2000:]
         yield {"address": f"http://127.0.0.1:{dashboard}", "env": env, "temp_dir": temp_dir}
     finally:
-        _stop(temp_dir)
-    assert not _pids_naming(temp_dir)
+        stop_head(temp_dir)
+    assert not pids_naming(temp_dir)
 
 
 def test_search_runs_unchanged_as_a_ray_job(head, tmp_path):

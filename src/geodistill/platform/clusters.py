@@ -1,27 +1,43 @@
 """Offline checks of cluster files: Ray cluster-launcher YAMLs and KubeRay manifests.
 
-Launcher files are validated against the JSON schema that ships inside Ray
-(``ray/autoscaler/ray-schema.json``, the file ``ray up`` itself validates against through
-the private ``ray.autoscaler._private.util.validate_config``; we read the schema file directly
-because ``validate_config`` also wants the defaults ``ray up`` fills in first). On top of the
-schema: head/worker node-type consistency, worker counts, and secure defaults (the dashboard
-and job port bound to loopback, no credentials in the file). KubeRay manifests (no schema
-ships with Ray) get structural checks of the ray.io/v1 ``RayCluster`` / ``RayJob`` fields.
+Launcher files go through the same preparation and validation ``ray up`` runs before it
+talks to a cloud (``ray.autoscaler._private.commands._bootstrap_config``): Ray's
+``prepare_config`` (provider defaults merged in; for the ``local`` provider its on-premise
+preparation, which rejects ``available_node_types`` and needs ``head_ip``/``worker_ips``),
+then Ray's ``validate_config`` (the JSON schema shipped with Ray plus its node-type checks),
+then the provider's own ``bootstrap_config`` where that runs offline (``local``). The cloud
+providers' bootstrap steps (IAM roles, subnets, instance-type lookups) need credentials and
+a network, so they are not run here. These are private Ray APIs: they are what ``ray up``
+calls, which is the point; a Ray upgrade that moves them fails the tests, not silently.
+
+KubeRay manifests are validated against the OpenAPI schemas of KubeRay's ``RayCluster`` and
+``RayJob`` CRDs (ray.io/v1), vendored in ``kuberay_schemas/`` with their licence. Objects
+are closed the way ``kubectl apply`` (strict field validation) treats them: an unknown field
+is an error unless the schema preserves unknown fields. CEL rules (``x-kubernetes-validations``)
+are not evaluated.
+
+On top of both: secure defaults (the dashboard and job port bound to loopback on launcher
+heads, ClusterIP services on Kubernetes) and no credentials in the file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import functools
+import io
 import json
+import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from geodistill.errors import ConfigError
 
-PROVIDERS = ("aws", "gcp", "azure", "local", "vsphere", "aliyun", "kuberay", "external")
 KUBERAY_KINDS = ("RayCluster", "RayJob")
 KUBERAY_API = "ray.io/v1"
+KUBERAY_SCHEMAS = Path(__file__).resolve().parent / "kuberay_schemas"
 # A key that names a secret must not hold a value in a file that gets committed.
 SECRET_KEY = re.compile(r"(secret|password|passwd|access_key|private_key_data|token|credential)", re.I)
 PUBLIC_BIND = re.compile(r"--dashboard-host[= ]+0\.0\.0\.0")
@@ -29,7 +45,7 @@ PORT_FLAG = re.compile(r"--(port|dashboard-port|ray-client-server-port|object-ma
 
 
 def ray_schema_path() -> Path:
-    """The cluster-config JSON schema shipped with the installed Ray."""
+    """The cluster-config JSON schema shipped with the installed Ray (what ``validate_config`` reads)."""
     import ray.autoscaler
 
     return Path(ray.autoscaler.__file__).parent / "ray-schema.json"
@@ -70,6 +86,62 @@ def validate_document(data: Any) -> str:
     return _validate_launcher(data)
 
 
+def prepare_launcher(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The config ``ray up`` would hand to the node provider, prepared and validated by Ray itself.
+
+    Runs Ray's ``prepare_config`` and ``validate_config`` and, for the ``local`` provider, its
+    ``bootstrap_config``; any failure -> ConfigError with Ray's message on one line.
+    """
+    import jsonschema
+    from ray.autoscaler._private.providers import _NODE_PROVIDERS
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    provider = (cfg.get("provider") or {}).get("type") if isinstance(cfg.get("provider"), Mapping) else None
+    if provider is None:
+        raise ConfigError("provider.type is required (Ray cluster schema)")
+    if _NODE_PROVIDERS.get(provider) is None:
+        known = ", ".join(sorted(k for k, v in _NODE_PROVIDERS.items() if v is not None))
+        raise ConfigError(f"provider.type {provider!r} is not a Ray node provider (one of {known})")
+    try:
+        with _quiet_ray_launcher():
+            prepared = prepare_config(copy.deepcopy(dict(cfg)))
+            validate_config(prepared)
+            if provider == "local":  # the only provider whose bootstrap needs no cloud API
+                prepared = _NODE_PROVIDERS[provider](prepared["provider"]).bootstrap_config(prepared)
+    except jsonschema.ValidationError as err:
+        at = ".".join(str(p) for p in err.absolute_path) or "top level"
+        raise ConfigError(f"{at}: {_one_line(err.message)} (Ray cluster schema)") from None
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - click aborts, ValueError, KeyError, AssertionError: Ray's verdict
+        message = getattr(err, "message", None) or str(err) or type(err).__name__
+        if isinstance(err, KeyError):
+            message = f"missing key {message}"
+        raise ConfigError(f"{_one_line(message)} (ray up's config preparation)") from None
+    return prepared
+
+
+@contextlib.contextmanager
+def _quiet_ray_launcher() -> Iterator[None]:
+    """Swallow what Ray's launcher prints while preparing (its abort message becomes our one line)."""
+    loggers = [logging.getLogger(name) for name in ("ray.autoscaler", "ray")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _one_line(text: str) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(text))  # Ray colours its abort messages
+    return " ".join(text.split())
+
+
 def _no_secrets(node: Any, where: str) -> None:
     if isinstance(node, Mapping):
         for key, value in node.items():
@@ -83,50 +155,11 @@ def _no_secrets(node: Any, where: str) -> None:
 
 
 def _validate_launcher(cfg: Mapping[str, Any]) -> str:
-    import jsonschema
-
-    schema = json.loads(ray_schema_path().read_text())
-    try:
-        jsonschema.validate(dict(cfg), schema)
-    except jsonschema.ValidationError as err:
-        at = ".".join(str(p) for p in err.absolute_path) or "top level"
-        raise ConfigError(f"{at}: {err.message} (Ray cluster schema)") from None
-    provider = cfg["provider"].get("type")
-    if provider not in PROVIDERS:
-        raise ConfigError(f"provider.type must be one of {', '.join(PROVIDERS)}; got {provider!r}")
-    if "max_workers" not in cfg:
-        raise ConfigError("max_workers is required (the autoscaler's upper bound)")
-    max_workers = cfg["max_workers"]
-    if max_workers < 0:
-        raise ConfigError(f"max_workers must be >= 0; got {max_workers}")
-    types = cfg.get("available_node_types") or {}
-    if not types:
-        raise ConfigError("available_node_types must list the head and worker node types")
-    head = cfg.get("head_node_type")
-    if head not in types:
-        raise ConfigError(f"head_node_type {head!r} is not one of available_node_types ({', '.join(types)})")
-    min_total = 0
-    for name, spec in types.items():
-        lo, hi = spec.get("min_workers", 0), spec.get("max_workers", max_workers)
-        if lo > hi:
-            raise ConfigError(f"available_node_types.{name}: min_workers ({lo}) > max_workers ({hi})")
-        if hi > max_workers:
-            raise ConfigError(
-                f"available_node_types.{name}.max_workers ({hi}) exceeds max_workers ({max_workers})"
-            )
-        if name != head:
-            min_total += lo
-    if min_total > max_workers:
-        raise ConfigError(f"worker min_workers add up to {min_total}, more than max_workers ({max_workers})")
-    if provider == "local":
-        if not cfg["provider"].get("head_ip"):
-            raise ConfigError("provider.head_ip is required by the local provider")
-        if not isinstance(cfg["provider"].get("worker_ips"), list):
-            raise ConfigError("provider.worker_ips (a list) is required by the local provider")
+    prepared = prepare_launcher(cfg)
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
-        for i, command in enumerate(cfg.get(key) or []):
+        for i, command in enumerate(prepared.get(key) or []):
             _check_command(f"{key}[{i}]", command)
-    return f"launcher:{provider}"
+    return f"launcher:{prepared['provider']['type']}"
 
 
 def _check_command(where: str, command: str) -> None:
@@ -139,7 +172,41 @@ def _check_command(where: str, command: str) -> None:
             raise ConfigError(f"{where}: --{flag} must be a port in 1024..65535; got {value!r}")
 
 
+@functools.cache
+def kuberay_schema(kind: str) -> dict[str, Any]:
+    """The vendored OpenAPI schema of KubeRay's ``kind`` CRD (ray.io/v1), closed like strict kubectl."""
+    raw = json.loads((KUBERAY_SCHEMAS / f"{kind.lower()}.v1.json").read_text())
+    return _close_objects(raw)
+
+
+def _close_objects(schema: Any) -> Any:
+    """Unknown fields are errors unless the schema says ``x-kubernetes-preserve-unknown-fields``.
+
+    The API server prunes unknown fields silently, but ``kubectl apply`` (strict field
+    validation, the default since Kubernetes 1.25) rejects them: a typo'd key is an error.
+    """
+    if isinstance(schema, list):
+        return [_close_objects(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key == "properties":
+            out[key] = {name: _close_objects(sub) for name, sub in value.items()}
+        else:
+            out[key] = _close_objects(value)
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
 def _validate_kuberay(doc: Mapping[str, Any]) -> str:
+    import jsonschema
+
     if doc.get("apiVersion") != KUBERAY_API:
         raise ConfigError(f"apiVersion must be {KUBERAY_API}; got {doc.get('apiVersion')!r}")
     kind = doc.get("kind")
@@ -147,6 +214,13 @@ def _validate_kuberay(doc: Mapping[str, Any]) -> str:
         raise ConfigError(f"kind must be one of {', '.join(KUBERAY_KINDS)}; got {kind!r}")
     if not (doc.get("metadata") or {}).get("name"):
         raise ConfigError("metadata.name is required")
+    validator = jsonschema.Draft7Validator(kuberay_schema(kind))
+    errors = sorted(validator.iter_errors(dict(doc)), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        err = errors[0]
+        at = ".".join(str(p) for p in err.absolute_path) or "top level"
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(f"{at}: {_one_line(err.message)} (KubeRay {kind} CRD schema){more}")
     spec = doc.get("spec")
     if not isinstance(spec, Mapping):
         raise ConfigError("spec must be a mapping")
@@ -179,13 +253,8 @@ def _check_ray_cluster_spec(spec: Any, where: str) -> None:
         )
     for i, group in enumerate(spec.get("workerGroupSpecs") or []):
         at = f"{where}.workerGroupSpecs[{i}]"
-        if not isinstance(group, Mapping) or not group.get("groupName"):
-            raise ConfigError(f"{at}.groupName is required")
         lo, hi = group.get("minReplicas", 0), group.get("maxReplicas", group.get("replicas", 0))
         replicas = group.get("replicas", lo)
-        for key, value in (("minReplicas", lo), ("maxReplicas", hi), ("replicas", replicas)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{at}.{key} must be an integer >= 0; got {value!r}")
         if not lo <= replicas <= hi:
             raise ConfigError(
                 f"{at}: need minReplicas <= replicas <= maxReplicas; got {lo}, {replicas}, {hi}"
@@ -194,8 +263,6 @@ def _check_ray_cluster_spec(spec: Any, where: str) -> None:
 
 
 def _check_pod_template(group: Mapping[str, Any], where: str) -> None:
-    if not isinstance(group.get("rayStartParams", {}), Mapping):
-        raise ConfigError(f"{where}.rayStartParams must be a mapping")
     containers = (((group.get("template") or {}).get("spec") or {}).get("containers")) or []
     if not containers or not all(isinstance(c, Mapping) and c.get("image") for c in containers):
         raise ConfigError(f"{where}.template.spec.containers must list containers with an image")

@@ -9,9 +9,11 @@ processes Ray actually started.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import sys
 from collections.abc import Iterable
 
 from geodistill.errors import ConfigError
@@ -55,8 +57,11 @@ def init_ray(
     common = {"ignore_reinit_error": True, "log_to_driver": log_to_driver}
     if target is not None:
         _unpin_node_ip()  # a driver joining a real cluster must advertise its routable IP
+        check_cluster_auth(target)
         try:
             ray.init(address=target, **common)
+        except ray.exceptions.AuthenticationError:
+            raise ConfigError(_auth_message(target)) from None
         except (ConnectionError, ValueError, RuntimeError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ConfigError(f"cannot connect to Ray at {target!r}: {first}") from None
@@ -87,6 +92,62 @@ def dashboard_url() -> str | None:
     if not url:
         return None
     return url if "://" in url else f"http://{url}"
+
+
+AUTH_HINT = (
+    "set RAY_AUTH_MODE=token and give this process the cluster's token "
+    "(~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN)"
+)
+
+
+def _auth_message(target: str) -> str:
+    return f"cannot join Ray at {target!r}: the cluster requires token authentication; {AUTH_HINT}"
+
+
+def check_cluster_auth(target: str) -> None:
+    """Fail in one line, at once, when the cluster at ``target`` rejects this process's credentials.
+
+    A Ray 2.60 head started while ``~/.ray/auth_token`` exists (or with ``RAY_AUTH_MODE=token``)
+    requires a token from every client; ``ray.init`` without one retries for many seconds and
+    then reports only "Failed to connect". A GCS client (one RPC, milliseconds) says why. Only
+    ``host:port`` and ``auto`` addresses are probed (``ray://`` goes through Ray Client).
+    """
+    import ray
+    from ray._raylet import GcsClient
+
+    address = target
+    if address == "auto":
+        from ray._private.services import canonicalize_bootstrap_address
+
+        try:
+            address = canonicalize_bootstrap_address(address, None)
+        except Exception:  # noqa: BLE001 - several or no clusters: ray.init says which
+            return
+        if not address:
+            return  # no cluster found: ray.init reports that
+    if "://" in address or ":" not in address:
+        return
+    try:
+        with _silenced_stderr_fd():  # the C++ client logs the rejection too; our line replaces it
+            GcsClient(address=address)
+    except ray.exceptions.AuthenticationError:
+        raise ConfigError(_auth_message(target)) from None
+    except Exception:  # noqa: BLE001 - unreachable etc.: ray.init reports those itself
+        return
+
+
+@contextlib.contextmanager
+def _silenced_stderr_fd():
+    """Point file descriptor 2 at /dev/null for a moment (C++ logging bypasses sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def quiet_worker_logs() -> None:

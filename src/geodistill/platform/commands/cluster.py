@@ -11,8 +11,9 @@ def register(subparsers) -> None:
         "cluster",
         help="check Ray cluster-launcher YAMLs and KubeRay manifests offline",
         description=(
-            "validate: launcher YAMLs against the schema shipped with Ray plus node-type consistency "
-            "and secure defaults; KubeRay RayCluster/RayJob manifests (ray.io/v1) structurally."
+            "validate: launcher YAMLs through the preparation and schema checks `ray up` runs (Ray's "
+            "prepare_config/validate_config, the local provider's bootstrap); KubeRay RayCluster/RayJob "
+            "manifests against KubeRay's ray.io/v1 CRD schemas; then secure defaults. Exit 2 on any bad file."
         ),
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)

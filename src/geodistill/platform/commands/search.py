@@ -81,6 +81,17 @@ def _split(args: list[str]) -> tuple[str | None, list[str]]:
     return space, overrides
 
 
+def _check_cluster_auth(address: str | None) -> None:
+    """The cluster this search will join (as ``run_search`` picks it) accepts our credentials."""
+    import os
+
+    from geodistill.platform.ray_local import ADDRESS_ENV, check_cluster_auth, resolve_address
+
+    target = resolve_address(address or os.environ.get(ADDRESS_ENV) or os.environ.get("RAY_ADDRESS"))
+    if target is not None:
+        check_cluster_auth(target)
+
+
 def _run(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
     from pathlib import Path
@@ -103,6 +114,7 @@ def _run(args: argparse.Namespace) -> int:
     from geodistill.platform.search import format_pareto, resolve_storage, run_search, train_teacher_for
 
     Leaderboard(args.leaderboard or default_root()).check_writable(experiment)  # before any training
+    _check_cluster_auth(args.address)  # before any training, too: a token-auth head says so at once
     teacher = args.teacher
     if args.smoke_test and teacher is None:
         base = compose_run_config(overrides).to_dict()
