@@ -233,7 +233,7 @@ def run_demo(
         teacher=str(teacher_ckpt),
         resume=(search_dir / EXPERIMENT).exists(),
         seed=seed,
-        verbose=0,
+        verbose=1,  # the live trial table; each trial's output stays in its folder
     )
 
     steps.start(f"Pareto report -> {report_dir}")
