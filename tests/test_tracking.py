@@ -20,7 +20,7 @@ import pytest
 
 from geodistill.errors import ConfigError
 from geodistill.platform import tracking
-from geodistill.platform.config import SMOKE_OVERRIDES, compose_run_config
+from geodistill.platform.compose import SMOKE_OVERRIDES, compose_run_config
 from geodistill.platform.tracking import MissingExtra, parse_loggers, require
 
 REPO = Path(__file__).resolve().parents[1]

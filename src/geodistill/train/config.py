@@ -92,11 +92,21 @@ class DistillConfig:
 
 @dataclass
 class ScalingConfig:
-    """How many Ray Train workers run ``fit`` (0 = in-process, no Ray)."""
+    """How many Ray Train workers run ``fit``: one meaning wherever a run starts.
+
+    ``num_workers=0``: ``fit`` runs in the calling process (``geodistill train``, or inside a
+    search trial), no Ray Train. ``num_workers=N >= 1``: a ``TorchTrainer`` with N workers (a
+    search trial then hosts one and stops it by its own rung rule).
+    """
 
     num_workers: int = 0
     use_gpu: bool = False
     cpus_per_worker: int = 1
+
+    @property
+    def in_process(self) -> bool:
+        """True when ``fit`` runs in the calling process (``num_workers == 0``)."""
+        return self.num_workers == 0
 
 
 @dataclass
