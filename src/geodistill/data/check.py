@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,8 +71,16 @@ def _verify_image(path: Path) -> None:
         raise CorruptMediaError(f"corrupt image {path}: {err}") from None
 
 
+Progress = Callable[[int, int, str], None]  # (done, total, label): the CLI draws a bar with it
+
+
 def _check_index(
-    index: DatasetIndex, report: CheckReport, seen: set[Path], *, drone_only: bool = False
+    index: DatasetIndex,
+    report: CheckReport,
+    seen: set[Path],
+    *,
+    drone_only: bool = False,
+    progress: Progress | None = None,
 ) -> None:
     groups: dict[tuple, list] = {}
     for it in index.items:
@@ -80,7 +89,10 @@ def _check_index(
         groups.setdefault((it.elevation, it.fps, it.split, it.subset), []).append(it)
     for (elev, fps, split, subset), items in groups.items():
         counts, videos = [], 0
-        for it in items:
+        label = f"{elev}/{fps}fps {split}/{subset}"
+        for done, it in enumerate(items):
+            if progress is not None:
+                progress(done, len(items), label)
             if it.video is not None:
                 videos += 1
                 if it.video not in seen:
@@ -104,6 +116,8 @@ def _check_index(
                         except CorruptMediaError as err:
                             report.corrupt.append(str(err))
                             report.corrupt_files.append(f)
+        if progress is not None:
+            progress(len(items), len(items), label)
         report.rows.append(SubsetRow(elev, fps, split, subset, len(items), min(counts), max(counts), videos))
     drones = {it.building for it in index.select(split="train", view="drone")}
     sats = {it.building for it in index.select(split="train", view="satellite")}
@@ -126,19 +140,19 @@ def _decode_video(path: Path) -> None:
     decode_all_frames(path)
 
 
-def check_dataset(root: str | Path) -> CheckReport:
+def check_dataset(root: str | Path, *, progress: Progress | None = None) -> CheckReport:
     """Walk every subset and decode every file once; corrupt files are collected in ``report.corrupt``.
 
     A layout problem (not a dataset, an empty class folder, a UniV not organised yet, a
     University-1652 missing a split) raises DataError at once, in one line saying what to do;
-    nothing is decoded then.
+    nothing is decoded then. ``progress(done, total, label)`` is called as files are decoded.
     """
     root = Path(root)
     kind = require_complete(root)
     report = CheckReport(root=root, kind=kind)
     seen: set[Path] = set()
     if kind == "university1652":
-        _check_index(read_university1652(root), report, seen)
+        _check_index(read_university1652(root), report, seen, progress=progress)
         return report
     found = False
     for elev in ELEVATIONS:
@@ -150,7 +164,7 @@ def check_dataset(root: str | Path) -> CheckReport:
             index = read_univ(root, elevation=elev, fps=fps)
             found = True
             # Lent subsets (satellite, street, google) are listed once, under 45/2fps.
-            _check_index(index, report, seen, drone_only=(elev, fps) != (45, 2))
+            _check_index(index, report, seen, drone_only=(elev, fps) != (45, 2), progress=progress)
     if not found:
         raise DataError(f"{root}: no <30|45>/<2|5|10>fps or <30|45>/mp4 subsets (not a UniV layout)")
     return report

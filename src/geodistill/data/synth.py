@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,7 @@ def generate_univ(
     jpeg_quality: int = 90,
     clouds: float = 0.0,
     layout: str = "organized",
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> Path:
     """Write a synthetic UniV of ``buildings`` places (half train, half test queries) under ``out``.
 
@@ -55,7 +57,8 @@ def generate_univ(
     ``layout="archive"`` writes the set as the UniV archive ships it: no ``test/query_*``
     folders (``geodistill data organize`` creates them from the galleries and
     ``dataset_split.json``'s ``test`` list), to test that step and what refuses to run before it.
-    The bytes written depend only on the arguments.
+    The bytes written depend only on the arguments. ``progress(done, total, label)`` is called
+    after each place (the CLI draws a bar with it).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -79,7 +82,9 @@ def generate_univ(
 
     out.mkdir(parents=True, exist_ok=True)
     lender = out / "45" / "2fps"
-    for bid in ids:
+    for done, bid in enumerate(ids):
+        if progress is not None:
+            progress(done, total, "places")
         rng = np.random.default_rng([seed, 1, int(bid)])
         world = draw_world(rng, canvas=4 * img_size)
         sat = satellite_tile(world, img_size)
@@ -127,6 +132,8 @@ def generate_univ(
         "distractors": distract,
     }
     (out / "dataset_split.json").write_text(json.dumps(split_info, indent=1, sort_keys=True) + "\n")
+    if progress is not None:
+        progress(total, total, "places")
     return out
 
 

@@ -39,6 +39,7 @@ def descriptors(
     img_size: int,
     batch_size: int = 32,
     num_workers: int = 0,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> tuple[torch.Tensor, np.ndarray]:
     """Flip-TTA descriptors [N,D] (float32, CPU) and int(building) labels [N] of ``items``.
 
@@ -58,6 +59,8 @@ def descriptors(
             )
             feats.append(desc.float().cpu())  # [B,D]
             labels.append(label)
+            if progress is not None:
+                progress(sum(len(f) for f in feats), len(items), items[0].subset)
     return torch.cat(feats), torch.cat(labels).numpy()
 
 
@@ -70,10 +73,12 @@ def evaluate(
     batch_size: int = 32,
     fps: int | None = None,
     num_workers: int = 0,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Both directions on the test split: {"drone->satellite": metrics, "satellite->drone": metrics}.
 
     ``fps`` keeps only drone videos sampled at that rate (an index may mix rates).
+    ``progress(done, total, subset)`` is called after each batch (the CLI draws bars with it).
     """
     cache: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
 
@@ -86,6 +91,7 @@ def evaluate(
                 img_size=img_size,
                 batch_size=batch_size,
                 num_workers=num_workers,
+                progress=progress,
             )
         return cache[subset]
 

@@ -289,7 +289,7 @@ def _search_students(
         teacher=str(teacher_ckpt),
         resume=(search_dir / EXPERIMENT).exists(),
         seed=seed,
-        verbose=0,
+        verbose=1,  # the live trial table; each trial's output stays in its folder
     )
 
 

@@ -39,12 +39,15 @@ def init_ray(
     num_gpus: int | None = None,
     include_dashboard: bool = False,
     object_store_mb: int | None = None,
+    log_to_driver: bool = True,
 ) -> None:
     """Initialise Ray once per process (idempotent when Ray is already up).
 
     ``address`` None/"local" (and no $GEODISTILL_RAY_ADDRESS) starts a local head on 127.0.0.1;
     "auto", "ray://host:port" or "host:port" joins an existing cluster. ``num_gpus`` overrides
     the GPUs a local head declares (tests declare GPUs a CPU machine does not have).
+    ``include_dashboard`` starts the dashboard of a local head on 127.0.0.1 (``dashboard_url`` gives its address).
+    ``log_to_driver=False`` keeps workers' output off this console (a search's live view).
     """
     import ray
 
@@ -53,7 +56,7 @@ def init_ray(
     # `uv run` drivers would otherwise ship a uv runtime env to every worker (slow, needs network).
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     target = resolve_address(address)
-    common = {"ignore_reinit_error": True, "log_to_driver": True}
+    common = {"ignore_reinit_error": True, "log_to_driver": log_to_driver}
     if target is not None:
         _unpin_node_ip()  # a driver joining a real cluster must advertise its routable IP
         check_cluster_auth(target)
@@ -78,6 +81,19 @@ def init_ray(
         _node_ip_address=LOOPBACK,
         **common,
     )
+
+
+def dashboard_url() -> str | None:
+    """``http://127.0.0.1:PORT`` of the connected cluster's dashboard, or None when it has none."""
+    import ray
+
+    try:
+        url = ray.get_runtime_context().gcs_address and ray._private.worker.get_dashboard_url()
+    except Exception:  # noqa: BLE001 - no dashboard on this cluster
+        return None
+    if not url:
+        return None
+    return url if "://" in url else f"http://{url}"
 
 
 AUTH_HINT = (

@@ -59,6 +59,9 @@ def prepare_config(cfg: RunConfig) -> RunConfig:
         if not root.exists():
             raise ConfigError(f"data.root does not exist: {root}")
         cfg.data.root = str(root)
+    from geodistill.platform.tracking import parse_loggers, require
+
+    require(parse_loggers(cfg.logger))  # a missing tracker library: one line, before any worker starts
     if cfg.model.weights is not None:
         cfg.model.weights = str(Path(cfg.model.weights).expanduser().resolve())
     if cfg.stage == "student":
@@ -101,7 +104,7 @@ def run_training(
     if cfg.scaling.in_process:
         _fetch_teacher(cfg)
         context = InProcessContext(run_dir, rule=should_stop)
-        return fit_fn(cfg, context=context)
+        return _tracked_fit(fit_fn, cfg, context, run_dir)
     return _run_on_ray(
         cfg,
         run_dir=run_dir,
@@ -188,7 +191,25 @@ def _train_worker(config: dict[str, Any]) -> Any:
     # Libraries print progress to stdout (DeepSpeed does); as logs they belong on stderr, which
     # keeps the driver's stdout clean for results (`geodistill train --json`).
     with contextlib.redirect_stdout(sys.stderr):
-        return config["fit_fn"](cfg, context=context)
+        if context.rank != 0:
+            return config["fit_fn"](cfg, context=context)
+        return _tracked_fit(config["fit_fn"], cfg, context, Path(config["run_dir"]))
+
+
+def _tracked_fit(fit_fn: FitFn, cfg: RunConfig, context: Any, run_dir: Path) -> Any:
+    """``fit`` with the run's trackers (``cfg.logger``, see platform/tracking.py) seeing every report."""
+    from geodistill.platform.tracking import TrackedContext, run_tracker
+
+    tracker = run_tracker(cfg, run_dir)
+    if tracker is None:
+        return fit_fn(cfg, context=context)
+    failed = True
+    try:
+        result = fit_fn(cfg, context=TrackedContext(context, tracker))
+        failed = False
+        return result
+    finally:
+        tracker.close(failed=failed)
 
 
 def _run_on_ray(

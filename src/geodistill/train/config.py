@@ -33,6 +33,14 @@ FISD_DIRECTIONS = ("inverse", "forward")  # geodistill.train.losses.fisd_loss
 
 BIG = 10**9  # steps and counts nobody means to exceed
 WEIGHT_MAX = 1e6  # loss weights, clipping norms
+# Experiment trackers a run or a search can write to (several at once); geodistill.platform.tracking
+# wires them. "none" (or an empty list) writes only the run's own metrics.jsonl.
+LOGGERS = ("none", "tensorboard", "mlflow", "wandb")
+
+
+def _known_loggers(names: Any) -> None:
+    if not isinstance(names, list | tuple) or any(name not in LOGGERS for name in names):
+        raise ConfigError(f"logger must be a list of {', '.join(LOGGERS)}; got {names!r}")
 
 
 @dataclass
@@ -135,6 +143,8 @@ class RunConfig:
     experiment: str = setting("default", kind="name")
     output_dir: str = setting("runs", kind="out_dir")
     ray_address: str | None = setting(None, kind="text")
+    # any of LOGGERS; "a,b" or [a, b] in overrides
+    logger: list[str] = setting(default_factory=list, validator=_known_loggers)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=lambda: ModelConfig(img_size=64))
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -216,7 +226,17 @@ def _build(cls: type, d: Mapping[str, Any], *, prefix: str) -> Any:
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Accept ``value`` for a field typed ``hint`` (int for float is fine; bool for int is not)."""
+    """Accept ``value`` for a field typed ``hint`` (int for float is fine; bool for int is not).
+
+    A ``list[str]`` field also takes one comma-separated string (``logger=tensorboard,mlflow``
+    from a shell reads better than a Hydra list).
+    """
+    if typing.get_origin(hint) is list:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key} must be a list of strings, got {value!r}")
+        return list(value)
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     if value is None:
         if type(None) in options:

@@ -42,12 +42,14 @@ def register(subparsers) -> None:
         help="organized (default) or archive: as the UniV archive ships, without test/query_* "
         "(what `data organize` fixes)",
     )
+    synth.add_argument("--quiet", action="store_true", help="no progress bar (none is drawn off a terminal)")
     synth.set_defaults(func=_synth)
 
     check = sub.add_parser("check", help="decode every file of a UniV/University-1652 dataset")
     check.add_argument(
         "root", type=flag(kind="text"), help="dataset directory"
     )  # check_dataset names what is wrong
+    check.add_argument("--quiet", action="store_true", help="no progress bar (none is drawn off a terminal)")
     check.set_defaults(func=_check)
 
     organize = sub.add_parser(
@@ -76,18 +78,21 @@ def _synth(args: argparse.Namespace) -> int:
 
     from geodistill.data.synth import generate_univ
     from geodistill.errors import DataError
+    from geodistill.platform.progress import console_progress
 
     start = time.perf_counter()  # the flags' types checked every value, --out included
     try:
-        out = generate_univ(
-            args.out,
-            buildings=args.buildings,
-            seed=args.seed,
-            video=args.video,
-            img_size=args.img_size,
-            clouds=args.clouds,
-            layout=args.layout,
-        )
+        with console_progress(quiet=args.quiet) as progress:
+            out = generate_univ(
+                args.out,
+                buildings=args.buildings,
+                seed=args.seed,
+                video=args.video,
+                img_size=args.img_size,
+                clouds=args.clouds,
+                layout=args.layout,
+                progress=progress,
+            )
     except OSError as err:  # the disk filled up, or permissions changed under us
         raise DataError(f"cannot write the synthetic UniV to {args.out}: {err}") from None
     split = json.loads((out / "dataset_split.json").read_text())
@@ -105,8 +110,10 @@ def _synth(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from geodistill.data.check import check_dataset
     from geodistill.errors import CorruptMediaError
+    from geodistill.platform.progress import console_progress
 
-    report = check_dataset(args.root)
+    with console_progress(quiet=args.quiet) as progress:
+        report = check_dataset(args.root, progress=progress)
     print(f"{report.root}: {report.kind}, {report.files_checked} files decoded")
     print(report.table())
     if report.missing_views:

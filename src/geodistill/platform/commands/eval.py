@@ -48,6 +48,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
+        "--quiet", action="store_true", help="no progress bars (none are drawn off a terminal)"
+    )
+    parser.add_argument(
         "--smoke-test", action="store_true", help="random vit_tiny on a tiny synthetic set (CI)"
     )
     parser.set_defaults(func=_run)
@@ -146,9 +149,18 @@ def _run(args: argparse.Namespace) -> int:
         s = _settings(args, train_config, model)
         index = open_index(s["root"], elevation=s["elevation"], fps=s["fps"])
         model.eval()
-        result = evaluate(
-            model, index, views=s["views"], img_size=s["img_size"], batch_size=args.batch_size, fps=s["fps"]
-        )
+        from geodistill.platform.progress import console_progress
+
+        with console_progress(quiet=args.quiet or args.json) as progress:
+            result = evaluate(
+                model,
+                index,
+                views=s["views"],
+                img_size=s["img_size"],
+                batch_size=args.batch_size,
+                fps=s["fps"],
+                progress=progress,
+            )
         cost = None
         if args.profile:
             from geodistill.models import profile

@@ -109,6 +109,20 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
     parser.add_argument(
+        "--logger",
+        help="experiment tracking, comma-separated: none | tensorboard | mlflow | wandb "
+        "(default: the config's logger=; MLflow to <storage>/<experiment>/mlflow.db, W&B offline)",
+    )
+    parser.add_argument(
+        "--dashboard", action="store_true", help="start the Ray dashboard on 127.0.0.1 and print its URL"
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="stream every trial's output and Tune's status (default: a live trial table; "
+        "trial output in <trial dir>/stdout and stderr)",
+    )
+    parser.add_argument(
         "--smoke-test",
         action="store_true",
         help="tiny search for CI: preset=smoke, search_space=smoke unless given, a teacher trained first if none",
@@ -207,7 +221,9 @@ def _run(args: argparse.Namespace) -> int:
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
         seed=args.seed,
-        verbose=1,
+        verbose=2 if args.verbose else 1,
+        loggers=args.logger,
+        dashboard=args.dashboard,
     )
     metric = args.metric or load_space(space).metric
     counts = result.rows.group_by("status").len().sort("status").iter_rows() if result.rows.height else []

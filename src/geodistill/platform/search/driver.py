@@ -81,7 +81,7 @@ def resolve_storage(storage: str | None) -> tuple[str, bool]:
 def study_url(experiment: str, storage_root: str, local: bool) -> str:
     """SQLite URL of the experiment's Optuna study when no ``--study-storage`` is given (beside
     Tune's state when storage is local, else under ``$GEODISTILL_OPTUNA_DIR``)."""
-    from geodistill.platform.search.study import default_url
+    from geodistill.platform.search.study_storage import default_url
 
     return default_url(experiment, storage_root, local, study_dir=os.environ.get(STUDY_DIR_ENV))
 
@@ -111,6 +111,8 @@ def run_search(
     objective: Callable[..., Any] | None = None,
     callbacks: Sequence[Any] = (),
     verbose: int = 1,
+    loggers: str | Sequence[str] | None = None,
+    dashboard: bool = False,
 ) -> SearchResult:
     """Run (or ``resume``) a multi-objective search; return its leaderboard rows and Pareto set.
 
@@ -118,6 +120,12 @@ def run_search(
     ``fixed`` and the sampled parameters go on top. ``teacher`` sets
     ``distill.teacher_checkpoint``. ``objective`` replaces ``eval.fit_evaluated`` in single-worker
     trials (benchmarks use trivial objectives to measure the platform's own overhead).
+
+    ``verbose``: 0 prints nothing; 1 (the CLI's default) shows the live trial table
+    (``live.LiveTable``) while each trial's output goes to files in its folder; 2 streams the
+    trials' output and Tune's own status as before. ``loggers`` (``"tensorboard,mlflow"``;
+    default: the base config's ``logger``) adds Tune's logger callbacks (``tracking.py``).
+    ``dashboard`` starts the Ray dashboard on 127.0.0.1 (a local head only) and prints its URL.
     """
     _check_arguments(experiment, num_samples, max_concurrent, time_budget_s, sampler, gpus_per_trial)
     space, base = _prepare_space(space, overrides=overrides, teacher=teacher, metric=metric)
@@ -130,10 +138,7 @@ def run_search(
         base=base,
     )
 
-    from geodistill.platform.ray_local import init_ray
-
-    # Inside `ray job submit` the job's cluster is in RAY_ADDRESS: join it, never start another.
-    init_ray(address or os.environ.get("GEODISTILL_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS"))
+    _start_ray(address, dashboard=dashboard, verbose=verbose)
 
     ray_train = uses_ray_train(space, base)
     setup = TrialSetup(
@@ -156,7 +161,7 @@ def run_search(
             f"experiment {experiment!r} already exists at {where.experiment_path}; pass --resume to "
             "continue it or choose another --experiment"
         )
-    from geodistill.platform.search.study import record_url
+    from geodistill.platform.search.study_storage import record_url
 
     record_url(where.experiment_path, where.study_url, study_name=experiment)  # --resume finds it
     # Epochs between evaluations report no precision metric; ASHA skips those results.
@@ -164,6 +169,7 @@ def run_search(
     # Every epoch checkpoints (num_to_keep=1): Tune's "snapshotting too often" warning is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     callback = LeaderboardCallback(where.leaderboard, experiment, space, base)
+    shown = _console_callbacks(space, base, where, experiment, loggers, num_samples, time_budget_s, verbose)
     started = time.monotonic()
     if resume and can_restore:
         tuner, callback = restore_tuner(where, experiment, space, trainable, callback, verbose=verbose)
@@ -176,7 +182,7 @@ def run_search(
             experiment,
             space,
             base,
-            callbacks=[callback, *callbacks],
+            callbacks=[callback, *shown, *callbacks],
             sampler=sampler,
             seed=seed,
             num_samples=num_samples,
@@ -193,6 +199,54 @@ def run_search(
 
 
 # ---------------------------------------------------------------- the steps of run_search
+
+
+def _start_ray(address: str | None, *, dashboard: bool, verbose: int) -> None:
+    """Start or join Ray; trials' output reaches this console only with ``verbose >= 2``."""
+    from geodistill.platform.ray_local import dashboard_url, init_ray
+
+    # Inside `ray job submit` the job's cluster is in RAY_ADDRESS: join it, never start another.
+    init_ray(
+        address or os.environ.get("GEODISTILL_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS"),
+        include_dashboard=dashboard,
+        log_to_driver=verbose >= 2,
+    )
+    if dashboard and verbose:
+        url = dashboard_url()
+        print(f"Ray dashboard: {url}" if url else "Ray dashboard: not running on this cluster", flush=True)
+
+
+def _console_callbacks(
+    space: SearchSpace,
+    base: dict[str, Any],
+    where: SearchPaths,
+    experiment: str,
+    loggers: str | Sequence[str] | None,
+    num_samples: int,
+    time_budget_s: float | None,
+    verbose: int,
+) -> list[Any]:
+    """The trackers' callbacks (``tracking.py``) and, at ``verbose == 1``, the live table (``live.py``)."""
+    from geodistill.platform.tracking import parse_loggers
+
+    chosen = parse_loggers(base.get("logger") if loggers is None else loggers)
+    out: list[Any] = []
+    if chosen:
+        from geodistill.platform.search.tracking import tune_callbacks
+
+        out += tune_callbacks(
+            chosen,
+            experiment=experiment,
+            experiment_path=where.experiment_path,
+            local=where.local,
+            space=space,
+            base=base,
+        )
+    if verbose == 1:
+        from geodistill.platform.search.live import LiveTable
+
+        out.append(LiveTable(metric=space.metric, num_samples=num_samples, time_budget_s=time_budget_s))
+    return out
 
 
 def _check_arguments(
@@ -279,7 +333,7 @@ def _locate(
     starts: an unreachable store costs a second, not a trial.
     """
     from geodistill.leaderboard import Leaderboard, default_root
-    from geodistill.platform.search import study
+    from geodistill.platform.search import study_storage
 
     storage_root, local = resolve_storage(storage)
     from geodistill.platform.remote import join_uri
@@ -293,7 +347,7 @@ def _locate(
     if "://" not in lb_root:
         lb_root = str(Path(lb_root).expanduser().absolute())
     Leaderboard(lb_root).check_writable(experiment)  # before any trial spends compute
-    url = study.resolve(
+    url = study_storage.resolve(
         study_storage,
         experiment=experiment,
         experiment_path=experiment_path,
@@ -302,7 +356,7 @@ def _locate(
         resume=resume,
         study_dir=os.environ.get(STUDY_DIR_ENV),
     )
-    study.open_storage(url)  # reachable now, or one line and exit 2
+    study_storage.open_storage(url)  # reachable now, or one line and exit 2
     where = SearchPaths(
         storage_root=storage_root,
         local=local,
@@ -342,7 +396,7 @@ def _finish(
 ) -> SearchResult:
     """Write the rows still missing, then read the experiment's rows and Pareto set back."""
     from geodistill.leaderboard import Leaderboard
-    from geodistill.platform.search.study import public_url
+    from geodistill.platform.search.study_storage import public_url
 
     trials = list(callback.trials)
     # Rows that the callback could not write (Ctrl-C between completion and the write, or a

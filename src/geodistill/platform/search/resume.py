@@ -94,13 +94,15 @@ def _tell_study(
     """Tell the Optuna study how the stale trials ended (they are still RUNNING in it)."""
     import optuna
 
+    from geodistill.platform.search.study import stopped_early
+
     searcher_file = _newest(folder, "searcher-state-*.pkl")
     if searcher_file is None:
         return
     with open(searcher_file, "rb") as f:
         searcher_state = cloudpickle.load(f)
     ot_trials = searcher_state.get("_ot_trials", {}) if isinstance(searcher_state, dict) else {}
-    from geodistill.platform.search.study import open_storage
+    from geodistill.platform.search.study_storage import open_storage
 
     study = optuna.load_study(study_name=study_name, storage=open_storage(study_url))
     states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
@@ -110,7 +112,9 @@ def _tell_study(
             continue
         status, result = finished[trial_id]
         values = [result.get(k) for k in objectives]
-        if FINISHED[status] == "complete" and all(isinstance(v, int | float) for v in values):
+        if FINISHED[status] == "complete" and stopped_early(result):  # as StudySearch would have
+            study.tell(ot_trial.number, state=optuna.trial.TrialState.PRUNED)
+        elif FINISHED[status] == "complete" and all(isinstance(v, int | float) for v in values):
             study.tell(ot_trial.number, [float(v) for v in values])
         else:
             study.tell(ot_trial.number, state=optuna.trial.TrialState.FAIL)

@@ -1,199 +1,106 @@
-"""Where a search's Optuna study lives (``--study-storage``), so that it can outlive its driver.
+"""An honest Optuna study: named objectives, per-epoch values, early-stopped trials PRUNED.
 
-A study is only as durable as its storage. The default is a SQLite file beside Tune's state
-(``<storage>/<experiment>/optuna.db``): fine on one machine, but with a URI ``--storage`` it
-has to sit on the driver's own disk, and a RayJob's head pod takes it along when it is deleted.
-``--study-storage URL`` puts it anywhere Optuna can keep one:
+Ray Tune's ``OptunaSearch`` leaves three things out that a researcher opening the study
+(``optuna-dashboard``, ``optuna.load_study``) relies on:
 
-- ``sqlite:///path/optuna.db`` (or any other SQLAlchemy URL Optuna's ``RDBStorage`` takes);
-- ``postgresql://user@host:5432/db`` (``pip install 'geodistill[postgres]'``; give the
-  password through ``PGPASSWORD`` or ``~/.pgpass`` rather than in the URL: URLs are printed
-  and recorded, with any password removed);
-- ``journal:///shared/path/study.log``: Optuna's ``JournalStorage`` over an append-only file
-  (``JournalFileBackend``) on a file system every driver can reach (NFS, a mounted volume).
+- the objectives have no names (the dashboard shows "Objective 0/1"): ``set_metric_names``
+  gives them the search's metric and ``gflops``;
+- a multi-objective study gets no intermediate values (``Trial.report`` refuses
+  multi-objective studies, so ``OptunaSearch.on_trial_result`` returns early): every epoch's
+  metric is written through the storage call ``Trial.report`` itself makes
+  (``set_trial_intermediate_value``), step = epoch;
+- a trial stopped early (ASHA, the rung rule, the time budget) is told COMPLETE with its
+  under-trained values, so it sits in the study's Pareto front and feeds the sampler, while
+  the leaderboard marks it "stopped" and the report leaves it out. Here it is told PRUNED
+  (``best_trials`` and the samplers' multi-objective models use COMPLETE trials only), so
+  ``study.best_trials`` is the report's Pareto front.
 
-The URL (password removed) is recorded with the experiment (``study.json`` beside Tune's
-state, through ``pyarrow.fs`` so a URI ``--storage`` works too), so ``--resume`` on a fresh
-driver finds the study without being told; an explicit ``--study-storage`` that names another
-store is refused in one line. ``open_storage`` connects at once: an unreachable store fails
-before Ray starts or any trial trains.
+Every Optuna trial carries the Tune trial id (user attribute ``tune_trial_id``, the
+leaderboard's ``trial_id``), and a pruned one the epoch it stopped at (``stopped_at_epoch``).
 """
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
+import logging
+import warnings
+from collections.abc import Mapping
 from typing import Any
 
-from geodistill.errors import ConfigError
+from ray.tune.search.optuna import OptunaSearch
 
-RECORD = "study.json"
-JOURNAL_SCHEME = "journal://"
-CONNECT_TIMEOUT_S = 10  # an unreachable database host fails in seconds, not after TCP's minutes
+TRIAL_ID_ATTR = "tune_trial_id"
+STOPPED_AT_ATTR = "stopped_at_epoch"
 
-
-def normalise(url: str) -> str:
-    """``url`` with relative file paths made absolute (the driver may be started elsewhere)."""
-    if url.startswith(JOURNAL_SCHEME):
-        path = url.removeprefix(JOURNAL_SCHEME)
-        if not path:
-            raise ConfigError("--study-storage journal:// needs a file path (journal:///shared/study.log)")
-        return JOURNAL_SCHEME + str(Path(path).expanduser().absolute())
-    if "://" not in url:
-        raise ConfigError(
-            f"--study-storage must be a URL (sqlite:///..., postgresql://..., journal:///...); got {url!r}"
-        )
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        path = url.removeprefix("sqlite:///")
-        if path and path != ":memory:":
-            return "sqlite:///" + str(Path(path).expanduser().absolute())
-    return url
+log = logging.getLogger(__name__)
 
 
-def public_url(url: str) -> str:
-    """``url`` without its password (what is printed and recorded)."""
-    from urllib.parse import urlsplit, urlunsplit
+def stopped_early(result: Mapping[str, Any] | None) -> bool:
+    """Whether a trial's last result is short of its planned epochs (the leaderboard's "stopped").
 
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
-
-
-def default_url(experiment: str, storage_root: str, local: bool, *, study_dir: str | None = None) -> str:
-    """The study's SQLite URL when no ``--study-storage`` is given (beside Tune's state when local;
-    else ``study_dir``, default ``~/geodistill/optuna``, on the driver's disk)."""
-    if local:
-        folder = Path(storage_root) / experiment
-    else:
-        folder = Path(study_dir or Path.home() / "geodistill" / "optuna")
-    folder.mkdir(parents=True, exist_ok=True)
-    name = "optuna.db" if local else f"{experiment}.db"
-    return f"sqlite:///{folder / name}"
-
-
-def with_driver(url: str) -> str:
-    """A plain ``postgresql://`` URL with the DB-API driver that is installed (psycopg2 or psycopg 3).
-
-    SQLAlchemy's default driver for ``postgresql://`` changed between releases (psycopg2 in 2.0,
-    psycopg 3 in 2.1); either works for Optuna, so use whichever the environment has.
+    Over-budget trials (refused before training) are not "stopped early": they stay COMPLETE
+    with their cost, and their violated constraint keeps them off the front.
     """
-    for plain in ("postgresql://", "postgres://"):
-        if url.startswith(plain):
-            import importlib.util
-
-            for module, dialect in (("psycopg2", "psycopg2"), ("psycopg", "psycopg")):
-                if importlib.util.find_spec(module) is not None:
-                    return f"postgresql+{dialect}://" + url.removeprefix(plain)
-    return url
+    if not result or result.get("over_budget"):
+        return False
+    if result.get("stopped_early"):
+        return True
+    epoch, planned = result.get("epoch"), result.get("epochs_planned")
+    return epoch is not None and planned is not None and int(epoch) < int(planned)
 
 
-def open_storage(url: str) -> Any:
-    """An Optuna storage for ``url``, connected now; an unreachable one raises a one-line ConfigError."""
-    import optuna
+class StudySearch(OptunaSearch):
+    """``OptunaSearch`` that names its objectives, records every epoch and prunes stopped trials."""
 
-    try:
-        if url.startswith(JOURNAL_SCHEME):
-            from optuna.storages.journal import JournalFileBackend
+    def _setup_study(self, mode: str | list) -> None:
+        import optuna
 
-            path = Path(url.removeprefix(JOURNAL_SCHEME))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            storage = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-        else:
-            engine_kwargs = {}
-            if url.startswith(("postgresql", "postgres")):
-                engine_kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
-            storage = optuna.storages.RDBStorage(with_driver(url), engine_kwargs=engine_kwargs)
-        storage.get_all_studies()  # a round trip: RDBStorage connects lazily for some drivers
-    except ImportError as err:
-        raise ConfigError(
-            f"cannot open the Optuna study storage {public_url(url)}: {_first_line(err)} "
-            "(PostgreSQL needs pip install 'geodistill[postgres]')"
-        ) from None
-    except Exception as err:  # noqa: BLE001 - SQLAlchemy / OS errors of every kind: one line
-        raise ConfigError(
-            f"cannot open the Optuna study storage {public_url(url)}: {_first_line(err)}"
-        ) from None
-    return storage
+        super()._setup_study(mode)
+        metrics = self._metric if isinstance(self._metric, list) else [self._metric]
+        if self._ot_study.metric_names != list(metrics):
+            with warnings.catch_warnings():  # "experimental since 3.2": stable in practice
+                warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+                self._ot_study.set_metric_names(list(metrics))
 
+    def suggest(self, trial_id: str) -> dict | None:
+        params = super().suggest(trial_id)
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None:
+            ot_trial.set_user_attr(TRIAL_ID_ATTR, trial_id)
+        return params
 
-def recorded_url(experiment_path: str) -> str | None:
-    """The study URL recorded with the experiment at ``experiment_path`` (None when none is)."""
-    fs, path = _fs(experiment_path)
-    import pyarrow.fs as pafs
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._record_epoch(trial_id, result)
 
-    try:
-        if fs.get_file_info(path).type != pafs.FileType.File:
-            return None
-        with fs.open_input_stream(path) as stream:
-            return json.loads(stream.read().decode())["study_storage"]
-    except (OSError, ValueError, KeyError) as err:
-        raise ConfigError(f"cannot read {experiment_path}/{RECORD}: {_first_line(err)}") from None
+    def _record_epoch(self, trial_id: str, result: Mapping[str, Any] | None) -> None:
+        """Record the first objective at this epoch as the trial's intermediate value."""
+        if not result:
+            return
+        metric = self._metric[0] if isinstance(self._metric, list) else self._metric
+        value, epoch = result.get(metric), result.get("epoch")
+        ot_trial = self._ot_trials.get(trial_id)
+        if value is None or epoch is None or ot_trial is None or trial_id in self._completed_trials:
+            return
+        if result.get("over_budget"):
+            return  # refused before training: no epoch happened
+        # Trial.report refuses multi-objective studies; this is the storage call it makes.
+        storage, number = self._ot_study._storage, ot_trial._trial_id
+        try:
+            storage.set_trial_intermediate_value(number, int(epoch), float(value))
+        except Exception as err:  # noqa: BLE001 - never end a search over a bookkeeping value
+            log.warning("intermediate value of trial %s at epoch %s not recorded: %s", trial_id, epoch, err)
 
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        # Tune hands a trial's last result to on_trial_complete only, not to on_trial_result.
+        self._record_epoch(trial_id, result)
+        if error or not stopped_early(result) or trial_id in self._completed_trials:
+            super().on_trial_complete(trial_id, result=result, error=error)
+            return
+        import optuna
 
-def record_url(experiment_path: str, url: str, *, study_name: str) -> None:
-    """Record the study's URL (no password) with the experiment, atomically where the fs allows."""
-    fs, path = _fs(experiment_path)
-    data = json.dumps({"study_storage": public_url(url), "study_name": study_name}, indent=1).encode()
-    try:
-        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        if _is_local(fs):
-            tmp = f"{path}.tmp{os.getpid()}"
-            with fs.open_output_stream(tmp) as out:
-                out.write(data)
-            os.replace(tmp, path)
-        else:  # an object store's single PUT is atomic
-            with fs.open_output_stream(path) as out:
-                out.write(data)
-    except OSError as err:
-        raise ConfigError(f"cannot record the study with {experiment_path}: {_first_line(err)}") from None
-
-
-def resolve(
-    requested: str | None,
-    *,
-    experiment: str,
-    experiment_path: str,
-    storage_root: str,
-    local: bool,
-    resume: bool,
-    study_dir: str | None = None,
-) -> str:
-    """The study URL of this run: the recorded one on ``--resume``, else ``requested`` or the default.
-
-    A resume whose explicit ``requested`` names another store than the recorded one is refused:
-    it would start the sampler from nothing and split one experiment over two studies.
-    """
-    wanted = normalise(requested) if requested else None
-    recorded = recorded_url(experiment_path) if resume else None
-    if recorded is not None:
-        if wanted is not None and public_url(wanted) != recorded:
-            raise ConfigError(
-                f"experiment {experiment!r} keeps its Optuna study in {recorded}; --study-storage "
-                f"{public_url(wanted)} differs (drop --study-storage to use the recorded one)"
-            )
-        return wanted or recorded
-    return wanted or default_url(experiment, storage_root, local, study_dir=study_dir)
-
-
-def _fs(experiment_path: str) -> tuple[Any, str]:
-    import pyarrow.fs as pafs
-
-    if "://" in experiment_path and not experiment_path.startswith("file://"):
-        fs, base = pafs.FileSystem.from_uri(experiment_path)
-        return fs, f"{base.rstrip('/')}/{RECORD}"
-    return pafs.LocalFileSystem(), str(Path(experiment_path.removeprefix("file://")) / RECORD)
-
-
-def _is_local(fs: Any) -> bool:
-    import pyarrow.fs as pafs
-
-    return isinstance(fs, pafs.LocalFileSystem)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0].strip() if text else type(err).__name__
+        ot_trial = self._ot_trials[trial_id]
+        try:
+            ot_trial.set_user_attr(STOPPED_AT_ATTR, int(result["epoch"]))
+            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+        except Exception as err:  # noqa: BLE001
+            log.warning("trial %s not recorded as pruned: %s", trial_id, err)
+        self._completed_trials.add(trial_id)

@@ -132,6 +132,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     trial_id = tune.get_context().get_trial_id()
     cfg = with_gpus_per_trial(trial_config(setup.space, config, base=setup.base), setup.gpus_per_trial)
     cfg.experiment, cfg.run_name = setup.experiment, trial_id
+    cfg.logger = []  # a search tracks its trials from the driver (Tune's logger callbacks)
     extra = {**trial_cost(cfg), "epochs_planned": cfg.train.epochs}
     budget = setup.space.flops_budget
     if budget is not None and extra["gflops"] > budget:

@@ -121,12 +121,13 @@ def new_tuner(
     """A fresh Tuner: Optuna (its study in ``where.study_url``) behind a concurrency limiter."""
     import optuna
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
-    from geodistill.platform.search.study import open_storage
+    from geodistill.platform.search.study import StudySearch
+    from geodistill.platform.search.study_storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    searcher = OptunaSearch(
+    # Named objectives, per-epoch intermediate values, early-stopped trials PRUNED (study.py).
+    searcher = StudySearch(
         space=functools.partial(define_by_run, space=space, base=base),
         metric=[space.metric, space.efficiency],
         mode=["max", "min"],
@@ -149,7 +150,10 @@ def new_tuner(
             callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=0),
-            verbose=verbose,
+            # verbose 1 is the live table (live.py): Tune's own reporter and the trials' output
+            # (to <trial>/stdout, <trial>/stderr) stay off the console; 2 streams both as before.
+            verbose=1 if verbose >= 2 else 0,
+            log_to_file=verbose < 2,
         ),
     )
 

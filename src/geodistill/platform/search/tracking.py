@@ -1,0 +1,130 @@
+"""A search's experiment tracking: Ray Tune's own logger callbacks, given each trial's resolved config.
+
+``--logger tensorboard,mlflow,wandb`` adds, in the driver:
+
+- ``TBXLoggerCallback`` (``ray.tune.logger``): event files in each trial's folder
+  (``<storage>/<experiment>/<trial>/events.out.tfevents.*``); ``tensorboard --logdir
+  <storage>/<experiment>`` shows every trial;
+- ``MLflowLoggerCallback`` (``ray.air.integrations.mlflow``): one MLflow run per trial in the
+  experiment's MLflow experiment, stored in ``<storage>/<experiment>/mlflow.db`` (SQLite)
+  unless ``$MLFLOW_TRACKING_URI`` names another store;
+- ``WandbLoggerCallback`` (``ray.air.integrations.wandb``): one W&B run per trial, grouped by
+  experiment, offline (``<trial folder>/wandb/offline-run-*``) unless ``$WANDB_MODE`` says otherwise.
+
+Every trial result already carries the epoch's losses and metrics and the trial's cost
+(``gflops``, ``gmacs``, ``params_m``), so the callbacks log those as they are. Tune's callbacks
+only know the sampled parameters; the small subclasses here add the trial's resolved run config
+(the space's fixed values and the base config under them): TensorBoard as a ``config`` text,
+MLflow as parameters (``cfg.<dotted key>``), W&B in the run's config.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from ray.air.integrations.mlflow import MLflowLoggerCallback
+from ray.air.integrations.wandb import WandbLoggerCallback
+from ray.tune.logger import TBXLoggerCallback
+
+from geodistill.platform.search.space import SearchSpace, trial_config
+from geodistill.platform.tracking import WANDB_PROJECT, flatten, mlflow_uri, require, wandb_mode
+
+
+def resolved_config(config: dict[str, Any], *, space: SearchSpace, base: dict[str, Any]) -> dict[str, Any]:
+    """The run config a trial with sampled ``config`` trains (nested dict); {} if it cannot be composed."""
+    try:
+        return trial_config(space, config, base=base).to_dict()
+    except Exception:  # noqa: BLE001 - a bad trial fails in the trial, with its own error row
+        return {}
+
+
+class TensorBoardCallback(TBXLoggerCallback):
+    """Tune's TensorBoard logger, plus the trial's resolved config as a text summary."""
+
+    def __init__(self, resolve: Any) -> None:
+        super().__init__()
+        self.resolve = resolve
+
+    def log_trial_start(self, trial: Any) -> None:
+        super().log_trial_start(trial)
+        text = json.dumps(self.resolve(trial.config), indent=2, sort_keys=True)
+        self._trial_writer[trial].add_text("config", f"```\n{text}\n```")
+
+
+class MLflowCallback(MLflowLoggerCallback):
+    """Tune's MLflow logger, plus the trial's resolved config as ``cfg.*`` parameters."""
+
+    def __init__(self, resolve: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.resolve = resolve
+
+    def log_trial_start(self, trial: Any) -> None:
+        started = trial in getattr(self, "_trial_runs", {})
+        super().log_trial_start(trial)
+        if not started:  # a restored trial keeps the parameters it logged
+            params = {f"cfg.{k}": str(v)[:6000] for k, v in flatten(self.resolve(trial.config)).items()}
+            self.mlflow_util.log_params(run_id=self._trial_runs[trial], params_to_log=params)
+
+
+class WandbCallback(WandbLoggerCallback):
+    """Tune's W&B logger, plus the trial's resolved config in the run's config."""
+
+    def __init__(self, resolve: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.resolve = resolve
+
+    def _start_logging_actor(self, trial: Any, exclude_results: list[str], **wandb_init_kwargs: Any) -> None:
+        config = dict(wandb_init_kwargs.get("config") or {})
+        config["run_config"] = self.resolve(trial.config)
+        wandb_init_kwargs["config"] = config
+        super()._start_logging_actor(trial, exclude_results, **wandb_init_kwargs)
+
+
+def tune_callbacks(
+    loggers: Sequence[str],
+    *,
+    experiment: str,
+    experiment_path: str,
+    local: bool,
+    space: SearchSpace,
+    base: dict[str, Any],
+) -> list[Any]:
+    """The Tune callbacks for the chosen trackers (``tracking.parse_loggers`` output)."""
+    require(loggers)
+    resolve = functools.partial(resolved_config, space=space, base=base)
+    callbacks: list[Any] = []
+    if "tensorboard" in loggers:
+        callbacks.append(TensorBoardCallback(resolve))
+    if "mlflow" in loggers:
+        import os
+
+        if not local and not os.environ.get("MLFLOW_TRACKING_URI"):
+            from geodistill.errors import ConfigError
+
+            raise ConfigError(
+                "--logger mlflow with a URI --storage needs $MLFLOW_TRACKING_URI (a shared store)"
+            )
+        callbacks.append(
+            MLflowCallback(
+                resolve,
+                tracking_uri=mlflow_uri(experiment_path),
+                experiment_name=experiment,
+                tags={"geodistill.experiment": experiment},
+            )
+        )
+    if "wandb" in loggers:
+        import os
+
+        mode = wandb_mode()
+        callbacks.append(
+            WandbCallback(
+                resolve,
+                project=os.environ.get("WANDB_PROJECT", WANDB_PROJECT),
+                group=experiment,
+                mode=mode,
+            )
+        )
+    return callbacks
