@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 import re
 import socket
 import subprocess
 import uuid
+import warnings
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from functools import cache
