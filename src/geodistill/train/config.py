@@ -25,6 +25,7 @@ STAGES = ("teacher", "student")
 SCHEDULES = ("cosine", "step")
 PRECISIONS = ("fp32", "bf16", "fp16")
 STRATEGIES = ("ddp", "accelerate", "deepspeed")
+RESUME_MODES = ("auto", "force")
 FEATURE_LOSSES = ("mse", "cosine")
 
 
@@ -64,6 +65,8 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     eval_every: int = 1  # epochs between evaluate_fn calls (the last epoch is always evaluated)
     seed: int = 0
+    # "auto": an existing run of this name resumes only if its saved config matches; "force": resume anyway.
+    resume: str = "auto"
 
 
 @dataclass
@@ -149,6 +152,7 @@ class RunConfig:
         _choice("train.schedule", self.train.schedule, SCHEDULES)
         _choice("train.precision", self.train.precision, PRECISIONS)
         _choice("train.strategy", self.train.strategy, STRATEGIES)
+        _choice("train.resume", self.train.resume, RESUME_MODES)
         _choice("train.zero_stage", self.train.zero_stage, (1, 2, 3))
         _choice("distill.feature_loss", self.distill.feature_loss, FEATURE_LOSSES)
         _choice("data.elevation", self.data.elevation, (30, 45))
