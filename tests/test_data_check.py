@@ -44,19 +44,27 @@ def _one_line_error(root: Path, match: str) -> str:
     return msg
 
 
-def test_check_fails_on_corrupt_jpeg(synth_univ: Path, tmp_path: Path):
+def test_check_lists_every_corrupt_jpeg(synth_univ: Path, tmp_path: Path):
     root = _copy(synth_univ, tmp_path / "u")
-    bad = sorted((root / "45" / "2fps" / "test" / "gallery_drone").rglob("frame_003.jpeg"))[0]
-    bad.write_bytes(bad.read_bytes()[:200])
-    _one_line_error(root, str(bad))
+    frames = sorted((root / "45" / "2fps" / "test" / "gallery_drone").rglob("frame_003.jpeg"))
+    bad = [frames[0], frames[2], frames[-1]]
+    for path in bad:
+        path.write_bytes(path.read_bytes()[:200])
+    report = check_dataset(root)  # keeps going past the first bad file
+    assert report.corrupt_files == sorted(bad)
+    assert len(report.corrupt) == 3 and all(line.startswith("corrupt image ") for line in report.corrupt)
+    assert report.files_checked > 3  # every other file was decoded too
 
 
-def test_check_fails_on_truncated_mp4(synth_univ_mp4: Path, tmp_path: Path):
+def test_check_lists_a_truncated_mp4(synth_univ_mp4: Path, tmp_path: Path):
     root = tmp_path / "m"
     shutil.copytree(synth_univ_mp4, root)
-    bad = sorted((root / "45" / "mp4" / "train" / "drone").glob("*.mp4"))[0]
-    bad.write_bytes(bad.read_bytes()[:2000])
-    _one_line_error(root, str(bad))
+    videos = sorted((root / "45" / "mp4" / "train" / "drone").glob("*.mp4"))
+    for path in videos[:2]:
+        path.write_bytes(path.read_bytes()[:2000])
+    report = check_dataset(root)
+    assert report.corrupt_files == videos[:2]
+    assert all("corrupt video" in line for line in report.corrupt)
 
 
 def test_check_fails_on_empty_folder_missing_path_and_layout(synth_univ: Path, tmp_path: Path):
@@ -76,13 +84,16 @@ def test_cli_check_exit_codes(synth_univ: Path, tmp_path: Path, capsys):
     out = capsys.readouterr().out
     assert "univ" in out and "gallery_satellite" in out and "missing views: none" in out
     root = _copy(synth_univ, tmp_path / "u")
-    bad = sorted((root / "45" / "2fps" / "train" / "satellite").rglob("*.jpeg"))[0]
-    bad.write_bytes(b"garbage")
+    bad = sorted((root / "45" / "2fps" / "train" / "satellite").rglob("*.jpeg"))[:2]
+    for path in bad:
+        path.write_bytes(b"garbage")
     assert main(["data", "check", str(root)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert (
-        err.count("\n") == 0 and err.startswith("geodistill data: error: corrupt image") and str(bad) in err
-    )
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.count("\n") == 0
+    assert err == f"geodistill data: error: 2 corrupt file(s) in {root}: {bad[0]}; {bad[1]}"
+    assert "corrupt files (2 of " in captured.out  # the report lists each with its reason
+    assert sum(f"corrupt image {p}:" in captured.out for p in bad) == 2
     assert main(["data", "check", str(tmp_path / "nowhere")]) == 2
     assert "dataset path does not exist" in capsys.readouterr().err
 
@@ -99,4 +110,4 @@ def test_cli_synth(tmp_path: Path, capsys):
     )
     assert (out / "dataset_split.json").is_file() and (out / "30" / "10fps" / "train" / "drone").is_dir()
     assert main(["data", "synth", "--out", str(out), "--buildings", "1"]) == 2
-    assert "--buildings must be at least 2" in capsys.readouterr().err
+    assert "argument --buildings: must be >= 2" in capsys.readouterr().err

@@ -81,6 +81,10 @@ def test_layout_errors(tmp_path: Path):
     with pytest.raises(DataError, match="not a UniV"):
         open_index(tmp_path / "junk")
     (tmp_path / "u" / "train" / "drone" / "0001").mkdir(parents=True)
+    with pytest.raises(DataError, match="University-1652 without its test/ split"):
+        open_index(tmp_path / "u")
+    for subset in ("query_drone", "gallery_satellite"):
+        (tmp_path / "u" / "test" / subset).mkdir(parents=True)
     with pytest.raises(DataError, match="empty class folder .*0001"):
         open_index(tmp_path / "u")
 

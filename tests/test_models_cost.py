@@ -78,6 +78,8 @@ def test_query_cost_is_views_times_frame_plus_refiner():
     assert query_flops(tiny_model(), img_size=32, views=4) == 4 * one  # the mean adds no matmul
     # select: similarities [4,D]x[D,4] and scores against the mean [4,D]x[D,1] -> 2*(16+4)*D FLOPs.
     assert query_flops(tiny_model("select"), img_size=32, views=4) == 4 * one + 2 * (16 + 4) * d
+    # mi: the same two matmuls on the standardised frames, whatever k is.
+    assert query_flops(tiny_model("mi"), img_size=32, views=4) == 4 * one + 2 * (16 + 4) * d
     # attention: scorer Linear(D,16) and Linear(16,1) on 4 frames -> 2*4*(16*D + 16) FLOPs.
     assert query_flops(tiny_model("attention"), img_size=32, views=4) == 4 * one + 2 * 4 * (16 * d + 16)
 
@@ -128,7 +130,9 @@ def test_cli_smoke_json_table_and_errors(capsys):
     )
     assert main(["profile", "--backbone", "vit_huge"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("geodistill profile: error: unknown backbone 'vit_huge'; known: vit_tiny")
+    assert err.startswith(
+        "geodistill profile: error: unknown backbone 'vit_huge': not in timm.list_models() nor an alias; known: vit_tiny"
+    )
     assert "\n" not in err
     assert main(["profile", "--views", "0", "--no-latency"]) == 2
     assert capsys.readouterr().err.strip() == "geodistill profile: error: --views must be at least 1, got 0"

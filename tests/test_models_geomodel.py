@@ -19,8 +19,16 @@ from geodistill.models import (
     model_from_config,
     save_model,
 )
+from geodistill.models.cost import descriptor_params
 from geodistill.models.heads import ring_weights
-from geodistill.models.refiners import AttentionRefiner, SelectRefiner, select_frames
+from geodistill.models.refiners import (
+    AttentionRefiner,
+    MIRefiner,
+    SelectRefiner,
+    gaussian_mi,
+    mi_select_frames,
+    select_frames,
+)
 
 
 def tiny_cfg(**kw) -> ModelConfig:
@@ -42,8 +50,13 @@ def test_unknown_backbone_lists_known_names_in_one_line():
         create_backbone("vit_gigantic", img_size=32)
     msg = str(err.value)
     assert "\n" not in msg
-    assert msg.startswith("unknown backbone 'vit_gigantic'; known: vit_tiny, vit_small")
+    assert msg.startswith(
+        "unknown backbone 'vit_gigantic': not in timm.list_models() nor an alias; known: vit_tiny, vit_small"
+    )
     assert all(name in msg for name in BACKBONES)
+    assert msg.endswith(
+        "did you mean davit_giant, vit_gigantic_patch14_224, vit_giant_patch14_224, vit_tiny?"
+    )
 
 
 @pytest.mark.parametrize(
@@ -98,6 +111,59 @@ def test_select_refiner_picks_representative_then_least_redundant():
     torch.testing.assert_close(out, (frames[0, 1] + frames[0, 3])[None] / 2)
     # V <= k: plain mean.
     torch.testing.assert_close(SelectRefiner(8)(frames), frames.mean(dim=1))
+
+
+def test_gaussian_mi_of_a_correlation():
+    # -1/2 ln(1 - r^2): r = 0.6 -> 1/2 ln(1/0.64) = ln 1.25; r = 0 -> 0; |r| = 1 is capped (finite).
+    mi = gaussian_mi(torch.tensor([0.6, -0.6, 0.0, 1.0]))
+    assert mi[:3].tolist() == pytest.approx([math.log(1.25), math.log(1.25), 0.0], abs=1e-6)
+    assert math.isfinite(mi[3].item()) and mi[3].item() == pytest.approx(0.5 * math.log(1e6), rel=1e-3)
+
+
+def test_mi_refiner_drops_duplicates_first():
+    # Frames: three copies of a, then b and c (random 64-d, nearly uncorrelated with each other).
+    g = torch.Generator().manual_seed(0)
+    a, b, c = F.normalize(torch.randn(3, 64, generator=g), dim=-1)
+    frames = torch.stack([a, a, a, b, c])[None]  # [1,5,64]
+    idx = mi_select_frames(frames, 3)[0].tolist()
+    # The mean is dominated by a, so an a comes first (most relevant); its copies are the most
+    # redundant frames there are, so b and c follow, whatever their order.
+    assert idx[0] in (0, 1, 2) and sorted(idx[1:]) == [3, 4]
+    torch.testing.assert_close(MIRefiner(3)(frames), ((a + b + c) / 3)[None])
+    # The number of kept views is a run-time choice; k >= V is the plain mean.
+    torch.testing.assert_close(MIRefiner(3)(frames, k=1), frames[:, idx[0]])
+    torch.testing.assert_close(MIRefiner(3)(frames, k=5), frames.mean(dim=1))
+    with pytest.raises(ConfigError, match="k must be >= 1"):
+        MIRefiner(3)(frames, k=0)
+    # Batched: each video selects independently.
+    two = torch.stack([frames[0], frames[0].flip(0)])  # [2,5,64]; video 2 has c, b first and the a's last
+    picked = mi_select_frames(two, 3)
+    assert sorted(picked[1, 1:].tolist()) == [0, 1] and picked[1, 0].item() in (2, 3, 4)
+
+
+def test_mi_refiner_in_a_model_and_its_cost():
+    model = GeoModel(tiny_cfg(refiner="mi", refiner_k=2), num_classes=3).eval()
+    assert isinstance(model.refiner, MIRefiner) and model.refiner.k == 2
+    with torch.no_grad():
+        assert model.encode_video(torch.randn(2, 4, 3, 32, 32)).shape == (2, 16)
+
+
+@pytest.mark.parametrize(
+    "backbone,dims", [("convnext_atto", [40, 80, 160]), ("resnet18", [64, 128, 256]), ("vit_tiny", [192] * 3)]
+)
+def test_stage_heads_one_per_intermediate_stage_but_the_deepest(backbone, dims):
+    model = GeoModel(tiny_cfg(backbone=backbone, stage_heads=True, pooling="avg"), num_classes=5)
+    assert [blk.add_block[0].in_features for blk in model.stage_heads.blocks] == dims
+    out = model(torch.randn(2, 3, 3, 32, 32), torch.randn(2, 3, 32, 32))
+    assert [lg.shape for lg in out.drone_stage_logits] == [(2, 5)] * 3
+    assert [lg.shape for lg in out.satellite_stage_logits] == [(2, 5)] * 3
+    sum(lg.sum() for lg in out.drone_stage_logits).backward()
+    assert all(p.grad is not None for p in model.stage_heads.parameters())
+    # Training-only: retrieval does not run them and the cost leaves them out.
+    plain = GeoModel(tiny_cfg(backbone=backbone, pooling="avg"), num_classes=5)
+    assert plain.stage_heads is None and not any(k.startswith("stage_heads.") for k in plain.state_dict())
+    assert descriptor_params(model) == descriptor_params(plain)
+    assert plain(torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)).drone_stage_logits == []
 
 
 def test_attention_refiner_starts_as_mean_and_learns_weights():
@@ -167,7 +233,9 @@ def test_gem_and_token_pooling_and_config_errors():
     assert gem.pool.gem.p.item() == pytest.approx(3.0)
     with pytest.raises(ConfigError, match="pooling 'token' needs a ViT backbone"):
         GeoModel(tiny_cfg(backbone="resnet18", pooling="token"), num_classes=2)
-    with pytest.raises(ConfigError, match="unknown refiner 'median'; known: mean, attention, select"):
+    with pytest.raises(
+        ConfigError, match="model.refiner must be one of mean, attention, select, mi; got 'median'"
+    ):
         GeoModel(tiny_cfg(refiner="median"), num_classes=2)
     with pytest.raises(ConfigError, match="unknown model config field"):
         model_from_config({"backbone": "vit_tiny", "depth": 3}, num_classes=2)

@@ -10,7 +10,8 @@ from geodistill.models import GeoModel
 from geodistill.platform.compose import CONF_DIR, compose_run_config, config_groups
 
 # Options that cannot compose on their own say what they need.
-NEEDS = {("data", "univ"): ["data.root=/data/UniV"]}
+# (data.root must exist: composition reads the dataset's index before anything runs.)
+NEEDS = {("data", "univ"): ["data.root={univ}"]}
 
 
 def _every_option() -> list[tuple[str, str]]:
@@ -21,15 +22,39 @@ def test_the_tree_has_every_group_and_file_is_covered():
     groups = config_groups()
     assert {"data", "model", "train", "distill", "scaling", "preset"} <= set(groups)
     yaml_files = {p.relative_to(CONF_DIR).as_posix() for p in CONF_DIR.rglob("*.yaml")}
-    covered = {"config.yaml"} | {f"{g}/{o}.yaml" for g, o in _every_option()}
+    covered = {"config.yaml", "_bases/model.yaml"} | {f"{g}/{o}.yaml" for g, o in _every_option()}
     assert yaml_files == covered
 
 
+def test_model_options_inherit_one_base_that_equals_the_dataclass_defaults():
+    import dataclasses
+
+    import yaml
+
+    from geodistill.models import ModelConfig
+
+    base = yaml.safe_load((CONF_DIR / "_bases" / "model.yaml").read_text())
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    assert set(base) == set(defaults)  # every field, no stray key
+    assert base.pop("img_size") == "${data.img_size}"  # follows the data size, by design
+    assert base == {k: v for k, v in defaults.items() if k != "img_size"}
+    # Every option inherits the base and states only what differs from it.
+    for option in config_groups()["model"]:
+        text = yaml.safe_load((CONF_DIR / "model" / f"{option}.yaml").read_text())
+        assert text["defaults"] == ["/_bases/model@_here_", "_self_"], option
+        own = {k: v for k, v in text.items() if k != "defaults"}
+        assert "backbone" in own and all(base.get(k) != v for k, v in own.items() if k != "backbone"), option
+        composed = compose_run_config([f"model={option}"]).model
+        assert {k: getattr(composed, k) for k in own} == own
+        assert composed.embed_dim == base["embed_dim"] and composed.droprate == base["droprate"]
+
+
 @pytest.mark.parametrize(("group", "option"), _every_option())
-def test_every_config_composes_and_instantiates(group, option):
-    cfg = compose_run_config([f"{group}={option}", *NEEDS.get((group, option), [])])
+def test_every_config_composes_and_instantiates(group, option, synth_univ):
+    needs = [n.format(univ=synth_univ) for n in NEEDS.get((group, option), [])]
+    cfg = compose_run_config([f"{group}={option}", *needs])
     assert cfg.model.img_size == cfg.data.img_size
-    if group == "model":
+    if group == "model" and not option.startswith("dinov2"):
         assert cfg.model.backbone == option
     # Instantiate: the model on the meta device (shapes and wiring, no weights allocated).
     with torch.device("meta"):
@@ -57,6 +82,24 @@ def test_defaults_and_overrides_reach_the_typed_config():
         0.0,
         1.0,
     )
+
+
+def test_pfed_presets_carry_the_papers_recipe():
+    student = compose_run_config(["preset=pfed"])
+    assert (student.stage, student.model.backbone, student.model.pooling) == (
+        "student",
+        "convnext_tiny",
+        "gem",
+    )
+    assert student.model.stage_heads and student.model.refiner == "mi"
+    t = student.train
+    assert (t.stage_ce_weight, t.fisd_weight, t.triplet_weight, t.uapa_weight) == (1.0, 1.0, 1.0, 1.0)
+    assert t.fisd_direction == "inverse" and t.infonce_weight == 1.0
+    assert (student.distill.w_logit, student.distill.w_feature, student.distill.w_relation) == (1.0, 1.0, 0.0)
+    teacher = compose_run_config(["preset=pfed_teacher"])
+    assert (teacher.stage, teacher.model.pooling, teacher.train.triplet_weight) == ("teacher", "gem", 1.0)
+    assert teacher.model.pretrained and teacher.model.trainable_blocks == 2
+    assert not teacher.model.stage_heads and teacher.train.fisd_weight == 0.0
 
 
 def test_smoke_preset_is_tiny_and_keeps_an_explicit_model_choice():
@@ -99,7 +142,10 @@ def test_bad_overrides_raise_one_line_config_errors(overrides, message):
 
 
 def test_unknown_backbone_is_refused_at_compose_time():
-    with pytest.raises(UnknownBackboneError, match="unknown backbone 'vit_huge'; known: vit_tiny"):
+    with pytest.raises(
+        UnknownBackboneError,
+        match="unknown backbone 'vit_huge': not in timm.list_models\\(\\) nor an alias; known: vit_tiny",
+    ):
         compose_run_config(["model.backbone=vit_huge"])
 
 

@@ -155,7 +155,7 @@ LR = {"type": "loguniform", "low": 1e-4, "high": 1e-2}
         ),
         (
             {"params": {"data.views": {"type": "int", "low": 0, "high": 4}}},
-            r"params\.data\.views: data\.views must be > 0",
+            r"params\.data\.views: data\.views must be >= 1",
         ),
         (
             {"params": {"data.views": {"type": "int", "low": 1.5, "high": 4}}},

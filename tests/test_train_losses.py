@@ -6,11 +6,14 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from geodistill.train.losses import (
+    cross_domain_triplet_loss,
     depth_pairs,
     feature_kd_loss,
+    fisd_loss,
     info_nce,
     instance_loss,
     kd_logit_heads,
@@ -18,6 +21,7 @@ from geodistill.train.losses import (
     match_loss,
     relation_kd_loss,
     self_distill_loss,
+    uapa_loss,
 )
 
 E = math.e
@@ -125,3 +129,79 @@ def test_self_distill_deepest_teaches_shallower():
     assert deep.grad is None  # the target is detached
     assert shallow.grad.tolist() == [[-2.0, -2.0]]
     assert self_distill_loss([deep], [], "mse").item() == 0.0
+
+
+# ---------------------------------------------------------------------------- PFED terms
+
+
+def test_fisd_inverse_shallow_stages_teach_the_deepest():
+    # T=2. Stage 1 [2 ln3, 0] -> p = [3/4, 1/4]; stage 2 equals the deep head [0, 0] -> p = [1/2, 1/2].
+    # KL(stage1 || deep) * T^2 = ln(1.6875) (as in the Hinton test); stage 2 adds 0; mean of the two.
+    stage1, stage2 = t([[2 * LN3, 0]]).requires_grad_(), t([[0, 0]]).requires_grad_()
+    deep = t([[0, 0]]).requires_grad_()
+    loss = fisd_loss([stage1, stage2], deep, temperature=2.0, direction="inverse")
+    assert loss.item() == pytest.approx(math.log(1.6875) / 2, rel=1e-6)
+    loss.backward()
+    assert stage1.grad is None and stage2.grad is None  # the shallow stages are the (detached) targets
+    # d/dz_deep of T^2/2 * KL(p1 || softmax(z/T)) = T/2 * (p_deep - p1) = [-0.25, 0.25]: class 0 goes up
+    assert deep.grad[0].tolist() == pytest.approx([-0.25, 0.25])
+
+
+def test_fisd_forward_deepest_teaches_the_shallow_stages():
+    # KL(deep || stage1) * T^2 with p_deep = [1/2, 1/2], p_1 = [3/4, 1/4]:
+    # 4 * (1/2 ln(2/3) + 1/2 ln 2) = 2 ln(4/3)
+    stage1, deep = t([[2 * LN3, 0]]).requires_grad_(), t([[0, 0]]).requires_grad_()
+    loss = fisd_loss([stage1], deep, temperature=2.0, direction="forward")
+    assert loss.item() == pytest.approx(2 * math.log(4 / 3), rel=1e-6)
+    loss.backward()
+    assert deep.grad is None
+    assert stage1.grad[0].tolist() == pytest.approx([0.5, -0.5])  # T * (p_1 - p_deep): towards uniform
+    assert fisd_loss([], deep, 2.0, "inverse").item() == 0.0
+    with pytest.raises(ValueError, match="fisd direction"):
+        fisd_loss([stage1], deep, 2.0, "sideways")
+
+
+def test_triplet_mines_the_hardest_negative_in_the_batch():
+    # drone = I3; satellite rows s0 = (.8,.6,0), s1 = (.6,.8,0), s2 = (0,0,1) -> cos = [[.8,.6,0],[.6,.8,0],[0,0,1]]
+    # d = sqrt(2 - 2 cos). Anchors 0 and 1 (both directions): positive at cos .8, the HARDEST negative
+    # at cos .6 (not the easy one at cos 0): max(0, m + sqrt(.4) - sqrt(.8)); anchor 2: m - sqrt(2) < 0.
+    drone = torch.eye(3)
+    sat = t([[0.8, 0.6, 0], [0.6, 0.8, 0], [0, 0, 1]])
+    labels = torch.tensor([0, 1, 2])
+    loss = cross_domain_triplet_loss(drone, sat, labels, margin=0.5)
+    assert loss.item() == pytest.approx(2 / 3 * (0.5 + math.sqrt(0.4) - math.sqrt(0.8)), rel=1e-5)
+    # A margin the batch already satisfies gives 0.
+    assert cross_domain_triplet_loss(drone, sat, labels, margin=0.1).item() == 0.0
+    # No negative in the batch (one building): nothing to mine, 0.
+    assert cross_domain_triplet_loss(drone[:1], sat[:1], labels[:1], margin=0.5).item() == 0.0
+
+
+def test_triplet_gradient_pulls_the_positive_and_pushes_the_negative():
+    # drone 0 = e0: its positive s0 (cos .6) is FARTHER than building 1's s1 (cos .8), an active triplet.
+    drone = t([[1, 0, 0], [0, 0, 1]]).requires_grad_()
+    sat = t([[0.6, 0.8, 0], [0.8, 0, 0.6]])
+    cross_domain_triplet_loss(drone, sat, torch.tensor([0, 1]), margin=0.3).backward()
+    step = F.normalize(drone - 0.1 * drone.grad, dim=-1)
+    # After a step against the gradient drone 0 is closer to its positive and farther from the negative.
+    assert step[0] @ sat[0] > drone[0] @ sat[0] and step[0] @ sat[1] < drone[0] @ sat[1]
+
+
+def test_uapa_weights_the_uncertain_view_towards_the_certain_one():
+    # T=1. Drone [ln3, 0] -> p_d = [3/4, 1/4] (confident); satellite [0, 0] -> p_s = [1/2, 1/2].
+    # u = H / ln 2: u_s = 1, u_d = (ln 4 - 3/4 ln 3) / ln 2.
+    # KL(p_d || p_s) = ln(1.6875) / 4; KL(p_s || p_d) = 1/2 ln(4/3).
+    u_s, u_d = 1.0, (math.log(4) - 0.75 * LN3) / math.log(2)
+    expect = (u_s * math.log(1.6875) / 4 + u_d * 0.5 * math.log(4 / 3)) / (u_d + u_s)
+    drone, sat = t([[LN3, 0]]).requires_grad_(), t([[0, 0]]).requires_grad_()
+    loss = uapa_loss(drone, sat, temperature=1.0)
+    assert loss.item() == pytest.approx(expect, rel=1e-6)
+    loss.backward()
+    # The uncertain satellite prediction moves towards the drone's class 0, and harder than the
+    # confident drone prediction moves towards uniform.
+    assert sat.grad[0, 0] < 0 < sat.grad[0, 1]
+    assert drone.grad[0, 0] > 0
+    assert sat.grad.abs().sum() > drone.grad.abs().sum()
+    # T^2 scaling: logits x2 at T=2 give the same distributions, so the loss is 4x.
+    assert uapa_loss(2 * drone, 2 * sat, temperature=2.0).item() == pytest.approx(4 * expect, rel=1e-6)
+    # Identical predictions: nothing to align.
+    assert uapa_loss(sat, sat, temperature=1.0).item() == pytest.approx(0.0, abs=1e-7)

@@ -8,14 +8,18 @@ import math
 import pytest
 import torch
 
+from geodistill.errors import ConfigError
 from geodistill.models import model_from_config
 from geodistill.train.config import RunConfig
 from geodistill.train.losses import (
+    cross_domain_triplet_loss,
     depth_pairs,
+    fisd_loss,
     info_nce,
     instance_loss,
     kd_logit_heads,
     relation_kd_loss,
+    uapa_loss,
 )
 from geodistill.train.steps import (
     TeacherTargets,
@@ -31,12 +35,12 @@ torch.set_num_threads(1)  # 2 shared cores: keep each test to one
 K = 6  # building classes
 
 
-def cfg_with(stage="student", *, train=None, **distill) -> RunConfig:
+def cfg_with(stage="student", *, train=None, stage_heads=False, **distill) -> RunConfig:
     return RunConfig.from_dict(
         {
             "stage": stage,
             "data": {"img_size": 32},
-            "model": {"backbone": "resnet18", "embed_dim": 24, "droprate": 0.0},
+            "model": {"backbone": "resnet18", "embed_dim": 24, "droprate": 0.0, "stage_heads": stage_heads},
             "train": {"lr": 1e-3, "backbone_lr_mult": 0.1, **(train or {})},
             "distill": distill,
         }
@@ -86,6 +90,64 @@ def test_teacher_step_is_instance_plus_weighted_infonce(batch):
     module = student_module(cfg_with("teacher", train={"infonce_weight": 0.0}), None)
     module(drone, sat, labels)[0].backward()
     assert module.model.logit_scale.grad is None
+
+
+AUX = {
+    "stage_ce_weight": "loss_stage",
+    "fisd_weight": "loss_fisd",
+    "triplet_weight": "loss_triplet",
+    "uapa_weight": "loss_uapa",
+}
+
+
+def test_pfed_terms_in_the_teacher_step_with_their_weights(batch):
+    drone, sat, labels = batch
+    weights = {"stage_ce_weight": 0.5, "fisd_weight": 2.0, "triplet_weight": 3.0, "uapa_weight": 0.25}
+    train = {**weights, "fisd_temperature": 3.0, "triplet_margin": 0.4, "uapa_temperature": 2.0}
+    cfg = cfg_with("teacher", train=train, stage_heads=True)
+    module = student_module(cfg, None)
+    loss, parts = module(drone, sat, labels)
+    out = module.model(drone, sat)  # eval mode: the same outputs again
+    assert len(out.drone_stage_logits) == 3  # resnet18: layers 1-3 get heads, layer 4 is the main head
+    expected = {
+        "loss_stage": instance_loss(out.drone_stage_logits, out.satellite_stage_logits, labels),
+        "loss_fisd": (
+            fisd_loss(out.drone_stage_logits, out.drone_logits[0], 3.0, "inverse")
+            + fisd_loss(out.satellite_stage_logits, out.satellite_logits[0], 3.0, "inverse")
+        )
+        / 2,
+        "loss_triplet": cross_domain_triplet_loss(out.drone_embedding, out.satellite_embedding, labels, 0.4),
+        "loss_uapa": uapa_loss(out.drone_logits[0], out.satellite_logits[0], 2.0),
+    }
+    for key, value in expected.items():
+        assert parts[key].item() == pytest.approx(value.item(), rel=1e-5), key
+    total = parts["loss_task"] + sum(weights[w] * parts[k] for w, k in AUX.items())
+    assert loss.item() == pytest.approx(total.item(), rel=1e-5)
+    loss.backward()
+    assert all(p.grad is not None for p in module.model.stage_heads.parameters())
+
+
+@pytest.mark.parametrize("weight", sorted(AUX))
+def test_each_pfed_term_alone_in_the_student_step(weight, batch, teacher_targets):
+    teacher, targets = teacher_targets
+    cfg = cfg_with(train={weight: 2.0}, stage_heads=True, **OFF)
+    module = student_module(cfg, teacher)
+    loss, parts = module(*batch, targets)
+    on = AUX[weight]
+    assert parts[on] > 0
+    assert loss.item() == pytest.approx(2.0 * parts[on].item(), rel=1e-5)
+    assert all(parts[k] == 0 for k in AUX.values() if k != on)
+
+
+def test_pfed_config_is_validated():
+    with pytest.raises(ConfigError, match="train.fisd_weight > 0 needs model.stage_heads=true"):
+        cfg_with(train={"fisd_weight": 1.0})
+    with pytest.raises(ConfigError, match="train.fisd_direction must be one of inverse, forward"):
+        RunConfig.from_dict({"model": {"stage_heads": True}, "train": {"fisd_direction": "up"}})
+    with pytest.raises(ConfigError, match="train.uapa_temperature must be > 0"):
+        cfg_with(train={"uapa_temperature": 0.0})
+    with pytest.raises(ConfigError, match="train.triplet_weight must be >= 0"):
+        cfg_with(train={"triplet_weight": -1.0})
 
 
 LEVELS = {

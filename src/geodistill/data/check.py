@@ -11,9 +11,9 @@ from geodistill.data.index import (
     ELEVATIONS,
     FPS_CHOICES,
     DatasetIndex,
-    detect_layout,
     read_univ,
     read_university1652,
+    require_complete,
 )
 from geodistill.data.media import count_video_frames
 from geodistill.errors import CorruptMediaError, DataError
@@ -40,6 +40,8 @@ class CheckReport:
     rows: list[SubsetRow] = field(default_factory=list)
     files_checked: int = 0
     missing_views: list[str] = field(default_factory=list)  # e.g. "train building 0007: no satellite"
+    corrupt: list[str] = field(default_factory=list)  # one "corrupt image PATH: reason" per bad file
+    corrupt_files: list[Path] = field(default_factory=list)
 
     @property
     def buildings(self) -> int:
@@ -81,18 +83,27 @@ def _check_index(
         for it in items:
             if it.video is not None:
                 videos += 1
-                counts.append(count_video_frames(it.video, fps=fps))
                 if it.video not in seen:
-                    _decode_video(it.video)
                     seen.add(it.video)
                     report.files_checked += 1
+                    try:
+                        _decode_video(it.video)
+                    except CorruptMediaError as err:  # keep going: the report lists every bad file
+                        report.corrupt.append(str(err))
+                        report.corrupt_files.append(it.video)
+                bad = it.video in report.corrupt_files
+                counts.append(0 if bad else count_video_frames(it.video, fps=fps))
             else:
                 counts.append(len(it.frames))
                 for f in it.frames:
                     if f not in seen:
-                        _verify_image(f)
                         seen.add(f)
                         report.files_checked += 1
+                        try:
+                            _verify_image(f)
+                        except CorruptMediaError as err:
+                            report.corrupt.append(str(err))
+                            report.corrupt_files.append(f)
         report.rows.append(SubsetRow(elev, fps, split, subset, len(items), min(counts), max(counts), videos))
     drones = {it.building for it in index.select(split="train", view="drone")}
     sats = {it.building for it in index.select(split="train", view="satellite")}
@@ -116,9 +127,14 @@ def _decode_video(path: Path) -> None:
 
 
 def check_dataset(root: str | Path) -> CheckReport:
-    """Walk every subset, decode every file once; raise DataError (one line) on the first problem."""
+    """Walk every subset and decode every file once; corrupt files are collected in ``report.corrupt``.
+
+    A layout problem (not a dataset, an empty class folder, a UniV not organised yet, a
+    University-1652 missing a split) raises DataError at once, in one line saying what to do;
+    nothing is decoded then.
+    """
     root = Path(root)
-    kind = detect_layout(root)
+    kind = require_complete(root)
     report = CheckReport(root=root, kind=kind)
     seen: set[Path] = set()
     if kind == "university1652":

@@ -117,6 +117,9 @@ def _image_items(folder: Path, *, split: str, subset: str, elevation: int | None
 
 def read_university1652(root: str | Path) -> DatasetIndex:
     root = _existing(root)
+    problem = university1652_problem(root)
+    if problem:
+        raise DataError(problem)
     items: list[ViewItem] = []
     for split in ("train", "test"):
         if not (root / split).is_dir():
@@ -137,6 +140,9 @@ def read_univ(root: str | Path, *, elevation: int = 45, fps: int = 2) -> Dataset
     base = root / str(elevation) / f"{fps}fps"
     lender = root / "45" / "2fps"  # the only subset whose archive holds satellite/street/google
     video_mirror = root / str(elevation) / "mp4"
+    missing = unorganized_univ(root, elevation=elevation, fps=fps)
+    if missing:
+        raise DataError(organize_hint(root, missing))
     items: list[ViewItem] = []
     found_drone = False
     for split, drone_subsets in DRONE_SUBSETS.items():
@@ -165,6 +171,76 @@ def read_univ(root: str | Path, *, elevation: int = 45, fps: int = 2) -> Dataset
             f"(expected {base}/train/drone or {video_mirror}/train/drone)"
         )
     return DatasetIndex(items, root=root, kind="univ")
+
+
+def unorganized_univ(root: Path, *, elevation: int | None = None, fps: int | None = None) -> list[Path]:
+    """The query folders an organising step still has to create (empty when UniV is organised).
+
+    The UniV archive ships only ``test/gallery_*``: ``organize_univ.py`` (or ``geodistill data
+    organize``) copies the query buildings' folders to ``test/query_*``. Only the directory
+    listing is read. ``elevation``/``fps`` limit the check to one subset (plus the lent views).
+    """
+    missing: list[Path] = []
+    for elev in ELEVATIONS if elevation is None else (elevation,):
+        for sub in [f"{f}fps" for f in (FPS_CHOICES if fps is None else (fps,))] + ["mp4"]:
+            test = root / str(elev) / sub / "test"
+            if (test / "gallery_drone").is_dir() and not (test / "query_drone").is_dir():
+                missing.append(test / "query_drone")
+    lent = root / "45" / "2fps" / "test"
+    for view in ("satellite", "street"):
+        if (lent / f"gallery_{view}").is_dir() and not (lent / f"query_{view}").is_dir():
+            missing.append(lent / f"query_{view}")
+    return missing
+
+
+def organize_hint(root: Path, missing: list[Path]) -> str:
+    """The one line every command prints for a not-yet-organised UniV."""
+    shown = ", ".join(str(p.relative_to(root)) for p in missing[:3]) + (" ..." if len(missing) > 3 else "")
+    return (
+        f"{root}: UniV is not organised yet (no {shown}; the archive ships only test/gallery_*): "
+        f"run `geodistill data organize {root}` first"
+    )
+
+
+U1652_TEST_SUBSETS = ("query_drone", "gallery_satellite", "query_satellite", "gallery_drone")
+
+
+def university1652_problem(root: Path) -> str | None:
+    """What a University-1652 root lacks (a whole split, or the test query/gallery pair), or None."""
+    has_train, has_test = (root / "train").is_dir(), (root / "test").is_dir()
+    if has_train and has_test:
+        test = root / "test"
+        pairs = (("query_drone", "gallery_satellite"), ("query_satellite", "gallery_drone"))
+        if any((test / q).is_dir() and (test / g).is_dir() for q, g in pairs):
+            return None
+        return (
+            f"{root}: University-1652 test/ has neither query_drone+gallery_satellite nor "
+            f"query_satellite+gallery_drone: unpack the archive's test/ folder into {root}"
+        )
+    missing = "train/" if not has_train else "test/"
+    return (
+        f"{root}: University-1652 without its {missing} split (found only "
+        f"{'test/' if has_test else 'train/'}): unpack the archive's {missing} folder into {root}"
+    )
+
+
+def require_complete(root: str | Path) -> str:
+    """The layout of ``root`` ('univ' or 'university1652'), refusing one that is not ready to use.
+
+    A listing only: a UniV not organised yet or a University-1652 missing a split raises the
+    one-line DataError that says what to run. Commands call it before loading anything.
+    """
+    kind = detect_layout(root)
+    root = Path(root)
+    if kind == "univ":
+        missing = unorganized_univ(root)
+        if missing:
+            raise DataError(organize_hint(root, missing))
+    else:
+        problem = university1652_problem(root)
+        if problem:
+            raise DataError(problem)
+    return kind
 
 
 def detect_layout(root: str | Path) -> str:

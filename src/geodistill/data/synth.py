@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw, ImageFilter
 FLIGHT_FPS = 10
 FLIGHT_FRAMES = 40  # one orbit at 10 fps; 5 fps -> 20 frames, 2 fps -> 8 frames
 SHAPES = ("rect", "ell", "circle", "cross", "triangle", "hexagon", "tee")
+LAYOUTS = ("organized", "archive")  # as our readers want it / as the UniV archive ships
 ROOFS = ("solid", "stripes", "grid", "dots", "ring")
 
 
@@ -42,6 +43,7 @@ def generate_univ(
     distractors: int | None = None,
     jpeg_quality: int = 90,
     clouds: float = 0.0,
+    layout: str = "organized",
 ) -> Path:
     """Write a synthetic UniV of ``buildings`` places (half train, half test queries) under ``out``.
 
@@ -50,8 +52,13 @@ def generate_univ(
     ``clouds`` is the chance that a drone frame has a cloud drifting over part of the view: one
     such frame alone can mislead, several frames of the flight together still see the place
     (what multi-view refinement is for). 0 keeps the frames exactly as without the option.
+    ``layout="archive"`` writes the set as the UniV archive ships it: no ``test/query_*``
+    folders (``geodistill data organize`` creates them from the galleries and
+    ``dataset_split.json``'s ``test`` list), to test that step and what refuses to run before it.
     The bytes written depend only on the arguments.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if not 0.0 <= clouds <= 1.0:
         raise ValueError(f"clouds must be in [0, 1], got {clouds}")
     if video not in ("frames", "mp4"):
@@ -88,9 +95,10 @@ def generate_univ(
             gallery_only = bid in distract
             for sub, data in (("satellite", sat_b), ("street", street_b)):
                 _write(lender / "test" / f"gallery_{sub}" / bid / f"{bid}.jpeg", data)
-                if not gallery_only:
+                if not gallery_only and layout == "organized":
                     _write(lender / "test" / f"query_{sub}" / bid / f"{bid}.jpeg", data)
-            drone_subsets = [("test", "gallery_drone")] + ([] if gallery_only else [("test", "query_drone")])
+            queried = not gallery_only and layout == "organized"
+            drone_subsets = [("test", "gallery_drone")] + ([("test", "query_drone")] if queried else [])
         for elevation in (30, 45):
             frng = np.random.default_rng([seed, 2, int(bid), elevation])
             flight = render_flight(world, frng, elevation=elevation, size=frame_size, clouds=clouds)
@@ -113,6 +121,7 @@ def generate_univ(
         "img_size": img_size,
         "frame_size": frame_size,
         "clouds": clouds,
+        "layout": layout,
         "train": train,
         "test": test,
         "distractors": distract,

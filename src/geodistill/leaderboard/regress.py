@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ import yaml
 from geodistill.errors import ConfigError, RegressionFailure, one_line
 from geodistill.eval.names import METRIC_KEYS
 from geodistill.leaderboard.pareto import hypervolume, pareto_rows
+from geodistill.schema import SEED_MAX, check_fields, declared_keys, setting
 
 KINDS = ("video2bev", "geodistill")
 COST_KEYS = ("params_m", "gflops", "gmacs")
@@ -110,6 +111,43 @@ def _tolerances(section: Any, keys: tuple[str, ...], where: str) -> dict[str, di
     return out
 
 
+@dataclass
+class BaselineDataset:
+    """The ``dataset:`` block of a baseline file; each field declares what it accepts (geodistill.schema)."""
+
+    name: str | None = setting(None, kind="text")
+    root: str | None = setting(None, kind="text")  # relative to the baseline file; checked when used
+    elevation: int = setting(45, choices=(30, 45))
+    fps: int = setting(2, choices=(2, 5, 10))
+    views: int = setting(1, ge=1, le=1024)
+    img_size: int = setting(256, ge=8, le=4096)
+    batch_size: int = setting(16, ge=1, le=65536)
+
+
+@dataclass
+class GoldenInput:
+    """The ``golden_input:`` block: the seeded batch whose descriptors are pinned."""
+
+    seed: int = setting(0, ge=0, le=SEED_MAX)
+    batch: int = setting(2, ge=1, le=1024)
+
+
+def _declared(cls: type, data: dict[str, Any], where: str) -> Any:
+    """``cls(**data)`` with each value type-checked and checked against its declared rule."""
+    values = {}
+    for name, (hint, _rule) in declared_keys(cls).items():
+        if name not in data or data[name] is None:
+            continue
+        value = data[name]
+        want = int if hint in (int, int | None) else str
+        if isinstance(value, bool) or not isinstance(value, want):
+            raise ConfigError(f"{where}.{name} must be {want.__name__}, got {value!r}")
+        values[name] = value
+    obj = cls(**values)
+    check_fields(obj, f"{where}.")
+    return obj
+
+
 def load_baseline(path: str | Path) -> dict[str, Any]:
     """Parse and validate a baseline YAML (one-line ConfigError naming the bad key)."""
     path = Path(path)
@@ -163,22 +201,13 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
             }
         )
     golden_input = data.get("golden_input") or {}
+    if not isinstance(golden_input, dict) or set(golden_input) - {"seed", "batch"}:
+        raise ConfigError(f"baseline {path}: golden_input takes 'seed' and 'batch'")
     return {
         "name": str(data.get("name") or path.stem),
         "dir": path.resolve().parent,
-        "dataset": {
-            "name": dataset.get("name"),
-            "root": dataset.get("root"),
-            "elevation": int(dataset.get("elevation", 45)),
-            "fps": int(dataset.get("fps", 2)),
-            "views": int(dataset.get("views", 1)),
-            "img_size": int(dataset.get("img_size", 256)),
-            "batch_size": int(dataset.get("batch_size", 16)),
-        },
-        "golden_input": {
-            "seed": int(golden_input.get("seed", 0)),
-            "batch": int(golden_input.get("batch", 2)),
-        },
+        "dataset": asdict(_declared(BaselineDataset, dataset, f"baseline {path}: dataset")),
+        "golden_input": asdict(_declared(GoldenInput, golden_input, f"baseline {path}: golden_input")),
         "checkpoints": parsed,
     }
 

@@ -2,6 +2,8 @@
 
 image [B,3,H,W] -> backbone -> final map (+ class token) -> pooling parts [B,P,C]
   -> ClassBlock per part: bottleneck (the embedding) and logits over building ids.
+With ``stage_heads`` every intermediate stage but the deepest also gets a ClassBlock (training
+only: per-stage logits for deep supervision and fine-grained inverse self-distillation).
 The descriptor is the L2-normalised bottleneck, or for LPN pooling the concatenation of the
 normalised parts (each divided by sqrt(P)), as the Video2BEV/LPN models do.
 A drone video [B,V,3,H,W] goes through the backbone ONCE as a [B*V,3,H,W] batch; the refiner
@@ -17,27 +19,66 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geodistill.data.transforms import ImageConfig
 from geodistill.errors import ConfigError
 from geodistill.models.backbones import Backbone, create_backbone
-from geodistill.models.heads import ClassBlock, PartPool, lpn_descriptor
-from geodistill.models.refiners import build_refiner
+from geodistill.models.heads import POOLINGS, ClassBlock, PartPool, StageHeads, lpn_descriptor
+from geodistill.models.refiners import REFINERS, build_refiner
+from geodistill.schema import check_fields, setting
 
 VIEWS = ("drone", "satellite")
 
 
+def _known_backbone(name: str) -> None:
+    from geodistill.models.backbones import get_spec
+
+    get_spec(name)
+
+
 @dataclass
 class ModelConfig:
-    """What code reads to build a GeoModel (Hydra composes it; see docs/INTERFACES.md)."""
+    """What code reads to build a GeoModel (Hydra composes it; see docs/INTERFACES.md).
 
-    backbone: str = "vit_tiny"
-    img_size: int = 128
-    embed_dim: int = 512
-    pooling: str = "avg"  # "token" | "avg" | "gem" | "lpn"
-    share: bool = True  # one encoder for both views
-    refiner: str = "mean"  # "mean" | "attention" | "select"
-    refiner_k: int = 4  # frames kept by the "select" refiner
-    droprate: float = 0.5
-    weights: str | None = None  # local backbone weights (safetensors / weights-only .pth)
+    Each field declares what it accepts (``geodistill.schema.setting``); ``validate`` checks them.
+    """
+
+    backbone: str = setting("vit_tiny", validator=_known_backbone)
+    img_size: int = setting(128, ge=8, le=4096)  # and >= the backbone's total stride (RunConfig)
+    embed_dim: int = setting(512, ge=1, le=65536)
+    pooling: str = setting("avg", choices=POOLINGS)  # "token" | "avg" | "gem" | "lpn"
+    share: bool = setting(True)  # one encoder for both views
+    refiner: str = setting("mean", choices=REFINERS)  # "mean" | "attention" | "select" | "mi"
+    refiner_k: int = setting(4, ge=1, le=1024)  # frames kept by the "select" and "mi" refiners
+    droprate: float = setting(0.5, ge=0.0, lt=1.0)
+    # backbone weights: a local file, a pyarrow.fs URI or hf-hub:ORG/NAME (safetensors / weights-only .pth)
+    weights: str | None = setting(None, kind="text")
+    pretrained: bool = setting(False)  # the timm tag's weights via timm (Hugging Face Hub cache)
+    # None: all trainable; N: only the last N blocks (+ final norm)
+    trainable_blocks: int | None = setting(None, ge=1, le=1000)
+    stage_heads: bool = setting(False)  # auxiliary bottleneck + classifier on each intermediate stage
+
+    def validate(self, prefix: str = "model.") -> None:
+        """Declared ranges and choices, then the input size against the backbone's stride."""
+        check_fields(self, prefix)
+        from geodistill.models.stride import total_stride
+
+        stride = total_stride(self.backbone)
+        if self.img_size < stride:
+            raise ConfigError(
+                f"{prefix}img_size={self.img_size} is smaller than one cell of {self.backbone} "
+                f"(total stride {stride}); use >= {stride}"
+            )
+        if self.pooling == "token" and not _is_vit(self.backbone):
+            raise ConfigError(
+                f"{prefix}pooling 'token' needs a ViT backbone ({self.backbone} has no class token); "
+                "use avg, gem or lpn"
+            )
+
+
+def _is_vit(backbone: str) -> bool:
+    from geodistill.models.backbones import has_class_token
+
+    return has_class_token(backbone)
 
 
 @dataclass
@@ -52,6 +93,10 @@ class GeoOutput:
     satellite_features: list[torch.Tensor]
     logit_scale: torch.Tensor  # [] ; exp(logit_scale) multiplies cosine similarities
     drone_frame_embeddings: torch.Tensor | None = field(default=None)  # [B,V,D] before the refiner
+    # Auxiliary stage heads (empty without ``stage_heads``): one [B,K] per stage, shallow -> deep,
+    # the deepest stage's logits being drone_logits / satellite_logits above.
+    drone_stage_logits: list[torch.Tensor] = field(default_factory=list)
+    satellite_stage_logits: list[torch.Tensor] = field(default_factory=list)
 
 
 class GeoModel(nn.Module):
@@ -61,23 +106,39 @@ class GeoModel(nn.Module):
         super().__init__()
         if num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
+        cfg.validate()  # a ModelConfig built in code gets the same checks as a composed one
         self.cfg = cfg
         self.num_classes = num_classes
-        self.drone_encoder: Backbone = create_backbone(
-            cfg.backbone, img_size=cfg.img_size, weights=cfg.weights
-        )
-        self.satellite_encoder: Backbone | None = None
-        if not cfg.share:
-            self.satellite_encoder = create_backbone(cfg.backbone, img_size=cfg.img_size, weights=cfg.weights)
+        self.drone_encoder: Backbone = self._encoder()
+        self.satellite_encoder: Backbone | None = None if cfg.share else self._encoder()
         width = self.drone_encoder.num_features
-        self.pool = PartPool(cfg.pooling, has_token=self.drone_encoder.is_vit)
+        self.pool = PartPool(cfg.pooling, has_token=self.drone_encoder.has_token)
         self.heads = nn.ModuleList(
             ClassBlock(width, cfg.embed_dim, num_classes, cfg.droprate) for _ in range(self.pool.num_parts)
         )
+        self.stage_heads: StageHeads | None = None
+        if cfg.stage_heads:
+            dims = self.drone_encoder.feature_dims
+            self.stage_heads = StageHeads(dims, cfg.embed_dim, num_classes, cfg.droprate)
         self.descriptor_dim = width * self.pool.num_parts if cfg.pooling == "lpn" else cfg.embed_dim
         self.refiner = build_refiner(cfg.refiner, dim=self.descriptor_dim, k=cfg.refiner_k)
         # CLIP-style: logits = exp(logit_scale) * cos; init temperature 0.07.
         self.logit_scale = nn.Parameter(torch.tensor(1.0 / 0.07).log())
+
+    def _encoder(self) -> Backbone:
+        c = self.cfg
+        return create_backbone(
+            c.backbone,
+            img_size=c.img_size,
+            weights=c.weights,
+            pretrained=c.pretrained,
+            trainable_blocks=c.trainable_blocks,
+        )
+
+    @property
+    def image_config(self) -> ImageConfig:
+        """Normalisation and interpolation the inputs need (the backbone's pretrained config)."""
+        return self.drone_encoder.image_config
 
     @property
     def feature_dims(self) -> list[int]:
@@ -93,17 +154,21 @@ class GeoModel(nn.Module):
 
     def _forward_images(
         self, images: torch.Tensor, view: str, *, with_logits: bool = True
-    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        """images [N,3,H,W] -> (descriptor [N,D] unit-norm, logits per head [N,K], features [N,C_i]).
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """images [N,3,H,W] -> (descriptor [N,D] unit-norm, logits per head [N,K], features [N,C_i],
+        stage logits [N,K] per auxiliary stage head, empty without stage heads or logits).
 
         Without ``with_logits`` (retrieval) the classifiers do not run, and for LPN pooling
         no head runs at all: the descriptor is made of the parts themselves.
         """
         grid, cls, feats = self.encoder(view).forward_maps(images)
         parts = self.pool(grid, cls)  # [N,P,C]
+        stage_logits: list[torch.Tensor] = []
         if with_logits:
             outs = [head(parts[:, i]) for i, head in enumerate(self.heads)]  # (bottleneck, logits)
             bottleneck, logits = outs[0][0], [lg for _, lg in outs]
+            if self.stage_heads is not None:
+                stage_logits = self.stage_heads(feats)  # [N,K] per stage but the deepest
         else:
             bottleneck, logits = None, []
         if self.cfg.pooling == "lpn":
@@ -112,7 +177,7 @@ class GeoModel(nn.Module):
             if bottleneck is None:
                 bottleneck = self.heads[0].add_block(parts[:, 0])  # [N,E]
             desc = F.normalize(bottleneck, dim=-1)
-        return desc, logits, feats
+        return desc, logits, feats, stage_logits
 
     def encode(self, images: torch.Tensor, view: str = "satellite") -> torch.Tensor:
         """images [B,3,H,W] -> unit-norm descriptors [B,D] of one view."""
@@ -136,9 +201,9 @@ class GeoModel(nn.Module):
         if drone.dim() == 4:
             drone = drone[:, None]
         b, v = drone.shape[:2]
-        d_desc, d_logits, d_feats = self._forward_images(drone.flatten(0, 1), "drone")
+        d_desc, d_logits, d_feats, d_stage = self._forward_images(drone.flatten(0, 1), "drone")
         d_desc = d_desc.unflatten(0, (b, v))  # [B,V,D]
-        s_desc, s_logits, s_feats = self._forward_images(satellite, "satellite")
+        s_desc, s_logits, s_feats, s_stage = self._forward_images(satellite, "satellite")
         return GeoOutput(
             drone_embedding=F.normalize(self.refine(d_desc), dim=-1),
             satellite_embedding=s_desc,
@@ -148,6 +213,8 @@ class GeoModel(nn.Module):
             satellite_features=s_feats,
             logit_scale=self.logit_scale,
             drone_frame_embeddings=d_desc,
+            drone_stage_logits=[lg.unflatten(0, (b, v)).mean(dim=1) for lg in d_stage],
+            satellite_stage_logits=s_stage,
         )
 
 

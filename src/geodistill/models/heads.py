@@ -110,6 +110,24 @@ class ClassBlock(nn.Module):
         return z, self.classifier(self.dropout(z))
 
 
+class StageHeads(nn.Module):
+    """Auxiliary ClassBlocks on the backbone's intermediate stages (the PFED/MobileGeo student).
+
+    One bottleneck + classifier per intermediate feature EXCEPT the deepest, whose depth is the
+    final map that the main head(s) already read: e.g. ConvNeXt stages 1-3 get a head each and
+    stage 4 is the main head. Training-only: retrieval never runs them, so they cost nothing at
+    inference (``cost.descriptor_params`` leaves them out).
+    """
+
+    def __init__(self, dims: list[int], embed_dim: int, num_classes: int, droprate: float) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(ClassBlock(d, embed_dim, num_classes, droprate) for d in dims[:-1])
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """features [B,C_i] shallow -> deep (all of them) -> logits [B,K] per auxiliary head."""
+        return [block(f)[1] for block, f in zip(self.blocks, features)]
+
+
 def lpn_descriptor(parts: torch.Tensor) -> torch.Tensor:
     """parts [B,P,C] -> [B,P*C]: each part L2-normalised and divided by sqrt(P), concatenated."""
     p = parts.shape[1]

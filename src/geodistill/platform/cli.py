@@ -17,6 +17,7 @@ import sys
 
 from geodistill import __version__
 from geodistill.errors import RegressionFailure, UserError
+from geodistill.platform.flags import OneLineParser
 
 # Order is the order shown in --help.
 COMMAND_MODULES = [
@@ -24,6 +25,7 @@ COMMAND_MODULES = [
     "profile",
     "train",
     "eval",
+    "export",
     "search",
     "cluster",
     "leaderboard",
@@ -34,7 +36,7 @@ COMMAND_MODULES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="geodistill",
         description="Cross-view drone geo-localization: distil, search, benchmark, report.",
     )
@@ -69,7 +71,10 @@ def _one_line_warnings(command: str):
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)  # every flag's declared type and range is checked here
+    except SystemExit as exit_:  # a bad flag (one line already printed), --help, --version
+        return exit_.code if isinstance(exit_.code, int) else 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2

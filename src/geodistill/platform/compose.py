@@ -76,12 +76,29 @@ def compose_dict(overrides: list[str], *, config_dir: str | Path | None = None) 
 
 
 def compose_run_config(overrides: list[str], *, config_dir: str | Path | None = None) -> RunConfig:
-    """Compose the tree with ``overrides`` (Hydra syntax) and return the validated RunConfig."""
-    from geodistill.models import get_spec
+    """Compose the tree with ``overrides`` (Hydra syntax) and return the validated RunConfig.
 
+    The one validation pass before anything runs: every key's declared type, range and
+    choices and the cross-field rules (``RunConfig.from_dict``), then what is on disk
+    (``preflight``). Nothing is imported from Ray, no data is decoded, no model is built.
+    """
     cfg = RunConfig.from_dict(compose_dict(overrides, config_dir=config_dir))
-    get_spec(cfg.model.backbone)  # an unknown backbone fails here, in one line, before any work
+    preflight(cfg)
     return cfg
+
+
+def preflight(cfg: RunConfig) -> None:
+    """The checks that read the disk: paths exist or can be created, the dataset has what the run needs.
+
+    The dataset check is the index read only (directory listings, no decoding): a UniV that is
+    not organised yet, a University-1652 missing a split, or an elevation/fps subset that is
+    absent fails here in one line that says what to run.
+    """
+    cfg.check_paths()
+    if cfg.data.root is not None:
+        from geodistill.data import open_index
+
+        open_index(cfg.data.root, elevation=cfg.data.elevation, fps=cfg.data.fps)
 
 
 def _hydra_message(err: Exception) -> str:

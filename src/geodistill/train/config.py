@@ -18,8 +18,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from geodistill.data.index import ELEVATIONS, FPS_CHOICES
 from geodistill.errors import ConfigError
 from geodistill.models import ModelConfig
+from geodistill.schema import SEED_MAX, check_fields, setting
 
 STAGES = ("teacher", "student")
 SCHEDULES = ("cosine", "step")
@@ -27,67 +29,83 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 STRATEGIES = ("ddp", "accelerate", "deepspeed")
 RESUME_MODES = ("auto", "force")
 FEATURE_LOSSES = ("mse", "cosine")
+FISD_DIRECTIONS = ("inverse", "forward")  # geodistill.train.losses.fisd_loss
+
+
+BIG = 10**9  # steps and counts nobody means to exceed
+WEIGHT_MAX = 1e6  # loss weights, clipping norms
 
 
 @dataclass
 class DataConfig:
     """Where the pairs come from and how they are sampled."""
 
-    root: str | None = None  # None -> fit synthesises a UniV set under <output_dir>/data
-    synth_buildings: int = 24
-    synth_seed: int = 0
-    elevation: int = 45
-    fps: int = 2
-    views: int = 1  # drone frames per video seen by the model (multi-view refinement)
-    img_size: int = 64
-    batch_size: int = 16  # distinct buildings per batch (global, split across ranks)
-    loader_workers: int = 0
+    root: str | None = setting(None, kind="in_dir")  # None -> fit synthesises a UniV under <output_dir>/data
+    synth_buildings: int = setting(24, ge=2, le=100_000)
+    synth_seed: int = setting(0, ge=0, le=SEED_MAX)
+    elevation: int = setting(45, choices=ELEVATIONS)
+    fps: int = setting(2, choices=FPS_CHOICES)
+    views: int = setting(1, ge=1, le=1024)  # drone frames per video seen by the model (multi-view)
+    img_size: int = setting(64, ge=8, le=4096)
+    batch_size: int = setting(16, ge=1, le=65536)  # distinct buildings per batch (global, split across ranks)
+    loader_workers: int = setting(0, ge=0, le=256)
 
 
 @dataclass
 class TrainConfig:
     """Optimiser, schedule, precision, strategy and task-loss weights."""
 
-    epochs: int = 3
-    lr: float = 1e-3  # heads; the backbone gets lr * backbone_lr_mult
-    backbone_lr_mult: float = 0.1
-    weight_decay: float = 0.05
-    warmup_steps: int = 10
-    schedule: str = "cosine"  # or "step"
-    grad_clip: float = 1.0  # 0 switches clipping off
-    precision: str = "fp32"  # "bf16" | "fp16"
-    strategy: str = "ddp"  # "accelerate" | "deepspeed"
-    zero_stage: int = 2
-    offload: bool = False
-    grad_accum: int = 1
-    instance_weight: float = 1.0
-    infonce_weight: float = 1.0
-    max_steps_per_epoch: int | None = None
-    eval_every: int = 1  # epochs between evaluate_fn calls (the last epoch is always evaluated)
-    seed: int = 0
-    # "auto": an existing run of this name resumes only if its saved config matches; "force": resume anyway.
-    resume: str = "auto"
+    epochs: int = setting(3, ge=1, le=100_000)
+    lr: float = setting(1e-3, gt=0.0, le=10.0)  # heads; the backbone gets lr * backbone_lr_mult
+    backbone_lr_mult: float = setting(0.1, ge=0.0, le=100.0)
+    weight_decay: float = setting(0.05, ge=0.0, le=10.0)
+    warmup_steps: int = setting(10, ge=0, le=BIG)
+    schedule: str = setting("cosine", choices=SCHEDULES)
+    grad_clip: float = setting(1.0, ge=0.0, le=WEIGHT_MAX)  # 0 switches clipping off
+    precision: str = setting("fp32", choices=PRECISIONS)
+    strategy: str = setting("ddp", choices=STRATEGIES)
+    zero_stage: int = setting(2, choices=(1, 2, 3))  # DeepSpeed ZeRO stage (strategy deepspeed only)
+    offload: bool = setting(False)  # DeepSpeed CPU offload (strategy deepspeed only)
+    grad_accum: int = setting(1, ge=1, le=4096)
+    instance_weight: float = setting(1.0, ge=0.0, le=WEIGHT_MAX)
+    infonce_weight: float = setting(1.0, ge=0.0, le=WEIGHT_MAX)
+    # PFED / MobileGeo self-supervision (no teacher needed, so both stages use them; 0 = off).
+    # stage_ce and fisd need model.stage_heads. See docs/pfed.md.
+    stage_ce_weight: float = setting(0.0, ge=0.0, le=WEIGHT_MAX)  # CE on every auxiliary stage head
+    fisd_weight: float = setting(0.0, ge=0.0, le=WEIGHT_MAX)  # fine-grained inverse self-distillation
+    fisd_temperature: float = setting(4.0, gt=0.0, le=1000.0)
+    # "inverse" = shallow stages teach the deepest; "forward" = the reverse
+    fisd_direction: str = setting("inverse", choices=FISD_DIRECTIONS)
+    triplet_weight: float = setting(0.0, ge=0.0, le=WEIGHT_MAX)  # cross-domain batch-hard triplet loss
+    triplet_margin: float = setting(0.3, ge=0.0, le=100.0)
+    uapa_weight: float = setting(0.0, ge=0.0, le=WEIGHT_MAX)  # uncertainty-aware prediction alignment
+    uapa_temperature: float = setting(1.0, gt=0.0, le=1000.0)
+    max_steps_per_epoch: int | None = setting(None, ge=1, le=BIG)
+    eval_every: int = setting(1, ge=1, le=100_000)  # epochs between evaluations (the last always is)
+    seed: int = setting(0, ge=0, le=SEED_MAX)
+    # "auto": an existing run of this name resumes only if its saved config.json matches; "force": anyway.
+    resume: str = setting("auto", choices=RESUME_MODES)
 
 
 @dataclass
 class DistillConfig:
     """Stage 2: the frozen teacher and the weight of each distillation level (0 switches it off)."""
 
-    teacher_checkpoint: str | None = None
-    temperature: float = 4.0
-    w_task: float = 1.0
-    w_logit: float = 1.0
-    w_feature: float = 1.0
-    w_relation: float = 1.0
+    teacher_checkpoint: str | None = setting(None, kind="in_path")
+    temperature: float = setting(4.0, gt=0.0, le=1000.0)
+    w_task: float = setting(1.0, ge=0.0, le=WEIGHT_MAX)
+    w_logit: float = setting(1.0, ge=0.0, le=WEIGHT_MAX)
+    w_feature: float = setting(1.0, ge=0.0, le=WEIGHT_MAX)
+    w_relation: float = setting(1.0, ge=0.0, le=WEIGHT_MAX)
     # cosine feature matching and a soft relation (tau 0.5) beat mse and tau 0.1 on the synthetic
     # UniV study in benchmarks/RESULTS.md ("train"); relation KD at tau 0.1 cost the student points
-    relation_tau: float = 0.5
-    feature_loss: str = "cosine"  # or "mse"
-    w_self: float = 0.0
-    cache_teacher: bool = True
+    relation_tau: float = setting(0.5, gt=0.0, le=1000.0)
+    feature_loss: str = setting("cosine", choices=FEATURE_LOSSES)
+    w_self: float = setting(0.0, ge=0.0, le=WEIGHT_MAX)
+    cache_teacher: bool = setting(True)
     # Frames per drone video the teacher sees (None: data.views). More than data.views lets the
     # teacher's multi-view descriptor teach a student that gets only data.views of those frames.
-    teacher_views: int | None = None
+    teacher_views: int | None = setting(None, ge=1, le=1024)
 
 
 @dataclass
@@ -99,9 +117,9 @@ class ScalingConfig:
     search trial then hosts one and stops it by its own rung rule).
     """
 
-    num_workers: int = 0
-    use_gpu: bool = False
-    cpus_per_worker: int = 1
+    num_workers: int = setting(0, ge=0, le=4096)
+    use_gpu: bool = setting(False)
+    cpus_per_worker: int = setting(1, ge=0, le=1024)
 
     @property
     def in_process(self) -> bool:
@@ -113,13 +131,13 @@ class ScalingConfig:
 class RunConfig:
     """One training run: stage, naming, and the component configs."""
 
-    stage: str = "teacher"  # or "student"
-    run_name: str | None = None
-    experiment: str = "default"
-    output_dir: str = "runs"
-    ray_address: str | None = None
+    stage: str = setting("teacher", choices=STAGES)
+    run_name: str | None = setting(None, kind="name")  # None -> <stage>_<backbone>
+    experiment: str = setting("default", kind="name")
+    output_dir: str = setting("runs", kind="out_dir")
+    ray_address: str | None = setting(None, kind="text")
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=lambda: ModelConfig(img_size=DataConfig.img_size))
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(img_size=64))
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
@@ -147,63 +165,35 @@ class RunConfig:
         return asdict(self)
 
     def validate(self) -> None:
-        """Check choices and ranges; raise ConfigError naming the first bad key."""
-        _choice("stage", self.stage, STAGES)
-        _choice("train.schedule", self.train.schedule, SCHEDULES)
-        _choice("train.precision", self.train.precision, PRECISIONS)
-        _choice("train.strategy", self.train.strategy, STRATEGIES)
-        _choice("train.resume", self.train.resume, RESUME_MODES)
-        _choice("train.zero_stage", self.train.zero_stage, (1, 2, 3))
-        _choice("distill.feature_loss", self.distill.feature_loss, FEATURE_LOSSES)
-        _choice("data.elevation", self.data.elevation, (30, 45))
-        _choice("data.fps", self.data.fps, (2, 5, 10))
-        positive = {
-            "data.views": self.data.views,
-            "data.img_size": self.data.img_size,
-            "data.batch_size": self.data.batch_size,
-            "data.synth_buildings": self.data.synth_buildings,
-            "train.epochs": self.train.epochs,
-            "train.lr": self.train.lr,
-            "train.grad_accum": self.train.grad_accum,
-            "train.eval_every": self.train.eval_every,
-            "distill.temperature": self.distill.temperature,
-            "distill.relation_tau": self.distill.relation_tau,
-        }
-        if self.train.max_steps_per_epoch is not None:
-            positive["train.max_steps_per_epoch"] = self.train.max_steps_per_epoch
-        if self.distill.teacher_views is not None:
-            positive["distill.teacher_views"] = self.distill.teacher_views
-        for key, value in positive.items():
-            if not value > 0:
-                raise ConfigError(f"{key} must be > 0, got {value}")
-        non_negative = {
-            "data.loader_workers": self.data.loader_workers,
-            "train.backbone_lr_mult": self.train.backbone_lr_mult,
-            "train.weight_decay": self.train.weight_decay,
-            "train.warmup_steps": self.train.warmup_steps,
-            "train.grad_clip": self.train.grad_clip,
-            "train.instance_weight": self.train.instance_weight,
-            "train.infonce_weight": self.train.infonce_weight,
-            "distill.w_task": self.distill.w_task,
-            "distill.w_logit": self.distill.w_logit,
-            "distill.w_feature": self.distill.w_feature,
-            "distill.w_relation": self.distill.w_relation,
-            "distill.w_self": self.distill.w_self,
-            "scaling.num_workers": self.scaling.num_workers,
-            "scaling.cpus_per_worker": self.scaling.cpus_per_worker,
-        }
-        for key, value in non_negative.items():
-            if value < 0:
-                raise ConfigError(f"{key} must be >= 0, got {value}")
+        """Every declared range and choice (``geodistill.schema``), then the cross-field rules.
+
+        Only the text of paths is checked here (a config read back from a leaderboard row may
+        name a folder that is gone); ``check_paths`` checks them on disk.
+        """
+        check_fields(self)  # data, train, distill, scaling, and model (ModelConfig declares its own)
+        for key in ("stage_ce_weight", "fisd_weight"):
+            if getattr(self.train, key) > 0 and not self.model.stage_heads:
+                raise ConfigError(f"train.{key} > 0 needs model.stage_heads=true (the per-stage heads)")
         if self.data.img_size != self.model.img_size:
             raise ConfigError(
                 f"data.img_size ({self.data.img_size}) and model.img_size ({self.model.img_size}) differ"
             )
+        self.model.validate("model.")  # img_size against the backbone's stride, pooling vs family
+        t = self.train
+        if t.strategy != "deepspeed" and t.offload:
+            raise ConfigError(
+                f"train.offload=true needs train.strategy=deepspeed (got {t.strategy}); "
+                "CPU offload is a DeepSpeed ZeRO feature"
+            )
+        if self.scaling.num_workers > 1 and self.data.batch_size < self.scaling.num_workers:
+            raise ConfigError(
+                f"data.batch_size={self.data.batch_size} is split across scaling.num_workers="
+                f"{self.scaling.num_workers}: use a batch of at least one building per worker"
+            )
 
-
-def _choice(key: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}; got {value!r}")
+    def check_paths(self) -> None:
+        """The paths on disk: inputs exist, outputs can be created (one ConfigError naming the key)."""
+        check_fields(self, filesystem=True)
 
 
 def _build(cls: type, d: Mapping[str, Any], *, prefix: str) -> Any:

@@ -14,10 +14,18 @@ Distillation levels (stage 2), each switched off by a weight of 0 in ``DistillCo
   satellite->drone) taught to the student by KL, both directions averaged.
 Self-distillation (``self_distill_loss``): the student's deepest intermediate feature,
 detached, teaches the shallower ones through their own Linear adapters.
+
+The PFED / MobileGeo self-supervision terms (need no teacher, so both stages can use them;
+docs/pfed.md says how each maps onto the paper):
+- ``fisd_loss``: fine-grained inverse self-distillation between the stage heads' logits;
+- ``cross_domain_triplet_loss``: batch-hard triplet, drone anchors vs satellite and back;
+- ``uapa_loss``: uncertainty-aware alignment of the drone and satellite predictions.
+Cross-entropy on every stage head is ``instance_loss`` on the stage logits.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -151,3 +159,83 @@ def self_distill_loss(
     if not shallow:
         return features[-1].new_zeros((), dtype=torch.float32)
     return torch.stack([match_loss(a(f), target, kind) for a, f in zip(adapters, shallow)]).mean()
+
+
+FISD_DIRECTIONS = ("inverse", "forward")
+
+
+def fisd_loss(
+    stage_logits: Sequence[torch.Tensor], deep_logits: torch.Tensor, temperature: float, direction: str
+) -> torch.Tensor:
+    """Fine-grained inverse self-distillation: Hinton KD (T, T^2) between the deepest stage and each
+    shallower stage, averaged over the shallower stages.
+
+    stage_logits: one [B,K] per auxiliary stage head (shallow -> deep, the deepest excluded);
+    deep_logits [B,K] the main head's. ``direction``:
+    - "inverse" (the paper): each shallow stage, detached, teaches the deepest one,
+      KL(p_i^T || p_N^T), so fine spatial detail kept in shallow stages flows into the final head;
+    - "forward" (the usual self-distillation): the deepest, detached, teaches each shallow stage.
+    """
+    if direction not in FISD_DIRECTIONS:
+        raise ValueError(f"fisd direction must be one of {FISD_DIRECTIONS}, got {direction!r}")
+    if not stage_logits:
+        return deep_logits.new_zeros((), dtype=torch.float32)
+    if direction == "inverse":
+        terms = [kd_logit_loss(deep_logits, s.detach(), temperature) for s in stage_logits]
+    else:
+        terms = [kd_logit_loss(s, deep_logits.detach(), temperature) for s in stage_logits]
+    return torch.stack(terms).mean()
+
+
+def cross_domain_triplet_loss(
+    drone: torch.Tensor, satellite: torch.Tensor, labels: torch.Tensor, margin: float
+) -> torch.Tensor:
+    """Batch-hard triplet loss across views, both directions averaged.
+
+    drone, satellite [B,D] unit-norm; labels [B] (row b of both views shows building labels[b]).
+    Distances are Euclidean between unit vectors, d = sqrt(2 - 2 cos). For a drone anchor the
+    positive is the FARTHEST satellite of its building and the negative the CLOSEST satellite of
+    another building (hard-negative mining in the batch); loss = max(0, margin + d_pos - d_neg),
+    averaged over anchors that have both. Then the same with satellite anchors and drone candidates.
+    """
+    sim = drone.float() @ satellite.float().t()  # [B,B] drone x satellite
+    dist = (2 - 2 * sim).clamp_min(1e-12).sqrt()
+    same = labels[:, None] == labels[None, :]  # [B,B]
+
+    def one_way(d: torch.Tensor, same: torch.Tensor) -> torch.Tensor:  # rows = anchors
+        valid = same.any(dim=1) & (~same).any(dim=1)  # [B]
+        if not bool(valid.any()):
+            return d.new_zeros(())
+        hardest_pos = d.masked_fill(~same, float("-inf")).amax(dim=1)  # [B]
+        hardest_neg = d.masked_fill(same, float("inf")).amin(dim=1)  # [B]
+        return F.relu(margin + hardest_pos - hardest_neg)[valid].mean()
+
+    return (one_way(dist, same) + one_way(dist.t(), same.t())) / 2
+
+
+def uapa_loss(drone_logits: torch.Tensor, satellite_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Uncertainty-aware prediction alignment between the two views of each building.
+
+    drone_logits, satellite_logits [B,K] (row b: the same building). With p = softmax(z / T) and
+    u = H(p) / ln K the normalised entropy (uncertainty, in [0,1], detached), per sample:
+        w_s = u_s / (u_d + u_s),  w_d = u_d / (u_d + u_s)
+        loss = T^2 * (w_s * KL(p_d || p_s) + w_d * KL(p_s || p_d))
+    each KL's target side detached: the more uncertain view is pulled harder towards the more
+    certain one (University-1652 has 54 drone images per satellite tile, so the satellite view is
+    the under-trained, less certain one). Averaged over the batch. Why this reading: docs/pfed.md.
+    """
+    k = drone_logits.shape[-1]
+    if k < 2:
+        return drone_logits.new_zeros((), dtype=torch.float32)
+    t = temperature
+    log_p_d = F.log_softmax(drone_logits.float() / t, dim=-1)  # [B,K]
+    log_p_s = F.log_softmax(satellite_logits.float() / t, dim=-1)
+    with torch.no_grad():
+        u_d = -(log_p_d.exp() * log_p_d).sum(dim=-1) / math.log(k)  # [B]
+        u_s = -(log_p_s.exp() * log_p_s).sum(dim=-1) / math.log(k)
+        total = (u_d + u_s).clamp_min(1e-12)
+        w_d, w_s = u_d / total, u_s / total
+    p_d, p_s = log_p_d.detach().exp(), log_p_s.detach().exp()
+    kl_sat = (p_d * (log_p_d.detach() - log_p_s)).sum(dim=-1)  # [B] satellite pulled to drone
+    kl_drone = (p_s * (log_p_s.detach() - log_p_d)).sum(dim=-1)  # [B] drone pulled to satellite
+    return (w_s * kl_sat + w_d * kl_drone).mean() * t * t

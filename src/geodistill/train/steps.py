@@ -10,6 +10,8 @@ Stage 2 (student): w_task * the same task loss + w_logit * logit KD (T, T^2) + w
 (feature KD across depths through ``DistillAdapters`` + final-embedding match) + w_relation *
 relation KD + w_self * self-distillation. The frozen teacher's outputs arrive as
 ``TeacherTargets`` (computed just before, or read from the teacher cache).
+Both stages add the PFED self-supervision terms (``aux_losses``: stage-head cross-entropy, FISD,
+cross-domain triplet, UAPA), each times its own ``train.*_weight`` and outside ``w_task``.
 """
 
 from __future__ import annotations
@@ -24,17 +26,21 @@ from torch import nn
 from geodistill.models import GeoModel, GeoOutput
 from geodistill.train.config import RunConfig
 from geodistill.train.losses import (
+    cross_domain_triplet_loss,
     depth_pairs,
     feature_kd_loss,
+    fisd_loss,
     info_nce,
     instance_loss,
     kd_logit_heads,
     match_loss,
     relation_kd_loss,
     self_distill_loss,
+    uapa_loss,
 )
 
-LOSS_KEYS = ("loss", "loss_task", "loss_logit", "loss_feature", "loss_relation", "loss_self")
+AUX_KEYS = ("loss_stage", "loss_fisd", "loss_triplet", "loss_uapa")
+LOSS_KEYS = ("loss", "loss_task", "loss_logit", "loss_feature", "loss_relation", "loss_self", *AUX_KEYS)
 
 
 @dataclass
@@ -134,6 +140,49 @@ def task_loss(out: GeoOutput, labels: torch.Tensor, cfg: RunConfig) -> torch.Ten
     return loss
 
 
+def aux_losses(out: GeoOutput, labels: torch.Tensor, cfg: RunConfig) -> dict[str, torch.Tensor]:
+    """The PFED self-supervision terms, unweighted; a term whose weight is 0 is not computed (0).
+
+    loss_stage: instance loss on the auxiliary stage heads; loss_fisd: FISD between the stage
+    heads and the main head (mean of its heads' logits), both views averaged; loss_triplet:
+    cross-domain batch-hard triplet on the embeddings; loss_uapa: UAPA on the main logits.
+    """
+    t = cfg.train
+    zero = out.drone_embedding.new_zeros((), dtype=torch.float32)
+    parts = dict.fromkeys(AUX_KEYS, zero)
+
+    def main(logits: list[torch.Tensor]) -> torch.Tensor:  # [B,K]: the heads' mean (1 head: itself)
+        return torch.stack(logits).mean(dim=0) if len(logits) > 1 else logits[0]
+
+    if t.stage_ce_weight > 0 and out.drone_stage_logits:
+        parts["loss_stage"] = instance_loss(out.drone_stage_logits, out.satellite_stage_logits, labels)
+    if t.fisd_weight > 0:
+        parts["loss_fisd"] = (
+            fisd_loss(out.drone_stage_logits, main(out.drone_logits), t.fisd_temperature, t.fisd_direction)
+            + fisd_loss(
+                out.satellite_stage_logits, main(out.satellite_logits), t.fisd_temperature, t.fisd_direction
+            )
+        ) / 2
+    if t.triplet_weight > 0:
+        parts["loss_triplet"] = cross_domain_triplet_loss(
+            out.drone_embedding, out.satellite_embedding, labels, t.triplet_margin
+        )
+    if t.uapa_weight > 0:
+        parts["loss_uapa"] = uapa_loss(main(out.drone_logits), main(out.satellite_logits), t.uapa_temperature)
+    return parts
+
+
+def aux_total(parts: dict[str, torch.Tensor], cfg: RunConfig) -> torch.Tensor:
+    """sum of weight x part over the PFED self-supervision terms."""
+    t = cfg.train
+    return (
+        t.stage_ce_weight * parts["loss_stage"]
+        + t.fisd_weight * parts["loss_fisd"]
+        + t.triplet_weight * parts["loss_triplet"]
+        + t.uapa_weight * parts["loss_uapa"]
+    )
+
+
 def distill_losses(
     out: GeoOutput, teacher: TeacherTargets, adapters: DistillAdapters | None, cfg: RunConfig
 ) -> dict[str, torch.Tensor]:
@@ -207,6 +256,7 @@ class TrainModule(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         out = self.model(drone, satellite)
         task = task_loss(out, labels, self.cfg)
+        aux = aux_losses(out, labels, self.cfg)
         if self.cfg.stage == "teacher" or teacher is None:
             zero = task.new_zeros(())
             parts = {
@@ -215,17 +265,19 @@ class TrainModule(nn.Module):
                 "loss_feature": zero,
                 "loss_relation": zero,
                 "loss_self": zero,
+                **aux,
             }
-            loss = task
+            loss = task + aux_total(aux, self.cfg)
         else:
             d = self.cfg.distill
-            parts = {"loss_task": task, **distill_losses(out, teacher, self.adapters, self.cfg)}
+            parts = {"loss_task": task, **distill_losses(out, teacher, self.adapters, self.cfg), **aux}
             loss = (
                 d.w_task * task
                 + d.w_logit * parts["loss_logit"]
                 + d.w_feature * parts["loss_feature"]
                 + d.w_relation * parts["loss_relation"]
                 + d.w_self * parts["loss_self"]
+                + aux_total(aux, self.cfg)
             )
         parts = {k: v.detach().float() for k, v in parts.items()}
         parts["loss"] = loss.detach().float()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from geodistill.platform.flags import flag
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -18,7 +20,7 @@ def register(subparsers) -> None:
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     validate = actions.add_parser("validate", help="validate one or more cluster files")
-    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.add_argument("files", nargs="+", metavar="FILE", type=flag(kind="text"))
     validate.set_defaults(func=_validate)
 
 

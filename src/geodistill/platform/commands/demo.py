@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from geodistill.platform.flags import flag
+from geodistill.schema import SEED_MAX
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -17,10 +20,15 @@ def register(subparsers) -> None:
             "the teacher and finished trials in --out."
         ),
     )
-    parser.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--address", default=None, help="Ray cluster address (default: a local head on 127.0.0.1)"
+        "--out", default="demo_out", type=flag(kind="out_dir"), help="output directory (default demo_out)"
+    )
+    parser.add_argument("--seed", type=flag(int, ge=0, le=SEED_MAX), default=0)
+    parser.add_argument(
+        "--address",
+        default=None,
+        type=flag(kind="text"),
+        help="Ray cluster address (default: a local head on 127.0.0.1)",
     )
     parser.add_argument("--smoke-test", action="store_true", help="tiny version for CI (about a minute)")
     parser.set_defaults(func=_run)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from geodistill.platform.flags import flag
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -20,17 +22,27 @@ def register(subparsers) -> None:
         "path",
         nargs="?",
         metavar="CHECKPOINT",
+        type=flag(kind="in_path"),
         help="the same as --checkpoint: `geodistill eval runs/x --data DIR`",
     )
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--checkpoint", help="checkpoint dir, run dir, or .safetensors/.pth file")
-    which.add_argument("--video2bev", metavar="FILE", help="a Video2BEV net_EEE.pth (opts.yaml beside it)")
-    parser.add_argument("--data", help="dataset root (UniV or University-1652)")
-    parser.add_argument("--views", type=int, help="drone frames per query")
-    parser.add_argument("--fps", type=int, choices=(2, 5, 10), help="UniV frame rate")
-    parser.add_argument("--elevation", type=int, choices=(30, 45), help="UniV elevation subset")
-    parser.add_argument("--img-size", type=int, help="input size in px")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward (default 32)")
+    which.add_argument(
+        "--checkpoint", type=flag(kind="in_path"), help="checkpoint dir, run dir, or .safetensors/.pth file"
+    )
+    which.add_argument(
+        "--video2bev",
+        metavar="FILE",
+        type=flag(kind="in_file"),
+        help="a Video2BEV net_EEE.pth (opts.yaml beside it)",
+    )
+    parser.add_argument("--data", type=flag(kind="text"), help="dataset root (UniV or University-1652)")
+    parser.add_argument("--views", type=flag(int, ge=1, le=1024), help="drone frames per query")
+    parser.add_argument("--fps", type=flag(int, choices=(2, 5, 10)), help="UniV frame rate")
+    parser.add_argument("--elevation", type=flag(int, choices=(30, 45)), help="UniV elevation subset")
+    parser.add_argument("--img-size", type=flag(int, ge=8, le=4096), help="input size in px")
+    parser.add_argument(
+        "--batch-size", type=flag(int, ge=1, le=65536), default=32, help="images per forward (default 32)"
+    )
     parser.add_argument(
         "--profile", action="store_true", help="also report params, GFLOPs/GMACs and latency per query"
     )
@@ -97,13 +109,13 @@ def _settings(args: argparse.Namespace, train_config: dict | None, model) -> dic
     }
     if not settings["img_size"]:
         raise ConfigError("cannot tell the model's input size; pass --img-size")
-    for flag, value in (
+    for name, value in (
         ("--views", settings["views"]),
         ("--img-size", settings["img_size"]),
         ("--batch-size", args.batch_size),
     ):
         if value < 1:
-            raise ConfigError(f"{flag} must be at least 1, got {value}")
+            raise ConfigError(f"{name} must be at least 1, got {value}")
     if args.data:
         settings["root"] = args.data
     elif train_config is not None:
@@ -125,6 +137,10 @@ def _run(args: argparse.Namespace) -> int:
     from geodistill.data import open_index
     from geodistill.eval import evaluate, flatten_metrics, format_table
 
+    if args.data and not args.smoke_test:
+        from geodistill.data.index import require_complete
+
+        require_complete(args.data)  # a UniV not organised yet fails here, before a model is loaded
     with tempfile.TemporaryDirectory(prefix="geodistill-eval-") as tmp:
         model, label, train_config = _smoke(args, tmp) if args.smoke_test else _load(args)
         s = _settings(args, train_config, model)

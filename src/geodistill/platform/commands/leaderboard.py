@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from geodistill.platform.flags import flag
+
 DEFAULT_SHOW = (
     "experiment",
     "trial_id",
@@ -26,26 +28,35 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("leaderboard", help="show the leaderboard or compact its files")
     sub = parser.add_subparsers(dest="leaderboard_command", metavar="ACTION", required=True)
     show = sub.add_parser("show", help="print rows (deduplicated by row_key, latest wins)")
-    show.add_argument("--root", help="leaderboard root (default $GEODISTILL_LEADERBOARD or runs/leaderboard)")
-    show.add_argument("--experiment", help="only this experiment")
+    show.add_argument(
+        "--root",
+        type=flag(kind="out_dir"),
+        help="leaderboard root (default $GEODISTILL_LEADERBOARD or runs/leaderboard)",
+    )
+    show.add_argument("--experiment", type=flag(kind="name"), help="only this experiment")
     show.add_argument(
         "--sort",
         default="d2s_recall1",
+        type=flag(kind="text"),
         help="column to sort by, best first (default d2s_recall1; recall@1 and ap are accepted)",
     )
-    show.add_argument("--top", type=int, help="only the first N rows")
+    show.add_argument("--top", type=flag(int, ge=1, le=10**9), help="only the first N rows")
     show.add_argument(
-        "--columns", help="comma-separated columns (default: a summary; 'all' for every column)"
+        "--columns",
+        type=flag(kind="text"),
+        help="comma-separated columns (default: a summary; 'all' for every column)",
     )
-    show.add_argument("--format", choices=["table", "csv", "json", "md"], default="table")
+    show.add_argument("--format", type=flag(choices=("table", "csv", "json", "md")), default="table")
     show.set_defaults(func=_show)
     compact = sub.add_parser(
         "compact", help="merge each experiment's files into one (atomic, keeps every row)"
     )
     compact.add_argument(
-        "--root", help="leaderboard root (default $GEODISTILL_LEADERBOARD or runs/leaderboard)"
+        "--root",
+        type=flag(kind="out_dir"),
+        help="leaderboard root (default $GEODISTILL_LEADERBOARD or runs/leaderboard)",
     )
-    compact.add_argument("--experiment", help="only this experiment (default: all)")
+    compact.add_argument("--experiment", type=flag(kind="name"), help="only this experiment (default: all)")
     compact.set_defaults(func=_compact)
 
 

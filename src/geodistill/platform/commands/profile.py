@@ -4,6 +4,38 @@ from __future__ import annotations
 
 import argparse
 
+from geodistill.platform.flags import flag
+
+
+def _known_backbone(name: str) -> None:
+    from geodistill.models import get_spec
+
+    get_spec(name)
+
+
+def _refiners() -> tuple[str, ...]:
+    from geodistill.models import REFINERS
+
+    return REFINERS
+
+
+def _poolings() -> tuple[str, ...]:
+    from geodistill.models.heads import POOLINGS
+
+    return POOLINGS
+
+
+def _device_name(text: str) -> None:
+    """A string torch can parse as a device ('cpu', 'cuda:0', 'mps'); usability is checked later."""
+    import torch
+
+    from geodistill.errors import ConfigError
+
+    try:
+        torch.device(text)
+    except (RuntimeError, ValueError) as err:
+        raise ConfigError(f"is not a torch device ({str(err).splitlines()[0]})") from None
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -16,16 +48,41 @@ def register(subparsers) -> None:
         ),
     )
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--backbone", default="vit_small", help="registered backbone name (default vit_small)")
-    which.add_argument("--all", action="store_true", help="profile every registered backbone (a table)")
-    parser.add_argument("--img-size", type=int, default=224, help="square input size in px (default 224)")
-    parser.add_argument("--views", type=int, default=1, help="frames per drone query (default 1)")
-    parser.add_argument("--refiner", default="mean", help="mean | attention | select (default mean)")
-    parser.add_argument("--pooling", default="avg", help="token | avg | gem | lpn (default avg)")
-    parser.add_argument("--embed-dim", type=int, default=512)
-    parser.add_argument("--batch-size", type=int, default=8, help="queries per timed batch (default 8)")
-    parser.add_argument("--device", default="cpu", help="device for the latency measurement (default cpu)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats after 2 warm-up runs")
+    which.add_argument(
+        "--backbone",
+        default="vit_small",
+        type=flag(validator=_known_backbone),
+        help="an alias or any timm model name, optionally with a tag (default vit_small)",
+    )
+    which.add_argument("--all", action="store_true", help="profile every alias (a table)")
+    parser.add_argument(
+        "--img-size", type=flag(int, ge=8, le=4096), default=224, help="square input size in px (default 224)"
+    )
+    parser.add_argument(
+        "--views", type=flag(int, ge=1, le=1024), default=1, help="frames per drone query (default 1)"
+    )
+    parser.add_argument(
+        "--refiner",
+        default="mean",
+        type=flag(choices=_refiners),
+        help="mean | attention | select | mi (default mean)",
+    )
+    parser.add_argument(
+        "--pooling", default="avg", type=flag(choices=_poolings), help="token | avg | gem | lpn (default avg)"
+    )
+    parser.add_argument("--embed-dim", type=flag(int, ge=1, le=65536), default=512)
+    parser.add_argument(
+        "--batch-size", type=flag(int, ge=1, le=65536), default=8, help="queries per timed batch (default 8)"
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        type=flag(validator=_device_name),
+        help="device for the latency measurement (default cpu)",
+    )
+    parser.add_argument(
+        "--repeats", type=flag(int, ge=1, le=10_000), default=5, help="timed repeats after 2 warm-up runs"
+    )
     parser.add_argument("--no-latency", action="store_true", help="count FLOPs only (nothing real runs)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--smoke-test", action="store_true", help="tiny run for CI: vit_tiny, 32 px, 2 views")
@@ -41,9 +98,9 @@ def _rows(args: argparse.Namespace) -> list[dict]:
     from geodistill.models import BACKBONES, GeoModel, ModelConfig, get_spec
     from geodistill.models.cost import analytic_backbone_macs, profile
 
-    for flag, value, low in (("--img-size", args.img_size, 16), ("--views", args.views, 1)):
+    for name, value, low in (("--img-size", args.img_size, 16), ("--views", args.views, 1)):
         if value < low:
-            raise ConfigError(f"{flag} must be at least {low}, got {value}")
+            raise ConfigError(f"{name} must be at least {low}, got {value}")
     if args.batch_size < 1 or args.repeats < 1:
         raise ConfigError("--batch-size and --repeats must be at least 1")
     measure = not args.no_latency
@@ -109,12 +166,13 @@ def _run(args: argparse.Namespace) -> int:
         f"pooling {first['pooling']}; FLOPs by {first['counter']}; latency on {first['device']} "
         f"at batch {first['batch_size']}"
     )
-    header = f"{'backbone':<18} {'params M':>9} {'GFLOPs':>9} {'GMACs':>9} {'analytic/frame':>15} {'ms/query':>9} {'q/s':>9}"
+    w = max(18, *(len(r["backbone"]) for r in rows))  # any timm name, tag included
+    header = f"{'backbone':<{w}} {'params M':>9} {'GFLOPs':>9} {'GMACs':>9} {'analytic/frame':>15} {'ms/query':>9} {'q/s':>9}"
     print(header)
     print("-" * len(header))
     for r in rows:
         print(
-            f"{r['backbone']:<18} {r['params_m']:>9.2f} {r['gflops']:>9.3f} {r['gmacs']:>9.3f} "
+            f"{r['backbone']:<{w}} {r['params_m']:>9.2f} {r['gflops']:>9.3f} {r['gmacs']:>9.3f} "
             f"{_fmt(r['analytic_gmacs_per_frame'], '.3f'):>15} {_fmt(r['latency_ms'], '.2f'):>9} "
             f"{_fmt(r['throughput_qps'], '.1f'):>9}"
         )

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from geodistill.platform.flags import flag
+
+
+def METRICS() -> tuple[str, ...]:  # noqa: N802 - a lazy constant: the leaderboard's metric columns
+    from geodistill.eval.names import METRIC_KEYS
+
+    return METRIC_KEYS
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -18,23 +26,43 @@ def register(subparsers) -> None:
         ),
     )
     parser.add_argument(
-        "--baseline", metavar="FILE.yaml", help="baseline file (checkpoints, dataset, expectations)"
+        "--baseline",
+        metavar="FILE.yaml",
+        type=flag(kind="in_file"),
+        help="baseline file (checkpoints, dataset, expectations)",
     )
-    parser.add_argument("--data", help="dataset root (overrides dataset.root of the baseline)")
     parser.add_argument(
-        "--leaderboard", help="leaderboard root (default $GEODISTILL_LEADERBOARD or runs/leaderboard)"
+        "--data", type=flag(kind="text"), help="dataset root (overrides dataset.root of the baseline)"
+    )
+    parser.add_argument(
+        "--leaderboard",
+        type=flag(kind="out_dir"),
+        help="leaderboard root (default $GEODISTILL_LEADERBOARD or runs/leaderboard)",
     )
     parser.add_argument("--no-write", action="store_true", help="do not write rows to the leaderboard")
     parser.add_argument("--write-golden", action="store_true", help="(re)create the golden descriptor files")
     parser.add_argument(
-        "--experiment", help="experiment of the rows written (--baseline) or to check (--against)"
+        "--experiment",
+        type=flag(kind="name"),
+        help="experiment of the rows written (--baseline) or to check (--against)",
     )
     parser.add_argument(
-        "--against", metavar="EXPERIMENT", help="reference experiment whose front must not be beaten"
+        "--against",
+        metavar="EXPERIMENT",
+        type=flag(kind="name"),
+        help="reference experiment whose front must not be beaten",
     )
-    parser.add_argument("--metric", default="d2s_recall1", help="metric for --against (default d2s_recall1)")
     parser.add_argument(
-        "--tol", type=float, default=0.3, help="points a front may fall for --against (default 0.3)"
+        "--metric",
+        default="d2s_recall1",
+        type=flag(choices=METRICS),
+        help="metric for --against (default d2s_recall1)",
+    )
+    parser.add_argument(
+        "--tol",
+        type=flag(float, ge=0.0, le=100.0),
+        default=0.3,
+        help="points a front may fall for --against (default 0.3)",
     )
     parser.add_argument("--json", action="store_true", help="print the checks as JSON")
     parser.add_argument(

@@ -4,21 +4,42 @@ from __future__ import annotations
 
 import argparse
 
+from geodistill.platform.flags import flag
+
+
+def METRICS() -> tuple[str, ...]:  # noqa: N802 - a lazy constant: the leaderboard's metric columns
+    from geodistill.eval.names import METRIC_KEYS
+
+    return METRIC_KEYS
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "report",
         help="write the precision-vs-efficiency report (self-contained HTML, Markdown, PNG/SVG plots)",
     )
-    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--out", required=True, type=flag(kind="out_dir"), help="output directory")
     parser.add_argument(
-        "--root", "--leaderboard", dest="root", help="leaderboard root (default runs/leaderboard)"
+        "--root",
+        "--leaderboard",
+        dest="root",
+        type=flag(kind="out_dir"),
+        help="leaderboard root (default runs/leaderboard)",
     )
-    parser.add_argument("--experiment", help="only this experiment (default: every row)")
     parser.add_argument(
-        "--metric", default="d2s_recall1", help="y axis: d2s_recall1 (default), d2s_ap, s2d_..."
+        "--experiment", type=flag(kind="name"), help="only this experiment (default: every row)"
     )
-    parser.add_argument("--anchors", help="published reference points YAML (default baselines/anchors.yaml)")
+    parser.add_argument(
+        "--metric",
+        default="d2s_recall1",
+        type=flag(choices=METRICS),
+        help="y axis: d2s_recall1 (default), d2s_ap, s2d_...",
+    )
+    parser.add_argument(
+        "--anchors",
+        type=flag(kind="in_file"),
+        help="published reference points YAML (default baselines/anchors.yaml)",
+    )
     parser.add_argument("--no-anchors", action="store_true", help="leave the published points out")
     parser.add_argument(
         "--smoke-test",

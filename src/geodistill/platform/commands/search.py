@@ -5,6 +5,21 @@ from __future__ import annotations
 import argparse
 import sys
 
+from geodistill.platform.flags import flag
+from geodistill.schema import SEED_MAX
+
+
+def METRICS() -> tuple[str, ...]:  # noqa: N802 - lazy: the search objectives
+    from geodistill.eval.names import OBJECTIVE_METRICS as names
+
+    return names
+
+
+def SAMPLERS() -> tuple[str, ...]:  # noqa: N802 - lazy: importing the tuner imports Ray
+    from geodistill.platform.search.tuner import SAMPLERS as names
+
+    return names
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -19,27 +34,65 @@ def register(subparsers) -> None:
         ),
     )
     parser.add_argument("args", nargs="*", metavar="search_space=NAME | key=value")
-    parser.add_argument("--experiment", help="name (default <space>-<UTC time>); reuse it with --resume")
-    parser.add_argument("--num-samples", type=int, default=8, help="trials to run (default 8)")
-    parser.add_argument("--sampler", default="tpe", help="tpe | nsga2 | random (default tpe)")
-    parser.add_argument("--metric", help="precision objective: d2s_recall1 | d2s_ap | s2d_recall1 | s2d_ap")
-    parser.add_argument("--max-concurrent", type=int, default=2, help="trials at once (default 2)")
-    parser.add_argument("--time-budget", type=float, help="stop starting/continuing trials after S seconds")
-    parser.add_argument("--storage", help="Tune results: local dir or URI (default runs/search)")
     parser.add_argument(
-        "--leaderboard", help="leaderboard root (default $GEODISTILL_LEADERBOARD or runs/leaderboard)"
+        "--experiment",
+        type=flag(kind="name"),
+        help="name (default <space>-<UTC time>); reuse it with --resume",
     )
-    parser.add_argument("--address", help="Ray cluster to join (default: the job's cluster, or a local head)")
-    parser.add_argument("--teacher", help="stage-1 checkpoint the students distil from")
+    parser.add_argument(
+        "--num-samples", type=flag(int, ge=1, le=100_000), default=8, help="trials to run (default 8)"
+    )
+    parser.add_argument(
+        "--sampler", default="tpe", type=flag(choices=SAMPLERS), help="tpe | nsga2 | random (default tpe)"
+    )
+    parser.add_argument(
+        "--metric",
+        type=flag(choices=METRICS),
+        help="precision objective: d2s_recall1 | d2s_ap | s2d_recall1 | s2d_ap",
+    )
+    parser.add_argument(
+        "--max-concurrent", type=flag(int, ge=1, le=10_000), default=2, help="trials at once (default 2)"
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=flag(float, gt=0.0, le=1e9),
+        help="stop starting/continuing trials after S seconds",
+    )
+    parser.add_argument(
+        "--storage", type=flag(kind="store"), help="Tune results: local dir or URI (default runs/search)"
+    )
+    parser.add_argument(
+        "--leaderboard",
+        type=flag(kind="out_dir"),
+        help="leaderboard root (default $GEODISTILL_LEADERBOARD or runs/leaderboard)",
+    )
+    parser.add_argument(
+        "--address",
+        type=flag(kind="text"),
+        help="Ray cluster to join (default: the job's cluster, or a local head)",
+    )
+    parser.add_argument(
+        "--teacher", type=flag(kind="in_path"), help="stage-1 checkpoint the students distil from"
+    )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
     parser.add_argument("--no-early-stopping", action="store_true", help="run every trial to its last epoch")
     parser.add_argument(
-        "--grace-period", type=int, default=1, help="epochs before a trial may stop (default 1)"
+        "--grace-period",
+        type=flag(int, ge=1, le=100_000),
+        default=1,
+        help="epochs before a trial may stop (default 1)",
     )
-    parser.add_argument("--reduction-factor", type=float, default=2, help="ASHA reduction factor (default 2)")
-    parser.add_argument("--cpus-per-trial", type=float, default=1)
-    parser.add_argument("--gpus-per-trial", type=float, default=0)
-    parser.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    parser.add_argument(
+        "--reduction-factor",
+        type=flag(float, gt=1.0, le=1000.0),
+        default=2,
+        help="ASHA reduction factor (default 2)",
+    )
+    parser.add_argument("--cpus-per-trial", type=flag(float, gt=0.0, le=4096.0), default=1)
+    parser.add_argument("--gpus-per-trial", type=flag(float, ge=0.0, le=1024.0), default=0)
+    parser.add_argument(
+        "--seed", type=flag(int, ge=0, le=SEED_MAX), default=0, help="sampler seed (default 0)"
+    )
     parser.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
     parser.add_argument(
         "--smoke-test",
@@ -99,12 +152,14 @@ def _run(args: argparse.Namespace) -> int:
     from geodistill.platform.compose import compose_run_config
     from geodistill.platform.search import format_pareto, resolve_storage, run_search, train_teacher_for
 
+    # One validation pass before Ray starts or a teacher trains: the base config and every
+    # bound and choice of the space composed against it, then the leaderboard's root.
+    base = compose_run_config(overrides).to_dict()
+    loaded = load_space(space, base=base)
     Leaderboard(args.leaderboard or default_root()).check_writable(experiment)  # before any training
     _check_cluster_auth(args.address)  # before any training, too: a token-auth head says so at once
     teacher = args.teacher
     if args.smoke_test and teacher is None:
-        base = compose_run_config(overrides).to_dict()
-        loaded = load_space(space, base=base)
         from geodistill.platform.search.space import first_assignment, trial_config
 
         if trial_config(loaded, first_assignment(loaded), base=base).stage == "student":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from geodistill.platform.flags import flag
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -19,9 +21,14 @@ def register(subparsers) -> None:
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides (group=option or a.b=value)"
     )
-    parser.add_argument("--config-dir", help="extra config tree searched before the packaged one")
     parser.add_argument(
-        "--max-failures", type=int, default=2, help="Ray Train restarts after worker failures (default 2)"
+        "--config-dir", type=flag(kind="in_dir"), help="extra config tree searched before the packaged one"
+    )
+    parser.add_argument(
+        "--max-failures",
+        type=flag(int, ge=-1, le=1000),
+        default=2,
+        help="Ray Train restarts after worker failures (default 2)",
     )
     parser.add_argument(
         "--smoke-test", action="store_true", help="tiny run for CI (preset=smoke: vit_tiny, 32 px, 2 steps)"
@@ -29,6 +36,7 @@ def register(subparsers) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     parser.add_argument(
         "--leaderboard",
+        type=flag(kind="out_dir"),
         help="leaderboard root for the run's row (default $GEODISTILL_LEADERBOARD or runs/leaderboard)",
     )
     parser.add_argument(

@@ -1,0 +1,232 @@
+"""Declared types and ranges for every config key and CLI flag, checked before anything runs.
+
+A config dataclass declares each field with ``setting(default, ge=..., le=..., choices=...)``:
+the rule lives next to the field, so a new key is validated (and fuzzed by
+tests/reliability/test_fuzz_inputs.py) the moment it is added. ``check_fields`` walks a
+dataclass and raises one ``ConfigError`` line naming the dotted key, the value and what is
+allowed. CLI flags use the same ``Rule`` through ``geodistill.platform.flags``.
+
+Why an upper bound on every number: a huge value (``train.epochs=10**12``,
+``data.batch_size=1e9``) is never meant, and without a bound it passes every check and then
+hangs or runs out of memory long after the user walked away. NaN and infinity are refused
+for every float for the same reason.
+
+Two strengths of path checks: ``check_fields(..., filesystem=False)`` (what
+``RunConfig.from_dict`` runs, also on configs read back from a leaderboard row whose paths
+may be gone) checks only the text (non-empty, no NUL byte); ``filesystem=True`` (what the
+composition of a run runs) also checks that inputs exist and outputs can be created.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from geodistill.errors import ConfigError, UserError
+
+# What a text value may be: the checks behind each kind are in ``Rule.check_text``.
+#   text      any non-empty text without a NUL byte
+#   name      a plain name used inside paths: letters, digits, "_", "-", ".", "+", not "."/".."
+#   in_path   an existing file or directory;  in_dir: an existing directory;  in_file: a file
+#   out_dir   a directory that exists or can be created (its nearest existing parent is a
+#             writable directory)
+#   out_file  a file that can be written (its folder exists or can be created)
+#   store     out_dir, or a URI with "://" (a Tune storage path)
+TEXT_KINDS = ("text", "name", "in_path", "in_dir", "in_file", "out_dir", "out_file", "store")
+SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.+")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one key or flag accepts. ``choices`` may be a callable (a registry read lazily);
+    ``validator`` (value -> None, raising a UserError) checks open-ended names such as backbones."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: Sequence[Any] | Callable[[], Sequence[Any]] | None = None
+    kind: str | None = None  # one of TEXT_KINDS for text values
+    validator: Callable[[Any], None] | None = None
+    allow_empty: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind is not None and self.kind not in TEXT_KINDS:
+            raise ValueError(f"unknown text kind {self.kind!r}")
+
+    def options(self) -> tuple[Any, ...] | None:
+        if self.choices is None:
+            return None
+        return tuple(self.choices() if callable(self.choices) else self.choices)
+
+    def allowed(self) -> str:
+        """What is allowed, in words (the end of an error line)."""
+        options = self.options()
+        if options is not None:
+            return "one of " + ", ".join(map(str, options))
+        parts = []
+        for op, bound in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt)):
+            if bound is not None:
+                parts.append(f"{op} {bound:g}" if isinstance(bound, float) else f"{op} {bound}")
+        if self.kind is not None:
+            parts.append(_KIND_WORDS[self.kind])
+        return " and ".join(parts) or "any value"
+
+    def problem(self, value: Any, *, filesystem: bool = True, raise_validator: bool = False) -> str | None:
+        """None if ``value`` (already of the right Python type) is allowed, else what is wrong.
+
+        ``raise_validator``: let the validator's own UserError (say UnknownBackboneError) propagate.
+        """
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"must be a finite number ({self.allowed()})"
+        options = self.options()
+        if options is not None and value not in options:
+            return f"must be {self.allowed()}"
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if (
+                (self.ge is not None and not value >= self.ge)
+                or (self.gt is not None and not value > self.gt)
+                or (self.le is not None and not value <= self.le)
+                or (self.lt is not None and not value < self.lt)
+            ):
+                return f"must be {self.allowed()}"
+        if isinstance(value, str):
+            problem = self.check_text(value, filesystem=filesystem)
+            if problem:
+                return problem
+        if self.validator is not None:
+            try:
+                self.validator(value)
+            except UserError as err:
+                if raise_validator:
+                    raise
+                return str(err)
+        return None
+
+    def check_text(self, text: str, *, filesystem: bool = True) -> str | None:
+        if not text.strip() and not self.allow_empty:
+            return "must not be empty"
+        if "\x00" in text:
+            return "must not contain a NUL byte"
+        kind = self.kind or "text"
+        if kind == "name":
+            if text in (".", "..") or not set(text) <= _NAME_CHARS:
+                return "must be a plain name (letters, digits, '_', '-', '.', '+')"
+        if not filesystem or kind in ("text", "name"):
+            return None
+        return path_problem(text, kind)
+
+
+_KIND_WORDS = {
+    "text": "non-empty text",
+    "name": "a plain name (letters, digits, '_', '-', '.', '+')",
+    "in_path": "an existing path",
+    "in_dir": "an existing directory",
+    "in_file": "an existing file",
+    "out_dir": "a directory that exists or can be created",
+    "out_file": "a file path whose folder exists or can be created",
+    "store": "a directory that can be created, or a URI",
+}
+
+
+def path_problem(text: str, kind: str) -> str | None:
+    """What stops ``text`` from being used as a path of ``kind`` (see TEXT_KINDS), or None."""
+    if kind == "store" and "://" in text:
+        return None
+    try:
+        path = Path(text).expanduser()
+        exists = path.exists()
+    except (OSError, ValueError, RuntimeError) as err:  # too long a name, bad bytes, no home dir
+        return f"is not a usable path ({type(err).__name__}: {err})"
+    if kind == "in_path":
+        return None if exists else "does not exist"
+    if kind == "in_dir":
+        return None if path.is_dir() else ("is not a directory" if exists else "does not exist")
+    if kind == "in_file":
+        return None if path.is_file() else ("is not a file" if exists else "does not exist")
+    folder = path if kind in ("out_dir", "store") else path.parent
+    if kind == "out_file" and path.is_dir():
+        return "is a directory, not a file"
+    return _creatable_dir_problem(folder)
+
+
+def _creatable_dir_problem(folder: Path) -> str | None:
+    """None if ``folder`` is a directory or could be made by ``mkdir(parents=True)``."""
+    probe = folder.absolute()
+    try:
+        if probe.is_dir():
+            return None
+        if probe.exists():
+            return "is not a directory"
+        for parent in probe.parents:
+            if parent.is_dir():
+                if not os.access(parent, os.W_OK | os.X_OK):
+                    return f"cannot be created: {parent} is not writable"
+                return None
+            if parent.exists():
+                return f"cannot be created: {parent} is a file"
+    except OSError as err:
+        return f"is not a usable path ({err})"
+    return "cannot be created"
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
+    **rule: Any,
+) -> Any:
+    """A dataclass field with its declared ``Rule`` (the keyword arguments) in its metadata."""
+    metadata = {"rule": Rule(**rule)}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def rule_of(f: dataclasses.Field) -> Rule | None:
+    return f.metadata.get("rule")
+
+
+def check_fields(obj: Any, prefix: str = "", *, filesystem: bool = False) -> None:
+    """Check every declared field of dataclass ``obj`` (recursively); ConfigError on the first bad one."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            check_fields(value, f"{key}.", filesystem=filesystem)
+            continue
+        rule = rule_of(f)
+        if rule is None or value is None:
+            continue
+        try:
+            problem = rule.problem(value, filesystem=filesystem, raise_validator=True)
+        except UserError as err:
+            raise type(err)(f"{key}: {err}") from None
+        if problem:
+            raise ConfigError(f"{key} {problem}; got {_show(value)}")
+
+
+def declared_keys(cls: type, prefix: str = "") -> dict[str, tuple[Any, Rule | None]]:
+    """Dotted key -> (type hint, Rule or None) for every leaf field of dataclass ``cls``."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    out: dict[str, tuple[Any, Rule | None]] = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            out.update(declared_keys(hint, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = (hint, rule_of(f))
+    return out
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
