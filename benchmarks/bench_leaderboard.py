@@ -28,7 +28,7 @@ import pyarrow as pa
 from _figures import figure  # benchmarks/ is on sys.path when a script here runs
 from geodistill.leaderboard import SCHEMA, Leaderboard
 from geodistill.leaderboard.pareto import hypervolume, pareto_mask, pareto_mask_naive
-from geodistill.leaderboard.store import _conform
+from geodistill.leaderboard.store import FILE_SCHEMA, _conform
 
 BACKBONES = np.array(["resnet18", "vit_tiny", "convnext_atto", "vit_small", "mobilenetv3"])
 BUDGET = 20.0  # GFLOPs
@@ -65,7 +65,7 @@ def write_board(root: Path, files: int, rows: int, seed: int = 0) -> Leaderboard
                 "schema_version": np.full(rows, 1, dtype=np.int32),
             }
         )
-        lb._write_table("bench", _conform(table))
+        lb._write_table("bench", _conform(table, FILE_SCHEMA))  # the folder carries `experiment`
     return lb
 
 

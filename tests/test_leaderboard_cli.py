@@ -105,3 +105,18 @@ def test_smoke_tests_of_report_and_regress(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "REGRESSED" not in out and out.count(" ok\n") == 6
     assert Leaderboard(tmp_path / "lb").keys() == {"regress-smoke/smoke/baseline"}
+
+
+def test_show_report_and_compact_name_an_unreadable_file_on_stderr(root, tmp_path, capsys):
+    bad = tmp_path / "lb" / "experiment=a" / "part-truncated.parquet"
+    bad.write_bytes(b"PAR1 cut short")
+    for argv in (
+        ["leaderboard", "show", "--root", str(tmp_path / "lb")],
+        ["leaderboard", "compact", "--root", str(tmp_path / "lb"), "--experiment", "a"],
+        ["report", "--root", str(tmp_path / "lb"), "--out", str(tmp_path / "rep"), "--no-anchors"],
+    ):
+        assert main(argv) == 0, argv
+        err = capsys.readouterr().err
+        line = next(ln for ln in err.splitlines() if "part-truncated.parquet" in ln)
+        assert line.startswith(f"geodistill {argv[0]}: warning: leaderboard "), argv
+    assert bad.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,10 +16,12 @@ import pytest
 
 from geodistill.leaderboard import (
     COLUMNS,
+    FILE_SCHEMA,
     SCHEMA,
     SCHEMA_VERSION,
     Leaderboard,
     LeaderboardError,
+    LeaderboardWarning,
     make_row,
     metrics_to_columns,
 )
@@ -95,7 +98,7 @@ def test_write_scan_dedup_latest_and_keys(tmp_path):
     # Files sit in a hive partition, are whole Parquet files with the explicit schema.
     for path in lb.files():
         assert Path(path).parent.name in ("experiment=exp", "experiment=other")
-        assert pq.read_schema(path).equals(SCHEMA, check_metadata=False)
+        assert pq.read_schema(path).equals(FILE_SCHEMA, check_metadata=False)
 
 
 def test_experiment_names_cannot_escape_the_root(tmp_path):
@@ -135,13 +138,15 @@ def test_old_files_without_new_columns_and_newer_files_with_extra_columns_read(t
     assert lb.read().sort("row_key")["row_key"].to_list() == ["exp/new/student", "exp/old/student"]
 
 
-def test_hidden_temporary_and_stray_files_are_skipped(tmp_path):
+def test_hidden_temporary_skipped_silently_stray_file_reported(tmp_path):
     lb = Leaderboard(tmp_path)
     lb.write([row("a")])
     part = tmp_path / "experiment=exp"
     (part / ".tmp-123.parquet").write_bytes(b"PAR1 half written")
     (part / "notes.txt").write_text("hello")
-    assert lb.read()["row_key"].to_list() == ["exp/a/student"]
+    with pytest.warns(LeaderboardWarning, match=r"notes\.txt") as caught:
+        assert lb.read()["row_key"].to_list() == ["exp/a/student"]
+    assert not any(".tmp-123" in str(w.message) for w in caught)
 
 
 _WRITER = """
@@ -282,10 +287,55 @@ def test_object_store_uri_writes_by_single_put_and_reads_back():
     assert lb.keys() == {"exp/a/student", "exp/b/student"}
 
 
-def test_a_corrupt_visible_file_is_one_line(tmp_path):
+def _plant_bad_files(root: Path, good: Path) -> dict[str, Path]:
+    """A corrupt, a truncated and a foreign Parquet file, a stray text file and a stray folder."""
+    part = root / "experiment=exp"
+    bad = {
+        "corrupt": part / "part-corrupt.parquet",
+        "truncated": part / "part-truncated.parquet",
+        "foreign": part / "part-foreign.parquet",
+        "stray": part / "readme.md",
+        "top": root / "notes.txt",
+    }
+    bad["corrupt"].write_bytes(b"not parquet at all")
+    bad["truncated"].write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    pq.write_table(pa.table({"x": [1, 2]}), bad["foreign"])
+    bad["stray"].write_text("hello")
+    bad["top"].write_text("hello")
+    (part / ".tmp-inflight").write_bytes(b"PAR1 half")  # a writer's in-flight file: silent
+    return bad
+
+
+def test_unreadable_files_are_reported_by_every_reader_never_silently_skipped(tmp_path):
+    lb = Leaderboard(tmp_path)
+    good = Path(lb.write([row("a", d2s_recall1=1.0)]))
+    bad = _plant_bad_files(tmp_path, good)
+    readers = {
+        "read": lambda: lb.read()["row_key"].to_list() == ["exp/a/student"],
+        "scan": lambda: lb.scan().collect()["row_key"].to_list() == ["exp/a/student"],
+        "keys": lambda: lb.keys() == {"exp/a/student"},
+        "files": lambda: lb.files() == [str(good)],
+        "compact": lambda: lb.compact("exp") == (1, 1),
+    }
+    for name, reader in readers.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert reader(), name
+        messages = [str(w.message) for w in caught if issubclass(w.category, LeaderboardWarning)]
+        for kind, path in bad.items():
+            if kind == "top" and name == "compact":
+                continue  # compact lists one experiment's folder, not the root
+            assert any(path.name in m for m in messages), (name, kind, messages)
+        assert not any("inflight" in m for m in messages), name
+    assert all(path.exists() for path in bad.values())  # reported and left alone, never deleted
+
+
+def test_a_file_with_a_valid_footer_but_corrupt_data_is_reported_and_the_rest_read(tmp_path):
     lb = Leaderboard(tmp_path)
     lb.write([row("a")])
-    (tmp_path / "experiment=exp" / "part-bad.parquet").write_bytes(b"not parquet at all")
-    with pytest.raises(LeaderboardError, match=f"^cannot read leaderboard {tmp_path}: ") as err:
-        lb.read()
-    assert "\n" not in str(err.value)
+    other = Path(lb.write([row("b")]))
+    data = bytearray(other.read_bytes())
+    data[4:40] = b"\xff" * 36  # the first data page; the footer stays intact
+    other.write_bytes(bytes(data))
+    with pytest.warns(LeaderboardWarning, match=other.name):
+        assert lb.read()["row_key"].to_list() == ["exp/a/student"]

@@ -211,3 +211,44 @@ def test_a_user_error_raised_in_a_ray_worker_comes_back_as_one_line(out_dir, ray
         run_training(cfg, max_failures=0)
     assert str(info.value).startswith("data.batch_size (1) over")
     assert "\n" not in str(info.value)
+
+
+def test_a_run_keeps_its_config_and_refuses_to_resume_with_a_different_one(out_dir):
+    calls = []
+
+    def fit(cfg, *, context):  # records what would have trained; the refusal must come first
+        calls.append(cfg.train.lr)
+        return cfg.train.lr
+
+    name = "knows_its_config"
+    run_training(_cfg(out_dir, f"run_name={name}", "train.lr=0.001"), fit_fn=fit)
+    saved = json.loads((out_dir / name / "config.json").read_text())
+    assert saved["train"]["lr"] == 0.001 and saved["run_name"] == name
+    # Same config (and a longer run: train.epochs may differ) resumes.
+    run_training(_cfg(out_dir, f"run_name={name}", "train.lr=0.001", "train.epochs=5"), fit_fn=fit)
+    assert calls == [0.001, 0.001]
+    with pytest.raises(ConfigError) as err:
+        run_training(_cfg(out_dir, f"run_name={name}", "train.lr=0.0003", "data.views=2"), fit_fn=fit)
+    assert str(err.value) == (
+        f"run {name} exists with data.views=1, train.lr=0.001; this run has data.views=2, train.lr=0.0003 — "
+        "pass train.resume=force to resume anyway, or choose another run_name"
+    )
+    assert calls == [0.001, 0.001]  # refused before any compute
+    run_training(_cfg(out_dir, f"run_name={name}", "train.lr=0.0003", "train.resume=force"), fit_fn=fit)
+    assert calls == [0.001, 0.001, 0.0003]
+    assert json.loads((out_dir / name / "config.json").read_text())["train"]["lr"] == 0.0003  # now recorded
+
+
+def test_train_cli_refuses_a_changed_config_in_one_line(out_dir, capsys):
+    from geodistill.platform.cli import main
+
+    name = "cli_knows_its_config"
+    (out_dir / name).mkdir()
+    cfg = prepare_config(_cfg(out_dir, f"run_name={name}"))
+    (out_dir / name / "config.json").write_text(json.dumps(cfg.to_dict()))
+    argv = ["train", "preset=smoke", f"output_dir={out_dir}", f"run_name={name}", "train.lr=0.0003"]
+    assert main([*argv, "--no-leaderboard"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"geodistill train: error: run {name} exists with train.lr=")
+    assert "this run has train.lr=0.0003 — pass train.resume=force" in err[-1]
+    assert not (out_dir / name / "checkpoints").exists()

@@ -5,10 +5,12 @@ from geodistill.leaderboard.pareto import hypervolume, pareto_mask
 from geodistill.leaderboard.report import write_report
 from geodistill.leaderboard.store import (
     COLUMNS,
+    FILE_SCHEMA,
     SCHEMA,
     SCHEMA_VERSION,
     Leaderboard,
     LeaderboardError,
+    LeaderboardWarning,
     default_root,
     make_row,
     metrics_to_columns,
@@ -16,10 +18,12 @@ from geodistill.leaderboard.store import (
 
 __all__ = [
     "COLUMNS",
+    "FILE_SCHEMA",
     "SCHEMA",
     "SCHEMA_VERSION",
     "Leaderboard",
     "LeaderboardError",
+    "LeaderboardWarning",
     "default_root",
     "hypervolume",
     "make_row",

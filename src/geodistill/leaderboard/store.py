@@ -12,6 +12,18 @@ carry ``row_key`` = ``experiment/trial_id/stage``; a resumed search that writes 
 compaction that is halfway done, leaves duplicates on disk that readers remove (latest
 ``created_at`` wins).
 
+Why files do not store ``experiment``: it is the hive partition key, so it lives in the folder
+name only (``FILE_SCHEMA`` is ``SCHEMA`` without it). A file that also stored it would clash with
+the type generic readers infer for the key (pandas/pyarrow: dictionary vs string), and
+``pandas.read_parquet(root)``, ``pyarrow.dataset.dataset(root, partitioning="hive")``,
+polars and DuckDB with hive partitioning would all refuse or disagree. Files written before this
+(with the column) still read here: this store takes the name from the folder either way.
+
+Anything else under the root that is not a readable leaderboard file (a foreign file, a
+corrupt or truncated Parquet file, a stray folder) is reported by every reader with a
+``LeaderboardWarning`` naming it and left alone; names starting with ``.`` or ``_`` (the
+writer's in-flight temporaries, ``_SUCCESS`` markers) are skipped silently, as pyarrow does.
+
 New columns are added to ``SCHEMA`` as nullable; files written before them read back with nulls.
 
 Why one file over 400 lines: the schema, ``make_row`` (which fills and checks it) and the
@@ -26,6 +38,7 @@ import re
 import socket
 import subprocess
 import uuid
+import warnings
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from functools import cache
@@ -92,6 +105,8 @@ SCHEMA = pa.schema(
     metadata={"geodistill.schema_version": str(SCHEMA_VERSION)},
 )
 COLUMNS = tuple(SCHEMA.names)
+# What each file holds: the partition key ``experiment`` lives in the folder name only.
+FILE_SCHEMA = SCHEMA.remove(SCHEMA.get_field_index("experiment"))
 
 
 def _polars_type(type_: pa.DataType) -> pl.DataType:
@@ -102,6 +117,7 @@ def _polars_type(type_: pa.DataType) -> pl.DataType:
 
 
 POLARS_SCHEMA = pl.Schema({f.name: _polars_type(f.type) for f in SCHEMA})
+POLARS_FILE_SCHEMA = pl.Schema({f.name: _polars_type(f.type) for f in FILE_SCHEMA})
 
 _PART_PREFIX, _PART_SUFFIX, _TMP_PREFIX = "part-", ".parquet", ".tmp-"
 _POLARS_SCHEMES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "hf", "http", "https"}
@@ -109,6 +125,15 @@ _POLARS_SCHEMES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "hf",
 
 class LeaderboardError(UserError):
     """The leaderboard cannot be written or read (disk full, permissions, bad root or name)."""
+
+
+class LeaderboardWarning(UserWarning):
+    """A file or folder under the leaderboard root is not a readable leaderboard file (left alone)."""
+
+
+def _hidden(name: str) -> bool:
+    """In-flight temporaries and markers: skipped silently by this store and by pyarrow/pandas."""
+    return name.startswith((".", "_"))
 
 
 def default_root() -> str:
@@ -224,13 +249,13 @@ def dedup_latest(frame: pl.LazyFrame) -> pl.LazyFrame:
     return frame.group_by("row_key").agg(pl.all().get(latest)).select(COLUMNS)
 
 
-def _conform(table: pa.Table) -> pa.Table:
-    """Cast a table read from any schema version to SCHEMA: missing columns null, extra dropped."""
+def _conform(table: pa.Table, schema: pa.Schema = SCHEMA) -> pa.Table:
+    """Cast a table read from any schema version to ``schema``: missing columns null, extra dropped."""
     columns = [
         table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
-        for f in SCHEMA
+        for f in schema
     ]
-    return pa.Table.from_arrays(columns, schema=SCHEMA)
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 class Leaderboard:
@@ -249,6 +274,8 @@ class Leaderboard:
             path = Path(root.removeprefix("file://")).expanduser().absolute()
             self.fs, self.base, self.scheme, self.local = pafs.LocalFileSystem(), str(path), "", True
         self.root = root
+        self._footers_ok: dict[tuple[str, int | None, Any], bool] = {}  # (path, size, mtime) -> readable
+        self._corrupt: set[str] = set()  # files whose footer parsed but whose data did not
 
     def __repr__(self) -> str:
         return f"Leaderboard({self.root!r})"
@@ -267,35 +294,76 @@ class Leaderboard:
     def _uri(self, path: str) -> str:
         return path if self.local else f"{self.scheme}://{path}"
 
-    def experiments(self) -> list[str]:
-        """Experiment names that have a partition directory (sorted)."""
+    def _list(self, path: str) -> list[pafs.FileInfo]:
         try:
-            infos = self.fs.get_file_info(pafs.FileSelector(self.base, allow_not_found=True))
+            return self.fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
         except (OSError, pa.ArrowException) as err:
             raise LeaderboardError(f"cannot list leaderboard {self.root}: {one_line(err)}") from None
-        return sorted(
-            unquote(i.base_name.split("=", 1)[1])
-            for i in infos
-            if i.type == pafs.FileType.Directory and i.base_name.startswith("experiment=")
+
+    def _warn(self, path: str, why: str) -> None:
+        warnings.warn(
+            f"leaderboard {self.root}: ignoring {self._uri(path)}: {why}", LeaderboardWarning, stacklevel=3
         )
 
+    def experiments(self) -> list[str]:
+        """Experiment names that have a partition directory (sorted); anything else visible at the
+        top of the root is reported with a LeaderboardWarning."""
+        names = []
+        for info in self._list(self.base):
+            if _hidden(info.base_name):
+                continue
+            if info.type == pafs.FileType.Directory and info.base_name.startswith("experiment="):
+                names.append(unquote(info.base_name.split("=", 1)[1]))
+            else:
+                self._warn(info.path, "not an experiment=<name> folder of this leaderboard")
+        return sorted(names)
+
+    def _readable(self, info: pafs.FileInfo) -> str | None:
+        """None if ``info`` is a readable leaderboard file (its footer parses and holds the key
+        columns), else why not. Cached per (path, size, mtime): a listing re-reads no footer."""
+        key = (info.path, info.size, info.mtime_ns if self.local else info.mtime)
+        if self._footers_ok.get(key):
+            return None
+        try:
+            with self.fs.open_input_file(info.path) as fh:
+                names = set(pq.read_schema(fh).names)
+        except (OSError, pa.ArrowException) as err:
+            return f"not a readable Parquet file ({one_line(err)})"
+        missing = {"row_key", "created_at"} - names
+        if missing:
+            return f"a Parquet file without the leaderboard column(s) {', '.join(sorted(missing))}"
+        self._footers_ok[key] = True
+        return None
+
     def files(self, experiment: str | None = None) -> list[str]:
-        """Visible data files (``part-*.parquet``); hidden temporaries and stray files are skipped."""
+        """Readable data files (``part-*.parquet``) of ``experiment`` (or all experiments).
+
+        Hidden names (``.``/``_``: the writer's in-flight temporaries) are skipped silently;
+        every other file that is not a readable leaderboard file (foreign, corrupt, truncated)
+        is skipped with a LeaderboardWarning naming it.
+        """
+        return [path for _, paths in self._files_by_experiment(experiment) for path in paths]
+
+    def _files_by_experiment(self, experiment: str | None = None) -> list[tuple[str, list[str]]]:
         names = [experiment] if experiment is not None else self.experiments()
         out = []
         for name in names:
-            selector = pafs.FileSelector(self._join(self.partition_name(name)), allow_not_found=True)
-            try:
-                infos = self.fs.get_file_info(selector)
-            except (OSError, pa.ArrowException) as err:
-                raise LeaderboardError(f"cannot list leaderboard {self.root}: {one_line(err)}") from None
-            out += sorted(
-                i.path
-                for i in infos
-                if i.type == pafs.FileType.File
-                and i.base_name.startswith(_PART_PREFIX)
-                and i.base_name.endswith(_PART_SUFFIX)
-            )
+            paths = []
+            for info in sorted(self._list(self._join(self.partition_name(name))), key=lambda i: i.path):
+                if _hidden(info.base_name):
+                    continue
+                if info.type != pafs.FileType.File:
+                    self._warn(info.path, "a folder inside a partition (not written by this store)")
+                    continue
+                if not (info.base_name.startswith(_PART_PREFIX) and info.base_name.endswith(_PART_SUFFIX)):
+                    self._warn(info.path, f"not a {_PART_PREFIX}*{_PART_SUFFIX} leaderboard file")
+                    continue
+                why = self._readable(info)
+                if why is not None:
+                    self._warn(info.path, why)
+                    continue
+                paths.append(info.path)
+            out.append((name, paths))
         return out
 
     # ---- writing -----------------------------------------------------------------------------
@@ -306,7 +374,7 @@ class Leaderboard:
         second, not the compute of a whole search. Writes and removes a hidden probe file.
         """
         directory = self._join(self.partition_name(experiment))
-        probe = f"{directory}/{_TMP_PREFIX}probe-{uuid.uuid4().hex}"
+        probe = f"{directory}/{_TMP_PREFIX}probe-{uuid.uuid4().hex}"  # hidden: readers skip it
         try:
             self.fs.create_dir(directory, recursive=True)
             with self.fs.open_output_stream(probe) as out:
@@ -330,7 +398,7 @@ class Leaderboard:
             by_experiment.setdefault(row["experiment"], []).append(row)
         path = ""
         for experiment, group in by_experiment.items():
-            table = pa.Table.from_pylist(group, schema=SCHEMA)
+            table = pa.Table.from_pylist(group, schema=SCHEMA).drop_columns(["experiment"])
             path = self._write_table(experiment, table)
         return path
 
@@ -340,7 +408,8 @@ class Leaderboard:
         name = uuid.uuid4().hex
         final = f"{directory}/{_PART_PREFIX}{name}{_PART_SUFFIX}"
         # Local: a hidden temporary then a rename. Object stores: the PUT of the final key is atomic.
-        target = f"{directory}/{_TMP_PREFIX}{name}{_PART_SUFFIX}" if self.local else final
+        # The temporary has no .parquet suffix either, so `**/*.parquet` globs (polars, DuckDB) skip it.
+        target = f"{directory}/{_TMP_PREFIX}{name}" if self.local else final
         try:
             self.fs.create_dir(directory, recursive=True)
             pq.write_table(table, target, filesystem=self.fs, compression="zstd")
@@ -356,27 +425,55 @@ class Leaderboard:
         return self._uri(final)
 
     # ---- reading -----------------------------------------------------------------------------
-    def _lazy(self, files: list[str]) -> pl.LazyFrame:
-        if not files:
+    def _lazy(self, groups: list[tuple[str, list[str]]]) -> pl.LazyFrame:
+        """All rows of ``groups`` ((experiment, files) pairs), ``experiment`` taken from the folder."""
+        frames = [self._lazy_partition(name, files) for name, files in groups if files]
+        if not frames:
             return pl.LazyFrame(schema=POLARS_SCHEMA)
+        return pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
+
+    def _lazy_partition(self, experiment: str, files: list[str]) -> pl.LazyFrame:
         if not self.local and (self.scheme not in _POLARS_SCHEMES or "?" in self.root):
             # A file system polars cannot open itself, or a URI whose pyarrow options (say an
             # S3-compatible endpoint_override) polars would not see: read through pyarrow.fs (eagerly).
             tables = []
             for path in files:
                 try:
-                    tables.append(_conform(pq.read_table(path, filesystem=self.fs)))
+                    tables.append(_conform(pq.read_table(path, filesystem=self.fs), FILE_SCHEMA))
                 except (OSError, pa.ArrowException) as err:
                     raise LeaderboardError(f"cannot read {self._uri(path)}: {one_line(err)}") from None
-            return pl.DataFrame(pa.concat_tables(tables)).lazy()
-        return pl.scan_parquet(
-            [self._uri(f) for f in files],
-            schema=POLARS_SCHEMA,
-            missing_columns="insert",  # files from before a column was added
-            extra_columns="ignore",  # files from a newer writer
-            hive_partitioning=False,  # `experiment` is stored in the file itself
-            glob=False,
-        )
+            frame = pl.DataFrame(pa.concat_tables(tables)).lazy()
+        else:
+            frame = pl.scan_parquet(
+                [self._uri(f) for f in files],
+                schema=POLARS_FILE_SCHEMA,
+                missing_columns="insert",  # files from before a column was added
+                extra_columns="ignore",  # files from a newer writer (or an old one that stored `experiment`)
+                hive_partitioning=False,  # the key comes from the folder we listed, below
+                glob=False,
+            )
+        return frame.with_columns(pl.lit(experiment, dtype=pl.String).alias("experiment")).select(COLUMNS)
+
+    def _collect(self, groups: list[tuple[str, list[str]]], build) -> pl.DataFrame:
+        """``build(self._lazy(groups)).collect()``; a file whose footer parsed but whose data does
+        not (corrupt pages) is found by reading each file alone, reported, and left out."""
+        try:
+            return build(self._lazy(groups)).collect()
+        except (OSError, pl.exceptions.PolarsError):
+            bad = set()
+            for name, files in groups:
+                for path in files:
+                    try:
+                        self._lazy([(name, [path])]).collect()
+                    except (OSError, pl.exceptions.PolarsError) as err:
+                        if self.fs.get_file_info(path).is_file:  # a vanished file is not corrupt
+                            self._warn(path, f"not a readable Parquet file ({one_line(err)})")
+                            bad.add(path)
+            self._corrupt |= bad
+            if not bad:
+                raise
+            groups = [(name, [f for f in files if f not in bad]) for name, files in groups]
+            return build(self._lazy(groups)).collect()
 
     def scan(self, experiment: str | None = None, *, dedup: bool = True) -> pl.LazyFrame:
         """A lazy frame over the visible files, one row per ``row_key`` (latest ``created_at``),
@@ -385,17 +482,18 @@ class Leaderboard:
         The file list is taken now; collect soon (or use ``read``, which retries if a concurrent
         compaction removed a listed file in between).
         """
-        frame = self._lazy(self.files(experiment))
+        frame = self._lazy(self._files_by_experiment(experiment))
         return dedup_latest(frame) if dedup else frame
 
     def read(self, experiment: str | None = None, *, retries: int = 5) -> pl.DataFrame:
         """``scan(experiment).collect()`` sorted by (created_at, row_key), re-listing files if a
         compaction removed one mid-read."""
         for attempt in range(retries + 1):
-            files = self.files(experiment)
+            groups = self._files_by_experiment(experiment)
             try:
-                return dedup_latest(self._lazy(files)).sort("created_at", "row_key").collect()
+                return self._collect(groups, lambda f: dedup_latest(f).sort("created_at", "row_key"))
             except (OSError, pl.exceptions.PolarsError) as err:
+                files = [f for _, paths in groups for f in paths]
                 vanished = any(not self.fs.get_file_info(f).is_file for f in files)
                 if not vanished or attempt == retries:
                     raise LeaderboardError(f"cannot read leaderboard {self.root}: {one_line(err)}") from None
@@ -403,8 +501,8 @@ class Leaderboard:
 
     def keys(self, experiment: str | None = None) -> set[str]:
         """``row_key`` values present (a resumed search skips these)."""
-        frame = self._lazy(self.files(experiment)).select("row_key").unique()
-        return set(frame.collect()["row_key"].to_list())
+        groups = self._files_by_experiment(experiment)
+        return set(self._collect(groups, lambda f: f.select("row_key").unique())["row_key"].to_list())
 
     # ---- maintenance -------------------------------------------------------------------------
     def compact(self, experiment: str) -> tuple[int, int]:
@@ -414,13 +512,16 @@ class Leaderboard:
         files are removed: a reader in between sees each row twice and dedups it; files written
         after the listing are left alone. Nothing is lost if this stops at any point.
         """
-        files = self.files(experiment)
+        groups = self._files_by_experiment(experiment)
+        files = groups[0][1]
         if len(files) <= 1:
             return len(files), (len(self.read(experiment)) if files else 0)
-        merged = self._lazy(files).collect()
-        table = _conform(dedup_latest(merged.lazy()).sort("created_at", "row_key").collect().to_arrow())
+        merged = self._collect(groups, lambda f: dedup_latest(f).sort("created_at", "row_key"))
+        table = _conform(merged.to_arrow(), FILE_SCHEMA)
         self._write_table(experiment, table)
         for path in files:
+            if path in self._corrupt:
+                continue  # reported and left for a person to look at, never deleted
             try:
                 self.fs.delete_file(path)
             except FileNotFoundError:

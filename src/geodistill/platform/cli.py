@@ -9,6 +9,7 @@ lets each layer own its command.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -49,6 +50,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _one_line_warnings(command: str):
+    """geodistill's own warnings (e.g. a file in the leaderboard root it cannot read) as one stderr
+    line each, ``geodistill <command>: warning: ...``; other libraries' warnings keep their format."""
+    import warnings
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if category.__module__.startswith("geodistill"):
+            print(f"geodistill {command}: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():  # restores showwarning; a new scope re-shows each file once per command
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -60,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else 2
     debug = os.environ.get("GEODISTILL_DEBUG") == "1"
     try:
-        return int(args.func(args) or 0)
+        with _one_line_warnings(args.command):
+            return int(args.func(args) or 0)
     except UserError as err:
         if debug:
             raise

@@ -12,6 +12,13 @@
 
 In both modes rank 0 appends each epoch's metrics to ``<output_dir>/<run_name>/metrics.jsonl``,
 so a resumed or restarted run can be read back the same way.
+
+Every run directory holds its resolved config, ``config.json`` (written before any compute).
+Starting a run whose directory already holds one with a different config is refused in one
+line naming the differing keys: silently resuming a ``train.lr=1e-3`` run with ``train.lr=3e-4``
+would give a model trained with neither. ``train.resume=force`` resumes anyway (and records the
+new config); another ``run_name`` starts afresh. Keys in ``RESUME_FREE_KEYS`` may differ: they
+say how long or where a run goes, not what it computes (``train.epochs`` extends a run).
 """
 
 from __future__ import annotations
@@ -36,6 +43,19 @@ FitFn = Callable[..., Any]  # fit(cfg, *, context) -> TrainResult
 DEFAULT_MAX_FAILURES = 2
 PID_FILE = "worker_{rank}.pid"
 CHECKPOINTS_DIR = "checkpoints"  # <output_dir>/<run_name>/checkpoints/epoch_NNNN in both modes
+RUN_CONFIG_FILE = "config.json"  # <output_dir>/<run_name>/config.json: the resolved RunConfig
+# May differ between a run and its resumption: length, bookkeeping and placement, not the result.
+RESUME_FREE_KEYS = frozenset(
+    {
+        "train.epochs",  # extending a finished run is what resuming is for
+        "train.eval_every",
+        "train.resume",
+        "experiment",  # the leaderboard group the row goes to
+        "output_dir",  # the run directory is the same one either way
+        "ray_address",
+        "scaling.cpus_per_worker",
+    }
+)
 
 
 def run_name_of(cfg: RunConfig) -> str:
@@ -84,6 +104,45 @@ def prepare_config(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_run_config(cfg: RunConfig, run_dir: str | Path) -> None:
+    """Refuse (ConfigError, one line) to resume ``run_dir`` with a config that differs from the
+    one it was started with, outside ``RESUME_FREE_KEYS``; ``train.resume=force`` allows it.
+
+    A run directory without ``config.json`` (new, or from before configs were saved) passes.
+    """
+    path = Path(run_dir) / RUN_CONFIG_FILE
+    if cfg.train.resume == "force" or not path.is_file():
+        return
+    try:
+        saved = _flat(json.loads(path.read_text()))
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"run {cfg.run_name} has an unreadable {path} ({err}); pass train.resume=force to resume "
+            "anyway, or choose another run_name"
+        ) from None
+    now = _flat(cfg.to_dict())
+    differ = sorted(
+        k for k in saved.keys() | now.keys() if k not in RESUME_FREE_KEYS and saved.get(k) != now.get(k)
+    )
+    if differ:
+        was = ", ".join(f"{k}={saved.get(k)}" for k in differ)
+        has = ", ".join(f"{k}={now.get(k)}" for k in differ)
+        raise ConfigError(
+            f"run {cfg.run_name} exists with {was}; this run has {has} — pass train.resume=force to resume "
+            "anyway, or choose another run_name"
+        )
+
+
 def run_training(
     cfg: RunConfig,
     *,
@@ -99,6 +158,9 @@ def run_training(
     """
     cfg = prepare_config(cfg)
     run_dir = Path(cfg.output_dir) / cfg.run_name
+    check_run_config(cfg, run_dir)  # before any compute
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(run_dir / RUN_CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
     if fit_fn is None:
         from geodistill.eval import fit_evaluated as fit_fn
     if cfg.scaling.in_process:
@@ -347,8 +409,11 @@ def worker_pids(run_dir: str | Path) -> dict[int, int]:
 
 
 __all__ = [
+    "RESUME_FREE_KEYS",
+    "RUN_CONFIG_FILE",
     "RayTrainWorkerContext",
     "TrainContext",
+    "check_run_config",
     "prepare_config",
     "run_name_of",
     "run_training",

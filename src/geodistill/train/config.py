@@ -27,6 +27,7 @@ STAGES = ("teacher", "student")
 SCHEDULES = ("cosine", "step")
 PRECISIONS = ("fp32", "bf16", "fp16")
 STRATEGIES = ("ddp", "accelerate", "deepspeed")
+RESUME_MODES = ("auto", "force")
 FEATURE_LOSSES = ("mse", "cosine")
 FISD_DIRECTIONS = ("inverse", "forward")  # geodistill.train.losses.fisd_loss
 
@@ -90,6 +91,8 @@ class TrainConfig:
     max_steps_per_epoch: int | None = setting(None, ge=1, le=BIG)
     eval_every: int = setting(1, ge=1, le=100_000)  # epochs between evaluations (the last always is)
     seed: int = setting(0, ge=0, le=SEED_MAX)
+    # "auto": an existing run of this name resumes only if its saved config.json matches; "force": anyway.
+    resume: str = setting("auto", choices=RESUME_MODES)
 
 
 @dataclass
