@@ -39,6 +39,12 @@ def register(subparsers) -> None:
     parser.add_argument("--reduction-factor", type=float, default=2, help="ASHA reduction factor (default 2)")
     parser.add_argument("--cpus-per-trial", type=float, default=1)
     parser.add_argument("--gpus-per-trial", type=float, default=0)
+    parser.add_argument(
+        "--max-failures",
+        type=int,
+        default=0,
+        help="retry a trial whose process or node died this many times, from its last checkpoint (default 0)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     parser.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
     parser.add_argument(
@@ -137,6 +143,7 @@ def _run(args: argparse.Namespace) -> int:
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
         seed=args.seed,
+        max_failures=args.max_failures,
         verbose=1,
     )
     metric = args.metric or load_space(space).metric

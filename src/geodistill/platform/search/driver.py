@@ -107,6 +107,7 @@ def run_search(
     cpus_per_trial: float = 1,
     gpus_per_trial: float = 0,
     seed: int | None = 0,
+    max_failures: int = 0,
     objective: Callable[..., Any] | None = None,
     callbacks: Sequence[Any] = (),
     verbose: int = 1,
@@ -118,7 +119,7 @@ def run_search(
     ``distill.teacher_checkpoint``. ``objective`` replaces ``train.loop.fit`` in single-worker
     trials (benchmarks use trivial objectives to measure the platform's own overhead).
     """
-    _check_arguments(experiment, num_samples, max_concurrent, time_budget_s, sampler)
+    _check_arguments(experiment, num_samples, max_concurrent, time_budget_s, sampler, max_failures)
     space, base = _prepare_space(space, overrides=overrides, teacher=teacher, metric=metric)
     where, base = _locate(experiment, storage=storage, leaderboard=leaderboard, base=base)
 
@@ -174,6 +175,7 @@ def run_search(
             if early_stopping and not multi
             else None,
             verbose=verbose,
+            max_failures=max_failures,
         )
     tuner.fit()
     out_of_time = time_budget_s is not None and time.monotonic() - started >= time_budget_s
@@ -184,7 +186,12 @@ def run_search(
 
 
 def _check_arguments(
-    experiment: str, num_samples: int, max_concurrent: int, time_budget_s: float | None, sampler: str
+    experiment: str,
+    num_samples: int,
+    max_concurrent: int,
+    time_budget_s: float | None,
+    sampler: str,
+    max_failures: int = 0,
 ) -> None:
     """Refuse bad command-line values before anything is composed or started."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", experiment or ""):
@@ -193,6 +200,8 @@ def _check_arguments(
         raise ConfigError("--num-samples and --max-concurrent must be at least 1")
     if time_budget_s is not None and time_budget_s <= 0:
         raise ConfigError(f"--time-budget must be > 0 seconds; got {time_budget_s}")
+    if max_failures < -1:
+        raise ConfigError(f"--max-failures must be >= -1 (-1: retry forever); got {max_failures}")
     if sampler not in SAMPLERS:
         raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
 

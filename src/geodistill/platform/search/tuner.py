@@ -117,6 +117,7 @@ def new_tuner(
     time_budget_s: float | None,
     scheduler: Any | None,
     verbose: int,
+    max_failures: int = 0,
 ) -> tune.Tuner:
     """A fresh Tuner: Optuna (study in SQLite) behind a concurrency limiter."""
     import optuna
@@ -146,7 +147,7 @@ def new_tuner(
             storage_path=where.storage_root,
             callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            failure_config=tune.FailureConfig(max_failures=0),
+            failure_config=tune.FailureConfig(max_failures=max_failures),  # retries: node loss
             verbose=verbose,
         ),
     )
