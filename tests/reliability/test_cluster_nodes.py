@@ -170,3 +170,45 @@ def test_search_survives_losing_a_node_and_retries_its_trial_on_the_other(tmp_pa
         assert set(rows["node_id"]) <= {a, b}
         assert not cluster.exposed()
     assert not cluster.left_behind, f"processes left after teardown: {cluster.left_behind}"
+
+
+@pytest.mark.timeout(900)
+def test_two_worker_training_spreads_and_resumes_from_its_checkpoint_after_losing_a_node(tmp_path: Path):
+    """scaling.placement_strategy=SPREAD: one rank per node; node_b killed after epoch 1 is persisted.
+
+    Two CPUs per node, so the restarted group of two fits on the surviving node (SPREAD is a preference).
+    """
+    from geodistill.platform.train_driver import worker_nodes, worker_pids
+
+    epochs, out = 6, tmp_path / "runs"
+    run_dir = out / "spread"
+    with Rehearsal(tmp_path / "cluster", cpus_per_node=2) as cluster:
+        a, b = cluster.node_id("node_a"), cluster.node_id("node_b")
+        job = _job_id(
+            cluster.submit(
+                "python", "-m", "geodistill", "train", "preset=smoke", "scaling=cpu2",
+                "scaling.placement_strategy=SPREAD", f"train.epochs={epochs}", f"output_dir={out}",
+                "run_name=spread", "--max-failures", "2", "--leaderboard", str(tmp_path / "lb"),
+            )
+        )  # fmt: skip
+        snapshot = run_dir / "checkpoints" / "checkpoint_manager_snapshot.json"
+        deadline = time.monotonic() + 420
+        while not (snapshot.is_file() and "epoch_0001" in snapshot.read_text()):
+            assert time.monotonic() < deadline, _logs(cluster, job)[-4000:]
+            time.sleep(0.1)
+        spread = worker_nodes(run_dir)
+        first_pids = worker_pids(run_dir)
+        assert sorted(spread) == [0, 1] and set(spread.values()) == {a, b}, spread
+        cluster.kill_node("node_b")
+
+        assert _wait_job(cluster, job, timeout=600) == "SUCCEEDED", _logs(cluster, job)[-4000:]
+        lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        logged = [int(line["epoch"]) for line in lines]
+        assert logged[0] == 1 and logged.count(1) == 1, f"training restarted from epoch 1: {logged}"
+        assert logged[-1] == epochs and sorted(set(logged)) == list(range(1, epochs + 1)), logged
+        assert set(worker_nodes(run_dir).values()) == {a}, "the restarted group is not on the surviving node"
+        assert worker_pids(run_dir) != first_pids
+        # The checkpoints are in the shared run directory whichever node wrote them.
+        assert (run_dir / "checkpoints" / f"epoch_{epochs:04d}").is_dir()
+        assert not cluster.exposed()
+    assert not cluster.left_behind, f"processes left after teardown: {cluster.left_behind}"

@@ -33,6 +33,8 @@ from typing import Any
 
 LOOPBACK = "127.0.0.1"
 MANIFEST = "rehearsal.json"
+# One token per process: Ray caches the token it loaded, so a retried start must present the same.
+_TOKEN = secrets.token_hex(32)
 
 
 def _free_ports(n: int) -> list[int]:
@@ -109,7 +111,7 @@ def start_rehearsal(
     # Short path: Ray's unix sockets live under it and sun_path is limited to 108 bytes.
     temp_dir = temp_dir or tempfile.mkdtemp(prefix="gdreh", dir="/tmp")
     token_path = Path(temp_dir) / "auth_token"
-    token_path.write_text(secrets.token_hex(32))
+    token_path.write_text(_TOKEN)
     token_path.chmod(0o600)
     os.environ.update(
         RAY_AUTH_MODE="token",

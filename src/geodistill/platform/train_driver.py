@@ -35,6 +35,8 @@ FitFn = Callable[..., Any]  # fit(cfg, *, context) -> TrainResult
 
 DEFAULT_MAX_FAILURES = 2
 PID_FILE = "worker_{rank}.pid"
+NODE_FILE = "worker_{rank}.node"
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 CHECKPOINTS_DIR = "checkpoints"  # <output_dir>/<run_name>/checkpoints/epoch_NNNN in both modes
 
 
@@ -124,7 +126,8 @@ class RayContext:
 
     Every rank reports every epoch (Ray's reports are a barrier across workers); only rank 0
     passes the checkpoint, which Ray copies to ``<storage>/<run_name>/epoch_NNNN``. Each rank
-    writes its pid to ``<run_dir>/worker_<rank>.pid`` (operators and the fault test use it).
+    writes its pid to ``<run_dir>/worker_<rank>.pid`` and its Ray node id to ``worker_<rank>.node``
+    (operators and the fault tests use them).
     """
 
     def __init__(self, run_dir: str | Path, *, rule: StopRule | None = None) -> None:
@@ -141,6 +144,8 @@ class RayContext:
         self._downloads: dict[str, Path] = {}
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write_text(self.run_dir / PID_FILE.format(rank=self.rank), f"{os.getpid()}\n")
+        node = ray.get_runtime_context().get_node_id()  # which node this rank runs on (spread checks)
+        _atomic_write_text(self.run_dir / NODE_FILE.format(rank=self.rank), f"{node}\n")
 
     def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
         import ray.train
@@ -203,6 +208,11 @@ def _run_on_ray(
 
     if max_failures < -1:
         raise ConfigError(f"max_failures must be >= -1, got {max_failures}")
+    if cfg.scaling.placement_strategy not in PLACEMENT_STRATEGIES:
+        raise ConfigError(
+            f"scaling.placement_strategy must be one of {', '.join(PLACEMENT_STRATEGIES)}; "
+            f"got {cfg.scaling.placement_strategy!r}"
+        )
     init_ray(cfg.ray_address)
     backend = "nccl" if cfg.scaling.use_gpu else "gloo"
     # A loopback (one-machine) cluster keeps torch's rendezvous store on loopback too; a real
@@ -233,6 +243,7 @@ def _run_on_ray(
             num_workers=scaling.num_workers,
             use_gpu=scaling.use_gpu,
             resources_per_worker={"CPU": scaling.cpus_per_worker, **({"GPU": 1} if scaling.use_gpu else {})},
+            placement_strategy=scaling.placement_strategy,
         ),
         run_config=ray.train.RunConfig(
             name=name,
@@ -317,6 +328,15 @@ def worker_pids(run_dir: str | Path) -> dict[int, int]:
     return found
 
 
+def worker_nodes(run_dir: str | Path) -> dict[int, str]:
+    """rank -> Ray node id of the Ray Train workers of ``run_dir`` (as each last wrote it)."""
+    return {
+        int(path.stem.split("_", 1)[1]): path.read_text().strip()
+        for path in Path(run_dir).glob("worker_*.node")
+        if path.stem.split("_", 1)[1].isdigit()
+    }
+
+
 __all__ = [
     "RayContext",
     "RuleLocalContext",
@@ -324,5 +344,6 @@ __all__ = [
     "prepare_config",
     "run_name_of",
     "run_training",
+    "worker_nodes",
     "worker_pids",
 ]

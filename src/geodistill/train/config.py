@@ -94,6 +94,9 @@ class ScalingConfig:
     num_workers: int = 0
     use_gpu: bool = False
     cpus_per_worker: int = 1
+    # Ray placement group strategy of the workers: PACK (fewest nodes), SPREAD (one per node when
+    # it can), STRICT_PACK / STRICT_SPREAD (must). SPREAD is what makes a 2-node rehearsal use both.
+    placement_strategy: str = "PACK"
 
 
 @dataclass
