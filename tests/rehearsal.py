@@ -129,7 +129,9 @@ class Rehearsal:
         """Addresses other than loopback on which any process of the cluster listens."""
         pids = [p.pid for p in self.processes()]
         return {
-            a for a in listening_addresses(pids) if not ipaddress.ip_address(a.removeprefix("::ffff:")).is_loopback
+            a
+            for a in listening_addresses(pids)
+            if not ipaddress.ip_address(a.removeprefix("::ffff:")).is_loopback
         }
 
     def node_processes(self, name: str) -> list[psutil.Process]:
@@ -154,10 +156,17 @@ class Rehearsal:
         """The `ray` CLI of this environment against the rehearsal dashboard."""
         ray_cli = [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; sys.exit(main())"]
         return subprocess.run(
-            [*ray_cli, *args], env=self.client_env(), cwd=REPO, capture_output=True, text=True, timeout=timeout
+            [*ray_cli, *args],
+            env=self.client_env(),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
-    def submit(self, *entrypoint: str, wait: bool = False, timeout: float = 600) -> subprocess.CompletedProcess:
+    def submit(
+        self, *entrypoint: str, wait: bool = False, timeout: float = 600
+    ) -> subprocess.CompletedProcess:
         """The README's recipe: `ray job submit --working-dir . --runtime-env-json py_modules -- ...`."""
         return self.ray(
             "job", "submit", "--address", self.dashboard, "--working-dir", ".",

@@ -56,7 +56,9 @@ def _wait_job(cluster: Rehearsal, job: str, timeout: float = 420) -> str:
             if state in status:
                 return state
         time.sleep(2)
-    raise AssertionError(f"job {job} still running after {timeout} s: {status}\n{_logs(cluster, job)[-3000:]}")
+    raise AssertionError(
+        f"job {job} still running after {timeout} s: {status}\n{_logs(cluster, job)[-3000:]}"
+    )
 
 
 def _logs(cluster: Rehearsal, job: str) -> str:
@@ -118,7 +120,9 @@ def test_search_spreads_over_both_nodes_and_survives_losing_its_driver(tmp_path:
             p.kill()
         assert _wait_job(cluster, job) in ("FAILED", "STOPPED")
         assert board.read("driverloss").height < 4, "the search had finished before its driver was killed"
-        job = _job_id(cluster.submit(*_search(tmp_path, "driverloss", space, "--num-samples", "4", "--resume")))
+        job = _job_id(
+            cluster.submit(*_search(tmp_path, "driverloss", space, "--num-samples", "4", "--resume"))
+        )
         assert _wait_job(cluster, job) == "SUCCEEDED", _logs(cluster, job)[-4000:]
         rows = board.read("driverloss")
         _one_row_per_trial(rows, 4)

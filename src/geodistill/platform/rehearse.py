@@ -200,7 +200,9 @@ def _wait_for_dashboard(url: str, timeout: float = 120) -> None:
             return
         except OSError:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the rehearsal dashboard at {url} did not answer in {timeout:.0f} s")
+                raise TimeoutError(
+                    f"the rehearsal dashboard at {url} did not answer in {timeout:.0f} s"
+                ) from None
             time.sleep(0.5)
 
 
@@ -217,9 +219,9 @@ def usage(rehearsal: RehearsalCluster) -> str:
             "submit to it (from the repository root):",
             f"  export {env}",
             f"  ray job submit --address {rehearsal.dashboard_url} --working-dir . "
-            "--runtime-env-json '{\"py_modules\": [\"src/geodistill\"]}' -- "
-            "python -m geodistill search --smoke-test --num-samples 6 --storage \"$PWD/runs/search\" "
-            "--leaderboard \"$PWD/runs/leaderboard\"",
+            '--runtime-env-json \'{"py_modules": ["src/geodistill"]}\' -- '
+            'python -m geodistill search --smoke-test --num-samples 6 --storage "$PWD/runs/search" '
+            '--leaderboard "$PWD/runs/leaderboard"',
             "Ctrl-C tears it down.",
         ]
     )
@@ -239,7 +241,10 @@ def _start_with_retries(*, workers: int, cpus_per_node: int, attempts: int = 3) 
         except Exception as err:
             if START_TIMED_OUT not in str(err) or attempt == attempts - 1:
                 raise
-            print(f"a node timed out during startup (busy machine); retrying ({attempt + 2}/{attempts})", flush=True)
+            print(
+                f"a node timed out during startup (busy machine); retrying ({attempt + 2}/{attempts})",
+                flush=True,
+            )
             for child in psutil.Process().children(recursive=True):
                 try:
                     child.kill()
