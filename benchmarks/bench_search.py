@@ -27,7 +27,7 @@ from pathlib import Path
 import polars as pl
 
 from geodistill.leaderboard.pareto import hypervolume
-from geodistill.platform.config import compose_run_config
+from geodistill.platform.compose import compose_run_config
 from geodistill.platform.ray_local import init_ray
 from geodistill.platform.search import run_search, train_teacher_for, trial_cost
 from geodistill.platform.search.space import load_space, parse_space, trial_config

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from geodistill.platform.config import compose_run_config
+from geodistill.platform.compose import compose_run_config
 from geodistill.platform.train_driver import run_training
 
 EPOCHS = 5  # epoch 1 warm-up; epochs 2-4 measured (not evaluated); epoch 5 evaluated

@@ -28,12 +28,12 @@ from pathlib import Path
 import torch
 
 from geodistill.data import generate_univ
-from geodistill.train import LocalContext, RunConfig, fit
+from geodistill.train import InProcessContext, RunConfig, fit
 
 
 def run(out: Path, name: str, d: dict) -> dict[str, float]:
     cfg = RunConfig.from_dict({"output_dir": str(out), "run_name": name, **d})
-    return fit(cfg, context=LocalContext(out / name)).metrics
+    return fit(cfg, context=InProcessContext(out / name)).metrics
 
 
 def main() -> None:

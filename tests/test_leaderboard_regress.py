@@ -13,8 +13,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from geodistill.leaderboard import Leaderboard, make_row
-from geodistill.leaderboard.regress import compare_fronts, run_baseline
+from geodistill.leaderboard.regress import compare_fronts
 from geodistill.models import GeoModel, ModelConfig, load_state_dict, save_model
+from geodistill.platform.baseline import run_baseline
 from geodistill.platform.cli import main
 from video2bev_weights import WIDTH, released_state_dict
 

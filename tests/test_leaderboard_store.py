@@ -22,7 +22,7 @@ from geodistill.leaderboard import (
     make_row,
     metrics_to_columns,
 )
-from geodistill.leaderboard.store import scrub_secrets
+from geodistill.redact import scrub_secrets
 
 
 def row(trial: str, experiment: str = "exp", stage: str = "student", **fields) -> dict:

@@ -15,7 +15,7 @@ from video2bev_weights import CLASSES, GRID, HEADS, WIDTH, released_state_dict
 
 
 def reference_descriptor(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """The legacy ViT + LPN-ring descriptor in plain torch ops, written from DESIGN.md."""
+    """The legacy ViT + LPN-ring descriptor in plain torch ops, written from docs/design.md."""
     p = {k[len("model_1.") :]: v.double() for k, v in state.items() if k.startswith("model_1.")}
     x = x.double()
     b = x.shape[0]

@@ -14,7 +14,7 @@ import torch
 
 from geodistill.errors import CheckpointError, ConfigError
 from geodistill.models import GeoModel
-from geodistill.platform.config import compose_run_config
+from geodistill.platform.compose import compose_run_config
 from geodistill.platform.ray_local import listening_addresses, local_ray_pids
 from geodistill.platform.train_driver import _user_error_in, prepare_config, run_training, worker_pids
 from geodistill.train.checkpoint import load_checkpoint, read_meta

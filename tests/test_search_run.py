@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 
 from geodistill.leaderboard import Leaderboard
-from geodistill.platform.config import compose_run_config
+from geodistill.platform.compose import compose_run_config
 from geodistill.platform.search import run_search, train_teacher_for, trial_cost
 from geodistill.platform.search.space import load_space, parse_space
 from geodistill.train.config import RunConfig

@@ -11,11 +11,11 @@ import torch
 
 from geodistill.data import generate_univ
 from geodistill.errors import CheckpointError, ConfigError
-from geodistill.eval import FLAT_METRIC_KEYS
+from geodistill.eval import METRIC_KEYS
 from geodistill.models import model_from_config
 from geodistill.train.checkpoint import load_checkpoint
 from geodistill.train.config import RunConfig
-from geodistill.train.context import LocalContext
+from geodistill.train.context import InProcessContext
 from geodistill.train.loop import TrainingDiverged, default_evaluate_fn, fit
 from geodistill.train.steps import TrainModule
 from geodistill.train.teacher_cache import TeacherOutputs
@@ -24,7 +24,7 @@ torch.set_num_threads(1)  # 2 shared cores: keep each test to one
 
 METRIC_KEYS = {
     "epoch", "loss", "loss_task", "loss_logit", "loss_feature", "loss_relation", "skipped_media",
-    "epoch_seconds", *FLAT_METRIC_KEYS,
+    "epoch_seconds", *METRIC_KEYS,
 }  # fmt: skip
 
 
@@ -63,7 +63,7 @@ def teacher_run(tmp_path_factory, univ48):
     )
     torch.manual_seed(cfg.train.seed)
     untrained = default_evaluate_fn(cfg)(model_from_config(cfg.model, 24), 0)
-    result = fit(cfg, context=LocalContext(out / "teacher"))
+    result = fit(cfg, context=InProcessContext(out / "teacher"))
     return out, cfg, result, untrained
 
 
@@ -97,20 +97,20 @@ def test_fit_reports_every_epoch_and_checkpoints(teacher_run):
 
 def test_synthetic_data_is_generated_once_under_output_dir(tmp_path):
     cfg = run_cfg(tmp_path, train={"epochs": 1, "max_steps_per_epoch": 1})
-    fit(cfg, context=LocalContext(tmp_path / "a"), evaluate_fn=lambda model, epoch: {})
+    fit(cfg, context=InProcessContext(tmp_path / "a"), evaluate_fn=lambda model, epoch: {})
     root = tmp_path / "data" / "synth_16_0"
     stamp = (root / "dataset_split.json").stat().st_mtime_ns
-    fit(cfg, context=LocalContext(tmp_path / "b"), evaluate_fn=lambda model, epoch: {})
+    fit(cfg, context=InProcessContext(tmp_path / "b"), evaluate_fn=lambda model, epoch: {})
     assert (root / "dataset_split.json").stat().st_mtime_ns == stamp
     assert [p.name for p in (tmp_path / "data").iterdir() if not p.name.startswith(".")] == ["synth_16_0"]
 
 
 def test_student_needs_an_existing_teacher(tmp_path):
     with pytest.raises(ConfigError, match="distill.teacher_checkpoint"):
-        fit(run_cfg(tmp_path, "student"), context=LocalContext(tmp_path / "s"))
+        fit(run_cfg(tmp_path, "student"), context=InProcessContext(tmp_path / "s"))
     cfg = run_cfg(tmp_path, "student", distill={"teacher_checkpoint": str(tmp_path / "missing")})
     with pytest.raises(CheckpointError, match="checkpoint not found"):
-        fit(cfg, context=LocalContext(tmp_path / "s"))
+        fit(cfg, context=InProcessContext(tmp_path / "s"))
 
 
 def student_cfg(out, teacher_run, **sections):
@@ -128,7 +128,7 @@ def student_cfg(out, teacher_run, **sections):
 
 def test_student_reports_every_distillation_level(teacher_run, tmp_path):
     cfg = student_cfg(tmp_path, teacher_run, distill={"w_self": 0.5})
-    result = fit(cfg, context=LocalContext(tmp_path / "student"), evaluate_fn=lambda model, epoch: {})
+    result = fit(cfg, context=InProcessContext(tmp_path / "student"), evaluate_fn=lambda model, epoch: {})
     m = result.metrics
     assert result.epochs_done == 2
     assert m["loss_logit"] > 0 and m["loss_feature"] > 0 and m["loss_relation"] > 0
@@ -150,7 +150,7 @@ def test_distillation_moves_the_student_toward_the_teacher(teacher_run, tmp_path
         train={"epochs": 4, "max_steps_per_epoch": 3, "lr": 3e-3},
         distill={"w_task": 0.0, "w_feature": 0.0, "w_relation": 1.0, "w_logit": 1.0},
     )  # fmt: skip
-    fit(cfg, context=LocalContext(tmp_path / "kd"), evaluate_fn=lambda model, epoch: {})
+    fit(cfg, context=InProcessContext(tmp_path / "kd"), evaluate_fn=lambda model, epoch: {})
     history = rows(tmp_path / "kd")
     assert history[-1]["loss_relation"] < 0.8 * history[0]["loss_relation"], history
     assert history[-1]["loss_logit"] < history[0]["loss_logit"], history
@@ -167,15 +167,15 @@ def test_teacher_cache_hits_on_the_second_run_with_identical_losses(teacher_run,
     monkeypatch.setattr(TeacherOutputs, "_forward", counting_forward)
     cfg = student_cfg(tmp_path, teacher_run)
     no_eval = {"evaluate_fn": lambda model, epoch: {}}
-    fit(cfg, context=LocalContext(tmp_path / "cold"), **no_eval)
+    fit(cfg, context=InProcessContext(tmp_path / "cold"), **no_eval)
     cold = len(forwards)
     assert cold == 4  # 2 epochs x 2 steps
     cached = sorted(p.name for p in next((tmp_path / "teacher_cache").iterdir()).iterdir())
     assert len(cached) == 2 * 2 * 8 and cached[0].startswith("e0001_")  # one file per (epoch, sample)
-    fit(cfg, context=LocalContext(tmp_path / "warm"), **no_eval)
+    fit(cfg, context=InProcessContext(tmp_path / "warm"), **no_eval)
     assert len(forwards) == cold  # warm cache: the teacher never ran
     off = student_cfg(tmp_path, teacher_run, distill={"cache_teacher": False})
-    fit(off, context=LocalContext(tmp_path / "off"), **no_eval)
+    fit(off, context=InProcessContext(tmp_path / "off"), **no_eval)
     assert len(forwards) == 2 * cold  # no cache: every batch runs the teacher
     keys = ("loss", "loss_task", "loss_logit", "loss_feature", "loss_relation")
     losses = {run: [[r[k] for k in keys] for r in rows(tmp_path / run)] for run in ("cold", "warm", "off")}
@@ -198,13 +198,15 @@ def test_a_teacher_with_more_views_teaches_a_student_with_fewer(teacher_run, tmp
     monkeypatch.setattr(TeacherOutputs, "_forward", record_teacher)
     monkeypatch.setattr(TrainModule, "forward", record_student)
     cfg = student_cfg(tmp_path, teacher_run, distill={"teacher_views": 4})
-    result = fit(cfg, context=LocalContext(tmp_path / "mv"), evaluate_fn=lambda model, epoch: {})
+    result = fit(cfg, context=InProcessContext(tmp_path / "mv"), evaluate_fn=lambda model, epoch: {})
     assert {s[:2] for s in seen["teacher"]} == {(8, 4)} and len(seen["teacher"]) == 4  # 2 epochs x 2 steps
     assert {s[:2] for s in seen["student"]} == {(8, 2)}
     assert result.metrics["loss_relation"] > 0 and math.isfinite(result.metrics["loss"])
     # the teacher cache keys on the teacher's view count: a 2-view run does not reuse 4-view outputs
     fit(
-        student_cfg(tmp_path, teacher_run), context=LocalContext(tmp_path / "sv"), evaluate_fn=lambda m, e: {}
+        student_cfg(tmp_path, teacher_run),
+        context=InProcessContext(tmp_path / "sv"),
+        evaluate_fn=lambda m, e: {},
     )
     assert len(list((tmp_path / "teacher_cache").iterdir())) == 2
 
@@ -212,10 +214,10 @@ def test_a_teacher_with_more_views_teaches_a_student_with_fewer(teacher_run, tmp
 def test_resume_continues_from_the_saved_epoch_exactly(tmp_path):
     cfg = run_cfg(tmp_path, train={"epochs": 3})
     no_eval = {"evaluate_fn": lambda model, epoch: {"d2s_recall1": float(epoch)}}
-    straight = fit(cfg, context=LocalContext(tmp_path / "straight"), **no_eval)
-    first = fit(cfg, context=LocalContext(tmp_path / "resumed", stop_after=1), **no_eval)
+    straight = fit(cfg, context=InProcessContext(tmp_path / "straight"), **no_eval)
+    first = fit(cfg, context=InProcessContext(tmp_path / "resumed", stop_after=1), **no_eval)
     assert first.epochs_done == 1 and first.stopped_early
-    second = fit(cfg, context=LocalContext(tmp_path / "resumed"), **no_eval)
+    second = fit(cfg, context=InProcessContext(tmp_path / "resumed"), **no_eval)
     assert second.epochs_done == 3 and not second.stopped_early
     assert [r["epoch"] for r in rows(tmp_path / "resumed")] == [1, 2, 3]  # no duplicate epoch
     # model, optimizer, scheduler and RNG restored: the same numbers as without the interruption
@@ -226,7 +228,7 @@ def test_resume_continues_from_the_saved_epoch_exactly(tmp_path):
     for (name, a), b in zip(s_model.state_dict().items(), r_model.state_dict().values()):
         assert torch.equal(a, b), name
     # a finished run resumed again trains nothing and returns the last metrics
-    again = fit(cfg, context=LocalContext(tmp_path / "resumed"), **no_eval)
+    again = fit(cfg, context=InProcessContext(tmp_path / "resumed"), **no_eval)
     assert again.epochs_done == 3 and again.metrics["epoch"] == 3
     assert len(rows(tmp_path / "resumed")) == 3
 
@@ -240,7 +242,7 @@ def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_p
         return {}
 
     with pytest.raises(TrainingDiverged) as err:
-        fit(cfg, context=LocalContext(tmp_path / "nan"), evaluate_fn=evaluate)
+        fit(cfg, context=InProcessContext(tmp_path / "nan"), evaluate_fn=evaluate)
     msg = str(err.value)
     assert msg.startswith("loss became non-finite at epoch 1 step 2") and "\n" not in msg
     assert not (tmp_path / "nan" / "checkpoints").exists() and calls == []
@@ -258,7 +260,7 @@ def test_corrupt_frames_are_skipped_and_counted_through_loader_workers(tmp_path)
         data={"root": str(root), "views": 3, "loader_workers": 1},
         train={"epochs": 2},
     )
-    result = fit(cfg, context=LocalContext(tmp_path / "run"), evaluate_fn=lambda model, epoch: {})
+    result = fit(cfg, context=InProcessContext(tmp_path / "run"), evaluate_fn=lambda model, epoch: {})
     history = rows(tmp_path / "run")
     assert result.epochs_done == 2 and result.skipped_media > 0
     assert history[-1]["skipped_media"] == result.skipped_media >= history[0]["skipped_media"] > 0

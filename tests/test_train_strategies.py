@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 from geodistill.errors import ConfigError
 from geodistill.train.checkpoint import load_checkpoint
 from geodistill.train.config import RunConfig
-from geodistill.train.context import LocalContext
+from geodistill.train.context import InProcessContext
 from geodistill.train.loop import fit
 from geodistill.train.steps import TrainModule, build_optimizer, build_scheduler
 from geodistill.train.strategies import prepare_module, wrap
@@ -44,7 +44,7 @@ def tiny_cfg(out: Path, strategy: str, **train) -> RunConfig:
 def _fit_in_process(tmp_path: Path, strategy: str, epochs: int = 2, **train) -> tuple[list[float], Path]:
     cfg = tiny_cfg(tmp_path, strategy, epochs=epochs, **train)
     run = tmp_path / f"{strategy}-{'-'.join(f'{k}{v}' for k, v in train.items())}"
-    result = fit(cfg, context=LocalContext(run), evaluate_fn=lambda model, epoch: {})
+    result = fit(cfg, context=InProcessContext(run), evaluate_fn=lambda model, epoch: {})
     losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     return losses, result.checkpoint
 
@@ -104,7 +104,7 @@ def _params_after_one_step(strategy: str, rank: int, world: int) -> tuple[torch.
     module = TrainModule(model_from_config(cfg.model, 8), cfg)
     prepare_module(module, cfg)
     opt = build_optimizer(module, cfg)
-    ctx = LocalContext(".", rank=rank, world_size=world, device="cpu")
+    ctx = InProcessContext(".", rank=rank, world_size=world, device="cpu")
     wrapped = wrap(module, opt, cfg, ctx, scheduler=build_scheduler(opt, cfg, 1), micro_batch=2)
     g = torch.Generator().manual_seed(100 + rank)  # different batch on each rank
     drone, sat = torch.randn(2, 1, 3, 32, 32, generator=g), torch.randn(2, 3, 32, 32, generator=g)
@@ -137,7 +137,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
             dist.all_gather(gathered, flat)
             # 2. fit runs one tiny epoch with the strategy on both ranks
             cfg = tiny_cfg(Path(out), strategy)
-            result = fit(cfg, context=LocalContext(Path(out) / strategy, rank=rank, world_size=world))
+            result = fit(cfg, context=InProcessContext(Path(out) / strategy, rank=rank, world_size=world))
             report[strategy] = {
                 "identical": bool(torch.equal(gathered[0], gathered[1])),
                 "max_diff": float((gathered[0] - gathered[1]).abs().max()),

@@ -1,4 +1,4 @@
-"""Random weights in Video2BEV's released net_EEE.pth key layout (DESIGN.md), for the tests that load them."""
+"""Random weights in Video2BEV's released net_EEE.pth key layout (docs/design.md), for the tests that load them."""
 
 from __future__ import annotations
 

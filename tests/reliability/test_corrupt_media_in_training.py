@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from geodistill.train import LocalContext, RunConfig
+from geodistill.train import InProcessContext, RunConfig
 from geodistill.train.loop import fit
 
 torch.set_num_threads(1)
@@ -37,7 +37,7 @@ def test_corrupt_jpegs_are_replaced_by_a_neighbour_and_counted(synth_univ: Path,
     frames = sorted(folder.glob("*.jpeg"))
     for bad in frames[1:]:  # only frame 0 still decodes: any 2 sampled views hit a corrupt one
         bad.write_bytes(bad.read_bytes()[:100])
-    result = fit(tiny_teacher(root, tmp_path / "runs"), context=LocalContext(tmp_path / "runs" / "t"))
+    result = fit(tiny_teacher(root, tmp_path / "runs"), context=InProcessContext(tmp_path / "runs" / "t"))
     assert result.epochs_done == 1
     assert result.skipped_media >= 1
     assert result.metrics["skipped_media"] == result.skipped_media
@@ -49,6 +49,6 @@ def test_truncated_training_video_is_skipped_and_counted(synth_univ_mp4: Path, t
     shutil.copytree(synth_univ_mp4, root)
     video = root / "45" / "mp4" / "train" / "drone" / f"{train_buildings(root)[0]}.mp4"
     video.write_bytes(video.read_bytes()[:2000])
-    result = fit(tiny_teacher(root, tmp_path / "runs"), context=LocalContext(tmp_path / "runs" / "t"))
+    result = fit(tiny_teacher(root, tmp_path / "runs"), context=InProcessContext(tmp_path / "runs" / "t"))
     assert result.epochs_done == 1
     assert result.skipped_media >= 1

@@ -1,18 +1,40 @@
-"""geodistill.eval: the retrieval protocol (Recall@K, AP) and evaluation on a test split."""
+"""geodistill.eval: the retrieval protocol (Recall@K, AP), evaluation on a test split, metric names.
 
-from geodistill.eval.evaluate import DIRECTIONS, descriptors, evaluate, format_table
-from geodistill.eval.flatten import FLAT_METRIC_KEYS, flatten_metrics
-from geodistill.eval.metrics import metrics_from_ranks, retrieval_metrics, top1_index, video_descriptors
+Names load lazily: ``geodistill.eval.names`` (metric names, no torch) can be read by the
+leaderboard without importing torch.
+"""
 
-__all__ = [
-    "DIRECTIONS",
-    "FLAT_METRIC_KEYS",
-    "descriptors",
-    "evaluate",
-    "flatten_metrics",
-    "format_table",
-    "metrics_from_ranks",
-    "retrieval_metrics",
-    "top1_index",
-    "video_descriptors",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOME = {
+    "DIRECTIONS": "names",
+    "METRIC_KEYS": "names",
+    "OBJECTIVE_METRICS": "names",
+    "flatten_metrics": "names",
+    "nested_metrics": "names",
+    "descriptors": "evaluation",
+    "evaluate": "evaluation",
+    "format_table": "evaluation",
+    "metrics_from_ranks": "metrics",
+    "retrieval_metrics": "metrics",
+    "top1_index": "metrics",
+    "video_descriptors": "metrics",
+}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOME})

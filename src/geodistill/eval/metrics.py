@@ -1,6 +1,6 @@
 """The retrieval protocol (Recall@K, Recall@top1%, trapezoid AP), vectorised and bounded in memory.
 
-Protocol (DESIGN.md): score = gallery . q, ranked descending; gallery items labelled -1 are
+Protocol (docs/design.md): score = gallery . q, ranked descending; gallery items labelled -1 are
 junk and leave the ranking; a query with no good item scores 0 but stays in the denominator.
 
 Tie rule: equal scores keep gallery order, i.e. the ranking a *stable* descending sort gives

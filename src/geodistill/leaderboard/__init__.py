@@ -5,7 +5,6 @@ from geodistill.leaderboard.pareto import hypervolume, pareto_mask
 from geodistill.leaderboard.report import write_report
 from geodistill.leaderboard.store import (
     COLUMNS,
-    METRIC_COLUMNS,
     SCHEMA,
     SCHEMA_VERSION,
     Leaderboard,
@@ -17,7 +16,6 @@ from geodistill.leaderboard.store import (
 
 __all__ = [
     "COLUMNS",
-    "METRIC_COLUMNS",
     "SCHEMA",
     "SCHEMA_VERSION",
     "Leaderboard",

@@ -8,6 +8,9 @@ Optuna 5 has no public hypervolume (``optuna._hypervolume`` is private), so it i
 here: 2-D exactly by a sweep, N-D by slicing along the last objective (HSO: the volume is a
 sum of slabs, each the (M-1)-D hypervolume of the points below it), which is exact and fast
 enough for fronts of a few hundred points in 3-4 objectives.
+
+``pareto_rows`` is the one place leaderboard rows become a front (metric up, GFLOPs down):
+the search's result, the report and the regression gate all call it.
 """
 
 from __future__ import annotations
@@ -81,6 +84,23 @@ def pareto_mask(points, maximize: Sequence[bool]) -> np.ndarray:
     else:
         mask[finite] = _front_nd(sub)
     return mask
+
+
+def pareto_rows(frame, metric: str = "d2s_recall1", *, cost: str = "gflops"):
+    """The leaderboard rows on the (``metric`` max, ``cost`` min) front, cheapest first.
+
+    Only finished rows take part: status "ok", with both values present. ``frame`` is a
+    ``polars.DataFrame`` of leaderboard rows; the result has the same columns.
+    """
+    import polars as pl
+
+    usable = frame.filter(
+        (pl.col("status") == "ok") & pl.col(metric).is_not_null() & pl.col(cost).is_not_null()
+    )
+    if usable.is_empty():
+        return usable
+    points = usable.select(metric, cost).to_numpy().astype(np.float64)  # [N,2]
+    return usable.filter(pl.Series(pareto_mask(points, [True, False]))).sort(cost, metric)
 
 
 def _hv_2d(pts: np.ndarray, ref: np.ndarray) -> float:

@@ -15,12 +15,14 @@ A baseline YAML pins what a released or accepted checkpoint must still do::
           metrics: {d2s_recall1: {value: 57.3, tol: 0.3}}     # absolute points; value null: to confirm
           cost: {params_m: {value: 57.1}, gflops: {value: 33.2, rel_tol: 1.0e-6}}  # exact unless rel_tol
 
-Evaluating a checkpoint needs torch; everything is imported when a gate runs, not at import.
+This module is the comparison and the gate: it parses baselines, compares measured values with
+expected ones (``tol_check``) and fronts with fronts (``compare_fronts``), and fails a gate.
+Measuring a checkpoint (loading it, evaluating it on data) needs the lower layers and lives in
+``geodistill.platform.baseline`` (``run_baseline``); this module imports eval names only.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -31,9 +33,9 @@ import numpy as np
 import polars as pl
 import yaml
 
-from geodistill.errors import CheckpointError, ConfigError, RegressionFailure
-from geodistill.leaderboard.pareto import hypervolume, pareto_mask
-from geodistill.leaderboard.store import METRIC_COLUMNS, Leaderboard, make_row, metrics_to_columns
+from geodistill.errors import ConfigError, RegressionFailure, one_line
+from geodistill.eval.names import METRIC_KEYS
+from geodistill.leaderboard.pareto import hypervolume, pareto_rows
 
 KINDS = ("video2bev", "geodistill")
 COST_KEYS = ("params_m", "gflops", "gmacs")
@@ -79,14 +81,6 @@ def format_checks(checks: list[Check]) -> str:
     return "\n".join(lines)
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # ---- the baseline file ----------------------------------------------------------------------
 def _number(value: Any, where: str) -> float | None:
     if value is None:
@@ -126,7 +120,7 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
     except OSError as err:
         raise ConfigError(f"cannot read baseline {path}: {err.strerror or err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"cannot parse baseline {path}: {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"cannot parse baseline {path}: {one_line(err)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"baseline {path} is not a mapping")
     unknown = set(data) - {"name", "description", "status", "dataset", "golden_input", "checkpoints"}
@@ -164,7 +158,7 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
                 "path": str(ck["path"]),
                 "sha256": (str(ck["sha256"]).lower() if ck.get("sha256") else None),
                 "golden": ck.get("golden"),
-                "metrics": _tolerances(expected.get("metrics"), METRIC_COLUMNS, f"{where}.expected.metrics"),
+                "metrics": _tolerances(expected.get("metrics"), METRIC_KEYS, f"{where}.expected.metrics"),
                 "cost": _tolerances(expected.get("cost"), COST_KEYS, f"{where}.expected.cost"),
             }
         )
@@ -189,63 +183,8 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
     }
 
 
-# ---- loading and measuring -------------------------------------------------------------------
-def _resolve(base: Path, value: str) -> Path:
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else base / p
-
-
-def _weights_file(kind: str, path: Path) -> Path:
-    """The file whose sha256 the baseline pins: the .pth, or a checkpoint dir's model.safetensors."""
-    if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if path.is_file():
-        return path
-    if kind == "video2bev":
-        raise CheckpointError(f"{path}: a video2bev checkpoint is a file (net_EEE.pth), not a directory")
-    try:
-        from geodistill.train.checkpoint import MODEL_FILE, resolve_checkpoint
-    except ImportError:
-        raise CheckpointError(
-            "geodistill checkpoints need geodistill.train.checkpoint, which is missing"
-        ) from None
-    target = resolve_checkpoint(path)
-    return target / MODEL_FILE if target.is_dir() else target
-
-
-def load_model(kind: str, path: Path):
-    """(GeoModel in eval mode, meta dict) for a baseline entry."""
-    if kind == "video2bev":
-        from geodistill.models import load_video2bev
-
-        return load_video2bev(path).eval(), {"format": "video2bev"}
-    try:
-        from geodistill.train.checkpoint import load_checkpoint
-    except ImportError:
-        raise CheckpointError(
-            "geodistill checkpoints need geodistill.train.checkpoint, which is missing"
-        ) from None
-    model, meta = load_checkpoint(path)
-    return model.eval(), meta
-
-
-def golden_input(seed: int, batch: int, img_size: int):
-    """The fixed input [batch,3,H,W] (standard normal, CPU generator ``seed``)."""
-    import torch
-
-    return torch.randn(batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(seed))
-
-
-def golden_descriptors(model, seed: int, batch: int, img_size: int) -> np.ndarray:
-    """[2,batch,D] float32: the satellite and the drone encoders on the golden input (no flip)."""
-    import torch
-
-    x = golden_input(seed, batch, img_size)
-    with torch.inference_mode():
-        return np.stack([model.encode(x, view=v).float().numpy() for v in ("satellite", "drone")])
-
-
-def _tol_check(subject: str, what: str, exp: dict, measured: float | None, *, absolute: bool) -> Check:
+def tol_check(subject: str, what: str, exp: dict, measured: float | None, *, absolute: bool) -> Check:
+    """One expected-vs-measured line: metrics regress only downwards, cost must match both ways."""
     value = exp["value"]
     if absolute:
         tol = exp["tol"] if exp["tol"] is not None else DEFAULT_METRIC_TOL
@@ -262,126 +201,6 @@ def _tol_check(subject: str, what: str, exp: dict, measured: float | None, *, ab
     # Metrics regress only downwards (better is fine); cost must match both ways.
     ok = measured >= value - tol if absolute else abs(measured - value) <= tol
     return Check(subject, what, f"{value:.4f}", shown, tol_text, bool(ok))
-
-
-def run_baseline(
-    path: str | Path,
-    *,
-    data: str | Path | None = None,
-    leaderboard: Leaderboard | None = None,
-    write_golden: bool = False,
-    experiment: str | None = None,
-) -> GateResult:
-    """Evaluate every checkpoint of a baseline; return the checks and the rows (written if asked).
-
-    User errors (missing checkpoint, sha256 mismatch, pickled code, missing data or golden file)
-    raise one-line UserErrors before anything is written. ``write_golden`` (re)creates the golden
-    files and checks sha256 and cost only (no evaluation, no rows).
-    """
-    baseline = load_baseline(path)
-    base, ds = baseline["dir"], baseline["dataset"]
-    # Every checkpoint is checked (exists, sha256) before the slow part starts.
-    entries = []
-    for ck in baseline["checkpoints"]:
-        ck_path = _resolve(base, ck["path"])
-        weights = _weights_file(ck["kind"], ck_path)
-        digest = sha256_of(weights)
-        if ck["sha256"] is not None and digest != ck["sha256"]:
-            raise CheckpointError(
-                f"sha256 mismatch for {ck['name']} ({weights}): baseline pins {ck['sha256'][:12]}…, "
-                f"file has {digest[:12]}…"
-            )
-        golden = _resolve(base, ck["golden"]) if ck["golden"] else None
-        if golden is not None and not write_golden and not golden.is_file():
-            raise ConfigError(f"golden descriptors not found: {golden} (create them with --write-golden)")
-        entries.append((ck, ck_path, digest, golden))
-    root = data if data is not None else (_resolve(base, ds["root"]) if ds["root"] else None)
-    if root is None:
-        raise ConfigError(f"baseline {path}: no dataset root (set dataset.root or pass --data)")
-
-    from geodistill.data import open_index
-    from geodistill.eval import evaluate
-    from geodistill.models import profile
-
-    index = open_index(root, elevation=ds["elevation"], fps=ds["fps"])
-    result = GateResult()
-    gi = baseline["golden_input"]
-    for ck, ck_path, digest, golden in entries:
-        name = ck["name"]
-        model, _meta = load_model(ck["kind"], ck_path)
-        img_size = ds["img_size"]
-        checks: list[Check] = [
-            Check(
-                name,
-                "sha256",
-                (ck["sha256"] or "unpinned")[:12],
-                digest[:12],
-                "exact",
-                True if ck["sha256"] else None,
-            )
-        ]
-        if golden is not None:
-            got = golden_descriptors(model, gi["seed"], gi["batch"], img_size)
-            if write_golden:
-                golden.parent.mkdir(parents=True, exist_ok=True)
-                np.save(golden, got)
-                checks.append(Check(name, "golden descriptors", "written", str(got.shape), "", None))
-            else:
-                want = np.load(golden)
-                if want.shape != got.shape:
-                    checks.append(
-                        Check(name, "golden descriptors", str(want.shape), str(got.shape), "shape", False)
-                    )
-                else:
-                    diff = float(np.max(np.abs(got - want)))
-                    ok = bool(np.allclose(got, want, rtol=GOLDEN_RTOL, atol=GOLDEN_ATOL))
-                    tol = f"rtol {GOLDEN_RTOL:g} atol {GOLDEN_ATOL:g}"
-                    checks.append(Check(name, "golden descriptors", "stored", f"max |Δ| {diff:.2e}", tol, ok))
-        cost = profile(model, img_size=img_size, views=ds["views"], measure_latency=False)
-        measured_cost = {"params_m": cost.params_m, "gflops": cost.gflops, "gmacs": cost.gmacs}
-        for key, exp in ck["cost"].items():
-            checks.append(_tol_check(name, key, exp, measured_cost[key], absolute=False))
-        if write_golden:  # only (re)creating golden files: no evaluation, no row
-            result.checks += checks
-            continue
-        metrics = metrics_to_columns(
-            evaluate(
-                model, index, views=ds["views"], img_size=img_size, batch_size=ds["batch_size"], fps=ds["fps"]
-            )
-        )
-        for key, exp in ck["metrics"].items():
-            checks.append(_tol_check(name, key, exp, metrics.get(key), absolute=True))
-        regressed = [c.what for c in checks if c.ok is False]
-        result.checks += checks
-        result.rows.append(
-            make_row(
-                experiment=experiment or baseline["name"],
-                trial_id=name,
-                run_id=digest[:16],
-                stage="baseline",
-                status="ok",
-                error=("regressed: " + ", ".join(regressed)) if regressed else None,
-                dataset_name=ds["name"],
-                dataset_elevation=ds["elevation"],
-                dataset_fps=ds["fps"],
-                backbone=model.cfg.backbone,
-                img_size=img_size,
-                views=ds["views"],
-                refiner=model.cfg.refiner,
-                **metrics,
-                params_m=cost.params_m,
-                gflops=cost.gflops,
-                gmacs=cost.gmacs,
-                flop_counter=cost.counter,
-                device=cost.device,
-                checkpoint_uri=str(ck_path.resolve()),
-                config_json={"baseline": str(Path(path).name), "kind": ck["kind"], "dataset": ds},
-            )
-        )
-        del model
-    if leaderboard is not None and result.rows:
-        leaderboard.write(result.rows)
-    return result
 
 
 # ---- experiment against experiment -----------------------------------------------------------
@@ -401,21 +220,14 @@ def compare_fronts(
     not be smaller than the reference's minus ``tol`` x the cost range (reference point:
     metric 0, 2 x the largest cost of either front).
     """
-    if metric not in METRIC_COLUMNS:
-        raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(METRIC_COLUMNS)}")
+    if metric not in METRIC_KEYS:
+        raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(METRIC_KEYS)}")
 
     def front(name: str) -> np.ndarray:
-        rows = frame.filter(
-            (pl.col("experiment") == name)
-            & (pl.col("status") == "ok")
-            & pl.col(metric).is_not_null()
-            & pl.col("gflops").is_not_null()
-        )
+        rows = pareto_rows(frame.filter(pl.col("experiment") == name), metric)
         if rows.is_empty():
             raise ConfigError(f"experiment {name!r} has no finished rows with {metric} and gflops")
-        pts = rows.select(metric, "gflops").to_numpy().astype(np.float64)  # [N,2]
-        pts = pts[pareto_mask(pts, [True, False])]
-        return pts[np.argsort(pts[:, 1])]
+        return rows.select(metric, "gflops").to_numpy().astype(np.float64)  # [N,2], cheapest first
 
     new, ref = front(experiment), front(against)
     checks = []
@@ -460,39 +272,3 @@ def gate(checks: list[Check]) -> None:
 
 def checks_json(checks: list[Check]) -> str:
     return json.dumps([c.__dict__ | {"result": c.verdict} for c in checks], indent=2)
-
-
-def smoke_baseline(folder: str | Path) -> Path:
-    """A complete tiny baseline for ``regress --smoke-test``: synthetic data, a random resnet18
-    checkpoint at 32 px, its golden descriptors and expectations pinned from one measurement."""
-    import torch
-
-    from geodistill.data.synth import generate_univ
-    from geodistill.models import GeoModel, ModelConfig, save_model
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    data = generate_univ(folder / "data", buildings=8, seed=0, img_size=32)
-    torch.manual_seed(0)
-    model = GeoModel(
-        ModelConfig(backbone="resnet18", img_size=32, embed_dim=64, pooling="avg"), num_classes=4
-    )
-    weights = save_model(model.eval(), folder / "smoke.safetensors")
-    spec = {
-        "name": "regress-smoke",
-        "dataset": {"name": "synthetic-univ", "root": str(data), "views": 2, "img_size": 32},
-        "checkpoints": [
-            {"name": "smoke", "kind": "geodistill", "path": weights.name, "sha256": sha256_of(weights)}
-            | {"golden": "smoke.golden.npy"}
-        ],
-    }
-    path = folder / "baseline.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    run_baseline(path, write_golden=True)
-    row = run_baseline(path).rows[0]
-    spec["checkpoints"][0]["expected"] = {
-        "metrics": {k: {"value": row[k], "tol": DEFAULT_METRIC_TOL} for k in ("d2s_recall1", "s2d_recall1")},
-        "cost": {"params_m": row["params_m"], "gflops": {"value": row["gflops"], "rel_tol": 1e-6}},
-    }
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path

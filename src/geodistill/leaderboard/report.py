@@ -7,6 +7,9 @@ embeds the PNGs as data URIs so it opens from disk, mailed or archived, with no 
 
 Published reference points (``baselines/anchors.yaml``) are drawn greyed for context only:
 they come from University-1652, not from the data the runs were measured on.
+
+Why one file over 400 lines: ``write_report`` reads as its steps (``_report_input``,
+``_plots``, the tables, ``_documents``) and every helper here serves that one report.
 """
 
 from __future__ import annotations
@@ -19,13 +22,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 import yaml
 
-from geodistill.errors import ConfigError
-from geodistill.leaderboard.pareto import hypervolume, pareto_mask
-from geodistill.leaderboard.store import METRIC_COLUMNS, Leaderboard, LeaderboardError
+from geodistill.errors import ConfigError, one_line
+from geodistill.eval.names import METRIC_KEYS, metric_label
+from geodistill.leaderboard.pareto import hypervolume, pareto_rows
+from geodistill.leaderboard.store import Leaderboard, LeaderboardError
 
 COST = "gflops"
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h")
@@ -64,7 +67,7 @@ def load_anchors(path: str | Path | None) -> dict[str, Any]:
     except OSError as err:
         raise ConfigError(f"cannot read anchors file {path}: {err.strerror or err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"cannot parse anchors file {path}: {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"cannot parse anchors file {path}: {one_line(err)}") from None
     if not isinstance(data, dict) or not isinstance(data.get("anchors"), list):
         raise ConfigError(f"anchors file {path} needs a list under 'anchors'")
     label = str(data.get("label") or f"{data.get('dataset', 'published')}, not comparable")
@@ -86,21 +89,6 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 10 else f"{value:.2f}"
     return str(value)
-
-
-def _label(metric: str) -> str:
-    direction, _, name = metric.partition("_")
-    pretty = {"recall1": "R@1", "recall5": "R@5", "recall10": "R@10", "recall_top1": "R@top1%", "ap": "AP"}
-    where = {"d2s": "drone→satellite", "s2d": "satellite→drone"}.get(direction, direction)
-    return f"{pretty.get(name, name)} (%, {where})"
-
-
-def front_of(frame: pl.DataFrame, metric: str) -> pl.DataFrame:
-    """The rows on the Pareto front of (metric up, GFLOPs down), sorted by GFLOPs."""
-    if frame.is_empty():
-        return frame
-    points = frame.select(metric, COST).to_numpy().astype(np.float64)  # [N,2]
-    return frame.filter(pl.Series(pareto_mask(points, [True, False]))).sort(COST, metric)
 
 
 def _save(fig, out_dir: Path, stem: str) -> tuple[Path, Path, bytes]:
@@ -191,7 +179,7 @@ def _pareto_figure(
     if plotted.height or stopped.height or shown:
         ax.set_xscale("log")
     ax.set_xlabel("GFLOPs per drone query (log scale)")
-    ax.set_ylabel(_label(metric))
+    ax.set_ylabel(metric_label(metric))
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, loc="lower right")
@@ -220,7 +208,7 @@ def _effect_figure(frame: pl.DataFrame, knob: str, metric: str, knob_label: str)
         left.plot(sub[knob].to_numpy(), sub["best"].to_numpy(), **style)
         right.plot(sub[knob].to_numpy(), sub["cost"].to_numpy(), **style)
     left.set_xlabel(knob_label)
-    left.set_ylabel(f"best {_label(metric)}")
+    left.set_ylabel(f"best {metric_label(metric)}")
     right.set_xlabel(knob_label)
     right.set_ylabel("median GFLOPs per query")
     if data[COST].drop_nulls().len():
@@ -281,8 +269,55 @@ def write_report(
     (greyed, never on the front); "default" = ``default_anchors_path()``, None = no anchors. ``reference`` = (metric, GFLOPs) for the hypervolume;
     default (0, 2 x the largest GFLOPs). Returns {"html", "md", "pareto_png", ...: path}.
     """
-    if metric not in METRIC_COLUMNS:
-        raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(METRIC_COLUMNS)}")
+    frame, out = _report_input(source, out_dir, experiment=experiment, metric=metric)
+    anchor_set = load_anchors(default_anchors_path() if anchors == "default" else anchors)
+    ok = frame.filter(pl.col("status") == "ok")
+    plotted = ok.filter(pl.col(metric).is_not_null() & pl.col(COST).is_not_null() & (pl.col(COST) > 0))
+    front = pareto_rows(plotted, metric, cost=COST)
+    if reference is None:
+        reference = (0.0, 2.0 * float(plotted[COST].max())) if plotted.height else (0.0, 1.0)
+    hv = hypervolume(plotted.select(metric, COST).to_numpy(), list(reference), [True, False])
+    experiments = sorted({e for e in frame["experiment"].to_list() if e})
+    paths, images = _plots(frame, ok, plotted, front, metric, anchor_set, experiments, out)
+
+    columns = [c.format(metric=metric) for c in TABLE_COLUMNS]
+    best = (
+        ok.filter(pl.col(metric).is_not_null())
+        .sort(metric, descending=True)
+        .unique(subset=["backbone"], keep="first", maintain_order=True)
+    )
+    counts = frame.group_by("status").len().sort("status")
+    status_line = ", ".join(f"{s}: {n}" for s, n in counts.iter_rows())
+    summary = (
+        f"{frame.height} runs ({status_line}); {plotted.height} finished with {metric} and GFLOPs "
+        f"(trials stopped early are drawn hollow, never on the front); "
+        f"{front.height} on the Pareto front; hypervolume {hv:.4g} "
+        f"(reference {metric} = {reference[0]:g}, GFLOPs = {reference[1]:g})."
+    )
+    sections = [
+        ("Pareto front", "pareto", _table(front, columns)),
+        ("Best run per backbone", None, _table(best, columns)),
+        ("Effect of views", "effect_views", None),
+        ("Effect of fps", "effect_fps", None),
+    ]
+    md, page = _documents(experiments, summary, sections, images, _anchor_section(anchor_set, metric))
+    paths["md"] = out / "report.md"
+    paths["md"].write_text("\n".join(md))
+    paths["html"] = out / "report.html"
+    paths["html"].write_text("\n".join(page))
+    return paths
+
+
+def _report_input(
+    source: Leaderboard | pl.DataFrame | pl.LazyFrame,
+    out_dir: str | Path,
+    *,
+    experiment: str | None,
+    metric: str,
+) -> tuple[pl.DataFrame, Path]:
+    """The rows to report and the output folder (created), or one-line errors."""
+    if metric not in METRIC_KEYS:
+        raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(METRIC_KEYS)}")
     frame = _frame(source, experiment)
     board = f"leaderboard {source.root}" if isinstance(source, Leaderboard) else "the rows given"
     where = f"experiment {experiment!r} of {board}" if experiment else board
@@ -293,21 +328,26 @@ def write_report(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise LeaderboardError(f"cannot create report directory {out}: {err.strerror or err}") from None
-    anchor_set = load_anchors(default_anchors_path() if anchors == "default" else anchors)
-    ok = frame.filter(pl.col("status") == "ok")
-    plotted = ok.filter(pl.col(metric).is_not_null() & pl.col(COST).is_not_null() & (pl.col(COST) > 0))
-    front = front_of(plotted, metric)
-    if reference is None:
-        reference = (0.0, 2.0 * float(plotted[COST].max())) if plotted.height else (0.0, 1.0)
-    hv = hypervolume(plotted.select(metric, COST).to_numpy(), list(reference), [True, False])
-    experiments = sorted({e for e in frame["experiment"].to_list() if e})
-    title = f"{_label(metric)} vs GFLOPs per query — {', '.join(experiments)}"
+    return frame, out
 
+
+def _plots(
+    frame: pl.DataFrame,
+    ok: pl.DataFrame,
+    plotted: pl.DataFrame,
+    front: pl.DataFrame,
+    metric: str,
+    anchor_set: dict[str, Any],
+    experiments: list[str],
+    out: Path,
+) -> tuple[dict[str, Path], dict[str, bytes]]:
+    """The Pareto plot and the effect plots (views, fps) as files; their PNG bytes by stem."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
+    title = f"{metric_label(metric)} vs GFLOPs per query — {', '.join(experiments)}"
     paths: dict[str, Path] = {}
     images: dict[str, bytes] = {}
     stopped = frame.filter(
@@ -325,18 +365,12 @@ def write_report(
             stem = f"effect_{knob.removeprefix('dataset_')}"
             paths[f"{stem}_png"], paths[f"{stem}_svg"], images[stem] = _save(fig, out, stem)
             plt.close(fig)
+    return paths, images
 
-    columns = [c.format(metric=metric) for c in TABLE_COLUMNS]
-    front_table = _table(front, columns)
-    best = (
-        ok.filter(pl.col(metric).is_not_null())
-        .sort(metric, descending=True)
-        .unique(subset=["backbone"], keep="first", maintain_order=True)
-    )
-    best_table = _table(best, columns)
-    counts = frame.group_by("status").len().sort("status")
-    status_line = ", ".join(f"{s}: {n}" for s, n in counts.iter_rows())
-    anchor_rows = [
+
+def _anchor_section(anchor_set: dict[str, Any], metric: str) -> tuple[str, list[str], list[list[str]]] | None:
+    """(note, headers, rows) of the published reference points, or None without anchors."""
+    rows = [
         [
             str(a.get("method", "?")),
             str(a.get("backbone", "?")),
@@ -345,21 +379,24 @@ def write_report(
         ]
         for a in anchor_set["anchors"]
     ]
-    anchor_headers = ["method", "backbone", "GFLOPs", metric]
-    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    summary = (
-        f"{frame.height} runs ({status_line}); {plotted.height} finished with {metric} and GFLOPs "
-        f"(trials stopped early are drawn hollow, never on the front); "
-        f"{front.height} on the Pareto front; hypervolume {hv:.4g} "
-        f"(reference {metric} = {reference[0]:g}, GFLOPs = {reference[1]:g})."
+    if not rows:
+        return None
+    note = (
+        f"Published reference points ({anchor_set['label']}): shown greyed for context only; "
+        "≈ marks GFLOPs read off a published chart."
     )
-    sections = [
-        ("Pareto front", "pareto", front_table),
-        ("Best run per backbone", None, best_table),
-        ("Effect of views", "effect_views", None),
-        ("Effect of fps", "effect_fps", None),
-    ]
+    return note, ["method", "backbone", "GFLOPs", metric], rows
 
+
+def _documents(
+    experiments: list[str],
+    summary: str,
+    sections: list[tuple[str, str | None, tuple[list[str], list[list[str]]] | None]],
+    images: dict[str, bytes],
+    anchors: tuple[str, list[str], list[list[str]]] | None,
+) -> tuple[list[str], list[str]]:
+    """The Markdown and the self-contained HTML report, as lines."""
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     md = [f"# geodistill report — {', '.join(experiments)}", "", f"_Generated {generated}._ {summary}", ""]
     page = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -380,20 +417,13 @@ def write_report(
         if table is not None:
             md.append(_markdown_table(*table))
             page.append(_html_table(*table))
-    if anchor_rows:
-        note = (
-            f"Published reference points ({anchor_set['label']}): shown greyed for context only; "
-            "≈ marks GFLOPs read off a published chart."
-        )
-        md += ["## Published reference points", "", note, "", _markdown_table(anchor_headers, anchor_rows)]
+    if anchors is not None:
+        note, headers, rows = anchors
+        md += ["## Published reference points", "", note, "", _markdown_table(headers, rows)]
         page += [
             "<h2>Published reference points</h2>",
             f"<p class='note'>{html.escape(note)}</p>",
-            _html_table(anchor_headers, anchor_rows),
+            _html_table(headers, rows),
         ]
     page.append("</body></html>")
-    paths["md"] = out / "report.md"
-    paths["md"].write_text("\n".join(md))
-    paths["html"] = out / "report.html"
-    paths["html"].write_text("\n".join(page))
-    return paths
+    return md, page

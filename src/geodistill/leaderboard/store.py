@@ -13,6 +13,9 @@ compaction that is halfway done, leaves duplicates on disk that readers remove (
 ``created_at`` wins).
 
 New columns are added to ``SCHEMA`` as nullable; files written before them read back with nulls.
+
+Why one file over 400 lines: the schema, ``make_row`` (which fills and checks it) and the
+store that writes and reads it change together; one file keeps them in one review.
 """
 
 from __future__ import annotations
@@ -35,16 +38,15 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from geodistill.errors import UserError
+from geodistill.errors import UserError, one_line
+from geodistill.eval.names import METRIC_KEYS, flatten_metrics
+from geodistill.redact import scrub_secrets
 
 SCHEMA_VERSION = 1
 DEFAULT_ROOT = "runs/leaderboard"
 ROOT_ENV = "GEODISTILL_LEADERBOARD"
 STAGES = ("teacher", "student", "baseline")
 STATUSES = ("ok", "failed", "stopped", "running")
-DIRECTIONS = ("d2s", "s2d")  # drone -> satellite, satellite -> drone
-METRIC_SUFFIXES = ("recall1", "recall5", "recall10", "recall_top1", "ap")
-METRIC_COLUMNS = tuple(f"{d}_{s}" for d in DIRECTIONS for s in METRIC_SUFFIXES)
 
 _STR, _INT, _F64 = pa.string(), pa.int32(), pa.float64()
 SCHEMA = pa.schema(
@@ -72,7 +74,7 @@ SCHEMA = pa.schema(
         pa.field("w_relation", _F64),
         pa.field("lr", _F64),
         pa.field("epochs", _INT),
-        *[pa.field(name, _F64) for name in METRIC_COLUMNS],  # percent
+        *[pa.field(name, _F64) for name in METRIC_KEYS],  # percent
         pa.field("params_m", _F64),
         pa.field("gflops", _F64),  # per drone query (views x per-frame + refiner)
         pa.field("gmacs", _F64),
@@ -104,14 +106,6 @@ POLARS_SCHEMA = pl.Schema({f.name: _polars_type(f.type) for f in SCHEMA})
 
 _PART_PREFIX, _PART_SUFFIX, _TMP_PREFIX = "part-", ".parquet", ".tmp-"
 _POLARS_SCHEMES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "hf", "http", "https"}
-_SECRET_KEY = re.compile(
-    r"(token|passw(or)?d|passphrase|secret|credential|api[_-]?key|access[_-]?key|private[_-]?key|"
-    r"auth|^aws_|session[_-]?key)",
-    re.IGNORECASE,
-)
-_SECRET_VALUE = re.compile(
-    r"^(AKIA|ASIA)[0-9A-Z]{16}$|^(ghp|gho|github_pat|hf|sk|xox[abp])_[A-Za-z0-9_]{16,}"
-)
 
 
 class LeaderboardError(UserError):
@@ -121,20 +115,6 @@ class LeaderboardError(UserError):
 def default_root() -> str:
     """``$GEODISTILL_LEADERBOARD`` if set, else ``runs/leaderboard`` (relative to the cwd)."""
     return os.environ.get(ROOT_ENV) or DEFAULT_ROOT
-
-
-def scrub_secrets(obj: Any) -> Any:
-    """A copy of ``obj`` without keys that name secrets (token, password, aws_*, ...) or
-    string values that look like access keys. Config goes into a shared table: never store one."""
-    if isinstance(obj, Mapping):
-        return {
-            str(k): scrub_secrets(v)
-            for k, v in obj.items()
-            if not _SECRET_KEY.search(str(k)) and not (isinstance(v, str) and _SECRET_VALUE.search(v))
-        }
-    if isinstance(obj, list | tuple):
-        return [scrub_secrets(v) for v in obj if not (isinstance(v, str) and _SECRET_VALUE.search(v))]
-    return obj
 
 
 @cache
@@ -231,11 +211,9 @@ def metrics_to_columns(evaluate_result: Mapping[str, Any]) -> dict[str, float]:
     Already-flat dicts (``d2s_*`` keys, as training reports them) pass through, filtered to the
     metric columns.
     """
-    if any(k in METRIC_COLUMNS for k in evaluate_result):
-        return {k: float(v) for k, v in evaluate_result.items() if k in METRIC_COLUMNS}
-    from geodistill.eval.flatten import flatten_metrics  # one mapping for training, eval and the store
-
-    return {k: float(v) for k, v in flatten_metrics(evaluate_result).items() if k in METRIC_COLUMNS}
+    if any(k in METRIC_KEYS for k in evaluate_result):
+        return {k: float(v) for k, v in evaluate_result.items() if k in METRIC_KEYS}
+    return {k: float(v) for k, v in flatten_metrics(evaluate_result).items() if k in METRIC_KEYS}
 
 
 def dedup_latest(frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -256,11 +234,6 @@ def _conform(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=SCHEMA)
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
-
-
 class Leaderboard:
     """A leaderboard dataset at ``root``: a local directory or a ``pyarrow.fs`` URI (``s3://...``)."""
 
@@ -270,7 +243,7 @@ class Leaderboard:
             try:
                 self.fs, self.base = pafs.FileSystem.from_uri(root)
             except (pa.ArrowException, OSError, ValueError) as err:
-                raise LeaderboardError(f"cannot open leaderboard {root}: {_one_line(err)}") from None
+                raise LeaderboardError(f"cannot open leaderboard {root}: {one_line(err)}") from None
             self.scheme = root.split("://", 1)[0]
             self.local = False
         else:
@@ -300,7 +273,7 @@ class Leaderboard:
         try:
             infos = self.fs.get_file_info(pafs.FileSelector(self.base, allow_not_found=True))
         except (OSError, pa.ArrowException) as err:
-            raise LeaderboardError(f"cannot list leaderboard {self.root}: {_one_line(err)}") from None
+            raise LeaderboardError(f"cannot list leaderboard {self.root}: {one_line(err)}") from None
         return sorted(
             unquote(i.base_name.split("=", 1)[1])
             for i in infos
@@ -316,7 +289,7 @@ class Leaderboard:
             try:
                 infos = self.fs.get_file_info(selector)
             except (OSError, pa.ArrowException) as err:
-                raise LeaderboardError(f"cannot list leaderboard {self.root}: {_one_line(err)}") from None
+                raise LeaderboardError(f"cannot list leaderboard {self.root}: {one_line(err)}") from None
             out += sorted(
                 i.path
                 for i in infos
@@ -341,7 +314,7 @@ class Leaderboard:
                 out.write(b"geodistill")
             self.fs.delete_file(probe)
         except (OSError, pa.ArrowException) as err:
-            raise LeaderboardError(f"cannot write to leaderboard {self.root}: {_one_line(err)}") from None
+            raise LeaderboardError(f"cannot write to leaderboard {self.root}: {one_line(err)}") from None
 
     def write(self, rows: Iterable[Mapping[str, Any]]) -> str:
         """Write ``rows`` as one new file per experiment they name; returns the (last) file path.
@@ -380,7 +353,7 @@ class Leaderboard:
                     os.unlink(target)
                 except OSError:
                     pass
-            raise LeaderboardError(f"cannot write to leaderboard {self.root}: {_one_line(err)}") from None
+            raise LeaderboardError(f"cannot write to leaderboard {self.root}: {one_line(err)}") from None
         return self._uri(final)
 
     # ---- reading -----------------------------------------------------------------------------
@@ -394,7 +367,7 @@ class Leaderboard:
                 try:
                     tables.append(_conform(pq.read_table(path, filesystem=self.fs)))
                 except (OSError, pa.ArrowException) as err:
-                    raise LeaderboardError(f"cannot read {self._uri(path)}: {_one_line(err)}") from None
+                    raise LeaderboardError(f"cannot read {self._uri(path)}: {one_line(err)}") from None
             return pl.DataFrame(pa.concat_tables(tables)).lazy()
         return pl.scan_parquet(
             [self._uri(f) for f in files],
@@ -425,7 +398,7 @@ class Leaderboard:
             except (OSError, pl.exceptions.PolarsError) as err:
                 vanished = any(not self.fs.get_file_info(f).is_file for f in files)
                 if not vanished or attempt == retries:
-                    raise LeaderboardError(f"cannot read leaderboard {self.root}: {_one_line(err)}") from None
+                    raise LeaderboardError(f"cannot read leaderboard {self.root}: {one_line(err)}") from None
         raise AssertionError("unreachable")
 
     def keys(self, experiment: str | None = None) -> set[str]:
@@ -453,5 +426,5 @@ class Leaderboard:
             except FileNotFoundError:
                 pass  # a concurrent compaction removed it already
             except (OSError, pa.ArrowException) as err:
-                raise LeaderboardError(f"cannot remove {path} after compaction: {_one_line(err)}") from None
+                raise LeaderboardError(f"cannot remove {path} after compaction: {one_line(err)}") from None
         return len(files), table.num_rows

@@ -1,7 +1,6 @@
 """geodistill.models: backbones over timm, GeoModel, refiners, Video2BEV import, cost profiling."""
 
 from geodistill.models.backbones import BACKBONES, Backbone, BackboneSpec, create_backbone, get_spec
-from geodistill.models.checkpoint import load_state_dict
 from geodistill.models.cost import Cost, profile
 from geodistill.models.geomodel import (
     GeoModel,
@@ -14,6 +13,7 @@ from geodistill.models.geomodel import (
 )
 from geodistill.models.refiners import REFINERS, build_refiner
 from geodistill.models.video2bev import load_video2bev
+from geodistill.models.weights_io import load_state_dict
 
 __all__ = [
     "BACKBONES",

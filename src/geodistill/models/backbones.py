@@ -154,7 +154,7 @@ _HEAD_PREFIXES = ("head.", "fc.", "classifier.", "conv_head.", "head_drop")
 
 def load_backbone_weights(backbone: Backbone, path: str) -> None:
     """Load a timm-layout state_dict into the backbone; classifier-head keys are ignored."""
-    from geodistill.models.checkpoint import load_state_dict, match_state_dict
+    from geodistill.models.weights_io import load_state_dict, match_state_dict
 
     state = load_state_dict(path)
     own = backbone.model.state_dict()

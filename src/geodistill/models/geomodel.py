@@ -208,7 +208,7 @@ def save_model(model: GeoModel, path: str | Path) -> Path:
 
 def load_model(path: str | Path, cfg: ModelConfig, num_classes: int) -> GeoModel:
     """Rebuild a GeoModel from ``cfg`` and load weights written by ``save_model`` (or a .pth)."""
-    from geodistill.models.checkpoint import load_state_dict, match_state_dict
+    from geodistill.models.weights_io import load_state_dict, match_state_dict
 
     model = GeoModel(cfg, num_classes)
     state = load_state_dict(path)

@@ -1,6 +1,6 @@
 """Import a released Video2BEV stage-1 checkpoint (``net_EEE.pth``) as a GeoModel.
 
-The release is a plain state_dict (layout in DESIGN.md): a legacy ViT (768 wide, depth 8,
+The release is a plain state_dict (layout in docs/design.md): a legacy ViT (768 wide, depth 8,
 8 heads, MLP 2304, no qkv bias, attention scale 768^-0.5) under ``model_1.*`` and again
 under ``model_3.*``, five LPN part heads ``classifier{0..4}`` and a temperature
 ``logit_scale`` by which logits are divided.
@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from geodistill.errors import CheckpointError
-from geodistill.models.checkpoint import load_state_dict, match_state_dict
+from geodistill.errors import CheckpointError, one_line
 from geodistill.models.geomodel import GeoModel, ModelConfig
+from geodistill.models.weights_io import load_state_dict, match_state_dict
 
 LEGACY_WIDTH = 768  # the legacy attention scale is LEGACY_WIDTH ** -0.5
 RELEASED_IMG_SIZE = 256
@@ -34,7 +34,7 @@ def read_opts(path: str | Path) -> dict:
     try:
         opts = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise CheckpointError(f"cannot parse {path}: {str(err).splitlines()[0]}") from None
+        raise CheckpointError(f"cannot parse {path}: {one_line(err)}") from None
     if not isinstance(opts, dict):
         raise CheckpointError(f"{path} is not a mapping of options")
     return opts

@@ -33,13 +33,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from geodistill.errors import ConfigError
+from geodistill.errors import ConfigError, one_line
+from geodistill.redact import find_secrets
 
 KUBERAY_KINDS = ("RayCluster", "RayJob")
 KUBERAY_API = "ray.io/v1"
 KUBERAY_SCHEMAS = Path(__file__).resolve().parent / "kuberay_schemas"
-# A key that names a secret must not hold a value in a file that gets committed.
-SECRET_KEY = re.compile(r"(secret|password|passwd|access_key|private_key_data|token|credential)", re.I)
 PUBLIC_BIND = re.compile(r"--dashboard-host[= ]+0\.0\.0\.0")
 PORT_FLAG = re.compile(r"--(port|dashboard-port|ray-client-server-port|object-manager-port)[= ]+(\S+)")
 
@@ -63,7 +62,7 @@ def load_yaml(path: str | Path) -> Any:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        problem = getattr(err, "problem", None) or one_line(err)
         raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
 
 
@@ -80,7 +79,10 @@ def validate_document(data: Any) -> str:
     """``"launcher:<provider>"`` or ``"kuberay:<kind>"`` for a valid document, else ConfigError."""
     if not isinstance(data, Mapping):
         raise ConfigError("expected a YAML mapping at the top level")
-    _no_secrets(data, "")
+    # A committed file must hold no credential (geodistill.redact: the leaderboard's rule too).
+    secrets = find_secrets(data)
+    if secrets:
+        raise ConfigError(f"{secrets[0]} holds a credential; keep secrets out of cluster files")
     if "apiVersion" in data or "kind" in data:
         return _validate_kuberay(data)
     return _validate_launcher(data)
@@ -110,14 +112,14 @@ def prepare_launcher(cfg: Mapping[str, Any]) -> dict[str, Any]:
                 prepared = _NODE_PROVIDERS[provider](prepared["provider"]).bootstrap_config(prepared)
     except jsonschema.ValidationError as err:
         at = ".".join(str(p) for p in err.absolute_path) or "top level"
-        raise ConfigError(f"{at}: {_one_line(err.message)} (Ray cluster schema)") from None
+        raise ConfigError(f"{at}: {_joined(err.message)} (Ray cluster schema)") from None
     except ConfigError:
         raise
     except Exception as err:  # noqa: BLE001 - click aborts, ValueError, KeyError, AssertionError: Ray's verdict
         message = getattr(err, "message", None) or str(err) or type(err).__name__
         if isinstance(err, KeyError):
             message = f"missing key {message}"
-        raise ConfigError(f"{_one_line(message)} (ray up's config preparation)") from None
+        raise ConfigError(f"{_joined(message)} (ray up's config preparation)") from None
     return prepared
 
 
@@ -137,21 +139,10 @@ def _quiet_ray_launcher() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _one_line(text: str) -> str:
+def _joined(text: str) -> str:
+    """Ray's and jsonschema's multi-line verdicts as one line (every line matters, so join, not cut)."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(text))  # Ray colours its abort messages
     return " ".join(text.split())
-
-
-def _no_secrets(node: Any, where: str) -> None:
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            dotted = f"{where}.{key}" if where else str(key)
-            if SECRET_KEY.search(str(key)) and value not in (None, "", {}, []):
-                raise ConfigError(f"{dotted} holds a credential; keep secrets out of cluster files")
-            _no_secrets(value, dotted)
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            _no_secrets(value, f"{where}[{i}]")
 
 
 def _validate_launcher(cfg: Mapping[str, Any]) -> str:
@@ -220,7 +211,7 @@ def _validate_kuberay(doc: Mapping[str, Any]) -> str:
         err = errors[0]
         at = ".".join(str(p) for p in err.absolute_path) or "top level"
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ConfigError(f"{at}: {_one_line(err.message)} (KubeRay {kind} CRD schema){more}")
+        raise ConfigError(f"{at}: {_joined(err.message)} (KubeRay {kind} CRD schema){more}")
     spec = doc.get("spec")
     if not isinstance(spec, Mapping):
         raise ConfigError("spec must be a mapping")

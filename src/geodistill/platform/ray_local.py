@@ -16,7 +16,7 @@ import socket
 import sys
 from collections.abc import Iterable
 
-from geodistill.errors import ConfigError
+from geodistill.errors import ConfigError, one_line
 
 ADDRESS_ENV = "GEODISTILL_RAY_ADDRESS"
 OBJECT_STORE_MB_ENV = "GEODISTILL_RAY_OBJECT_STORE_MB"
@@ -60,8 +60,7 @@ def init_ray(
         except ray.exceptions.AuthenticationError:
             raise ConfigError(_auth_message(target)) from None
         except (ConnectionError, ValueError, RuntimeError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ConfigError(f"cannot connect to Ray at {target!r}: {first}") from None
+            raise ConfigError(f"cannot connect to Ray at {target!r}: {one_line(err)}") from None
         return
     _pin_node_ip_to_loopback()
     if object_store_mb is None:

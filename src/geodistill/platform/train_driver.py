@@ -2,9 +2,9 @@
 
 ``run_training(cfg)`` is the one entry point (the CLI, the search and the benchmarks call it):
 
-- ``scaling.num_workers == 0``: ``fit`` here, with a ``LocalContext`` on ``<output_dir>/<run_name>``.
+- ``scaling.num_workers == 0``: ``fit`` here, with a ``InProcessContext`` on ``<output_dir>/<run_name>``.
 - ``scaling.num_workers >= 1``: a ``ray.train.torch.TorchTrainer`` whose workers each call ``fit``
-  with a ``RayContext``. Ray sets up the process group (gloo on CPU, NCCL on GPU), persists every
+  with a ``RayTrainWorkerContext``. Ray sets up the process group (gloo on CPU, NCCL on GPU), persists every
   checkpoint rank 0 reports under ``<output_dir>/<run_name>/checkpoints/epoch_NNNN`` (the in-process
   layout; ``<storage_path>/<run_name>/epoch_NNNN`` when a storage path is given), restarts the whole
   worker group from the latest checkpoint when a worker dies (``FailureConfig(max_failures)``),
@@ -28,7 +28,7 @@ from typing import Any
 
 from geodistill.errors import CheckpointError, ConfigError, UserError
 from geodistill.train.config import RunConfig
-from geodistill.train.context import LocalContext, TrainContext, latest_checkpoint_in
+from geodistill.train.context import InProcessContext, TrainContext, latest_checkpoint_in
 
 StopRule = Callable[[int, dict[str, float]], bool]  # (epochs done, metrics) -> stop now
 FitFn = Callable[..., Any]  # fit(cfg, *, context) -> TrainResult
@@ -95,8 +95,8 @@ def run_training(
     run_dir = Path(cfg.output_dir) / cfg.run_name
     if fit_fn is None:
         from geodistill.train.loop import fit as fit_fn
-    if cfg.scaling.num_workers == 0:
-        context = RuleLocalContext(run_dir, rule=should_stop)
+    if cfg.scaling.in_process:
+        context = InProcessContext(run_dir, rule=should_stop)
         return fit_fn(cfg, context=context)
     return _run_on_ray(
         cfg,
@@ -108,20 +108,7 @@ def run_training(
     )
 
 
-class RuleLocalContext(LocalContext):
-    """LocalContext whose early stop is an optional rule ``(epoch, metrics) -> bool``."""
-
-    def __init__(self, run_dir: str | Path, *, rule: StopRule | None = None, **kwargs: Any) -> None:
-        super().__init__(run_dir, **kwargs)
-        self.rule = rule
-
-    def should_stop(self, epoch: int, metrics: dict[str, float]) -> bool:
-        return super().should_stop(epoch, metrics) or (
-            self.rule is not None and bool(self.rule(epoch, metrics))
-        )
-
-
-class RayContext:
+class RayTrainWorkerContext:
     """TrainContext inside a Ray Train worker: ``ray.train.report`` / ``get_checkpoint`` / a stop rule.
 
     Every rank reports every epoch (Ray's reports are a barrier across workers); only rank 0
@@ -184,7 +171,7 @@ class RayContext:
 def _train_worker(config: dict[str, Any]) -> Any:
     """Ray Train's train_loop_per_worker: one ``fit`` per rank; rank 0's result is Result.return_value."""
     cfg = RunConfig.from_dict(config["cfg"])
-    context = RayContext(config["run_dir"], rule=config["should_stop"])
+    context = RayTrainWorkerContext(config["run_dir"], rule=config["should_stop"])
     # Libraries print progress to stdout (DeepSpeed does); as logs they belong on stderr, which
     # keeps the driver's stdout clean for results (`geodistill train --json`).
     with contextlib.redirect_stdout(sys.stderr):
@@ -338,8 +325,7 @@ def worker_nodes(run_dir: str | Path) -> dict[int, str]:
 
 
 __all__ = [
-    "RayContext",
-    "RuleLocalContext",
+    "RayTrainWorkerContext",
     "TrainContext",
     "prepare_config",
     "run_name_of",

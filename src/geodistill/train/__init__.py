@@ -8,13 +8,13 @@ from geodistill.train.config import (
     ScalingConfig,
     TrainConfig,
 )
-from geodistill.train.context import LocalContext, TrainContext
+from geodistill.train.context import InProcessContext, TrainContext
 from geodistill.train.loop import TrainingDiverged, TrainResult, default_evaluate_fn, fit
 
 __all__ = [
     "DataConfig",
     "DistillConfig",
-    "LocalContext",
+    "InProcessContext",
     "RunConfig",
     "ScalingConfig",
     "TrainConfig",

@@ -16,7 +16,6 @@ Layout of a checkpoint directory (see docs/INTERFACES.md)::
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 
 from geodistill.errors import CheckpointError, ConfigError
 from geodistill.models import GeoModel, ModelConfig, load_state_dict, model_from_config
-from geodistill.models.checkpoint import match_state_dict
+from geodistill.models.weights_io import file_sha256, match_state_dict
 from geodistill.train.config import RunConfig
 from geodistill.train.context import latest_checkpoint_in
 
@@ -34,15 +33,6 @@ FORMAT = "geodistill-checkpoint/1"
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.pt"
 META_FILE = "meta.json"
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes (read in 1 MiB chunks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -89,7 +89,12 @@ class DistillConfig:
 
 @dataclass
 class ScalingConfig:
-    """How many Ray Train workers run ``fit`` (0 = in-process, no Ray)."""
+    """How many Ray Train workers run ``fit``: one meaning wherever a run starts.
+
+    ``num_workers=0``: ``fit`` runs in the calling process (``geodistill train``, or inside a
+    search trial), no Ray Train. ``num_workers=N >= 1``: a ``TorchTrainer`` with N workers (a
+    search trial then hosts one and stops it by its own rung rule).
+    """
 
     num_workers: int = 0
     use_gpu: bool = False
@@ -97,6 +102,11 @@ class ScalingConfig:
     # Ray placement group strategy of the workers: PACK (fewest nodes), SPREAD (one per node when
     # it can), STRICT_PACK / STRICT_SPREAD (must). SPREAD is what makes a 2-node rehearsal use both.
     placement_strategy: str = "PACK"
+
+    @property
+    def in_process(self) -> bool:
+        """True when ``fit`` runs in the calling process (``num_workers == 0``)."""
+        return self.num_workers == 0
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """How the plain training loop talks to whatever runs it (this process, or a Ray Train worker).
 
 ``fit`` writes each epoch's checkpoint into a scratch directory and hands it to
-``context.report``; the context persists it (LocalContext copies it under the run directory,
-a Ray context hands it to ``ray.train.report``, which copies it to storage), and ``fit`` then
+``context.report``; the context persists it (``InProcessContext`` copies it under the run
+directory; ``platform``'s ``RayTrainWorkerContext`` and ``TuneTrialContext`` hand it to Ray,
+which copies it to storage), and ``fit`` then
 deletes the scratch copy. Every rank calls ``report`` each epoch (Ray needs all workers to);
 only rank 0 passes a checkpoint and the evaluation metrics.
 
@@ -16,6 +17,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -51,12 +53,13 @@ def default_device(rank_local: int | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-class LocalContext:
-    """In-process runner: checkpoints under ``<run_dir>/checkpoints/epoch_NNNN``, resumes from the latest.
+class InProcessContext:
+    """``fit`` in this process: checkpoints under ``<run_dir>/checkpoints/epoch_NNNN``, resumes from the latest.
 
     Rank and world size come from an initialised ``torch.distributed`` group when there is
     one. Rank 0 appends every report to ``<run_dir>/metrics.jsonl`` and keeps it in
-    ``history``. ``stop_after`` (optional) stops the run once that many epochs are done.
+    ``history``. ``stop_after`` (optional) stops the run once that many epochs are done;
+    ``rule`` (optional, ``(epoch, metrics) -> bool``) stops it when the rule says so.
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class LocalContext:
         world_size: int | None = None,
         device: torch.device | str | None = None,
         stop_after: int | None = None,
+        rule: Callable[[int, dict[str, float]], bool] | None = None,
     ) -> None:
         dist = torch.distributed
         initialised = dist.is_available() and dist.is_initialized()
@@ -78,6 +82,7 @@ class LocalContext:
         self.run_dir = Path(run_dir)
         self.checkpoints = self.run_dir / "checkpoints"
         self.stop_after = stop_after
+        self.rule = rule
         self.history: list[dict[str, float]] = []
 
     def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
@@ -102,7 +107,9 @@ class LocalContext:
         return latest_checkpoint_in(self.checkpoints)
 
     def should_stop(self, epoch: int, metrics: dict[str, float]) -> bool:
-        return self.stop_after is not None and epoch >= self.stop_after
+        if self.stop_after is not None and epoch >= self.stop_after:
+            return True
+        return self.rule is not None and bool(self.rule(epoch, metrics))
 
 
 def latest_checkpoint_in(folder: str | Path) -> Path | None:

@@ -34,10 +34,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from geodistill.data import BuildingBatchSampler, DatasetIndex, TrainPairDataset, generate_univ, open_index
 from geodistill.errors import ConfigError, UserError
 from geodistill.models import GeoModel, load_state_dict, model_from_config
-from geodistill.models.checkpoint import match_state_dict
+from geodistill.models.weights_io import file_sha256, match_state_dict
 from geodistill.train.checkpoint import (
     MODEL_FILE,
-    file_sha256,
     load_checkpoint,
     load_train_state,
     read_meta,

@@ -27,7 +27,7 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from geodistill.platform.demo import FULL, SMOKE, run_demo
+    from geodistill.platform.demo_pipeline import FULL, SMOKE, run_demo
 
     run_demo(args.out, plan=SMOKE if args.smoke_test else FULL, seed=args.seed, address=args.address)
     return 0

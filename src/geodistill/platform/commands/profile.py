@@ -37,7 +37,7 @@ def _rows(args: argparse.Namespace) -> list[dict]:
 
     import torch
 
-    from geodistill.errors import ConfigError
+    from geodistill.errors import ConfigError, one_line
     from geodistill.models import BACKBONES, GeoModel, ModelConfig, get_spec
     from geodistill.models.cost import analytic_backbone_macs, profile
 
@@ -51,9 +51,7 @@ def _rows(args: argparse.Namespace) -> list[dict]:
         try:
             torch.empty(0, device=args.device)
         except (RuntimeError, AssertionError) as err:
-            raise ConfigError(
-                f"device {args.device!r} is not usable here: {str(err).splitlines()[0]}"
-            ) from None
+            raise ConfigError(f"device {args.device!r} is not usable here: {one_line(err)}") from None
     names = list(BACKBONES) if args.all else [get_spec(args.backbone).name]
     rows = []
     for name in names:

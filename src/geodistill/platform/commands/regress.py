@@ -48,7 +48,8 @@ def register(subparsers) -> None:
 def _run(args: argparse.Namespace) -> int:
     from geodistill.errors import ConfigError
     from geodistill.leaderboard import Leaderboard
-    from geodistill.leaderboard.regress import checks_json, compare_fronts, format_checks, gate, run_baseline
+    from geodistill.leaderboard.regress import checks_json, compare_fronts, format_checks, gate
+    from geodistill.platform.baseline import run_baseline
 
     if args.smoke_test:
         return _smoke(args)
@@ -83,7 +84,8 @@ def _smoke(args: argparse.Namespace) -> int:
     import tempfile
 
     from geodistill.leaderboard import Leaderboard
-    from geodistill.leaderboard.regress import format_checks, gate, run_baseline, smoke_baseline
+    from geodistill.leaderboard.regress import format_checks, gate
+    from geodistill.platform.baseline import run_baseline, smoke_baseline
 
     with tempfile.TemporaryDirectory(prefix="geodistill-regress-smoke-") as tmp:
         baseline = smoke_baseline(tmp)

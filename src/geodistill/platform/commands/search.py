@@ -102,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
     experiment = args.experiment or f"{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
 
     from geodistill.leaderboard import Leaderboard, default_root
-    from geodistill.platform.config import compose_run_config
+    from geodistill.platform.compose import compose_run_config
     from geodistill.platform.search import format_pareto, resolve_storage, run_search, train_teacher_for
 
     Leaderboard(args.leaderboard or default_root()).check_writable(experiment)  # before any training

@@ -64,29 +64,13 @@ def _summary(cfg) -> str:
     return "\n".join(lines)
 
 
-def nested_metrics(flat: dict[str, float]) -> dict[str, dict[str, float]]:
-    """Flat d2s_/s2d_ keys back to ``evaluate``'s nested form (for format_table); absent ones skipped."""
-    from geodistill.eval.flatten import DIRECTION_PREFIXES, METRIC_SUFFIXES
-
-    nested = {}
-    for direction, prefix in DIRECTION_PREFIXES.items():
-        values = {
-            name: flat[f"{prefix}_{suffix}"]
-            for name, suffix in METRIC_SUFFIXES.items()
-            if f"{prefix}_{suffix}" in flat
-        }
-        if len(values) == len(METRIC_SUFFIXES):
-            nested[direction] = values
-    return nested
-
-
 def _run(args: argparse.Namespace) -> int:
     import contextlib
     import json
     import sys
 
-    from geodistill.eval import format_table
-    from geodistill.platform.config import SMOKE_OVERRIDES, compose_run_config
+    from geodistill.eval import format_table, nested_metrics
+    from geodistill.platform.compose import SMOKE_OVERRIDES, compose_run_config
     from geodistill.platform.train_driver import prepare_config, run_training
 
     overrides = [*SMOKE_OVERRIDES, *args.overrides] if args.smoke_test else list(args.overrides)

@@ -4,7 +4,7 @@ The package, in the order a search runs:
 
 - ``space``   the search space, all of it: YAML -> validated ``SearchSpace`` -> Optuna
               sampling (``suggest``) -> one trial's ``RunConfig`` (``trial_config``), and what
-              the space implies for the search (``first_assignment``, ``multi_worker``,
+              the space implies for the search (``first_assignment``, ``uses_ray_train``,
               ``max_epochs``).
 - ``driver``  ``run_search``, its steps named top to bottom; ``SearchResult``; Pareto printing.
 - ``tuner``   the Optuna searcher, ASHA, a new or restored ``Tuner``.
@@ -31,7 +31,6 @@ _HOME = {
     "SearchResult": "driver",
     "resolve_storage": "driver",
     "study_url": "driver",
-    "pareto_rows": "driver",
     "format_pareto": "driver",
     # tuner
     "SAMPLERS": "tuner",
@@ -40,16 +39,14 @@ _HOME = {
     # space
     "SearchSpace": "space",
     "ParamSpec": "space",
-    "METRICS": "space",
     "load_space": "space",
     "parse_space": "space",
     "resolve_space": "space",
     "spaces_dir": "space",
-    "apply_overrides": "space",
     "suggest": "space",
     "trial_config": "space",
     "first_assignment": "space",
-    "multi_worker": "space",
+    "uses_ray_train": "space",
     "max_epochs": "space",
     # trial
     "run_trial": "trial",

@@ -34,14 +34,15 @@ from typing import Any
 from ray import tune
 
 from geodistill.errors import ConfigError
+from geodistill.eval.names import OBJECTIVE_METRICS
+from geodistill.leaderboard.pareto import pareto_rows
 from geodistill.platform.search.rows import LeaderboardCallback
 from geodistill.platform.search.space import (
-    METRICS,
     SearchSpace,
     first_assignment,
     load_space,
-    multi_worker,
     trial_config,
+    uses_ray_train,
 )
 from geodistill.platform.search.trial import TrialSetup, run_trial
 from geodistill.platform.search.tuner import SAMPLERS, SearchPaths, asha_scheduler, new_tuner, restore_tuner
@@ -128,19 +129,19 @@ def run_search(
     # Inside `ray job submit` the job's cluster is in RAY_ADDRESS: join it, never start another.
     init_ray(address or os.environ.get("GEODISTILL_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS"))
 
-    multi = multi_worker(space, base)
+    ray_train = uses_ray_train(space, base)
     setup = TrialSetup(
         space=space,
         base=base,
         experiment=experiment,
         metric=space.metric,
         storage_path=where.storage_root,
-        rung_store=_rung_store(experiment, where) if early_stopping and multi else None,
+        rung_store=_rung_store(experiment, where) if early_stopping and ray_train else None,
         grace_period=grace_period,
         reduction_factor=reduction_factor,
         objective=objective,
     )
-    trainable = _make_trainable(setup, multi_worker=multi, cpus=cpus_per_trial, gpus=gpus_per_trial)
+    trainable = _make_trainable(setup, ray_train=ray_train, cpus=cpus_per_trial, gpus=gpus_per_trial)
 
     can_restore = tune.Tuner.can_restore(where.experiment_path)
     if can_restore and not resume:
@@ -172,7 +173,7 @@ def run_search(
             max_concurrent=max_concurrent,
             time_budget_s=time_budget_s,
             scheduler=asha_scheduler(space, base, grace_period, reduction_factor)
-            if early_stopping and not multi
+            if early_stopping and not ray_train
             else None,
             verbose=verbose,
             max_failures=max_failures,
@@ -214,7 +215,7 @@ def _prepare_space(
     metric: str | None,
 ) -> tuple[SearchSpace, dict[str, Any]]:
     """The validated space and the base run config (as a dict), the teacher made absolute."""
-    from geodistill.platform.config import compose_run_config
+    from geodistill.platform.compose import compose_run_config
 
     base_cfg = compose_run_config(list(overrides))
     if teacher is not None:
@@ -222,8 +223,8 @@ def _prepare_space(
     base = base_cfg.to_dict()
     space = space if isinstance(space, SearchSpace) else load_space(space, base=base)
     if metric is not None:
-        if metric not in METRICS:
-            raise ConfigError(f"--metric must be one of {', '.join(METRICS)}; got {metric!r}")
+        if metric not in OBJECTIVE_METRICS:
+            raise ConfigError(f"--metric must be one of {', '.join(OBJECTIVE_METRICS)}; got {metric!r}")
         space = dataclasses.replace(space, metric=metric)
     stage_cfg = trial_config(space, first_assignment(space), base=base)
     if stage_cfg.stage == "student" and not stage_cfg.distill.teacher_checkpoint:
@@ -279,7 +280,7 @@ def _locate(
 
 
 def _rung_store(experiment: str, where: SearchPaths) -> Any:
-    """Where multi-worker trials share their rung results (a file when local, else an actor)."""
+    """Where Ray Train trials share their rung results (a file when local, else an actor)."""
     from geodistill.platform.search.rung import FileRungStore, RayRungStore
 
     if where.local:
@@ -287,11 +288,11 @@ def _rung_store(experiment: str, where: SearchPaths) -> Any:
     return RayRungStore(f"rungs-{experiment}").create()
 
 
-def _make_trainable(setup: TrialSetup, *, multi_worker: bool, cpus: float, gpus: float) -> Any:
+def _make_trainable(setup: TrialSetup, *, ray_train: bool, cpus: float, gpus: float) -> Any:
     """``run_trial`` bound to its setup, with the resources one trial asks for."""
-    # A multi-worker trial only drives its TorchTrainer: it takes no CPU from the workers
+    # A Ray Train trial only drives its TorchTrainer: it takes no CPU from the workers
     # (Tune refuses an empty request, so it asks for a token amount of memory instead).
-    resources = {"cpu": cpus, "gpu": gpus} if not multi_worker else {"cpu": 0, "memory": 2**20}
+    resources = {"cpu": cpus, "gpu": gpus} if not ray_train else {"cpu": 0, "memory": 2**20}
     return tune.with_resources(tune.with_parameters(run_trial, setup=setup), resources)
 
 
@@ -327,23 +328,6 @@ def _finish(
         interrupted=interrupted,
         written=list(callback.written),
     )
-
-
-def pareto_rows(frame: Any, *, metric: str = "d2s_recall1") -> Any:
-    """The rows on the (metric max, GFLOPs min) Pareto front among finished ("ok") trials."""
-    import numpy as np
-    import polars as pl
-
-    from geodistill.leaderboard.pareto import pareto_mask
-
-    usable = frame.filter(
-        pl.col(metric).is_not_null() & pl.col("gflops").is_not_null() & (pl.col("status") == "ok")
-    )
-    if usable.height == 0:
-        return usable
-    points = np.column_stack([usable[metric].to_numpy(), usable["gflops"].to_numpy()])
-    mask = pareto_mask(points, maximize=[True, False])
-    return usable.filter(pl.Series(mask)).sort("gflops")
 
 
 def format_pareto(pareto: Any, *, metric: str = "d2s_recall1") -> str:

@@ -16,30 +16,11 @@ from typing import Any
 
 from ray import tune
 
+from geodistill.errors import one_line
 from geodistill.platform.search.space import SearchSpace, trial_config
 from geodistill.platform.search.trial import trial_cost
 from geodistill.train.config import RunConfig
 from geodistill.train.context import default_device
-
-
-def one_line_error(err: BaseException | None) -> str:
-    """``Type: message`` of the root cause (Ray wraps trial errors), first line only."""
-    if err is None:
-        return "trial failed"
-    cause = err
-    for _ in range(5):
-        inner = getattr(cause, "cause", None) or cause.__cause__
-        if inner is None or inner is cause:
-            break
-        cause = inner
-    text = str(cause).strip()
-    # RayTaskError text starts with a header line; the original message is on the last line.
-    lines = [line for line in text.splitlines() if line.strip()]
-    message = lines[-1].strip() if lines else ""
-    name = type(cause).__name__
-    if re.match(rf"^{re.escape(name)}\b", message) or re.match(r"^\w+(Error|Exception)\b", message):
-        return message
-    return f"{name}: {message}" if message else name
 
 
 def trial_error(trial: Any) -> str:
@@ -49,7 +30,7 @@ def trial_error(trial: Any) -> str:
     for path in (getattr(trial, "pickled_error_file", None),):
         if path and Path(path).is_file():
             try:
-                return one_line_error(cloudpickle.loads(Path(path).read_bytes()))
+                return one_line(cloudpickle.loads(Path(path).read_bytes()), root_cause=True)
             except Exception:  # an unpicklable error: fall back to the text file
                 pass
     text_path = getattr(trial, "error_file", None)
@@ -58,7 +39,7 @@ def trial_error(trial: Any) -> str:
         try:
             error = trial.get_pickled_error()
             if error is not None:
-                return one_line_error(error)
+                return one_line(error, root_cause=True)
             text = trial.get_error()
         except Exception:  # storage not reachable: still record the failure
             text = None
@@ -89,10 +70,11 @@ def trial_row(
     run_id: str | None = None,
 ) -> dict[str, Any]:
     """The leaderboard row of one trial (``leaderboard.make_row`` fields)."""
-    from geodistill.leaderboard import METRIC_COLUMNS, make_row
+    from geodistill.eval.names import METRIC_KEYS
+    from geodistill.leaderboard import make_row
 
     over_budget = bool(result.get("over_budget"))
-    metrics = {} if over_budget else {k: result[k] for k in METRIC_COLUMNS if result.get(k) is not None}
+    metrics = {} if over_budget else {k: result[k] for k in METRIC_KEYS if result.get(k) is not None}
     epochs = result.get("epoch")
     return make_row(
         row_key=f"{experiment}/{trial_id}/{cfg.stage}",
@@ -122,7 +104,7 @@ def trial_row(
         gflops=result.get("gflops"),
         gmacs=result.get("gmacs"),
         flop_counter=result.get("flop_counter"),
-        device=str(default_device()) if cfg.scaling.num_workers <= 1 else None,
+        device=str(default_device()) if cfg.scaling.in_process else None,
         checkpoint_uri=checkpoint or result.get("checkpoint_uri"),
         config_json=cfg.to_dict(),
         node_id=result.get("node_id"),
@@ -207,7 +189,9 @@ class LeaderboardCallback(tune.Callback):
             import logging
 
             logging.getLogger(__name__).warning(
-                "leaderboard row for trial %s not written yet: %s", trial.trial_id, one_line_error(err)
+                "leaderboard row for trial %s not written yet: %s",
+                trial.trial_id,
+                one_line(err, root_cause=True),
             )
 
     def write(self, trial: Any, *, failed: bool | None = None) -> bool:

@@ -1,7 +1,7 @@
-"""ASHA's rung rule, for trials that must stop themselves (multi-worker trials hosting a TorchTrainer).
+"""ASHA's rung rule, for trials that must stop themselves (Ray Train trials hosting a TorchTrainer).
 
 Why: in Ray 2.60 a Tune scheduler that stops a trial running a ``TorchTrainer`` leaks the
-trainer's workers and later trials hang (ray issue #54305). So a multi-worker trial is never
+trainer's workers and later trials hang (ray issue #54305). So a Ray Train trial is never
 stopped from outside: its rank-0 worker asks ``RungRule(epoch, metrics)`` after every epoch
 (``TrainContext.should_stop``), and the loop ends cleanly, checkpoint and all.
 

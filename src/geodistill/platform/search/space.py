@@ -15,8 +15,8 @@ Everything is checked when the space is loaded, before any trial starts: every p
 name, every bound and every choice is composed into a ``RunConfig`` (so a choice the trial
 would refuse is refused now), and each error is one line naming the key.
 ``suggest(trial, space)`` is the define-by-run function ``OptunaSearch`` calls;
-``trial_config`` composes the RunConfig a trial trains; ``first_assignment``, ``multi_worker``
-and ``max_epochs`` read what the space implies for the whole search (the stage, whether a
+``trial_config`` composes the RunConfig a trial trains; ``first_assignment``,
+``uses_ray_train`` and ``max_epochs`` read what the space implies for the whole search (the stage, whether a
 scheduler may stop trials, the longest trial).
 """
 
@@ -30,17 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geodistill.errors import ConfigError, UnknownBackboneError
+from geodistill.errors import ConfigError, UnknownBackboneError, one_line
+from geodistill.eval.names import OBJECTIVE_METRICS
+from geodistill.platform.compose import apply_overrides
 from geodistill.train.config import RunConfig
 
 PARAM_TYPES = ("loguniform", "uniform", "int", "choice")
-METRICS = ("d2s_recall1", "d2s_ap", "s2d_recall1", "s2d_ap")
 EFFICIENCY = ("gflops",)
 TOP_LEVEL_KEYS = {"name", "description", "objectives", "flops_budget", "fixed", "params"}
 PARAM_KEYS = {"type", "low", "high", "log", "step", "choices", "when"}
 SPACES_ENV = "GEODISTILL_SEARCH_SPACES"
-# model.img_size and data.img_size must agree (RunConfig refuses two values): set both.
-MIRRORED = {"data.img_size": "model.img_size", "model.img_size": "data.img_size"}
 
 
 @dataclass(frozen=True)
@@ -120,8 +119,7 @@ def _compose_yaml(path: Path) -> dict[str, Any]:
             cfg = compose(config_name=path.stem)
         data = OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException, YAMLError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"search space {path.name}: {first}") from None
+        raise ConfigError(f"search space {path.name}: {one_line(err)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"search space {path.name}: must be a mapping")
     return data
@@ -158,8 +156,10 @@ def parse_space(
     if bad:
         raise ConfigError(f"{where}: unknown key objectives.{bad[0]}")
     metric = objectives.get("metric", "d2s_recall1")
-    if metric not in METRICS:
-        raise ConfigError(f"{where}: objectives.metric must be one of {', '.join(METRICS)}; got {metric!r}")
+    if metric not in OBJECTIVE_METRICS:
+        raise ConfigError(
+            f"{where}: objectives.metric must be one of {', '.join(OBJECTIVE_METRICS)}; got {metric!r}"
+        )
     efficiency = objectives.get("efficiency", "gflops")
     if efficiency not in EFFICIENCY:
         raise ConfigError(f"{where}: objectives.efficiency must be gflops; got {efficiency!r}")
@@ -340,21 +340,6 @@ def _compose(where: str, label: str, d: Mapping[str, Any]) -> RunConfig:
 # ---------------------------------------------------------------- trials
 
 
-def apply_overrides(base: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
-    """A deep copy of nested ``base`` with dotted ``values`` set (img_size kept equal in data/model)."""
-    out = copy.deepcopy(dict(base))
-    for dotted, value in values.items():
-        for key in (dotted, MIRRORED.get(dotted)):
-            if key is None:
-                continue
-            *parents, last = key.split(".")
-            node = out
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[last] = value
-    return out
-
-
 def suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
     """Define-by-run sampling of ``space`` on an Optuna trial; returns {dotted key: value}.
 
@@ -399,14 +384,18 @@ def first_assignment(space: SearchSpace) -> dict[str, Any]:
     return values
 
 
-def multi_worker(space: SearchSpace, base: Mapping[str, Any]) -> bool:
-    """Whether any trial may run a TorchTrainer (> 1 worker): then no scheduler may stop trials."""
+def uses_ray_train(space: SearchSpace, base: Mapping[str, Any]) -> bool:
+    """Whether any trial may run on Ray Train (``scaling.num_workers >= 1``, as for ``train``).
+
+    Such trials host a TorchTrainer, which no scheduler may stop (ray issue #54305): the search
+    then installs no ASHA and trials stop themselves by the rung rule.
+    """
     for p in space.params:
         if p.name == "scaling.num_workers":
             values = p.choices if p.type == "choice" else (p.high,)
-            return any(v > 1 for v in values)
+            return any(v >= 1 for v in values)
     workers = space.fixed.get("scaling.num_workers", base["scaling"]["num_workers"])
-    return workers > 1
+    return workers >= 1
 
 
 def max_epochs(space: SearchSpace, base: Mapping[str, Any]) -> int:

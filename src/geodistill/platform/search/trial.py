@@ -1,10 +1,12 @@
 """The body of one search trial: cost it, then train it in-process or on a TorchTrainer.
 
+``scaling.num_workers`` means here what it means for ``geodistill train``: 0 trains in the
+trial's own process, N >= 1 on a ``TorchTrainer`` of N workers (``ScalingConfig.in_process``).
 Early stopping without hangs (ray issue #54305: a scheduler stopping a trial that hosts a
-``TorchTrainer`` leaks its workers). Single-worker trials (``scaling.num_workers <= 1``) run
-``fit`` inside the trial with a ``TuneTrialContext``; ASHA stops them like any function
-trainable. Multi-worker trials run ``run_training`` (a TorchTrainer) with a ``RungRule`` as
-``should_stop``: they stop themselves inside the loop, and no scheduler is installed.
+``TorchTrainer`` leaks its workers): in-process trials run ``fit`` with a ``TuneTrialContext``
+and ASHA stops them like any function trainable; Ray Train trials run ``run_training`` with a
+``RungRule`` as ``should_stop``: they stop themselves inside the loop, and no scheduler is
+installed.
 GFLOPs per drone query are counted before training and reported with every result; a trial
 over the space's ``flops_budget`` reports at once and trains nothing.
 """
@@ -131,15 +133,14 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
             reduction_factor=setup.reduction_factor,
             max_t=cfg.train.epochs,
         )
-    if cfg.scaling.num_workers <= 1:
-        cfg.scaling.num_workers = 0  # fit runs right here, in the trial's own process
+    if cfg.scaling.in_process:  # fit runs right here, in the trial's own process
         context = TuneTrialContext(extra, should_stop=rule)
         objective = setup.objective
         if objective is None:
             from geodistill.train.loop import fit as objective
         objective(cfg, context=context)
         return
-    # Multi-worker: a TorchTrainer inside the trial, stopped only by its own rung rule.
+    # Ray Train: a TorchTrainer inside the trial, stopped only by its own rung rule.
     from geodistill.platform.train_driver import run_training
 
     trainers = f"{setup.storage_path.rstrip('/')}/{setup.experiment}/trainers"

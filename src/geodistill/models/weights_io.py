@@ -6,13 +6,23 @@ is no unsafe fallback.
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
-from geodistill.errors import CheckpointError
+from geodistill.errors import CheckpointError, one_line
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB chunks): what checkpoints and baselines pin."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -31,13 +41,12 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
             f"refusing to load {path}: it needs pickled code to rebuild, which is never executed "
-            f"(weights_only load failed: {first})"
+            f"(weights_only load failed: {one_line(err)})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(err).splitlines()[0]}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {one_line(err)}") from None
     # Accept the common wrappers {"state_dict": ...} / {"model": ...}.
     if isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
         for key in ("state_dict", "model", "model_state_dict"):

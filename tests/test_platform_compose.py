@@ -7,7 +7,7 @@ import torch
 
 from geodistill.errors import ConfigError, UnknownBackboneError
 from geodistill.models import GeoModel
-from geodistill.platform.config import CONF_DIR, compose_run_config, config_groups
+from geodistill.platform.compose import CONF_DIR, compose_run_config, config_groups
 
 # Options that cannot compose on their own say what they need.
 NEEDS = {("data", "univ"): ["data.root=/data/UniV"]}

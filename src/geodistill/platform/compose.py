@@ -11,8 +11,10 @@ one-line ``ConfigError``.
 
 from __future__ import annotations
 
+import copy
 import re
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,9 @@ from geodistill.train.config import RunConfig
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 CONFIG_NAME = "config"
 SMOKE_OVERRIDES = ["preset=smoke"]
+
+# model.img_size and data.img_size must agree (RunConfig refuses two values): set both.
+MIRRORED = {"data.img_size": "model.img_size", "model.img_size": "data.img_size"}
 
 # Hydra keeps one global instance; composing from two threads at once would clash.
 _HYDRA_LOCK = threading.Lock()
@@ -67,7 +72,7 @@ def compose_dict(overrides: list[str], *, config_dir: str | Path | None = None) 
             composed = compose(config_name=CONFIG_NAME, overrides=overrides)
             return OmegaConf.to_container(composed, resolve=True, throw_on_missing=True)
     except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(_one_line(err)) from None
+        raise ConfigError(_hydra_message(err)) from None
 
 
 def compose_run_config(overrides: list[str], *, config_dir: str | Path | None = None) -> RunConfig:
@@ -79,7 +84,7 @@ def compose_run_config(overrides: list[str], *, config_dir: str | Path | None = 
     return cfg
 
 
-def _one_line(err: Exception) -> str:
+def _hydra_message(err: Exception) -> str:
     """Hydra/OmegaConf messages span lines (options, search path, grammar); keep what a user needs."""
     lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
     if not lines:
@@ -109,3 +114,23 @@ def _one_line(err: Exception) -> str:
         )
     message = first if not full_key or full_key in first else f"{first} (key {full_key})"
     return f"bad config: {message}"
+
+
+def apply_overrides(base: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of nested ``base`` with dotted ``values`` set (img_size kept equal in data/model).
+
+    The one way run-config dicts are layered in code: a search's base + fixed + sampled
+    values, the demo's common part + a stage's own. ``base`` may be partial (missing
+    sections are created); ``RunConfig.from_dict`` fills in the rest.
+    """
+    out = copy.deepcopy(dict(base))
+    for dotted, value in values.items():
+        for key in (dotted, MIRRORED.get(dotted)):
+            if key is None:
+                continue
+            *parents, last = key.split(".")
+            node = out
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = value
+    return out

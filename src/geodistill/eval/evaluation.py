@@ -11,13 +11,13 @@ from torch.utils.data import DataLoader
 from geodistill.data import DatasetIndex, ViewDataset, ViewItem
 from geodistill.errors import DataError
 from geodistill.eval.metrics import retrieval_metrics
+from geodistill.eval.names import DIRECTIONS, METRIC_LABELS, METRIC_SUFFIXES
 from geodistill.models import extract_descriptors
 
-DIRECTIONS = {  # direction -> (query subset, gallery subset)
-    "drone->satellite": ("query_drone", "gallery_satellite"),
-    "satellite->drone": ("query_satellite", "gallery_drone"),
-}
-TABLE_COLUMNS = (("R@1", "recall@1"), ("R@5", "recall@5"), ("R@10", "recall@10"), ("R@top1%", "recall@top1"))
+# (header, evaluate's metric name) of the recall columns of format_table (AP comes last)
+TABLE_COLUMNS = tuple(
+    (METRIC_LABELS[suffix], name) for name, suffix in METRIC_SUFFIXES.items() if suffix != "ap"
+)
 
 
 def _items(index: DatasetIndex, subset: str, fps: int | None) -> list[ViewItem]:

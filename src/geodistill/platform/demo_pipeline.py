@@ -124,29 +124,72 @@ def run_demo(
     echo: Callable[[str], None] | None = None,
 ) -> DemoSummary:
     """Run the five steps into ``out_dir`` (reused: an existing dataset and teacher are kept)."""
-    import polars as pl
-
-    from geodistill.data import check_dataset, generate_univ, open_index
-    from geodistill.errors import UserError
     from geodistill.leaderboard import Leaderboard
     from geodistill.leaderboard.report import write_report
-    from geodistill.platform.search import format_pareto, run_search, write_run_row
-    from geodistill.platform.train_driver import run_training
-    from geodistill.train import RunConfig
-    from geodistill.train.context import latest_checkpoint_in
 
     echo = echo or _print_now
-    out = Path(out_dir).expanduser().absolute()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"cannot create the output directory {out}: {err.strerror}") from None
+    out = _output_dir(out_dir)
     data_dir, runs_dir = out / "data", out / "runs"
     lb_root, search_dir, report_dir = out / "leaderboard", out / "search", out / "report"
     Leaderboard(lb_root).check_writable(EXPERIMENT)  # one line now rather than after the search
     steps = _Steps(5, echo)
 
     steps.start(f"synthetic UniV: {plan.buildings} places, seed {seed} -> {data_dir}")
+    chance = _synthesise(data_dir, plan, seed, echo)
+
+    steps.start(
+        f"stage 1: teacher {plan.teacher_backbone} for {plan.teacher_epochs} epochs (in this process)"
+    )
+    teacher_cfg, teacher_ckpt, teacher_metrics = _train_teacher(data_dir, runs_dir, lb_root, plan, seed, echo)
+    echo(
+        f"  teacher Recall@1 drone->satellite {teacher_metrics.get('d2s_recall1', float('nan')):.1f}%, "
+        f"satellite->drone {teacher_metrics.get('s2d_recall1', float('nan')):.1f}% (chance {chance:.1f}%)"
+    )
+
+    steps.start(
+        f"stage 2: distillation search, {plan.num_samples} trials on local Ray "
+        f"(Optuna multi-objective + ASHA early stopping, {plan.max_concurrent} at a time)"
+    )
+    searched = _search_students(data_dir, search_dir, lb_root, teacher_ckpt, plan, seed, address)
+
+    steps.start(f"Pareto report -> {report_dir}")
+    paths = write_report(Leaderboard(lb_root), report_dir, experiment=EXPERIMENT)
+
+    steps.start(
+        f"what the demo found (and the teacher re-evaluated at {', '.join(map(str, plan.sweep_views))} views)"
+    )
+    sweep = view_sweep(teacher_ckpt, teacher_cfg, data_dir, plan.sweep_views)
+    summary = DemoSummary(
+        out_dir=out,
+        data_dir=data_dir,
+        teacher_checkpoint=teacher_ckpt,
+        teacher_metrics=teacher_metrics,
+        chance_recall1=chance,
+        leaderboard_root=lb_root,
+        report=paths,
+        **_findings(searched),
+        view_sweep=sweep,
+        seconds=steps.elapsed(),
+    )
+    echo(format_summary(summary))
+    return summary
+
+
+def _output_dir(out_dir: str | Path) -> Path:
+    from geodistill.errors import UserError
+
+    out = Path(out_dir).expanduser().absolute()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create the output directory {out}: {err.strerror}") from None
+    return out
+
+
+def _synthesise(data_dir: Path, plan: DemoPlan, seed: int, echo: Callable[[str], None]) -> float:
+    """Step 1: the synthetic dataset (kept when present), checked; returns chance Recall@1 (%)."""
+    from geodistill.data import check_dataset, generate_univ, open_index
+
     if not (data_dir / "dataset_split.json").is_file():
         generate_univ(
             data_dir, buildings=plan.buildings, seed=seed, img_size=max(64, plan.img_size), clouds=plan.clouds
@@ -158,10 +201,19 @@ def run_demo(
         f"  {report.kind}, {report.files_checked} files decoded; gallery of {gallery} tiles "
         f"(chance Recall@1 {chance:.1f}%)"
     )
+    return chance
 
-    steps.start(
-        f"stage 1: teacher {plan.teacher_backbone} for {plan.teacher_epochs} epochs (in this process)"
-    )
+
+def _train_teacher(
+    data_dir: Path, runs_dir: Path, lb_root: Path, plan: DemoPlan, seed: int, echo: Callable[[str], None]
+) -> tuple[Any, Path, dict[str, float]]:
+    """Step 2: the stage-1 teacher in this process (reused when trained) and its leaderboard row."""
+    from geodistill.platform.compose import apply_overrides
+    from geodistill.platform.search import write_run_row
+    from geodistill.platform.train_driver import run_training
+    from geodistill.train import RunConfig
+    from geodistill.train.context import latest_checkpoint_in
+
     common = {
         "experiment": EXPERIMENT,
         "output_dir": str(runs_dir),
@@ -170,20 +222,18 @@ def run_demo(
         "train": {"max_steps_per_epoch": plan.max_steps_per_epoch, "seed": seed},
     }
     teacher_cfg = RunConfig.from_dict(
-        _merge(
+        apply_overrides(
             common,
             {
                 "stage": "teacher",
                 "run_name": "teacher",
-                "data": {"views": plan.teacher_views},
-                "model": {"backbone": plan.teacher_backbone},
-                "train": {
-                    "epochs": plan.teacher_epochs,
-                    "eval_every": 2,
-                    "lr": 3e-3,
-                    "backbone_lr_mult": 1.0,
-                    "warmup_steps": 5,
-                },
+                "data.views": plan.teacher_views,
+                "model.backbone": plan.teacher_backbone,
+                "train.epochs": plan.teacher_epochs,
+                "train.eval_every": 2,
+                "train.lr": 3e-3,
+                "train.backbone_lr_mult": 1.0,
+                "train.warmup_steps": 5,
             },
         )
     )
@@ -199,15 +249,21 @@ def run_demo(
     if teacher_ckpt is None:
         raise RuntimeError(f"the teacher wrote no checkpoint under {teacher_dir}")
     write_run_row(teacher_cfg, teacher_metrics, checkpoint=str(teacher_ckpt), root=lb_root)
-    echo(
-        f"  teacher Recall@1 drone->satellite {teacher_metrics.get('d2s_recall1', float('nan')):.1f}%, "
-        f"satellite->drone {teacher_metrics.get('s2d_recall1', float('nan')):.1f}% (chance {chance:.1f}%)"
-    )
+    return teacher_cfg, teacher_ckpt, teacher_metrics
 
-    steps.start(
-        f"stage 2: distillation search, {plan.num_samples} trials on local Ray "
-        f"(Optuna multi-objective + ASHA early stopping, {plan.max_concurrent} at a time)"
-    )
+
+def _search_students(
+    data_dir: Path,
+    search_dir: Path,
+    lb_root: Path,
+    teacher_ckpt: Path,
+    plan: DemoPlan,
+    seed: int,
+    address: str | None,
+) -> Any:
+    """Step 3: the distillation search on local Ray (resumed when a previous demo left one)."""
+    from geodistill.platform.search import run_search
+
     # Trials checkpoint every epoch; Tune's warning about frequent experiment snapshots is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     overrides = [
@@ -219,7 +275,7 @@ def run_demo(
         f"train.seed={seed}",
         *([f"train.max_steps_per_epoch={plan.max_steps_per_epoch}"] if plan.max_steps_per_epoch else []),
     ]
-    searched = run_search(
+    return run_search(
         SEARCH_SPACE,
         experiment=EXPERIMENT,
         num_samples=plan.num_samples,
@@ -236,49 +292,34 @@ def run_demo(
         verbose=0,
     )
 
-    steps.start(f"Pareto report -> {report_dir}")
-    paths = write_report(Leaderboard(lb_root), report_dir, experiment=EXPERIMENT)
 
-    steps.start(
-        f"what the demo found (and the teacher re-evaluated at {', '.join(map(str, plan.sweep_views))} views)"
-    )
+def _findings(searched: Any) -> dict[str, Any]:
+    """Step 5: what the search found: trials, GFLOPs spans, Recall@1 by views, the Pareto table."""
+    import polars as pl
+
+    from geodistill.platform.search import format_pareto
+
     students = searched.rows.filter(searched.rows["stage"] == "student")
     finished = students.filter(
         students["status"].is_in(["ok", "stopped"]) & students["d2s_recall1"].is_not_null()
     )
     gflops = [g for g in finished["gflops"].to_list() if g]
-    gflops_range = max(gflops) / min(gflops) if gflops else 0.0
     front = [g for g in searched.pareto["gflops"].to_list() if g] if searched.pareto.height else []
-    front_range = max(front) / min(front) if front else 0.0
-    by_views = {
-        int(v): float(r)
-        for v, r in finished.group_by("views").agg(pl.col("d2s_recall1").mean()).sort("views").iter_rows()
-    }
-    sweep = view_sweep(teacher_ckpt, teacher_cfg, data_dir, plan.sweep_views)
-    table = format_pareto(searched.pareto, metric="d2s_recall1")
-    summary = DemoSummary(
-        out_dir=out,
-        data_dir=data_dir,
-        teacher_checkpoint=teacher_ckpt,
-        teacher_metrics=teacher_metrics,
-        chance_recall1=chance,
-        leaderboard_root=lb_root,
-        report=paths,
-        trials=students.height,
-        pareto_table=table,
-        gflops_range=gflops_range,
-        front_gflops_range=front_range,
-        recall_by_views=by_views,
-        view_sweep=sweep,
-        seconds=steps.elapsed(),
-    )
     failed = students.filter(students["status"] == "failed")
+    notes = []
     if failed.height:
-        summary.notes.append(
-            f"{failed.height} trial(s) failed; see `geodistill leaderboard show --experiment demo`"
-        )
-    echo(format_summary(summary))
-    return summary
+        notes.append(f"{failed.height} trial(s) failed; see `geodistill leaderboard show --experiment demo`")
+    return {
+        "trials": students.height,
+        "pareto_table": format_pareto(searched.pareto, metric="d2s_recall1"),
+        "gflops_range": max(gflops) / min(gflops) if gflops else 0.0,
+        "front_gflops_range": max(front) / min(front) if front else 0.0,
+        "recall_by_views": {
+            int(v): float(r)
+            for v, r in finished.group_by("views").agg(pl.col("d2s_recall1").mean()).sort("views").iter_rows()
+        },
+        "notes": notes,
+    }
 
 
 def format_summary(s: DemoSummary) -> str:
@@ -341,16 +382,6 @@ def view_sweep(checkpoint: Path, cfg: Any, data_dir: Path, views: tuple[int, ...
 
 def _print_now(line: str) -> None:
     print(line, flush=True)  # progress must show even when stdout is a file or a pipe
-
-
-def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Nested dict merge (b wins), for building run configs out of a common part."""
-    out = dict(a)
-    for key, value in b.items():
-        out[key] = (
-            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-        )
-    return out
 
 
 def _epoch_of(checkpoint: Path) -> int:

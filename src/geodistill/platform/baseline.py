@@ -1,0 +1,284 @@
+"""Measuring checkpoints against a baseline file: the runner behind ``geodistill regress --baseline``.
+
+It loads each pinned checkpoint (a Video2BEV ``.pth`` or a geodistill checkpoint), checks its
+sha256 and golden descriptors, counts its cost, evaluates it on the baseline's dataset and
+builds its leaderboard row. It needs data, models, train and eval, so it lives in
+``platform``; the comparison and the gate (``load_baseline``, ``tol_check``, ``gate``) stay in
+``geodistill.leaderboard.regress``. Torch is imported when a gate runs, not at import.
+
+``run_baseline`` reads as its steps: ``_checked_entries`` (every checkpoint exists and matches
+its sha256 before the slow part), ``_dataset_root``, then per checkpoint ``_golden_check``,
+the cost checks, the metric checks (``_evaluate``) and ``_baseline_row``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from geodistill.errors import CheckpointError, ConfigError
+from geodistill.leaderboard.regress import (
+    DEFAULT_METRIC_TOL,
+    GOLDEN_ATOL,
+    GOLDEN_RTOL,
+    Check,
+    GateResult,
+    load_baseline,
+    tol_check,
+)
+from geodistill.leaderboard.store import Leaderboard, make_row, metrics_to_columns
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _weights_file(kind: str, path: Path) -> Path:
+    """The file whose sha256 the baseline pins: the .pth, or a checkpoint dir's model.safetensors."""
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_file():
+        return path
+    if kind == "video2bev":
+        raise CheckpointError(f"{path}: a video2bev checkpoint is a file (net_EEE.pth), not a directory")
+    from geodistill.train.checkpoint import MODEL_FILE, resolve_checkpoint
+
+    target = resolve_checkpoint(path)
+    return target / MODEL_FILE if target.is_dir() else target
+
+
+def load_model(kind: str, path: Path):
+    """(GeoModel in eval mode, meta dict) for a baseline entry."""
+    if kind == "video2bev":
+        from geodistill.models import load_video2bev
+
+        return load_video2bev(path).eval(), {"format": "video2bev"}
+    from geodistill.train.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(path)
+    return model.eval(), meta
+
+
+def golden_input(seed: int, batch: int, img_size: int):
+    """The fixed input [batch,3,H,W] (standard normal, CPU generator ``seed``)."""
+    import torch
+
+    return torch.randn(batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(seed))
+
+
+def golden_descriptors(model, seed: int, batch: int, img_size: int) -> np.ndarray:
+    """[2,batch,D] float32: the satellite and the drone encoders on the golden input (no flip)."""
+    import torch
+
+    x = golden_input(seed, batch, img_size)
+    with torch.inference_mode():
+        return np.stack([model.encode(x, view=v).float().numpy() for v in ("satellite", "drone")])
+
+
+@dataclass
+class _Entry:
+    """One baseline checkpoint, checked and located."""
+
+    spec: dict[str, Any]  # the parsed checkpoints[i] of the baseline
+    path: Path
+    digest: str  # sha256 of its weights file
+    golden: Path | None
+
+
+def run_baseline(
+    path: str | Path,
+    *,
+    data: str | Path | None = None,
+    leaderboard: Leaderboard | None = None,
+    write_golden: bool = False,
+    experiment: str | None = None,
+) -> GateResult:
+    """Evaluate every checkpoint of a baseline; return the checks and the rows (written if asked).
+
+    User errors (missing checkpoint, sha256 mismatch, pickled code, missing data or golden file)
+    raise one-line UserErrors before anything is written. ``write_golden`` (re)creates the golden
+    files and checks sha256 and cost only (no evaluation, no rows).
+    """
+    from geodistill.data import open_index
+    from geodistill.models import profile
+
+    baseline = load_baseline(path)
+    ds, gi = baseline["dataset"], baseline["golden_input"]
+    entries = _checked_entries(baseline, write_golden=write_golden)
+    root = _dataset_root(baseline, data, path)
+    index = open_index(root, elevation=ds["elevation"], fps=ds["fps"])
+    result = GateResult()
+    for entry in entries:
+        name = entry.spec["name"]
+        model, _meta = load_model(entry.spec["kind"], entry.path)
+        pinned = entry.spec["sha256"]
+        checks = [
+            Check(
+                name,
+                "sha256",
+                (pinned or "unpinned")[:12],
+                entry.digest[:12],
+                "exact",
+                True if pinned else None,
+            )
+        ]
+        if entry.golden is not None:
+            checks.append(_golden_check(name, model, entry.golden, gi, ds["img_size"], write=write_golden))
+        cost = profile(model, img_size=ds["img_size"], views=ds["views"], measure_latency=False)
+        measured_cost = {"params_m": cost.params_m, "gflops": cost.gflops, "gmacs": cost.gmacs}
+        checks += [
+            tol_check(name, k, exp, measured_cost[k], absolute=False) for k, exp in entry.spec["cost"].items()
+        ]
+        if write_golden:  # only (re)creating golden files: no evaluation, no row
+            result.checks += checks
+            continue
+        metrics = _evaluate(model, index, ds)
+        checks += [
+            tol_check(name, k, exp, metrics.get(k), absolute=True) for k, exp in entry.spec["metrics"].items()
+        ]
+        result.checks += checks
+        result.rows.append(
+            _baseline_row(
+                entry, model, metrics, cost, checks, ds, path=path, experiment=experiment or baseline["name"]
+            )
+        )
+        del model
+    if leaderboard is not None and result.rows:
+        leaderboard.write(result.rows)
+    return result
+
+
+def _checked_entries(baseline: dict[str, Any], *, write_golden: bool) -> list[_Entry]:
+    """Every checkpoint exists and matches its pinned sha256 (and has its golden file), or a UserError."""
+    from geodistill.models.weights_io import file_sha256
+
+    entries = []
+    for ck in baseline["checkpoints"]:
+        ck_path = _resolve(baseline["dir"], ck["path"])
+        weights = _weights_file(ck["kind"], ck_path)
+        digest = file_sha256(weights)
+        if ck["sha256"] is not None and digest != ck["sha256"]:
+            raise CheckpointError(
+                f"sha256 mismatch for {ck['name']} ({weights}): baseline pins {ck['sha256'][:12]}…, "
+                f"file has {digest[:12]}…"
+            )
+        golden = _resolve(baseline["dir"], ck["golden"]) if ck["golden"] else None
+        if golden is not None and not write_golden and not golden.is_file():
+            raise ConfigError(f"golden descriptors not found: {golden} (create them with --write-golden)")
+        entries.append(_Entry(ck, ck_path, digest, golden))
+    return entries
+
+
+def _dataset_root(baseline: dict[str, Any], data: str | Path | None, path: str | Path) -> str | Path:
+    """``--data``, else the baseline's dataset.root (relative to the YAML)."""
+    if data is not None:
+        return data
+    if baseline["dataset"]["root"]:
+        return _resolve(baseline["dir"], baseline["dataset"]["root"])
+    raise ConfigError(f"baseline {path}: no dataset root (set dataset.root or pass --data)")
+
+
+def _golden_check(name: str, model, golden: Path, gi: dict[str, int], img_size: int, *, write: bool) -> Check:
+    """Write the golden descriptors (``write``) or compare them with the stored ones."""
+    got = golden_descriptors(model, gi["seed"], gi["batch"], img_size)
+    if write:
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        np.save(golden, got)
+        return Check(name, "golden descriptors", "written", str(got.shape), "", None)
+    want = np.load(golden)
+    if want.shape != got.shape:
+        return Check(name, "golden descriptors", str(want.shape), str(got.shape), "shape", False)
+    diff = float(np.max(np.abs(got - want)))
+    ok = bool(np.allclose(got, want, rtol=GOLDEN_RTOL, atol=GOLDEN_ATOL))
+    tol = f"rtol {GOLDEN_RTOL:g} atol {GOLDEN_ATOL:g}"
+    return Check(name, "golden descriptors", "stored", f"max |Δ| {diff:.2e}", tol, ok)
+
+
+def _evaluate(model, index, ds: dict[str, Any]) -> dict[str, float]:
+    """The leaderboard's metric columns of ``model`` on the baseline's test split."""
+    from geodistill.eval import evaluate
+
+    result = evaluate(
+        model, index, views=ds["views"], img_size=ds["img_size"], batch_size=ds["batch_size"], fps=ds["fps"]
+    )
+    return metrics_to_columns(result)
+
+
+def _baseline_row(
+    entry: _Entry,
+    model,
+    metrics: dict[str, float],
+    cost,
+    checks: list[Check],
+    ds: dict[str, Any],
+    *,
+    path: str | Path,
+    experiment: str,
+) -> dict[str, Any]:
+    """The leaderboard row of one measured checkpoint (stage "baseline"; error names what regressed)."""
+    regressed = [c.what for c in checks if c.ok is False]
+    return make_row(
+        experiment=experiment,
+        trial_id=entry.spec["name"],
+        run_id=entry.digest[:16],
+        stage="baseline",
+        status="ok",
+        error=("regressed: " + ", ".join(regressed)) if regressed else None,
+        dataset_name=ds["name"],
+        dataset_elevation=ds["elevation"],
+        dataset_fps=ds["fps"],
+        backbone=model.cfg.backbone,
+        img_size=ds["img_size"],
+        views=ds["views"],
+        refiner=model.cfg.refiner,
+        **metrics,
+        params_m=cost.params_m,
+        gflops=cost.gflops,
+        gmacs=cost.gmacs,
+        flop_counter=cost.counter,
+        device=cost.device,
+        checkpoint_uri=str(entry.path.resolve()),
+        config_json={"baseline": str(Path(path).name), "kind": entry.spec["kind"], "dataset": ds},
+    )
+
+
+def smoke_baseline(folder: str | Path) -> Path:
+    """A complete tiny baseline for ``regress --smoke-test``: synthetic data, a random resnet18
+    checkpoint at 32 px, its golden descriptors and expectations pinned from one measurement."""
+    import torch
+
+    from geodistill.data.synth import generate_univ
+    from geodistill.models import GeoModel, ModelConfig, save_model
+    from geodistill.models.weights_io import file_sha256
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = generate_univ(folder / "data", buildings=8, seed=0, img_size=32)
+    torch.manual_seed(0)
+    model = GeoModel(
+        ModelConfig(backbone="resnet18", img_size=32, embed_dim=64, pooling="avg"), num_classes=4
+    )
+    weights = save_model(model.eval(), folder / "smoke.safetensors")
+    spec = {
+        "name": "regress-smoke",
+        "dataset": {"name": "synthetic-univ", "root": str(data), "views": 2, "img_size": 32},
+        "checkpoints": [
+            {"name": "smoke", "kind": "geodistill", "path": weights.name, "sha256": file_sha256(weights)}
+            | {"golden": "smoke.golden.npy"}
+        ],
+    }
+    path = folder / "baseline.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    run_baseline(path, write_golden=True)
+    row = run_baseline(path).rows[0]
+    spec["checkpoints"][0]["expected"] = {
+        "metrics": {k: {"value": row[k], "tol": DEFAULT_METRIC_TOL} for k in ("d2s_recall1", "s2d_recall1")},
+        "cost": {"params_m": row["params_m"], "gflops": {"value": row["gflops"], "rel_tol": 1e-6}},
+    }
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path

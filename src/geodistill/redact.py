@@ -1,0 +1,75 @@
+"""Secrets, one home: what names or looks like a credential, for the leaderboard and cluster files.
+
+Two uses share one rule. The leaderboard stores each run's config in a shared table, so
+``scrub_secrets`` drops every entry whose key names a secret (whatever its value) and every
+string shaped like a credential. Cluster files are committed, so ``find_secrets`` lists the
+entries ``scrub_secrets`` would drop that hold a value; the validator refuses the file. A
+mapping under a key that names a secret is searched inside rather than judged whole (Ray's
+launcher files have an ``auth:`` section naming the SSH user).
+
+``SECRET_KEY`` is the union of the key names the store and the cluster validator used to
+check separately; ``SECRET_VALUE`` matches access-key ids, tokens with a known prefix and
+PEM private keys.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+SECRET_KEY = re.compile(
+    r"(token|passw(or)?d|passphrase|secret|credential|api[_-]?key|access[_-]?key|private[_-]?key|"
+    r"auth|^aws_|session[_-]?key)",
+    re.IGNORECASE,
+)
+SECRET_VALUE = re.compile(
+    r"^(AKIA|ASIA)[0-9A-Z]{16}$|^(ghp|gho|github_pat|hf|sk|xox[abp])[_-][A-Za-z0-9_-]{16,}"
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
+)
+
+
+def names_secret(key: Any) -> bool:
+    """Whether a mapping key names a secret (``aws_secret_access_key``, ``hf_token``, ``password``...)."""
+    return bool(SECRET_KEY.search(str(key)))
+
+
+def looks_secret(value: Any) -> bool:
+    """Whether a value is a string shaped like a credential (``AKIA...``, ``ghp_...``, a PEM key)."""
+    return isinstance(value, str) and bool(SECRET_VALUE.search(value))
+
+
+def scrub_secrets(obj: Any) -> Any:
+    """A copy of ``obj`` without keys that name secrets or strings that look like credentials."""
+    if isinstance(obj, Mapping):
+        return {
+            str(k): scrub_secrets(v) for k, v in obj.items() if not names_secret(k) and not looks_secret(v)
+        }
+    if isinstance(obj, list | tuple):
+        return [scrub_secrets(v) for v in obj if not looks_secret(v)]
+    return obj
+
+
+def find_secrets(obj: Any, where: str = "") -> list[str]:
+    """Dotted paths (``provider.aws_secret_access_key``, ``env[2]``) of the secrets held in ``obj``.
+
+    An entry holds a secret when its key names one and its value is not empty (a mapping is
+    searched inside instead), or when its value looks like a credential.
+    """
+    found: list[str] = []
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            dotted = f"{where}.{key}" if where else str(key)
+            if isinstance(value, Mapping):
+                found += find_secrets(value, dotted)
+            elif looks_secret(value) or (names_secret(key) and value not in (None, "", [])):
+                found.append(dotted)
+            else:
+                found += find_secrets(value, dotted)
+    elif isinstance(obj, list | tuple):
+        for i, value in enumerate(obj):
+            if looks_secret(value):
+                found.append(f"{where}[{i}]")
+            else:
+                found += find_secrets(value, f"{where}[{i}]")
+    return found

@@ -1,0 +1,78 @@
+"""One secret rule for the leaderboard's stored configs and the committed cluster files."""
+
+from __future__ import annotations
+
+import pytest
+
+from geodistill.errors import ConfigError
+from geodistill.platform.clusters import validate_document
+from geodistill.redact import find_secrets, names_secret, scrub_secrets
+
+# Key names each of the two former checks knew (the store's list, then the cluster validator's).
+STORE_KEYS = [
+    "hf_token",
+    "password",
+    "passwd",
+    "db_passphrase",
+    "client_secret",
+    "db_credentials",
+    "api_key",
+    "API-KEY",
+    "access_key",
+    "private_key",
+    "authorization",
+    "aws_region_secretless",
+    "session_key",
+]
+CLUSTER_KEYS = ["secret", "password", "passwd", "access_key", "private_key_data", "token", "credential"]
+
+
+@pytest.mark.parametrize("key", sorted(set(STORE_KEYS + CLUSTER_KEYS)))
+def test_every_key_either_check_knew_is_a_secret_for_both(key):
+    assert names_secret(key)
+    assert scrub_secrets({key: "x", "lr": 0.1}) == {"lr": 0.1}
+    assert find_secrets({"provider": {key: "x"}}) == [f"provider.{key}"]
+
+
+@pytest.mark.parametrize("key", ["lr", "backbone", "region", "ssh_user", "bucket", "views", "img_size"])
+def test_ordinary_keys_are_kept(key):
+    assert not names_secret(key)
+    assert scrub_secrets({key: "v"}) == {key: "v"}
+    assert find_secrets({key: "v"}) == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "AKIAABCDEFGHIJKLMNOP",
+        "ghp_" + "a" * 36,
+        "hf_" + "b" * 30,
+        "xoxb-1234567890-abcdefghijkl",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----",
+    ],
+)
+def test_credential_shaped_values_are_found_under_any_key(value):
+    assert scrub_secrets({"note": value, "tags": ["a", value]}) == {"tags": ["a"]}
+    assert find_secrets({"note": value, "tags": ["a", value]}) == ["note", "tags[1]"]
+
+
+def test_a_secret_key_with_no_value_is_not_a_leak_but_is_still_dropped_from_stored_config():
+    doc = {"token": None, "password": "", "provider": {"aws_secret_access_key": "abc"}}
+    assert find_secrets(doc) == ["provider.aws_secret_access_key"]
+    assert scrub_secrets(doc) == {"provider": {}}
+
+
+def test_a_launcher_auth_section_is_searched_inside():
+    assert find_secrets({"auth": {"ssh_user": "ubuntu"}}) == []
+    assert find_secrets({"auth": {"ssh_user": "ubuntu", "ssh_private_key": "~/.ssh/k.pem"}}) == [
+        "auth.ssh_private_key"
+    ]
+
+
+def test_the_cluster_validator_refuses_what_the_store_would_scrub():
+    doc = {"cluster_name": "x", "provider": {"type": "local"}, "hf_token": "hf_" + "c" * 30}
+    with pytest.raises(ConfigError, match=r"^hf_token holds a credential"):
+        validate_document(doc)
+    doc = {"cluster_name": "x", "provider": {"type": "local"}, "env": ["AKIAABCDEFGHIJKLMNOP"]}
+    with pytest.raises(ConfigError, match=r"^env\[0\] holds a credential"):
+        validate_document(doc)
