@@ -48,7 +48,7 @@ class Rehearsal:
              "--cpus-per-node", str(self.cpus_per_node), "--manifest", str(self.manifest_path)],
             stdout=self.log_path.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )  # fmt: skip
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 600  # up to 5 starts of Ray's 30 s node limit on a loaded machine
         while not self.manifest_path.is_file():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.__exit__()

@@ -232,7 +232,7 @@ def usage(rehearsal: RehearsalCluster) -> str:
 START_TIMED_OUT = "timed out during startup"
 
 
-def _start_with_retries(*, workers: int, cpus_per_node: int, attempts: int = 3) -> RehearsalCluster:
+def _start_with_retries(*, workers: int, cpus_per_node: int, attempts: int = 5) -> RehearsalCluster:
     import psutil
 
     for attempt in range(attempts):
