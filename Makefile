@@ -1,12 +1,13 @@
 # Two entry points for a newcomer: `make demo` and `make test`. Both create .venv on first use.
 PYTHON ?= python3.11
-# Tests marked slow repeat paths that faster tests already cover; `make test-all` runs them too.
+# Two tiers: `make test` (fast, the README's test command) and `make test-e2e` (tests marked slow:
+# end-to-end runs and paths the fast tier already covers). `.ci/run` runs both.
 PYTEST_ARGS ?= -m "not slow"
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-smoke test test-all lint bench image clean
+.PHONY: demo demo-smoke test test-e2e test-all lint bench image clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,19 +21,23 @@ demo: $(STAMP)
 demo-smoke: $(STAMP)
 	$(BIN)/geodistill demo --smoke-test
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -c "import uuid, platform; platform.system()"
-	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-e2e: $(STAMP)
+	$(BIN)/python -m pytest -m slow
 
 test-all: $(STAMP)
 	$(MAKE) test PYTEST_ARGS=
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
+# Every benchmark in one run -> benchmarks/results.json, then RESULTS.md's generated tables from it.
 bench: $(STAMP)
-	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+	$(BIN)/python benchmarks/run_all.py; rc=$$?; $(BIN)/python benchmarks/render_results.py; exit $$rc
 
 # The cluster image (docker/Dockerfile): `make image`, or `make image VARIANT=cpu`; push it yourself.
 VARIANT ?= gpu

@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from _figures import figure  # benchmarks/ is on sys.path when a script here runs
 from geodistill.models import GeoModel, ModelConfig
 
 
@@ -79,6 +80,18 @@ def main(argv: list[str] | None = None) -> None:
         f"encode_video  loop over V   : {1000 * t['loop']:8.2f} ms/batch  {qps_l:8.2f} queries/s\n"
         f"  speed-up batched / loop   : {qps_b / qps_l:8.3f}x"
     )
+    loop = "a loop over views (one encode per frame)"
+    figure(
+        "encode_video.batched_ms", 1000 * t["batched"], "ms/batch", label="encode_video batched", anchor=loop
+    )
+    figure(
+        "encode_video.loop_ms",
+        1000 * t["loop"],
+        "ms/batch",
+        label="encode_video loop over views",
+        anchor=loop,
+    )
+    figure("encode_video.speedup", qps_b / qps_l, "x", label="batched / loop", anchor=loop)
 
     # 2. GeoModel.encode vs timm's plain forward of the same backbone module.
     images = frames[:, 0].contiguous()  # [B,3,H,W]
@@ -97,6 +110,16 @@ def main(argv: list[str] | None = None) -> None:
         f"GeoModel.encode             : {1000 * t['geo']:8.2f} ms/batch\n"
         f"timm forward (same module)  : {1000 * t['timm']:8.2f} ms/batch\n"
         f"  overhead ratio geo / timm : {t['geo'] / t['timm']:8.3f}  (target <= 1.05)"
+    )
+    timm_fwd = "timm forward of the same module"
+    figure("encode.geo_ms", 1000 * t["geo"], "ms/batch", label="GeoModel.encode", limit=timm_fwd)
+    figure("encode.timm_ms", 1000 * t["timm"], "ms/batch", label="timm forward", limit=timm_fwd)
+    figure(
+        "encode.overhead",
+        t["geo"] / t["timm"],
+        "x",
+        label="GeoModel.encode / timm (target <= 1.05)",
+        limit=timm_fwd,
     )
 
 

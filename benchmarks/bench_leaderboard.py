@@ -25,6 +25,7 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 
+from _figures import figure  # benchmarks/ is on sys.path when a script here runs
 from geodistill.leaderboard import SCHEMA, Leaderboard
 from geodistill.leaderboard.pareto import hypervolume, pareto_mask, pareto_mask_naive
 from geodistill.leaderboard.store import _conform
@@ -112,6 +113,13 @@ def part_store(files: int, rows: int) -> None:
         print(
             f"  pandas read-all+dedup+filter+front:  {t_naive * 1e3:9.1f} ms   ratio {t_naive / t_ours:.1f}x"
         )
+        pandas = "pandas read_parquet of every file + sort + drop_duplicates"
+        figure("store.rows", n_rows, label="leaderboard rows written")
+        figure("store.ours_s", t_ours, "s", label="Leaderboard.scan + dedup + filter + front", anchor=pandas)
+        figure(
+            "store.pandas_s", t_naive, "s", label="pandas read-all + dedup + filter + front", anchor=pandas
+        )
+        figure("store.speedup", t_naive / t_ours, "x", label="speed-up over pandas", anchor=pandas)
 
 
 def part_pareto() -> None:
@@ -126,12 +134,22 @@ def part_pareto() -> None:
             f"  pareto_mask N={n} M={m}: {t_fast * 1e3:8.2f} ms vs all-pairs {t_naive * 1e3:8.1f} ms "
             f"ratio {t_naive / t_fast:.0f}x (front {int(fast.sum())})"
         )
+        figure(f"pareto.n{n}_m{m}.ours_ms", t_fast * 1e3, "ms", label=f"pareto_mask N={n} M={m}")
+        figure(
+            f"pareto.n{n}_m{m}.speedup",
+            t_naive / t_fast,
+            "x",
+            label=f"pareto_mask N={n} M={m}: speed-up over all pairs",
+            anchor="all-pairs comparison (pareto_mask_naive)",
+        )
     big = rng.normal(size=(1_000_000, 2))
     t_big, mask = timed(pareto_mask, big, [True, False])
     t_hv, _ = timed(hypervolume, big[mask], [-10.0, 10.0], [True, False])
     print(
         f"  pareto_mask N=1,000,000 M=2: {t_big * 1e3:.0f} ms; hypervolume of its front: {t_hv * 1e3:.2f} ms"
     )
+    figure("pareto.n1000000_m2.ms", t_big * 1e3, "ms", label="pareto_mask N=1,000,000 M=2")
+    figure("hypervolume.front_of_1e6.ms", t_hv * 1e3, "ms", label="hypervolume of that front")
 
 
 def main() -> None:

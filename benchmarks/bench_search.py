@@ -26,6 +26,7 @@ from pathlib import Path
 
 import polars as pl
 
+from _figures import figure  # benchmarks/ is on sys.path when a script here runs
 from geodistill.leaderboard.pareto import hypervolume
 from geodistill.platform.compose import compose_run_config
 from geodistill.platform.ray_local import init_ray
@@ -115,6 +116,17 @@ def main() -> None:
     stopped = int((rows_es["status"] == "stopped").sum())
     print(f"| ASHA (grace 1, rf 2) | {hv_es:.3f} | {epochs_es} | {stopped} | {wall_es:.1f} |")
     print(f"compute saved by early stopping: {1 - epochs_es / max(epochs_full, 1):.0%} of the epochs")
+    rand = "random search (Ray Tune + Optuna RandomSampler), same trials"
+    for sampler, (hv_s, _, _) in outcome.items():
+        figure(
+            f"ray.{sampler}.hv", hv_s, label=f"{sampler}: hypervolume after {args.trials} trials", anchor=rand
+        )
+    figure(
+        "ray.asha.hv_ratio", hv_es / hv_full if hv_full else 0.0, "x", label="ASHA / no stopping: hypervolume"
+    )
+    figure(
+        "ray.asha.epochs_saved", 1 - epochs_es / max(epochs_full, 1), "fraction", label="ASHA: epochs saved"
+    )
 
     # Per-trial overhead of the platform (Tune + Optuna on SQLite + leaderboard row per trial).
     trivial = parse_space(
@@ -158,6 +170,13 @@ def main() -> None:
     print(f"| plain loop in one process | {loop_s * 1000:.0f} ms |")
     print(f"| run_search, {args.overhead_trials} trials, 2 at a time | {search_s * 1000:.0f} ms |")
     print(f"platform overhead per trial: {search_s - loop_s:.2f} s ({search_s / loop_s:.0f}x the bare work)")
+    figure(
+        "overhead.per_trial_s",
+        search_s - loop_s,
+        "s",
+        label="platform overhead per trivial trial",
+        anchor="a plain loop",
+    )
     print(f"\nartifacts: {work}")
 
 

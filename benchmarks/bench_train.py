@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from _figures import figure  # benchmarks/ is on sys.path when a script here runs
 from geodistill.platform.compose import compose_run_config
 from geodistill.platform.train_driver import run_training
 
@@ -154,6 +155,10 @@ def main() -> None:
                 )
             base = rates["ddp"]
             print("   relative to ddp: " + ", ".join(f"{k} {v / base:.2f}x" for k, v in rates.items()))
+            for k, v in rates.items():
+                figure(
+                    f"strategy.{k}.steps_per_s", v, "steps/s", label=f"Ray Train 2 x 1 CPU, {k}", anchor="ddp"
+                )
 
         print("\n2. in-process vs Ray Train (1 worker x 1 CPU), ddp strategy")
         local_wall, local_epoch = _timed_run(_cfg(out, "local", buildings=buildings, steps=steps))
@@ -178,6 +183,26 @@ def main() -> None:
             f"   in-process platform step {samples / local_epoch:6.1f} samples/s | ratio to the bare loop {samples / local_epoch / bare:.2f}"
         )
         print(f"   data loader alone {loader:6.1f} samples/s ({loader / bare:.1f}x the bare step's rate)")
+        bare_loop = "bare PyTorch loop, one pre-loaded batch"
+        figure(
+            "ray_vs_local.steady_ratio", local_epoch / ray_epoch, "x", label="steady state Ray / in-process"
+        )
+        figure("ray_vs_local.fixed_cost_s", ray_wall - local_wall, "s", label="fixed Ray Train cost per run")
+        figure(
+            "platform_step.ratio",
+            platform / bare,
+            "x",
+            label="platform step / bare loop (target >= 0.90)",
+            limit=bare_loop,
+        )
+        figure(
+            "platform_step.inprocess_ratio",
+            samples / local_epoch / bare,
+            "x",
+            label="in-process step / bare loop",
+            limit=bare_loop,
+        )
+        figure("loader.over_bare", loader / bare, "x", label="data loader alone / bare step rate")
 
 
 if __name__ == "__main__":

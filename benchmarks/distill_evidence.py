@@ -28,12 +28,13 @@ from pathlib import Path
 import torch
 
 from geodistill.data import generate_univ
-from geodistill.train import InProcessContext, RunConfig, fit
+from geodistill.eval import fit_evaluated
+from geodistill.train import InProcessContext, RunConfig
 
 
 def run(out: Path, name: str, d: dict) -> dict[str, float]:
     cfg = RunConfig.from_dict({"output_dir": str(out), "run_name": name, **d})
-    return fit(cfg, context=InProcessContext(out / name)).metrics
+    return fit_evaluated(cfg, context=InProcessContext(out / name)).metrics
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from geodistill.eval import retrieval_metrics, top1_index, video_descriptors
-from geodistill.eval.reference import reference_metrics
+from geodistill.eval.reference import compute_map, reference_metrics
 
 
 def ranked_gallery(n: int) -> np.ndarray:
@@ -150,6 +150,39 @@ def test_random_agreement_with_reference(seed, monkeypatch):
     q, g = q.astype(np.float32), g.astype(np.float32)
     ql, gl = rng.integers(0, 8, n_q), rng.integers(-1, 8, n_g)
     assert retrieval_metrics(q, ql, g, gl) == reference_metrics(q, ql, g, gl)
+
+
+def test_anchor_compute_map_hand_computed():
+    # Ranking 4, 0, 3, 1, 2 with junk 0 and good 3, 2: junk removed -> 4, 3, 1, 2; good at rows 1 and 3.
+    ap, cmc = compute_map(np.array([4, 0, 3, 1, 2]), np.array([3, 2]), np.array([0]))
+    assert ap == pytest.approx(0.5 * (0 + 1 / 2) / 2 + 0.5 * (1 / 3 + 2 / 4) / 2)
+    assert cmc.tolist() == [0, 1, 1, 1, 1]
+    ap, cmc = compute_map(np.array([1, 0]), np.array([], dtype=np.int64), np.array([], dtype=np.int64))
+    assert ap == 0.0 and cmc[0] == -1  # no good item: skipped by the caller
+
+
+def grid(rng, shape, scale=4):
+    """Features on a coarse grid: exact float32 dot products and many tied scores."""
+    return (np.round(rng.normal(size=shape) * scale) / scale).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_agreement_with_anchor_ties_junk_multi_positive(seed, monkeypatch):
+    """Identical to the published per-query loop: ties, junk, no-positive and many-positive queries."""
+    import geodistill.eval.metrics as m
+
+    rng = np.random.default_rng(100 + seed)
+    monkeypatch.setattr(m, "BLOCK_ELEMENTS", int(rng.integers(50, 5000)))
+    n_q, n_g, d = int(rng.integers(20, 120)), int(rng.integers(50, 400)), int(rng.integers(2, 24))
+    q, g = grid(rng, (n_q, d), scale=[1, 2, 4, 16][seed % 4]), grid(rng, (n_g, d))
+    if seed % 2:  # satellite -> drone shape: few labels, many positives per query (> FEW_GOOD)
+        ql, gl = rng.integers(-1, 4, n_q), rng.integers(-1, 4, n_g)
+    else:  # drone -> satellite shape: ~1 positive, some queries with none, ~10 % junk
+        ql, gl = rng.integers(0, n_g, n_q), rng.integers(0, n_g, n_g)
+        gl[rng.random(n_g) < 0.1] = -1
+    fast = retrieval_metrics(q, ql, g, gl)
+    assert fast == reference_metrics(q, ql, g, gl)
+    assert 0.0 < fast["ap"] < 100.0
 
 
 def test_shape_errors():

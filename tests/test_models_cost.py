@@ -128,7 +128,9 @@ def test_cli_smoke_json_table_and_errors(capsys):
     )
     assert main(["profile", "--backbone", "vit_huge"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("geodistill profile: error: unknown backbone 'vit_huge'; known: vit_tiny")
+    assert err.startswith(
+        "geodistill profile: error: unknown backbone 'vit_huge': not in timm.list_models() nor an alias; known: vit_tiny"
+    )
     assert "\n" not in err
     assert main(["profile", "--views", "0", "--no-latency"]) == 2
     assert capsys.readouterr().err.strip() == "geodistill profile: error: --views must be at least 1, got 0"

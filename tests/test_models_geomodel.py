@@ -42,8 +42,13 @@ def test_unknown_backbone_lists_known_names_in_one_line():
         create_backbone("vit_gigantic", img_size=32)
     msg = str(err.value)
     assert "\n" not in msg
-    assert msg.startswith("unknown backbone 'vit_gigantic'; known: vit_tiny, vit_small")
+    assert msg.startswith(
+        "unknown backbone 'vit_gigantic': not in timm.list_models() nor an alias; known: vit_tiny, vit_small"
+    )
     assert all(name in msg for name in BACKBONES)
+    assert msg.endswith(
+        "did you mean davit_giant, vit_gigantic_patch14_224, vit_giant_patch14_224, vit_tiny?"
+    )
 
 
 @pytest.mark.parametrize(

@@ -127,7 +127,7 @@ def test_train_summary_and_table_in_text_mode(trained, capsys):
         (["train", "model=nope"], "geodistill train: error: unknown model option 'nope'; available:"),
         (
             ["train", "model.backbone=vit_huge"],
-            "geodistill train: error: unknown backbone 'vit_huge'; known:",
+            "geodistill train: error: unknown backbone 'vit_huge': not in timm.list_models() nor an alias; known:",
         ),
         (
             ["train", "stage=student"],

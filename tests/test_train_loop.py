@@ -11,12 +11,12 @@ import torch
 
 from geodistill.data import generate_univ
 from geodistill.errors import CheckpointError, ConfigError
-from geodistill.eval import METRIC_KEYS
+from geodistill.eval import METRIC_KEYS, epoch_evaluator, fit_evaluated
 from geodistill.models import model_from_config
 from geodistill.train.checkpoint import load_checkpoint
 from geodistill.train.config import RunConfig
 from geodistill.train.context import InProcessContext
-from geodistill.train.loop import TrainingDiverged, default_evaluate_fn, fit
+from geodistill.train.loop import TrainingDiverged, fit
 from geodistill.train.steps import TrainModule
 from geodistill.train.teacher_cache import TeacherOutputs
 
@@ -62,8 +62,8 @@ def teacher_run(tmp_path_factory, univ48):
         train={"epochs": 5, "warmup_steps": 2},
     )
     torch.manual_seed(cfg.train.seed)
-    untrained = default_evaluate_fn(cfg)(model_from_config(cfg.model, 24), 0)
-    result = fit(cfg, context=InProcessContext(out / "teacher"))
+    untrained = epoch_evaluator(cfg)(model_from_config(cfg.model, 24), 0)
+    result = fit_evaluated(cfg, context=InProcessContext(out / "teacher"))
     return out, cfg, result, untrained
 
 

@@ -34,8 +34,16 @@ class UnknownBackboneError(ConfigError):
     """A backbone name that the registry does not know."""
 
 
+class UnsupportedBackboneError(ConfigError):
+    """A timm model that lacks the generic feature API (``forward_intermediates``) GeoModel reads."""
+
+
 class CheckpointError(UserError):
     """A checkpoint that is unsafe, missing, or does not fit the model."""
+
+
+class WeightsUnavailableError(CheckpointError):
+    """Pretrained weights that are neither cached locally nor downloadable from here."""
 
 
 class RegressionFailure(Exception):

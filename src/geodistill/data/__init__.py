@@ -17,14 +17,24 @@ from geodistill.data.media import (
     sample_view_indices,
 )
 from geodistill.data.synth import generate_univ
-from geodistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD, drone_transform, satellite_transform
+from geodistill.data.transforms import (
+    IMAGENET,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageConfig,
+    drone_transform,
+    renormalize,
+    satellite_transform,
+)
 
 __all__ = [
+    "IMAGENET",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "BuildingBatchSampler",
     "CheckReport",
     "DatasetIndex",
+    "ImageConfig",
     "TrainPairDataset",
     "ViewDataset",
     "ViewItem",
@@ -38,6 +48,7 @@ __all__ = [
     "read_univ",
     "read_university1652",
     "read_video_frames",
+    "renormalize",
     "sample_view_indices",
     "satellite_transform",
 ]

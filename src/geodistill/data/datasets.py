@@ -17,7 +17,13 @@ from geodistill.data.media import (
     read_video_frames,
     sample_view_indices,
 )
-from geodistill.data.transforms import drone_transform, satellite_transform, seeded_rng
+from geodistill.data.transforms import (
+    IMAGENET,
+    ImageConfig,
+    drone_transform,
+    satellite_transform,
+    seeded_rng,
+)
 from geodistill.errors import CorruptMediaError, DataError
 
 
@@ -84,6 +90,7 @@ class TrainPairDataset(Dataset, _MediaReader):
         class_map: dict[str, int] | None = None,
         train: bool = True,
         teacher_views: int | None = None,
+        image: ImageConfig = IMAGENET,
     ) -> None:
         self.views = views
         self.teacher_views = teacher_views if teacher_views != views else None
@@ -102,8 +109,9 @@ class TrainPairDataset(Dataset, _MediaReader):
         self.drones = drones
         self.satellites = satellites
         self.buildings = [d.building for d in drones]
-        self.drone_tf = drone_transform(img_size, train=train)
-        self.sat_tf = satellite_transform(img_size, train=train)
+        self.image = image  # the student's normalisation and interpolation
+        self.drone_tf = drone_transform(img_size, train=train, image=image)
+        self.sat_tf = satellite_transform(img_size, train=train, image=image)
         self.skipped_media = 0
         self.unreadable: set[int] = set()  # samples whose drone media cannot be decoded at all
 
@@ -152,15 +160,21 @@ class ViewDataset(Dataset, _MediaReader):
     """
 
     def __init__(
-        self, items: list[ViewItem], *, views: int, img_size: int, labels: str = "int-building"
+        self,
+        items: list[ViewItem],
+        *,
+        views: int,
+        img_size: int,
+        labels: str = "int-building",
+        image: ImageConfig = IMAGENET,
     ) -> None:
         if labels != "int-building":
             raise ValueError(f"unknown labels scheme {labels!r}")
         self.items = list(items)
         self.views = views
         self.img_size = img_size
-        self.drone_tf = drone_transform(img_size, train=False)
-        self.sat_tf = satellite_transform(img_size, train=False)
+        self.drone_tf = drone_transform(img_size, train=False, image=image)
+        self.sat_tf = satellite_transform(img_size, train=False, image=image)
         self.skipped_media = 0
 
     def __len__(self) -> int:

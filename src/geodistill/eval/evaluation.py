@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from geodistill.data import DatasetIndex, ViewDataset, ViewItem
+from geodistill.data import IMAGENET, DatasetIndex, ViewDataset, ViewItem
 from geodistill.errors import DataError
 from geodistill.eval.metrics import retrieval_metrics
 from geodistill.eval.names import DIRECTIONS, METRIC_LABELS, METRIC_SUFFIXES
@@ -44,7 +45,8 @@ def descriptors(
     Drone videos: V deterministic frames per video, each frame normalise(f(x) + f(hflip x)),
     fused by the model's refiner; other views: one image each.
     """
-    dataset = ViewDataset(items, views=views, img_size=img_size)
+    image = getattr(model, "image_config", IMAGENET)  # the backbone's normalisation and interpolation
+    dataset = ViewDataset(items, views=views, img_size=img_size, image=image)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     view = items[0].view
@@ -108,3 +110,35 @@ def format_table(result: dict[str, dict[str, float]]) -> str:
         for r in [headers, *rows]
     ]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- judging training
+
+
+def epoch_evaluator(cfg: Any) -> Callable[[Any, int], dict[str, float]]:
+    """``evaluate`` on ``cfg``'s test split at its views / fps / img_size, as flat metric keys.
+
+    What ``train.loop.fit`` calls after an epoch (``evaluate_fn``). Training sits below
+    evaluation in the layer order, so the evaluator is handed to ``fit`` from here, never imported
+    by it. The dataset index is opened on the first call, after ``fit`` has synthesised the data.
+    """
+    from geodistill.eval.names import flatten_metrics
+    from geodistill.train.loop import open_dataset
+
+    index: DatasetIndex | None = None
+
+    def evaluate_fn(model: Any, epoch: int) -> dict[str, float]:
+        nonlocal index
+        if index is None:
+            index = open_dataset(cfg)
+        result = evaluate(model, index, views=cfg.data.views, img_size=cfg.data.img_size, fps=cfg.data.fps)
+        return flatten_metrics(result)
+
+    return evaluate_fn
+
+
+def fit_evaluated(cfg: Any, *, context: Any) -> Any:
+    """``train.loop.fit`` judged after every evaluated epoch by ``epoch_evaluator`` (the default objective)."""
+    from geodistill.train.loop import fit
+
+    return fit(cfg, context=context, evaluate_fn=epoch_evaluator(cfg))

@@ -1,35 +1,64 @@
-"""The retrieval protocol written literally, one query at a time: the oracle for the fast path.
+"""The anchor: the University-1652 evaluation loop as published, one query at a time.
 
-Slow on purpose (a full argsort per query); tests and benchmarks/bench_metrics.py compare
-``geodistill.eval.retrieval_metrics`` against it, ties included (stable descending sort).
+A re-implementation of the algorithm of University-1652's ``evaluate_gpu.py`` (Zheng et al.,
+2020; the protocol every drone geo-localization paper reports): per query, the scores are
+one matmul ``gallery . q``; the gallery is ranked by a full argsort, descending; junk items
+(label -1) are dropped with ``in1d``; the good items are found with ``in1d`` in what is left,
+the CMC is 1 from the first good item on, and AP is the trapezoid sum over the good items.
+A query with no good item is skipped but stays in the denominator.
+
+Where the published code leaves a choice open, the protocol (docs/INTERFACES.md) fixes it:
+
+- ties: ``np.argsort(score)[::-1]`` leaves the order of equal scores to numpy's unstable
+  quicksort; here equal scores keep gallery order (``np.argsort(-score, kind="stable")``);
+- a query labelled -1 has no good item (the published code would take the junk items as
+  its good ones and then fail on an empty list);
+- the sums that make the reported numbers run in float64: the CMC as integer counts divided
+  once, the per-query APs with ``np.sum`` (the published code adds float32 CMCs and Python
+  floats), so the fast path can be compared bit for bit.
+
+Slow on purpose: tests and ``benchmarks/bench_metrics.py`` compare
+``geodistill.eval.retrieval_metrics`` against it, ties, junk and multi-positive queries included.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from geodistill.eval.metrics import JUNK, top1_index
+from geodistill.eval.metrics import JUNK, RECALL_KS, top1_index
 
 
-def reference_query(
-    scores: np.ndarray, query_label: int, gallery_labels: np.ndarray
+def compute_map(
+    index: np.ndarray, good_index: np.ndarray, junk_index: np.ndarray
 ) -> tuple[float, np.ndarray]:
-    """One query: scores [G] -> (AP in [0,1], CMC [G] of 0/1); the University-1652 evaluation code."""
-    cmc = np.zeros(len(gallery_labels), dtype=np.int64)
-    order = np.argsort(-scores, kind="stable")  # descending; equal scores keep gallery order
-    good = np.flatnonzero((gallery_labels == query_label) & (gallery_labels != JUNK))
-    if good.size == 0:
-        return 0.0, cmc
-    order = order[gallery_labels[order] != JUNK]  # junk leaves the ranking
-    rows_good = np.flatnonzero(np.isin(order, good))
-    cmc[rows_good[0] :] = 1
+    """AP and CMC [G] of one ranking ``index`` (gallery indices, best first); CMC[0] = -1 if no good item."""
     ap = 0.0
-    n = len(rows_good)
-    for i, r in enumerate(rows_good):
-        precision = (i + 1) / (r + 1)
-        old_precision = i / r if r != 0 else 1.0
-        ap += (old_precision + precision) / 2 / n
+    cmc = np.zeros(len(index), dtype=np.int64)
+    if good_index.size == 0:
+        cmc[0] = -1
+        return ap, cmc
+    mask = np.isin(index, junk_index, invert=True)  # remove junk
+    index = index[mask]
+    ngood = len(good_index)
+    mask = np.isin(index, good_index)
+    rows_good = np.argwhere(mask).flatten()
+    cmc[rows_good[0] :] = 1
+    for i in range(ngood):
+        d_recall = 1.0 / ngood
+        precision = (i + 1) * 1.0 / (rows_good[i] + 1)
+        old_precision = i * 1.0 / rows_good[i] if rows_good[i] != 0 else 1.0
+        ap = ap + d_recall * (old_precision + precision) / 2
     return ap, cmc
+
+
+def evaluate_query(qf: torch.Tensor, ql: int, gf: torch.Tensor, gl: np.ndarray) -> tuple[float, np.ndarray]:
+    """One query: qf [D], gf [G,D] float32 -> (AP in [0,1], CMC [G])."""
+    score = torch.mm(gf, qf.view(-1, 1)).squeeze(1).numpy()  # [G]
+    index = np.argsort(-score, kind="stable")  # descending; ties keep gallery order
+    good_index = np.argwhere((gl == ql) & (gl != JUNK)).flatten()
+    junk_index = np.argwhere(gl == JUNK).flatten()
+    return compute_map(index, good_index, junk_index)
 
 
 def reference_metrics(
@@ -38,21 +67,24 @@ def reference_metrics(
     gallery_features: np.ndarray,
     gallery_labels: np.ndarray,
 ) -> dict[str, float]:
-    """Per-query loop over the float32 scores gallery . q; same keys as retrieval_metrics."""
-    q = np.asarray(query_features, dtype=np.float32)
-    g = np.asarray(gallery_features, dtype=np.float32)
+    """The per-query loop over float32 scores; same keys (percent) as ``retrieval_metrics``."""
+    q = torch.as_tensor(np.asarray(query_features, dtype=np.float32))
+    g = torch.as_tensor(np.asarray(gallery_features, dtype=np.float32))
     ql = np.asarray(query_labels).astype(np.int64)
     gl = np.asarray(gallery_labels).astype(np.int64)
     n_gallery = len(gl)
     cmc_sum = np.zeros(n_gallery, dtype=np.int64)
     aps = []
-    for qf, label in zip(q, ql, strict=True):
-        ap, cmc = reference_query(g @ qf, int(label), gl)
-        aps.append(ap)
+    for i in range(len(ql)):
+        ap, cmc = evaluate_query(q[i], int(ql[i]), g, gl)
+        aps.append(ap)  # 0.0 for a skipped query: one entry per query keeps np.sum's grouping
+        if cmc[0] == -1:
+            continue
         cmc_sum += cmc
-    cmc_mean = 100.0 * cmc_sum / max(len(ql), 1)
+    n = max(len(ql), 1)
+    cmc_mean = 100.0 * cmc_sum / n
     last = n_gallery - 1
-    out = {f"recall@{k}": float(cmc_mean[min(k - 1, last)]) for k in (1, 5, 10)}
+    out = {f"recall@{k}": float(cmc_mean[min(k - 1, last)]) for k in RECALL_KS}
     out["recall@top1"] = float(cmc_mean[top1_index(n_gallery)])
-    out["ap"] = float(100.0 * np.sum(np.asarray(aps, dtype=np.float64)) / max(len(ql), 1))
+    out["ap"] = float(100.0 * np.sum(np.asarray(aps, dtype=np.float64)) / n)
     return out

@@ -1,6 +1,14 @@
 """geodistill.models: backbones over timm, GeoModel, refiners, Video2BEV import, cost profiling."""
 
-from geodistill.models.backbones import BACKBONES, Backbone, BackboneSpec, create_backbone, get_spec
+from geodistill.models.backbones import (
+    ALIASES,
+    BACKBONES,
+    Backbone,
+    BackboneSpec,
+    create_backbone,
+    get_spec,
+    image_config,
+)
 from geodistill.models.cost import Cost, profile
 from geodistill.models.geomodel import (
     GeoModel,
@@ -16,6 +24,7 @@ from geodistill.models.video2bev import load_video2bev
 from geodistill.models.weights_io import load_state_dict
 
 __all__ = [
+    "ALIASES",
     "BACKBONES",
     "REFINERS",
     "Backbone",
@@ -28,6 +37,7 @@ __all__ = [
     "create_backbone",
     "extract_descriptors",
     "get_spec",
+    "image_config",
     "load_model",
     "load_state_dict",
     "load_video2bev",

@@ -1,21 +1,48 @@
-"""Named backbone sizes over timm, so a search can vary "backbone size" by name.
+"""Any timm model as a backbone, read through timm's generic feature API.
 
-Every backbone is a timm model built with ``pretrained=False`` (nothing is downloaded);
-optional local weights come from a path. A ``Backbone`` runs the timm model once and hands
-back the final feature map (plus the class token for ViTs) and a few intermediate features
-pooled to vectors, shallow -> deep, for feature distillation.
+``model.backbone`` is either a short alias (``vit_tiny``, ``convnext_atto``, ``resnet18`` ...,
+kept so searches and old configs read the same) or any name ``timm.list_models()`` knows,
+optionally with a pretrained tag: ``convnext_tiny.fb_in22k_ft_in1k``,
+``vit_small_patch14_dinov2.lvd142m``. An alias takes a tag too (``vit_small.augreg_in21k``).
+
+Nothing here is per-family code. A ``Backbone`` calls ``forward_intermediates`` once and reads
+``feature_info`` for the widths and strides of what it returns:
+- the final output is a map ``[B,C,h,w]`` (ConvNets; ``NHWC`` ones are permuted) or tokens
+  ``[B,P+N,C]`` (ViTs): the first ``num_prefix_tokens`` are the class/register tokens, the rest
+  the patch grid, whose ``h, w`` are those of the deepest intermediate;
+- the intermediates (for feature-level KD) are ``NUM_INTERMEDIATES`` feature_info entries,
+  shallow -> deep, mean-pooled to vectors: the deepest entry of each stride when there are
+  enough strides (ConvNet stages), else spread over the depth (ViT blocks share one stride).
+
+Weights come from timm's own machinery: ``pretrained=True`` is ``timm.create_model(name,
+pretrained=True)`` (Hugging Face Hub cache, ``HF_HOME`` and ``HF_HUB_OFFLINE`` honoured), and a
+local file or URI given as ``weights`` is read without running pickled code, passed through the
+family's timm checkpoint filter (position-embedding resampling and layout fixes) and matched
+strictly. Inputs are normalised with the backbone's pretrained config (``image_config``).
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
+import hashlib
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import timm
 import torch
 from torch import nn
 
-from geodistill.errors import UnknownBackboneError
+from geodistill.data.transforms import IMAGENET, ImageConfig
+from geodistill.errors import (
+    CheckpointError,
+    ConfigError,
+    UnknownBackboneError,
+    UnsupportedBackboneError,
+    WeightsUnavailableError,
+)
 
 # How many intermediate depths each backbone exposes (ViT blocks / ConvNet stages).
 NUM_INTERMEDIATES = 4
@@ -23,115 +50,288 @@ NUM_INTERMEDIATES = 4
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """One named size: which timm architecture, which family, which extra kwargs."""
+    """A resolved backbone name: the timm name (``arch[.tag]``) and extra constructor kwargs."""
 
-    name: str
-    timm_name: str
-    family: str  # "vit" | "convnext" | "resnet" | "mobilenet" | "efficientnet"
+    name: str  # as the user wrote it: an alias or a timm name, with an optional tag
+    timm_name: str  # "arch" or "arch.tag", what timm.create_model receives
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # pretrained_cfg fields that override timm's (e.g. the normalisation a release was trained with)
+    cfg_overlay: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def arch(self) -> str:
+        return self.timm_name.partition(".")[0]
+
+    @property
+    def tag(self) -> str | None:
+        return self.timm_name.partition(".")[2] or None
 
 
-def _spec(name: str, timm_name: str, family: str, **kwargs: Any) -> BackboneSpec:
-    return BackboneSpec(name=name, timm_name=timm_name, family=family, kwargs=kwargs)
+def _alias(name: str, timm_name: str, **kwargs: Any) -> BackboneSpec:
+    overlay = kwargs.pop("cfg_overlay", {})
+    return BackboneSpec(name=name, timm_name=timm_name, kwargs=kwargs, cfg_overlay=overlay)
 
 
-BACKBONES: dict[str, BackboneSpec] = {
+# Short names a search varies "backbone size" by; each is just a timm name (plus kwargs).
+ALIASES: dict[str, BackboneSpec] = {
     s.name: s
     for s in [
-        _spec("vit_tiny", "vit_tiny_patch16_224", "vit"),
-        _spec("vit_small", "vit_small_patch16_224", "vit"),
-        _spec("vit_base", "vit_base_patch16_224", "vit"),
-        # The Video2BEV stage-1 backbone: 768 wide, depth 8, 8 heads, MLP 2304, no qkv bias.
-        _spec(
+        _alias("vit_tiny", "vit_tiny_patch16_224"),
+        _alias("vit_small", "vit_small_patch16_224"),
+        _alias("vit_base", "vit_base_patch16_224"),
+        # The Video2BEV stage-1 backbone: 768 wide, depth 8, 8 heads, MLP 2304, no qkv bias,
+        # trained on ImageNet-normalised inputs.
+        _alias(
             "vit_video2bev",
             "vit_base_patch16_224",
-            "vit",
             depth=8,
             num_heads=8,
             mlp_ratio=3.0,
             qkv_bias=False,
+            cfg_overlay={"mean": IMAGENET.mean, "std": IMAGENET.std},
         ),
-        _spec("convnext_atto", "convnext_atto", "convnext"),
-        _spec("convnext_femto", "convnext_femto", "convnext"),
-        _spec("convnext_pico", "convnext_pico", "convnext"),
-        _spec("convnext_nano", "convnext_nano", "convnext"),
-        _spec("convnext_tiny", "convnext_tiny", "convnext"),
-        _spec("convnext_small", "convnext_small", "convnext"),
-        _spec("resnet18", "resnet18", "resnet"),
-        _spec("resnet50", "resnet50", "resnet"),
-        _spec("mobilenetv3", "mobilenetv3_large_100", "mobilenet"),
-        _spec("mobilenetv3_small", "mobilenetv3_small_100", "mobilenet"),
-        _spec("efficientnet_b0", "efficientnet_b0", "efficientnet"),
+        _alias("convnext_atto", "convnext_atto"),
+        _alias("convnext_femto", "convnext_femto"),
+        _alias("convnext_pico", "convnext_pico"),
+        _alias("convnext_nano", "convnext_nano"),
+        _alias("convnext_tiny", "convnext_tiny"),
+        _alias("convnext_small", "convnext_small"),
+        _alias("resnet18", "resnet18"),
+        _alias("resnet50", "resnet50"),
+        _alias("mobilenetv3", "mobilenetv3_large_100"),
+        _alias("mobilenetv3_small", "mobilenetv3_small_100"),
+        _alias("efficientnet_b0", "efficientnet_b0"),
     ]
 }
+BACKBONES = ALIASES  # the registry of short names (profile --all walks it)
+
+
+@functools.cache
+def _timm_names() -> frozenset[str]:
+    return frozenset(timm.list_models())
 
 
 def get_spec(name: str) -> BackboneSpec:
-    """The registry entry for ``name``; an unknown name lists the known ones in one line."""
-    if name not in BACKBONES:
-        raise UnknownBackboneError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
-    return BACKBONES[name]
+    """Resolve an alias or a timm name (``arch`` or ``arch.tag``); unknown -> one-line error."""
+    name = str(name)
+    base, _, tag = name.partition(".")
+    if base in ALIASES:
+        alias = ALIASES[base]
+        spec = BackboneSpec(
+            name=name,
+            timm_name=f"{alias.timm_name}.{tag}" if tag else alias.timm_name,
+            kwargs=dict(alias.kwargs),
+            cfg_overlay=dict(alias.cfg_overlay),
+        )
+    elif timm.is_model(base):
+        spec = BackboneSpec(name=name, timm_name=name)
+    else:
+        close = difflib.get_close_matches(base, sorted(_timm_names() | set(ALIASES)), n=4, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UnknownBackboneError(
+            f"unknown backbone {name!r}: not in timm.list_models() nor an alias; "
+            f"known: {', '.join(ALIASES)} or any timm name{hint}"
+        )
+    if spec.tag is not None and not timm.list_pretrained(spec.timm_name):
+        tags = [n.partition(".")[2] for n in timm.list_pretrained(f"{spec.arch}.*")]
+        raise UnknownBackboneError(
+            f"backbone {name!r}: timm knows no pretrained tag {spec.tag!r} for {spec.arch}; "
+            f"tags: {', '.join(tags) or 'none'}"
+        )
+    return spec
 
 
-def build_timm_model(spec: BackboneSpec, img_size: int) -> nn.Module:
-    """The bare timm model of ``spec`` (no classifier head), randomly initialised."""
+def pretrained_cfg(spec: BackboneSpec) -> dict[str, Any]:
+    """timm's pretrained config of ``spec`` (its default tag when none is given) with the overlay."""
+    cfg = timm.get_pretrained_cfg(spec.timm_name, allow_unregistered=True)
+    out = cfg.to_dict() if cfg is not None else {}
+    out.update(spec.cfg_overlay)
+    return out
+
+
+def image_config(name: str | BackboneSpec) -> ImageConfig:
+    """Mean, std and resize interpolation of the backbone's pretrained config (timm's data config)."""
+    from timm.data import resolve_data_config
+
+    spec = name if isinstance(name, BackboneSpec) else get_spec(name)
+    data = resolve_data_config(pretrained_cfg=pretrained_cfg(spec))
+    return ImageConfig.from_timm(data)
+
+
+# ---------------------------------------------------------------------------- building
+
+
+def _hub_hint(spec: BackboneSpec, cfg: dict[str, Any]) -> str:
+    hub_id = cfg.get("hf_hub_id")
+    if hub_id:
+        from huggingface_hub import constants
+
+        return (
+            f"fetch them where there is network with `hf download {hub_id}` into the "
+            f"Hugging Face cache ({constants.HF_HUB_CACHE}; set HF_HOME to move it), set "
+            "HF_HUB_OFFLINE=1 to read the cache without network, or pass model.weights=PATH"
+        )
+    if cfg.get("url"):
+        return f"download {cfg['url']} where there is network and pass it as model.weights=PATH"
+    return "pass a local file as model.weights=PATH"
+
+
+def _create(spec: BackboneSpec, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
+    overlay = {"pretrained_cfg_overlay": dict(spec.cfg_overlay)} if spec.cfg_overlay else {}
+    if not pretrained:
+        return timm.create_model(spec.timm_name, pretrained=False, num_classes=0, **overlay, **kwargs)
+    cfg = pretrained_cfg(spec)
+    what = cfg.get("hf_hub_id") or f"{spec.timm_name} ({cfg.get('url') or 'no source'})"
+    try:
+        return timm.create_model(spec.timm_name, pretrained=True, num_classes=0, **overlay, **kwargs)
+    except (OSError, RuntimeError) as err:  # LocalEntryNotFoundError is an OSError
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        if "No pretrained weights exist" in first or not (cfg.get("hf_hub_id") or cfg.get("url")):
+            tags = [n.partition(".")[2] for n in timm.list_pretrained(f"{spec.arch}.*")]
+            raise WeightsUnavailableError(
+                f"timm has no pretrained weights for {spec.timm_name}; pick a tagged name "
+                f"({', '.join(f'{spec.arch}.{t}' for t in tags[:4]) or 'none exist'}) or drop model.pretrained"
+            ) from None
+        if isinstance(err, RuntimeError) and "size mismatch" in first:
+            raise CheckpointError(f"pretrained weights {what} do not fit {spec.name}: {first}") from None
+        raise WeightsUnavailableError(
+            f"pretrained weights {what} are not available here ({type(err).__name__}); {_hub_hint(spec, cfg)}"
+        ) from None
+
+
+def build_timm_model(spec: BackboneSpec, img_size: int, *, pretrained: bool = False) -> nn.Module:
+    """The bare timm model of ``spec`` (no classifier head).
+
+    Models whose pretrained config says ``fixed_input_size`` (ViT-like: position embeddings)
+    are built for ``img_size``, and, where the family supports it, for any input size at run
+    time (embeddings resampled, the input padded to a patch multiple).
+    """
     kwargs: dict[str, Any] = dict(spec.kwargs)
-    if spec.family == "vit":
-        # Any input size: position embeddings built for img_size, resampled (and the input
-        # padded to a patch multiple) when another size comes in.
-        kwargs.update(img_size=img_size, dynamic_img_size=True, dynamic_img_pad=True)
-    return timm.create_model(spec.timm_name, pretrained=False, num_classes=0, **kwargs)
+    if torch.get_default_device().type == "meta":
+        pretrained = False  # a meta-device twin (cost counting) has no weights to load
+    if pretrained_cfg(spec).get("fixed_input_size"):
+        kwargs["img_size"] = img_size
+        try:
+            return _create(spec, pretrained, {**kwargs, "dynamic_img_size": True, "dynamic_img_pad": True})
+        except TypeError as err:
+            if "dynamic_img" not in str(err):
+                raise
+    return _create(spec, pretrained, kwargs)
+
+
+def tap_indices(info: list[dict[str, Any]], n: int = NUM_INTERMEDIATES) -> list[int]:
+    """Which ``feature_info`` entries feed feature KD, shallow -> deep, ending at the deepest.
+
+    The deepest entry of each stride when there are at least ``n`` strides (ConvNet stages:
+    ResNet/EfficientNet -> the last 4 of 5); else ``n`` entries spread over the depth
+    (a depth-12 ViT -> blocks 2, 5, 8, 11).
+    """
+    m = len(info)
+    stage_ends = [i for i in range(m) if i == m - 1 or info[i + 1]["reduction"] != info[i]["reduction"]]
+    if len(stage_ends) >= n:
+        return stage_ends[-n:]
+    return sorted({max(0, round(m * (i + 1) / n) - 1) for i in range(n)})
+
+
+def blocks_after(model: nn.Module) -> tuple[nn.Module, list[nn.Module]]:
+    """The model's block sequence (``blocks`` or ``stages``) and the modules registered after it.
+
+    timm registers a model's children in forward order, so what follows the blocks is the
+    final norm and the (empty) head.
+    """
+    for attr in ("blocks", "stages"):
+        seq = getattr(model, attr, None)
+        if isinstance(seq, (nn.Sequential, nn.ModuleList)) and len(seq) > 0:
+            names = list(model._modules)
+            return seq, [model._modules[k] for k in names[names.index(attr) + 1 :] if model._modules[k]]
+    raise ConfigError(
+        f"model.trainable_blocks needs a timm model with a 'blocks' or 'stages' sequence; "
+        f"{type(model).__name__} has neither"
+    )
+
+
+def freeze_all_but_last(model: nn.Module, n: int) -> None:
+    """Only the last ``n`` blocks (and the final norm after them) stay trainable.
+
+    The frozen front (patch embedding, position embedding, class token, early blocks) gets
+    ``requires_grad=False``: the optimizer never sees it (no state), backward never reaches it
+    (no gradients), and autograd keeps no activations for it, since nothing before the first
+    trainable block needs a gradient.
+    """
+    blocks, after = blocks_after(model)
+    if not 0 <= n <= len(blocks):
+        raise ConfigError(f"model.trainable_blocks must be in 0..{len(blocks)}, got {n}")
+    model.requires_grad_(False)
+    for block in list(blocks)[len(blocks) - n :]:
+        block.requires_grad_(True)
+    for module in after:
+        module.requires_grad_(True)
 
 
 class Backbone(nn.Module):
     """A timm model that returns its final map and pooled intermediates in one pass.
 
     ``forward(x)`` follows the contract: ``(pooled [B,C], intermediates [B,C_i] shallow->deep)``,
-    pooled being the class token for ViTs and the spatial mean for ConvNets.
+    pooled being the class token when the model has one, else the spatial mean of the map.
     ``forward_maps(x)`` is what GeoModel's pooling heads read.
     """
 
-    def __init__(self, spec: BackboneSpec, img_size: int) -> None:
+    def __init__(
+        self,
+        spec: BackboneSpec,
+        img_size: int,
+        *,
+        pretrained: bool = False,
+        trainable_blocks: int | None = None,
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.img_size = img_size
-        self.model = build_timm_model(spec, img_size)
-        self.is_vit = spec.family == "vit"
-        if self.is_vit:
-            depth = len(self.model.blocks)
-            # Spread the taps over the depth: e.g. depth 12 -> blocks 2, 5, 8, 11.
-            self._take: list[int] | int = sorted(
-                {max(0, round(depth * (i + 1) / NUM_INTERMEDIATES) - 1) for i in range(NUM_INTERMEDIATES)}
+        self.model = build_timm_model(spec, img_size, pretrained=pretrained)
+        if not callable(getattr(self.model, "forward_intermediates", None)) or not getattr(
+            self.model, "feature_info", None
+        ):
+            raise UnsupportedBackboneError(
+                f"backbone {spec.name!r} ({type(self.model).__name__}) has no timm forward_intermediates/"
+                "feature_info API, which feature KD and pooling read; pick another timm model"
             )
-            self.feature_dims = [self.model.embed_dim] * len(self._take)
-        else:
-            info = self.model.feature_info
-            n = min(NUM_INTERMEDIATES, len(info))
-            self._take = n  # the last n stages
-            self.feature_dims = [int(d["num_chs"]) for d in info[-n:]]
-        self.num_features = self._final_width()
+        info = list(self.model.feature_info)
+        self._take = tap_indices(info)
+        self.feature_dims = [int(info[i]["num_chs"]) for i in self._take]
+        self.num_features = int(self.model.num_features)
+        self.num_prefix_tokens = int(getattr(self.model, "num_prefix_tokens", 0) or 0)
+        self.has_token = self.num_prefix_tokens > 0 and bool(
+            getattr(self.model, "cls_token", None) is not None
+        )
+        self._nhwc = getattr(self.model, "output_fmt", "NCHW") == "NHWC"
+        self.trainable_blocks = trainable_blocks
+        if trainable_blocks is not None:
+            freeze_all_but_last(self.model, trainable_blocks)
 
-    def _final_width(self) -> int:
-        if self.is_vit:
-            return int(self.model.embed_dim)
-        # forward_features' map is the last stage, except that EfficientNet puts its 1x1
-        # conv_head inside it (MobileNetV3 runs conv_head after pooling, outside the map).
-        conv_head = getattr(self.model, "conv_head", None)
-        if self.spec.family == "efficientnet" and conv_head is not None:
-            return int(conv_head.out_channels)
-        return int(self.model.feature_info[-1]["num_chs"])
+    @property
+    def is_vit(self) -> bool:
+        """Kept for older callers: the model has a class token (ViT-like)."""
+        return self.has_token
+
+    @property
+    def image_config(self) -> ImageConfig:
+        """The normalisation and interpolation this backbone's inputs need."""
+        from timm.data import resolve_data_config
+
+        return ImageConfig.from_timm(resolve_data_config(model=self.model))
 
     def forward_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
         """x [B,3,H,W] -> (map [B,C,h,w], cls [B,C] or None, intermediates [B,C_i] pooled)."""
-        final, inter = self.model.forward_intermediates(x, indices=self._take)
+        final, inter = self.model.forward_intermediates(x, indices=self._take, output_fmt="NCHW")
         pooled_inter = [t.mean(dim=(2, 3)) for t in inter]  # each [B,C_i,h,w] -> [B,C_i]
-        if not self.is_vit:
-            return final, None, pooled_inter
-        # final: normed tokens [B, P+N, C]; split the prefix (class token) from the patch grid.
-        n_prefix = self.model.num_prefix_tokens
-        cls = final[:, 0]
-        patches = final[:, n_prefix:]  # [B,N,C]
-        h, w = self.model.patch_embed.dynamic_feat_size((x.shape[-2], x.shape[-1]))
+        if final.dim() == 4:
+            grid = final.permute(0, 3, 1, 2) if self._nhwc else final  # [B,C,h,w]
+            return grid, None, pooled_inter
+        # Tokens [B,P+N,C] (final norm applied): prefix (class, registers) then the patch grid,
+        # laid out as the deepest intermediate map.
+        h, w = inter[-1].shape[-2:]
+        cls = final[:, 0] if self.has_token else None
+        patches = final[:, self.num_prefix_tokens :]  # [B,N,C]
         grid = patches.transpose(1, 2).reshape(x.shape[0], -1, h, w)  # [B,C,h,w]
         return grid, cls, pooled_inter
 
@@ -141,30 +341,97 @@ class Backbone(nn.Module):
         return pooled, inter
 
 
-def create_backbone(name: str, *, img_size: int, weights: str | None = None) -> Backbone:
-    """Build the named backbone; load local weights (safetensors or weights-only .pth) if given."""
-    backbone = Backbone(get_spec(name), img_size)
+def create_backbone(
+    name: str,
+    *,
+    img_size: int,
+    weights: str | None = None,
+    pretrained: bool = False,
+    trainable_blocks: int | None = None,
+) -> Backbone:
+    """Build the named backbone: random init, timm's pretrained weights, or a local file / URI."""
+    if weights and pretrained:
+        raise ConfigError("model.weights and model.pretrained=true both choose weights; set one")
+    backbone = Backbone(get_spec(name), img_size, pretrained=pretrained, trainable_blocks=trainable_blocks)
     if weights:
         load_backbone_weights(backbone, weights)
     return backbone
 
 
+def has_class_token(name: str) -> bool:
+    """Whether ``name`` builds a backbone with a class token (built on the meta device: no weights)."""
+    with torch.device("meta"):
+        return Backbone(get_spec(name), 224).has_token
+
+
+# ---------------------------------------------------------------------------- weight files
+
 _HEAD_PREFIXES = ("head.", "fc.", "classifier.", "conv_head.", "head_drop")
 
 
+def resolve_weights(uri: str) -> Path:
+    """A local path for ``uri``: a path, ``file://``, ``hf-hub:ORG/NAME`` or any pyarrow.fs URI
+    (``s3://``, ``gs://`` ...; copied once into ``~/.cache/geodistill/weights``)."""
+    from urllib.parse import unquote, urlparse
+
+    if uri.startswith("hf-hub:"):
+        return _hub_file(uri.removeprefix("hf-hub:"))
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file") or len(parsed.scheme) == 1:  # a path (or a Windows drive)
+        return Path(unquote(parsed.path) if parsed.scheme == "file" else uri).expanduser()
+    import pyarrow.fs as pafs
+
+    cache = Path("~/.cache/geodistill/weights").expanduser() / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    local = cache / Path(parsed.path).name
+    if local.is_file():
+        return local
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f".{local.name}.tmp")
+        with fs.open_input_stream(path) as src, open(tmp, "wb") as dst:
+            while chunk := src.read(1 << 22):
+                dst.write(chunk)
+        tmp.replace(local)
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read weights {uri}: {str(err).splitlines()[0]}") from None
+    return local
+
+
+def _hub_file(repo: str) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo, "model.safetensors"))
+    except OSError as err:
+        raise WeightsUnavailableError(
+            f"weights hf-hub:{repo} are not available here ({type(err).__name__}); fetch them with "
+            f"`hf download {repo}` where there is network, then set HF_HUB_OFFLINE=1"
+        ) from None
+
+
+def _timm_filter(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The family's timm ``checkpoint_filter_fn`` (what create_model(pretrained=True) applies):
+    resamples position embeddings to the model's grid and maps original layouts to timm's."""
+    fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    if fn is None:
+        return state
+    try:
+        return dict(fn(state, model))
+    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError):
+        return state  # a layout the filter does not expect: the strict match below names the problem
+
+
 def load_backbone_weights(backbone: Backbone, path: str) -> None:
-    """Load a timm-layout state_dict into the backbone; classifier-head keys are ignored."""
+    """Load a timm-layout (or original, where timm's filter maps it) state_dict into the backbone.
+
+    Read without running pickled code; classifier-head keys are ignored; then a strict match.
+    """
     from geodistill.models.weights_io import load_state_dict, match_state_dict
 
-    state = load_state_dict(path)
+    state = load_state_dict(resolve_weights(str(path)))
     own = backbone.model.state_dict()
+    state = _timm_filter(backbone.model, state)
     state = {k: v for k, v in state.items() if k in own or not k.startswith(_HEAD_PREFIXES)}
-    if backbone.is_vit and "pos_embed" in state and state["pos_embed"].shape != own["pos_embed"].shape:
-        from timm.layers import resample_abs_pos_embed
-
-        grid = backbone.model.patch_embed.grid_size
-        state["pos_embed"] = resample_abs_pos_embed(
-            state["pos_embed"], new_size=list(grid), num_prefix_tokens=backbone.model.num_prefix_tokens
-        )
     match_state_dict(own, state, what=f"backbone weights {path}")
     backbone.model.load_state_dict(state, strict=True)

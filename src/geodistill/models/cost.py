@@ -55,7 +55,7 @@ def _meta_copy(model: nn.Module) -> nn.Module:
     from geodistill.models.geomodel import GeoModel
 
     if isinstance(model, GeoModel):
-        cfg = dataclasses.replace(model.cfg, weights=None)
+        cfg = dataclasses.replace(model.cfg, weights=None, pretrained=False)
         with torch.device("meta"):
             twin = GeoModel(cfg, model.num_classes)
         mine = {k: v.shape for k, v in model.state_dict().items()}
@@ -209,10 +209,17 @@ def resnet_macs(*, img_size: int, layers: list[int], bottleneck: bool, stem_widt
 
 
 def analytic_backbone_macs(backbone: nn.Module, img_size: int) -> int | None:
-    """The closed-form MACs of a registry Backbone, or None for families without a formula."""
+    """The closed-form MACs of a Backbone whose timm class has a formula here, else None.
+
+    Covered: timm's VisionTransformer (standard pre-norm blocks with an MLP), ConvNeXt and
+    ResNet; read by the module's type, so a timm name and its alias agree.
+    """
+    from timm.models.convnext import ConvNeXt
+    from timm.models.resnet import Bottleneck, ResNet
+    from timm.models.vision_transformer import VisionTransformer
+
     m = backbone.model
-    family = backbone.spec.family
-    if family == "vit":
+    if isinstance(m, VisionTransformer) and hasattr(m.blocks[0], "mlp") and hasattr(m.blocks[0].mlp, "fc1"):
         return vit_macs(
             img_size=img_size,
             patch=m.patch_embed.patch_size[0],
@@ -221,16 +228,14 @@ def analytic_backbone_macs(backbone: nn.Module, img_size: int) -> int | None:
             mlp_hidden=m.blocks[0].mlp.fc1.out_features,
             prefix_tokens=m.num_prefix_tokens,
         )
-    if family == "convnext":
+    if isinstance(m, ConvNeXt):
         return convnext_macs(
             img_size=img_size,
             dims=[s.blocks[0].conv_dw.in_channels for s in m.stages],
             depths=[len(s.blocks) for s in m.stages],
             kernel=m.stages[0].blocks[0].conv_dw.kernel_size[0],
         )
-    if family == "resnet":
-        from timm.models.resnet import Bottleneck
-
+    if isinstance(m, ResNet) and m.conv1.__class__ is nn.Conv2d and m.conv1.kernel_size == (7, 7):
         return resnet_macs(
             img_size=img_size,
             layers=[len(getattr(m, f"layer{i}")) for i in range(1, 5)],

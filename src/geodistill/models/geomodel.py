@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geodistill.data.transforms import ImageConfig
 from geodistill.errors import ConfigError
 from geodistill.models.backbones import Backbone, create_backbone
 from geodistill.models.heads import ClassBlock, PartPool, lpn_descriptor
@@ -37,7 +38,9 @@ class ModelConfig:
     refiner: str = "mean"  # "mean" | "attention" | "select"
     refiner_k: int = 4  # frames kept by the "select" refiner
     droprate: float = 0.5
-    weights: str | None = None  # local backbone weights (safetensors / weights-only .pth)
+    weights: str | None = None  # backbone weights: a local file or URI (safetensors / weights-only .pth)
+    pretrained: bool = False  # the timm tag's weights via timm (Hugging Face Hub cache)
+    trainable_blocks: int | None = None  # None: all trainable; N: only the last N blocks (+ final norm)
 
 
 @dataclass
@@ -63,14 +66,10 @@ class GeoModel(nn.Module):
             raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         self.cfg = cfg
         self.num_classes = num_classes
-        self.drone_encoder: Backbone = create_backbone(
-            cfg.backbone, img_size=cfg.img_size, weights=cfg.weights
-        )
-        self.satellite_encoder: Backbone | None = None
-        if not cfg.share:
-            self.satellite_encoder = create_backbone(cfg.backbone, img_size=cfg.img_size, weights=cfg.weights)
+        self.drone_encoder: Backbone = self._encoder()
+        self.satellite_encoder: Backbone | None = None if cfg.share else self._encoder()
         width = self.drone_encoder.num_features
-        self.pool = PartPool(cfg.pooling, has_token=self.drone_encoder.is_vit)
+        self.pool = PartPool(cfg.pooling, has_token=self.drone_encoder.has_token)
         self.heads = nn.ModuleList(
             ClassBlock(width, cfg.embed_dim, num_classes, cfg.droprate) for _ in range(self.pool.num_parts)
         )
@@ -78,6 +77,21 @@ class GeoModel(nn.Module):
         self.refiner = build_refiner(cfg.refiner, dim=self.descriptor_dim, k=cfg.refiner_k)
         # CLIP-style: logits = exp(logit_scale) * cos; init temperature 0.07.
         self.logit_scale = nn.Parameter(torch.tensor(1.0 / 0.07).log())
+
+    def _encoder(self) -> Backbone:
+        c = self.cfg
+        return create_backbone(
+            c.backbone,
+            img_size=c.img_size,
+            weights=c.weights,
+            pretrained=c.pretrained,
+            trainable_blocks=c.trainable_blocks,
+        )
+
+    @property
+    def image_config(self) -> ImageConfig:
+        """Normalisation and interpolation the inputs need (the backbone's pretrained config)."""
+        return self.drone_encoder.image_config
 
     @property
     def feature_dims(self) -> list[int]:

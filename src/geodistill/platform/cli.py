@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "profile",
     "train",
     "eval",
+    "export",
     "search",
     "cluster",
     "leaderboard",

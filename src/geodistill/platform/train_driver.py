@@ -89,12 +89,12 @@ def run_training(
     """Train ``cfg`` and return fit's ``TrainResult`` (its checkpoint: the last persisted one).
 
     ``should_stop`` (picklable for Ray) is consulted on rank 0 after every epoch, e.g. a
-    search's rung rule. ``fit_fn`` replaces ``geodistill.train.loop.fit`` (benchmarks, tests).
+    search's rung rule. ``fit_fn`` replaces ``geodistill.eval.fit_evaluated`` (benchmarks, tests).
     """
     cfg = prepare_config(cfg)
     run_dir = Path(cfg.output_dir) / cfg.run_name
     if fit_fn is None:
-        from geodistill.train.loop import fit as fit_fn
+        from geodistill.eval import fit_evaluated as fit_fn
     if cfg.scaling.in_process:
         context = InProcessContext(run_dir, rule=should_stop)
         return fit_fn(cfg, context=context)

@@ -9,7 +9,7 @@ from geodistill.train.config import (
     TrainConfig,
 )
 from geodistill.train.context import InProcessContext, TrainContext
-from geodistill.train.loop import TrainingDiverged, TrainResult, default_evaluate_fn, fit
+from geodistill.train.loop import TrainingDiverged, TrainResult, fit
 
 __all__ = [
     "DataConfig",
@@ -21,7 +21,6 @@ __all__ = [
     "TrainContext",
     "TrainResult",
     "TrainingDiverged",
-    "default_evaluate_fn",
     "fit",
     "load_checkpoint",
     "save_checkpoint",

@@ -141,6 +141,7 @@ def _model_config(d: dict, *, where: str) -> ModelConfig:
     except ConfigError as err:
         raise CheckpointError(f"{where}: bad model config in checkpoint: {err}") from None
     cfg.weights = None
+    cfg.pretrained = False  # nor downloaded: the checkpoint's own weights replace them
     return cfg
 
 

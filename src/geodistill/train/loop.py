@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from geodistill.data import BuildingBatchSampler, DatasetIndex, TrainPairDataset, generate_univ, open_index
 from geodistill.errors import ConfigError, UserError
-from geodistill.models import GeoModel, load_state_dict, model_from_config
+from geodistill.models import GeoModel, image_config, load_state_dict, model_from_config
 from geodistill.models.weights_io import file_sha256, match_state_dict
 from geodistill.train.checkpoint import (
     MODEL_FILE,
@@ -148,22 +148,6 @@ class RankBatchSampler(Sampler[list[int]]):
         return len(self.base)
 
 
-# ---------------------------------------------------------------------------- evaluation
-
-
-def default_evaluate_fn(cfg: RunConfig) -> Callable[[GeoModel, int], dict[str, float]]:
-    """geodistill.eval.evaluate on the test split at cfg.data.views / fps / img_size -> flat metrics."""
-    from geodistill.eval import evaluate, flatten_metrics
-
-    index = open_dataset(cfg)
-
-    def evaluate_fn(model: GeoModel, epoch: int) -> dict[str, float]:
-        result = evaluate(model, index, views=cfg.data.views, img_size=cfg.data.img_size, fps=cfg.data.fps)
-        return flatten_metrics(result)
-
-    return evaluate_fn
-
-
 # ---------------------------------------------------------------------------- helpers
 
 
@@ -245,7 +229,12 @@ def fit(
     context: TrainContext,
     evaluate_fn: Callable[[GeoModel, int], dict[str, float]] | None = None,
 ) -> TrainResult:
-    """Train ``cfg.stage`` for ``cfg.train.epochs`` epochs (resuming if the context has a checkpoint)."""
+    """Train ``cfg.stage`` for ``cfg.train.epochs`` epochs (resuming if the context has a checkpoint).
+
+    ``evaluate_fn(model, epoch) -> metrics`` judges rank 0's model after the epochs
+    ``train.eval_every`` selects; None trains without evaluation. The platform passes
+    ``geodistill.eval.epoch_evaluator(cfg)`` (or calls ``geodistill.eval.fit_evaluated``).
+    """
     cfg.validate()
     rank, world, device = context.rank, context.world_size, context.device
     if world > 1 and not (dist.is_available() and dist.is_initialized()):
@@ -261,6 +250,9 @@ def fit(
     index = open_dataset(cfg)
     class_map = index.class_map()
     teacher_views = cfg.distill.teacher_views if cfg.stage == "student" else None
+    # The student's normalisation and interpolation (its backbone's timm data config); a
+    # teacher with another normalisation re-maps the batch (TeacherOutputs).
+    image = image_config(cfg.model.backbone)
     train_set = TrainPairDataset(
         index,
         views=cfg.data.views,
@@ -268,6 +260,7 @@ def fit(
         img_size=cfg.data.img_size,
         class_map=class_map,
         train=True,
+        image=image,
     )
     n_buildings = len(set(train_set.buildings))
     global_batch = min(cfg.data.batch_size, n_buildings)
@@ -311,9 +304,10 @@ def fit(
                 teacher_views=teacher_views or cfg.data.views,
                 img_size=cfg.data.img_size,
                 seed=t.seed,
+                image=image,
             )
             cache_dir = Path(cfg.output_dir) / "teacher_cache" / key
-        teacher_outputs = TeacherOutputs(teacher, cache_dir)
+        teacher_outputs = TeacherOutputs(teacher, cache_dir, image=image)
     torch.manual_seed(t.seed)
     model = model_from_config(cfg.model, len(class_map))
     adapters = build_adapters(model, teacher, cfg) if teacher is not None else None
@@ -331,9 +325,7 @@ def fit(
     if train_state:
         wrapped.load_state(train_state)
         _restore_rng(train_state.get("rng"))
-    evaluate = None
-    if rank == 0:
-        evaluate = evaluate_fn if evaluate_fn is not None else default_evaluate_fn(cfg)
+    evaluate = evaluate_fn if rank == 0 else None  # rank 0 judges; None: no evaluation
 
     epochs_done, stopped_early, skipped_total = start_epoch, False, 0
     if train_state:

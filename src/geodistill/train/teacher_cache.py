@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from geodistill.data import DatasetIndex
+from geodistill.data import IMAGENET, DatasetIndex, ImageConfig, renormalize
 from geodistill.train.steps import TeacherTargets
 
 CACHE_FORMAT = "geodistill-teacher-cache/1"
@@ -54,8 +54,11 @@ def cache_key(
     teacher_views: int,
     img_size: int,
     seed: int,
+    image: ImageConfig = IMAGENET,
 ) -> str:
-    """``views``: frames read per video; ``teacher_views``: how many of them the teacher sees."""
+    """``views``: frames read per video; ``teacher_views``: how many of them the teacher sees;
+    ``image``: the batch's normalisation/interpolation (in the key only when not ImageNet's
+    bicubic default, so caches written before it existed stay valid)."""
     payload = {
         "format": CACHE_FORMAT,
         "teacher": teacher_sha,
@@ -67,6 +70,8 @@ def cache_key(
         "img_size": img_size,
         "seed": seed,
     }
+    if image != IMAGENET:
+        payload["image"] = [list(image.mean), list(image.std), image.interpolation]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -75,10 +80,16 @@ class TeacherOutputs:
 
     ``teacher_forwards`` counts the forwards actually run (tests assert a warm cache runs none).
     ``cache_dir`` None switches caching off (the teacher runs on every batch).
+    ``image``: how the batch was normalised (the student's backbone config); a teacher whose
+    backbone wants another mean/std gets the batch re-mapped to its own.
     """
 
-    def __init__(self, teacher: torch.nn.Module, cache_dir: str | Path | None) -> None:
+    def __init__(
+        self, teacher: torch.nn.Module, cache_dir: str | Path | None, *, image: ImageConfig = IMAGENET
+    ) -> None:
         self.teacher = teacher
+        self.image = image
+        self.teacher_image: ImageConfig = getattr(teacher, "image_config", IMAGENET)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.teacher_forwards = 0
         self.hits = 0
@@ -116,6 +127,8 @@ class TeacherOutputs:
     def _forward(self, drone: torch.Tensor, satellite: torch.Tensor) -> TeacherTargets:
         self.teacher_forwards += 1
         self.teacher.eval()
+        drone = renormalize(drone, self.image, self.teacher_image)  # [B,V,3,H,W]
+        satellite = renormalize(satellite, self.image, self.teacher_image)  # [B,3,H,W]
         return TeacherTargets.from_output(self.teacher(drone, satellite))
 
 

@@ -16,8 +16,12 @@ def register(subparsers) -> None:
         ),
     )
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--backbone", default="vit_small", help="registered backbone name (default vit_small)")
-    which.add_argument("--all", action="store_true", help="profile every registered backbone (a table)")
+    which.add_argument(
+        "--backbone",
+        default="vit_small",
+        help="an alias or any timm model name, optionally with a tag (default vit_small)",
+    )
+    which.add_argument("--all", action="store_true", help="profile every alias (a table)")
     parser.add_argument("--img-size", type=int, default=224, help="square input size in px (default 224)")
     parser.add_argument("--views", type=int, default=1, help="frames per drone query (default 1)")
     parser.add_argument("--refiner", default="mean", help="mean | attention | select (default mean)")
@@ -109,12 +113,13 @@ def _run(args: argparse.Namespace) -> int:
         f"pooling {first['pooling']}; FLOPs by {first['counter']}; latency on {first['device']} "
         f"at batch {first['batch_size']}"
     )
-    header = f"{'backbone':<18} {'params M':>9} {'GFLOPs':>9} {'GMACs':>9} {'analytic/frame':>15} {'ms/query':>9} {'q/s':>9}"
+    w = max(18, *(len(r["backbone"]) for r in rows))  # any timm name, tag included
+    header = f"{'backbone':<{w}} {'params M':>9} {'GFLOPs':>9} {'GMACs':>9} {'analytic/frame':>15} {'ms/query':>9} {'q/s':>9}"
     print(header)
     print("-" * len(header))
     for r in rows:
         print(
-            f"{r['backbone']:<18} {r['params_m']:>9.2f} {r['gflops']:>9.3f} {r['gmacs']:>9.3f} "
+            f"{r['backbone']:<{w}} {r['params_m']:>9.2f} {r['gflops']:>9.3f} {r['gmacs']:>9.3f} "
             f"{_fmt(r['analytic_gmacs_per_frame'], '.3f'):>15} {_fmt(r['latency_ms'], '.2f'):>9} "
             f"{_fmt(r['throughput_qps'], '.1f'):>9}"
         )

@@ -117,7 +117,7 @@ def run_search(
 
     ``overrides`` are Hydra overrides of the base run config (``train.epochs=1``); the space's
     ``fixed`` and the sampled parameters go on top. ``teacher`` sets
-    ``distill.teacher_checkpoint``. ``objective`` replaces ``train.loop.fit`` in single-worker
+    ``distill.teacher_checkpoint``. ``objective`` replaces ``eval.fit_evaluated`` in single-worker
     trials (benchmarks use trivial objectives to measure the platform's own overhead).
     """
     _check_arguments(experiment, num_samples, max_concurrent, time_budget_s, sampler, max_failures)

@@ -311,13 +311,14 @@ def _check_value(where: str, label: str, base: Mapping[str, Any], dotted: str, v
     """Compose ``dotted=value`` into a RunConfig and check the names RunConfig leaves unchecked."""
     if dotted == "model.backbone":
         from geodistill.models import get_spec
+        from geodistill.models.backbones import has_class_token
 
         try:
-            spec = get_spec(str(value))
+            get_spec(str(value))
         except UnknownBackboneError as err:
             raise ConfigError(f"{where}: {label}: {err}") from None
         pooling = base.get("model", {}).get("pooling")
-        if pooling == "token" and spec.family != "vit":
+        if pooling == "token" and not has_class_token(str(value)):
             raise ConfigError(
                 f"{where}: {label}: {value} has no class token for model.pooling 'token' "
                 "(fix model.pooling to avg, gem or lpn)"

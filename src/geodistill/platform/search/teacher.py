@@ -16,8 +16,8 @@ def train_teacher_for(space: SearchSpace, base: Mapping[str, Any], out_dir: str 
     Same data settings, backbone and embedding width as the students' fixed part, stage
     teacher, one epoch, in this process. Returns its last checkpoint directory (reused when present).
     """
+    from geodistill.eval import fit_evaluated
     from geodistill.train.context import InProcessContext, latest_checkpoint_in
-    from geodistill.train.loop import fit
 
     run_dir = Path(out_dir)
     found = latest_checkpoint_in(run_dir / "checkpoints")
@@ -28,7 +28,7 @@ def train_teacher_for(space: SearchSpace, base: Mapping[str, Any], out_dir: str 
     student["distill"]["teacher_checkpoint"] = None
     cfg = RunConfig.from_dict(student)
     cfg.scaling.num_workers, cfg.train.epochs = 0, 1
-    fit(cfg, context=InProcessContext(run_dir))
+    fit_evaluated(cfg, context=InProcessContext(run_dir))
     found = latest_checkpoint_in(run_dir / "checkpoints")
     if found is None:
         raise RuntimeError(f"teacher training wrote no checkpoint under {run_dir}")

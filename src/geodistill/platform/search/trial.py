@@ -34,7 +34,7 @@ from geodistill.train.context import default_device
 
 def trial_cost(cfg: RunConfig) -> dict[str, Any]:
     """GFLOPs/GMACs/params of one drone query of ``cfg``'s student, counted on the meta device."""
-    model = dataclasses.replace(cfg.model, weights=None)
+    model = dataclasses.replace(cfg.model, weights=None, pretrained=False)  # cost needs no weights
     return dict(_cost(json.dumps(dataclasses.asdict(model), sort_keys=True), cfg.data.views))
 
 
@@ -101,7 +101,7 @@ class TrialSetup:
     rung_store: Any | None = None  # a RungStore for multi-worker trials (None: no early stopping)
     grace_period: int = 1
     reduction_factor: float = 2
-    objective: Callable[..., Any] | None = None  # fit(cfg, *, context) stand-in; default train.loop.fit
+    objective: Callable[..., Any] | None = None  # fit(cfg, *, context) stand-in; default eval.fit_evaluated
 
 
 def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
@@ -137,7 +137,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         context = TuneTrialContext(extra, should_stop=rule)
         objective = setup.objective
         if objective is None:
-            from geodistill.train.loop import fit as objective
+            from geodistill.eval import fit_evaluated as objective
         objective(cfg, context=context)
         return
     # Ray Train: a TorchTrainer inside the trial, stopped only by its own rung rule.

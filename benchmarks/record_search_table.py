@@ -1,0 +1,174 @@
+"""Record the tabular search benchmark: every configuration of a grid, trained once for real.
+
+Run (about 25 minutes on one core; be kind to a shared machine):
+
+    nice -n 10 python benchmarks/record_search_table.py [--out benchmarks/search_table.parquet]
+
+HPO research compares samplers on *tabular* benchmarks (NAS-Bench, HPOBench): every point of a
+discrete space is trained once and stored, and a sampler's run becomes table look-ups, so one
+search costs milliseconds and a comparison can afford 20+ seeds per budget. This script builds
+such a table for the mission's knobs, with real smoke-sized training: one tiny stage-1 teacher,
+then every student configuration of ``GRID`` distilled from it on the same synthetic UniV set
+(``geodistill.train.fit`` in this process, one thread), evaluated after every epoch.
+
+One row per (configuration, epoch): the knobs, d2s/s2d AP and Recall@1 at that epoch, the
+epoch's seconds, and the GFLOPs per drone query counted before training (the cost the search
+knows up front). ``bench_search_replay.py`` replays Optuna samplers against it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+import torch
+
+from geodistill.platform.compose import compose_run_config
+from geodistill.platform.search import parse_space, trial_config, trial_cost
+from geodistill.train.config import RunConfig
+
+HERE = Path(__file__).resolve().parent
+# The searched knobs (RunConfig dotted keys) and their values: 4 x 3 x 2 x 2 x 2 x 2 = 192 configs.
+GRID: dict[str, list] = {
+    "model.backbone": ["mobilenetv3_small", "convnext_atto", "resnet18", "vit_tiny"],
+    "data.views": [1, 2, 4],
+    "data.fps": [2, 10],
+    "distill.temperature": [1.0, 4.0],
+    "distill.w_feature": [0.0, 1.0],
+    "distill.w_relation": [0.0, 1.0],
+}
+# Everything else is fixed: 32 px, 32 places (16 train, 16 test queries), 3 steps of 4 per epoch.
+FIXED: dict = {
+    "stage": "student",
+    "model.pooling": "avg",
+    "model.embed_dim": 64,
+    "data.img_size": 32,
+    "data.batch_size": 4,
+    "data.synth_buildings": 32,
+    "train.max_steps_per_epoch": 3,
+    "train.warmup_steps": 1,
+    "train.eval_every": 1,
+    "distill.w_logit": 1.0,
+}
+METRICS = ("d2s_ap", "d2s_recall1", "s2d_ap", "s2d_recall1")
+
+
+class RecordingContext:
+    """In-process ``TrainContext`` that keeps every epoch's metrics and no checkpoint."""
+
+    rank, world_size = 0, 1
+
+    def __init__(self) -> None:
+        self.device = torch.device("cpu")
+        self.history: list[dict[str, float]] = []
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
+        self.history.append(dict(metrics))
+
+    def latest_checkpoint(self) -> Path | None:
+        return None
+
+    def should_stop(self, epoch: int, metrics: dict[str, float]) -> bool:
+        return False
+
+
+def grid_points(grid: dict[str, list]) -> list[dict]:
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+
+def table_space(fixed: dict):
+    """The grid as a validated search space (every value composed into a RunConfig up front)."""
+    params = {k: {"type": "choice", "choices": v} for k, v in GRID.items()}
+    return parse_space({"fixed": fixed, "params": params}, name="search_table")
+
+
+def train_teacher(base: dict, out: Path, epochs: int) -> Path:
+    """A resnet18 stage-1 teacher at 2 views on the students' data (one process, no Ray)."""
+    from geodistill.train.context import LocalContext, latest_checkpoint_in
+    from geodistill.train.loop import fit
+
+    found = latest_checkpoint_in(out / "checkpoints")
+    if found is not None:  # a resumed recording keeps its teacher
+        return found
+    space = table_space(FIXED)
+    cfg_dict = trial_config(space, {"model.backbone": "resnet18", "data.views": 2}, base=base).to_dict()
+    cfg_dict.update(stage="teacher", run_name="teacher")
+    cfg_dict["train"].update(epochs=epochs, max_steps_per_epoch=None)
+    cfg = RunConfig.from_dict(cfg_dict)
+    cfg.scaling.num_workers = 0
+    fit(cfg, context=LocalContext(out, device="cpu"))
+    found = latest_checkpoint_in(out / "checkpoints")
+    assert found is not None
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(HERE / "search_table.parquet"))
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--teacher-epochs", type=int, default=4)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N configurations (a dry run)")
+    parser.add_argument(
+        "--work", default=None, help="scratch folder (data, teacher); reused when given again"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="search_table_"))
+    base = compose_run_config(["preset=smoke", f"output_dir={work / 'runs'}"]).to_dict()
+    start = time.perf_counter()
+    teacher = train_teacher(base, work / "teacher", args.teacher_epochs)
+    print(f"teacher: {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    space = table_space({**FIXED, "train.epochs": args.epochs, "distill.teacher_checkpoint": str(teacher)})
+    points = grid_points(GRID)[: args.limit]
+    out = Path(args.out)
+    partial = out.with_suffix(".partial.parquet")  # progress survives an interrupted recording
+    rows = pl.read_parquet(partial).to_dicts() if partial.exists() else []
+    done = {r["config_id"] for r in rows}
+    for i, point in enumerate(points):
+        if i in done:
+            continue
+        cfg = trial_config(space, point, base=base)
+        cfg.scaling.num_workers = 0
+        cfg.run_name = f"cfg{i:04d}"
+        gflops = trial_cost(cfg)["gflops"]  # counted before training, as the search does
+        context = RecordingContext()
+        t0 = time.perf_counter()
+        from geodistill.train.loop import fit
+
+        fit(cfg, context=context)
+        for report in context.history:
+            rows.append(
+                {
+                    "config_id": i,
+                    **{k.replace(".", "__"): v for k, v in point.items()},
+                    "epoch": int(report["epoch"]),
+                    **{m: float(report[m]) for m in METRICS},
+                    "epoch_seconds": float(report["epoch_seconds"]),
+                    "gflops": float(gflops),
+                }
+            )
+        pl.DataFrame(rows).write_parquet(partial)
+        print(
+            f"[{i + 1}/{len(points)}] {point} gflops {gflops:.4f} "
+            f"d2s_ap {context.history[-1]['d2s_ap']:.2f} in {time.perf_counter() - t0:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+    frame = pl.DataFrame(rows).with_columns(
+        pl.col("config_id").cast(pl.Int32), pl.col("epoch").cast(pl.Int8), pl.col("data__views").cast(pl.Int8)
+    )
+    frame.write_parquet(out, compression="zstd")
+    partial.unlink(missing_ok=True)
+    print(
+        f"{frame.height} rows, {len(points)} configurations in {time.perf_counter() - start:.0f} s -> {args.out}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""One run, every figure: run each ``benchmarks/bench_*.py`` and write ``benchmarks/results.json``.
+
+Run: python benchmarks/run_all.py [--only bench_metrics bench_search_replay] [--out benchmarks/results.json]
+(``make bench`` runs them all).
+
+results.json records the commit (and whether the tree had local changes), the UTC date, the
+machine (CPU model, cores, memory), the 1/5/15-minute load average before and after every
+benchmark, and per benchmark its exit code, wall seconds, the figures it recorded through
+``_figures.figure`` (value, unit, anchor, limit) and its printed output. RESULTS.md's
+generated tables come from this file (``render_results.py``), and a fast test checks that
+they match it, so no figure in them can come from anywhere else.
+
+Each benchmark runs in its own process with its defaults; a failing benchmark is recorded
+(exit code, output) and the run goes on, then exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def machine() -> dict:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = None
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        mem_gib = round(pages * size / 2**30, 1)
+    except (ValueError, OSError):
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "memory_gib": mem_gib, "python": platform.python_version()}
+
+
+def commit() -> dict:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=REPO, capture_output=True, text=True, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    return {
+        "commit": git("rev-parse", "HEAD") or None,
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+    }
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def run_one(script: Path, timeout: float | None = None) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False) as tmp:
+        figures_path = tmp.name
+    env = {**os.environ, "GEODISTILL_FIGURES": figures_path}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH")) if p)
+    before = load()
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(script)], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+        )
+        code, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
+    except subprocess.TimeoutExpired as err:  # keep what it recorded before the limit
+        code = 124
+        stdout = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
+        stderr = f"timed out after {timeout} s"
+    seconds = time.perf_counter() - start
+    after = load()
+    figures = [json.loads(line) for line in Path(figures_path).read_text().splitlines() if line.strip()]
+    os.unlink(figures_path)
+    sys.stdout.write(stdout)
+    if code:
+        sys.stderr.write(stderr[-4000:])
+    return {
+        "script": f"benchmarks/{script.name}",
+        "exit_code": code,
+        "seconds": round(seconds, 1),
+        "load_before": before,
+        "load_after": after,
+        "figures": figures,
+        "output": stdout[-20000:],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", help="benchmark names (bench_metrics ...); default: all")
+    parser.add_argument("--out", default=str(HERE / "results.json"))
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds per benchmark (exit code 124 past it)"
+    )
+    args = parser.parse_args()
+    scripts = sorted(HERE.glob("bench_*.py"))
+    if args.only:
+        wanted = {name.removesuffix(".py") for name in args.only}
+        scripts = [s for s in scripts if s.stem in wanted]
+    result = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **commit(),
+        "machine": machine(),
+        "load_before": load(),
+        "benchmarks": {},
+    }
+    for script in scripts:
+        print(f"== {script.name}", flush=True)
+        result["benchmarks"][script.stem] = run_one(script, args.timeout)
+    result["load_after"] = load()
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    failed = [name for name, b in result["benchmarks"].items() if b["exit_code"]]
+    print(
+        f"wrote {args.out}; load {result['load_before']} -> {result['load_after']}"
+        + (f"; FAILED: {failed}" if failed else "")
+    )
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""A trained GeoModel's encoder(s) in timm's own layout, loadable without geodistill.
+
+Each encoder is written with timm's ``save_for_hf``: ``model.safetensors`` and a
+``config.json`` with ``architecture``, ``model_args`` (what rebuilds it: img_size, depth, ...)
+and ``pretrained_cfg`` (input size, mean, std, interpolation the model was trained with).
+Either of these loads it::
+
+    timm.create_model("local-dir:DIR", pretrained=True)
+    cfg = json.load(open("DIR/config.json"))
+    timm.create_model(cfg["architecture"], pretrained=True, **cfg["model_args"],
+                      pretrained_cfg_overlay=dict(cfg["pretrained_cfg"], file="DIR/model.safetensors"))
+
+(the overlay carries ``num_classes``: without it timm drops a classifier whose size differs
+from the architecture's default one).
+
+Where timm's own head pools the way the GeoModel does (the class token of a ViT with
+``pooling=token``; the spatial mean of ConvNets whose head is pool -> linear, e.g. ResNet,
+EfficientNet, with ``pooling=avg``), the bottleneck (Linear -> BatchNorm, folded into one
+Linear) becomes timm's classifier, so ``F.normalize(model(x))`` IS the GeoModel descriptor;
+the export checks that on a random batch before keeping the head. Otherwise (ConvNeXt's head
+norm, GeM, LPN ...) the encoder goes out headless (``num_classes=0``) and the folded bottleneck
+is written beside it as ``descriptor_head.safetensors`` (``weight``, ``bias``); for
+``pooling=avg`` the descriptor is then
+``F.normalize(F.linear(model.forward_features(x).mean((2, 3)), weight, bias))``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geodistill.models.geomodel import GeoModel
+
+HEAD_FILE = "descriptor_head.safetensors"
+
+
+@dataclass
+class ExportedEncoder:
+    view: str  # "shared" | "drone" | "satellite"
+    path: Path  # the folder holding model.safetensors + config.json
+    architecture: str
+    descriptor_head: bool  # timm's classifier is the descriptor bottleneck (model(x) = descriptor)
+    max_abs_diff: float  # |normalize(timm model(x)) - GeoModel descriptor|, or of pooled features
+
+
+def fold_bottleneck(add_block: nn.Sequential) -> nn.Linear:
+    """Linear(C,E) -> BatchNorm1d(E) in eval mode as one Linear: W' = s W, b' = s (b - mu) + beta."""
+    linear, bn = add_block[0], add_block[1]
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # [E]
+    folded = nn.Linear(linear.in_features, linear.out_features)
+    with torch.no_grad():
+        folded.weight.copy_(linear.weight * scale[:, None])
+        folded.bias.copy_((linear.bias - bn.running_mean) * scale + bn.bias)
+    return folded
+
+
+def _with_head(model: GeoModel, view: str, x: torch.Tensor) -> tuple[nn.Module, bool, float]:
+    """The encoder's timm model, with the descriptor as its classifier when that reproduces it."""
+    encoder = model.encoder(view)
+    timm_model = copy.deepcopy(encoder.model).eval()
+    folded = fold_bottleneck(model.heads[0].add_block)
+    if model.cfg.pooling in ("token", "avg") and model.pool.num_parts == 1:
+        timm_model.reset_classifier(folded.out_features)
+        classifier = timm_model.get_classifier()
+        if isinstance(classifier, nn.Linear) and classifier.weight.shape == folded.weight.shape:
+            with torch.no_grad():
+                classifier.weight.copy_(folded.weight)
+                classifier.bias.copy_(folded.bias)
+                got = F.normalize(timm_model(x), dim=-1)
+                want = model.encode(x, view=view)
+            diff = float((got - want).abs().max())
+            if diff < 1e-4:
+                return timm_model, True, diff
+    timm_model.reset_classifier(0)
+    diff = float("nan")
+    if model.cfg.pooling == "avg" and not encoder.has_token:
+        with torch.no_grad():  # headless contract: the mean of forward_features' map feeds the head
+            fmap = timm_model.forward_features(x)
+            if fmap.dim() == 4 and fmap.shape[1] == encoder.num_features:
+                diff = float((fmap.mean(dim=(2, 3)) - encoder(x)[0]).abs().max())
+    return timm_model, False, diff
+
+
+def export_encoders(
+    model: GeoModel, out_dir: str | Path, *, hub_repo: str | None = None
+) -> list[ExportedEncoder]:
+    """Write the encoder(s) of ``model`` under ``out_dir`` (one folder when shared, else
+    ``drone/`` and ``satellite/``); optionally push each with timm's ``push_to_hf_hub``."""
+    from safetensors.torch import save_file
+    from timm.models import push_to_hf_hub, save_for_hf
+
+    out = Path(out_dir)
+    model = model.eval()
+    size = model.cfg.img_size
+    image = model.image_config
+    data_config = {
+        "input_size": (3, size, size),
+        "mean": image.mean,
+        "std": image.std,
+        "interpolation": image.interpolation,
+        "crop_pct": 1.0,
+    }
+    views = ["shared"] if model.satellite_encoder is None else ["drone", "satellite"]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, size, size, generator=gen)
+    exported = []
+    for view in views:
+        folder = out if view == "shared" else out / view
+        timm_model, has_head, diff = _with_head(model, "drone" if view == "shared" else view, x)
+        extra = {
+            "geodistill": {
+                "view": view,
+                "pooling": model.cfg.pooling,
+                "descriptor": "normalize(model(x))"
+                if has_head
+                else f"normalize(linear({model.cfg.pooling}-pool(model.forward_features(x)), {HEAD_FILE}))",
+                "backbone": model.cfg.backbone,
+            }
+        }
+        save_for_hf(
+            timm_model, str(folder), model_config=extra, safe_serialization=True, data_config=data_config
+        )
+        if not has_head:
+            folded = fold_bottleneck(model.heads[0].add_block)
+            save_file(
+                {"weight": folded.weight.detach().contiguous(), "bias": folded.bias.detach().contiguous()},
+                str(folder / HEAD_FILE),
+                metadata={"pooling": model.cfg.pooling, "applies_to": "pooled features"},
+            )
+        arch = json.loads((folder / "config.json").read_text())["architecture"]
+        exported.append(ExportedEncoder(view, folder, arch, has_head, diff))
+        if hub_repo:
+            repo = hub_repo if view == "shared" else f"{hub_repo}-{view}"
+            push_to_hf_hub(
+                timm_model, repo, model_config=extra, data_config=data_config, safe_serialization=True
+            )
+    return exported
