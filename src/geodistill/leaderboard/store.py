@@ -99,6 +99,7 @@ SCHEMA = pa.schema(
         pa.field("config_json", _STR),  # scrubbed of anything that looks like a secret
         pa.field("git_sha", _STR),
         pa.field("host", _STR),
+        pa.field("node_id", _STR),  # the Ray node a search trial last ran on (null outside Ray)
         pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("schema_version", _INT),
     ],

@@ -42,6 +42,7 @@ FitFn = Callable[..., Any]  # fit(cfg, *, context) -> TrainResult
 
 DEFAULT_MAX_FAILURES = 2
 PID_FILE = "worker_{rank}.pid"
+NODE_FILE = "worker_{rank}.node"
 CHECKPOINTS_DIR = "checkpoints"  # <output_dir>/<run_name>/checkpoints/epoch_NNNN in both modes
 RUN_CONFIG_FILE = "config.json"  # <output_dir>/<run_name>/config.json: the resolved RunConfig
 # May differ between a run and its resumption: length, bookkeeping and placement, not the result.
@@ -190,7 +191,8 @@ class RayTrainWorkerContext:
 
     Every rank reports every epoch (Ray's reports are a barrier across workers); only rank 0
     passes the checkpoint, which Ray copies to ``<storage>/<run_name>/epoch_NNNN``. Each rank
-    writes its pid to ``<run_dir>/worker_<rank>.pid`` (operators and the fault test use it).
+    writes its pid to ``<run_dir>/worker_<rank>.pid`` and its Ray node id to ``worker_<rank>.node``
+    (operators and the fault tests use them).
     """
 
     def __init__(self, run_dir: str | Path, *, rule: StopRule | None = None) -> None:
@@ -207,6 +209,8 @@ class RayTrainWorkerContext:
         self._downloads: dict[str, Path] = {}
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write_text(self.run_dir / PID_FILE.format(rank=self.rank), f"{os.getpid()}\n")
+        node = ray.get_runtime_context().get_node_id()  # which node this rank runs on (spread checks)
+        _atomic_write_text(self.run_dir / NODE_FILE.format(rank=self.rank), f"{node}\n")
 
     def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
         import ray.train
@@ -324,6 +328,7 @@ def _run_on_ray(
             num_workers=scaling.num_workers,
             use_gpu=use_gpu,
             resources_per_worker=worker_resources(scaling),
+            placement_strategy=scaling.placement_strategy,
         ),
         run_config=ray.train.RunConfig(
             name=name,
@@ -408,6 +413,15 @@ def worker_pids(run_dir: str | Path) -> dict[int, int]:
     return found
 
 
+def worker_nodes(run_dir: str | Path) -> dict[int, str]:
+    """rank -> Ray node id of the Ray Train workers of ``run_dir`` (as each last wrote it)."""
+    return {
+        int(path.stem.split("_", 1)[1]): path.read_text().strip()
+        for path in Path(run_dir).glob("worker_*.node")
+        if path.stem.split("_", 1)[1].isdigit()
+    }
+
+
 __all__ = [
     "RESUME_FREE_KEYS",
     "RUN_CONFIG_FILE",
@@ -417,5 +431,6 @@ __all__ = [
     "prepare_config",
     "run_name_of",
     "run_training",
+    "worker_nodes",
     "worker_pids",
 ]

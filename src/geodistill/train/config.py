@@ -37,6 +37,8 @@ WEIGHT_MAX = 1e6  # loss weights, clipping norms
 # Experiment trackers a run or a search can write to (several at once); geodistill.platform.tracking
 # wires them. "none" (or an empty list) writes only the run's own metrics.jsonl.
 LOGGERS = ("none", "tensorboard", "mlflow", "wandb")
+# Ray placement-group strategies for Ray Train workers (scaling.placement_strategy).
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
 def _known_loggers(names: Any) -> None:
@@ -130,6 +132,9 @@ class ScalingConfig:
     cpus_per_worker: int = setting(1, ge=0, le=1024)
     # GPUs each worker reserves (a fraction lets small students share one); None: 1 with use_gpu.
     gpus_per_worker: float | None = setting(None, gt=0.0, le=64.0)
+    # Ray placement group strategy of the workers: PACK (fewest nodes), SPREAD (one per node when
+    # it can), STRICT_PACK / STRICT_SPREAD (must). SPREAD is what makes a 2-node rehearsal use both.
+    placement_strategy: str = setting("PACK", choices=PLACEMENT_STRATEGIES)
 
     @property
     def in_process(self) -> bool:

@@ -1,4 +1,5 @@
-"""`geodistill cluster validate FILE...`: offline checks of cluster-launcher YAMLs and KubeRay manifests."""
+"""`geodistill cluster validate FILE...` (offline checks of cluster YAMLs and KubeRay manifests) and
+`geodistill cluster rehearse` (a head and worker nodes on 127.0.0.1, until Ctrl-C)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,19 @@ def register(subparsers) -> None:
     validate = actions.add_parser("validate", help="validate one or more cluster files")
     validate.add_argument("files", nargs="+", metavar="FILE", type=flag(kind="text"))
     validate.set_defaults(func=_validate)
+    rehearse = actions.add_parser(
+        "rehearse",
+        help="run a rehearsal Ray cluster on this machine (head + worker nodes, 127.0.0.1, token auth)",
+        description=(
+            "Start a real Ray cluster on loopback: a head (no CPUs, dashboard on 127.0.0.1 for `ray job "
+            "submit`) and WORKERS nodes, each with its own raylet, CPUs and a custom resource node_a, "
+            "node_b, ...; token auth on. Prints the addresses and how to submit; Ctrl-C tears it down."
+        ),
+    )
+    rehearse.add_argument("--workers", type=int, default=2, help="worker nodes (default 2)")
+    rehearse.add_argument("--cpus-per-node", type=int, default=1, help="CPUs of each worker node (default 1)")
+    rehearse.add_argument("--manifest", help="also write the cluster's JSON manifest here")
+    rehearse.set_defaults(func=_rehearse)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -38,3 +52,9 @@ def _validate(args: argparse.Namespace) -> int:
             continue
         print(f"ok  {path}  ({kind})")
     return 2 if failures else 0
+
+
+def _rehearse(args: argparse.Namespace) -> int:
+    from geodistill.platform.rehearse import run_rehearsal
+
+    return run_rehearsal(workers=args.workers, cpus_per_node=args.cpus_per_node, manifest=args.manifest)

@@ -107,6 +107,13 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--seed", type=flag(int, ge=0, le=SEED_MAX), default=0, help="sampler seed (default 0)"
     )
+    parser.add_argument(
+        "--max-failures",
+        type=flag(int, ge=-1, le=1000),
+        default=0,
+        help="retry a trial whose process or node died this many times, from its last checkpoint "
+        "(-1: forever; default 0)",
+    )
     parser.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
     parser.add_argument(
         "--logger",
@@ -224,6 +231,7 @@ def _run(args: argparse.Namespace) -> int:
         verbose=2 if args.verbose else 1,
         loggers=args.logger,
         dashboard=args.dashboard,
+        max_failures=args.max_failures,
     )
     metric = args.metric or load_space(space).metric
     counts = result.rows.group_by("status").len().sort("status").iter_rows() if result.rows.height else []

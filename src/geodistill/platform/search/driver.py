@@ -108,6 +108,7 @@ def run_search(
     cpus_per_trial: float = 1,
     gpus_per_trial: float | None = None,
     seed: int | None = 0,
+    max_failures: int = 0,
     objective: Callable[..., Any] | None = None,
     callbacks: Sequence[Any] = (),
     verbose: int = 1,
@@ -127,7 +128,9 @@ def run_search(
     default: the base config's ``logger``) adds Tune's logger callbacks (``tracking.py``).
     ``dashboard`` starts the Ray dashboard on 127.0.0.1 (a local head only) and prints its URL.
     """
-    _check_arguments(experiment, num_samples, max_concurrent, time_budget_s, sampler, gpus_per_trial)
+    _check_arguments(
+        experiment, num_samples, max_concurrent, time_budget_s, sampler, gpus_per_trial, max_failures
+    )
     space, base = _prepare_space(space, overrides=overrides, teacher=teacher, metric=metric)
     where, base = _locate(
         experiment,
@@ -192,6 +195,7 @@ def run_search(
             if early_stopping and not ray_train
             else None,
             verbose=verbose,
+            max_failures=max_failures,
         )
     tuner.fit()
     out_of_time = time_budget_s is not None and time.monotonic() - started >= time_budget_s
@@ -256,6 +260,7 @@ def _check_arguments(
     time_budget_s: float | None,
     sampler: str,
     gpus_per_trial: float | None = None,
+    max_failures: int = 0,
 ) -> None:
     """Refuse bad command-line values before anything is composed or started."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", experiment or ""):
@@ -264,6 +269,8 @@ def _check_arguments(
         raise ConfigError("--num-samples and --max-concurrent must be at least 1")
     if time_budget_s is not None and time_budget_s <= 0:
         raise ConfigError(f"--time-budget must be > 0 seconds; got {time_budget_s}")
+    if max_failures < -1:
+        raise ConfigError(f"--max-failures must be >= -1 (-1: retry forever); got {max_failures}")
     if sampler not in SAMPLERS:
         raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
     from geodistill.platform.gpus import check_gpus_per_trial

@@ -107,6 +107,7 @@ def trial_row(
         device=str(default_device()) if cfg.scaling.in_process else None,
         checkpoint_uri=checkpoint or result.get("checkpoint_uri"),
         config_json=cfg.to_dict(),
+        node_id=result.get("node_id"),
     )
 
 

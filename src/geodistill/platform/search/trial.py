@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 
 from geodistill.platform.search.space import SearchSpace, trial_config
@@ -133,7 +134,9 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     cfg = with_gpus_per_trial(trial_config(setup.space, config, base=setup.base), setup.gpus_per_trial)
     cfg.experiment, cfg.run_name = setup.experiment, trial_id
     cfg.logger = []  # a search tracks its trials from the driver (Tune's logger callbacks)
-    extra = {**trial_cost(cfg), "epochs_planned": cfg.train.epochs}
+    # The node goes on every report (and so on the row): which node ran it, after any retry.
+    node_id = ray.get_runtime_context().get_node_id()
+    extra = {**trial_cost(cfg), "epochs_planned": cfg.train.epochs, "node_id": node_id}
     budget = setup.space.flops_budget
     if budget is not None and extra["gflops"] > budget:
         # Refused before any training: reported once so Optuna gets both objectives.

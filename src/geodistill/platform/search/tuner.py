@@ -117,6 +117,7 @@ def new_tuner(
     time_budget_s: float | None,
     scheduler: Any | None,
     verbose: int,
+    max_failures: int = 0,
 ) -> tune.Tuner:
     """A fresh Tuner: Optuna (its study in ``where.study_url``) behind a concurrency limiter."""
     import optuna
@@ -149,7 +150,7 @@ def new_tuner(
             storage_path=where.storage_root,
             callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            failure_config=tune.FailureConfig(max_failures=0),
+            failure_config=tune.FailureConfig(max_failures=max_failures),  # retries: node loss
             # verbose 1 is the live table (live.py): Tune's own reporter and the trials' output
             # (to <trial>/stdout, <trial>/stderr) stay off the console; 2 streams both as before.
             verbose=1 if verbose >= 2 else 0,
