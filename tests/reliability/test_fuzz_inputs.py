@@ -70,7 +70,7 @@ TRIPWIRES = (
     "geodistill.leaderboard.store.Leaderboard.write",
     "geodistill.platform.train_driver.run_training",
     "geodistill.platform.search.driver.run_search",
-    "geodistill.platform.demo.run_demo",
+    "geodistill.platform.demo_pipeline.run_demo",
 )
 
 

@@ -41,11 +41,6 @@ LOGGERS = ("none", "tensorboard", "mlflow", "wandb")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
-def _known_loggers(names: Any) -> None:
-    if not isinstance(names, list | tuple) or any(name not in LOGGERS for name in names):
-        raise ConfigError(f"logger must be a list of {', '.join(LOGGERS)}; got {names!r}")
-
-
 @dataclass
 class DataConfig:
     """Where the pairs come from and how they are sampled."""
@@ -152,7 +147,7 @@ class RunConfig:
     output_dir: str = setting("runs", kind="out_dir")
     ray_address: str | None = setting(None, kind="text")
     # any of LOGGERS; "a,b" or [a, b] in overrides
-    logger: list[str] = setting(default_factory=list, validator=_known_loggers)
+    logger: list[str] = setting(default_factory=list)  # checked name by name in validate()
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=lambda: ModelConfig(img_size=64))
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -188,6 +183,9 @@ class RunConfig:
         name a folder that is gone); ``check_paths`` checks them on disk.
         """
         check_fields(self)  # data, train, distill, scaling, and model (ModelConfig declares its own)
+        for name in self.logger:
+            if name not in LOGGERS:
+                raise ConfigError(f"logger must be one of {', '.join(LOGGERS)}; got {name!r}")
         for key in ("stage_ce_weight", "fisd_weight"):
             if getattr(self.train, key) > 0 and not self.model.stage_heads:
                 raise ConfigError(f"train.{key} > 0 needs model.stage_heads=true (the per-stage heads)")

@@ -353,7 +353,7 @@ def fit(
         ckpt_dir = None
         if rank == 0:
             inner = wrapped.unwrap()
-            if epoch % t.eval_every == 0 or epoch == t.epochs:
+            if evaluate is not None and (epoch % t.eval_every == 0 or epoch == t.epochs):
                 # Evaluation draws random numbers (loader seeds, a model copy's init): keep them
                 # out of training's stream, so strategies and resumed runs see the same dropout.
                 with torch.random.fork_rng(devices=[]):

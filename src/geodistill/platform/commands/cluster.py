@@ -32,9 +32,15 @@ def register(subparsers) -> None:
             "node_b, ...; token auth on. Prints the addresses and how to submit; Ctrl-C tears it down."
         ),
     )
-    rehearse.add_argument("--workers", type=int, default=2, help="worker nodes (default 2)")
-    rehearse.add_argument("--cpus-per-node", type=int, default=1, help="CPUs of each worker node (default 1)")
-    rehearse.add_argument("--manifest", help="also write the cluster's JSON manifest here")
+    rehearse.add_argument(
+        "--workers", type=flag(int, ge=1, le=16), default=2, help="worker nodes (default 2)"
+    )
+    rehearse.add_argument(
+        "--cpus-per-node", type=flag(int, ge=1, le=64), default=1, help="CPUs of each worker node (default 1)"
+    )
+    rehearse.add_argument(
+        "--manifest", type=flag(kind="out_file"), help="also write the cluster's JSON manifest here"
+    )
     rehearse.set_defaults(func=_rehearse)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from geodistill.platform.flags import flag
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -20,11 +22,19 @@ def register(subparsers) -> None:
         ),
     )
     parser.add_argument(
-        "checkpoint", metavar="RUN_OR_CHECKPOINT", help="run dir, checkpoint dir or .safetensors"
+        "checkpoint",
+        metavar="RUN_OR_CHECKPOINT",
+        type=flag(kind="in_path"),
+        help="run dir, checkpoint dir or .safetensors",
     )
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument(
-        "--hub", metavar="REPO", help="also push to the Hugging Face Hub (timm's push_to_hf_hub)"
+        "--out", required=True, metavar="DIR", type=flag(kind="out_dir"), help="output folder"
+    )
+    parser.add_argument(
+        "--hub",
+        metavar="REPO",
+        type=flag(kind="text"),
+        help="also push to the Hugging Face Hub (timm's push_to_hf_hub)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of lines")
     parser.set_defaults(func=_run)

@@ -117,6 +117,7 @@ def register(subparsers) -> None:
     parser.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
     parser.add_argument(
         "--logger",
+        type=flag(validator=_logger_names),
         help="experiment tracking, comma-separated: none | tensorboard | mlflow | wandb "
         "(default: the config's logger=; MLflow to <storage>/<experiment>/mlflow.db, W&B offline)",
     )
@@ -256,3 +257,13 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 130
     return 0
+
+
+def _logger_names(text: str) -> None:
+    """--logger: comma-separated names, each one of LOGGERS."""
+    from geodistill.errors import ConfigError
+    from geodistill.train.config import LOGGERS
+
+    for name in (part.strip() for part in text.split(",")):
+        if name not in LOGGERS:
+            raise ConfigError(f"must be one of {', '.join(LOGGERS)} (comma-separated); got {name!r}")

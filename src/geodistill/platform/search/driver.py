@@ -340,10 +340,10 @@ def _locate(
     starts: an unreachable store costs a second, not a trial.
     """
     from geodistill.leaderboard import Leaderboard, default_root
-    from geodistill.platform.search import study_storage
+    from geodistill.platform.remote import join_uri
+    from geodistill.platform.search import study_storage as stores
 
     storage_root, local = resolve_storage(storage)
-    from geodistill.platform.remote import join_uri
 
     experiment_path = join_uri(storage_root, experiment)
     if local and not Path(base["output_dir"]).is_absolute():
@@ -354,7 +354,7 @@ def _locate(
     if "://" not in lb_root:
         lb_root = str(Path(lb_root).expanduser().absolute())
     Leaderboard(lb_root).check_writable(experiment)  # before any trial spends compute
-    url = study_storage.resolve(
+    url = stores.resolve(
         study_storage,
         experiment=experiment,
         experiment_path=experiment_path,
@@ -363,7 +363,7 @@ def _locate(
         resume=resume,
         study_dir=os.environ.get(STUDY_DIR_ENV),
     )
-    study_storage.open_storage(url)  # reachable now, or one line and exit 2
+    stores.open_storage(url)  # reachable now, or one line and exit 2
     where = SearchPaths(
         storage_root=storage_root,
         local=local,
