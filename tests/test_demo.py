@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from geodistill.leaderboard import Leaderboard
 
 
+@pytest.mark.slow  # end to end: the second tier
 def test_demo_smoke_test_end_to_end(tmp_path: Path):
     out = tmp_path / "demo"
     proc = subprocess.run(

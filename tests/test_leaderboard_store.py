@@ -160,6 +160,7 @@ for b in range(batches):
 """
 
 
+@pytest.mark.slow  # end to end: the second tier
 def test_eight_concurrent_writers_leave_exactly_800_rows(tmp_path):
     procs = [
         subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), str(w), "10", "10"]) for w in range(8)

@@ -127,7 +127,7 @@ def test_train_summary_and_table_in_text_mode(trained, capsys):
         (["train", "model=nope"], "geodistill train: error: unknown model option 'nope'; available:"),
         (
             ["train", "model.backbone=vit_huge"],
-            "geodistill train: error: unknown backbone 'vit_huge': not in timm.list_models() nor an alias; known:",
+            "geodistill train: error: model.backbone: unknown backbone 'vit_huge': not in timm.list_models() nor an alias; known:",
         ),
         (
             ["train", "stage=student"],
@@ -135,7 +135,7 @@ def test_train_summary_and_table_in_text_mode(trained, capsys):
         ),
         (
             ["train", "stage=student", "distill.teacher_checkpoint=/nonexistent/teacher"],
-            "geodistill train: error: teacher checkpoint not found: /nonexistent/teacher",
+            "geodistill train: error: distill.teacher_checkpoint does not exist; got '/nonexistent/teacher'",
         ),
         (["eval"], "geodistill eval: error: give --checkpoint PATH or --video2bev FILE"),
         (["eval", "--checkpoint", "/nonexistent/ckpt"], "geodistill eval: error: "),
@@ -158,7 +158,9 @@ def test_console_script_exit_code_for_a_bad_override():
         timeout=120,
     )
     assert done.returncode == 2
-    assert done.stderr.strip() == "geodistill train: error: scaling.num_workers must be >= 0, got -1"
+    assert (
+        done.stderr.strip() == "geodistill train: error: scaling.num_workers must be >= 0 and <= 4096; got -1"
+    )
 
 
 def test_student_stage_distils_from_the_cli_teacher(trained, capsys):

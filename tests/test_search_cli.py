@@ -20,14 +20,20 @@ REPO = Path(__file__).resolve().parents[1]
         (["search", "search_space=smoke", "train.colour=red"], "train.colour"),
         (
             ["search", "search_space=smoke", "--sampler", "grid"],
-            "--sampler must be one of tpe, nsga2, random",
+            "argument --sampler: must be one of tpe, nsga2, random",
         ),
-        (["search", "search_space=smoke", "--metric", "accuracy"], "--metric must be one of d2s_recall1"),
-        (["search", "search_space=smoke", "--num-samples", "0"], "--num-samples and --max-concurrent"),
+        (
+            ["search", "search_space=smoke", "--metric", "accuracy"],
+            "argument --metric: must be one of d2s_recall1",
+        ),
+        (["search", "search_space=smoke", "--num-samples", "0"], "argument --num-samples: must be >= 1"),
         (["search", "search_space=smoke"], "trains students: give --teacher CHECKPOINT"),
         (["search", "search_space=smoke", "--teacher", "/nonexistent/ckpt"], "teacher checkpoint not found"),
         (["search", "search_space=smoke", "--teacher", "nosuch://b/t"], "cannot open nosuch://b/t"),
-        (["search", "search_space=smoke", "--experiment", "a/b"], "--experiment must be"),
+        (
+            ["search", "search_space=smoke", "--experiment", "a/b"],
+            "argument --experiment: must be a plain name",
+        ),
     ],
 )
 def test_search_errors_are_one_line_and_exit_2(argv, message, capsys, monkeypatch, tmp_path):

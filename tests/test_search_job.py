@@ -53,6 +53,7 @@ def head():
     assert not pids_naming(temp_dir)
 
 
+@pytest.mark.slow  # end to end: the second tier
 def test_search_runs_unchanged_as_a_ray_job(head, tmp_path):
     storage, lb = tmp_path / "tune", tmp_path / "lb"
     submit = [

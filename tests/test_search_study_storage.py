@@ -21,7 +21,8 @@ import pytest
 from geodistill.errors import ConfigError
 from geodistill.leaderboard import Leaderboard
 from geodistill.platform.cli import main
-from geodistill.platform.search import run_search, study
+from geodistill.platform.search import run_search
+from geodistill.platform.search import study_storage as study
 from geodistill.platform.search.space import parse_space
 from services import free_port, postgres_server
 

@@ -234,7 +234,10 @@ def test_resume_continues_from_the_saved_epoch_exactly(tmp_path):
 
 
 def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path):
-    cfg = run_cfg(tmp_path, train={"epochs": 3, "lr": 1e30, "warmup_steps": 0, "grad_clip": 0.0})
+    cfg = run_cfg(
+        tmp_path,
+        train={"epochs": 3, "lr": 10.0, "backbone_lr_mult": 100.0, "warmup_steps": 0, "grad_clip": 0.0},
+    )
     calls = []
 
     def evaluate(model, epoch):
@@ -244,8 +247,11 @@ def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_p
     with pytest.raises(TrainingDiverged) as err:
         fit(cfg, context=InProcessContext(tmp_path / "nan"), evaluate_fn=evaluate)
     msg = str(err.value)
-    assert msg.startswith("loss became non-finite at epoch 1 step 2") and "\n" not in msg
-    assert not (tmp_path / "nan" / "checkpoints").exists() and calls == []
+    # lr is at its declared maximum: epoch 1 survives (its checkpoint is the last good one), epoch 2 does not
+    assert msg.startswith("loss became non-finite at epoch 2 step 1") and "\n" not in msg
+    assert msg.endswith("the last good checkpoint is kept")
+    checkpoints = sorted(p.name for p in (tmp_path / "nan" / "checkpoints").iterdir())
+    assert checkpoints == ["epoch_0001"] and calls == [1]
 
 
 def test_corrupt_frames_are_skipped_and_counted_through_loader_workers(tmp_path):

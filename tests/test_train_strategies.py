@@ -49,6 +49,7 @@ def _fit_in_process(tmp_path: Path, strategy: str, epochs: int = 2, **train) -> 
     return losses, result.checkpoint
 
 
+@pytest.mark.slow  # end to end: the second tier
 def test_strategies_agree_in_fp32_in_process(tmp_path):
     """Same seed, init and batches: ddp (plain at world size 1), accelerate and deepspeed ZeRO-1/2/3
     follow the same loss curve; their checkpoints load with identical shapes."""
@@ -151,6 +152,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # end to end: the second tier
 def test_every_strategy_runs_on_two_gloo_ranks(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]

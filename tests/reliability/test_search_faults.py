@@ -105,6 +105,7 @@ def assert_secret_never_written(*folders: Path) -> None:
                 assert FAKE_SECRET.encode() not in path.read_bytes(), f"credential written to {path}"
 
 
+@pytest.mark.slow  # end to end: the second tier
 def test_killed_trial_is_recorded_failed_and_the_search_goes_on(tmp_path: Path):
     exp = "trial-killed"
     proc = start_search(tmp_path, exp, "--num-samples", "2")
@@ -126,6 +127,7 @@ def test_killed_trial_is_recorded_failed_and_the_search_goes_on(tmp_path: Path):
     assert sorted(raw_row_keys(tmp_path / "leaderboard", exp)) == sorted(students["row_key"].to_list())
 
 
+@pytest.mark.slow  # end to end: the second tier
 def test_killed_driver_resumes_without_losing_or_duplicating_trials(tmp_path: Path):
     exp = "driver-killed"
     lb = Leaderboard(tmp_path / "leaderboard")

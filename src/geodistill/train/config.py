@@ -239,6 +239,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     """
     if typing.get_origin(hint) is list:
         if isinstance(value, str):
+            if not value.strip():  # say `none` for no entries; an empty string is a slip
+                raise ConfigError(f"{key} must be a comma-separated list (e.g. none); got ''")
             value = [part.strip() for part in value.split(",") if part.strip()]
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{key} must be a list of strings, got {value!r}")
