@@ -1,7 +1,7 @@
 # Two entry points for a newcomer: `make demo` and `make test`. Both create .venv on first use.
 PYTHON ?= python3.11
 # Two tiers: `make test` (fast, the README's test command) and `make test-e2e` (tests marked slow:
-# end-to-end runs and paths the fast tier already covers). `.ci/run` runs both.
+# end-to-end runs and paths the fast tier already covers). `.ci/run` runs the fast tier.
 PYTEST_ARGS ?= -m "not slow"
 VENV   := .venv
 BIN    := $(VENV)/bin
