@@ -21,6 +21,8 @@ import resource
 import subprocess
 import sys
 
+from _figures import figure  # benchmarks/ is on sys.path when a script here runs
+
 
 def _mib(n: float) -> str:
     return f"{n / 2**20:,.1f} MiB"
@@ -119,6 +121,13 @@ def main() -> None:
     ):
         ratio = b[key] / a[key] if a[key] else float("inf")
         print(f"| {label} | {_mib(a[key])} | {_mib(b[key])} | {ratio:.1f}x |")
+        figure(
+            f"{key}.all_over_last2",
+            ratio,
+            "x",
+            label=f"{label}: all trainable {_mib(b[key])} / last 2 blocks trainable {_mib(a[key])}",
+            anchor="the same model with every block trainable",
+        )
 
 
 if __name__ == "__main__":
