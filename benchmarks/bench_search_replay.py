@@ -36,7 +36,6 @@ import json
 import multiprocessing
 import time
 import warnings
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -62,7 +61,7 @@ SAMPLERS: dict[str, tuple[str, int, int]] = {
     "nsga2-pop8": ("nsga2", 0, 8),
 }
 GP = ("gp", 4, 0)
-RUNG_SETTINGS = ((1, 1.5), (1, 2), (1, 3), (2, 2))  # (grace period, reduction factor)
+RUNG_SETTINGS = ((1, 2), (1, 3), (2, 2))  # (grace period, reduction factor)
 
 
 class Table:
@@ -138,23 +137,25 @@ def replay(
     n_trials: int,
     *,
     budget: float | None = None,
-    rule: Callable[[_Rungs, str], Callable] | None = None,
+    rungs: tuple[int, float] | None = None,
     skip: str | None = None,
     free_skips: bool = False,
 ) -> list[dict]:
     """One search of ``n_trials`` answered from the table; one dict per trial, in order.
 
     ``budget``: GFLOPs cap set as each trial's constraint (over-budget trials train 0 epochs).
-    ``rule``: a factory of ASHA rung rules (early stopping on the metric).
+    ``rungs``: (grace period, reduction factor) of ASHA's rung rule (early stopping on the metric).
     ``skip``: "dominated" (cost-dominated by the best finished trial) or "duplicate".
-    ``free_skips``: a skipped candidate is not a trial (the search asks again, up to 4 x N asks).
+    ``free_skips``: a skipped candidate is not a trial (the search asks again, up to 2 x N asks).
     """
     import optuna
+
+    from geodistill.platform.search.rung import RungRule
 
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     store = _Rungs()
     done: list[dict] = []
-    for number in range(4 * n_trials if free_skips else n_trials):
+    for number in range(2 * n_trials if free_skips else n_trials):
         if len(done) == n_trials:
             break
         trial = study.ask()
@@ -183,10 +184,17 @@ def replay(
                 continue
         curve = table.curves[key]
         epochs = table.epochs
-        if rule is not None:
-            should_stop = rule(store, str(number))
+        if rungs is not None:
+            rule = RungRule(
+                store,
+                trial_id=str(number),
+                metric=METRIC,
+                grace_period=rungs[0],
+                reduction_factor=rungs[1],
+                max_t=table.epochs,
+            )
             for epoch in range(1, table.epochs + 1):
-                if should_stop(epoch, {METRIC: float(curve[epoch - 1])}):
+                if rule.should_stop(epoch, {METRIC: float(curve[epoch - 1])}):
                     epochs = epoch
                     break
         metric = float(curve[epochs - 1])
@@ -196,13 +204,48 @@ def replay(
     return done
 
 
-def searches(table: Table, variant: tuple[str, int, int], seeds: range, **kwargs) -> list[list[dict]]:
-    """``replay`` of the largest budget once per seed (sampler seed 1000 + s, as random's)."""
-    kind, startup, population = variant
-    return [
-        replay(table, make_sampler(kind, 1000 + s, startup, population), max(BUDGETS), **kwargs)
-        for s in seeds
-    ]
+_TABLE: Table | None = None  # one per worker process
+
+
+def _load(path: str) -> None:
+    global _TABLE
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore")
+    _TABLE = Table(Path(path))
+
+
+def _one(job: tuple) -> tuple[list[dict], float]:
+    """One replayed search in a worker: (trials, seconds)."""
+    (kind, startup, population), seed, n, kwargs = job
+    start = time.perf_counter()
+    run = replay(_TABLE, make_sampler(kind, 1000 + seed, startup, population), n, **kwargs)
+    return run, time.perf_counter() - start
+
+
+class Replayer:
+    """Replays searches over seeds in worker processes (each loads the table once).
+
+    Replays are independent, so seeds run in parallel; sampler seed 1000 + s for every
+    variant, so seed s of two variants starts from the same random draws.
+    """
+
+    def __init__(self, table_path: str, workers: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_load, initargs=(table_path,))
+
+    def submit(self, variant: tuple[str, int, int], seeds, n: int = max(BUDGETS), **kwargs):
+        return [self.pool.submit(_one, (variant, s, n, kwargs)) for s in seeds]
+
+    @staticmethod
+    def collect(futures) -> tuple[list[list[dict]], float]:
+        """(runs in seed order, median seconds per run)."""
+        done = [f.result() for f in futures]
+        return [r for r, _ in done], float(np.median([t for _, t in done]))
+
+    def runs(self, variant: tuple[str, int, int], seeds, **kwargs) -> list[list[dict]]:
+        return self.collect(self.submit(variant, seeds, **kwargs))[0]
 
 
 def front_hv(trials: list[dict], reference, upto: int | None = None, cap: float | None = None) -> float:
@@ -222,20 +265,6 @@ def summary(ratios: np.ndarray) -> tuple[float, float, float]:
     return float(med), float(q25), float(q75)
 
 
-def _gp_worker(table_path: str, seeds: list[int], n: int) -> tuple[list[list[dict]], float]:
-    """GP runs in a second process (they take seconds per trial; the rest runs meanwhile)."""
-    import optuna
-    import torch
-
-    torch.set_num_threads(1)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore")
-    table = Table(Path(table_path))
-    start = time.perf_counter()
-    runs = [replay(table, make_sampler(*GP[:1], 1000 + s, *GP[1:]), n) for s in seeds]
-    return runs, (time.perf_counter() - start) / max(len(seeds), 1)
-
-
 def versus(
     prefix: str,
     label: str,
@@ -243,31 +272,28 @@ def versus(
     runs: list[list[dict]],
     base_runs: list[list[dict]],
     anchor: str,
-    *,
-    upto: Callable[[list[dict], int], int] = lambda run, n: n,
 ) -> dict[int, tuple[float, float, float, float]]:
     """Per budget: hypervolume ratio and epochs saved of ``runs`` against ``base_runs`` (same seeds).
 
-    ``upto(run, n)``: how many of a run's entries make its N-trial prefix. Records one figure
-    per budget and returns {n: (saved, hv median, q25, q75)}.
+    Records one figure per budget and returns {n: (saved, hv median, q25, q75)}.
     """
     out = {}
     for n in BUDGETS:
         ratio = np.array(
             [
-                front_hv(r, table.reference, upto(r, n)) / front_hv(b, table.reference, n)
+                front_hv(r, table.reference, n) / front_hv(b, table.reference, n)
                 for r, b in zip(runs, base_runs)
             ]
         )
         saved = np.array(
             [
-                1 - sum(t["epochs"] for t in r[: upto(r, n)]) / sum(t["epochs"] for t in b[:n])
+                1 - sum(t["epochs"] for t in r[:n]) / sum(t["epochs"] for t in b[:n])
                 for r, b in zip(runs, base_runs)
             ]
         )
         seconds = np.array(
             [
-                1 - sum(t["seconds"] for t in r[: upto(r, n)]) / sum(t["seconds"] for t in b[:n])
+                1 - sum(t["seconds"] for t in r[:n]) / sum(t["seconds"] for t in b[:n])
                 for r, b in zip(runs, base_runs)
             ]
         )
@@ -292,8 +318,12 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", default=str(HERE / "search_table.parquet"))
-    parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument("--seeds", type=int, default=24)
     parser.add_argument("--gp-seeds", type=int, default=20, help="GP runs (N = 16 only); 0 skips GP")
+    parser.add_argument("--workers", type=int, default=3, help="processes replaying seeds")
+    parser.add_argument(
+        "--gp-workers", type=int, default=3, help="processes for the GP runs (beside --workers)"
+    )
     parser.add_argument("--json", default=None, help="also write every per-seed hypervolume here")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -310,16 +340,21 @@ def main() -> None:
     figure("table.configurations", len(table), label=f"configurations in the table ({knobs})")
     figure("table.best_hv", table.best_hv, label="hypervolume of the whole table (limit)", limit=LIMIT)
 
-    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) if args.gp_seeds else None
-    gp_future = pool.submit(_gp_worker, args.table, list(range(args.gp_seeds)), 16) if pool else None
+    replayer = Replayer(args.table, args.workers)
+    gp_pool = Replayer(args.table, args.gp_workers) if args.gp_seeds else None  # GP: seconds per trial, apart
+    gp_jobs = gp_pool.submit(GP, range(args.gp_seeds), n=16) if gp_pool else None
 
     # 1. Samplers, without and with a GFLOPs budget (the table's median cost).
+    cap = float(np.median(list(table.gflops.values())))
+    jobs = {name: replayer.submit(variant, seeds) for name, variant in SAMPLERS.items()}
+    capped_jobs = {
+        name: replayer.submit(SAMPLERS[name], seeds, budget=cap)
+        for name in ("random", "tpe-startup4", "nsga2-pop8")
+    }
     runs: dict[str, list[list[dict]]] = {}
     seconds: dict[str, float] = {}
-    for name, variant in SAMPLERS.items():
-        start = time.perf_counter()
-        runs[name] = searches(table, variant, seeds)
-        seconds[name] = (time.perf_counter() - start) / len(seeds)
+    for name, futures in jobs.items():
+        runs[name], seconds[name] = replayer.collect(futures)
     hvs = {name: hv_matrix(r, table.reference) for name, r in runs.items()}  # [seeds, budgets]
     ratios: dict[tuple[str, int], float] = {}
     for name in SAMPLERS:
@@ -338,11 +373,10 @@ def main() -> None:
                 fraction_of_best=frac,
             )
 
-    cap = float(np.median(list(table.gflops.values())))
     ref_cap = (table.reference[0], cap)
     cap_hv, cap_trained = {}, {}
-    for name in ("random", "tpe-startup4", "nsga2-pop8"):
-        capped = searches(table, SAMPLERS[name], seeds, budget=cap)
+    for name, futures in capped_jobs.items():
+        capped = replayer.collect(futures)[0]
         cap_hv[name] = hv_matrix(capped, ref_cap, cap=cap)
         cap_trained[name] = np.array([[sum(t["epochs"] > 0 for t in r[:n]) for n in BUDGETS] for r in capped])
     print(f"GFLOPs budget {cap:.4g} (the table's median cost), hypervolume inside the budget:")
@@ -370,33 +404,19 @@ def main() -> None:
     )
     default = SAMPLERS[best]
 
-    # 2. Early stopping on the best sampler's trials, against the same sampler without it.
-    from geodistill.platform.search.rung import RungRule
-
-    def rule_factory(grace: int, rf: float):
-        def make(store, trial_id):
-            return RungRule(
-                store,
-                trial_id=trial_id,
-                metric=METRIC,
-                grace_period=grace,
-                reduction_factor=rf,
-                max_t=table.epochs,
-            )
-
-        return make
-
+    # 2. Early stopping and 3. skipping before training, on the best sampler, against its runs.
     base_runs = runs[best]
+    settings = [(g, rf) for g, rf in RUNG_SETTINGS if g < table.epochs]
+    stop_jobs = {setting: replayer.submit(default, seeds, rungs=setting) for setting in settings}
+    skips = (("dominated", False), ("dominated", True), ("duplicate", False))
+    skip_jobs = {mode: replayer.submit(default, seeds, skip=mode[0], free_skips=mode[1]) for mode in skips}
     chosen = None
-    for grace, rf in RUNG_SETTINGS:
-        if grace >= table.epochs:
-            continue
-        stopped = searches(table, default, seeds, rule=rule_factory(grace, rf))
+    for (grace, rf), futures in stop_jobs.items():
         result = versus(
             f"asha.grace{grace}.rf{rf:g}",
             f"{best} + ASHA grace {grace} rf {rf:g}",
             table,
-            stopped,
+            replayer.collect(futures)[0],
             base_runs,
             f"the same sampler ({best}) without early stopping",
         )
@@ -411,35 +431,26 @@ def main() -> None:
         else "no setting keeps >= 98 % of the hypervolume (goal NOT met)",
         label="most epochs saved at >= 98 % of the no-stopping HV, N = 32",
     )
-
-    # 3. Cost known before training, on the best sampler.
-    def trained_prefix(run: list[dict], n: int) -> int:
-        return n  # free skips are not in the run: its first n entries are n trained trials
-
-    for skip, free in (("dominated", False), ("dominated", True), ("duplicate", False)):
-        skipped = searches(table, default, seeds, skip=skip, free_skips=free)
+    for (skip, free), futures in skip_jobs.items():
+        # Free skips are not in a run: its first n entries are n trained trials, like the base's.
         versus(
             f"skip.{skip}{'.free' if free else ''}",
             f"{best}, skip {skip} candidates"
-            + (" (skips free, N trained)" if free else " (skips count as trials)"),
+            + (" (skips free: equal trained trials)" if free else " (skips count as trials)"),
             table,
-            skipped,
+            replayer.collect(futures)[0],
             base_runs,
             f"the same sampler ({best}) without skipping",
-            upto=trained_prefix,
         )
 
-    if gp_future is not None:
-        gp_runs, gp_seconds = gp_future.result()
-        pool.shutdown()
+    if gp_jobs is not None:
+        gp_runs, gp_seconds = gp_pool.collect(gp_jobs)
         gp_hv = hv_matrix(gp_runs, table.reference, budgets=(16,))
         extra = range(len(seeds), len(gp_runs))  # random's runs for GP seeds past --seeds
-        random_16 = np.r_[
-            hvs["random"][:, 0],
-            hv_matrix(searches(table, SAMPLERS["random"], extra), table.reference)[:, 0]
-            if len(extra)
-            else [],
-        ]
+        random_16 = hvs["random"][:, 0]
+        if len(extra):
+            more = hv_matrix(replayer.runs(SAMPLERS["random"], extra), table.reference)[:, 0]
+            random_16 = np.r_[random_16, more]
         med, q25, q75 = summary(gp_hv[:, 0] / random_16[: len(gp_runs)])
         figure(
             "sampler.gp-startup4.n16.hv_ratio_median",
