@@ -103,7 +103,7 @@ class DistillConfig:
     w_feature: float = setting(1.0, ge=0.0, le=WEIGHT_MAX)
     w_relation: float = setting(1.0, ge=0.0, le=WEIGHT_MAX)
     # cosine feature matching and a soft relation (tau 0.5) beat mse and tau 0.1 on the synthetic
-    # UniV study in benchmarks/RESULTS.md ("train"); relation KD at tau 0.1 cost the student points
+    # UniV study in docs/evidence.md ("train"); relation KD at tau 0.1 cost the student points
     relation_tau: float = setting(0.5, gt=0.0, le=1000.0)
     feature_loss: str = setting("cosine", choices=FEATURE_LOSSES)
     w_self: float = setting(0.0, ge=0.0, le=WEIGHT_MAX)
