@@ -318,8 +318,13 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", default=str(HERE / "search_table.parquet"))
-    parser.add_argument("--seeds", type=int, default=24)
-    parser.add_argument("--gp-seeds", type=int, default=20, help="GP runs (N = 16 only); 0 skips GP")
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument(
+        "--gp-seeds",
+        type=int,
+        default=3,
+        help="GP runs (N = 16 only; about a CPU minute each here); 0 skips GP",
+    )
     parser.add_argument("--workers", type=int, default=3, help="processes replaying seeds")
     parser.add_argument(
         "--gp-workers", type=int, default=3, help="processes for the GP runs (beside --workers)"
