@@ -113,10 +113,7 @@ def test_report_files_tables_and_anchors(report):
         assert paths[key].is_file() and paths[key].stat().st_size > 500, key
     assert paths["pareto_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = paths["md"].read_text()
-    assert (
-        "20 runs (failed: 1, ok: 18, stopped: 1); 18 finished configurations with d2s_recall1 and GFLOPs"
-        in md
-    )
+    assert "20 runs (failed: 1, ok: 18, stopped: 1); 18 finished with d2s_recall1 and GFLOPs" in md
     assert "; 5 on the Pareto front; hypervolume" in md
     front_md = md.split("## Pareto front")[1].split("##")[0]
     assert front_md.count("| convnext_atto |") == 1 and front_md.count("| vit_tiny |") == 3
@@ -263,8 +260,8 @@ def test_distillation_knobs_merged_repeats_and_teacher(kd_report):
     _, paths = kd_report
     md = paths["md"].read_text()
     assert (
-        "4 runs (ok: 4); 3 finished configurations with d2s_recall1 and GFLOPs "
-        "(1 repeats of identical configurations merged)"
+        "4 runs (ok: 4); 3 finished with d2s_recall1 and GFLOPs "
+        "(identical configurations counted once: 1 repeat(s) merged)"
     ) in md
     assert "; 2 on the Pareto front;" in md and "1 teacher/baseline reference point(s)" in md
     front = _section(md, "Pareto front")

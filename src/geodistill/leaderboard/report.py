@@ -693,12 +693,12 @@ def _summary(rows: _Rows, metric: str, hv: float, reference: tuple[float, float]
     counts = rows.frame.group_by("status").len().sort("status")
     status_line = ", ".join(f"{s}: {n}" for s, n in counts.iter_rows())
     repeats = int(rows.plotted["runs"].sum()) - rows.plotted.height if rows.plotted.height else 0
-    merged = f" ({repeats} repeats of identical configurations merged)" if repeats else ""
+    merged = f" (identical configurations counted once: {repeats} repeat(s) merged)" if repeats else ""
     teachers = (
         f"; {rows.references.height} teacher/baseline reference point(s)" if rows.references.height else ""
     )
     return (
-        f"{rows.frame.height} runs ({status_line}); {rows.plotted.height} finished configurations with "
+        f"{rows.frame.height} runs ({status_line}); {rows.plotted.height} finished with "
         f"{metric} and GFLOPs{merged} (trials stopped early are drawn hollow, never on the front); "
         f"{rows.front.height} on the Pareto front; hypervolume {hv:.4g} "
         f"(reference {metric} = {reference[0]:g}, GFLOPs = {reference[1]:g}){teachers}. "
