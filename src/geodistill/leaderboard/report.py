@@ -9,31 +9,21 @@ the Pareto plot is inlined as SVG in which every point carries an SVG ``<title>`
 trial's configuration (the browser shows it on hover, no script), the other plots are PNG
 data URIs.
 
-Rows are prepared before anything is drawn:
-- the subject is the searched rows (stage "student"); teacher (stage 1) and baseline rows, and
-  the teacher rows of other experiments that the students name as their teacher, are drawn as
-  reference points (stars), never on the front;
-- identical configurations (same settings up to the run name, seed and resources) are merged
-  into one row / point with ``runs`` and the metric's mean ± sd;
-- machine paths are shown relative to the folder holding the leaderboard (or as ``…/`` plus
-  their last parts), and a teacher is shown by its run name when its row is found.
+Rows are prepared before anything is drawn (``report_rows``: the searched rows as the subject,
+teacher and baseline rows as reference points, identical configurations merged, machine paths
+made relative); the figures are ``report_plots``.
 
 Published reference points (``baselines/anchors.yaml``) are drawn greyed for context only:
 they come from University-1652, not from the data the runs were measured on.
 
-Why one file over 400 lines: ``write_report`` reads as its steps (``_report_input``,
-``_prepare``, ``_plots``, ``_summary``, ``_sections``, ``_documents``, ``_write``) and every
-helper here serves that one report.
+``write_report`` reads as its steps: ``_report_input``, ``prepare_rows``, ``_plots``,
+``_summary``, ``_sections``, ``_documents``, ``_write``.
 """
 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import html
-import io
-import json
-import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -45,25 +35,12 @@ import yaml
 
 from geodistill.errors import ConfigError, one_line
 from geodistill.eval.names import METRIC_KEYS, metric_label
-from geodistill.leaderboard.pareto import hypervolume, pareto_rows
+from geodistill.leaderboard.pareto import hypervolume
+from geodistill.leaderboard.report_plots import KNOBS, effect_figure, effect_knobs, pareto_figure, save_figure
+from geodistill.leaderboard.report_rows import COST, ReportRows, fmt, hover_text, prepare_rows, varying_keys
 from geodistill.leaderboard.store import Leaderboard, LeaderboardError
 
-COST = "gflops"
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h")
 ANCHORS_FILE = Path("baselines") / "anchors.yaml"
-REFERENCE_STAGES = ("teacher", "baseline")  # drawn for reference when students are reported
-TEACHER_COLOUR, BASELINE_COLOUR = "crimson", "0.25"
-# The knobs a search turns, their labels, and whether their effect is read per value (discrete,
-# a line of the best run per value) or as a scatter (continuous, log-scaled when "log").
-KNOBS = (
-    ("views", "views (frames per drone query)", "discrete"),
-    ("dataset_fps", "fps (video frames per second)", "discrete"),
-    ("temperature", "KD temperature", "log"),
-    ("w_logit", "KD weight: logits", "linear"),
-    ("w_feature", "KD weight: features", "linear"),
-    ("w_relation", "KD weight: relations", "linear"),
-    ("teacher_views", "teacher views (frames the teacher sees)", "discrete"),
-)
 TABLE_COLUMNS = (
     "backbone",
     "views",
@@ -85,55 +62,6 @@ TABLE_COLUMNS = (
     "trial_id",
 )
 ALWAYS_SHOWN = ("backbone", "{metric}", "gflops", "runs", "trial_id")  # other columns only when set
-# Settings that say how or where a run ran, not what it trained: identical configurations that
-# differ only in these are repeats, merged into one row.
-RUN_ONLY_KEYS = (
-    "run_name",
-    "experiment",
-    "output_dir",
-    "ray_address",
-    "logger",
-    "train.seed",
-    "train.resume",
-    "data.loader_workers",
-    "scaling.",
-)
-# Row columns that identify a configuration (with the config JSON, when present).
-CONFIG_COLUMNS = (
-    "stage",
-    "dataset_name",
-    "dataset_elevation",
-    "dataset_fps",
-    "teacher",
-    "backbone",
-    "img_size",
-    "views",
-    "refiner",
-    "temperature",
-    "w_task",
-    "w_logit",
-    "w_feature",
-    "w_relation",
-    "lr",
-    "epochs",
-)
-# Config keys already shown through a row column in a point's hover text.
-CONFIG_KEY_COLUMNS = {
-    "model.backbone": "backbone",
-    "data.views": "views",
-    "data.fps": "dataset_fps",
-    "data.img_size": "img_size",
-    "model.refiner": "refiner",
-    "distill.teacher_checkpoint": "teacher",
-    "distill.teacher_views": "teacher_views",
-    "distill.temperature": "temperature",
-    "distill.w_task": "w_task",
-    "distill.w_logit": "w_logit",
-    "distill.w_feature": "w_feature",
-    "distill.w_relation": "w_relation",
-    "train.lr": "lr",
-}
-MEAN_COLUMNS = (*METRIC_KEYS, "gflops", "gmacs", "params_m", "latency_ms", "throughput_qps")
 
 
 def default_anchors_path() -> Path | None:
@@ -173,441 +101,14 @@ def _frames(
     return frame, everything
 
 
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 10 else f"{value:.2f}"
-    return str(value)
-
-
-def display_path(value: str, base: Path | None) -> str:
-    """A machine path as a reader may see it: relative to ``base``, else ``…/`` + its last 2 parts.
-
-    URIs (``s3://…``) and relative paths are returned as they are.
-    """
-    if "://" in value or not value.startswith("/"):
-        return value
-    path = Path(value)
-    if base is not None:
-        try:
-            return path.relative_to(base).as_posix() or "."
-        except ValueError:
-            pass
-    return "…/" + "/".join(path.parts[-2:])
-
-
-def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _run_only(key: str) -> bool:
-    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RUN_ONLY_KEYS)
-
-
-def _config_of(config_json: str | None, base: Path | None) -> dict[str, Any]:
-    """A row's configuration, flattened, without run-only keys, machine paths made displayable."""
-    if not config_json:
-        return {}
-    try:
-        config = json.loads(config_json)
-    except ValueError:
-        return {}
-    if not isinstance(config, Mapping):
-        return {}
-    flat = {}
-    for key, value in _flatten(config).items():
-        if _run_only(key):
-            continue
-        if isinstance(value, str):
-            value = display_path(value, base)
-        elif isinstance(value, list):
-            value = [display_path(v, base) if isinstance(v, str) else v for v in value]
-        flat[key] = value
-    return flat
-
-
-def _save(
-    fig, out_dir: Path, stem: str, hover: Mapping[str, str] | None = None
-) -> tuple[Path, Path, bytes, str]:
-    """PNG and SVG files of ``fig``; ``hover`` = {artist gid: text} becomes an SVG <title> each."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    png = out_dir / f"{stem}.png"
-    png.write_bytes(buf.getvalue())
-    text = io.StringIO()
-    fig.savefig(text, format="svg", bbox_inches="tight")
-    svg_text = _with_titles(text.getvalue(), hover or {})
-    svg = out_dir / f"{stem}.svg"
-    svg.write_text(svg_text)
-    return png, svg, buf.getvalue(), svg_text
-
-
-def _with_titles(svg: str, hover: Mapping[str, str]) -> str:
-    """Matplotlib writes an artist with a gid as ``<g id="GID">``: give each its hover <title>."""
-
-    def titled(match: re.Match) -> str:
-        text = hover.get(match.group(1))
-        return match.group(0) if text is None else f"{match.group(0)}<title>{html.escape(text)}</title>"
-
-    return re.sub(r'<g id="((?:pt|ref)-\d+)">', titled, svg)
-
-
 def _inline_svg(svg: str) -> str:
     """The SVG as an element of the HTML page: no XML prologue, no metadata (its URLs are names)."""
     svg = svg[svg.index("<svg") :]
     return re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)
 
 
-# ---- rows ----------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class _Rows:
-    """What one report shows, prepared once: each frame has identical configurations merged."""
-
-    frame: pl.DataFrame  # the subject rows as read, every status (one per run)
-    ok: pl.DataFrame  # merged, status ok
-    plotted: pl.DataFrame  # merged, ok, with the metric and GFLOPs > 0
-    stopped: pl.DataFrame  # merged, stopped early, with the metric and GFLOPs > 0: drawn hollow
-    front: pl.DataFrame  # the Pareto front of ``plotted``
-    references: pl.DataFrame  # merged teacher / baseline rows with the metric and GFLOPs
-    experiments: list[str]
-
-
-def _prepare(frame: pl.DataFrame, everything: pl.DataFrame, metric: str, base: Path | None) -> _Rows:
-    """Split subject and reference rows, add the derived columns, merge repeats, find the front."""
-    stage = pl.col("stage").fill_null("")
-    students = frame.filter(~stage.is_in(REFERENCE_STAGES))
-    if students.is_empty():  # a report of teachers (or baselines) alone: they are the subject
-        subject, references = frame, frame.clear()
-    else:
-        subject = students
-        references = pl.concat(
-            [frame.filter(stage.is_in(REFERENCE_STAGES)), _teachers_named(students, everything)]
-        )
-        references = references.unique(subset=["row_key"], keep="first", maintain_order=True)
-    teacher_names = _teacher_names(subject, everything, frame["experiment"].unique().to_list())
-    subject = _derive(subject, metric, base, teacher_names)
-    references = _derive(references, metric, base, teacher_names)
-    usable = pl.col(metric).is_not_null() & pl.col(COST).is_not_null() & (pl.col(COST) > 0)
-    merged = _merge_repeats(subject, metric)
-    ok = merged.filter(pl.col("status") == "ok")
-    plotted = ok.filter(usable)
-    return _Rows(
-        frame=subject,
-        ok=ok,
-        plotted=plotted,
-        stopped=merged.filter((pl.col("status") == "stopped") & usable),
-        front=pareto_rows(plotted, metric, cost=COST),
-        references=_merge_repeats(references, metric).filter((pl.col("status") == "ok") & usable),
-        experiments=sorted({e for e in frame["experiment"].to_list() if e}),
-    )
-
-
-def _same_or_inside(a: str, b: str) -> bool:
-    """Whether path ``a`` is ``b`` or lies inside it (a checkpoint file inside a run folder)."""
-    pa_, pb = Path(a), Path(b)
-    return pa_ == pb or pb in pa_.parents
-
-
-def _teachers_named(students: pl.DataFrame, everything: pl.DataFrame) -> pl.DataFrame:
-    """Teacher rows (any experiment) whose checkpoint is, or lies in, a teacher the students name."""
-    named = {t for t in students["teacher"].drop_nulls().unique().to_list() if t}
-    teachers = everything.filter(pl.col("stage") == "teacher")
-    if not named or teachers.is_empty():
-        return teachers.clear()
-    keep = [
-        bool(ckpt) and any(_same_or_inside(ckpt, t) or _same_or_inside(t, ckpt) for t in named)
-        for ckpt in teachers["checkpoint_uri"].to_list()
-    ]
-    return teachers.filter(pl.Series(keep, dtype=pl.Boolean))
-
-
-def _teacher_names(subject: pl.DataFrame, everything: pl.DataFrame, experiments: list[str]) -> dict[str, str]:
-    """{teacher path a student names: the teacher's run name} for teachers whose row is found."""
-    names: dict[str, str] = {}
-    teachers = everything.filter((pl.col("stage") == "teacher") & pl.col("checkpoint_uri").is_not_null())
-    for t in {t for t in subject["teacher"].drop_nulls().to_list() if t}:
-        for row in teachers.iter_rows(named=True):
-            ckpt = row["checkpoint_uri"]
-            if _same_or_inside(ckpt, t) or _same_or_inside(t, ckpt):
-                run = row["trial_id"] or row["run_id"] or "teacher"
-                names[t] = run if row["experiment"] in experiments else f"{row['experiment']}/{run}"
-                break
-    return names
-
-
-def _derive(
-    frame: pl.DataFrame, metric: str, base: Path | None, teacher_names: dict[str, str]
-) -> pl.DataFrame:
-    """Add ``teacher_views``, ``_config`` (identity), ``_flat`` (displayable config); teacher shown by name."""
-    flats = [_config_of(c, base) for c in frame["config_json"].to_list()]
-    teacher_views = []
-    for flat, views, stage in zip(flats, frame["views"].to_list(), frame["stage"].to_list(), strict=True):
-        # null distill.teacher_views: the teacher saw the student's frames (data.views)
-        tv = flat.get("distill.teacher_views") if stage == "student" else None
-        teacher_views.append(tv if tv is not None else (views if stage == "student" and flat else None))
-    shown_teacher = [
-        None if t is None else teacher_names.get(t) or display_path(t, base)
-        for t in frame["teacher"].to_list()
-    ]
-    identity = [
-        json.dumps(
-            [[row.get(c) for c in CONFIG_COLUMNS], row.get("status"), flat], sort_keys=True, default=str
-        )
-        for row, flat in zip(frame.iter_rows(named=True), flats, strict=True)
-    ]
-    return frame.with_columns(
-        pl.Series("teacher_views", teacher_views, dtype=pl.Int64),
-        pl.Series("teacher", shown_teacher, dtype=pl.String),
-        pl.Series("_config", identity, dtype=pl.String),
-        pl.Series("_flat", [json.dumps(f, sort_keys=True, default=str) for f in flats], dtype=pl.String),
-    )
-
-
-def _merge_repeats(frame: pl.DataFrame, metric: str) -> pl.DataFrame:
-    """One row per identical configuration: ``runs``, means of the measurements, ``{metric}_sd``.
-
-    ``trial_id`` lists the merged trials; other columns are the first run's.
-    """
-    means = [c for c in MEAN_COLUMNS if c in frame.columns]
-    firsts = [c for c in frame.columns if c not in means and c not in ("_config", "trial_id")]
-    merged = frame.group_by("_config", maintain_order=True).agg(
-        *[pl.col(c).mean() for c in means],
-        pl.col(metric).std().alias(f"{metric}_sd"),
-        pl.len().alias("runs"),
-        pl.col("trial_id").drop_nulls().sort().str.join(", ").alias("trial_id"),
-        *[pl.col(c).first() for c in firsts],
-    )
-    return merged.select(*frame.columns, f"{metric}_sd", "runs")
-
-
-def _varying_keys(frames: list[pl.DataFrame]) -> list[str]:
-    """Config keys whose value differs between the rows: what was searched."""
-    seen: dict[str, set[str]] = {}
-    for frame in frames:
-        for flat in frame["_flat"].to_list():
-            for key, value in json.loads(flat).items():
-                seen.setdefault(key, set()).add(json.dumps(value, default=str))
-    return sorted(k for k, values in seen.items() if len(values) > 1)
-
-
-def _hover(row: Mapping[str, Any], metric: str, varying: list[str]) -> str:
-    """A point's tooltip: its trial(s), result, and configuration."""
-    runs = row.get("runs") or 1
-    who = f"trial {row['trial_id']}" if runs == 1 else f"{runs} runs: {row['trial_id']}"
-    if row.get("stage") in REFERENCE_STAGES:
-        who = f"{row['stage']} {row.get('trial_id') or ''}".strip()
-    value = _fmt(row.get(metric))
-    if runs > 1 and row.get(f"{metric}_sd") is not None:
-        value += f" ± {_fmt(row[f'{metric}_sd'])}"
-    lines = [
-        f"{who} ({row.get('experiment') or '?'})",
-        f"{metric_label(metric)} {value}; {_fmt(row.get(COST))} GFLOPs; {_fmt(row.get('params_m'))} M params",
-    ]
-    shown = ("backbone", "views", "dataset_fps", "img_size", "refiner", "teacher", "teacher_views")
-    shown += ("temperature", "w_task", "w_logit", "w_feature", "w_relation", "lr", "epochs")
-    lines.append(", ".join(f"{c}={_fmt(row.get(c))}" for c in shown if row.get(c) is not None))
-    flat = json.loads(row.get("_flat") or "{}")
-    extra = [f"{k}={flat[k]}" for k in varying if k in flat and k not in CONFIG_KEY_COLUMNS]
-    if extra:
-        lines.append("searched: " + ", ".join(extra))
-    return "\n".join(line for line in lines if line)
-
-
-# ---- plots ---------------------------------------------------------------------------------
-
-
-def _pareto_figure(
-    rows: _Rows, metric: str, anchors: dict, title: str, hover_of
-) -> tuple[Any, dict[str, str]]:
-    """The front plot; every run and reference point is its own artist with a gid for its tooltip."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8.0, 5.2))
-    colours = plt.get_cmap("tab10")
-    hover: dict[str, str] = {}
-    plotted, stopped, front = rows.plotted, rows.stopped, rows.front
-    backbones = sorted(
-        set(plotted["backbone"].fill_null("?").to_list() + stopped["backbone"].fill_null("?").to_list())
-    )
-    for i, backbone in enumerate(backbones):
-        style = {"marker": MARKERS[i % len(MARKERS)], "zorder": 3}
-        early = stopped.filter(pl.col("backbone").fill_null("?") == backbone)
-        # trials stopped early (ASHA, budget): measured, but not fully trained
-        for row in early.iter_rows(named=True):
-            sc = ax.scatter([row[COST]], [row[metric]], facecolors="none", edgecolors=[colours(i % 10)],
-                            s=30, alpha=0.5, **{**style, "zorder": 2})  # fmt: skip
-            sc.set_gid(f"pt-{len(hover)}")
-            hover[sc.get_gid()] = "stopped early: " + hover_of(row)
-        sub = plotted.filter(pl.col("backbone").fill_null("?") == backbone)
-        for j, row in enumerate(sub.iter_rows(named=True)):
-            sc = ax.scatter([row[COST]], [row[metric]], color=colours(i % 10), s=42, alpha=0.85,
-                            label=backbone if j == 0 else None, **style)  # fmt: skip
-            sc.set_gid(f"pt-{len(hover)}")
-            hover[sc.get_gid()] = hover_of(row)
-    if front.height:
-        xs, ys = front[COST].to_numpy(), front[metric].to_numpy()
-        # The staircase: each front point holds its recall until a costlier one beats it.
-        ax.step(xs, ys, where="post", color="black", lw=1.2, zorder=2, label="Pareto front")
-        ax.scatter(xs, ys, facecolors="none", edgecolors="black", s=110, lw=1.0, zorder=4)
-    _reference_points(ax, rows.references, metric, hover, hover_of)
-    shown = _anchor_points(ax, anchors, metric)
-    if stopped.height:
-        ax.scatter(
-            [], [], marker="o", facecolors="none", edgecolors="0.4", s=30, label="stopped early (hollow)"
-        )
-    if plotted.height or stopped.height or shown or rows.references.height:
-        ax.set_xscale("log")
-    ax.set_xlabel("GFLOPs per drone query (log scale)")
-    ax.set_ylabel(metric_label(metric))
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7, loc="lower right")
-    return fig, hover
-
-
-def _reference_points(ax, references: pl.DataFrame, metric: str, hover: dict[str, str], hover_of) -> None:
-    """Teacher (stage 1) points as large stars, measured baselines as plus signs, each labelled."""
-    labelled: set[str] = set()
-    for k, row in enumerate(references.iter_rows(named=True)):
-        teacher = row["stage"] == "teacher"
-        kind = "teacher (stage 1, reference)" if teacher else "measured baseline (reference)"
-        sc = ax.scatter(
-            [row[COST]],
-            [row[metric]],
-            marker="*" if teacher else "P",
-            s=260 if teacher else 90,
-            color=TEACHER_COLOUR if teacher else BASELINE_COLOUR,
-            edgecolors="black",
-            linewidths=0.6,
-            zorder=5,
-            label=None if kind in labelled else kind,
-        )
-        labelled.add(kind)
-        sc.set_gid(f"ref-{k}")
-        hover[sc.get_gid()] = hover_of(row)
-        views = f", {row['views']} views" if row.get("views") is not None else ""
-        ax.annotate(
-            f"{'teacher' if teacher else 'baseline'} {row.get('backbone') or '?'}{views}",
-            (row[COST], row[metric]),
-            fontsize=7,
-            color=TEACHER_COLOUR if teacher else BASELINE_COLOUR,
-            xytext=(6, -10),
-            textcoords="offset points",
-        )
-
-
-def _anchor_points(ax, anchors: dict, metric: str) -> list[dict]:
-    shown = [a for a in anchors["anchors"] if a.get(COST) and a.get(metric) is not None]
-    if shown:
-        ax.scatter(
-            [a[COST] for a in shown],
-            [a[metric] for a in shown],
-            marker="x",
-            color="0.6",
-            s=36,
-            zorder=1,
-            label=f"published ({anchors['label']})",
-        )
-        for a in shown:
-            approx = "≈" if a.get("gflops_approx") else ""
-            ax.annotate(
-                f"{a.get('method', '?')} {approx}",
-                (a[COST], a[metric]),
-                fontsize=7,
-                color="0.55",
-                xytext=(4, 3),
-                textcoords="offset points",
-            )
-    return shown
-
-
-def _effect_figure(
-    frame: pl.DataFrame, knob: str, metric: str, label: str, scale: str, references: pl.DataFrame
-):
-    """The metric and the cost against one knob, one colour per backbone.
-
-    Discrete knobs (views, fps, teacher views): the best run and the median cost per value, as
-    lines. Continuous knobs (temperature, KD weights): every configuration as a point. Teacher
-    points are drawn at their own views on the views plots.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.4))
-    colours = plt.get_cmap("tab10")
-    data = frame.filter(pl.col(knob).is_not_null())
-    for i, backbone in enumerate(sorted(data["backbone"].fill_null("?").unique().to_list())):
-        sub = data.filter(pl.col("backbone").fill_null("?") == backbone)
-        style = {"marker": MARKERS[i % len(MARKERS)], "color": colours(i % 10), "label": backbone}
-        if scale == "discrete":
-            sub = (
-                sub.group_by(knob)
-                .agg(pl.col(metric).max().alias("best"), pl.col(COST).median().alias("cost"))
-                .sort(knob)
-            )
-            left.plot(sub[knob].to_numpy(), sub["best"].to_numpy(), **style)
-            right.plot(sub[knob].to_numpy(), sub["cost"].to_numpy(), **style)
-        else:
-            left.scatter(sub[knob].to_numpy(), sub[metric].to_numpy(), s=30, alpha=0.85, **style)
-            right.scatter(sub[knob].to_numpy(), sub[COST].to_numpy(), s=30, alpha=0.85, **style)
-    teachers = references.filter((pl.col("stage") == "teacher") & pl.col("views").is_not_null())
-    if knob in ("views", "teacher_views") and teachers.height:
-        star = {"marker": "*", "s": 200, "color": TEACHER_COLOUR, "edgecolors": "black", "zorder": 5}
-        left.scatter(teachers["views"].to_numpy(), teachers[metric].to_numpy(), label="teacher", **star)
-        right.scatter(teachers["views"].to_numpy(), teachers[COST].to_numpy(), **star)
-    best = "best " if scale == "discrete" else ""
-    left.set_xlabel(label)
-    left.set_ylabel(f"{best}{metric_label(metric)}")
-    right.set_xlabel(label)
-    right.set_ylabel("median GFLOPs per query" if scale == "discrete" else "GFLOPs per query")
-    if data[COST].drop_nulls().len():
-        right.set_yscale("log")
-        right.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        right.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-        right.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    for ax in (left, right):
-        ax.grid(True, alpha=0.25)
-        if scale == "discrete":
-            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        elif scale == "log":
-            ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    left.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def _effect_knobs(ok: pl.DataFrame, metric: str) -> list[tuple[str, str, str]]:
-    """The knobs worth a plot: at least two values among finished runs (teacher views only when
-    they differ from the student's views somewhere, else the plot repeats the views one)."""
-    measured = ok.filter(pl.col(metric).is_not_null())
-    knobs = []
-    for knob, label, scale in KNOBS:
-        if knob not in measured.columns or measured[knob].drop_nulls().n_unique() < 2:
-            continue
-        if knob == "teacher_views" and not measured.filter(pl.col("teacher_views") != pl.col("views")).height:
-            continue
-        knobs.append((knob, label, scale))
-    return knobs
-
-
 def _plots(
-    rows: _Rows, metric: str, anchor_set: dict[str, Any], out: Path
+    rows: ReportRows, metric: str, anchor_set: dict[str, Any], out: Path
 ) -> tuple[dict[str, Path], dict[str, bytes], dict[str, str]]:
     """The Pareto plot and one effect plot per searched knob as files.
 
@@ -619,18 +120,18 @@ def _plots(
     import matplotlib.pyplot as plt
 
     title = f"{metric_label(metric)} vs GFLOPs per query — {', '.join(rows.experiments)}"
-    varying = _varying_keys([rows.frame])
-    fig, hover = _pareto_figure(rows, metric, anchor_set, title, lambda row: _hover(row, metric, varying))
+    varying = varying_keys([rows.frame])
+    fig, hover = pareto_figure(rows, metric, anchor_set, title, lambda row: hover_text(row, metric, varying))
     paths: dict[str, Path] = {}
     images: dict[str, bytes] = {}
-    paths["pareto_png"], paths["pareto_svg"], images["pareto"], svg = _save(fig, out, "pareto", hover)
+    paths["pareto_png"], paths["pareto_svg"], images["pareto"], svg = save_figure(fig, out, "pareto", hover)
     plt.close(fig)
-    for knob, label, scale in _effect_knobs(rows.ok, metric):
-        fig = _effect_figure(
+    for knob, label, scale in effect_knobs(rows.ok, metric):
+        fig = effect_figure(
             rows.ok.filter(pl.col(metric).is_not_null()), knob, metric, label, scale, rows.references
         )
         stem = f"effect_{knob.removeprefix('dataset_')}"
-        paths[f"{stem}_png"], paths[f"{stem}_svg"], images[stem], _ = _save(fig, out, stem)
+        paths[f"{stem}_png"], paths[f"{stem}_svg"], images[stem], _ = save_figure(fig, out, stem)
         plt.close(fig)
     return paths, images, {"pareto": svg}
 
@@ -644,8 +145,8 @@ def _table(frame: pl.DataFrame, columns: list[str], metric: str) -> tuple[list[s
 
     def cell(row: dict[str, Any], column: str) -> str:
         if column == metric and (row.get("runs") or 1) > 1 and row.get(f"{metric}_sd") is not None:
-            return f"{_fmt(row[column])} ± {_fmt(row[f'{metric}_sd'])}"
-        return _fmt(row[column])
+            return f"{fmt(row[column])} ± {fmt(row[f'{metric}_sd'])}"
+        return fmt(row[column])
 
     return present, [[cell(r, c) for c in present] for r in frame.iter_rows(named=True)]
 
@@ -676,7 +177,7 @@ figure{margin:0}figure svg{max-width:100%;height:auto;border:1px solid #eee}
 """
 
 
-def _columns(rows: _Rows, metric: str) -> list[str]:
+def _columns(rows: ReportRows, metric: str) -> list[str]:
     """The table columns: the always-shown ones, and every other one set in some reported row."""
     always = {c.format(metric=metric) for c in ALWAYS_SHOWN}
     everything = pl.concat([rows.ok, rows.references], how="diagonal_relaxed")
@@ -689,7 +190,7 @@ def _columns(rows: _Rows, metric: str) -> list[str]:
     return columns
 
 
-def _summary(rows: _Rows, metric: str, hv: float, reference: tuple[float, float]) -> str:
+def _summary(rows: ReportRows, metric: str, hv: float, reference: tuple[float, float]) -> str:
     counts = rows.frame.group_by("status").len().sort("status")
     status_line = ", ".join(f"{s}: {n}" for s, n in counts.iter_rows())
     repeats = int(rows.plotted["runs"].sum()) - rows.plotted.height if rows.plotted.height else 0
@@ -709,7 +210,7 @@ def _summary(rows: _Rows, metric: str, hv: float, reference: tuple[float, float]
 Section = tuple[str, str | None, tuple[list[str], list[list[str]]] | None]
 
 
-def _sections(rows: _Rows, metric: str, images: Mapping[str, bytes]) -> list[Section]:
+def _sections(rows: ReportRows, metric: str, images: Mapping[str, bytes]) -> list[Section]:
     columns = _columns(rows, metric)
     best = (
         rows.ok.filter(pl.col(metric).is_not_null())
@@ -737,8 +238,8 @@ def _anchor_section(anchor_set: dict[str, Any], metric: str) -> tuple[str, list[
         [
             str(a.get("method", "?")),
             str(a.get("backbone", "?")),
-            ("≈" if a.get("gflops_approx") else "") + _fmt(a.get(COST)),
-            _fmt(a.get(metric)),
+            ("≈" if a.get("gflops_approx") else "") + fmt(a.get(COST)),
+            fmt(a.get(metric)),
         ]
         for a in anchor_set["anchors"]
     ]
@@ -820,7 +321,7 @@ def write_report(
     """
     frame, everything, out, base = _report_input(source, out_dir, experiment=experiment, metric=metric)
     anchor_set = load_anchors(default_anchors_path() if anchors == "default" else anchors)
-    rows = _prepare(frame, everything, metric, base)
+    rows = prepare_rows(frame, everything, metric, base)
     if reference is None:
         reference = (0.0, 2.0 * float(rows.plotted[COST].max())) if rows.plotted.height else (0.0, 1.0)
     hv = hypervolume(rows.plotted.select(metric, COST).to_numpy(), list(reference), [True, False])
