@@ -58,6 +58,7 @@ CONFIG_COLUMNS = (
     "lr",
     "epochs",
 )
+DISTILL_COLUMNS = ("temperature", "w_task", "w_logit", "w_feature", "w_relation")
 # Config keys already shown through a row column in a point's hover text.
 CONFIG_KEY_COLUMNS = {
     "model.backbone": "backbone",
@@ -233,7 +234,10 @@ def _derive(
         )
         for row, flat in zip(frame.iter_rows(named=True), flats, strict=True)
     ]
+    stage1 = pl.col("stage") == "teacher"
     return frame.with_columns(
+        # a stage-1 row carries the config's distillation defaults, which it never used
+        *[pl.when(stage1).then(None).otherwise(pl.col(c)).alias(c) for c in DISTILL_COLUMNS],
         pl.Series("teacher_views", teacher_views, dtype=pl.Int64),
         pl.Series("teacher", shown_teacher, dtype=pl.String),
         pl.Series("_config", identity, dtype=pl.String),
@@ -279,13 +283,14 @@ def hover_text(row: Mapping[str, Any], metric: str, varying: list[str]) -> str:
         value += f" ± {fmt(row[f'{metric}_sd'])}"
     lines = [
         f"{who} ({row.get('experiment') or '?'})",
-        f"{metric_label(metric)} {value}; {fmt(row.get(COST))} GFLOPs; {fmt(row.get('params_m'))} M params",
+        f"{metric_label(metric)} {value}; {fmt(row.get(COST))} GFLOPs"
+        + (f"; {fmt(row['params_m'])} M params" if row.get("params_m") is not None else ""),
     ]
     shown = ("backbone", "views", "dataset_fps", "img_size", "refiner", "teacher", "teacher_views")
     shown += ("temperature", "w_task", "w_logit", "w_feature", "w_relation", "lr", "epochs")
     lines.append(", ".join(f"{c}={fmt(row.get(c))}" for c in shown if row.get(c) is not None))
     flat = json.loads(row.get("_flat") or "{}")
     extra = [f"{k}={flat[k]}" for k in varying if k in flat and k not in CONFIG_KEY_COLUMNS]
-    if extra:
+    if extra and row.get("stage") not in REFERENCE_STAGES:  # what the search varied: students only
         lines.append("searched: " + ", ".join(extra))
     return "\n".join(line for line in lines if line)
