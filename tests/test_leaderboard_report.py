@@ -226,6 +226,7 @@ def _kd_rows(root: Path) -> list[dict]:
             stage="teacher",
             backbone="vit_tiny",
             views=4,
+            temperature=4.0,  # a stage-1 row carries the config default it never used: not shown
             d2s_recall1=90.0,
             gflops=20.0,
             checkpoint_uri=str(teacher_dir / "checkpoints" / "e0003.safetensors"),
@@ -279,7 +280,7 @@ def test_distillation_knobs_merged_repeats_and_teacher(kd_report):
         "| resnet18 | 2 | 2 | 64 | teachers/teacher | 4 | 2 | 1 | 0.5 | 0 | 62.00 ± 2.83 | 2 | 2 | kd-a, kd-b |",
     ]
     reference = _section(md, "Teacher and baseline reference points")
-    assert "| vit_tiny | 4 |" in reference and "90.00 | 20.00 | 1 | teacher |" in reference
+    assert "| vit_tiny | 4 | – | – | – | – | – | – | – | – | 90.00 | 20.00 | 1 | teacher |" in reference
     assert "other-teacher" not in md and "vit_small" not in md  # not the students' teacher
     for knob in ("views", "temperature", "w_logit", "w_feature", "w_relation", "teacher_views"):
         assert paths[f"effect_{knob}_png"].stat().st_size > 500, knob
