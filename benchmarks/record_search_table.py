@@ -1,8 +1,13 @@
 """Record the tabular search benchmark: every configuration of a grid, trained once for real.
 
-Run (about 25 minutes on one core; be kind to a shared machine):
+Run (64 configurations: about 25 minutes at nice 19 on a shared, loaded 2-core machine):
 
-    nice -n 19 python benchmarks/record_search_table.py [--out benchmarks/search_table.parquet]
+    nice -n 19 python benchmarks/record_search_table.py --work SCRATCH [--out benchmarks/search_table.parquet]
+
+An interrupted recording resumes, and a grown grid appends, when run again with the same
+``--work`` (the teacher the recorded rows were distilled from lives there): rows are kept
+per configuration (knob values) after every configuration. The table is ``GRID``: rows of
+configurations outside it are left out of the rewritten table.
 
 HPO research compares samplers on *tabular* benchmarks (NAS-Bench, HPOBench): every point of a
 discrete space is trained once and stored, and a sampler's run becomes table look-ups, so one
@@ -134,6 +139,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
+    out = Path(args.out)
+    partial = out.with_suffix(".partial.parquet")  # progress survives an interrupted recording
+    if args.work is None and (out.exists() or partial.exists()):
+        raise SystemExit(
+            f"{out} already has rows: give --work of the recording that made them (its teacher), "
+            "or another --out"
+        )
+    if args.limit is not None and out.exists():  # the table is the grid: a prefix would replace it
+        raise SystemExit(f"--limit is a dry run: give an --out other than the recorded {out}")
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="search_table_"))
     base = compose_run_config(["preset=smoke", f"output_dir={work / 'runs'}"]).to_dict()
     start = time.perf_counter()
@@ -141,8 +155,6 @@ def main() -> None:
     print(f"teacher: {time.perf_counter() - start:.0f} s", file=sys.stderr)
     space = table_space({**FIXED, "train.epochs": args.epochs, "distill.teacher_checkpoint": str(teacher)})
     points = grid_points(GRID)[: args.limit]
-    out = Path(args.out)
-    partial = out.with_suffix(".partial.parquet")  # progress survives an interrupted recording
     # Resume / append: rows already recorded (a finished table, or an interrupted run's progress)
     # are kept, keyed on their knob values, so a grown or reordered grid records only new points.
     rows: list[dict] = []
