@@ -1,6 +1,6 @@
 """Search samplers, early stopping and cost-dominated skipping, replayed on a recorded table.
 
-Run: python benchmarks/bench_search_replay.py [--seeds 30] [--gp-seeds 20] [--table benchmarks/search_table.parquet]
+Run: python benchmarks/bench_search_replay.py [--seeds 20] [--gp-seeds 20] [--table benchmarks/search_table.parquet]
 
 The table (``record_search_table.py``) holds every configuration of a grid of the mission's
 knobs (student backbone, views, fps, distillation temperature, feature-KD weight), each
@@ -322,12 +322,12 @@ def main() -> None:
     parser.add_argument(
         "--gp-seeds",
         type=int,
-        default=3,
-        help="GP runs (N = 16 only; about a CPU minute each here); 0 skips GP",
+        default=20,
+        help="GP runs (N = 16 only; minutes each here); 0 skips GP",
     )
     parser.add_argument("--workers", type=int, default=3, help="processes replaying seeds")
     parser.add_argument(
-        "--gp-workers", type=int, default=3, help="processes for the GP runs (beside --workers)"
+        "--gp-workers", type=int, default=4, help="processes for the GP runs (beside --workers)"
     )
     parser.add_argument("--json", default=None, help="also write every per-seed hypervolume here")
     args = parser.parse_args()
