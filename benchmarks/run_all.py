@@ -1,7 +1,9 @@
 """One run, every figure: run each ``benchmarks/bench_*.py`` and write ``benchmarks/results.json``.
 
 Run: python benchmarks/run_all.py [--only bench_metrics bench_search_replay] [--out benchmarks/results.json]
-(``make bench`` runs them all).
+(``make bench`` runs them all). ``--with pfed_evidence`` adds a slow evidence script (minutes to
+tens of minutes: many seeded training runs) that ``make bench`` leaves out; ``--merge`` keeps the
+benchmarks already in ``--out`` that this run does not re-run (each keeps its own date and commit).
 
 results.json records the commit (and whether the tree had local changes), the UTC date, the
 machine (CPU model, cores, memory), the 1/5/15-minute load average before and after every
@@ -29,6 +31,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+# Evidence scripts: seeded training studies, too slow for every `make bench`; run with --with / --only.
+EVIDENCE = ["pfed_evidence"]
 
 
 def machine() -> dict:
@@ -105,15 +109,28 @@ def run_one(script: Path, timeout: float | None = None) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="benchmark names (bench_metrics ...); default: all")
+    parser.add_argument(
+        "--with",
+        dest="extra",
+        nargs="*",
+        default=[],
+        choices=EVIDENCE,
+        help="slow evidence scripts to run as well (not in make bench)",
+    )
+    parser.add_argument("--merge", action="store_true", help="keep the other benchmarks already in --out")
     parser.add_argument("--out", default=str(HERE / "results.json"))
     parser.add_argument(
         "--timeout", type=float, default=None, help="seconds per benchmark (exit code 124 past it)"
     )
     args = parser.parse_args()
-    scripts = sorted(HERE.glob("bench_*.py"))
-    if args.only:
+    scripts = sorted(HERE.glob("bench_*.py")) + [HERE / f"{name}.py" for name in args.extra]
+    if args.only:  # may name an evidence script too: --only pfed_evidence
         wanted = {name.removesuffix(".py") for name in args.only}
-        scripts = [s for s in scripts if s.stem in wanted]
+        scripts = [
+            s
+            for s in sorted(HERE.glob("bench_*.py")) + [HERE / f"{e}.py" for e in EVIDENCE]
+            if s.stem in wanted
+        ]
     result = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         **commit(),
@@ -125,6 +142,14 @@ def main() -> None:
         print(f"== {script.name}", flush=True)
         result["benchmarks"][script.stem] = run_one(script, args.timeout)
     result["load_after"] = load()
+    if args.merge and Path(args.out).is_file():
+        earlier = json.loads(Path(args.out).read_text())
+        kept = {
+            name: {"date": earlier["date"], "commit": earlier.get("commit"), **bench}
+            for name, bench in earlier["benchmarks"].items()
+            if name not in result["benchmarks"]
+        }
+        result["benchmarks"] = {**kept, **result["benchmarks"]}
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     failed = [name for name, b in result["benchmarks"].items() if b["exit_code"]]
     print(
