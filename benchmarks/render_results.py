@@ -52,11 +52,12 @@ def render(results: dict) -> str:
     for bench in results["benchmarks"].values():
         status = "ok" if bench["exit_code"] == 0 else f"FAILED (exit {bench['exit_code']})"
         # A benchmark kept from an earlier run (run_all.py --merge) says which run it is from.
+        shown = f" `{' '.join(bench['args'])}`" if bench.get("args") else ""
         earlier = (
             f", run {bench['date']} at `{(bench.get('commit') or 'unknown')[:12]}`" if "date" in bench else ""
         )
         lines += [
-            f"### {bench['script']} — {status}{earlier}, {bench['seconds']} s, load {bench['load_before']} → {bench['load_after']}",
+            f"### {bench['script']}{shown} — {status}{earlier}, {bench['seconds']} s, load {bench['load_before']} → {bench['load_after']}",
             "",
         ]
         anchors = sorted({f["anchor"] for f in bench["figures"] if f.get("anchor")})

@@ -23,6 +23,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -72,7 +73,7 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def run_one(script: Path, timeout: float | None = None) -> dict:
+def run_one(script: Path, timeout: float | None = None, args: list[str] | None = None) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False) as tmp:
         figures_path = tmp.name
     env = {**os.environ, "GEODISTILL_FIGURES": figures_path}
@@ -81,7 +82,12 @@ def run_one(script: Path, timeout: float | None = None) -> dict:
     start = time.perf_counter()
     try:
         proc = subprocess.run(
-            [sys.executable, str(script)], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+            [sys.executable, str(script), *(args or [])],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         code, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired as err:  # keep what it recorded before the limit
@@ -97,6 +103,8 @@ def run_one(script: Path, timeout: float | None = None) -> dict:
         sys.stderr.write(stderr[-4000:])
     return {
         "script": f"benchmarks/{script.name}",
+        # The arguments it ran with; an absolute path (a scratch folder) is written as DIR.
+        **({"args": ["DIR" if os.path.isabs(a) else a for a in args]} if args else {}),
         "exit_code": code,
         "seconds": round(seconds, 1),
         "load_before": before,
@@ -118,6 +126,11 @@ def main() -> None:
         help="slow evidence scripts to run as well (not in make bench)",
     )
     parser.add_argument("--merge", action="store_true", help="keep the other benchmarks already in --out")
+    parser.add_argument(
+        "--evidence-args",
+        default="",
+        help="arguments for the evidence scripts, e.g. '--out DIR --from-runs' to summarise finished runs",
+    )
     parser.add_argument("--out", default=str(HERE / "results.json"))
     parser.add_argument(
         "--timeout", type=float, default=None, help="seconds per benchmark (exit code 124 past it)"
@@ -140,7 +153,8 @@ def main() -> None:
     }
     for script in scripts:
         print(f"== {script.name}", flush=True)
-        result["benchmarks"][script.stem] = run_one(script, args.timeout)
+        extra = shlex.split(args.evidence_args) if script.stem in EVIDENCE else []
+        result["benchmarks"][script.stem] = run_one(script, args.timeout, extra)
     result["load_after"] = load()
     if args.merge and Path(args.out).is_file():
         earlier = json.loads(Path(args.out).read_text())
