@@ -41,6 +41,7 @@ from geodistill.train.loop import open_dataset
 KEYS = ("d2s_recall1", "d2s_ap", "s2d_recall1", "s2d_ap")
 LABELS = {"d2s_recall1": "d2s R@1", "d2s_ap": "d2s AP", "s2d_recall1": "s2d R@1", "s2d_ap": "s2d AP"}
 ANCHOR = "base: the same student, seed and steps with the task loss only (instance + InfoNCE)"
+CONTRASTS = (("+fisd", "+stage", "FISD alone"), ("+fisd_fwd", "+fisd", "FISD forward vs inverse"))
 VARIANTS: dict[str, dict] = {
     "base": {},
     "+stage": {"stage_ce_weight": 1.0},
@@ -199,6 +200,24 @@ def summarise(results: dict, args: argparse.Namespace) -> None:
                 records.append((f"{variant}.{k}", statistics.mean(vals), f"{variant} {LABELS[k]}",
                                 {"sd": _r(sd), "seeds": len(vals)}))  # fmt: skip
             print(line + f"  seeds {seeds}")
+    # Contrasts that isolate one term: +fisd also has the stage CE, so FISD alone is +fisd - +stage;
+    # the direction is +fisd_fwd - +fisd (forward minus inverse).
+    for a, b, what in CONTRASTS:
+        if a not in results or b not in results:
+            continue
+        seeds = [s for s in args.seeds if s in results[a] and s in results[b]]
+        if not seeds:
+            continue
+        print(f"\n{what} ({a} - {b}, paired):")
+        for k in KEYS:
+            deltas = [results[a][s][k] - results[b][s][k] for s in seeds]
+            sd = statistics.stdev(deltas) if len(deltas) > 1 else float("nan")
+            ahead, behind = sum(d > 0 for d in deltas), sum(d < 0 for d in deltas)
+            print(
+                f"{'':<10} {k:<12} {statistics.mean(deltas):+7.2f} sd {sd:5.2f} ahead {ahead}/{len(deltas)}"
+            )
+            records.append((f"{a}-vs-{b}.{k}.delta", statistics.mean(deltas), f"{what}: {a} − {b} {LABELS[k]} (paired)",
+                            {"sd": _r(sd), "ahead": ahead, "behind": behind, "seeds": len(deltas)}))  # fmt: skip
     if base:
         print(
             f"\nrefiners on the base models, {args.eval_views} frames per drone query, select/mi keep {args.keep}:"
