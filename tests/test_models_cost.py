@@ -142,6 +142,21 @@ def test_cli_smoke_json_table_and_errors(capsys):
     row = json.loads(capsys.readouterr().out)
     assert (row["backbone"], row["img_size"], row["views"], row["counter"]) == ("vit_tiny", 32, 2, COUNTER)
     assert row["gflops"] == pytest.approx(2 * row["gmacs"]) and row["latency_ms"] > 0
+    assert main(["profile", "--backbone", "vit_huge"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(
+        "geodistill profile: error: argument --backbone: unknown backbone 'vit_huge': "
+        "not in timm.list_models() nor an alias; known: vit_tiny"
+    )
+    assert "\n" not in err
+    assert main(["profile", "--views", "0", "--no-latency"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "geodistill profile: error: argument --views: must be >= 1 and <= 1024; got 0 (see geodistill profile --help)"
+    )
+
+
+@pytest.mark.slow  # builds and counts every registered backbone (vit_base, convnext_small, resnet50 ...)
+def test_cli_profile_all_lists_every_backbone_in_registry_order(capsys):
     assert main(["profile", "--all", "--img-size", "32", "--no-latency"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1].split() == [
@@ -159,15 +174,4 @@ def test_cli_smoke_json_table_and_errors(capsys):
     r50 = next(line.split() for line in out[3:] if line.startswith("resnet50 "))
     assert r50[-2:] == ["-", "-"] and float(r50[4]) == pytest.approx(
         resnet_macs(img_size=32, layers=[3, 4, 6, 3], bottleneck=True) / 1e9, abs=1e-3
-    )
-    assert main(["profile", "--backbone", "vit_huge"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith(
-        "geodistill profile: error: argument --backbone: unknown backbone 'vit_huge': "
-        "not in timm.list_models() nor an alias; known: vit_tiny"
-    )
-    assert "\n" not in err
-    assert main(["profile", "--views", "0", "--no-latency"]) == 2
-    assert capsys.readouterr().err.strip() == (
-        "geodistill profile: error: argument --views: must be >= 1 and <= 1024; got 0 (see geodistill profile --help)"
     )

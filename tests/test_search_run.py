@@ -46,6 +46,7 @@ def _trivial_space(epochs: int, **fixed):
     )
 
 
+@pytest.mark.slow  # trains a teacher and four real students; the trivial-objective searches below are fast
 def test_smoke_search_writes_one_row_per_trial_a_pareto_set_and_a_sqlite_study(shared, tmp_path):
     result = run_search(
         SMOKE,
