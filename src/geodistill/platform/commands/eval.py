@@ -122,8 +122,8 @@ def _settings(args: argparse.Namespace, train_config: dict | None, model) -> dic
     if args.data:
         settings["root"] = args.data
     elif train_config is not None:
-        from geodistill.train.config import RunConfig
         from geodistill.train.batches import dataset_root
+        from geodistill.train.config import RunConfig
 
         # The set it was trained on (a synthetic one is regenerated under its output_dir if gone).
         settings["root"] = str(dataset_root(RunConfig.from_dict(train_config)))
