@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from _figures import figure  # benchmarks/ is on sys.path when a script here runs
 from geodistill.data import generate_univ
 from geodistill.eval import epoch_evaluator, evaluate, flatten_metrics
 from geodistill.models.refiners import MeanRefiner, MIRefiner, SelectRefiner
@@ -38,6 +39,10 @@ from geodistill.train import InProcessContext, RunConfig, fit
 from geodistill.train.loop import open_dataset
 
 KEYS = ("d2s_recall1", "d2s_ap", "s2d_recall1", "s2d_ap")
+LABELS = {"d2s_recall1": "d2s R@1", "d2s_ap": "d2s AP", "s2d_recall1": "s2d R@1", "s2d_ap": "s2d AP"}
+ANCHOR = "base: the same student, seed and steps with the task loss only (instance + InfoNCE)"
+REFINER_ANCHOR = "the mean of all the query's frames (the published protocol), on the base models"
+CONTRASTS = (("+fisd", "+stage", "FISD alone"), ("+fisd_fwd", "+fisd", "FISD forward vs inverse"))
 VARIANTS: dict[str, dict] = {
     "base": {},
     "+stage": {"stage_ce_weight": 1.0},
@@ -89,6 +94,9 @@ def main() -> None:
     parser.add_argument(
         "--from-runs", action="store_true", help="only print the table of the finished runs under --out"
     )
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the finished runs under --out and train only the others"
+    )
     args = parser.parse_args()
     if args.from_runs:
         if args.out is None:
@@ -105,9 +113,16 @@ def main() -> None:
     data = {"root": str(root), "img_size": args.img_size, "batch_size": 8, "views": 2}
 
     results: dict[str, dict[int, dict[str, float]]] = {v: {} for v in args.variants}
+    if args.resume and args.out is not None:
+        results, _ = load_runs(out, args.variants, args.seeds)
     t0 = time.perf_counter()
+    trained: list[float] = []  # wall seconds of each run trained here (not the resumed ones)
     for seed in args.seeds:
         for variant in args.variants:
+            if seed in results[variant]:
+                print(f"seed {seed} {variant:<9} finished earlier, kept", file=sys.stderr)
+                continue
+            t_run = time.perf_counter()
             cfg = RunConfig.from_dict({
                 "output_dir": str(out), "run_name": f"{variant}_{seed}", "stage": "teacher", "data": data,
                 "model": {"backbone": args.student, "embed_dim": 64, "stage_heads": True},
@@ -121,6 +136,7 @@ def main() -> None:
             )
             m = fit(cfg, context=InProcessContext(out / cfg.run_name), evaluate_fn=eval_fn).metrics
             results[variant][seed] = m
+            trained.append(time.perf_counter() - t_run)
             print(
                 f"seed {seed} {variant:<9} d2s R@1 {m['d2s_recall1']:5.1f} s2d R@1 {m['s2d_recall1']:5.1f} "
                 f"({time.perf_counter() - t0:.0f}s)",
@@ -128,6 +144,9 @@ def main() -> None:
             )
 
     summarise(results, args)
+    if trained:
+        figure("runs.trained", len(trained), "runs", label="runs trained in this invocation")
+        figure("runs.median_s", statistics.median(trained), "s", label="median wall seconds per run")
     print(f"\n{time.perf_counter() - t0:.0f}s; artefacts under {out}")
 
 
@@ -147,11 +166,17 @@ def load_runs(out: Path, variants: list[str], seeds: list[int]) -> tuple[dict, l
     return results, done
 
 
+def _r(x: float) -> float | None:
+    """Rounded for results.json; NaN (one seed: no spread) as null, which JSON can hold."""
+    return None if x != x else round(x, 3)
+
+
 def summarise(results: dict, args: argparse.Namespace) -> None:
     print(f"\nsynthetic UniV, {args.buildings} places ({args.buildings // 2} train), {args.img_size} px, "
           f"clouds {args.clouds}, views 2; {args.student} with stage heads, {args.epochs} epochs, "
           f"equal steps, seeds {args.seeds}\n")  # fmt: skip
     print(f"{'variant':<10} {'metric':<12} {'mean':>7} {'delta vs base':>14} {'sd':>6} {'ahead':>6}")
+    records: list[tuple[str, float, str, dict]] = []  # (key, value, label, extra) for results.json
     base = results.get("base", {})
     for variant in args.variants:
         # Seeds this variant finished (paired with base's when it is compared with it).
@@ -165,11 +190,36 @@ def summarise(results: dict, args: argparse.Namespace) -> None:
                 deltas = [results[variant][s][k] - base[s][k] for s in seeds]
                 sd = statistics.stdev(deltas) if len(deltas) > 1 else float("nan")
                 ahead = sum(d > 0 for d in deltas)
+                behind = sum(d < 0 for d in deltas)
                 line += f" {statistics.mean(deltas):+14.2f} {sd:6.2f} {ahead:>3}/{len(deltas)}"
+                records.append((f"{variant}.{k}.delta", statistics.mean(deltas), f"{variant} {LABELS[k]} − base (paired)",
+                                {"sd": _r(sd), "ahead": ahead, "behind": behind, "seeds": len(deltas),
+                                 "mean": _r(statistics.mean(vals))}))  # fmt: skip
             else:
                 sd = statistics.stdev(vals) if len(vals) > 1 else float("nan")
                 line += f" {'':>14} {sd:6.2f}"
+                records.append((f"{variant}.{k}", statistics.mean(vals), f"{variant} {LABELS[k]}",
+                                {"sd": _r(sd), "seeds": len(vals)}))  # fmt: skip
             print(line + f"  seeds {seeds}")
+    # Contrasts that isolate one term: +fisd also has the stage CE, so FISD alone is +fisd - +stage;
+    # the direction is +fisd_fwd - +fisd (forward minus inverse).
+    for a, b, what in CONTRASTS:
+        if a not in results or b not in results:
+            continue
+        seeds = [s for s in args.seeds if s in results[a] and s in results[b]]
+        if not seeds:
+            continue
+        print(f"\n{what} ({a} - {b}, paired):")
+        for k in KEYS:
+            deltas = [results[a][s][k] - results[b][s][k] for s in seeds]
+            sd = statistics.stdev(deltas) if len(deltas) > 1 else float("nan")
+            ahead, behind = sum(d > 0 for d in deltas), sum(d < 0 for d in deltas)
+            print(
+                f"{'':<10} {k:<12} {statistics.mean(deltas):+7.2f} sd {sd:5.2f} ahead {ahead}/{len(deltas)}"
+            )
+            records.append((f"{a}-vs-{b}.{k}.delta", statistics.mean(deltas), f"{what}: {a} − {b} {LABELS[k]} (paired)",
+                            {"sd": _r(sd), "ahead": ahead, "behind": behind, "seeds": len(deltas),
+                             "anchor": f"{b}: the same seed and steps without the term"}))  # fmt: skip
     if base:
         print(
             f"\nrefiners on the base models, {args.eval_views} frames per drone query, select/mi keep {args.keep}:"
@@ -183,6 +233,23 @@ def summarise(results: dict, args: argparse.Namespace) -> None:
                 print(
                     f"{name:<8} {k:<12} {statistics.mean(vals):7.2f} {statistics.mean(deltas):+14.2f} {sd:6.2f}"
                 )
+                if name != "mean":
+                    records.append((f"refiner.{name}.{k}.delta", statistics.mean(deltas),
+                                    f"refiner {name} keep {args.keep} {LABELS[k]} − mean of all {args.eval_views} (paired)",
+                                    {"sd": _r(sd), "ahead": sum(d > 0 for d in deltas),
+                                     "behind": sum(d < 0 for d in deltas), "seeds": len(deltas),
+                                     "mean": _r(statistics.mean(vals)), "anchor": REFINER_ANCHOR}))  # fmt: skip
+                else:
+                    records.append((f"refiner.mean.{k}", statistics.mean(vals),
+                                    f"refiner mean of all {args.eval_views} {LABELS[k]}",
+                                    {"sd": _r(statistics.stdev(vals) if len(vals) > 1 else float("nan")),
+                                     "seeds": len(vals), "anchor": REFINER_ANCHOR}))  # fmt: skip
+    # Recorded after the printed tables so results.json holds every number the tables show.
+    print()
+    figure("seeds", len(args.seeds), label=f"seeds {args.seeds}; {args.epochs} epochs per run, equal steps")
+    for key, value, label, extra in records:
+        anchor = extra.pop("anchor", ANCHOR)
+        figure(key, round(value, 3), "pts", label=label, anchor=anchor, **extra)
 
 
 if __name__ == "__main__":

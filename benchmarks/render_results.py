@@ -29,6 +29,10 @@ def _value(fig: dict) -> str:
     extra = []
     if "q25" in fig and "q75" in fig:
         extra.append(f"IQR {fig['q25']:.3g}–{fig['q75']:.3g}")
+    if fig.get("sd") is not None:
+        extra.append(f"sd {fig['sd']:.3g}")
+    if "ahead" in fig:
+        extra.append(f"ahead on {fig['ahead']}/{fig['seeds']} seeds, behind on {fig['behind']}")
     if "fraction_of_best" in fig:
         extra.append(f"{fig['fraction_of_best']:.1%} of the table's best")
     unit = f" {fig['unit']}" if fig.get("unit") else ""
@@ -47,8 +51,13 @@ def render(results: dict) -> str:
     ]
     for bench in results["benchmarks"].values():
         status = "ok" if bench["exit_code"] == 0 else f"FAILED (exit {bench['exit_code']})"
+        # A benchmark kept from an earlier run (run_all.py --merge) says which run it is from.
+        shown = f" `{' '.join(bench['args'])}`" if bench.get("args") else ""
+        earlier = (
+            f", run {bench['date']} at `{(bench.get('commit') or 'unknown')[:12]}`" if "date" in bench else ""
+        )
         lines += [
-            f"### {bench['script']} — {status}, {bench['seconds']} s, load {bench['load_before']} → {bench['load_after']}",
+            f"### {bench['script']}{shown} — {status}{earlier}, {bench['seconds']} s, load {bench['load_before']} → {bench['load_after']}",
             "",
         ]
         anchors = sorted({f["anchor"] for f in bench["figures"] if f.get("anchor")})

@@ -1,7 +1,9 @@
 """One run, every figure: run each ``benchmarks/bench_*.py`` and write ``benchmarks/results.json``.
 
 Run: python benchmarks/run_all.py [--only bench_metrics bench_search_replay] [--out benchmarks/results.json]
-(``make bench`` runs them all).
+(``make bench`` runs them all). ``--with pfed_evidence`` adds a slow evidence script (minutes to
+tens of minutes: many seeded training runs) that ``make bench`` leaves out; ``--merge`` keeps the
+benchmarks already in ``--out`` that this run does not re-run (each keeps its own date and commit).
 
 results.json records the commit (and whether the tree had local changes), the UTC date, the
 machine (CPU model, cores, memory), the 1/5/15-minute load average before and after every
@@ -21,6 +23,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -29,6 +32,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+# Evidence scripts: seeded training studies, too slow for every `make bench`; run with --with / --only.
+EVIDENCE = ["pfed_evidence"]
 
 
 def machine() -> dict:
@@ -68,7 +73,7 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def run_one(script: Path, timeout: float | None = None) -> dict:
+def run_one(script: Path, timeout: float | None = None, args: list[str] | None = None) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False) as tmp:
         figures_path = tmp.name
     env = {**os.environ, "GEODISTILL_FIGURES": figures_path}
@@ -77,7 +82,12 @@ def run_one(script: Path, timeout: float | None = None) -> dict:
     start = time.perf_counter()
     try:
         proc = subprocess.run(
-            [sys.executable, str(script)], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+            [sys.executable, str(script), *(args or [])],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         code, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired as err:  # keep what it recorded before the limit
@@ -93,6 +103,8 @@ def run_one(script: Path, timeout: float | None = None) -> dict:
         sys.stderr.write(stderr[-4000:])
     return {
         "script": f"benchmarks/{script.name}",
+        # The arguments it ran with; an absolute path (a scratch folder) is written as DIR.
+        **({"args": ["DIR" if os.path.isabs(a) else a for a in args]} if args else {}),
         "exit_code": code,
         "seconds": round(seconds, 1),
         "load_before": before,
@@ -105,15 +117,33 @@ def run_one(script: Path, timeout: float | None = None) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="benchmark names (bench_metrics ...); default: all")
+    parser.add_argument(
+        "--with",
+        dest="extra",
+        nargs="*",
+        default=[],
+        choices=EVIDENCE,
+        help="slow evidence scripts to run as well (not in make bench)",
+    )
+    parser.add_argument("--merge", action="store_true", help="keep the other benchmarks already in --out")
+    parser.add_argument(
+        "--evidence-args",
+        default="",
+        help="arguments for the evidence scripts, e.g. '--out DIR --from-runs' to summarise finished runs",
+    )
     parser.add_argument("--out", default=str(HERE / "results.json"))
     parser.add_argument(
         "--timeout", type=float, default=None, help="seconds per benchmark (exit code 124 past it)"
     )
     args = parser.parse_args()
-    scripts = sorted(HERE.glob("bench_*.py"))
-    if args.only:
+    scripts = sorted(HERE.glob("bench_*.py")) + [HERE / f"{name}.py" for name in args.extra]
+    if args.only:  # may name an evidence script too: --only pfed_evidence
         wanted = {name.removesuffix(".py") for name in args.only}
-        scripts = [s for s in scripts if s.stem in wanted]
+        scripts = [
+            s
+            for s in sorted(HERE.glob("bench_*.py")) + [HERE / f"{e}.py" for e in EVIDENCE]
+            if s.stem in wanted
+        ]
     result = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         **commit(),
@@ -123,8 +153,17 @@ def main() -> None:
     }
     for script in scripts:
         print(f"== {script.name}", flush=True)
-        result["benchmarks"][script.stem] = run_one(script, args.timeout)
+        extra = shlex.split(args.evidence_args) if script.stem in EVIDENCE else []
+        result["benchmarks"][script.stem] = run_one(script, args.timeout, extra)
     result["load_after"] = load()
+    if args.merge and Path(args.out).is_file():
+        earlier = json.loads(Path(args.out).read_text())
+        kept = {
+            name: {"date": earlier["date"], "commit": earlier.get("commit"), **bench}
+            for name, bench in earlier["benchmarks"].items()
+            if name not in result["benchmarks"]
+        }
+        result["benchmarks"] = {**kept, **result["benchmarks"]}
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     failed = [name for name, b in result["benchmarks"].items() if b["exit_code"]]
     print(

@@ -83,3 +83,35 @@ def test_generated_block_needs_both_markers(missing):
     render = _render_module()
     text = f"{render.BEGIN}\nx\n" if missing == "end" else f"x\n{render.END}\n"
     assert render.generated_block(text) is None
+
+
+def test_render_shows_spread_seeds_ahead_and_a_merged_run():
+    render = _render_module()
+    bench = {
+        "script": "benchmarks/pfed_evidence.py",
+        "args": ["--out", "DIR", "--from-runs"],
+        "date": "2025-12-31T00:00:00Z",  # kept from an earlier run by run_all.py --merge
+        "commit": "0123456789abcdef",
+        "exit_code": 0,
+        "seconds": 3.0,
+        "load_before": [1.0, 1.0, 1.0],
+        "load_after": [1.0, 1.0, 1.0],
+        "figures": [
+            {"key": "d", "value": -1.25, "unit": "pts", "label": "+x − base", "anchor": None, "limit": None,
+             "sd": 2.5, "ahead": 1, "behind": 2, "seeds": 3},
+        ],
+    }  # fmt: skip
+    results = {
+        "date": "2026-01-01T00:00:00Z",
+        "commit": "abc",
+        "machine": {"cpu": "cpu", "cores": 2, "memory_gib": 24},
+        "load_before": [1.0, 1.0, 1.0],
+        "load_after": [2.0, 2.0, 2.0],
+        "benchmarks": {"pfed_evidence": bench},
+    }
+    text = render.render(results)
+    assert "| +x − base | -1.25 pts (sd 2.5; ahead on 1/3 seeds, behind on 2) |" in text
+    assert (
+        "### benchmarks/pfed_evidence.py `--out DIR --from-runs` — ok, run 2025-12-31T00:00:00Z at `0123456789ab`,"
+        in text
+    )

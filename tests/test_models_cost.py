@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from geodistill.models import BACKBONES, GeoModel, ModelConfig, create_backbone, profile
 from geodistill.models.cost import (
@@ -17,6 +18,7 @@ from geodistill.models.cost import (
     resnet_macs,
     vit_macs,
 )
+from geodistill.models.refiners import MeanRefiner, MIRefiner
 from geodistill.platform.cli import main
 
 
@@ -67,8 +69,8 @@ def test_analytic_formulas_by_hand():
     assert analytic_backbone_macs(create_backbone("efficientnet_b0", img_size=32), 32) is None
 
 
-def tiny_model(refiner: str = "mean", classes: int = 3) -> GeoModel:
-    cfg = ModelConfig(backbone="vit_tiny", img_size=32, embed_dim=16, refiner=refiner, refiner_k=2)
+def tiny_model(refiner: str = "mean", classes: int = 3, k: int = 2) -> GeoModel:
+    cfg = ModelConfig(backbone="vit_tiny", img_size=32, embed_dim=16, refiner=refiner, refiner_k=k)
     return GeoModel(cfg, num_classes=classes)
 
 
@@ -82,6 +84,36 @@ def test_query_cost_is_views_times_frame_plus_refiner():
     assert query_flops(tiny_model("mi"), img_size=32, views=4) == 4 * one + 2 * (16 + 4) * d
     # attention: scorer Linear(D,16) and Linear(16,1) on 4 frames -> 2*4*(16*D + 16) FLOPs.
     assert query_flops(tiny_model("attention"), img_size=32, views=4) == 4 * one + 2 * 4 * (16 * d + 16)
+
+
+@pytest.mark.parametrize("views", [4, 8])
+def test_mi_refiner_cost_by_kept_views(views):
+    # The MI refiner (MSRM) gets all V encoded frames, then scores them with [V,D]x[D,V] (pairwise
+    # correlations) and [V,D]x[D,1] (against the video mean): 2 (V^2 + V) D FLOPs, whatever k < V it
+    # keeps (the greedy pick is element-wise, not counted). With k >= V it keeps every frame, which
+    # is the mean: no FLOP. (The backbone part, V x one frame, is pinned in the test above.)
+    d = 16
+    frames = F.normalize(torch.randn(1, views, d), dim=-1)
+    assert count_flops(MeanRefiner(), frames) == 0
+    for k in (1, 2, views - 1):
+        assert count_flops(MIRefiner(k), frames) == 2 * (views**2 + views) * d
+        assert count_flops(MIRefiner(views), frames, k) == 2 * (views**2 + views) * d  # run-time k
+    assert count_flops(MIRefiner(views), frames) == 0
+
+
+def test_profile_cli_counts_the_mi_refiner_at_the_kept_views(capsys):
+    def row(*extra: str) -> dict:
+        common = ["--backbone", "vit_tiny", "--img-size", "32", "--embed-dim", "16", "--views", "4"]
+        assert main(["profile", *common, "--no-latency", "--json", "--refiner", "mi", *extra]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    # The default keeps 4 of 4 frames, i.e. the mean of all four: no refiner FLOP.
+    kept_all, kept_two = row(), row("--refiner-k", "2")
+    assert (kept_all["refiner_k"], kept_two["refiner_k"]) == (4, 2)
+    # keep 2 of 4: the two scoring matmuls, 2 (4^2 + 4) * 16 FLOPs, over the mean of all four
+    assert (kept_two["gflops"] - kept_all["gflops"]) * 1e9 == pytest.approx(2 * 20 * 16, abs=1e-3)
+    assert main(["profile", "--refiner-k", "0", "--no-latency"]) == 2
+    assert "argument --refiner-k: must be >= 1" in capsys.readouterr().err
 
 
 def test_profile_without_latency_and_with_latency():
@@ -110,6 +142,21 @@ def test_cli_smoke_json_table_and_errors(capsys):
     row = json.loads(capsys.readouterr().out)
     assert (row["backbone"], row["img_size"], row["views"], row["counter"]) == ("vit_tiny", 32, 2, COUNTER)
     assert row["gflops"] == pytest.approx(2 * row["gmacs"]) and row["latency_ms"] > 0
+    assert main(["profile", "--backbone", "vit_huge"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(
+        "geodistill profile: error: argument --backbone: unknown backbone 'vit_huge': "
+        "not in timm.list_models() nor an alias; known: vit_tiny"
+    )
+    assert "\n" not in err
+    assert main(["profile", "--views", "0", "--no-latency"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "geodistill profile: error: argument --views: must be >= 1 and <= 1024; got 0 (see geodistill profile --help)"
+    )
+
+
+@pytest.mark.slow  # builds and counts every registered backbone (vit_base, convnext_small, resnet50 ...)
+def test_cli_profile_all_lists_every_backbone_in_registry_order(capsys):
     assert main(["profile", "--all", "--img-size", "32", "--no-latency"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1].split() == [
@@ -127,15 +174,4 @@ def test_cli_smoke_json_table_and_errors(capsys):
     r50 = next(line.split() for line in out[3:] if line.startswith("resnet50 "))
     assert r50[-2:] == ["-", "-"] and float(r50[4]) == pytest.approx(
         resnet_macs(img_size=32, layers=[3, 4, 6, 3], bottleneck=True) / 1e9, abs=1e-3
-    )
-    assert main(["profile", "--backbone", "vit_huge"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith(
-        "geodistill profile: error: argument --backbone: unknown backbone 'vit_huge': "
-        "not in timm.list_models() nor an alias; known: vit_tiny"
-    )
-    assert "\n" not in err
-    assert main(["profile", "--views", "0", "--no-latency"]) == 2
-    assert capsys.readouterr().err.strip() == (
-        "geodistill profile: error: argument --views: must be >= 1 and <= 1024; got 0 (see geodistill profile --help)"
     )

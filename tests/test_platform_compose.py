@@ -174,7 +174,7 @@ def test_pfed_presets_carry_the_papers_recipe():
         "convnext_tiny",
         "gem",
     )
-    assert student.model.stage_heads and student.model.refiner == "mi"
+    assert student.model.stage_heads and student.model.refiner == "mi" and student.model.pretrained
     t = student.train
     assert (t.stage_ce_weight, t.fisd_weight, t.triplet_weight, t.uapa_weight) == (1.0, 1.0, 1.0, 1.0)
     assert t.fisd_direction == "inverse" and t.infonce_weight == 1.0

@@ -37,6 +37,7 @@ def shared(tmp_path_factory, ray_local):
     return {"root": root, "overrides": overrides, "teacher": teacher}
 
 
+@pytest.mark.slow  # trains a teacher and four real students; the trivial-objective searches below are fast
 def test_smoke_search_writes_one_row_per_trial_a_pareto_set_and_a_sqlite_study(shared, tmp_path):
     result = run_search(
         SMOKE,

@@ -205,3 +205,23 @@ def test_uapa_weights_the_uncertain_view_towards_the_certain_one():
     assert uapa_loss(2 * drone, 2 * sat, temperature=2.0).item() == pytest.approx(4 * expect, rel=1e-6)
     # Identical predictions: nothing to align.
     assert uapa_loss(sat, sat, temperature=1.0).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_triplet_mines_the_hardest_positive_when_a_building_repeats():
+    # Two rows of building 0 (labels [0, 0, 1]), unit vectors in the plane at angles 0, 60 and 90 deg:
+    # drone = satellite = (1,0), (1/2, sqrt3/2), (0,1). Drone anchor 0: positives s0 (d 0) and s1
+    # (cos 1/2, d 1) -> the FARTHER, d_pos = 1; negative s2 (cos 0, d sqrt2). Anchor 1: positives s0
+    # (d 1), s1 (d 0) -> d_pos = 1; negative s2 (cos sqrt3/2, d sqrt(2 - sqrt3)). Anchor 2: its only
+    # positive s2 (d 0), hardest negative s1 (d sqrt(2 - sqrt3)). Symmetric, so both directions agree.
+    r3 = math.sqrt(3)
+    x = t([[1, 0], [0.5, r3 / 2], [0, 1]])
+    m = 0.5
+    per_anchor = [
+        max(0.0, m + 1 - math.sqrt(2)),
+        max(0.0, m + 1 - math.sqrt(2 - r3)),
+        max(0.0, m + 0 - math.sqrt(2 - r3)),
+    ]
+    loss = cross_domain_triplet_loss(x, x, torch.tensor([0, 0, 1]), margin=m)
+    assert loss.item() == pytest.approx(sum(per_anchor) / 3, rel=1e-5)
+    # With the nearest positive instead (d 0 for every anchor) only anchor 2's term would remain.
+    assert loss.item() > per_anchor[2] / 3 + 0.1

@@ -68,6 +68,13 @@ def register(subparsers) -> None:
         help="mean | attention | select | mi (default mean)",
     )
     parser.add_argument(
+        "--refiner-k",
+        type=flag(int, ge=1, le=1024),
+        default=4,
+        help="frames the select / mi refiners keep (default 4); with --views <= k they fall back to "
+        "the mean and add no FLOPs",
+    )
+    parser.add_argument(
         "--pooling", default="avg", type=flag(choices=_poolings), help="token | avg | gem | lpn (default avg)"
     )
     parser.add_argument("--embed-dim", type=flag(int, ge=1, le=65536), default=512)
@@ -118,6 +125,7 @@ def _rows(args: argparse.Namespace) -> list[dict]:
             embed_dim=args.embed_dim,
             pooling=args.pooling,
             refiner=args.refiner,
+            refiner_k=args.refiner_k,
         )
         # Counting only: build on the meta device (no weights are initialised or allocated).
         with torch.device(args.device if measure else "meta"):
@@ -136,6 +144,7 @@ def _rows(args: argparse.Namespace) -> list[dict]:
             {
                 "backbone": name,
                 "refiner": args.refiner,
+                "refiner_k": args.refiner_k,
                 "pooling": args.pooling,
                 **asdict(cost),
                 "batch_size": args.batch_size,
@@ -161,8 +170,9 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(rows if args.all else rows[0], indent=2))
         return 0
     first = rows[0]
+    keeps = f" keeping {first['refiner_k']}" if first["refiner"] in ("select", "mi") else ""
     print(
-        f"cost per drone query: {first['views']} view(s) at {first['img_size']}px, refiner {first['refiner']}, "
+        f"cost per drone query: {first['views']} view(s) at {first['img_size']}px, refiner {first['refiner']}{keeps}, "
         f"pooling {first['pooling']}; FLOPs by {first['counter']}; latency on {first['device']} "
         f"at batch {first['batch_size']}"
     )

@@ -240,10 +240,15 @@ def _run(args: argparse.Namespace) -> int:
     print(f"\nPareto set ({metric} up, GFLOPs per query down):")
     print(format_pareto(result.pareto, metric=metric) if result.pareto.height else "  (no finished trial)")
     if not args.no_report and result.pareto.height and "://" not in result.experiment_path:
+        from geodistill.leaderboard import Leaderboard
         from geodistill.leaderboard.report import write_report
 
+        # The whole board, not just this search's rows: the teacher's row may be in another experiment.
         paths = write_report(
-            result.rows, Path(result.experiment_path) / "report", experiment=result.experiment, metric=metric
+            Leaderboard(result.leaderboard_root),
+            Path(result.experiment_path) / "report",
+            experiment=result.experiment,
+            metric=metric,
         )
         print(f"\nreport: {paths.get('html')}")
     if result.interrupted:

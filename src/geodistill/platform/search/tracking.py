@@ -9,7 +9,8 @@
   experiment's MLflow experiment, stored in ``<storage>/<experiment>/mlflow.db`` (SQLite)
   unless ``$MLFLOW_TRACKING_URI`` names another store;
 - ``WandbLoggerCallback`` (``ray.air.integrations.wandb``): one W&B run per trial, grouped by
-  experiment, offline (``<trial folder>/wandb/offline-run-*``) unless ``$WANDB_MODE`` says otherwise.
+  experiment, offline (``<trial folder>/wandb/offline-run-*``, written there directly with local
+  storage) unless ``$WANDB_MODE`` says otherwise.
 
 Every trial result already carries the epoch's losses and metrics and the trial's cost
 (``gflops``, ``gmacs``, ``params_m``), so the callbacks log those as they are. Tune's callbacks
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,16 +72,27 @@ class MLflowCallback(MLflowLoggerCallback):
 
 
 class WandbCallback(WandbLoggerCallback):
-    """Tune's W&B logger, plus the trial's resolved config in the run's config."""
+    """Tune's W&B logger, plus the trial's resolved config in the run's config.
 
-    def __init__(self, resolve: Any, **kwargs: Any) -> None:
+    With local storage the run folder is written straight into the trial's folder
+    (``wandb.init(dir=trial.path)``). Tune's logging actor would write it into the driver's
+    staging folder (``trial.local_path``), which is copied to storage only at Tune's periodic
+    syncs: the W&B actor finishes after the last of them, so the offline run went missing or
+    half-written from the trial folder.
+    """
+
+    def __init__(self, resolve: Any, *, local: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.resolve = resolve
+        self.local = local
 
     def _start_logging_actor(self, trial: Any, exclude_results: list[str], **wandb_init_kwargs: Any) -> None:
         config = dict(wandb_init_kwargs.get("config") or {})
         config["run_config"] = self.resolve(trial.config)
         wandb_init_kwargs["config"] = config
+        if self.local and trial.path:
+            os.makedirs(trial.path, exist_ok=True)
+            wandb_init_kwargs.setdefault("dir", trial.path)
         super()._start_logging_actor(trial, exclude_results, **wandb_init_kwargs)
 
 
@@ -99,8 +112,6 @@ def tune_callbacks(
     if "tensorboard" in loggers:
         callbacks.append(TensorBoardCallback(resolve))
     if "mlflow" in loggers:
-        import os
-
         if not local and not os.environ.get("MLFLOW_TRACKING_URI"):
             from geodistill.errors import ConfigError
 
@@ -116,12 +127,11 @@ def tune_callbacks(
             )
         )
     if "wandb" in loggers:
-        import os
-
         mode = wandb_mode()
         callbacks.append(
             WandbCallback(
                 resolve,
+                local=local,
                 project=os.environ.get("WANDB_PROJECT", WANDB_PROJECT),
                 group=experiment,
                 mode=mode,

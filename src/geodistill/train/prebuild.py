@@ -1,0 +1,34 @@
+"""Build DeepSpeed's just-in-time C++ ops once, at install time, instead of inside the first run.
+
+On a CPU machine ``deepspeed.initialize`` compiles its shared-memory communication op
+(``ShareMemCommBuilder``) into torch's extension cache the first time any process needs it:
+about a minute of g++ on two cores, with every other DeepSpeed process of the machine waiting
+on the same file lock. ``make`` runs ``python -m geodistill.train.prebuild`` after installing
+the package so that minute is paid once, by the install, not by a training run or a test.
+Where the accelerator has no such op (CUDA nodes, DeepSpeed builds with ops pre-compiled) this
+does nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+def prebuild_deepspeed_ops() -> str:
+    """Compile (or find cached) the ops ``deepspeed.initialize`` loads on this accelerator."""
+    try:
+        import deepspeed.ops
+        from deepspeed.accelerator import get_accelerator
+    except ImportError:
+        return "deepspeed is not installed: nothing to build"
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    if builder is None or not deepspeed.ops.__compatible_ops__.get(builder.NAME, False):
+        return "no DeepSpeed op to pre-build on this accelerator"
+    start = time.perf_counter()
+    builder.load(verbose=False)
+    return f"DeepSpeed {builder.absolute_name()} ready in {time.perf_counter() - start:.1f} s"
+
+
+if __name__ == "__main__":
+    print(prebuild_deepspeed_ops(), file=sys.stderr)
