@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
+import yaml
 
 from geodistill.errors import ConfigError, UnknownBackboneError
-from geodistill.models import GeoModel
+from geodistill.models import GeoModel, ModelConfig
 from geodistill.platform.compose import CONF_DIR, compose_run_config, config_groups
+from geodistill.train.config import DataConfig, DistillConfig, RunConfig, ScalingConfig, TrainConfig
 
 # Options that cannot compose on their own say what they need.
 # (data.root must exist: composition reads the dataset's index before anything runs.)
@@ -18,35 +22,114 @@ def _every_option() -> list[tuple[str, str]]:
     return [(group, option) for group, options in config_groups().items() for option in options]
 
 
+# The dataclass that types each config group; a new group must be added here (the tree test says so).
+GROUP_TYPES = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "distill": DistillConfig,
+    "scaling": ScalingConfig,
+}
+
+
+# Options that cannot inherit their group's base, and why; they must then name every field.
+STANDALONE = {
+    # A required `root: ???` cannot be merged over an inherited value: OmegaConf keeps the old one.
+    ("data", "univ"): "root must stay required",
+}
+
+
+def _yaml(relative: str) -> dict:
+    return yaml.safe_load((CONF_DIR / relative).read_text()) or {}
+
+
+def _chosen() -> dict[str, str]:
+    """Group -> the option config.yaml's defaults list picks."""
+    return {
+        k: v
+        for entry in _yaml("config.yaml")["defaults"]
+        if isinstance(entry, dict)
+        for k, v in entry.items()
+    }
+
+
+def _base(group: str) -> tuple[str, str, dict]:
+    """The one file a group's defaults are written in: ``_bases/<group>.yaml``, else the chosen option.
+
+    Returns (its path under conf/, how an option names it in its defaults list, its keys).
+    """
+    if (CONF_DIR / "_bases" / f"{group}.yaml").is_file():
+        return f"_bases/{group}.yaml", f"/_bases/{group}@_here_", _yaml(f"_bases/{group}.yaml")
+    option = _chosen()[group]
+    return f"{group}/{option}.yaml", option, _yaml(f"{group}/{option}.yaml")
+
+
 def test_the_tree_has_every_group_and_file_is_covered():
     groups = config_groups()
-    assert {"data", "model", "train", "distill", "scaling", "preset"} <= set(groups)
+    assert set(groups) == {*GROUP_TYPES, "preset"}  # a new group needs its dataclass in GROUP_TYPES
+    assert set(_chosen()) == set(groups)
     yaml_files = {p.relative_to(CONF_DIR).as_posix() for p in CONF_DIR.rglob("*.yaml")}
     covered = {"config.yaml", "_bases/model.yaml"} | {f"{g}/{o}.yaml" for g, o in _every_option()}
     assert yaml_files == covered
 
 
-def test_model_options_inherit_one_base_that_equals_the_dataclass_defaults():
-    import dataclasses
-
-    import yaml
-
-    from geodistill.models import ModelConfig
-
-    base = yaml.safe_load((CONF_DIR / "_bases" / "model.yaml").read_text())
-    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
-    assert set(base) == set(defaults)  # every field, no stray key
-    assert base.pop("img_size") == "${data.img_size}"  # follows the data size, by design
-    assert base == {k: v for k, v in defaults.items() if k != "img_size"}
-    # Every option inherits the base and states only what differs from it.
-    for option in config_groups()["model"]:
-        text = yaml.safe_load((CONF_DIR / "model" / f"{option}.yaml").read_text())
-        assert text["defaults"] == ["/_bases/model@_here_", "_self_"], option
+@pytest.mark.parametrize("group", sorted(GROUP_TYPES))
+def test_each_group_writes_its_defaults_once_and_they_equal_the_dataclass(group):
+    """The base file of a group holds every field at its dataclass default; every other option
+    inherits it and states only what differs, so a default lives in one YAML line and one field."""
+    path, ref, base = _base(group)
+    defaults = {f.name: f.default for f in dataclasses.fields(GROUP_TYPES[group])}
+    assert set(base) == set(defaults), path  # every field, no stray key, no defaults list of its own
+    if group == "model":
+        assert base.pop("img_size") == "${data.img_size}"  # follows the data size, by design
+        defaults.pop("img_size")
+    assert base == defaults, path
+    for option in config_groups()[group]:
+        if f"{group}/{option}.yaml" == path:
+            continue
+        text = _yaml(f"{group}/{option}.yaml")
+        if (group, option) in STANDALONE:
+            assert "defaults" not in text and set(text) == set(base), (
+                f"{group}/{option}.yaml names every field"
+            )
+            continue
+        assert text.get("defaults") == [ref, "_self_"], f"{group}/{option}.yaml must inherit {ref}"
         own = {k: v for k, v in text.items() if k != "defaults"}
-        assert "backbone" in own and all(base.get(k) != v for k, v in own.items() if k != "backbone"), option
-        composed = compose_run_config([f"model={option}"]).model
-        assert {k: getattr(composed, k) for k in own} == own
-        assert composed.embed_dim == base["embed_dim"] and composed.droprate == base["droprate"]
+        assert set(own) <= set(base) | ({"img_size"} if group == "model" else set()), option
+        restated = sorted(k for k, v in own.items() if base.get(k) == v and k != "backbone")
+        assert not restated, f"{group}/{option}.yaml restates defaults: {restated}"
+        if group == "model":
+            assert "backbone" in own, option
+        composed = getattr(compose_run_config([f"{group}={option}"]), group)
+        assert {k: getattr(composed, k) for k in own} == own, option
+        assert {k: getattr(composed, k) for k in defaults if k not in own} == {
+            k: v for k, v in defaults.items() if k not in own
+        }, option
+
+
+def test_the_composed_default_config_is_the_dataclass_default():
+    """`geodistill train` with no overrides trains what RunConfig() describes, but for what the
+    chosen model option (vit_tiny: class-token pooling) states on top of the model base."""
+    top = {k: v for k, v in _yaml("config.yaml").items() if k != "defaults"}
+    scalars = {f.name for f in dataclasses.fields(RunConfig)} - set(GROUP_TYPES)
+    assert set(top) == scalars
+    expected = RunConfig().to_dict()
+    model_option = {k: v for k, v in _yaml(f"model/{_chosen()['model']}.yaml").items() if k != "defaults"}
+    expected["model"].update(model_option)
+    assert compose_run_config([]).to_dict() == expected
+
+
+@pytest.mark.parametrize("option", config_groups()["preset"])
+def test_every_value_a_preset_states_reaches_the_typed_config(option):
+    text = _yaml(f"preset/{option}.yaml")
+    text.pop("defaults", None)
+    cfg = compose_run_config([f"preset={option}"])
+    for key, value in text.items():
+        if isinstance(value, dict):
+            assert key in GROUP_TYPES, f"preset/{option}.yaml: unknown group {key}"
+            assert {k: getattr(getattr(cfg, key), k) for k in value} == value, f"preset/{option}.yaml {key}"
+        else:
+            assert getattr(cfg, key) == value, f"preset/{option}.yaml {key}"
 
 
 @pytest.mark.parametrize(("group", "option"), _every_option())

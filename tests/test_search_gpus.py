@@ -18,8 +18,8 @@ import pytest
 from geodistill.errors import ConfigError
 from geodistill.platform.gpus import trial_resources, with_gpus_per_trial, worker_resources
 from geodistill.platform.search import run_search
-from geodistill.platform.search.space import parse_space
 from geodistill.train.config import RunConfig
+from trivial_search import search_dirs, trivial_space
 
 NODE_GPUS = "0,1,2,3"
 
@@ -56,13 +56,7 @@ def test_bad_gpus_per_trial_is_refused_in_one_line_before_ray(bad, tmp_path):
 
 
 def _space(**fixed) -> object:
-    return parse_space(
-        {
-            "fixed": {"stage": "teacher", "train.epochs": 1, **fixed},
-            "params": {"train.lr": {"type": "uniform", "low": 0.001, "high": 0.01}},
-        },
-        name="gpus",
-    )
+    return trivial_space(1, name="gpus", **fixed)
 
 
 @pytest.fixture(scope="module")
@@ -116,13 +110,11 @@ def _search(tmp_path: Path, name: str, space, *, samples: int, gpus_per_trial=No
         experiment=name,
         num_samples=samples,
         sampler="random",
-        storage=str(tmp_path / "tune"),
-        leaderboard=str(tmp_path / "lb"),
+        **search_dirs(tmp_path),
         max_concurrent=2,
         early_stopping=False,
         gpus_per_trial=gpus_per_trial,
         objective=objective,
-        verbose=0,
     )
     assert result.rows.height == samples and set(result.rows["status"]) == {"ok"}, result.rows.to_dicts()
     return [json.loads(p.read_text()) for p in sorted(seen.glob(f"{name}-*.json"))]

@@ -1,8 +1,8 @@
 """run_search on a local Ray: real smoke search, early stopping, failed trials, interrupt + resume.
 
 One Ray head for the session (``ray_local``). The smoke search trains real students against a
-real (tiny) teacher; the other searches use trivial objectives defined inside each test (so
-Ray pickles them by value) to pin down the platform's behaviour exactly.
+real (tiny) teacher; the other searches use trivial objectives (``tests/trivial_search.py``, or
+defined inside the test) to pin down the platform's behaviour exactly.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from geodistill.platform.compose import compose_run_config
 from geodistill.platform.search import run_search, train_teacher_for, trial_cost
 from geodistill.platform.search.space import load_space, parse_space
 from geodistill.train.config import RunConfig
+from trivial_search import lr_ramp, search_dirs, trivial_space
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "search_spaces" / "smoke.yaml"
@@ -36,16 +37,6 @@ def shared(tmp_path_factory, ray_local):
     return {"root": root, "overrides": overrides, "teacher": teacher}
 
 
-def _trivial_space(epochs: int, **fixed):
-    return parse_space(
-        {
-            "fixed": {"stage": "teacher", "train.epochs": epochs, **fixed},
-            "params": {"train.lr": {"type": "uniform", "low": 0.001, "high": 0.01}},
-        },
-        name="trivial",
-    )
-
-
 @pytest.mark.slow  # trains a teacher and four real students; the trivial-objective searches below are fast
 def test_smoke_search_writes_one_row_per_trial_a_pareto_set_and_a_sqlite_study(shared, tmp_path):
     result = run_search(
@@ -55,10 +46,8 @@ def test_smoke_search_writes_one_row_per_trial_a_pareto_set_and_a_sqlite_study(s
         sampler="tpe",
         overrides=shared["overrides"],
         teacher=str(shared["teacher"]),
-        storage=str(tmp_path / "tune"),
-        leaderboard=str(tmp_path / "lb"),
+        **search_dirs(tmp_path),
         max_concurrent=2,
-        verbose=0,
     )
     rows = result.rows
     assert not result.interrupted and result.trials == 4
@@ -87,23 +76,14 @@ def test_smoke_search_writes_one_row_per_trial_a_pareto_set_and_a_sqlite_study(s
 
 
 def test_early_stopping_stops_weak_trials_and_the_search_finishes(ray_local, tmp_path):
-    def objective(cfg, *, context):
-        # Precision grows with lr: ASHA's rung comparisons are then known in advance.
-        for epoch in range(1, cfg.train.epochs + 1):
-            context.report({"epoch": epoch, "d2s_recall1": cfg.train.lr * 1000 * epoch})
-            if context.should_stop(epoch, {}):
-                break
-
     result = run_search(
-        _trivial_space(4),
+        trivial_space(4),
         experiment="asha",
         num_samples=6,
         sampler="random",
-        storage=str(tmp_path / "tune"),
-        leaderboard=str(tmp_path / "lb"),
+        **search_dirs(tmp_path),
         max_concurrent=1,
-        objective=objective,
-        verbose=0,
+        objective=lr_ramp,
     )
     rows = result.rows.sort("created_at")
     assert rows.height == 6 and not result.interrupted
@@ -127,16 +107,14 @@ def test_a_failing_trial_is_recorded_failed_and_the_others_finish(ray_local, tmp
         context.report({"epoch": 2, "d2s_recall1": 20.0})
 
     result = run_search(
-        _trivial_space(2),
+        trivial_space(2),
         experiment="fails",
         num_samples=4,
         sampler="random",
-        storage=str(tmp_path / "tune"),
-        leaderboard=str(tmp_path / "lb"),
+        **search_dirs(tmp_path),
         max_concurrent=2,
         early_stopping=False,
         objective=objective,
-        verbose=0,
     )
     rows = result.rows
     assert rows.height == 4
@@ -183,22 +161,20 @@ def test_interrupted_search_resumes_without_rerunning_or_duplicating(ray_local, 
         experiment="resume",
         num_samples=4,
         sampler="random",
-        storage=str(tmp_path / "tune"),
-        leaderboard=str(tmp_path / "lb"),
+        **search_dirs(tmp_path),
         max_concurrent=1,
         early_stopping=False,
         objective=objective,
-        verbose=0,
     )
-    first = run_search(_trivial_space(2), callbacks=[InterruptAfter().callback], **kwargs)
+    first = run_search(trivial_space(2), callbacks=[InterruptAfter().callback], **kwargs)
     assert first.interrupted
     assert 2 <= first.rows.height < 4
     before = {r["trial_id"]: r["created_at"] for r in first.rows.iter_rows(named=True)}
     runs_before = log.read_text().splitlines()
 
     with pytest.raises(Exception, match="already exists.*--resume"):
-        run_search(_trivial_space(2), **kwargs)
-    second = run_search(_trivial_space(2), resume=True, **kwargs)
+        run_search(trivial_space(2), **kwargs)
+    second = run_search(trivial_space(2), resume=True, **kwargs)
     assert not second.interrupted
     rows = second.rows
     assert rows.height == 4 and rows["trial_id"].n_unique() == 4
@@ -233,15 +209,13 @@ def test_multi_worker_trials_stop_themselves_by_the_rung_rule(ray_local, tmp_pat
         )
 
     result = run_search(
-        _trivial_space(3, **{"scaling.num_workers": 2}),
+        trivial_space(3, **{"scaling.num_workers": 2}),
         experiment="multi",
         num_samples=3,
         sampler="random",
-        storage=str(tmp_path / "tune"),
-        leaderboard=str(tmp_path / "lb"),
+        **search_dirs(tmp_path),
         max_concurrent=1,
         objective=objective,
-        verbose=0,
     )
     rows = result.rows.sort("created_at")
     assert rows.height == 3 and not result.interrupted
@@ -276,11 +250,9 @@ def test_flops_budget_is_an_optuna_constraint_and_over_budget_trials_never_train
         num_samples=4,
         sampler="tpe",
         seed=7,  # TPE's first draws with seed 7: views 8, 8, 1, 1
-        storage=str(tmp_path / "tune"),
-        leaderboard=str(tmp_path / "lb"),
+        **search_dirs(tmp_path),
         max_concurrent=2,
         objective=objective,
-        verbose=0,
     )
     rows = result.rows
     assert rows.height == 4

@@ -249,3 +249,24 @@ def test_a_sampled_worker_count_of_one_puts_the_search_on_ray_train():
     assert uses_ray_train(one, base)
     ranged = parse_space({"params": {"scaling.num_workers": {"type": "int", "low": 0, "high": 1}}}, base=base)
     assert uses_ray_train(ranged, base)
+
+
+def test_reading_a_space_imports_no_ray_tune_and_the_package_names_load_lazily():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import geodistill.platform.search as search\n"
+        "from geodistill.platform.search import parse_space\n"
+        "print('ray.tune' in sys.modules, 'run_search' in dir(search), callable(parse_space))\n"
+        "try:\n"
+        "    search.nope\n"
+        "except AttributeError as err:\n"
+        "    print(err)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == [
+        "False True True",
+        "module 'geodistill.platform.search' has no attribute 'nope'",
+    ]

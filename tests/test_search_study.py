@@ -13,8 +13,8 @@ import polars as pl
 import pytest
 
 from geodistill.platform.search import run_search
-from geodistill.platform.search.space import parse_space
 from geodistill.platform.search.study import STOPPED_AT_ATTR, TRIAL_ID_ATTR, stopped_early
+from trivial_search import search_dirs, trivial_space
 
 EPOCHS = 4
 
@@ -37,27 +37,16 @@ def test_study_has_named_objectives_epoch_values_pruned_trials_and_the_reports_f
             if context.should_stop(epoch, {}):
                 break
 
-    space = parse_space(
-        {
-            "fixed": {"stage": "teacher", "train.epochs": EPOCHS},
-            "params": {
-                "train.lr": {"type": "uniform", "low": 0.001, "high": 0.01},
-                "data.views": {"type": "choice", "choices": [1, 2, 3]},
-            },
-        },
-        name="trivial",
-    )
+    space = trivial_space(EPOCHS, params={"data.views": {"type": "choice", "choices": [1, 2, 3]}})
     result = run_search(
         space,
         experiment="honest",
         num_samples=6,
         sampler="random",
-        storage=str(tmp_path / "tune"),
-        leaderboard=str(tmp_path / "lb"),
+        **search_dirs(tmp_path),
         max_concurrent=1,
         objective=objective,
         seed=3,
-        verbose=0,
     )
     rows = result.rows
     assert rows.height == 6 and not result.interrupted

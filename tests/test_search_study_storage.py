@@ -23,8 +23,8 @@ from geodistill.leaderboard import Leaderboard
 from geodistill.platform.cli import main
 from geodistill.platform.search import run_search
 from geodistill.platform.search import study_storage as study
-from geodistill.platform.search.space import parse_space
 from services import free_port, postgres_server
+from trivial_search import search_dirs, trivial_space
 
 TIMEOUT_S = 600
 
@@ -109,21 +109,13 @@ def test_a_search_keeps_its_study_in_postgres_and_resume_refuses_another(pg, ray
     def objective(cfg, *, context):
         context.report({"epoch": 1, "d2s_recall1": cfg.train.lr * 1000})
 
-    space = parse_space(
-        {
-            "fixed": {"stage": "teacher", "train.epochs": 1},
-            "params": {"train.lr": {"type": "uniform", "low": 0.001, "high": 0.01}},
-        },
-        name="pg",
-    )
+    space = trivial_space(1, name="pg")
     kwargs = dict(
         experiment="pg",
         sampler="random",
-        storage=str(tmp_path / "tune"),
-        leaderboard=str(tmp_path / "lb"),
+        **search_dirs(tmp_path),
         early_stopping=False,
         objective=objective,
-        verbose=0,
     )
     result = run_search(space, num_samples=3, study_storage=pg.url(), **kwargs)
     assert result.study_url == pg.url() and result.rows.height == 3

@@ -6,8 +6,7 @@ leaderboard without importing torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from geodistill.lazy import lazy_exports
 
 _HOME = {
     "DIRECTIONS": "names",
@@ -27,16 +26,4 @@ _HOME = {
 }
 
 __all__ = sorted(_HOME)
-
-
-def __getattr__(name: str) -> Any:
-    module = _HOME.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOME})
+__getattr__, __dir__ = lazy_exports(__name__, _HOME)

@@ -129,7 +129,7 @@ def epoch_evaluator(cfg: Any) -> Callable[[Any, int], dict[str, float]]:
     by it. The dataset index is opened on the first call, after ``fit`` has synthesised the data.
     """
     from geodistill.eval.names import flatten_metrics
-    from geodistill.train.loop import open_dataset
+    from geodistill.train.batches import open_dataset
 
     index: DatasetIndex | None = None
 

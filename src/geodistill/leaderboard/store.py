@@ -1,5 +1,8 @@
 """The leaderboard store: one explicit Parquet schema, one file per write, deduplicating readers.
 
+One file over 400 lines on purpose: the schema, the row builder that conforms to it and the
+store that writes and reads it are one contract; split, each part would restate the others.
+
 Layout (hive-partitioned by the one low-cardinality key)::
 
     <root>/experiment=<name>/part-<uuid>.parquet

@@ -1,19 +1,27 @@
 """Safe reading of weight files: safetensors, or ``torch.load(weights_only=True)``.
 
 A file whose pickle needs code to rebuild is refused with one line and never executed; there
-is no unsafe fallback.
+is no unsafe fallback. ``model.weights`` files come from a path, ``file://``, ``hf-hub:`` or any
+pyarrow.fs URI (``resolve_weights``) and load into a backbone through timm's own checkpoint
+filter (``load_backbone_weights``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import pickle
+import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
-from geodistill.errors import CheckpointError, one_line
+from geodistill.errors import CheckpointError, WeightsUnavailableError, one_line
+
+if TYPE_CHECKING:
+    from geodistill.models.backbones import Backbone
 
 
 def file_sha256(path: str | Path) -> str:
@@ -76,3 +84,74 @@ def match_state_dict(
     extra = next((k for k in found if k not in expected), None)
     if extra is not None:
         raise CheckpointError(f"{what}: unexpected key {extra!r}")
+
+
+# ---------------------------------------------------------------------------- model.weights files
+
+_HEAD_PREFIXES = ("head.", "fc.", "classifier.", "conv_head.", "head_drop")
+
+
+def resolve_weights(uri: str) -> Path:
+    """A local path for ``uri``: a path, ``file://``, ``hf-hub:ORG/NAME`` or any pyarrow.fs URI
+    (``s3://``, ``gs://`` ...; copied once into ``~/.cache/geodistill/weights``)."""
+    from urllib.parse import unquote, urlparse
+
+    if uri.startswith("hf-hub:"):
+        return _hub_file(uri.removeprefix("hf-hub:"))
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file") or len(parsed.scheme) == 1:  # a path (or a Windows drive)
+        return Path(unquote(parsed.path) if parsed.scheme == "file" else uri).expanduser()
+    import pyarrow.fs as pafs
+
+    cache = Path("~/.cache/geodistill/weights").expanduser() / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    local = cache / Path(parsed.path).name
+    if local.is_file():
+        return local
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f".{local.name}.tmp")
+        with fs.open_input_stream(path) as src, open(tmp, "wb") as dst:
+            while chunk := src.read(1 << 22):
+                dst.write(chunk)
+        tmp.replace(local)
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read weights {uri}: {str(err).splitlines()[0]}") from None
+    return local
+
+
+def _hub_file(repo: str) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo, "model.safetensors"))
+    except OSError as err:
+        raise WeightsUnavailableError(
+            f"weights hf-hub:{repo} are not available here ({type(err).__name__}); fetch them with "
+            f"`hf download {repo}` where there is network, then set HF_HUB_OFFLINE=1"
+        ) from None
+
+
+def _timm_filter(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The family's timm ``checkpoint_filter_fn`` (what create_model(pretrained=True) applies):
+    resamples position embeddings to the model's grid and maps original layouts to timm's."""
+    fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    if fn is None:
+        return state
+    try:
+        return dict(fn(state, model))
+    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError):
+        return state  # a layout the filter does not expect: the strict match below names the problem
+
+
+def load_backbone_weights(backbone: Backbone, path: str) -> None:
+    """Load a timm-layout (or original, where timm's filter maps it) state_dict into the backbone.
+
+    Read without running pickled code; classifier-head keys are ignored; then a strict match.
+    """
+    state = load_state_dict(resolve_weights(str(path)))
+    own = backbone.model.state_dict()
+    state = _timm_filter(backbone.model, state)
+    state = {k: v for k, v in state.items() if k in own or not k.startswith(_HEAD_PREFIXES)}
+    match_state_dict(own, state, what=f"backbone weights {path}")
+    backbone.model.load_state_dict(state, strict=True)

@@ -7,8 +7,8 @@ builds its leaderboard row. It needs data, models, train and eval, so it lives i
 ``geodistill.leaderboard.regress``. Torch is imported when a gate runs, not at import.
 
 ``run_baseline`` reads as its steps: ``_checked_entries`` (every checkpoint exists and matches
-its sha256 before the slow part), ``_dataset_root``, then per checkpoint ``_golden_check``,
-the cost checks, the metric checks (``_evaluate``) and ``_baseline_row``.
+its sha256 before the slow part), ``_dataset_root``, then per checkpoint ``_measure``: the
+sha256, ``_golden_check``, the cost checks, the metric checks (``_evaluate``) and ``_baseline_row``.
 """
 
 from __future__ import annotations
@@ -105,52 +105,65 @@ def run_baseline(
     files and checks sha256 and cost only (no evaluation, no rows).
     """
     from geodistill.data import open_index
-    from geodistill.models import profile
 
     baseline = load_baseline(path)
-    ds, gi = baseline["dataset"], baseline["golden_input"]
+    ds = baseline["dataset"]
     entries = _checked_entries(baseline, write_golden=write_golden)
     root = _dataset_root(baseline, data, path)
     index = open_index(root, elevation=ds["elevation"], fps=ds["fps"])
     result = GateResult()
     for entry in entries:
-        name = entry.spec["name"]
-        model, _meta = load_model(entry.spec["kind"], entry.path)
-        pinned = entry.spec["sha256"]
-        checks = [
-            Check(
-                name,
-                "sha256",
-                (pinned or "unpinned")[:12],
-                entry.digest[:12],
-                "exact",
-                True if pinned else None,
-            )
-        ]
-        if entry.golden is not None:
-            checks.append(_golden_check(name, model, entry.golden, gi, ds["img_size"], write=write_golden))
-        cost = profile(model, img_size=ds["img_size"], views=ds["views"], measure_latency=False)
-        measured_cost = {"params_m": cost.params_m, "gflops": cost.gflops, "gmacs": cost.gmacs}
-        checks += [
-            tol_check(name, k, exp, measured_cost[k], absolute=False) for k, exp in entry.spec["cost"].items()
-        ]
-        if write_golden:  # only (re)creating golden files: no evaluation, no row
-            result.checks += checks
-            continue
-        metrics = _evaluate(model, index, ds)
-        checks += [
-            tol_check(name, k, exp, metrics.get(k), absolute=True) for k, exp in entry.spec["metrics"].items()
-        ]
-        result.checks += checks
-        result.rows.append(
-            _baseline_row(
-                entry, model, metrics, cost, checks, ds, path=path, experiment=experiment or baseline["name"]
-            )
+        checks, row = _measure(
+            entry,
+            index,
+            baseline,
+            write_golden=write_golden,
+            path=path,
+            experiment=experiment or baseline["name"],
         )
-        del model
+        result.checks += checks
+        if row is not None:
+            result.rows.append(row)
     if leaderboard is not None and result.rows:
         leaderboard.write(result.rows)
     return result
+
+
+def _measure(
+    entry: _Entry,
+    index: Any,
+    baseline: dict[str, Any],
+    *,
+    write_golden: bool,
+    path: str | Path,
+    experiment: str,
+) -> tuple[list[Check], dict[str, Any] | None]:
+    """One checkpoint: its sha256, golden, cost and metric checks, and its row (None with ``write_golden``)."""
+    from geodistill.models import profile
+
+    ds, gi = baseline["dataset"], baseline["golden_input"]
+    name = entry.spec["name"]
+    model, _meta = load_model(entry.spec["kind"], entry.path)
+    pinned = entry.spec["sha256"]
+    checks = [
+        Check(
+            name, "sha256", (pinned or "unpinned")[:12], entry.digest[:12], "exact", True if pinned else None
+        )
+    ]
+    if entry.golden is not None:
+        checks.append(_golden_check(name, model, entry.golden, gi, ds["img_size"], write=write_golden))
+    cost = profile(model, img_size=ds["img_size"], views=ds["views"], measure_latency=False)
+    measured_cost = {"params_m": cost.params_m, "gflops": cost.gflops, "gmacs": cost.gmacs}
+    checks += [
+        tol_check(name, k, exp, measured_cost[k], absolute=False) for k, exp in entry.spec["cost"].items()
+    ]
+    if write_golden:  # only (re)creating golden files: no evaluation, no row
+        return checks, None
+    metrics = _evaluate(model, index, ds)
+    checks += [
+        tol_check(name, k, exp, metrics.get(k), absolute=True) for k, exp in entry.spec["metrics"].items()
+    ]
+    return checks, _baseline_row(entry, model, metrics, cost, checks, ds, path=path, experiment=experiment)
 
 
 def _checked_entries(baseline: dict[str, Any], *, write_golden: bool) -> list[_Entry]:

@@ -98,3 +98,26 @@ def value_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 def free_form(action: argparse.Action) -> bool:
     """Positional catch-alls (Hydra overrides, ``search_space=...``) are checked by config composition."""
     return not action.option_strings and action.nargs in ("*", argparse.REMAINDER)
+
+
+# Flags several commands share: declared once here, so each means the same (and takes the same
+# values) wherever a user types it.
+LEADERBOARD_HELP = "leaderboard root, a folder or a URI (default $GEODISTILL_LEADERBOARD or runs/leaderboard)"
+
+
+def add_leaderboard_flag(parser: argparse.ArgumentParser, *names: str, dest: str = "leaderboard") -> None:
+    """``--leaderboard`` (or ``names``): where leaderboard rows are read or written.
+
+    A folder or any URI ``geodistill.leaderboard.Leaderboard`` opens (``s3://...``); unset, the
+    command falls back to ``$GEODISTILL_LEADERBOARD`` or ``runs/leaderboard``.
+    """
+    parser.add_argument(
+        *(names or ("--leaderboard",)), dest=dest, type=flag(kind="store"), help=LEADERBOARD_HELP
+    )
+
+
+def add_data_flag(
+    parser: argparse.ArgumentParser, what: str = "dataset root (UniV or University-1652)"
+) -> None:
+    """``--data``: a dataset root on disk (its layout is checked when the command reads it)."""
+    parser.add_argument("--data", type=flag(kind="text"), help=what)

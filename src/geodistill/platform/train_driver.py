@@ -1,5 +1,8 @@
 """Run ``geodistill.train.loop.fit`` in this process or on Ray Train workers.
 
+One file over 400 lines on purpose: both runners share the run folder, its config check and
+the worker files (pids, nodes) they write, and a reader follows one run through it.
+
 ``run_training(cfg)`` is the one entry point (the CLI, the search and the benchmarks call it):
 
 - ``scaling.num_workers == 0``: ``fit`` here, with a ``InProcessContext`` on ``<output_dir>/<run_name>``.

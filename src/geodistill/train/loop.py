@@ -1,5 +1,8 @@
 """The training loop of both stages: plain PyTorch, one process per rank, any runner.
 
+One file over 400 lines on purpose: ``fit`` and the steps it calls read top to bottom here;
+the data it batches lives in ``batches.py``, the per-step losses in ``steps.py``.
+
 ``fit(cfg, context=...)`` builds the data (a synthetic UniV when ``cfg.data.root`` is None),
 the model (and the frozen teacher for stage 2), wraps them with the configured strategy,
 resumes from ``context.latest_checkpoint()``, and then each epoch trains, evaluates on rank 0,
@@ -15,26 +18,27 @@ outputs can be cached (see teacher_cache.py).
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import random
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
-from geodistill.data import BuildingBatchSampler, DatasetIndex, TrainPairDataset, generate_univ, open_index
+from geodistill.data import DatasetIndex, TrainPairDataset
 from geodistill.errors import ConfigError, UserError
 from geodistill.models import GeoModel, image_config, load_state_dict, model_from_config
 from geodistill.models.weights_io import file_sha256, match_state_dict
+
+# dataset_root and open_dataset stay importable from here too (benchmarks use this path).
+from geodistill.train.batches import RankBatchSampler, SeededSamples, dataset_root, open_dataset
 from geodistill.train.checkpoint import (
     MODEL_FILE,
     load_checkpoint,
@@ -50,7 +54,6 @@ from geodistill.train.strategies import Wrapped, check_strategy, prepare_module,
 from geodistill.train.teacher_cache import TeacherOutputs, cache_key, dataset_hash
 
 REPORTED_LOSSES = ("loss", "loss_task", "loss_logit", "loss_feature", "loss_relation")  # METRIC KEYS
-SYNTH_TILE_PX = 64  # synthetic tiles are drawn at max(64, img_size) px
 
 
 class TrainingDiverged(UserError):
@@ -64,88 +67,6 @@ class TrainResult:
     checkpoint: Path | None  # last persisted checkpoint dir if the context knows it, else None
     stopped_early: bool  # context.should_stop said so
     skipped_media: int
-
-
-# ---------------------------------------------------------------------------- data
-
-
-def dataset_root(cfg: RunConfig) -> Path:
-    """``cfg.data.root``, or the synthetic UniV for (buildings, seed), generated once per output_dir.
-
-    Concurrent runs (ranks, Tune trials) serialise on a lock file; the set is written to a
-    temporary folder and renamed into place, so a reader never sees half a dataset.
-    """
-    if cfg.data.root is not None:
-        root = Path(cfg.data.root)
-        if not root.exists():
-            raise ConfigError(f"data.root does not exist: {root}")
-        return root
-    px = max(SYNTH_TILE_PX, cfg.data.img_size)
-    name = f"synth_{cfg.data.synth_buildings}_{cfg.data.synth_seed}" + (
-        "" if px == SYNTH_TILE_PX else f"_{px}px"
-    )
-    parent = Path(cfg.output_dir) / "data"
-    root = parent / name
-    if root.is_dir():
-        return root
-    parent.mkdir(parents=True, exist_ok=True)
-    with open(parent / f".{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if not root.is_dir():
-                tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp", dir=parent))
-                generate_univ(tmp, buildings=cfg.data.synth_buildings, seed=cfg.data.synth_seed, img_size=px)
-                os.rename(tmp, root)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return root
-
-
-def open_dataset(cfg: RunConfig) -> DatasetIndex:
-    return open_index(dataset_root(cfg), elevation=cfg.data.elevation, fps=cfg.data.fps)
-
-
-class SeededSamples(Dataset):
-    """Each sample drawn under torch's RNG seeded by (seed, epoch, index); adds "index" and "skipped"."""
-
-    def __init__(self, dataset: TrainPairDataset, *, seed: int) -> None:
-        self.dataset = dataset
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        before = self.dataset.skipped_media
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 1_000_033 + i)
-            sample = self.dataset[i]
-        return {**sample, "index": i, "skipped": self.dataset.skipped_media - before}
-
-
-class RankBatchSampler(Sampler[list[int]]):
-    """Global batches of distinct buildings (BuildingBatchSampler), split into equal per-rank slices."""
-
-    def __init__(
-        self, dataset: TrainPairDataset, global_batch: int, *, seed: int, rank: int, world: int
-    ) -> None:
-        self.per_rank = global_batch // world
-        self.rank = rank
-        self.base = BuildingBatchSampler(dataset, self.per_rank * world, seed=seed, drop_last=True)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.base.set_epoch(epoch)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for batch in self.base:
-            yield batch[self.rank * self.per_rank : (self.rank + 1) * self.per_rank]
-
-    def __len__(self) -> int:
-        return len(self.base)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -234,15 +155,80 @@ def fit(
     ``evaluate_fn(model, epoch) -> metrics`` judges rank 0's model after the epochs
     ``train.eval_every`` selects; None trains without evaluation. The platform passes
     ``geodistill.eval.epoch_evaluator(cfg)`` (or calls ``geodistill.eval.fit_evaluated``).
+
+    The steps below, in order: check the runner, build the data, the teacher (stage 2) and the
+    model, resume, wrap with the strategy, then per epoch train, sum over ranks, evaluate and
+    checkpoint on rank 0, report, and ask whether to stop.
     """
     cfg.validate()
     rank, world, device = context.rank, context.world_size, context.device
     if world > 1 and not (dist.is_available() and dist.is_initialized()):
         raise ConfigError(f"world size {world} needs an initialised torch.distributed process group")
-    t = cfg.train
     check_strategy(cfg, device)
 
-    # Data: rank 0 synthesises first so the other ranks just open it.
+    data = _prepare_data(cfg, rank=rank, world=world)
+    teacher, teacher_outputs = _prepare_teacher(cfg, data, device)
+    # Identical initialisation on every rank (DDP would broadcast it anyway).
+    torch.manual_seed(cfg.train.seed)
+    model = model_from_config(cfg.model, len(data.class_map))
+    adapters = build_adapters(model, teacher, cfg) if teacher is not None else None
+    module = TrainModule(model, cfg, adapters).to(device)
+    start_epoch, metrics, train_state = _resume(module, context)
+    wrapped = _wrap_for_training(module, cfg, context, data, train_state)
+    evaluate = evaluate_fn if rank == 0 else None  # rank 0 judges; None: no evaluation
+
+    epochs_done, stopped_early = start_epoch, False
+    skipped_total = int(train_state.get("skipped_media", 0)) if train_state else 0
+    for epoch in range(start_epoch + 1, cfg.train.epochs + 1):
+        start = time.perf_counter()
+        data.sampler.set_epoch(epoch)
+        data.samples.set_epoch(epoch)
+        local = _train_epoch(
+            wrapped,
+            data.loader,
+            teacher_outputs,
+            epoch=epoch,
+            steps=data.steps_per_epoch,
+            device=device,
+            world=world,
+        )
+        metrics, skipped_total, n_samples = _epoch_metrics(epoch, *local, skipped_total, world=world)
+        _evaluate_checkpoint_and_report(
+            wrapped, cfg, context, metrics, epoch=epoch, evaluate=evaluate, start=start, n_samples=n_samples
+        )
+        epochs_done = epoch
+        if _should_stop(context, epoch, metrics):
+            stopped_early = epoch < cfg.train.epochs
+            break
+
+    checkpoint = context.latest_checkpoint() if rank == 0 else None
+    return TrainResult(
+        epochs_done=epochs_done,
+        metrics=metrics,
+        checkpoint=Path(checkpoint) if checkpoint is not None else None,
+        stopped_early=stopped_early,
+        skipped_media=skipped_total,
+    )
+
+
+@dataclass
+class _TrainData:
+    """What the epochs read: the index, the loader with its samplers, and the epoch's length."""
+
+    index: DatasetIndex
+    class_map: dict[str, int]
+    image: Any  # the student's timm data config (normalisation, interpolation)
+    teacher_views: int | None  # frames per video the teacher sees (stage 2), None: data.views
+    samples: SeededSamples
+    sampler: RankBatchSampler
+    loader: DataLoader
+    steps_per_epoch: int  # micro-steps, whole accumulation cycles only
+    total_optimizer_steps: int
+
+
+def _prepare_data(cfg: RunConfig, *, rank: int, world: int) -> _TrainData:
+    """Open (rank 0 first synthesises) the training set and build the per-rank batch loader."""
+    t = cfg.train
     if rank == 0:
         dataset_root(cfg)
     if world > 1:
@@ -281,125 +267,157 @@ def fit(
             f"({n_buildings} buildings, batch {global_batch})"
         )
     steps_per_epoch -= steps_per_epoch % t.grad_accum  # whole accumulation cycles only
-    total_optimizer_steps = max(1, steps_per_epoch // t.grad_accum * t.epochs)
+    return _TrainData(
+        index=index,
+        class_map=class_map,
+        image=image,
+        teacher_views=teacher_views,
+        samples=samples,
+        sampler=sampler,
+        loader=loader,
+        steps_per_epoch=steps_per_epoch,
+        total_optimizer_steps=max(1, steps_per_epoch // t.grad_accum * t.epochs),
+    )
 
-    # Models: identical initialisation on every rank (DDP would broadcast it anyway).
-    teacher_outputs = None
-    teacher = None
-    if cfg.stage == "student":
-        teacher, teacher_sha = load_teacher(cfg, device)
-        if cfg.distill.w_logit > 0 and teacher.num_classes != len(class_map):
-            raise ConfigError(
-                f"teacher has {teacher.num_classes} classes but the training set {len(class_map)}; "
-                "logit KD needs the same buildings (set distill.w_logit=0 or use a matching teacher)"
-            )
-        cache_dir = None
-        if cfg.distill.cache_teacher:
-            key = cache_key(
-                teacher_sha=teacher_sha,
-                data_hash=dataset_hash(index),
-                elevation=cfg.data.elevation,
-                fps=cfg.data.fps,
-                views=cfg.data.views,
-                teacher_views=teacher_views or cfg.data.views,
-                img_size=cfg.data.img_size,
-                seed=t.seed,
-                image=image,
-            )
-            cache_dir = Path(cfg.output_dir) / "teacher_cache" / key
-        teacher_outputs = TeacherOutputs(teacher, cache_dir, image=image)
-    torch.manual_seed(t.seed)
-    model = model_from_config(cfg.model, len(class_map))
-    adapters = build_adapters(model, teacher, cfg) if teacher is not None else None
-    module = TrainModule(model, cfg, adapters).to(device)
 
-    start_epoch, train_state, metrics = 0, None, {}
+def _prepare_teacher(
+    cfg: RunConfig, data: _TrainData, device: torch.device
+) -> tuple[GeoModel | None, TeacherOutputs | None]:
+    """Stage 2: the frozen teacher and its (optionally cached) outputs; stage 1: (None, None)."""
+    if cfg.stage != "student":
+        return None, None
+    teacher, teacher_sha = load_teacher(cfg, device)
+    if cfg.distill.w_logit > 0 and teacher.num_classes != len(data.class_map):
+        raise ConfigError(
+            f"teacher has {teacher.num_classes} classes but the training set {len(data.class_map)}; "
+            "logit KD needs the same buildings (set distill.w_logit=0 or use a matching teacher)"
+        )
+    cache_dir = None
+    if cfg.distill.cache_teacher:
+        key = cache_key(
+            teacher_sha=teacher_sha,
+            data_hash=dataset_hash(data.index),
+            elevation=cfg.data.elevation,
+            fps=cfg.data.fps,
+            views=cfg.data.views,
+            teacher_views=data.teacher_views or cfg.data.views,
+            img_size=cfg.data.img_size,
+            seed=cfg.train.seed,
+            image=data.image,
+        )
+        cache_dir = Path(cfg.output_dir) / "teacher_cache" / key
+    return teacher, TeacherOutputs(teacher, cache_dir, image=data.image)
+
+
+def _resume(
+    module: TrainModule, context: TrainContext
+) -> tuple[int, dict[str, float], dict[str, Any] | None]:
+    """(epochs already done, their last metrics, the saved train state) from the context's checkpoint."""
     resume_from = context.latest_checkpoint()
-    if resume_from is not None:
-        meta, train_state = _resume_weights(module, Path(resume_from))
-        start_epoch, metrics = int(meta["epoch"]), dict(meta.get("metrics", {}))
+    if resume_from is None:
+        return 0, {}, None
+    meta, train_state = _resume_weights(module, Path(resume_from))
+    return int(meta["epoch"]), dict(meta.get("metrics", {})), train_state
+
+
+def _wrap_for_training(
+    module: TrainModule,
+    cfg: RunConfig,
+    context: TrainContext,
+    data: _TrainData,
+    train_state: dict[str, Any] | None,
+) -> Wrapped:
+    """Optimizer, schedule and strategy around ``module``; a resumed run gets its state and RNG back."""
     prepare_module(module, cfg)
     optimizer = build_optimizer(module, cfg)
-    scheduler = build_scheduler(optimizer, cfg, total_optimizer_steps)
-    wrapped = wrap(module, optimizer, cfg, context, scheduler=scheduler, micro_batch=sampler.per_rank)
+    scheduler = build_scheduler(optimizer, cfg, data.total_optimizer_steps)
+    wrapped = wrap(module, optimizer, cfg, context, scheduler=scheduler, micro_batch=data.sampler.per_rank)
     if train_state:
         wrapped.load_state(train_state)
         _restore_rng(train_state.get("rng"))
-    evaluate = evaluate_fn if rank == 0 else None  # rank 0 judges; None: no evaluation
+    return wrapped
 
-    epochs_done, stopped_early, skipped_total = start_epoch, False, 0
-    if train_state:
-        skipped_total = int(train_state.get("skipped_media", 0))
-    for epoch in range(start_epoch + 1, t.epochs + 1):
-        start = time.perf_counter()
-        sampler.set_epoch(epoch)
-        samples.set_epoch(epoch)
-        sums, steps, skipped, n_samples = _train_epoch(
-            wrapped, loader, teacher_outputs, epoch=epoch, steps=steps_per_epoch, device=device, world=world
-        )
-        totals = _all_reduce_sum(
-            torch.cat([sums, torch.tensor([steps, skipped, n_samples], dtype=torch.float64)]), world
-        )
-        n_steps = max(1.0, float(totals[len(LOSS_KEYS)]))
-        skipped_total += int(totals[len(LOSS_KEYS) + 1])
-        metrics = {"epoch": float(epoch)}
-        metrics.update(
-            {k: float(totals[i]) / n_steps for i, k in enumerate(LOSS_KEYS) if k in REPORTED_LOSSES}
-        )
-        metrics["skipped_media"] = float(skipped_total)
 
-        # Evaluate + checkpoint. Sharded strategies gather the weights collectively first.
-        full_state = wrapped.full_state_dict()
-        ckpt_dir = None
-        if rank == 0:
-            inner = wrapped.unwrap()
-            if evaluate is not None and (epoch % t.eval_every == 0 or epoch == t.epochs):
-                # Evaluation draws random numbers (loader seeds, a model copy's init): keep them
-                # out of training's stream, so strategies and resumed runs see the same dropout.
-                with torch.random.fork_rng(devices=[]):
-                    eval_model = _eval_model(inner.model, full_state, cfg)
-                    metrics.update({k: float(v) for k, v in evaluate(eval_model, epoch).items()})
-                inner.model.train()
-            metrics["epoch_seconds"] = time.perf_counter() - start
-            ckpt_dir = Path(tempfile.mkdtemp(prefix="geodistill-ckpt-"))
-            adapters_state = wrapped.adapters_state_dict()
-            save_checkpoint(
-                ckpt_dir,
-                inner.model,
-                config=cfg,
-                metrics=metrics,
-                epoch=epoch,
-                state_dict=full_state,
-                optimizer_state={
-                    **wrapped.state(),
-                    "adapters": adapters_state,
-                    "rng": _rng_state(),
-                    "epoch": epoch,
-                    "skipped_media": skipped_total,
-                },
-            )
-            print(_progress(epoch, t.epochs, metrics, int(totals[-1])), file=sys.stderr, flush=True)
-        else:
-            metrics["epoch_seconds"] = time.perf_counter() - start
-        try:
-            context.report(metrics, ckpt_dir)
-        finally:
-            if ckpt_dir is not None:
-                shutil.rmtree(ckpt_dir, ignore_errors=True)
-        epochs_done = epoch
-        stop = context.should_stop(epoch, metrics) if rank == 0 else False
-        if _broadcast(bool(stop), world):
-            stopped_early = epoch < t.epochs
-            break
-
-    checkpoint = context.latest_checkpoint() if rank == 0 else None
-    return TrainResult(
-        epochs_done=epochs_done,
-        metrics=metrics,
-        checkpoint=Path(checkpoint) if checkpoint is not None else None,
-        stopped_early=stopped_early,
-        skipped_media=skipped_total,
+def _epoch_metrics(
+    epoch: int,
+    sums: torch.Tensor,
+    steps: int,
+    skipped: int,
+    n_samples: int,
+    skipped_total: int,
+    *,
+    world: int,
+) -> tuple[dict[str, float], int, int]:
+    """Sum one epoch's counts over the ranks: (mean losses per step, skipped media so far, samples)."""
+    totals = _all_reduce_sum(
+        torch.cat([sums, torch.tensor([steps, skipped, n_samples], dtype=torch.float64)]), world
     )
+    n_steps = max(1.0, float(totals[len(LOSS_KEYS)]))
+    skipped_total += int(totals[len(LOSS_KEYS) + 1])
+    metrics = {"epoch": float(epoch)}
+    metrics.update({k: float(totals[i]) / n_steps for i, k in enumerate(LOSS_KEYS) if k in REPORTED_LOSSES})
+    metrics["skipped_media"] = float(skipped_total)
+    return metrics, skipped_total, int(totals[-1])
+
+
+def _evaluate_checkpoint_and_report(
+    wrapped: Wrapped,
+    cfg: RunConfig,
+    context: TrainContext,
+    metrics: dict[str, float],
+    *,
+    epoch: int,
+    evaluate: Callable[[GeoModel, int], dict[str, float]] | None,
+    start: float,
+    n_samples: int,
+) -> None:
+    """Rank 0 evaluates (when due) and writes a scratch checkpoint; every rank reports ``metrics``.
+
+    Sharded strategies gather the weights collectively first, so every rank calls this.
+    """
+    t = cfg.train
+    full_state = wrapped.full_state_dict()
+    ckpt_dir = None
+    if context.rank == 0:
+        inner = wrapped.unwrap()
+        if evaluate is not None and (epoch % t.eval_every == 0 or epoch == t.epochs):
+            # Evaluation draws random numbers (loader seeds, a model copy's init): keep them
+            # out of training's stream, so strategies and resumed runs see the same dropout.
+            with torch.random.fork_rng(devices=[]):
+                eval_model = _eval_model(inner.model, full_state, cfg)
+                metrics.update({k: float(v) for k, v in evaluate(eval_model, epoch).items()})
+            inner.model.train()
+        metrics["epoch_seconds"] = time.perf_counter() - start
+        ckpt_dir = Path(tempfile.mkdtemp(prefix="geodistill-ckpt-"))
+        save_checkpoint(
+            ckpt_dir,
+            inner.model,
+            config=cfg,
+            metrics=metrics,
+            epoch=epoch,
+            state_dict=full_state,
+            optimizer_state={
+                **wrapped.state(),
+                "adapters": wrapped.adapters_state_dict(),
+                "rng": _rng_state(),
+                "epoch": epoch,
+                "skipped_media": int(metrics["skipped_media"]),
+            },
+        )
+        print(_progress(epoch, t.epochs, metrics, n_samples), file=sys.stderr, flush=True)
+    else:
+        metrics["epoch_seconds"] = time.perf_counter() - start
+    try:
+        context.report(metrics, ckpt_dir)
+    finally:
+        if ckpt_dir is not None:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+
+
+def _should_stop(context: TrainContext, epoch: int, metrics: dict[str, float]) -> bool:
+    """Rank 0 asks the context; every rank gets its answer."""
+    stop = context.should_stop(epoch, metrics) if context.rank == 0 else False
+    return bool(_broadcast(bool(stop), context.world_size))
 
 
 def _eval_model(model: GeoModel, full_state: dict[str, torch.Tensor], cfg: RunConfig) -> GeoModel:

@@ -1,5 +1,8 @@
 """How the TrainModule is run: plain/DDP, Accelerate, or DeepSpeed, behind one small interface.
 
+One file over 400 lines on purpose: the three strategies implement one ``Wrapped`` contract
+and are read side by side (what each does at forward, backward, step and checkpoint).
+
 ``wrap(module, optimizer, cfg, context, scheduler=...)`` returns a ``Wrapped`` whose
 ``forward`` / ``backward`` / ``step`` the loop calls once per micro-batch:
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from geodistill.platform.flags import flag
+from geodistill.platform.flags import add_data_flag, flag
 
 
 def register(subparsers) -> None:
@@ -35,7 +35,7 @@ def register(subparsers) -> None:
         type=flag(kind="in_file"),
         help="a Video2BEV net_EEE.pth (opts.yaml beside it)",
     )
-    parser.add_argument("--data", type=flag(kind="text"), help="dataset root (UniV or University-1652)")
+    add_data_flag(parser)
     parser.add_argument("--views", type=flag(int, ge=1, le=1024), help="drone frames per query")
     parser.add_argument("--fps", type=flag(int, choices=(2, 5, 10)), help="UniV frame rate")
     parser.add_argument("--elevation", type=flag(int, choices=(30, 45)), help="UniV elevation subset")
@@ -122,8 +122,8 @@ def _settings(args: argparse.Namespace, train_config: dict | None, model) -> dic
     if args.data:
         settings["root"] = args.data
     elif train_config is not None:
+        from geodistill.train.batches import dataset_root
         from geodistill.train.config import RunConfig
-        from geodistill.train.loop import dataset_root
 
         # The set it was trained on (a synthetic one is regenerated under its output_dir if gone).
         settings["root"] = str(dataset_root(RunConfig.from_dict(train_config)))

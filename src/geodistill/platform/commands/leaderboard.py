@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from geodistill.platform.flags import flag
+from geodistill.platform.flags import add_leaderboard_flag, flag
 
 DEFAULT_SHOW = (
     "experiment",
@@ -28,11 +28,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("leaderboard", help="show the leaderboard or compact its files")
     sub = parser.add_subparsers(dest="leaderboard_command", metavar="ACTION", required=True)
     show = sub.add_parser("show", help="print rows (deduplicated by row_key, latest wins)")
-    show.add_argument(
-        "--root",
-        type=flag(kind="out_dir"),
-        help="leaderboard root (default $GEODISTILL_LEADERBOARD or runs/leaderboard)",
-    )
+    add_leaderboard_flag(show, "--root", dest="root")
     show.add_argument("--experiment", type=flag(kind="name"), help="only this experiment")
     show.add_argument(
         "--sort",
@@ -51,11 +47,7 @@ def register(subparsers) -> None:
     compact = sub.add_parser(
         "compact", help="merge each experiment's files into one (atomic, keeps every row)"
     )
-    compact.add_argument(
-        "--root",
-        type=flag(kind="out_dir"),
-        help="leaderboard root (default $GEODISTILL_LEADERBOARD or runs/leaderboard)",
-    )
+    add_leaderboard_flag(compact, "--root", dest="root")
     compact.add_argument("--experiment", type=flag(kind="name"), help="only this experiment (default: all)")
     compact.set_defaults(func=_compact)
 

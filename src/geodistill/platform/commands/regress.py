@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from geodistill.platform.flags import flag
+from geodistill.platform.flags import add_data_flag, add_leaderboard_flag, flag
 
 
 def METRICS() -> tuple[str, ...]:  # noqa: N802 - a lazy constant: the leaderboard's metric columns
@@ -31,14 +31,8 @@ def register(subparsers) -> None:
         type=flag(kind="in_file"),
         help="baseline file (checkpoints, dataset, expectations)",
     )
-    parser.add_argument(
-        "--data", type=flag(kind="text"), help="dataset root (overrides dataset.root of the baseline)"
-    )
-    parser.add_argument(
-        "--leaderboard",
-        type=flag(kind="out_dir"),
-        help="leaderboard root (default $GEODISTILL_LEADERBOARD or runs/leaderboard)",
-    )
+    add_data_flag(parser, "dataset root (overrides dataset.root of the baseline)")
+    add_leaderboard_flag(parser)
     parser.add_argument("--no-write", action="store_true", help="do not write rows to the leaderboard")
     parser.add_argument("--write-golden", action="store_true", help="(re)create the golden descriptor files")
     parser.add_argument(

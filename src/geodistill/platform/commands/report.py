@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from geodistill.platform.flags import flag
+from geodistill.platform.flags import add_leaderboard_flag, flag
 
 
 def METRICS() -> tuple[str, ...]:  # noqa: N802 - a lazy constant: the leaderboard's metric columns
@@ -19,13 +19,7 @@ def register(subparsers) -> None:
         help="write the precision-vs-efficiency report (self-contained HTML, Markdown, PNG/SVG plots)",
     )
     parser.add_argument("--out", required=True, type=flag(kind="out_dir"), help="output directory")
-    parser.add_argument(
-        "--root",
-        "--leaderboard",
-        dest="root",
-        type=flag(kind="out_dir"),
-        help="leaderboard root (default runs/leaderboard)",
-    )
+    add_leaderboard_flag(parser, "--root", "--leaderboard", dest="root")
     parser.add_argument(
         "--experiment", type=flag(kind="name"), help="only this experiment (default: every row)"
     )

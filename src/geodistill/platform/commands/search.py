@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from geodistill.platform.flags import flag
+from geodistill.platform.flags import add_leaderboard_flag, flag
 from geodistill.schema import SEED_MAX
 
 
@@ -65,11 +65,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--storage", type=flag(kind="store"), help="Tune results: local dir or URI (default runs/search)"
     )
-    parser.add_argument(
-        "--leaderboard",
-        type=flag(kind="store"),
-        help="leaderboard root (default $GEODISTILL_LEADERBOARD or runs/leaderboard)",
-    )
+    add_leaderboard_flag(parser)
     parser.add_argument(
         "--address",
         type=flag(kind="text"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from geodistill.platform.flags import flag
+from geodistill.platform.flags import add_leaderboard_flag, flag
 
 
 def register(subparsers) -> None:
@@ -34,11 +34,7 @@ def register(subparsers) -> None:
         "--smoke-test", action="store_true", help="tiny run for CI (preset=smoke: vit_tiny, 32 px, 2 steps)"
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-    parser.add_argument(
-        "--leaderboard",
-        type=flag(kind="out_dir"),
-        help="leaderboard root for the run's row (default $GEODISTILL_LEADERBOARD or runs/leaderboard)",
-    )
+    add_leaderboard_flag(parser)
     parser.add_argument(
         "--no-leaderboard", action="store_true", help="do not write the run's leaderboard row"
     )

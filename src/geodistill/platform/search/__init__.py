@@ -22,8 +22,7 @@ run_search``); they load lazily, so reading a space (``search.space``) does not 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from geodistill.lazy import lazy_exports
 
 _HOME = {
     # driver
@@ -67,16 +66,4 @@ _HOME = {
 }
 
 __all__ = sorted(_HOME)
-
-
-def __getattr__(name: str) -> Any:
-    module = _HOME.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOME})
+__getattr__, __dir__ = lazy_exports(__name__, _HOME)

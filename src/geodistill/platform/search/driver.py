@@ -1,5 +1,8 @@
 """The search driver: Ray Tune + Optuna over a space, precision up, GFLOPs down.
 
+One file over 400 lines on purpose: ``run_search`` and each step it calls read top to bottom
+here (the trial body, rows, tuner and space each have their own module already).
+
 ``run_search`` reads top to bottom as its steps:
 
 1. ``_check_arguments`` and ``_prepare_space``: the space is loaded and validated first
@@ -7,7 +10,8 @@
 2. ``_locate``: where Tune's state, the Optuna study and the leaderboard live; the
    leaderboard is checked writable before any trial spends compute.
 3. ``_make_trainable``: ``trial.run_trial`` with its ``TrialSetup`` and resources (a
-   ``RungStore`` when trials run TorchTrainers and must stop themselves).
+   ``RungStore`` when trials run TorchTrainers and must stop themselves). ``_check_resume``
+   refuses an existing experiment without ``--resume``; ``_prepare_tune`` records the study.
 4. ``tuner.restore_tuner`` (``--resume``) or ``tuner.new_tuner``: ``OptunaSearch`` samples each trial
    define-by-run, multi-objective (``[metric, "gflops"]``, modes ``["max", "min"]``), with
    TPE / NSGA-II / random by name. The study lives where ``--study-storage`` says
@@ -157,28 +161,15 @@ def run_search(
         gpus_per_trial=gpus_per_trial,
     )
     trainable = _make_trainable(setup, cpus=cpus_per_trial)
+    restore = _check_resume(experiment, where, resume=resume, verbose=verbose)
+    _prepare_tune(experiment, where)
 
-    can_restore = tune.Tuner.can_restore(where.experiment_path)
-    if can_restore and not resume:
-        raise ConfigError(
-            f"experiment {experiment!r} already exists at {where.experiment_path}; pass --resume to "
-            "continue it or choose another --experiment"
-        )
-    from geodistill.platform.search.study_storage import record_url
-
-    record_url(where.experiment_path, where.study_url, study_name=experiment)  # --resume finds it
-    # Epochs between evaluations report no precision metric; ASHA skips those results.
-    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    # Every epoch checkpoints (num_to_keep=1): Tune's "snapshotting too often" warning is noise here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     callback = LeaderboardCallback(where.leaderboard, experiment, space, base)
     shown = _console_callbacks(space, base, where, experiment, loggers, num_samples, time_budget_s, verbose)
     started = time.monotonic()
-    if resume and can_restore:
+    if restore:
         tuner, callback = restore_tuner(where, experiment, space, trainable, callback, verbose=verbose)
     else:
-        if resume and verbose:
-            print(f"nothing to resume at {where.experiment_path}: starting experiment {experiment!r}")
         tuner = new_tuner(
             trainable,
             where,
@@ -372,6 +363,30 @@ def _locate(
         leaderboard=lb_root,
     )
     return where, base
+
+
+def _check_resume(experiment: str, where: SearchPaths, *, resume: bool, verbose: int) -> bool:
+    """True when Tune's state is there to restore; an existing experiment without ``--resume`` is refused."""
+    can_restore = tune.Tuner.can_restore(where.experiment_path)
+    if can_restore and not resume:
+        raise ConfigError(
+            f"experiment {experiment!r} already exists at {where.experiment_path}; pass --resume to "
+            "continue it or choose another --experiment"
+        )
+    if resume and not can_restore and verbose:
+        print(f"nothing to resume at {where.experiment_path}: starting experiment {experiment!r}")
+    return can_restore
+
+
+def _prepare_tune(experiment: str, where: SearchPaths) -> None:
+    """Record the study's URL with the experiment (``--resume`` finds it) and set Tune's switches."""
+    from geodistill.platform.search.study_storage import record_url
+
+    record_url(where.experiment_path, where.study_url, study_name=experiment)
+    # Epochs between evaluations report no precision metric; ASHA skips those results.
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    # Every epoch checkpoints (num_to_keep=1): Tune's "snapshotting too often" warning is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
 def _rung_store(experiment: str, where: SearchPaths) -> Any:

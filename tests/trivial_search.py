@@ -1,0 +1,47 @@
+"""Trivial searches the search tests share: a one-parameter space, an objective whose precision is
+known in advance, and the local folders a test search writes to.
+
+The objective runs in Ray workers, which cannot import a module that lives in tests/; this module is
+registered with Ray's cloudpickle so what it defines travels by value, as a function defined inside
+a test does.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from ray import cloudpickle
+
+from geodistill.platform.search.space import SearchSpace, parse_space
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+LR = {"type": "uniform", "low": 0.001, "high": 0.01}
+
+
+def trivial_space(
+    epochs: int, *, name: str = "trivial", params: dict | None = None, **fixed: Any
+) -> SearchSpace:
+    """A stage-1 space over ``train.lr`` (and ``params``), ``epochs`` epochs, ``fixed`` dotted keys set."""
+    return parse_space(
+        {
+            "fixed": {"stage": "teacher", "train.epochs": epochs, **fixed},
+            "params": {"train.lr": LR, **(params or {})},
+        },
+        name=name,
+    )
+
+
+def lr_ramp(cfg, *, context) -> None:
+    """Precision grows with lr and epoch (lr * 1000 * epoch): ASHA's rung comparisons are known in advance."""
+    for epoch in range(1, cfg.train.epochs + 1):
+        context.report({"epoch": epoch, "d2s_recall1": cfg.train.lr * 1000 * epoch})
+        if context.should_stop(epoch, {}):
+            break
+
+
+def search_dirs(tmp_path: Path) -> dict[str, Any]:
+    """``run_search`` keywords: Tune results and the leaderboard under ``tmp_path``, no live table."""
+    return {"storage": str(tmp_path / "tune"), "leaderboard": str(tmp_path / "lb"), "verbose": 0}
