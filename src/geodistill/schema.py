@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -230,3 +230,19 @@ def declared_keys(cls: type, prefix: str = "") -> dict[str, tuple[Any, Rule | No
 def _show(value: Any) -> str:
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def dotted(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1}}`` (or ``{"train.lr": 1}``) -> ``{"train.lr": 1}``: the keys overrides use.
+
+    The one flattener of nested configs (search spaces, run-config comparison, trackers,
+    report tooltips). Values are kept as they are; an empty mapping stays a value.
+    """
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(dotted(value, f"{name}."))
+        else:
+            out[name] = value
+    return out

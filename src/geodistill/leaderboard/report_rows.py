@@ -23,6 +23,7 @@ import polars as pl
 
 from geodistill.eval.names import METRIC_KEYS, metric_label
 from geodistill.leaderboard.pareto import pareto_rows
+from geodistill.schema import dotted
 
 COST = "gflops"
 REFERENCE_STAGES = ("teacher", "baseline")  # drawn for reference when students are reported
@@ -102,16 +103,6 @@ def display_path(value: str, base: Path | None) -> str:
     return "…/" + "/".join(path.parts[-2:])
 
 
-def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _run_only(key: str) -> bool:
     return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RUN_ONLY_KEYS)
 
@@ -127,7 +118,7 @@ def _config_of(config_json: str | None, base: Path | None) -> dict[str, Any]:
     if not isinstance(config, Mapping):
         return {}
     flat = {}
-    for key, value in _flatten(config).items():
+    for key, value in dotted(config).items():
         if _run_only(key):
             continue
         if isinstance(value, str):

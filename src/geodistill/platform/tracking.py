@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from geodistill.errors import ConfigError, UserError
+from geodistill.schema import dotted
 from geodistill.train.config import LOGGERS
 
 # logger -> (module that must import, pip extra that installs it)
@@ -84,18 +85,12 @@ def wandb_mode() -> str:
     return os.environ.setdefault("WANDB_MODE", "offline")
 
 
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}`` (lists and None kept as their JSON text)."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, prefix=f"{name}."))
-        elif isinstance(value, bool | int | float | str):
-            out[name] = value
-        else:
-            out[name] = json.dumps(value)
-    return out
+def flatten(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``, lists and None as their JSON text (what trackers take)."""
+    return {
+        name: value if isinstance(value, bool | int | float | str) else json.dumps(value)
+        for name, value in dotted(config).items()
+    }
 
 
 def numeric(metrics: Mapping[str, Any], *, skip: Iterable[str] = ()) -> dict[str, float]:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from geodistill.errors import CheckpointError, ConfigError, UserError
+from geodistill.schema import dotted
 from geodistill.train.config import RunConfig
 from geodistill.train.context import InProcessContext, TrainContext, latest_checkpoint_in
 
@@ -108,16 +109,6 @@ def prepare_config(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def check_run_config(cfg: RunConfig, run_dir: str | Path) -> None:
     """Refuse (ConfigError, one line) to resume ``run_dir`` with a config that differs from the
     one it was started with, outside ``RESUME_FREE_KEYS``; ``train.resume=force`` allows it.
@@ -128,13 +119,13 @@ def check_run_config(cfg: RunConfig, run_dir: str | Path) -> None:
     if cfg.train.resume == "force" or not path.is_file():
         return
     try:
-        saved = _flat(json.loads(path.read_text()))
+        saved = dotted(json.loads(path.read_text()))
     except (OSError, ValueError) as err:
         raise ConfigError(
             f"run {cfg.run_name} has an unreadable {path} ({err}); pass train.resume=force to resume "
             "anyway, or choose another run_name"
         ) from None
-    now = _flat(cfg.to_dict())
+    now = dotted(cfg.to_dict())
     differ = sorted(
         k for k in saved.keys() | now.keys() if k not in RESUME_FREE_KEYS and saved.get(k) != now.get(k)
     )

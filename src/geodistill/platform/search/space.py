@@ -33,6 +33,7 @@ from typing import Any
 from geodistill.errors import ConfigError, UnknownBackboneError, one_line
 from geodistill.eval.names import OBJECTIVE_METRICS
 from geodistill.platform.compose import apply_overrides
+from geodistill.schema import dotted
 from geodistill.train.config import RunConfig
 
 PARAM_TYPES = ("loguniform", "uniform", "int", "choice")
@@ -173,7 +174,7 @@ def parse_space(
     fixed = data.get("fixed") or {}
     if not isinstance(fixed, Mapping):
         raise ConfigError(f"{where}: fixed must be a mapping of RunConfig dotted keys")
-    fixed = _flatten(fixed)
+    fixed = dotted(fixed)
     for key in fixed:
         _check_key(where, f"fixed.{key}", key, base)
     fixed_base = apply_overrides(base, fixed)
@@ -202,18 +203,6 @@ def parse_space(
         flops_budget=None if budget is None else float(budget),
         path=path,
     )
-
-
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"train": {"lr": 1}} and {"train.lr": 1} both -> {"train.lr": 1}."""
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(_flatten(value, f"{dotted}."))
-        else:
-            out[dotted] = value
-    return out
 
 
 def _parse_param(where: str, key: str, spec: Any, earlier: list[ParamSpec]) -> ParamSpec:
