@@ -28,15 +28,23 @@ def test_demo_smoke_test_end_to_end(tmp_path: Path):
 
     rows = Leaderboard(out / "leaderboard").read("demo")
     stages = sorted(rows["stage"].to_list())
-    assert stages == ["student"] * 3 + ["teacher"], stages
-    teacher = rows.filter(rows["stage"] == "teacher").row(0, named=True)
-    assert teacher["status"] == "ok" and teacher["d2s_recall1"] is not None and teacher["gflops"] > 0
+    # The trained teacher (1 view) and the same checkpoint re-evaluated at 4 views: the report's reference curve.
+    assert stages == ["student"] * 3 + ["teacher"] * 2, stages
+    teachers = rows.filter(rows["stage"] == "teacher").sort("views")
+    assert teachers["views"].to_list() == [1, 4] and teachers["trial_id"].to_list() == [
+        "teacher",
+        "teacher_4views",
+    ]
+    assert (teachers["status"] == "ok").all() and teachers["d2s_recall1"].is_not_null().all()
+    assert teachers["gflops"][1] > 3.5 * teachers["gflops"][0] > 0  # four frames cost about four times one
+    assert teachers["checkpoint_uri"].n_unique() == 1
     students = rows.filter(rows["stage"] == "student")
     assert set(students["status"].to_list()) <= {"ok", "stopped"}
     assert all(g > 0 for g in students["gflops"].to_list())
 
     html = (out / "report" / "report.html").read_text()
     assert "data:image/png;base64," in html
+    assert "teacher" in html and "4 views" in html  # the teacher's reference points are drawn
     assert (out / "report" / "report.md").is_file()
     # The closing summary points at what it wrote.
     assert str(out / "report" / "report.html") in text

@@ -7,9 +7,11 @@ Five steps, each printed as it starts and timed:
 3. search students by hierarchical distillation from that teacher on local Ray (Tune + Optuna,
    multi-objective: Recall@1 up, GFLOPs per query down, ASHA early stopping) over student
    backbone, views, fps and distillation temperature — every trial lands on the leaderboard;
-4. write the Pareto report (HTML + Markdown + plots);
-5. print what was found: the Pareto table and the checks that the run shows real signal
-   (teacher far above chance, the GFLOPs range the search covered, precision by view count).
+4. re-evaluate the teacher at several view counts, one leaderboard row each (the report draws
+   them as the teacher's views-versus-GFLOPs reference curve);
+5. write the Pareto report (HTML + Markdown + plots), then print what was found: the Pareto
+   table and the checks that the run shows real signal (teacher far above chance, the GFLOPs
+   range the search covered, precision by view count).
 
 ``--smoke-test`` runs the same path with everything shrunk (CI runs it); the full plan is sized
 to finish within 15 minutes on 2 CPU cores.
@@ -152,13 +154,13 @@ def run_demo(
     )
     searched = _search_students(data_dir, search_dir, lb_root, teacher_ckpt, plan, seed, address)
 
+    steps.start(
+        f"the teacher re-evaluated at {', '.join(map(str, plan.sweep_views))} views (multi-view refinement)"
+    )
+    sweep = view_sweep(teacher_ckpt, teacher_cfg, data_dir, plan.sweep_views, lb_root=lb_root)
+
     steps.start(f"Pareto report -> {report_dir}")
     paths = write_report(Leaderboard(lb_root), report_dir, experiment=EXPERIMENT)
-
-    steps.start(
-        f"what the demo found (and the teacher re-evaluated at {', '.join(map(str, plan.sweep_views))} views)"
-    )
-    sweep = view_sweep(teacher_ckpt, teacher_cfg, data_dir, plan.sweep_views)
     summary = DemoSummary(
         out_dir=out,
         data_dir=data_dir,
@@ -355,11 +357,19 @@ def format_summary(s: DemoSummary) -> str:
     return "\n".join(lines)
 
 
-def view_sweep(checkpoint: Path, cfg: Any, data_dir: Path, views: tuple[int, ...]) -> list[dict[str, float]]:
-    """Evaluate one trained model at several view counts: what each extra frame buys, and costs."""
+def view_sweep(
+    checkpoint: Path, cfg: Any, data_dir: Path, views: tuple[int, ...], *, lb_root: Path | None = None
+) -> list[dict[str, float]]:
+    """Evaluate one trained model at several view counts: what each extra frame buys, and costs.
+
+    With ``lb_root``, each view count other than the one the model was trained at becomes a
+    leaderboard row of its own (run ``<run_name>_<v>views``), so the report draws the
+    teacher's views-versus-GFLOPs curve next to the students it taught.
+    """
     from geodistill.data import open_index
     from geodistill.eval import evaluate
-    from geodistill.platform.search import trial_cost
+    from geodistill.eval.names import flatten_metrics
+    from geodistill.platform.search import trial_cost, write_run_row
     from geodistill.train.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(checkpoint)
@@ -368,13 +378,16 @@ def view_sweep(checkpoint: Path, cfg: Any, data_dir: Path, views: tuple[int, ...
     rows = []
     for v in views:
         result = evaluate(model, index, views=v, img_size=cfg.data.img_size)
-        cost = trial_cost(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, views=v)))
+        at_v = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, views=v))
+        if lb_root is not None and v != cfg.data.views:
+            at_v = dataclasses.replace(at_v, run_name=f"{cfg.run_name}_{v}views")
+            write_run_row(at_v, flatten_metrics(result), checkpoint=str(checkpoint), root=lb_root)
         rows.append(
             {
                 "views": v,
                 "d2s_recall1": result["drone->satellite"]["recall@1"],
                 "s2d_recall1": result["satellite->drone"]["recall@1"],
-                "gflops": cost["gflops"],
+                "gflops": trial_cost(at_v)["gflops"],
             }
         )
     return rows
