@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from geodistill.platform.search import run_search
-from geodistill.platform.search.study import STOPPED_AT_ATTR, TRIAL_ID_ATTR, stopped_early
+from geodistill.platform.search.study import EPOCH_VALUES_ATTR, STOPPED_AT_ATTR, TRIAL_ID_ATTR, stopped_early
 from trivial_search import search_dirs, trivial_space
 
 EPOCHS = 4
@@ -60,18 +60,52 @@ def test_study_has_named_objectives_epoch_values_pruned_trials_and_the_reports_f
     for row in rows.iter_rows(named=True):
         trial = by_id[row["trial_id"]]
         lr, views = trial.params["train.lr"], trial.params["data.views"]
-        # Every epoch the trial ran is an intermediate value, exactly what it reported.
-        assert sorted(trial.intermediate_values) == list(range(1, row["epochs"] + 1))
-        for epoch, value in trial.intermediate_values.items():
+        # Every epoch the trial ran is kept, exactly what it reported; a finished trial's epochs are
+        # also its intermediate values (a pruned one's are not: Optuna's TPE cannot rank those).
+        epoch_values = {int(e): v for e, v in trial.user_attrs[EPOCH_VALUES_ATTR].items()}
+        assert sorted(epoch_values) == list(range(1, row["epochs"] + 1))
+        for epoch, value in epoch_values.items():
             assert value == pytest.approx(lr * 1000 * epoch + 3 * views)
         if row["status"] == "stopped":
             assert trial.state == optuna.trial.TrialState.PRUNED and trial.values is None
+            assert trial.intermediate_values == {}
             assert trial.user_attrs[STOPPED_AT_ATTR] == row["epochs"] < EPOCHS
         else:
             assert trial.state == optuna.trial.TrialState.COMPLETE
             assert trial.values == pytest.approx([row["d2s_recall1"], row["gflops"]])
+            assert trial.intermediate_values == pytest.approx(epoch_values)
 
     # The study's Pareto front is the report's: the same trials, nothing under-trained.
     front = {t.user_attrs[TRIAL_ID_ATTR] for t in study.best_trials}
     assert front == set(result.pareto["trial_id"]) and front
     assert not front & set(stopped["trial_id"])
+
+
+def test_tpe_keeps_suggesting_after_its_start_up_with_pruned_trials_in_the_study(ray_local, tmp_path):
+    """The default sampler past its start-up trials, with ASHA-pruned trials in the multi-objective study.
+
+    Optuna's TPE ranks PRUNED trials by their last intermediate value through ``study.direction``,
+    which raises on a multi-objective study: a pruned trial with intermediate values ended the
+    search at the next suggestion (found by the rehearsal-cluster test once TPE's start-up was 4).
+    """
+    from geodistill.platform.search.tuner import TPE_STARTUP_TRIALS
+    from trivial_search import lr_ramp
+
+    n = TPE_STARTUP_TRIALS + 4
+    result = run_search(
+        trivial_space(EPOCHS),
+        experiment="tpe_pruned",
+        num_samples=n,
+        sampler="tpe",
+        **search_dirs(tmp_path),
+        max_concurrent=1,
+        objective=lr_ramp,
+        seed=0,
+    )
+    rows = result.rows
+    assert rows.height == n and not result.interrupted and set(rows["status"]) <= {"ok", "stopped"}
+    study = optuna.load_study(study_name="tpe_pruned", storage=result.study_url)
+    states = [t.state for t in study.trials]
+    assert len(states) == n and optuna.trial.TrialState.PRUNED in states, states
+    pruned_before_last = [t for t in study.trials[:-1] if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned_before_last, "no trial was sampled by TPE with a pruned trial in the study"

@@ -7,8 +7,12 @@ Ray Tune's ``OptunaSearch`` leaves three things out that a researcher opening th
   gives them the search's metric and ``gflops``;
 - a multi-objective study gets no intermediate values (``Trial.report`` refuses
   multi-objective studies, so ``OptunaSearch.on_trial_result`` returns early): every epoch's
-  metric is written through the storage call ``Trial.report`` itself makes
-  (``set_trial_intermediate_value``), step = epoch;
+  metric is kept live in the trial's ``epoch_values`` attribute and, once the trial is told
+  COMPLETE (or FAIL), written as its intermediate values through the storage call
+  ``Trial.report`` itself makes (``set_trial_intermediate_value``), step = epoch. A PRUNED
+  trial keeps its curve in ``epoch_values`` only: Optuna's TPE ranks pruned trials by their
+  last intermediate value with ``study.direction``, which raises on a multi-objective study,
+  so a pruned trial with intermediate values would end the next TPE suggestion;
 - a trial stopped early (ASHA, the rung rule, the time budget) is told COMPLETE with its
   under-trained values, so it sits in the study's Pareto front and feeds the sampler, while
   the leaderboard marks it "stopped" and the report leaves it out. Here it is told PRUNED
@@ -16,7 +20,8 @@ Ray Tune's ``OptunaSearch`` leaves three things out that a researcher opening th
   ``study.best_trials`` is the report's Pareto front.
 
 Every Optuna trial carries the Tune trial id (user attribute ``tune_trial_id``, the
-leaderboard's ``trial_id``), and a pruned one the epoch it stopped at (``stopped_at_epoch``).
+leaderboard's ``trial_id``), its per-epoch values (``epoch_values``), and a pruned one the
+epoch it stopped at (``stopped_at_epoch``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 TRIAL_ID_ATTR = "tune_trial_id"
 STOPPED_AT_ATTR = "stopped_at_epoch"
+EPOCH_VALUES_ATTR = "epoch_values"  # {"1": value, "2": value, ...}: the first objective per epoch
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +78,7 @@ class StudySearch(OptunaSearch):
         self._record_epoch(trial_id, result)
 
     def _record_epoch(self, trial_id: str, result: Mapping[str, Any] | None) -> None:
-        """Record the first objective at this epoch as the trial's intermediate value."""
+        """Keep the first objective at this epoch in the trial's ``epoch_values`` attribute."""
         if not result:
             return
         metric = self._metric[0] if isinstance(self._metric, list) else self._metric
@@ -82,17 +88,34 @@ class StudySearch(OptunaSearch):
             return
         if result.get("over_budget"):
             return  # refused before training: no epoch happened
+        values = {**ot_trial.user_attrs.get(EPOCH_VALUES_ATTR, {}), str(int(epoch)): float(value)}
+        try:
+            ot_trial.set_user_attr(EPOCH_VALUES_ATTR, values)
+        except Exception as err:  # noqa: BLE001 - never end a search over a bookkeeping value
+            log.warning("value of trial %s at epoch %s not recorded: %s", trial_id, epoch, err)
+
+    def _write_intermediate_values(self, trial_id: str) -> None:
+        """The kept epoch values as intermediate values (while the trial still runs: storage allows it)."""
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None:
+            return
         # Trial.report refuses multi-objective studies; this is the storage call it makes.
         storage, number = self._ot_study._storage, ot_trial._trial_id
         try:
-            storage.set_trial_intermediate_value(number, int(epoch), float(value))
-        except Exception as err:  # noqa: BLE001 - never end a search over a bookkeeping value
-            log.warning("intermediate value of trial %s at epoch %s not recorded: %s", trial_id, epoch, err)
+            for epoch, value in ot_trial.user_attrs.get(EPOCH_VALUES_ATTR, {}).items():
+                storage.set_trial_intermediate_value(number, int(epoch), float(value))
+        except Exception as err:  # noqa: BLE001
+            log.warning("intermediate values of trial %s not recorded: %s", trial_id, err)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         # Tune hands a trial's last result to on_trial_complete only, not to on_trial_result.
         self._record_epoch(trial_id, result)
-        if error or not stopped_early(result) or trial_id in self._completed_trials:
+        if trial_id in self._completed_trials:
+            return
+        if error or not stopped_early(result):
+            metrics = self._metric if isinstance(self._metric, list) else [self._metric]
+            if error or (result and all(result.get(m) is not None for m in metrics)):
+                self._write_intermediate_values(trial_id)  # told FAIL or COMPLETE, never PRUNED
             super().on_trial_complete(trial_id, result=result, error=error)
             return
         import optuna
