@@ -1,5 +1,8 @@
 """A synthetic UniV: procedurally drawn satellite tiles and drone flights orbiting the target.
 
+One file just over 400 lines on purpose: the drawing, the camera and the UniV writer share the
+place description and read as one recipe.
+
 Each place is a large "world" canvas: ground texture, roads, neighbouring footprints and a
 distinct target building at the centre (shape, colour and roof pattern identify it). The
 satellite tile is the canvas's centre, seen from straight above and north-up. A drone frame

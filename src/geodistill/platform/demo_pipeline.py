@@ -1,5 +1,7 @@
 """The main job end to end, on a laptop: what ``geodistill demo`` (and ``make demo``) runs.
 
+One file just over 400 lines on purpose: ``run_demo`` and its five steps read top to bottom here.
+
 Five steps, each printed as it starts and timed:
 
 1. synthesise a UniV-layout dataset (``geodistill.data.generate_univ``) and check it;
