@@ -91,4 +91,4 @@ def test_separate_encoders_and_a_headless_export(tmp_path, capsys):
             desc = F.normalize(pooled @ head["weight"].T + head["bias"], dim=-1)
             torch.testing.assert_close(desc, geo.encode(x, view=view), atol=2e-5, rtol=1e-4)
     assert main(["export", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
-    assert "checkpoint not found" in capsys.readouterr().err
+    assert "argument RUN_OR_CHECKPOINT: does not exist" in capsys.readouterr().err
