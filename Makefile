@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-smoke test test-e2e test-all lint bench image clean
+.PHONY: demo demo-smoke test test-e2e test-cluster test-all lint bench image clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,11 @@ test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-e2e: $(STAMP)
-	$(BIN)/python -m pytest -m slow
+	$(BIN)/python -m pytest -m "slow and not cluster"
+
+# The rehearsal-cluster tests (head + 2 nodes on 127.0.0.1: spread, node loss, driver loss).
+test-cluster: $(STAMP)
+	$(BIN)/python -m pytest -m cluster
 
 test-all: $(STAMP)
 	$(MAKE) test PYTEST_ARGS=

@@ -19,7 +19,8 @@ import pytest
 from geodistill.leaderboard import Leaderboard
 from rehearsal import REPO, Rehearsal
 
-pytestmark = pytest.mark.slow
+# Not in `make test-e2e` (CI) until seen green: see tests/reliability/README.md for what failed.
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 SMOKE = (REPO / "search_spaces/smoke.yaml").read_text()
 
