@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import urllib.request
 
 import pytest
@@ -20,6 +21,9 @@ def test_the_dashboard_listens_on_loopback_and_its_url_answers():
         assert url is not None and url.startswith("http://127.0.0.1:")
         with urllib.request.urlopen(url, timeout=60) as response:  # loopback only
             assert response.status == 200
-        assert listening_addresses(local_ray_pids()) <= {"127.0.0.1"}
+        # Loopback only; an IPv6 socket may name 127.0.0.1 in its IPv4-mapped form (::ffff:127.0.0.1).
+        addresses = listening_addresses(local_ray_pids())
+        exposed = {a for a in addresses if not ipaddress.ip_address(a.removeprefix("::ffff:")).is_loopback}
+        assert addresses and not exposed, addresses
     finally:
         ray.shutdown()

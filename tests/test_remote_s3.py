@@ -121,8 +121,7 @@ def test_an_unreachable_s3_teacher_is_one_line_and_exit_2_before_any_training(tm
 @pytest.mark.slow
 def test_a_search_distils_from_a_teacher_on_s3_and_writes_its_rows_to_s3(s3, tmp_path):
     """The real CLI (its own local Ray head): teacher fetched from S3, rows written to S3."""
-    from geodistill.platform.config import compose_run_config
-
+    from geodistill.platform.compose import compose_run_config
     from geodistill.platform.search import train_teacher_for
     from geodistill.platform.search.space import load_space
 

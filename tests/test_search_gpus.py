@@ -103,7 +103,14 @@ def _search(tmp_path: Path, name: str, space, *, samples: int, gpus_per_trial=No
         }
         (seen / f"{name}-{cfg.run_name}-{context.rank}.json").write_text(json.dumps(record))
         time.sleep(1.0)  # overlap with the concurrent trial, so both hold their GPUs at once
-        context.report({"epoch": 1, "d2s_recall1": 1.0})
+        metrics = {"epoch": 1, "d2s_recall1": 1.0}
+        context.report(metrics)
+        # What fit returns: a multi-worker trial reads rank 0's result (in process it is unused).
+        from geodistill.train.loop import TrainResult
+
+        return TrainResult(
+            epochs_done=1, metrics=metrics, checkpoint=None, stopped_early=False, skipped_media=0
+        )
 
     result = run_search(
         space,
