@@ -172,6 +172,9 @@ def new_tuner(
             # (to <trial>/stdout, <trial>/stderr) stay off the console; 2 streams both as before.
             verbose=1 if verbose >= 2 else 0,
             log_to_file=verbose < 2,
+            # Those files are artifacts of the trial's local folder: without this they reach the
+            # storage (the trial folder a user opens, shared on a cluster) only with a checkpoint.
+            sync_config=tune.SyncConfig(sync_artifacts=True),
         ),
     )
 
