@@ -102,19 +102,6 @@ def hv(points: np.ndarray, reference: tuple[float, float]) -> float:
     return hypervolume(np.asarray(points, dtype=np.float64), reference, maximize=[True, False])
 
 
-class _Rungs:
-    """In-memory ``RungStore`` (one replayed search)."""
-
-    def __init__(self) -> None:
-        self.rungs: dict[int, dict[str, float]] = {}
-
-    def record(self, milestone: int, trial_id: str, value: float) -> list[float]:
-        rung = self.rungs.setdefault(milestone, {})
-        before = [v for t, v in rung.items() if t != trial_id]
-        rung.setdefault(trial_id, value)
-        return before
-
-
 def make_sampler(kind: str, seed: int, n_startup: int, population: int):
     import optuna
 
@@ -150,10 +137,10 @@ def replay(
     """
     import optuna
 
-    from geodistill.platform.search.rung import RungRule
+    from geodistill.platform.search.rung import MemoryRungs, RungRule
 
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
-    store = _Rungs()
+    store = MemoryRungs()
     done: list[dict] = []
     for number in range(2 * n_trials if free_skips else n_trials):
         if len(done) == n_trials:

@@ -72,8 +72,9 @@ class FileRungStore:
         return before
 
 
-class _RungActor:
-    """The same table in a named actor's memory (for clusters without a shared file system)."""
+class MemoryRungs:
+    """The same table in one process's memory: a named actor's (for clusters without a shared
+    file system, wrapped by ``ray.remote``) or a replayed search's (benchmarks/bench_search_replay.py)."""
 
     def __init__(self) -> None:
         self.rungs: dict[int, dict[str, float]] = {}
@@ -94,7 +95,7 @@ class RayRungStore:
     def create(self) -> RayRungStore:
         import ray
 
-        ray.remote(num_cpus=0)(_RungActor).options(
+        ray.remote(num_cpus=0)(MemoryRungs).options(
             name=self.name, namespace=self.namespace, get_if_exists=True, lifetime=None
         ).remote()
         return self
