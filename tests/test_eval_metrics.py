@@ -106,6 +106,32 @@ def test_many_positives_both_counting_strategies(few_good, monkeypatch):
     assert run(ranked_gallery(12), labels)["ap"] == pytest.approx(100.0 * ap)
 
 
+def test_ties_across_segments_and_blocks(monkeypatch):
+    """The tie rule's prefix counts span whole segments and the good item's own segment."""
+    import geodistill.eval.metrics as m
+
+    monkeypatch.setattr(m, "SEG_MAX", 4)  # 10 columns -> 3 segments of 4, 2 padding columns
+    monkeypatch.setattr(m, "MM_BLOCK_ELEMENTS", 1)  # one query per matmul block
+    tied = np.ones((10, 1), np.float32)
+    labels = [0, 0, -1, 0, 0, 0, 0, 0, 0, 7]  # good item last, junk at 2: 8 tied items ahead
+    assert run(tied, labels)["ap"] == pytest.approx(100.0 / 18)
+    labels = [0, 0, -1, 0, 0, 7, 0, 0, 0, 7]  # good at 5 and 9: ranks 4 and 8
+    assert run(tied, labels)["ap"] == pytest.approx(100.0 * ((0 + 1 / 5) / 2 + (1 / 8 + 2 / 9) / 2) / 2)
+
+
+def test_one_good_item_blocks_keep_padding_behind(monkeypatch):
+    """Counting in place must not leave the next block's padding columns ahead of negative scores."""
+    import geodistill.eval.metrics as m
+
+    monkeypatch.setattr(m, "SEG_MAX", 4)  # 7 columns -> 2 segments of 4, 1 padding column
+    monkeypatch.setattr(m, "MM_BLOCK_ELEMENTS", 1)  # one query per matmul block
+    gallery = -np.arange(10, 17, dtype=np.float32)[:, None]  # scores -10 ... -16
+    queries, labels = np.ones((3, 1), np.float32), [0, 1, 2, 3, 4, 5, 7]
+    out = run(gallery, labels, query=queries, query_labels=[7, 7, 7])
+    assert out["ap"] == pytest.approx(100.0 / 14) and out["recall@5"] == 0.0
+    assert out == reference_metrics(queries, [7, 7, 7], gallery, labels)
+
+
 def test_k_larger_than_gallery_uses_last_rank():
     out = run(ranked_gallery(3), [0, 0, 7])
     assert (out["recall@1"], out["recall@5"], out["recall@10"]) == (0.0, 100.0, 100.0)
@@ -140,7 +166,9 @@ def test_random_agreement_with_reference(seed, monkeypatch):
     import geodistill.eval.metrics as m
 
     rng = np.random.default_rng(seed)
-    monkeypatch.setattr(m, "BLOCK_ELEMENTS", int(rng.integers(1, 500)))  # forces chunking
+    monkeypatch.setattr(m, "MM_BLOCK_ELEMENTS", int(rng.integers(1, 500)))  # forces chunking
+    monkeypatch.setattr(m, "TILE_ELEMENTS", int(rng.integers(1, 500)))  # and several tiles per block
+    monkeypatch.setattr(m, "SEG_MAX", [1, 4, 64][seed % 3])  # padding, segments before the good item
     monkeypatch.setattr(m, "FEW_GOOD", [0, 1, 8][seed % 3])  # both counting strategies
     n_q, n_g, d = int(rng.integers(1, 60)), int(rng.integers(1, 120)), int(rng.integers(1, 6))
     if seed % 2:
@@ -172,7 +200,10 @@ def test_random_agreement_with_anchor_ties_junk_multi_positive(seed, monkeypatch
     import geodistill.eval.metrics as m
 
     rng = np.random.default_rng(100 + seed)
-    monkeypatch.setattr(m, "BLOCK_ELEMENTS", int(rng.integers(50, 5000)))
+    monkeypatch.setattr(m, "MM_BLOCK_ELEMENTS", int(rng.integers(50, 5000)))
+    monkeypatch.setattr(m, "TILE_ELEMENTS", int(rng.integers(50, 5000)))
+    monkeypatch.setattr(m, "SEG_MAX", [2, 8, 32, 256][seed % 4])
+    monkeypatch.setattr(m, "FEW_GOOD", [8, 32][seed // 4])  # many positives: both counting strategies
     n_q, n_g, d = int(rng.integers(20, 120)), int(rng.integers(50, 400)), int(rng.integers(2, 24))
     q, g = grid(rng, (n_q, d), scale=[1, 2, 4, 16][seed % 4]), grid(rng, (n_g, d))
     if seed % 2:  # satellite -> drone shape: few labels, many positives per query (> FEW_GOOD)

@@ -9,12 +9,18 @@ Tie rule: equal scores keep gallery order, i.e. the ranking a *stable* descendin
     #{non-junk k : s_k > s_j} + #{non-junk k < j : s_k == s_j}
 
 which is what the fast path counts; no gallery row is ever sorted. The good items of each
-query come from the labels (gallery indices grouped by label), and queries are processed
-grouped by their number of good items, in blocks of [chunk, G] float32 scores. Up to
-FEW_GOOD good items: the signs of the score differences to each good score, summed and
-counted, give the scores strictly greater and the equal ones (only tied pairs then look at
-gallery order). More (satellite -> drone): int64
-keys that break ties by gallery index, placed among the good keys by binary search.
+query come from the labels (gallery indices grouped by label); queries are taken in order of
+their number of good items P, in matmul blocks of [rows, G] float32 scores, and each block is
+counted while it is still in cache. Up to FEW_GOOD good items: d = sign(score - good score),
+in cache-sized tiles, float32 ops only; sum(d) and the nonzeros of d give the items strictly
+ahead, and only the tied pairs then look at gallery order (per segment of columns, then
+within the good item's own segment). More (satellite -> drone): int64 keys that break ties
+by gallery index, placed among the good keys by binary search.
+
+Cost (``benchmarks/bench_metrics.py``): a single-thread float pass over a cache-resident
+tile costs a fraction of a nanosecond per element, while comparisons to bool, integer casts,
+sorts and binary searches cost several times more; so the counting is four float passes per
+(score, good item): sub, sign, sum, L2 norm per segment (sum of d^2 = nonzeros, read-only).
 Checked bit for bit against the published per-query loop (``geodistill.eval.reference``).
 """
 
@@ -27,10 +33,10 @@ import torch
 
 JUNK = -1
 RECALL_KS = (1, 5, 10)
-# Elements per [rows, G] block (float32: 4 MiB, near cache size: at University-1652 d2s size
-# the chunked matmul + counting ran 0.94x one big matmul, 4x blocks 2.9x); flat peak memory.
-BLOCK_ELEMENTS = 1 << 20
-FEW_GOOD = 8  # up to this many good items per query, count by comparison, else by binary search
+MM_BLOCK_ELEMENTS = 1 << 20  # scores per matmul block [rows, G] (4 MiB): flat peak memory
+TILE_ELEMENTS = 1 << 18  # signs per counting tile [rows, P, G] (1 MiB float32: stays in L2)
+SEG_MAX = 256  # widest segment of the tie rule's prefix counts; the score row is padded to segments
+FEW_GOOD = 32  # up to this many good items per query, count by signs, else by binary search
 
 
 def _as_tensor(x: Any, dtype: torch.dtype) -> torch.Tensor:
@@ -73,29 +79,64 @@ def _count_ahead_keys(keys: torch.Tensor, good_keys: torch.Tensor) -> torch.Tens
     return hist.flip(1).cumsum(1).flip(1)[:, 1:]
 
 
-def _count_ahead_scores(scores: torch.Tensor, good_j: torch.Tensor) -> torch.Tensor:
-    """scores [c,G] (junk already -inf), good_j [c,P] gallery indices -> ranks [c,P] (int64).
+def _signs_counts(d: torch.Tensor, seg: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """d [c,P,Gp] differences to the good scores -> (gt - lt [c,P], sqrt(nonzeros) [cP*S]); d becomes sign(d).
 
-    A few good items per query (drone -> satellite has one), all P at once. With t a good
-    item's score, d = sign(scores - t) is exact (two distinct finite floats never subtract
-    to 0), sum(d) = gt - lt and sum(|d|) = gt + lt, so gt = (sum(d) + sum(|d|)) / 2
-    (float32 sums of integers < 2^24 are exact). Ties are G - nonzero (itself included; junk
-    counts as lt); only the tied (query, item) pairs look at gallery order: the zeros of d
-    before the good item.
+    sign(d) is exact (two distinct floats never subtract to 0; junk is -inf), so sum(sign)
+    = gt - lt, and the nonzeros per segment of ``seg`` columns give gt + lt and, for the
+    tie rule, the items before j not tied with it; they are read as the segment's L2 norm
+    (sum of sign^2 = nonzeros), one vectorised read-only pass. Float32 ops only, in place,
+    on a tile sized to stay in the core's cache: comparisons to bool and integer casts cost
+    several float passes each here.
+    """
+    net = d.sign_().sum(2)  # [c,P]; d in {-1, 0, 1}
+    return net, torch.linalg.vector_norm(d.view(-1, seg), dim=1)  # [cP*S]
+
+
+def _count_ahead_signs(
+    block: torch.Tensor, good_j: torch.Tensor, seg: int, tile: torch.Tensor
+) -> torch.Tensor:
+    """block [c,Gp] scores (junk and padding -inf), good_j [c,P] gallery indices -> ranks [c,P] (int64).
+
+    A few good items per query, all P at once, tile by tile (``_signs_counts``): gt =
+    (sum(sign) + nonzeros) / 2, exact (float32 sums of integers < 2^24; a segment's norm
+    squared and rounded is its count of nonzeros). One good item (drone -> satellite): the
+    differences are taken in place in the block (its scores are not read again); more: in
+    ``tile``, one [rows, P, Gp] tile at a time. The stable tie rule then adds the items
+    tied with the good item j that come before it, only for the pairs that have a tie:
+    whole segments before j's (their width minus their nonzeros), then j's own segment.
     """
     c, width = good_j.shape
-    n_gallery = scores.shape[1]
-    good = scores.gather(1, good_j)  # [c,P]
-    d = torch.sub(scores[:, None, :], good[:, :, None]).sign_()  # [c,P,G] in {-1, 0, 1}
-    net = d.sum(2)  # [c,P] gt - lt
-    nonzero = d.abs_().sum(2)  # [c,P] gt + lt (abs keeps the zeros; faster than count_nonzero)
-    ranks = ((net + nonzero) / 2).to(torch.int64)  # [c,P]
-    rr, pp = (nonzero < n_gallery - 1).nonzero(as_tuple=True)  # [n] pairs tied with another item
-    if rr.numel():
-        pair, k = (d[rr, pp] == 0).nonzero(as_tuple=True)  # tied items (the good item too)
-        before = k < good_j[rr[pair], pp[pair]]
-        ranks[rr, pp] += torch.bincount(pair[before], minlength=rr.numel())
-    return ranks
+    padded = block.shape[1]
+    n_seg = padded // seg
+    good = block.gather(1, good_j)  # [c,P]
+    rows_per_tile = max(1, TILE_ELEMENTS // (width * padded))
+    parts = []
+    for i in range(0, c, rows_per_tile):
+        rows = slice(i, i + rows_per_tile)
+        if width == 1:
+            d = block[rows].sub_(good[rows])[:, None, :]  # [r,1,Gp], in place
+        else:
+            scores = block[rows]  # [r,Gp]
+            out = tile[: scores.shape[0] * width * padded].view(-1, width, padded)
+            d = torch.sub(scores[:, None, :], good[rows, :, None], out=out)  # [r,P,Gp]
+        parts.append(_signs_counts(d, seg))
+    net = torch.cat([p[0] for p in parts]).view(-1)  # [cP]
+    per_seg = torch.cat([p[1] for p in parts]).square_().round_().view(c * width, n_seg)  # [cP,S]
+    nonzero = per_seg.sum(1)  # [cP] gt + lt
+    ranks = ((net + nonzero) / 2).to(torch.int64)  # [cP] gt
+    tied = (nonzero < padded - 1).nonzero().squeeze(1)  # [n] pairs tied with another item
+    if tied.numel():
+        row, j = tied // width, good_j.view(-1)[tied]  # [n]
+        segment = j // seg  # [n]
+        zeros = seg - per_seg[tied]  # [n,S] items tied with t per segment (j's own counts itself)
+        ahead = zeros.cumsum(1).sub_(zeros).gather(1, segment[:, None]).squeeze(1)  # [n] in segments before
+        own = block.view(c * n_seg, seg).index_select(0, row * n_seg + segment)  # [n,seg]: j's segment
+        # Tied in j's segment: a score equal to t, or (one good item) a zero of sign(score - t).
+        pair, k = (own == (0.0 if width == 1 else good.view(-1)[tied, None])).nonzero(as_tuple=True)
+        ahead_own = torch.bincount(pair[k < (j - segment * seg)[pair]], minlength=tied.numel())  # [n]
+        ranks[tied] += ahead.to(torch.int64) + ahead_own
+    return ranks.view(c, width)
 
 
 def _good_ranks(
@@ -105,47 +146,65 @@ def _good_ranks(
 
     The rank of a good item is the number of non-junk items ranked ahead of it. Good items
     come from the labels alone (gallery indices grouped by label), so the [Q,G] scores are
-    only read by the matmul that writes them and the counting passes. Queries are processed
-    grouped by their number of good items, in blocks of [chunk, G] scores.
-    q [Q,D], ql [Q], g [G,D], gl [G] -> (query index [P], rank [P]).
+    only read by the matmul that writes them and the counting passes. Queries are taken in
+    order of their number of good items P, in matmul blocks of [rows, G] scores (full-sized
+    whatever the P mix: an efficient matmul), each block's runs of equal P counted at once,
+    tile by tile while the block is still in cache. The block is padded to whole segments
+    (at most SEG_MAX columns each) with -inf, so padding, like junk, ranks behind every
+    good item.
+    q [Q,D], ql [Q], g [G,D], gl [G] -> (query index [N], rank [N]) over the N good pairs.
     """
     n_gallery = g.shape[0]
+    n_segments = -(-n_gallery // SEG_MAX)
+    seg = -(-n_gallery // n_segments)  # <= SEG_MAX, padding < n_segments columns
+    padded = n_segments * seg
     junk = gl == JUNK  # [G]
-    has_junk = bool(junk.any())
+    # Junk and padding columns: -inf in every block (the in-place signs of one good item overwrite them).
+    minus_inf_cols = torch.cat([junk.nonzero().squeeze(1), torch.arange(n_gallery, padded)])  # [J + pad]
     by_label = torch.argsort(gl, stable=True)  # [G]: gallery indices grouped by label, ascending
     sorted_labels = gl[by_label]
     lo = torch.searchsorted(sorted_labels, ql)  # [Q]
     n_good = torch.searchsorted(sorted_labels, ql, right=True) - lo  # [Q]
     n_good[ql == JUNK] = 0  # a query labelled -1 matches no junk item
-    chunk = max(1, BLOCK_ELEMENTS // max(n_gallery, 1))
-    gt = g.T  # [D,G] view: the BLAS call reads it transposed, no copy
-    q_out, r_out = [], []
-    buf = torch.empty(chunk, n_gallery)  # scores block, reused
-    for width in torch.unique(n_good).tolist():
-        if width == 0:
-            continue
-        queries = (n_good == width).nonzero().flatten()  # [n]
-        # The counting of a few good items works on [c,P,G]: keep that within the block too.
-        step = max(1, chunk // width) if width <= FEW_GOOD else chunk
-        for start in range(0, queries.numel(), step):
-            rows = queries[start : start + step]  # [c]
-            c = rows.numel()
-            scores = torch.mm(q.index_select(0, rows), gt, out=buf[:c])  # [c,G]
-            good_j = by_label[lo[rows, None] + torch.arange(width)]  # [c,P] ascending gallery index
-            if width <= FEW_GOOD:
-                if has_junk:
-                    scores.masked_fill_(junk, -torch.inf)
-                ranks = _count_ahead_scores(scores, good_j)
-            else:
-                keys = _rank_keys(scores, junk)  # [c,G]
-                good_keys = keys.gather(1, good_j)  # [c,P]
-                order = good_keys.argsort(1)  # ascending keys
-                ahead = _count_ahead_keys(keys, good_keys.gather(1, order))
-                ranks = torch.empty_like(ahead).scatter_(1, order, ahead)
-            q_out.append(rows[:, None].expand(c, width).flatten())
-            r_out.append(ranks.flatten())
-    if not q_out:
+    order = torch.argsort(n_good, stable=True)  # [Q]: queries by number of good items
+    order = order[n_good[order] > 0]  # [Q'] queries with a good item
+    if not order.numel():
         return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    widths = n_good[order]  # [Q'] ascending
+    chunk = max(1, MM_BLOCK_ELEMENTS // padded)
+    gt = g.T  # [D,G] view: the BLAS call reads it transposed, no copy
+    buf = torch.empty(min(chunk, order.numel()), padded)  # scores block [c,Gp], reused
+    q_buf = torch.empty(buf.shape[0], q.shape[1])  # the block's query features
+    few_max = min(int(widths[-1]), FEW_GOOD)
+    tile = torch.empty(max(TILE_ELEMENTS, few_max * padded) if widths[0] <= FEW_GOOD else 0)
+    q_out, r_out = [], []
+    for start in range(0, order.numel(), chunk):
+        rows = order[start : start + chunk]  # [c]
+        c = rows.numel()
+        first_row = int(rows[0])
+        if torch.equal(rows, torch.arange(first_row, first_row + c)):  # e.g. every query has one good item
+            q_rows = q[first_row : first_row + c]  # [c,D] view, no copy
+        else:
+            q_rows = torch.index_select(q, 0, rows, out=q_buf[:c])  # [c,D]
+        scores = torch.mm(q_rows, gt, out=buf[:c, :n_gallery])  # [c,G] in [c,Gp]
+        if minus_inf_cols.numel():
+            buf[:c].index_fill_(1, minus_inf_cols, -torch.inf)  # junk ranks behind every good item
+        run_widths, run_lengths = torch.unique_consecutive(widths[start : start + chunk], return_counts=True)
+        first = 0
+        for width, length in zip(run_widths.tolist(), run_lengths.tolist()):
+            part = slice(first, first + length)
+            first += length
+            good_j = by_label[lo[rows[part], None] + torch.arange(width)]  # [n,P] ascending gallery index
+            if width <= FEW_GOOD:
+                ranks = _count_ahead_signs(buf[part], good_j, seg, tile)
+            else:
+                keys = _rank_keys(scores[part], junk)  # [n,G]
+                good_keys = keys.gather(1, good_j)  # [n,P]
+                key_order = good_keys.argsort(1)  # ascending keys
+                ahead = _count_ahead_keys(keys, good_keys.gather(1, key_order))
+                ranks = torch.empty_like(ahead).scatter_(1, key_order, ahead)
+            q_out.append(rows[part, None].expand(length, width).flatten())
+            r_out.append(ranks.flatten())
     return torch.cat(q_out), torch.cat(r_out)
 
 
