@@ -57,6 +57,8 @@ def test_backbone_builds_forwards_and_is_costed(name):
     with torch.no_grad():
         pooled, inter = bb(x)
         grid, cls, _ = bb.forward_maps(x)
+        # Retrieval's path (forward_features, no taps) gives the same map and class token.
+        grid_plain, cls_plain, none = bb.forward_maps(x, intermediates=False)
         # What timm's own API reports for the same taps: widths agree with feature_dims.
         _, raw = bb.model.forward_intermediates(x, indices=bb._take, output_fmt="NCHW")
     n = len(bb.feature_dims)
@@ -65,6 +67,10 @@ def test_backbone_builds_forwards_and_is_costed(name):
     assert [t.shape[1] for t in raw] == bb.feature_dims
     assert bb._take[-1] == len(bb.model.feature_info) - 1  # the deepest tap is the last stage/block
     assert pooled.shape == (2, bb.num_features) and grid.shape[:2] == (2, bb.num_features)
+    torch.testing.assert_close(grid_plain, grid, rtol=0, atol=0)
+    assert none == [] and (cls_plain is None) == (cls is None)
+    if cls is not None:
+        torch.testing.assert_close(cls_plain, cls, rtol=0, atol=0)
     assert torch.isfinite(pooled).all()
     if bb.has_token:
         torch.testing.assert_close(pooled, cls)

@@ -318,20 +318,38 @@ class Backbone(nn.Module):
 
         return ImageConfig.from_timm(resolve_data_config(model=self.model))
 
-    def forward_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
-        """x [B,3,H,W] -> (map [B,C,h,w], cls [B,C] or None, intermediates [B,C_i] pooled)."""
+    def forward_maps(
+        self, x: torch.Tensor, *, intermediates: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
+        """x [B,3,H,W] -> (map [B,C,h,w], cls [B,C] or None, intermediates [B,C_i] pooled).
+
+        ``intermediates=False`` (retrieval: nothing reads them) runs timm's plain
+        ``forward_features`` instead, the same blocks without copying the tapped maps to
+        NCHW and pooling them, and returns no intermediates.
+        """
+        if not intermediates:
+            final = self.model.forward_features(x)
+            if final.dim() == 4:
+                return (final.permute(0, 3, 1, 2) if self._nhwc else final), None, []
+            # Tokens: the patch grid is the input over the deepest stride (padded to whole cells).
+            stride = int(self.model.feature_info[-1]["reduction"])
+            h, w = -(-x.shape[-2] // stride), -(-x.shape[-1] // stride)
+            if h * w == final.shape[1] - self.num_prefix_tokens:
+                return *self._token_grid(final, h, w), []
         final, inter = self.model.forward_intermediates(x, indices=self._take, output_fmt="NCHW")
         pooled_inter = [t.mean(dim=(2, 3)) for t in inter]  # each [B,C_i,h,w] -> [B,C_i]
         if final.dim() == 4:
             grid = final.permute(0, 3, 1, 2) if self._nhwc else final  # [B,C,h,w]
             return grid, None, pooled_inter
-        # Tokens [B,P+N,C] (final norm applied): prefix (class, registers) then the patch grid,
-        # laid out as the deepest intermediate map.
-        h, w = inter[-1].shape[-2:]
+        # Tokens laid out as the deepest intermediate map.
+        return *self._token_grid(final, *inter[-1].shape[-2:]), pooled_inter
+
+    def _token_grid(self, final: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Tokens [B,P+N,C] (final norm applied): prefix (class, registers), then the patch grid
+        -> (grid [B,C,h,w], class token [B,C] or None)."""
         cls = final[:, 0] if self.has_token else None
         patches = final[:, self.num_prefix_tokens :]  # [B,N,C]
-        grid = patches.transpose(1, 2).reshape(x.shape[0], -1, h, w)  # [B,C,h,w]
-        return grid, cls, pooled_inter
+        return patches.transpose(1, 2).reshape(final.shape[0], -1, h, w), cls
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         grid, cls, inter = self.forward_maps(x)

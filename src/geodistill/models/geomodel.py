@@ -158,10 +158,11 @@ class GeoModel(nn.Module):
         """images [N,3,H,W] -> (descriptor [N,D] unit-norm, logits per head [N,K], features [N,C_i],
         stage logits [N,K] per auxiliary stage head, empty without stage heads or logits).
 
-        Without ``with_logits`` (retrieval) the classifiers do not run, and for LPN pooling
-        no head runs at all: the descriptor is made of the parts themselves.
+        Without ``with_logits`` (retrieval) the classifiers do not run, the backbone runs its
+        plain ``forward_features`` (no intermediate features: nothing reads them), and for LPN
+        pooling no head runs at all: the descriptor is made of the parts themselves.
         """
-        grid, cls, feats = self.encoder(view).forward_maps(images)
+        grid, cls, feats = self.encoder(view).forward_maps(images, intermediates=with_logits)
         parts = self.pool(grid, cls)  # [N,P,C]
         stage_logits: list[torch.Tensor] = []
         if with_logits:
