@@ -51,15 +51,11 @@ def _job_id(submitted) -> str:
 def _wait_job(cluster: Rehearsal, job: str, timeout: float = 420) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = cluster.ray("job", "status", "--address", cluster.dashboard, job)
-        status = run.stdout + run.stderr
-        for state in ("SUCCEEDED", "FAILED", "STOPPED"):
-            if state in status:
-                return state
+        status = cluster.job_status(job)
+        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+            return status
         time.sleep(2)
-    raise AssertionError(
-        f"job {job} still running after {timeout} s: {status}\n{_logs(cluster, job)[-3000:]}"
-    )
+    raise AssertionError(f"job {job} still {status} after {timeout} s\n{_logs(cluster, job)[-3000:]}")
 
 
 def _logs(cluster: Rehearsal, job: str) -> str:
