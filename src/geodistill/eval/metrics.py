@@ -34,7 +34,7 @@ import torch
 JUNK = -1
 RECALL_KS = (1, 5, 10)
 MM_BLOCK_ELEMENTS = 1 << 20  # scores per matmul block [rows, G] (4 MiB): flat peak memory
-TILE_ELEMENTS = 1 << 18  # signs per counting tile [rows, P, G] (1 MiB float32: stays in L2)
+TILE_ELEMENTS = 1 << 18  # signs per counting tile [rows, P, G] per torch thread (1 MiB: stays in L2)
 SEG_MAX = 256  # widest segment of the tie rule's prefix counts; the score row is padded to segments
 FEW_GOOD = 32  # up to this many good items per query, count by signs, else by binary search
 
@@ -110,7 +110,8 @@ def _count_ahead_signs(
     padded = block.shape[1]
     n_seg = padded // seg
     good = block.gather(1, good_j)  # [c,P]
-    rows_per_tile = max(1, TILE_ELEMENTS // (width * padded))
+    # Each torch thread takes its share of a tile's elementwise ops: TILE_ELEMENTS per thread's cache.
+    rows_per_tile = max(1, TILE_ELEMENTS * torch.get_num_threads() // (width * padded))
     parts = []
     for i in range(0, c, rows_per_tile):
         rows = slice(i, i + rows_per_tile)
@@ -176,7 +177,8 @@ def _good_ranks(
     buf = torch.empty(min(chunk, order.numel()), padded)  # scores block [c,Gp], reused
     q_buf = torch.empty(buf.shape[0], q.shape[1])  # the block's query features
     few_max = min(int(widths[-1]), FEW_GOOD)
-    tile = torch.empty(max(TILE_ELEMENTS, few_max * padded) if widths[0] <= FEW_GOOD else 0)
+    tile_elements = TILE_ELEMENTS * torch.get_num_threads()
+    tile = torch.empty(max(tile_elements, few_max * padded) if widths[0] <= FEW_GOOD else 0)
     q_out, r_out = [], []
     for start in range(0, order.numel(), chunk):
         rows = order[start : start + chunk]  # [c]
