@@ -134,53 +134,65 @@ def main() -> None:
         assert proc.exitcode == 0, f"{name}: exit code {proc.exitcode}"
         key = name.replace("->", "_to_")
         print(f"{name}: {out['size']} (float32, {out['threads']} threads)")
-        figure(f"{key}.anchor_s", out["anchor_s"], "s", label="anchor: per-query loop", anchor=ANCHOR)
-        figure(f"{key}.matmul_s", out["matmul_s"], "s", label="limit: score matmul", limit=LIMIT)
         figure(
-            f"{key}.fast_s", out["fast_s"], "s", label="ours: retrieval_metrics", anchor=ANCHOR, limit=LIMIT
+            f"{key}.anchor_s", out["anchor_s"], "s", label=f"{name}: anchor: per-query loop", anchor=ANCHOR
+        )
+        figure(f"{key}.matmul_s", out["matmul_s"], "s", label=f"{name}: limit: score matmul", limit=LIMIT)
+        figure(
+            f"{key}.fast_s",
+            out["fast_s"],
+            "s",
+            label=f"{name}: ours: retrieval_metrics",
+            anchor=ANCHOR,
+            limit=LIMIT,
         )
         figure(
             f"{key}.fast_over_matmul",
             out["fast_s"] / out["matmul_s"],
             "x",
-            label=f"ours / limit (goal <= {GOAL})",
+            label=f"{name}: ours / limit (goal <= {GOAL})",
             limit=LIMIT,
         )
         figure(
             f"{key}.matmul_warm_s",
             out["matmul_warm_s"],
             "s",
-            label="the same matmul into a reused output buffer (no allocation)",
+            label=f"{name}: the same matmul into a reused output buffer (no allocation)",
         )
         figure(
             f"{key}.fast_over_warm_matmul",
             out["fast_s"] / out["matmul_warm_s"],
             "x",
-            label="ours / matmul into a reused buffer",
+            label=f"{name}: ours / matmul into a reused buffer",
         )
         figure(
             f"{key}.fast_over_matmul_cpu",
             out["cpu_over_matmul"],
             "x",
-            label="ours / limit, process CPU time",
+            label=f"{name}: ours / limit, process CPU time",
             limit=LIMIT,
         )
         figure(
             f"{key}.fast_over_warm_matmul_cpu",
             out["cpu_over_warm"],
             "x",
-            label="ours / matmul into a reused buffer, process CPU time",
+            label=f"{name}: ours / matmul into a reused buffer, process CPU time",
         )
         figure(
             f"{key}.anchor_over_fast",
             out["anchor_s"] / out["fast_s"],
             "x",
-            label="speed-up over anchor",
+            label=f"{name}: speed-up over anchor",
             anchor=ANCHOR,
         )
-        figure(f"{key}.identical", out["identical"], label="identical to the anchor", anchor=ANCHOR)
-        figure(f"{key}.peak_rss_growth_mb", out["rss_mb"], "MB", label="peak RSS growth of the first call")
-        figure(f"{key}.threads", out["threads"], label="torch threads")
+        figure(f"{key}.identical", out["identical"], label=f"{name}: identical to the anchor", anchor=ANCHOR)
+        figure(
+            f"{key}.peak_rss_growth_mb",
+            out["rss_mb"],
+            "MB",
+            label=f"{name}: peak RSS growth of the first call",
+        )
+        figure(f"{key}.threads", out["threads"], label=f"{name}: torch threads")
         print(f"  metrics: {out['metrics']}")
         if not out["identical"]:
             failed.append(name)
