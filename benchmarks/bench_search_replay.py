@@ -511,7 +511,7 @@ def main() -> None:
         )
     figure(
         "asha.best_at_98pct.n32",
-        f"grace {chosen[0]}, rf {chosen[1]:g}: {chosen[2]:.0%} of epochs saved at HV ratio {chosen[3]:.3f} "
+        f"grace {chosen[0]}, rf {chosen[1]:g}: {chosen[2]:.1%} of epochs saved at HV ratio {chosen[3]:.3f} "
         + ("(goal >= 40 % met)" if chosen[2] >= GOAL_SAVED else "(goal >= 40 % NOT met)")
         if chosen
         else "no setting keeps >= 98 % of the hypervolume (goal NOT met)",
