@@ -1,6 +1,7 @@
 """Record the tabular search benchmark: every configuration of a grid, trained once for real.
 
-Run (288 configurations: about 2 hours at nice 19 on a shared, loaded 2-core machine):
+Run (288 configurations: 2-8 s each at nice 19 on a shared 2-core machine at load 2-5, so about
+30 minutes; 10-50 s each at load 10 and above):
 
     nice -n 19 python benchmarks/record_search_table.py --work SCRATCH [--out benchmarks/search_table.parquet]
 
