@@ -1,7 +1,7 @@
 # Two entry points for a newcomer: `make demo` and `make test`. Both create .venv on first use.
 PYTHON ?= python3.11
 # Two tiers: `make test` (fast, the README's test command) and `make test-e2e` (tests marked slow:
-# end-to-end runs and paths the fast tier already covers). `.ci/run` runs the fast tier.
+# end-to-end runs, the rehearsal cluster, paths the fast tier already covers). `.ci/run` runs both.
 PYTEST_ARGS ?= -m "not slow"
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -27,9 +27,10 @@ test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-e2e: $(STAMP)
-	$(BIN)/python -m pytest -m "slow and not cluster"
+	$(BIN)/python -m pytest -m slow
 
-# The rehearsal-cluster tests (head + 2 nodes on 127.0.0.1: spread, node loss, driver loss).
+# Only the rehearsal-cluster tests (head + 2 nodes on 127.0.0.1: spread, node loss, driver loss);
+# test-e2e runs them too.
 test-cluster: $(STAMP)
 	$(BIN)/python -m pytest -m cluster
 

@@ -34,7 +34,8 @@ class Rehearsal:
         root.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen | None = None
         self.manifest: dict = {}
-        self.seen: set[int] = set()
+        # pid -> start time: a pid the kernel reuses for another process is not ours.
+        self.seen: dict[int, float] = {}
 
     # ------------------------------------------------------------ start / stop
 
@@ -112,14 +113,22 @@ class Rehearsal:
             procs = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             procs = []
-        self.seen.update(p.pid for p in procs)
+        self._remember(procs)
         return procs
+
+    def _remember(self, procs: list[psutil.Process]) -> None:
+        for p in procs:
+            try:
+                self.seen.setdefault(p.pid, p.create_time())
+            except psutil.NoSuchProcess:
+                continue
 
     def alive(self) -> list[int]:
         out = []
-        for pid in self.seen:
+        for pid, started in self.seen.items():
             try:
-                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                proc = psutil.Process(pid)
+                if proc.create_time() == started and proc.status() != psutil.STATUS_ZOMBIE:
                     out.append(pid)
             except psutil.NoSuchProcess:
                 continue
@@ -142,7 +151,7 @@ class Rehearsal:
     def kill_node(self, name: str) -> list[int]:
         """SIGKILL a worker node: its raylet and every process under it (a preempted machine)."""
         procs = self.node_processes(name)
-        self.seen.update(p.pid for p in procs)
+        self._remember(procs)
         for p in procs:
             try:
                 p.send_signal(signal.SIGKILL)
@@ -163,6 +172,23 @@ class Rehearsal:
             text=True,
             timeout=timeout,
         )
+
+    def job_status(self, job: str) -> str:
+        """The job's state (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED) from the job API.
+
+        Not parsed from `ray job status`: that prints a finished job as "Job 'x' failed".
+        """
+        code = (
+            "import sys; from ray.job_submission import JobSubmissionClient; "
+            "print(JobSubmissionClient(sys.argv[1]).get_job_status(sys.argv[2]).value)"
+        )
+        run = subprocess.run(
+            [sys.executable, "-c", code, self.dashboard, job],
+            env=self.client_env(), cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        if run.returncode != 0:
+            raise RuntimeError(f"cannot read the status of job {job}: {run.stderr[-2000:]}")
+        return run.stdout.strip().splitlines()[-1]
 
     def submit(
         self, *entrypoint: str, wait: bool = False, timeout: float = 600

@@ -76,18 +76,23 @@ def test_listening_addresses_sees_a_wildcard_listener():
 
 
 @pytest.mark.parametrize(
-    ("argument", "env", "expected"),
+    ("argument", "env", "job_env", "expected"),
     [
-        (None, None, None),
-        ("local", "10.0.0.1:6379", None),
-        (None, "ray://head:10001", "ray://head:10001"),
-        ("auto", "ray://head:10001", "auto"),
-        (None, "", None),
+        (None, None, None, None),
+        ("local", "10.0.0.1:6379", None, None),
+        (None, "ray://head:10001", None, "ray://head:10001"),
+        ("auto", "ray://head:10001", None, "auto"),
+        (None, "", None, None),
+        # Under `ray job submit` the driver's cluster is in RAY_ADDRESS; ours wins over it.
+        (None, None, "127.0.0.1:6379", "127.0.0.1:6379"),
+        (None, "ray://head:10001", "127.0.0.1:6379", "ray://head:10001"),
+        ("local", None, "127.0.0.1:6379", None),
     ],
 )
-def test_resolve_address(monkeypatch, argument, env, expected):
-    if env is None:
-        monkeypatch.delenv(ADDRESS_ENV, raising=False)
-    else:
-        monkeypatch.setenv(ADDRESS_ENV, env)
+def test_resolve_address(monkeypatch, argument, env, job_env, expected):
+    for name, value in ((ADDRESS_ENV, env), ("RAY_ADDRESS", job_env)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
     assert resolve_address(argument) == expected

@@ -19,7 +19,7 @@ import pytest
 from geodistill.leaderboard import Leaderboard
 from rehearsal import REPO, Rehearsal
 
-# Not in `make test-e2e` (CI) until seen green: see tests/reliability/README.md for what failed.
+# The second tier (`make test-e2e`, CI); `make test-cluster` runs these alone.
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 SMOKE = (REPO / "search_spaces/smoke.yaml").read_text()
@@ -51,15 +51,11 @@ def _job_id(submitted) -> str:
 def _wait_job(cluster: Rehearsal, job: str, timeout: float = 420) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = cluster.ray("job", "status", "--address", cluster.dashboard, job)
-        status = run.stdout + run.stderr
-        for state in ("SUCCEEDED", "FAILED", "STOPPED"):
-            if state in status:
-                return state
+        status = cluster.job_status(job)
+        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+            return status
         time.sleep(2)
-    raise AssertionError(
-        f"job {job} still running after {timeout} s: {status}\n{_logs(cluster, job)[-3000:]}"
-    )
+    raise AssertionError(f"job {job} still {status} after {timeout} s\n{_logs(cluster, job)[-3000:]}")
 
 
 def _logs(cluster: Rehearsal, job: str) -> str:
@@ -207,6 +203,8 @@ def test_two_worker_training_spreads_and_resumes_from_its_checkpoint_after_losin
         cluster.kill_node("node_b")
 
         assert _wait_job(cluster, job, timeout=600) == "SUCCEEDED", _logs(cluster, job)[-4000:]
+        # The driver joined the job's cluster (RAY_ADDRESS) instead of starting a Ray of its own.
+        assert "Started a local Ray instance" not in _logs(cluster, job)
         lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         logged = [int(line["epoch"]) for line in lines]
         assert logged[0] == 1 and logged.count(1) == 1, f"training restarted from epoch 1: {logged}"

@@ -25,8 +25,14 @@ LOOPBACK = "127.0.0.1"
 
 
 def resolve_address(address: str | None = None) -> str | None:
-    """The cluster to join: ``address``, else $GEODISTILL_RAY_ADDRESS, else None (start a local head)."""
-    address = address if address is not None else os.environ.get(ADDRESS_ENV) or None
+    """The cluster to join: ``address``, else $GEODISTILL_RAY_ADDRESS, else $RAY_ADDRESS, else None.
+
+    None means: start a local head. ``RAY_ADDRESS`` is how a driver under ``ray job submit``
+    learns its job's cluster; without it every command run as a job would start a second,
+    empty Ray inside the job (which cannot even fetch the job's ``--working-dir``).
+    """
+    if not address:
+        address = os.environ.get(ADDRESS_ENV) or os.environ.get("RAY_ADDRESS") or None
     if address in (None, "", "local"):
         return None
     return address

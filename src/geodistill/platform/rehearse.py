@@ -10,7 +10,9 @@ own object store, agents and workers), every socket on loopback.
 Each worker node carries a custom resource named after it (``node_a``, ``node_b``, ...) so a
 task can be pinned to a node, and the head carries no CPU so trials land on the workers. The
 dashboard is on (127.0.0.1, a free port): ``ray job submit`` needs it. Every process gets a
-private temp dir and free ports, so other Ray instances on the machine are not disturbed.
+private temp dir and free ports, so other Ray instances on the machine are not disturbed. The
+nodes share that temp dir (one session), but each worker node unpacks runtime environments
+(``--working-dir``, ``py_modules``) into a folder of its own, as separate machines would.
 
 ``geodistill cluster rehearse`` runs one in the foreground until Ctrl-C; the test fixture
 (``tests/rehearsal.py``) runs that command as a child process and reads the JSON manifest it
@@ -172,6 +174,10 @@ def start_rehearsal(
                 temp_dir=temp_dir,
                 object_store_memory=100 * 1024 * 1024,
                 resources=resources,
+                # Its own runtime-env folder, as its own disk would be: with one shared folder, a
+                # node's agent deleting a working_dir it no longer uses deletes it under the job's
+                # driver on the head (which then fails in os.getcwd()).
+                runtime_env_dir_name=f"runtime_resources_{name}",
             )
             rehearsal.nodes[name] = _describe(node, {"CPU": cpus_per_node, **resources})
         _wait_for_dashboard(rehearsal.dashboard_url)

@@ -159,11 +159,9 @@ def _split(args: list[str]) -> tuple[str | None, list[str]]:
 
 def _check_cluster_auth(address: str | None) -> None:
     """The cluster this search will join (as ``run_search`` picks it) accepts our credentials."""
-    import os
+    from geodistill.platform.ray_local import check_cluster_auth, resolve_address
 
-    from geodistill.platform.ray_local import ADDRESS_ENV, check_cluster_auth, resolve_address
-
-    target = resolve_address(address or os.environ.get(ADDRESS_ENV) or os.environ.get("RAY_ADDRESS"))
+    target = resolve_address(address)
     if target is not None:
         check_cluster_auth(target)
 

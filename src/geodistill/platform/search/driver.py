@@ -200,9 +200,9 @@ def _start_ray(address: str | None, *, dashboard: bool, verbose: int) -> None:
     """Start or join Ray; trials' output reaches this console only with ``verbose >= 2``."""
     from geodistill.platform.ray_local import dashboard_url, init_ray
 
-    # Inside `ray job submit` the job's cluster is in RAY_ADDRESS: join it, never start another.
+    # Inside `ray job submit` the job's cluster is in RAY_ADDRESS: resolve_address joins it.
     init_ray(
-        address or os.environ.get("GEODISTILL_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS"),
+        address,
         include_dashboard=dashboard,
         log_to_driver=verbose >= 2,
     )
