@@ -3,7 +3,7 @@
 Run: python benchmarks/bench_search_replay.py [--seeds 20] [--gp-seeds 20] [--table benchmarks/search_table.parquet]
 
 The table (``record_search_table.py``) holds every configuration of a grid of the mission's
-knobs (student backbone, views, fps, distillation temperature, feature-KD weight), each
+knobs (student backbone, views, fps, distillation temperature, feature- and relation-KD weights), each
 trained once for real (smoke size), with its metric after every epoch and its GFLOPs per query
 counted before training. A search is replayed by answering each trial from the table: one
 sampler run costs milliseconds to seconds, so every comparison runs at N = 16, 32 and 64
@@ -22,7 +22,9 @@ and budget (ratios are per seed, then median and interquartile range over seeds)
    trial here); and each under a GFLOPs budget (``set_constraint``, as the search does).
 2. Early stopping: ASHA's rung rule (``geodistill.platform.search.rung.RungRule``, the rule
    the search uses) replayed on the per-epoch curves: epochs trained and hypervolume against
-   the same sampler without stopping.
+   the same sampler without stopping. A stopped trial is told PRUNED and is not on the front,
+   as in the search (``study.py``; the report's front holds status "ok" rows only); the first
+   version counted its last value on the front, kept as a comparison figure.
 3. Cost known before training: a candidate whose GFLOPs is at least that of the finished trial
    with the best precision so far is skipped (only a better precision could put it on the
    front), counted as a trial (equal asks: epochs saved) or free (equal trained trials:
@@ -32,6 +34,7 @@ and budget (ratios are per seed, then median and interquartile range over seeds)
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing
 import time
@@ -61,11 +64,20 @@ SAMPLERS: dict[str, tuple[str, int, int]] = {
     "nsga2-pop8": ("nsga2", 0, 8),
 }
 GP = ("gp", 4, 0)
-RUNG_SETTINGS = ((1, 2), (1, 3), (2, 2))  # (grace period, reduction factor)
+# (grace period, reduction factor). Milestones are epochs (the search's rung rule stops at epoch
+# boundaries): with 3 epochs per trial, grace 1 compares at epoch 1 (and at 2 when rf = 2), and rf
+# sets the share that goes on (1/rf).
+RUNG_SETTINGS = ((1, 2), (1, 3), (1, 4), (2, 2))
 
 
 class Table:
-    """The recorded grid: knob values -> per-epoch metric curve, epoch seconds and GFLOPs."""
+    """The recorded grid: knob values -> per-epoch metric curve, epoch seconds and GFLOPs.
+
+    Any recorded file works: configurations with every epoch recorded are kept, and when they do
+    not form a complete product grid (a recording cut short, see ``record_search_table.STAGES``)
+    the largest complete product grid among them is replayed (``largest_product_grid``), so a
+    sampler can never ask for a configuration the table does not hold.
+    """
 
     def __init__(self, path: Path) -> None:
         frame = pl.read_parquet(path)
@@ -73,9 +85,13 @@ class Table:
         self.epochs = int(frame["epoch"].max())
         complete = frame.group_by("config_id").agg(pl.len().alias("n")).filter(pl.col("n") == self.epochs)
         frame = frame.join(complete.select("config_id"), on="config_id")
-        values = {k: sorted(frame[k].unique().to_list()) for k in columns}
-        self.knobs = [k for k in columns if len(values[k]) > 1]  # a single-valued column is fixed
-        self.choices = {k: values[k] for k in self.knobs}
+        recorded = {tuple(r) for r in frame.select(columns).unique().iter_rows()}
+        grid = largest_product_grid(columns, recorded)
+        self.recorded, self.left_out = len(recorded), len(recorded) - int(np.prod([len(v) for v in grid]))
+        for k, values in zip(columns, grid):
+            frame = frame.filter(pl.col(k).is_in(values))
+        self.knobs = [k for k, v in zip(columns, grid) if len(v) > 1]  # a single-valued column is fixed
+        self.choices = {k: v for k, v in zip(columns, grid) if len(v) > 1}
         self.curves: dict[tuple, np.ndarray] = {}
         self.seconds: dict[tuple, np.ndarray] = {}
         self.gflops: dict[tuple, float] = {}
@@ -84,9 +100,6 @@ class Table:
             self.curves[key] = rows[METRIC].to_numpy()
             self.seconds[key] = rows["epoch_seconds"].to_numpy()
             self.gflops[key] = float(rows["gflops"][0])
-        size = int(np.prod([len(v) for v in self.choices.values()]))
-        if size != len(self.curves):
-            raise SystemExit(f"{path}: {len(self.curves)} configurations do not form a product grid ({size})")
         finals = np.array([c[-1] for c in self.curves.values()])
         costs = np.array(list(self.gflops.values()))
         self.reference = (float(finals.min()), 1.1 * float(costs.max()))
@@ -94,6 +107,27 @@ class Table:
 
     def __len__(self) -> int:
         return len(self.curves)
+
+
+def largest_product_grid(columns: list[str], recorded: set[tuple]) -> list[list]:
+    """Per column, the values of the largest product grid whose every point is in ``recorded``.
+
+    The whole grid when it is complete; otherwise every combination of value subsets is tried
+    (the spaces here have a few values per knob), largest first.
+    """
+    values = [sorted({r[i] for r in recorded}) for i in range(len(columns))]
+    if int(np.prod([len(v) for v in values])) == len(recorded):
+        return values
+    options = [[list(c) for r in range(len(v), 0, -1) for c in itertools.combinations(v, r)] for v in values]
+    best: list[list] = [[v[0]] for v in values]
+    best_size = 0
+    for choice in itertools.product(*options):
+        size = int(np.prod([len(c) for c in choice]))
+        if size <= best_size or size > len(recorded):
+            continue
+        if all(point in recorded for point in itertools.product(*choice)):
+            best, best_size = [list(c) for c in choice], size
+    return best
 
 
 def hv(points: np.ndarray, reference: tuple[float, float]) -> float:
@@ -127,6 +161,7 @@ def replay(
     rungs: tuple[int, float] | None = None,
     skip: str | None = None,
     free_skips: bool = False,
+    stopped_on_front: bool = False,
 ) -> list[dict]:
     """One search of ``n_trials`` answered from the table; one dict per trial, in order.
 
@@ -134,6 +169,8 @@ def replay(
     ``rungs``: (grace period, reduction factor) of ASHA's rung rule (early stopping on the metric).
     ``skip``: "dominated" (cost-dominated by the best finished trial) or "duplicate".
     ``free_skips``: a skipped candidate is not a trial (the search asks again, up to 2 x N asks).
+    ``stopped_on_front``: a trial stopped early is told COMPLETE with its last value and counts
+    on the front (the first version of this benchmark did so; the search itself prunes it).
     """
     import optuna
 
@@ -185,10 +222,27 @@ def replay(
                     epochs = epoch
                     break
         metric = float(curve[epochs - 1])
-        study.tell(trial, [metric, cost])
         seconds = float(table.seconds[key][:epochs].sum())
+        if epochs < table.epochs and not stopped_on_front:
+            # As the search does (study.py): a stopped trial is told PRUNED, and the report's
+            # front (status "ok" rows) leaves it out.
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            done.append({"key": key, "gflops": cost, "metric": None, "epochs": epochs, "seconds": seconds})
+            continue
+        study.tell(trial, [metric, cost])
         done.append({"key": key, "gflops": cost, "metric": metric, "epochs": epochs, "seconds": seconds})
     return done
+
+
+def cli_default_sampler() -> str:
+    """The SAMPLERS entry that ``--sampler tpe`` builds (``platform.search.tuner.make_sampler``)."""
+    from geodistill.platform.search.tuner import TPE_STARTUP_TRIALS, make_sampler
+
+    sampler = make_sampler("tpe", seed=0)
+    kind = "tpe-multivariate" if sampler._multivariate else "tpe"
+    name = f"{kind}-startup{TPE_STARTUP_TRIALS}"
+    assert SAMPLERS.get(name) == (kind, TPE_STARTUP_TRIALS, 0), f"add {name} to SAMPLERS"
+    return name
 
 
 _TABLE: Table | None = None  # one per worker process
@@ -312,9 +366,17 @@ def main() -> None:
         default=20,
         help="GP runs (N = 16 only; minutes each here); 0 skips GP",
     )
-    parser.add_argument("--workers", type=int, default=3, help="processes replaying seeds")
     parser.add_argument(
-        "--gp-workers", type=int, default=4, help="processes for the GP runs (beside --workers)"
+        "--workers",
+        type=int,
+        default=1,
+        help="processes replaying seeds (default 1: `make bench` shares a small machine; more on a bigger one)",
+    )
+    parser.add_argument(
+        "--gp-workers",
+        type=int,
+        default=0,
+        help="processes for the GP runs beside --workers (default 0: GP runs last in the --workers pool)",
     )
     parser.add_argument("--json", default=None, help="also write every per-seed hypervolume here")
     args = parser.parse_args()
@@ -328,12 +390,18 @@ def main() -> None:
     seeds = range(args.seeds)
     knobs = ", ".join(f"{k.replace('__', '.')} {v}" for k, v in table.choices.items())
     print(f"table: {len(table)} configurations x {table.epochs} epochs; knobs {knobs}")
+    if table.left_out:
+        print(
+            f"{table.left_out} of {table.recorded} recorded configurations are outside the largest "
+            "complete product grid and are not replayed"
+        )
     print(f"reference point {table.reference}; the table's whole front: hypervolume {table.best_hv:.4g}")
     figure("table.configurations", len(table), label=f"configurations in the table ({knobs})")
     figure("table.best_hv", table.best_hv, label="hypervolume of the whole table (limit)", limit=LIMIT)
 
     replayer = Replayer(args.table, args.workers)
-    gp_pool = Replayer(args.table, args.gp_workers) if args.gp_seeds else None  # GP: seconds per trial, apart
+    # GP costs seconds per trial: in a pool of its own when asked, else after everything else.
+    gp_pool = Replayer(args.table, args.gp_workers) if args.gp_seeds and args.gp_workers else None
     gp_jobs = gp_pool.submit(GP, range(args.gp_seeds), n=16) if gp_pool else None
 
     # 1. Samplers, without and with a GFLOPs budget (the table's median cost).
@@ -394,30 +462,56 @@ def main() -> None:
         + ("(goal >= 1.1x met)" if ratios[(best, 32)] >= GOAL_SAMPLER else "(goal >= 1.1x NOT met)"),
         label="best sampler by median HV / random at N = 32",
     )
-    default = SAMPLERS[best]
-
-    # 2. Early stopping and 3. skipping before training, on the best sampler, against its runs.
-    base_runs = runs[best]
+    # 2. Early stopping and 3. skipping before training, on the sampler `--sampler tpe` is (the
+    # CLI's default: its early stopping is what a user gets), against its runs without them.
+    shipped = cli_default_sampler()
+    figure(
+        "sampler.cli_default_at_n32",
+        f"{shipped}: {ratios[(shipped, 32)]:.3f}x random",
+        label="the CLI's --sampler tpe, median HV / random at N = 32",
+    )
+    default = SAMPLERS[shipped]
+    base_runs = runs[shipped]
     settings = [(g, rf) for g, rf in RUNG_SETTINGS if g < table.epochs]
     stop_jobs = {setting: replayer.submit(default, seeds, rungs=setting) for setting in settings}
-    skips = (("dominated", False), ("dominated", True), ("duplicate", False))
+    # The first version's accounting (stopped trials COMPLETE on the front), for comparison.
+    kept_jobs = {s: replayer.submit(default, seeds, rungs=s, stopped_on_front=True) for s in settings[:2]}
+    skips = (("dominated", False), ("dominated", True), ("duplicate", False), ("duplicate", True))
     skip_jobs = {mode: replayer.submit(default, seeds, skip=mode[0], free_skips=mode[1]) for mode in skips}
     chosen = None
     for (grace, rf), futures in stop_jobs.items():
         result = versus(
             f"asha.grace{grace}.rf{rf:g}",
-            f"{best} + ASHA grace {grace} rf {rf:g}",
+            f"{shipped} + ASHA grace {grace} rf {rf:g}",
             table,
             replayer.collect(futures)[0],
             base_runs,
-            f"the same sampler ({best}) without early stopping",
+            f"the same sampler ({shipped}) without early stopping",
         )
         saved, med = result[32][0], result[32][1]
         if med >= 0.98 and (chosen is None or saved > chosen[2]):
             chosen = (grace, rf, saved, med)
+    for (grace, rf), futures in kept_jobs.items():
+        versus(
+            f"asha.grace{grace}.rf{rf:g}.stopped_on_front",
+            f"{shipped} + ASHA grace {grace} rf {rf:g}, stopped trials kept on the front (not as the search does)",
+            table,
+            replayer.collect(futures)[0],
+            base_runs,
+            f"the same sampler ({shipped}) without early stopping",
+        )
+    if chosen:  # early stopping and answering repeats from finished trials, together
+        versus(
+            f"asha.grace{chosen[0]}.rf{chosen[1]:g}.skip_duplicate",
+            f"{shipped} + ASHA grace {chosen[0]} rf {chosen[1]:g} + repeats answered from finished trials",
+            table,
+            replayer.runs(default, seeds, rungs=chosen[:2], skip="duplicate"),
+            base_runs,
+            f"the same sampler ({shipped}) without early stopping or skipping",
+        )
     figure(
         "asha.best_at_98pct.n32",
-        f"grace {chosen[0]}, rf {chosen[1]:g}: {chosen[2]:.0%} of epochs saved at HV ratio {chosen[3]:.3f} "
+        f"grace {chosen[0]}, rf {chosen[1]:g}: {chosen[2]:.1%} of epochs saved at HV ratio {chosen[3]:.3f} "
         + ("(goal >= 40 % met)" if chosen[2] >= GOAL_SAVED else "(goal >= 40 % NOT met)")
         if chosen
         else "no setting keeps >= 98 % of the hypervolume (goal NOT met)",
@@ -427,14 +521,16 @@ def main() -> None:
         # Free skips are not in a run: its first n entries are n trained trials, like the base's.
         versus(
             f"skip.{skip}{'.free' if free else ''}",
-            f"{best}, skip {skip} candidates"
+            f"{shipped}, skip {skip} candidates"
             + (" (skips free: equal trained trials)" if free else " (skips count as trials)"),
             table,
             replayer.collect(futures)[0],
             base_runs,
-            f"the same sampler ({best}) without skipping",
+            f"the same sampler ({shipped}) without skipping",
         )
 
+    if args.gp_seeds and gp_pool is None:
+        gp_pool, gp_jobs = replayer, replayer.submit(GP, range(args.gp_seeds), n=16)
     if gp_jobs is not None:
         gp_runs, gp_seconds = gp_pool.collect(gp_jobs)
         gp_hv = hv_matrix(gp_runs, table.reference, budgets=(16,))

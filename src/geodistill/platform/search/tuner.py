@@ -44,9 +44,10 @@ def define_by_run(trial: Any, *, space: SearchSpace, base: Mapping[str, Any]) ->
 
 
 # TPE's start-up (random) trials. Optuna's default, 10, leaves a 16-trial search mostly random;
-# on the recorded tabular benchmark (benchmarks/bench_search_replay.py, RESULTS.md) multivariate
-# TPE with 4 start-up trials had the best median hypervolume of the samplers tried at N = 16 and
-# 32 -- by about 1 %, within the seeds' spread: no sampler there beat random search clearly.
+# on the recorded tabular benchmark (288 configurations; benchmarks/bench_search_replay.py,
+# RESULTS.md) multivariate TPE with 4 start-up trials had the best median hypervolume of the
+# samplers tried at N = 16 and tied for best at N = 32 -- within 1 % of random search and within
+# the seeds' spread: no sampler there beat random search clearly.
 TPE_STARTUP_TRIALS = 4
 
 
