@@ -75,6 +75,7 @@ def test_smoke_search_writes_one_row_per_trial_a_pareto_set_and_a_sqlite_study(s
     assert by_gflops <= {round(g, 9) for g in rows["gflops"]}
 
 
+@pytest.mark.slow  # 15-35 s: the second tier (CI runs it), keeping `make test` under 8 minutes
 def test_early_stopping_stops_weak_trials_and_the_search_finishes(ray_local, tmp_path):
     result = run_search(
         trivial_space(4),
@@ -129,6 +130,7 @@ def test_a_failing_trial_is_recorded_failed_and_the_others_finish(ray_local, tmp
     assert (ok["d2s_recall1"] == 20.0).all() and (ok["epochs"] == 2).all()
 
 
+@pytest.mark.slow  # 15-35 s: the second tier (CI runs it), keeping `make test` under 8 minutes
 def test_interrupted_search_resumes_without_rerunning_or_duplicating(ray_local, tmp_path):
     log = tmp_path / "epochs.log"
 
@@ -228,6 +230,7 @@ def test_multi_worker_trials_stop_themselves_by_the_rung_rule(ray_local, tmp_pat
     assert set(rungs["1"]) == set(rows["trial_id"])  # every trial passed rung 1 through the store
 
 
+@pytest.mark.slow  # 15-35 s: the second tier (CI runs it), keeping `make test` under 8 minutes
 def test_flops_budget_is_an_optuna_constraint_and_over_budget_trials_never_train(ray_local, tmp_path):
     trained = tmp_path / "trained.log"
 

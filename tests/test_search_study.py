@@ -81,6 +81,7 @@ def test_study_has_named_objectives_epoch_values_pruned_trials_and_the_reports_f
     assert not front & set(stopped["trial_id"])
 
 
+@pytest.mark.slow  # 15-35 s: the second tier (CI runs it), keeping `make test` under 8 minutes
 def test_tpe_keeps_suggesting_after_its_start_up_with_pruned_trials_in_the_study(ray_local, tmp_path):
     """The default sampler past its start-up trials, with ASHA-pruned trials in the multi-objective study.
 

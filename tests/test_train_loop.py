@@ -156,6 +156,7 @@ def test_distillation_moves_the_student_toward_the_teacher(teacher_run, tmp_path
     assert history[-1]["loss_logit"] < history[0]["loss_logit"], history
 
 
+@pytest.mark.slow  # 15-35 s: the second tier (CI runs it), keeping `make test` under 8 minutes
 def test_teacher_cache_hits_on_the_second_run_with_identical_losses(teacher_run, tmp_path, monkeypatch):
     forwards = []
     real_forward = TeacherOutputs._forward
@@ -182,6 +183,7 @@ def test_teacher_cache_hits_on_the_second_run_with_identical_losses(teacher_run,
     assert losses["cold"] == losses["warm"] == losses["off"]
 
 
+@pytest.mark.slow  # 15-35 s: the second tier (CI runs it), keeping `make test` under 8 minutes
 def test_a_teacher_with_more_views_teaches_a_student_with_fewer(teacher_run, tmp_path, monkeypatch):
     """distill.teacher_views=4, data.views=2: the teacher runs on 4 frames a video, the student on 2."""
     seen = {"teacher": [], "student": []}
