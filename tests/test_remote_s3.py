@@ -98,6 +98,7 @@ def test_the_leaderboard_on_s3_writes_and_reads_rows(s3):
     assert len(lb.files("exp")) == 2 and lb.experiments() == ["exp"]
 
 
+@pytest.mark.slow  # 10-30 s: the second tier (CI runs it), keeping `make test` under 8 minutes
 def test_an_unreachable_s3_leaderboard_is_one_line():
     dead = f"127.0.0.1:{free_port()}"
     with pytest.raises(UserError, match=r"^cannot write to leaderboard s3://b/lb\?[^\n]*$"):

@@ -100,6 +100,7 @@ def test_early_stopping_stops_weak_trials_and_the_search_finishes(ray_local, tmp
             assert row["status"] == "stopped" and row["epochs"] == 1
 
 
+@pytest.mark.slow  # 10-30 s: the second tier (CI runs it), keeping `make test` under 8 minutes
 def test_a_failing_trial_is_recorded_failed_and_the_others_finish(ray_local, tmp_path):
     def objective(cfg, *, context):
         context.report({"epoch": 1, "d2s_recall1": 10.0})

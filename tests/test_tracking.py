@@ -109,6 +109,7 @@ def test_logger_choice_parses_validates_and_names_the_missing_extra(monkeypatch)
         require(["tensorboard", "wandb"])
 
 
+@pytest.mark.slow  # 10-30 s: the second tier (CI runs it), keeping `make test` under 8 minutes
 def test_cli_refuses_an_unknown_logger_in_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "geodistill", "train", "--smoke-test", "logger=tensorbored"],

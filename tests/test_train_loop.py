@@ -143,6 +143,7 @@ def test_student_reports_every_distillation_level(teacher_run, tmp_path):
     assert model.cfg.backbone == "resnet18"
 
 
+@pytest.mark.slow  # 10-30 s: the second tier (CI runs it), keeping `make test` under 8 minutes
 def test_distillation_moves_the_student_toward_the_teacher(teacher_run, tmp_path):
     """KD only (no task loss): the student-teacher divergence falls over training."""
     cfg = student_cfg(
@@ -213,6 +214,7 @@ def test_a_teacher_with_more_views_teaches_a_student_with_fewer(teacher_run, tmp
     assert len(list((tmp_path / "teacher_cache").iterdir())) == 2
 
 
+@pytest.mark.slow  # 10-30 s: the second tier (CI runs it), keeping `make test` under 8 minutes
 def test_resume_continues_from_the_saved_epoch_exactly(tmp_path):
     cfg = run_cfg(tmp_path, train={"epochs": 3})
     no_eval = {"evaluate_fn": lambda model, epoch: {"d2s_recall1": float(epoch)}}
