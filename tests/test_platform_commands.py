@@ -139,6 +139,11 @@ def test_train_summary_and_table_in_text_mode(trained, capsys):
         ),
         (["eval"], "geodistill eval: error: give --checkpoint PATH or --video2bev FILE"),
         (["eval", "--checkpoint", "/nonexistent/ckpt"], "geodistill eval: error: "),
+        # the bound is the node names' (node_a .. node_z), declared once in platform/rehearse.py
+        (
+            ["cluster", "rehearse", "--workers", "27"],
+            "geodistill cluster rehearse: error: argument --workers: must be >= 1 and <= 26; got 27",
+        ),
     ],
 )
 def test_user_errors_exit_2_with_one_line(argv, message, capsys, tmp_path, monkeypatch):

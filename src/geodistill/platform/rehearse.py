@@ -33,6 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+# Worker nodes are named node_a ... node_z (a custom resource each): at most 26.
+MAX_WORKERS = len(string.ascii_lowercase)
+
 LOOPBACK = "127.0.0.1"
 MANIFEST = "rehearsal.json"
 # One token per process: Ray caches the token it loaded, so a retried start must present the same.
@@ -108,8 +111,8 @@ def start_rehearsal(
     """
     from geodistill.errors import ConfigError
 
-    if not 1 <= workers <= 26 or cpus_per_node < 1:
-        raise ConfigError("rehearse: --workers must be 1..26 and --cpus-per-node at least 1")
+    if not 1 <= workers <= MAX_WORKERS or cpus_per_node < 1:
+        raise ConfigError(f"rehearse: --workers must be 1..{MAX_WORKERS} and --cpus-per-node at least 1")
     # Short path: Ray's unix sockets live under it and sun_path is limited to 108 bytes.
     temp_dir = temp_dir or tempfile.mkdtemp(prefix="gdreh", dir="/tmp")
     token_path = Path(temp_dir) / "auth_token"

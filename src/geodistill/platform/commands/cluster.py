@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from geodistill.platform.flags import flag
+from geodistill.platform.rehearse import MAX_WORKERS
 
 
 def register(subparsers) -> None:
@@ -33,7 +34,7 @@ def register(subparsers) -> None:
         ),
     )
     rehearse.add_argument(
-        "--workers", type=flag(int, ge=1, le=16), default=2, help="worker nodes (default 2)"
+        "--workers", type=flag(int, ge=1, le=MAX_WORKERS), default=2, help="worker nodes (default 2)"
     )
     rehearse.add_argument(
         "--cpus-per-node", type=flag(int, ge=1, le=64), default=1, help="CPUs of each worker node (default 1)"
