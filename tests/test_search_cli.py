@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
         (["search", "search_space=smoke", "train.colour=red"], "train.colour"),
         (
             ["search", "search_space=smoke", "--sampler", "grid"],
-            "argument --sampler: must be one of tpe, nsga2, random",
+            "argument --sampler: must be one of tpe, gp, nsga2, random",
         ),
         (
             ["search", "search_space=smoke", "--metric", "accuracy"],

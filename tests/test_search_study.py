@@ -82,22 +82,26 @@ def test_study_has_named_objectives_epoch_values_pruned_trials_and_the_reports_f
 
 
 @pytest.mark.slow  # 15-35 s: the second tier (CI runs it), keeping `make test` under 8 minutes
-def test_tpe_keeps_suggesting_after_its_start_up_with_pruned_trials_in_the_study(ray_local, tmp_path):
-    """The default sampler past its start-up trials, with ASHA-pruned trials in the multi-objective study.
+@pytest.mark.parametrize("sampler", ["gp", "tpe"])
+def test_the_sampler_keeps_suggesting_after_its_start_up_with_pruned_trials_in_the_study(
+    sampler, ray_local, tmp_path
+):
+    """TPE (the default) and GP past their start-up trials, with ASHA-pruned trials in the study.
 
     Optuna's TPE ranks PRUNED trials by their last intermediate value through ``study.direction``,
     which raises on a multi-objective study: a pruned trial with intermediate values ended the
     search at the next suggestion (found by the rehearsal-cluster test once TPE's start-up was 4).
     """
-    from geodistill.platform.search.tuner import TPE_STARTUP_TRIALS
+    from geodistill.platform.search.tuner import GP_STARTUP_TRIALS, TPE_STARTUP_TRIALS
     from trivial_search import lr_ramp
 
-    n = TPE_STARTUP_TRIALS + 4
+    n = {"gp": GP_STARTUP_TRIALS, "tpe": TPE_STARTUP_TRIALS}[sampler] + 4
+    experiment = f"{sampler}_pruned"
     result = run_search(
         trivial_space(EPOCHS),
-        experiment="tpe_pruned",
+        experiment=experiment,
         num_samples=n,
-        sampler="tpe",
+        sampler=sampler,
         **search_dirs(tmp_path),
         max_concurrent=1,
         objective=lr_ramp,
@@ -105,8 +109,8 @@ def test_tpe_keeps_suggesting_after_its_start_up_with_pruned_trials_in_the_study
     )
     rows = result.rows
     assert rows.height == n and not result.interrupted and set(rows["status"]) <= {"ok", "stopped"}
-    study = optuna.load_study(study_name="tpe_pruned", storage=result.study_url)
+    study = optuna.load_study(study_name=experiment, storage=result.study_url)
     states = [t.state for t in study.trials]
     assert len(states) == n and optuna.trial.TrialState.PRUNED in states, states
     pruned_before_last = [t for t in study.trials[:-1] if t.state == optuna.trial.TrialState.PRUNED]
-    assert pruned_before_last, "no trial was sampled by TPE with a pruned trial in the study"
+    assert pruned_before_last, f"no trial was sampled by {sampler} with a pruned trial in the study"

@@ -46,8 +46,8 @@ def register(subparsers) -> None:
         "--sampler",
         default="tpe",
         type=flag(choices=SAMPLERS),
-        help="tpe (multivariate, 4 random start-up trials) | nsga2 | random (default tpe; "
-        "benchmarks/RESULTS.md compares them)",
+        help="tpe (multivariate, 4 random start-up trials) | gp (Gaussian-process BO, 4 start-up; "
+        "best with --no-early-stopping) | nsga2 | random (default tpe; benchmarks/RESULTS.md compares them)",
     )
     parser.add_argument(
         "--metric",

@@ -51,7 +51,14 @@ from geodistill.platform.search.space import (
     uses_ray_train,
 )
 from geodistill.platform.search.trial import TrialSetup, run_trial, trial_placement
-from geodistill.platform.search.tuner import SAMPLERS, SearchPaths, asha_scheduler, new_tuner, restore_tuner
+from geodistill.platform.search.tuner import (
+    DEFAULT_SAMPLER,
+    SAMPLERS,
+    SearchPaths,
+    asha_scheduler,
+    new_tuner,
+    restore_tuner,
+)
 
 TERMINAL = ("TERMINATED", "ERROR")
 STUDY_DIR_ENV = "GEODISTILL_OPTUNA_DIR"  # where SQLite studies go when the storage is a URI
@@ -95,7 +102,7 @@ def run_search(
     *,
     experiment: str,
     num_samples: int = 4,
-    sampler: str = "tpe",
+    sampler: str = DEFAULT_SAMPLER,
     metric: str | None = None,
     overrides: Sequence[str] = (),
     max_concurrent: int = 2,
