@@ -65,9 +65,9 @@ SAMPLERS: dict[str, tuple[str, int, int]] = {
 }
 GP = ("gp", 4, 0)
 # (grace period, reduction factor). Milestones are epochs (the search's rung rule stops at epoch
-# boundaries): with 3 epochs per trial, grace 1 compares at epoch 1 (and at 2 when rf = 2), and rf
-# sets the share that goes on (1/rf).
-RUNG_SETTINGS = ((1, 2), (1, 3), (1, 4), (2, 2))
+# boundaries, below the last): with 9 epochs per trial, grace 1 compares at epochs 1, 2, 4, 8
+# (rf 2), 1, 3 (rf 3) or 1, 4 (rf 4), and rf sets the share that goes on (1/rf).
+RUNG_SETTINGS = ((1, 2), (1, 3), (1, 4), (2, 2), (2, 3), (3, 3))
 
 
 class Table:
