@@ -46,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 # The mission's knobs: backbone size, views, fps, KD temperature, KD weights (feature KD, the level
 # that carried distillation in distill_evidence.py, and relation KD). A single-valued entry is
 # recorded as a column but not searched. Six backbones and up to 8 views span the cost range of
-# search_spaces/distill.yaml (a 300x range of GFLOPs per query), so most of the grid is dominated,
+# search_spaces/distill.yaml (about 180x in GFLOPs per query), so most of the grid is dominated,
 # as in a real search; the first table (4 backbones, 1-4 views, 3 epochs) let random search
 # reach 94.5 % of the front's hypervolume in 32 trials, leaving a sampler nothing to win.
 GRID: dict[str, list] = {
@@ -170,10 +170,15 @@ def _shard(text: str) -> tuple[int, int]:
     return k, n
 
 
+def partials(out: Path) -> list[Path]:
+    """The progress files of a recording into ``out``: ``STEM.partial.parquet`` and one per shard."""
+    return sorted(out.parent.glob(f"{out.stem}.*partial.parquet"))
+
+
 def load_recorded(out: Path, epochs: int) -> list[dict]:
     """Rows already recorded beside ``out`` (the table and every shard's progress)."""
     rows: list[dict] = []
-    for old in [out, *sorted(out.parent.glob(f"{out.stem}*.partial.parquet"))]:
+    for old in [out, *partials(out)]:
         if old.exists():
             frame = pl.read_parquet(old)
             if frame.height and int(frame["epoch"].max()) != epochs:
@@ -204,7 +209,7 @@ def main() -> None:
     shard_k, shard_n = args.shard or (0, 1)
     suffix = f".shard{shard_k}of{shard_n}.partial.parquet" if args.shard else ".partial.parquet"
     partial = out.with_suffix(suffix)  # progress survives an interrupted recording
-    if args.work is None and (out.exists() or any(out.parent.glob(f"{out.stem}*.partial.parquet"))):
+    if args.work is None and (out.exists() or partials(out)):
         raise SystemExit(
             f"{out} already has rows: give --work of the recording that made them (its teacher), "
             "or another --out"
@@ -276,7 +281,7 @@ def main() -> None:
         )
     )
     frame.write_parquet(out, compression="zstd")
-    for done in out.parent.glob(f"{out.stem}*.partial.parquet"):
+    for done in partials(out):
         done.unlink()
     print(
         f"{frame.height} rows, {len(points)} configurations in {time.perf_counter() - start:.0f} s -> {args.out}"

@@ -67,3 +67,19 @@ def test_the_committed_table_is_a_complete_grid_of_the_recorders_knobs():
     assert keys <= grid
     assert frame.group_by("config_id").len()["len"].unique().to_list() == [epochs]
     assert len(keys) == frame["config_id"].n_unique() >= 64
+
+
+def test_a_recordings_progress_files_are_its_own(tmp_path):
+    """Shards' progress files are found (and later removed) beside --out; another table's are not."""
+    record = _module("record_search_table")
+    names = [
+        "search_table.parquet",
+        "search_table.partial.parquet",
+        "search_table.shard0of2.partial.parquet",
+        "search_table.shard1of2.partial.parquet",
+        "search_table_small.partial.parquet",  # a recording into another --out, same folder
+    ]
+    for name in names:
+        (tmp_path / name).touch()
+    found = [p.name for p in record.partials(tmp_path / "search_table.parquet")]
+    assert found == names[1:4]

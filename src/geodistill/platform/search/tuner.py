@@ -19,7 +19,7 @@ from geodistill.platform.search.space import SearchSpace, max_epochs, suggest, t
 from geodistill.platform.search.trial import trial_cost
 
 SAMPLERS = ("tpe", "gp", "nsga2", "random")
-DEFAULT_SAMPLER = "tpe"  # see GP_STARTUP_TRIALS for the evidence
+DEFAULT_SAMPLER = "tpe"  # why: the comment above GP_STARTUP_TRIALS
 
 
 @dataclasses.dataclass(frozen=True)
