@@ -1,6 +1,6 @@
 """Search samplers, early stopping and cost-dominated skipping, replayed on a recorded table.
 
-Run: python benchmarks/bench_search_replay.py [--seeds 20] [--gp-seeds 20] [--table benchmarks/search_table.parquet]
+Run: python benchmarks/bench_search_replay.py [--seeds 20] [--workers N] [--table benchmarks/search_table.parquet]
 
 The table (``record_search_table.py``) holds every configuration of a grid of the mission's
 knobs (student backbone, views, fps, distillation temperature, feature- and relation-KD weights), each
@@ -18,11 +18,13 @@ and budget (ratios are per seed, then median and interquartile range over seeds)
 
 1. Samplers: random; TPE (Optuna's default start-up of 10 random trials, and a small-budget
    start-up of 4); NSGA-II (Optuna's default population 50, and 8, suited to 16-64 trials);
-   GP (Optuna's GPSampler, multi-objective logEHVI; at N = 16 only: it costs seconds per
-   trial here); and each under a GFLOPs budget (``set_constraint``, as the search does).
+   GP (Optuna's GPSampler, multi-objective logEHVI, 4 start-up trials: about 10 s per 64-trial
+   run on one thread); and the model-based ones under a GFLOPs budget (``set_constraint``, as
+   the search does).
 2. Early stopping: ASHA's rung rule (``geodistill.platform.search.rung.RungRule``, the rule
    the search uses) replayed on the per-epoch curves: epochs trained and hypervolume against
-   the same sampler without stopping. A stopped trial is told PRUNED and is not on the front,
+   the same sampler without stopping, for the CLI's sampler at several settings and for each
+   model-based sampler at the CLI's setting (what a user of ``--sampler`` gets). A stopped trial is told PRUNED and is not on the front,
    as in the search (``study.py``; the report's front holds status "ok" rows only); the first
    version counted its last value on the front, kept as a comparison figure.
 3. Cost known before training: a candidate whose GFLOPs is at least that of the finished trial
@@ -37,6 +39,7 @@ import argparse
 import itertools
 import json
 import multiprocessing
+import os
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -62,8 +65,9 @@ SAMPLERS: dict[str, tuple[str, int, int]] = {
     "tpe-multivariate-startup4": ("tpe-multivariate", 4, 0),
     "nsga2-pop50": ("nsga2", 0, 50),
     "nsga2-pop8": ("nsga2", 0, 8),
+    "gp-startup4": ("gp", 4, 0),
 }
-GP = ("gp", 4, 0)
+BUDGETED = ("tpe-startup4", "nsga2-pop8", "gp-startup4")  # replayed under a GFLOPs budget too
 # (grace period, reduction factor). Milestones are epochs (the search's rung rule stops at epoch
 # boundaries, below the last): with 9 epochs per trial, grace 1 compares at epochs 1, 2, 4, 8
 # (rf 2), 1, 3 (rf 3) or 1, 4 (rf 4), and rf sets the share that goes on (1/rf).
@@ -245,15 +249,27 @@ def cli_default_sampler() -> str:
     return name
 
 
+def cli_rungs() -> tuple[int, float]:
+    """(grace period, reduction factor) that ``geodistill search`` uses unless told otherwise."""
+    from geodistill.platform.commands.search import register
+
+    subparsers = argparse.ArgumentParser().add_subparsers()
+    register(subparsers)
+    search = subparsers.choices["search"]
+    return int(search.get_default("grace_period")), float(search.get_default("reduction_factor"))
+
+
 _TABLE: Table | None = None  # one per worker process
 
 
 def _load(path: str) -> None:
     global _TABLE
     import optuna
+    import torch
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)  # GPSampler's torch: one thread per worker process, no oversubscription
     _TABLE = Table(Path(path))
 
 
@@ -361,22 +377,11 @@ def main() -> None:
     parser.add_argument("--table", default=str(HERE / "search_table.parquet"))
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument(
-        "--gp-seeds",
-        type=int,
-        default=20,
-        help="GP runs (N = 16 only; minutes each here); 0 skips GP",
-    )
-    parser.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="processes replaying seeds (default 1: `make bench` shares a small machine; more on a bigger one)",
-    )
-    parser.add_argument(
-        "--gp-workers",
-        type=int,
-        default=0,
-        help="processes for the GP runs beside --workers (default 0: GP runs last in the --workers pool)",
+        default=os.cpu_count() or 1,
+        help="processes replaying seeds, one torch thread each (default: one per core; "
+        "`make bench` runs one benchmark at a time)",
     )
     parser.add_argument("--json", default=None, help="also write every per-seed hypervolume here")
     args = parser.parse_args()
@@ -400,17 +405,11 @@ def main() -> None:
     figure("table.best_hv", table.best_hv, label="hypervolume of the whole table (limit)", limit=LIMIT)
 
     replayer = Replayer(args.table, args.workers)
-    # GP costs seconds per trial: in a pool of its own when asked, else after everything else.
-    gp_pool = Replayer(args.table, args.gp_workers) if args.gp_seeds and args.gp_workers else None
-    gp_jobs = gp_pool.submit(GP, range(args.gp_seeds), n=16) if gp_pool else None
 
     # 1. Samplers, without and with a GFLOPs budget (the table's median cost).
     cap = float(np.median(list(table.gflops.values())))
     jobs = {name: replayer.submit(variant, seeds) for name, variant in SAMPLERS.items()}
-    capped_jobs = {
-        name: replayer.submit(SAMPLERS[name], seeds, budget=cap)
-        for name in ("random", "tpe-startup4", "nsga2-pop8")
-    }
+    capped_jobs = {name: replayer.submit(SAMPLERS[name], seeds, budget=cap) for name in ("random", *BUDGETED)}
     runs: dict[str, list[list[dict]]] = {}
     seconds: dict[str, float] = {}
     for name, futures in jobs.items():
@@ -440,7 +439,7 @@ def main() -> None:
         cap_hv[name] = hv_matrix(capped, ref_cap, cap=cap)
         cap_trained[name] = np.array([[sum(t["epochs"] > 0 for t in r[:n]) for n in BUDGETS] for r in capped])
     print(f"GFLOPs budget {cap:.4g} (the table's median cost), hypervolume inside the budget:")
-    for name in ("tpe-startup4", "nsga2-pop8"):
+    for name in BUDGETED:
         for j, n in enumerate(BUDGETS):
             med, q25, q75 = summary(cap_hv[name][:, j] / cap_hv["random"][:, j])
             figure(
@@ -529,28 +528,37 @@ def main() -> None:
             f"the same sampler ({shipped}) without skipping",
         )
 
-    if args.gp_seeds and gp_pool is None:
-        gp_pool, gp_jobs = replayer, replayer.submit(GP, range(args.gp_seeds), n=16)
-    if gp_jobs is not None:
-        gp_runs, gp_seconds = gp_pool.collect(gp_jobs)
-        gp_hv = hv_matrix(gp_runs, table.reference, budgets=(16,))
-        extra = range(len(seeds), len(gp_runs))  # random's runs for GP seeds past --seeds
-        random_16 = hvs["random"][:, 0]
-        if len(extra):
-            more = hv_matrix(replayer.runs(SAMPLERS["random"], extra), table.reference)[:, 0]
-            random_16 = np.r_[random_16, more]
-        med, q25, q75 = summary(gp_hv[:, 0] / random_16[: len(gp_runs)])
-        figure(
-            "sampler.gp-startup4.n16.hv_ratio_median",
-            med,
-            "x",
-            label=f"gp-startup4, N = 16: HV / random (median over {len(gp_runs)} seeds; {gp_seconds:.0f} s per "
-            "run, so N = 32/64 not run)",
-            anchor=ANCHOR,
-            q25=q25,
-            q75=q75,
-            fraction_of_best=float(np.median(gp_hv[:, 0])) / table.best_hv,
-        )
+    # 4. What a user of --sampler gets: each model-based sampler with the CLI's early stopping,
+    # against itself without stopping and against random search without stopping.
+    rungs = cli_rungs()
+    label_rungs = f"ASHA grace {rungs[0]} rf {rungs[1]:g} (the CLI's)"
+    model_based = (shipped, "gp-startup4")
+    stopped_jobs = {name: replayer.submit(SAMPLERS[name], seeds, rungs=rungs) for name in model_based}
+    for name in model_based:
+        stopped = replayer.collect(stopped_jobs[name])[0]
+        if name != shipped:  # the CLI's sampler at the CLI's setting is among the settings above
+            versus(
+                f"asha.{name}.cli",
+                f"{name} + {label_rungs}",
+                table,
+                stopped,
+                runs[name],
+                f"the same sampler ({name}) without early stopping",
+            )
+        hv_stopped = hv_matrix(stopped, table.reference)
+        for j, n in enumerate(BUDGETS):
+            med, q25, q75 = summary(hv_stopped[:, j] / hvs["random"][:, j])
+            figure(
+                f"sampler.{name}.cli_asha.n{n}.hv_ratio_median",
+                med,
+                "x",
+                label=f"{name} + {label_rungs}, N = {n}: HV / random without stopping (median over "
+                f"{len(seeds)} seeds)",
+                anchor=ANCHOR,
+                q25=q25,
+                q75=q75,
+                fraction_of_best=float(np.median(hv_stopped[:, j])) / table.best_hv,
+            )
     if args.json:
         Path(args.json).write_text(json.dumps({k: v.tolist() for k, v in hvs.items()}))
 

@@ -48,7 +48,7 @@ def define_by_run(trial: Any, *, space: SearchSpace, base: Mapping[str, Any]) ->
 # tabular benchmark (384 configurations x 9 epochs of real smoke training;
 # benchmarks/bench_search_replay.py, RESULTS.md). No sampler reached 1.1x random search's
 # hypervolume at N = 32: random already reaches 96 % of the table's front there. Without early
-# stopping Optuna's GP sampler is the best (1.06x random at N = 16), but it models COMPLETE trials
+# stopping Optuna's GP sampler is the best (1.02x random at N = 32), but it models COMPLETE trials
 # only, so ASHA's pruned trials are invisible to it and with early stopping on (the CLI's default)
 # it kept less of its hypervolume than TPE. Multivariate TPE with ASHA (grace 1, rf 3) saved 52 %
 # of epochs at N = 32 at 1.02x its no-stopping hypervolume: it stays the default.
