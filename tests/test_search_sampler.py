@@ -65,3 +65,34 @@ def test_an_unknown_sampler_is_a_config_error():
 
     with pytest.raises(ConfigError, match="--sampler must be one of tpe, gp, nsga2, random; got 'grid'"):
         make_sampler("grid", seed=0)
+
+
+def test_gp_models_trials_stopped_early_at_their_values_then_and_the_study_keeps_them_pruned():
+    """Plain GPSampler fits COMPLETE trials only; ours also fits PRUNED ones that carry their values."""
+    from geodistill.platform.search.gp import STOPPED_VALUES_ATTR, StoppedTrialsGPSampler
+
+    fitted: list[list[list[float]]] = []
+
+    class Recording(StoppedTrialsGPSampler):
+        def _sample_relative_impl(self, study, completed_trials, running_trials, search_space):
+            fitted.append([t.values for t in completed_trials])
+            return super()._sample_relative_impl(study, completed_trials, running_trials, search_space)
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(
+        directions=["maximize", "minimize"], sampler=Recording(seed=0, n_startup_trials=4)
+    )
+    for i in range(5):
+        trial, width, views = _ask(study)
+        if i in (1, 3):  # stopped by ASHA at 7.5 / 9.5 precision; i = 3 recorded no values
+            if i == 1:
+                trial.set_user_attr(STOPPED_VALUES_ATTR, [7.5, float(width * views)])
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            _tell(study, trial, width, views)
+    assert isinstance(make_sampler("gp", seed=0), StoppedTrialsGPSampler)  # what --sampler gp builds
+    _ask(study)  # 3 COMPLETE + 1 stopped with values: past the 4 start-up trials, the model is fitted
+    assert len(fitted) == 1 and len(fitted[0]) == 4
+    assert [7.5, float(study.trials[1].params["width"] * study.trials[1].params["views"])] in fitted[0]
+    assert study.trials[1].state == optuna.trial.TrialState.PRUNED  # the study itself is unchanged
+    assert 1 not in {t.number for t in study.best_trials}

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 from geodistill.platform.search import run_search
+from geodistill.platform.search.gp import STOPPED_VALUES_ATTR
 from geodistill.platform.search.study import EPOCH_VALUES_ATTR, STOPPED_AT_ATTR, TRIAL_ID_ATTR, stopped_early
 from trivial_search import search_dirs, trivial_space
 
@@ -70,6 +71,8 @@ def test_study_has_named_objectives_epoch_values_pruned_trials_and_the_reports_f
             assert trial.state == optuna.trial.TrialState.PRUNED and trial.values is None
             assert trial.intermediate_values == {}
             assert trial.user_attrs[STOPPED_AT_ATTR] == row["epochs"] < EPOCHS
+            # Its objectives when stopped, which --sampler gp models (gp.StoppedTrialsGPSampler).
+            assert trial.user_attrs[STOPPED_VALUES_ATTR] == pytest.approx([row["d2s_recall1"], row["gflops"]])
         else:
             assert trial.state == optuna.trial.TrialState.COMPLETE
             assert trial.values == pytest.approx([row["d2s_recall1"], row["gflops"]])

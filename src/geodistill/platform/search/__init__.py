@@ -8,6 +8,7 @@ The package, in the order a search runs:
               ``max_epochs``).
 - ``driver``  ``run_search``, its steps named top to bottom; ``SearchResult``; Pareto printing.
 - ``tuner``   the Optuna searcher, ASHA, a new or restored ``Tuner``.
+- ``gp``      ``--sampler gp``: Optuna's GP sampler, also fitted to the trials early stopping ended.
 - ``trial``   the body of one trial (``run_trial``, ``TrialSetup``, ``TuneTrialContext``) and
               its cost (``trial_cost``).
 - ``rows``    leaderboard rows (``trial_row``, ``write_run_row``, ``LeaderboardCallback``,

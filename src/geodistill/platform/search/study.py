@@ -21,7 +21,8 @@ Ray Tune's ``OptunaSearch`` leaves three things out that a researcher opening th
 
 Every Optuna trial carries the Tune trial id (user attribute ``tune_trial_id``, the
 leaderboard's ``trial_id``), its per-epoch values (``epoch_values``), and a pruned one the
-epoch it stopped at (``stopped_at_epoch``).
+epoch it stopped at (``stopped_at_epoch``) and its objective values then (``stopped_values``,
+which ``gp.StoppedTrialsGPSampler`` models).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
+
+from geodistill.platform.search.gp import STOPPED_VALUES_ATTR
 
 TRIAL_ID_ATTR = "tune_trial_id"
 STOPPED_AT_ATTR = "stopped_at_epoch"
@@ -121,8 +124,11 @@ class StudySearch(OptunaSearch):
         import optuna
 
         ot_trial = self._ot_trials[trial_id]
+        metrics = self._metric if isinstance(self._metric, list) else [self._metric]
         try:
             ot_trial.set_user_attr(STOPPED_AT_ATTR, int(result["epoch"]))
+            if all(result.get(m) is not None for m in metrics):  # what StoppedTrialsGPSampler models
+                ot_trial.set_user_attr(STOPPED_VALUES_ATTR, [float(result[m]) for m in metrics])
             self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
         except Exception as err:  # noqa: BLE001
             log.warning("trial %s not recorded as pruned: %s", trial_id, err)

@@ -45,13 +45,12 @@ def define_by_run(trial: Any, *, space: SearchSpace, base: Mapping[str, Any]) ->
 
 
 # Random start-up trials before the model-based samplers take over. The evidence is the recorded
-# tabular benchmark (384 configurations x 9 epochs of real smoke training;
-# benchmarks/bench_search_replay.py, RESULTS.md). No sampler reached 1.1x random search's
-# hypervolume at N = 32: random already reaches 96 % of the table's front there. Without early
-# stopping Optuna's GP sampler is the best (1.02x random at N = 32), but it models COMPLETE trials
-# only, so ASHA's pruned trials are invisible to it and with early stopping on (the CLI's default)
-# it kept less of its hypervolume than TPE. Multivariate TPE with ASHA (grace 1, rf 3) saved 52 %
-# of epochs at N = 32 at 1.02x its no-stopping hypervolume: it stays the default.
+# tabular benchmark (1,152 configurations x 9 epochs of real smoke training, learning rate
+# included; benchmarks/bench_search_replay.py, RESULTS.md). At N = 32 GP alone reached 1.12x random
+# search's hypervolume, multivariate TPE 1.06x; with ASHA (grace 1, rf 3, the CLI's) TPE reached
+# 1.11x and GP 1.11x, both at about half the epochs, and only TPE kept >= 98 % of its hypervolume
+# under early stopping at every N. TPE's cost per suggestion also stays flat as trials grow (GP's
+# grows with their cube), so TPE stays the default.
 GP_STARTUP_TRIALS = 4
 TPE_STARTUP_TRIALS = 4
 
@@ -62,18 +61,21 @@ def make_sampler(name: str, *, seed: int | None) -> Any:
     ``tpe`` (the default): multivariate TPE (it models the knobs jointly) after
     ``TPE_STARTUP_TRIALS`` random trials. ``gp``: Gaussian-process Bayesian optimisation after
     ``GP_STARTUP_TRIALS`` random trials; it models several objectives (logEHVI), the
-    GFLOPs-budget constraint (``trial.set_constraint``) and the trials still running (a q-batch
-    acquisition, so concurrent trials are not asked for the same point), but not pruned trials:
-    the choice with ``--no-early-stopping``. ``nsga2`` and ``random``: Optuna's defaults.
+    GFLOPs-budget constraint (``trial.set_constraint``), the trials still running (a q-batch
+    acquisition, so concurrent trials are not asked for the same point) and, unlike Optuna's own
+    GPSampler, the trials early stopping ended, at their values then (``gp.StoppedTrialsGPSampler``).
+    ``nsga2`` and ``random``: Optuna's defaults.
     """
     import warnings
 
     import optuna
 
     if name == "gp":
+        from geodistill.platform.search.gp import StoppedTrialsGPSampler
+
         # A `when:` parameter is outside the space every trial shares: GP samples it at random,
         # by design, so the per-trial warning about it is noise.
-        return optuna.samplers.GPSampler(
+        return StoppedTrialsGPSampler(
             seed=seed, n_startup_trials=GP_STARTUP_TRIALS, warn_independent_sampling=False
         )
     if name == "tpe":
