@@ -3,7 +3,8 @@
 Run: python benchmarks/bench_search_replay.py [--seeds 20] [--workers N] [--table benchmarks/search_table.parquet]
 
 The table (``record_search_table.py``) holds every configuration of a grid of the mission's
-knobs (student backbone, views, fps, distillation temperature, feature- and relation-KD weights), each
+knobs (student backbone, views, fps, distillation temperature, feature- and relation-KD weights)
+and the learning rate (as ``search_spaces/distill.yaml`` searches it), each
 trained once for real (smoke size), with its metric after every epoch and its GFLOPs per query
 counted before training. A search is replayed by answering each trial from the table: one
 sampler run costs milliseconds to seconds, so every comparison runs at N = 16, 32 and 64
@@ -67,6 +68,7 @@ SAMPLERS: dict[str, tuple[str, int, int]] = {
     "nsga2-pop8": ("nsga2", 0, 8),
     "gp-startup4": ("gp", 4, 0),
 }
+GP_PLAIN = ("gp-plain", 4, 0)  # Optuna's GPSampler, which does not see pruned trials
 BUDGETED = ("tpe-startup4", "nsga2-pop8", "gp-startup4")  # replayed under a GFLOPs budget too
 # (grace period, reduction factor). Milestones are epochs (the search's rung rule stops at epoch
 # boundaries, below the last): with 9 epochs per trial, grace 1 compares at epochs 1, 2, 4, 8
@@ -113,6 +115,16 @@ class Table:
         return len(self.curves)
 
 
+def knob_effect(table: Table, knob: str) -> np.ndarray:
+    """How much one knob moves the final metric: per group of configurations equal in every other
+    knob, the spread (max - min) of their final values [groups]."""
+    i = table.knobs.index(knob)
+    groups: dict[tuple, list[float]] = {}
+    for key, curve in table.curves.items():
+        groups.setdefault(key[:i] + key[i + 1 :], []).append(float(curve[-1]))
+    return np.array([max(v) - min(v) for v in groups.values()])
+
+
 def largest_product_grid(columns: list[str], recorded: set[tuple]) -> list[list]:
     """Per column, the values of the largest product grid whose every point is in ``recorded``.
 
@@ -151,7 +163,11 @@ def make_sampler(kind: str, seed: int, n_startup: int, population: int):
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup, multivariate=True)
     if kind == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
-    if kind == "gp":
+    if kind == "gp":  # what `--sampler gp` builds: it also models trials stopped early
+        from geodistill.platform.search.gp import StoppedTrialsGPSampler
+
+        return StoppedTrialsGPSampler(seed=seed, n_startup_trials=n_startup)
+    if kind == "gp-plain":  # Optuna's own: blind to pruned trials
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup)
     raise ValueError(kind)
 
@@ -178,6 +194,7 @@ def replay(
     """
     import optuna
 
+    from geodistill.platform.search.gp import STOPPED_VALUES_ATTR
     from geodistill.platform.search.rung import MemoryRungs, RungRule
 
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
@@ -228,8 +245,10 @@ def replay(
         metric = float(curve[epochs - 1])
         seconds = float(table.seconds[key][:epochs].sum())
         if epochs < table.epochs and not stopped_on_front:
-            # As the search does (study.py): a stopped trial is told PRUNED, and the report's
-            # front (status "ok" rows) leaves it out.
+            # As the search does (study.py): a stopped trial is told PRUNED with its values then
+            # as an attribute (which only the GP sampler reads), and the report's front (status
+            # "ok" rows) leaves it out.
+            trial.set_user_attr(STOPPED_VALUES_ATTR, [metric, cost])
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             done.append({"key": key, "gflops": cost, "metric": None, "epochs": epochs, "seconds": seconds})
             continue
@@ -403,6 +422,22 @@ def main() -> None:
     print(f"reference point {table.reference}; the table's whole front: hypervolume {table.best_hv:.4g}")
     figure("table.configurations", len(table), label=f"configurations in the table ({knobs})")
     figure("table.best_hv", table.best_hv, label="hypervolume of the whole table (limit)", limit=LIMIT)
+    figure(
+        "table.distinct_final",
+        len({round(float(c[-1]), 6) for c in table.curves.values()}),
+        label=f"distinct final {METRIC} values among the configurations",
+    )
+    for knob in table.knobs:
+        spread = knob_effect(table, knob)
+        figure(
+            f"table.effect.{knob}",
+            float(np.mean(spread > 1.0)),
+            "fraction",
+            label=f"{knob.replace('__', '.')}: share of the {len(spread)} groups differing only in it where it "
+            f"moves final {METRIC} by > 1 point (at most {spread.max():.1f})",
+            groups=len(spread),
+            max_points=float(spread.max()),
+        )
 
     replayer = Replayer(args.table, args.workers)
 
@@ -534,6 +569,7 @@ def main() -> None:
     label_rungs = f"ASHA grace {rungs[0]} rf {rungs[1]:g} (the CLI's)"
     model_based = (shipped, "gp-startup4")
     stopped_jobs = {name: replayer.submit(SAMPLERS[name], seeds, rungs=rungs) for name in model_based}
+    plain_jobs = replayer.submit(GP_PLAIN, seeds, rungs=rungs)
     for name in model_based:
         stopped = replayer.collect(stopped_jobs[name])[0]
         if name != shipped:  # the CLI's sampler at the CLI's setting is among the settings above
@@ -561,6 +597,16 @@ def main() -> None:
             )
     if args.json:
         Path(args.json).write_text(json.dumps({k: v.tolist() for k, v in hvs.items()}))
+    # Without early stopping both GP samplers are the same (no pruned trials); with it, Optuna's own.
+    versus(
+        "asha.gp-plain-startup4.cli",
+        f"gp-startup4 blind to stopped trials (Optuna's GPSampler) + {label_rungs}",
+        table,
+        replayer.collect(plain_jobs)[0],
+        runs["gp-startup4"],
+        "the same sampler (gp-startup4) without early stopping",
+    )
+    replayer.pool.shutdown()
 
 
 if __name__ == "__main__":

@@ -63,14 +63,17 @@ GRID: dict[str, list] = {
     "distill.temperature": [1.0, 4.0],
     "distill.w_feature": [0.0, 1.0],
     "distill.w_relation": [0.0, 1.0],
+    "train.lr": [1e-3, 1e-4, 3e-3],  # the shipped space's range (loguniform 1e-4..3e-3) and its default
 }
 # The order of recording: each stage adds values to the grid, and every configuration is recorded
 # in the first stage whose values contain it, so the table after any finished stage is a complete
-# product grid (192 -> 256 -> 384 configurations) and a recording cut short still leaves the
+# product grid (192 -> 256 -> 384 -> 768 -> 1152 configurations) and a recording cut short still leaves the
 # replay a usable table (it replays the largest complete product grid in the file).
 STAGES: list[dict[str, list]] = [
-    {"model.backbone": GRID["model.backbone"][:4], "data.views": [1, 2, 4]},
-    {"model.backbone": GRID["model.backbone"][:4]},
+    {"model.backbone": GRID["model.backbone"][:4], "data.views": [1, 2, 4], "train.lr": [1e-3]},
+    {"model.backbone": GRID["model.backbone"][:4], "train.lr": [1e-3]},
+    {"train.lr": [1e-3]},
+    {"train.lr": [1e-3, 1e-4]},
     {},
 ]
 # Everything else is fixed: 32 px, 32 places (16 train, 16 test queries), 3 steps of 4 per epoch,

@@ -83,3 +83,26 @@ def test_a_recordings_progress_files_are_its_own(tmp_path):
         (tmp_path / name).touch()
     found = [p.name for p in record.partials(tmp_path / "search_table.parquet")]
     assert found == names[1:4]
+
+
+def test_knob_effect_is_the_spread_within_groups_equal_in_every_other_knob(tmp_path):
+    replay = _module("bench_search_replay")
+    finals = {("a", 1): 10.0, ("a", 2): 10.5, ("b", 1): 20.0, ("b", 2): 30.0}  # (backbone, views) -> AP
+    rows = []
+    for config_id, ((backbone, views), ap) in enumerate(finals.items()):
+        for epoch in (1, 2):
+            rows.append(
+                {
+                    "config_id": config_id,
+                    "model__backbone": backbone,
+                    "data__views": views,
+                    "epoch": epoch,
+                    "d2s_ap": ap - (2 - epoch),  # the last epoch's value is the final one
+                    "epoch_seconds": 1.0,
+                    "gflops": 0.1 * views,
+                }
+            )
+    pl.DataFrame(rows).write_parquet(tmp_path / "table.parquet")
+    table = replay.Table(tmp_path / "table.parquet")
+    assert sorted(replay.knob_effect(table, "data__views").tolist()) == [0.5, 10.0]  # per backbone
+    assert sorted(replay.knob_effect(table, "model__backbone").tolist()) == [10.0, 19.5]  # per views
