@@ -7,9 +7,11 @@ before the running ones are told) that must not be sent to the same point.
 
 from __future__ import annotations
 
+import numpy as np
 import optuna
 import pytest
 
+from geodistill.leaderboard.pareto import pareto_mask
 from geodistill.platform.search.tuner import DEFAULT_SAMPLER, GP_STARTUP_TRIALS, SAMPLERS, make_sampler
 
 WIDTHS, VIEWS, BUDGET = [1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 4, 8], 16
@@ -84,15 +86,20 @@ def test_gp_models_trials_stopped_early_at_their_values_then_and_the_study_keeps
     )
     for i in range(5):
         trial, width, views = _ask(study)
-        if i in (1, 3):  # stopped by ASHA at 7.5 / 9.5 precision; i = 3 recorded no values
-            if i == 1:
-                trial.set_user_attr(STOPPED_VALUES_ATTR, [7.5, float(width * views)])
+        if i in (1, 3):  # stopped by ASHA; i = 3 recorded no values
+            if i == 1:  # values that dominate every finished trial (precision <= 58, cost >= 1)
+                trial.set_user_attr(STOPPED_VALUES_ATTR, [100.0, 1.0])
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
             _tell(study, trial, width, views)
     assert isinstance(make_sampler("gp", seed=0), StoppedTrialsGPSampler)  # what --sampler gp builds
     _ask(study)  # 3 COMPLETE + 1 stopped with values: past the 4 start-up trials, the model is fitted
     assert len(fitted) == 1 and len(fitted[0]) == 4
-    assert [7.5, float(study.trials[1].params["width"] * study.trials[1].params["views"])] in fitted[0]
-    assert study.trials[1].state == optuna.trial.TrialState.PRUNED  # the study itself is unchanged
+    assert [100.0, 1.0] in fitted[0]
+    # The study itself is unchanged: had the view leaked into it (an in-memory study hands out its
+    # own trial objects), the stopped trial would be COMPLETE and the whole front by itself.
+    assert study.trials[1].state == optuna.trial.TrialState.PRUNED
+    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    on_front = pareto_mask(np.array([t.values for t in finished]), [True, False])
+    assert {t.number for t in study.best_trials} == {t.number for t, on in zip(finished, on_front) if on}
     assert 1 not in {t.number for t in study.best_trials}
