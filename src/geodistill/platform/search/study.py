@@ -60,15 +60,19 @@ def stopped_early(result: Mapping[str, Any] | None) -> bool:
 class StudySearch(OptunaSearch):
     """``OptunaSearch`` that names its objectives, records every epoch and prunes stopped trials."""
 
+    @property
+    def _metrics(self) -> list[str]:
+        """The objectives' names, in order (the search's metric, then its efficiency)."""
+        return list(self._metric) if isinstance(self._metric, list) else [self._metric]
+
     def _setup_study(self, mode: str | list) -> None:
         import optuna
 
         super()._setup_study(mode)
-        metrics = self._metric if isinstance(self._metric, list) else [self._metric]
-        if self._ot_study.metric_names != list(metrics):
+        if self._ot_study.metric_names != self._metrics:
             with warnings.catch_warnings():  # "experimental since 3.2": stable in practice
                 warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
-                self._ot_study.set_metric_names(list(metrics))
+                self._ot_study.set_metric_names(self._metrics)
 
     def suggest(self, trial_id: str) -> dict | None:
         params = super().suggest(trial_id)
@@ -84,7 +88,7 @@ class StudySearch(OptunaSearch):
         """Keep the first objective at this epoch in the trial's ``epoch_values`` attribute."""
         if not result:
             return
-        metric = self._metric[0] if isinstance(self._metric, list) else self._metric
+        metric = self._metrics[0]
         value, epoch = result.get(metric), result.get("epoch")
         ot_trial = self._ot_trials.get(trial_id)
         if value is None or epoch is None or ot_trial is None or trial_id in self._completed_trials:
@@ -116,19 +120,17 @@ class StudySearch(OptunaSearch):
         if trial_id in self._completed_trials:
             return
         if error or not stopped_early(result):
-            metrics = self._metric if isinstance(self._metric, list) else [self._metric]
-            if error or (result and all(result.get(m) is not None for m in metrics)):
+            if error or (result and all(result.get(m) is not None for m in self._metrics)):
                 self._write_intermediate_values(trial_id)  # told FAIL or COMPLETE, never PRUNED
             super().on_trial_complete(trial_id, result=result, error=error)
             return
         import optuna
 
         ot_trial = self._ot_trials[trial_id]
-        metrics = self._metric if isinstance(self._metric, list) else [self._metric]
         try:
             ot_trial.set_user_attr(STOPPED_AT_ATTR, int(result["epoch"]))
-            if all(result.get(m) is not None for m in metrics):  # what StoppedTrialsGPSampler models
-                ot_trial.set_user_attr(STOPPED_VALUES_ATTR, [float(result[m]) for m in metrics])
+            if all(result.get(m) is not None for m in self._metrics):  # what StoppedTrialsGPSampler models
+                ot_trial.set_user_attr(STOPPED_VALUES_ATTR, [float(result[m]) for m in self._metrics])
             self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
         except Exception as err:  # noqa: BLE001
             log.warning("trial %s not recorded as pruned: %s", trial_id, err)
