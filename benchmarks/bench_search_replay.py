@@ -513,12 +513,13 @@ def main() -> None:
     skips = (("dominated", False), ("dominated", True), ("duplicate", False), ("duplicate", True))
     skip_jobs = {mode: replayer.submit(default, seeds, skip=mode[0], free_skips=mode[1]) for mode in skips}
     chosen = None
-    for (grace, rf), futures in stop_jobs.items():
+    stop_runs = {setting: replayer.collect(futures)[0] for setting, futures in stop_jobs.items()}
+    for (grace, rf), stopped in stop_runs.items():
         result = versus(
             f"asha.grace{grace}.rf{rf:g}",
             f"{shipped} + ASHA grace {grace} rf {rf:g}",
             table,
-            replayer.collect(futures)[0],
+            stopped,
             base_runs,
             f"the same sampler ({shipped}) without early stopping",
         )
@@ -568,11 +569,18 @@ def main() -> None:
     rungs = cli_rungs()
     label_rungs = f"ASHA grace {rungs[0]} rf {rungs[1]:g} (the CLI's)"
     model_based = (shipped, "gp-startup4")
-    stopped_jobs = {name: replayer.submit(SAMPLERS[name], seeds, rungs=rungs) for name in model_based}
+    stopped_jobs = {  # the CLI's sampler at the CLI's setting is among the settings above
+        name: replayer.submit(SAMPLERS[name], seeds, rungs=rungs)
+        for name in model_based
+        if name != shipped or rungs not in stop_runs
+    }
     plain_jobs = replayer.submit(GP_PLAIN, seeds, rungs=rungs)
     for name in model_based:
-        stopped = replayer.collect(stopped_jobs[name])[0]
-        if name != shipped:  # the CLI's sampler at the CLI's setting is among the settings above
+        if name in stopped_jobs:
+            stopped = replayer.collect(stopped_jobs[name])[0]
+        else:
+            stopped = stop_runs[rungs]
+        if name != shipped:
             versus(
                 f"asha.{name}.cli",
                 f"{name} + {label_rungs}",

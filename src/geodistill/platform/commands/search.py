@@ -47,7 +47,8 @@ def register(subparsers) -> None:
         default="tpe",
         type=flag(choices=SAMPLERS),
         help="tpe (multivariate, 4 random start-up trials) | gp (Gaussian-process BO, 4 start-up; "
-        "best with --no-early-stopping) | nsga2 | random (default tpe; benchmarks/RESULTS.md compares them)",
+        "the best sampler for tens of trials) | nsga2 | random (default tpe; benchmarks/RESULTS.md "
+        "compares them)",
     )
     parser.add_argument(
         "--metric",

@@ -4,8 +4,9 @@
 on RUNNING ones). A trial ASHA stops is told PRUNED (``study.StudySearch``: so that
 ``study.best_trials`` is the report's front), and a plain GPSampler never sees it: it keeps
 proposing configurations like the ones just stopped. On the recorded search benchmark
-(``benchmarks/bench_search_replay.py``) that cost GP a few percent of its hypervolume with the
-CLI's early stopping, while TPE, which ranks pruned trials last, lost none.
+(``benchmarks/bench_search_replay.py``), with the CLI's early stopping, it kept 0.89 of its
+hypervolume at 32 trials (0.97 with this sampler), while TPE, which ranks pruned trials last,
+lost none.
 
 ``StoppedTrialsGPSampler`` models a pruned trial that carries its objective values at stopping
 (``STOPPED_VALUES_ATTR``, written by ``StudySearch``) as if it had finished with them: an
@@ -51,8 +52,8 @@ class _WithStoppedTrials:
     ) -> list[FrozenTrial]:
         if states is None or TrialState.COMPLETE not in states:
             return self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
-        wanted = (*states, TrialState.PRUNED) if TrialState.PRUNED not in states else tuple(states)
         out = []
+        wanted = (*states, TrialState.PRUNED)
         for trial in self._study._get_trials(deepcopy=deepcopy, states=wanted, use_cache=use_cache):
             if trial.state == TrialState.PRUNED:
                 finished = stopped_as_finished(trial)
