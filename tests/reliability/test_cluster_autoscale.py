@@ -1,0 +1,142 @@
+"""`ray up clusters/rehearsal.yaml`: the cloud files' node types, scaled by Ray's real autoscaler on loopback.
+
+The cluster is launched and torn down with `ray up` / `ray down` (through the project's wrapper,
+which only adds a private folder, free ports and a token), starts with no worker, and a search
+submitted with `ray job submit` (the README's recipe) must make the autoscaler add a
+`gpu_worker` (48 CPUs, 4 declared GPUs, as in aws.yaml / gcp.yaml). Four one-GPU trials then run
+at once on it, each seeing a different CUDA_VISIBLE_DEVICES; the idle node is removed after the
+search; `ray down` leaves no process, no folder and nothing in the temp directory. Every socket
+of every process of the cluster is checked on 127.0.0.1 while it runs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from geodistill.leaderboard import Leaderboard
+from geodistill.platform import loopback_cluster as lc
+from geodistill.platform.ray_local import listening_addresses
+from rehearsal import REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+
+CONFIG = str(REPO / "clusters/rehearsal.yaml")
+# What a rehearsal, a launcher or a crashed run of either could leave in the temp directory.
+LEFTOVERS = ("gdup", "gdreh", "ray-config-", "ray-bootstrap-")
+
+
+def _temp_entries() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).iterdir() if p.name.startswith(LEFTOVERS)}
+
+
+def _exposed(folder: str) -> set[str]:
+    pids = [p.pid for p in lc.cluster_processes(folder)]
+    assert pids, "no process of the cluster found"
+    return {
+        a
+        for a in listening_addresses(pids)
+        if not ipaddress.ip_address(a.removeprefix("::ffff:")).is_loopback
+    }
+
+
+def _workers(folder: str) -> dict[str, dict]:
+    nodes = json.loads((Path(folder) / "nodes.json").read_text())
+    return {n: d for n, d in nodes.items() if n.startswith("worker")}
+
+
+def _ray(env: dict[str, str], *args: str, timeout: float = 300):
+    return lc.ray_cli(*args, env={**env, **lc.client_env(env)}, timeout=timeout)
+
+
+def _status(env: dict[str, str], job: str) -> str:
+    code = (
+        "import sys; from ray.job_submission import JobSubmissionClient; "
+        "print(JobSubmissionClient(sys.argv[1]).get_job_status(sys.argv[2]).value)"
+    )
+    import subprocess
+
+    full = dict(os.environ, **env, **lc.client_env(env))
+    run = subprocess.run([sys.executable, "-c", code, full["RAY_ADDRESS"], job], env=full, capture_output=True,
+                         text=True, timeout=120, check=False)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.timeout(1200)
+def test_ray_up_scales_the_gpu_worker_for_a_search_and_ray_down_leaves_nothing(tmp_path: Path, monkeypatch):
+    before = _temp_entries()
+    # The head's `ray start` and the job's driver run `ray`/`python` from PATH; the autoscaler imports the provider.
+    monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+    monkeypatch.setenv("PYTHONPATH", str(REPO / "src"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    env = lc.prepare()
+    folder = env[lc.DIR_ENV]
+    try:
+        assert Path(folder).stat().st_mode & 0o777 == 0o700
+        assert Path(env["RAY_AUTH_TOKEN_PATH"]).stat().st_mode & 0o777 == 0o600
+        up = lc.up(CONFIG, env)
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        assert _workers(folder) == {}, "the cluster must start with no worker"
+        assert not _exposed(folder), "a process of the cluster listens beyond 127.0.0.1"
+
+        search = [
+            "python", "-m", "geodistill", "search", "search_space=smoke", "--smoke-test", "--experiment", "gpus",
+            "--num-samples", "4", "--max-concurrent", "4", "--gpus-per-trial", "1", "--no-report",
+            "--no-early-stopping", "--storage", str(tmp_path / "search"), "--leaderboard", str(tmp_path / "lb"),
+        ]  # fmt: skip
+        submitted = time.monotonic()
+        sub = _ray(env, "job", "submit", "--no-wait", "--working-dir", ".", "--runtime-env-json",
+                   '{"py_modules": ["src/geodistill"]}', "--", *search)  # fmt: skip
+        assert sub.returncode == 0, sub.stdout[-3000:] + sub.stderr[-3000:]
+        job = next(
+            w for w in (sub.stdout + sub.stderr).replace("'", " ").split() if w.startswith("raysubmit_")
+        )
+        joined = None
+        deadline = time.monotonic() + 900
+        while (status := _status(env, job)) not in ("SUCCEEDED", "FAILED", "STOPPED"):
+            assert time.monotonic() < deadline, f"job still {status}"
+            if joined is None and any(d.get("pid") for d in _workers(folder).values()):
+                joined = time.monotonic() - submitted
+                assert not _exposed(folder), "a process of the cluster listens beyond 127.0.0.1"
+            time.sleep(1)
+        logs = _ray(env, "job", "logs", job).stdout
+        assert status == "SUCCEEDED", logs[-4000:]
+        workers = _workers(folder)
+        assert (
+            len(workers) == 1 and next(iter(workers.values()))["tags"]["ray-user-node-type"] == "gpu_worker"
+        )
+        print(f"demand to a gpu_worker joining: {joined:.1f} s")
+
+        rows = Leaderboard(tmp_path / "lb").read("gpus")
+        assert rows.height == 4 and rows["trial_id"].n_unique() == 4, rows
+        assert set(rows["status"]) <= {"ok", "stopped"}, rows.select("trial_id", "status", "error")
+        assert rows["node_id"].n_unique() == 1  # all on the one gpu_worker the autoscaler added
+        seen = {}
+        for result in (tmp_path / "search" / "gpus").glob("*/result.json"):
+            last = json.loads(result.read_text().splitlines()[-1])
+            seen[last["trial_id"]] = last["cuda_visible_devices"]
+        assert sorted(seen.values()) == ["0", "1", "2", "3"], seen  # one declared GPU each, all different
+        assert set(seen) == set(rows["trial_id"])
+
+        # idle_timeout_minutes: 0.5 -> the idle worker goes, the head stays.
+        deadline = time.monotonic() + 240
+        while _workers(folder):
+            assert time.monotonic() < deadline, f"idle worker not removed: {_workers(folder)}"
+            time.sleep(2)
+        assert lc.cluster_processes(folder), "the head went with the worker"
+        assert not rows.filter(pl.col("checkpoint_uri").is_not_null()).is_empty()
+    finally:
+        down = lc.down(CONFIG, env)
+    assert down.returncode == 0, down.stdout[-3000:] + down.stderr[-3000:]
+    assert not lc.cluster_processes(folder), "processes of the cluster left after ray down"
+    assert not Path(folder).exists(), "the rehearsal's folder (and its token) outlived the cluster"
+    assert _temp_entries() <= before, f"left in the temp directory: {_temp_entries() - before}"
