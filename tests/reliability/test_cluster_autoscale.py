@@ -64,7 +64,7 @@ def _status(env: dict[str, str], job: str) -> str:
     )
     import subprocess
 
-    full = dict(os.environ, **env, **lc.client_env(env))
+    full = {**os.environ, **env, **lc.client_env(env)}
     run = subprocess.run([sys.executable, "-c", code, full["RAY_ADDRESS"], job], env=full, capture_output=True,
                          text=True, timeout=120, check=False)  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
