@@ -309,7 +309,7 @@ def test_make_image_without_a_docker_daemon_fails_in_one_line():
 @pytest.mark.parametrize("cloud", ["aws.yaml", "gcp.yaml"])
 def test_the_rehearsal_file_has_the_cloud_files_node_types(cloud):
     """What `ray up clusters/rehearsal.yaml` scales (tests/reliability/test_cluster_autoscale.py) is what users launch."""
-    from geodistill.platform.clusters import prepare_launcher
+    from geodistill.platform.clusters.validate import prepare_launcher
 
     def node_types(path: Path) -> dict:
         prepared = prepare_launcher(yaml.safe_load(path.read_text()))

@@ -42,6 +42,7 @@ from ray import tune
 from geodistill.errors import ConfigError
 from geodistill.eval.names import OBJECTIVE_METRICS
 from geodistill.leaderboard.pareto import pareto_rows
+from geodistill.platform.search.experiment_lock import hold_experiment
 from geodistill.platform.search.rows import LeaderboardCallback
 from geodistill.platform.search.space import (
     SearchSpace,
@@ -151,7 +152,8 @@ def run_search(
         leaderboard=leaderboard,
         base=base,
     )
-
+    if where.local:  # a second driver on this experiment stops here, before Ray or Tune start
+        hold_experiment(experiment, where.experiment_path)
     _start_ray(address, dashboard=dashboard, verbose=verbose)
 
     ray_train = uses_ray_train(space, base)

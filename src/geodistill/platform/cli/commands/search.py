@@ -204,6 +204,9 @@ def _run(args: argparse.Namespace) -> int:
                 raise ConfigError(
                     "--smoke-test trains its teacher locally: give --teacher with a URI --storage"
                 )
+            from geodistill.platform.search.experiment_lock import hold_experiment
+
+            hold_experiment(experiment, str(Path(root) / experiment))  # not over a running search's teacher
             base["output_dir"] = str(Path(root) / experiment / "work")
             print(f"--smoke-test: training a tiny teacher first ({root}/{experiment}/teacher)")
             teacher = str(train_teacher_for(loaded, base, Path(root) / experiment / "teacher"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -21,13 +22,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
-from geodistill.leaderboard import Leaderboard
-from geodistill.platform import loopback_cluster as lc
-from geodistill.platform.ray_local import listening_addresses
 from rehearsal import REPO
 
-pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+from geodistill.leaderboard import Leaderboard
+from geodistill.platform.clusters import loopback as lc
+from geodistill.platform.runtime.ray_local import listening_addresses
 
 CONFIG = str(REPO / "clusters/rehearsal.yaml")
 # What a rehearsal, a launcher or a crashed run of either could leave in the temp directory.
@@ -71,6 +70,26 @@ def _status(env: dict[str, str], job: str) -> str:
     return run.stdout.strip().splitlines()[-1]
 
 
+def _launch_times(folder: Path) -> str:
+    """From the autoscaler's log: its decision to add a gpu_worker -> that node running Ray; idle -> removed."""
+    from datetime import datetime
+
+    def at(line: str) -> datetime:
+        return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+
+    lines = (folder / "r/session_latest/logs/monitor.log").read_text().splitlines()
+    added = next(at(x) for x in lines if "Adding 1 node(s) of type gpu_worker" in x)
+    running = next(at(x) for x in lines if "->RAY_RUNNING" in x and "type=gpu_worker" in x)
+    removing = next(at(x) for x in lines if "Removing 1 nodes of type gpu_worker (idle)" in x)
+    stopped = next(at(x) for x in lines if "->RAY_STOPPED" in x and "type=gpu_worker" in x)
+    return (
+        f"autoscaler: add decision -> gpu_worker running Ray {(running - added).total_seconds():.1f} s; "
+        f"idle removal -> Ray stopped on it {(stopped - removing).total_seconds():.1f} s"
+    )
+
+
+@pytest.mark.slow  # the second tier; `make test-cluster` too
+@pytest.mark.cluster
 @pytest.mark.timeout(1200)
 def test_ray_up_scales_the_gpu_worker_for_a_search_and_ray_down_leaves_nothing(tmp_path: Path, monkeypatch):
     before = _temp_entries()
@@ -88,8 +107,13 @@ def test_ray_up_scales_the_gpu_worker_for_a_search_and_ray_down_leaves_nothing(t
         assert _workers(folder) == {}, "the cluster must start with no worker"
         assert not _exposed(folder), "a process of the cluster listens beyond 127.0.0.1"
 
+        # The smoke space with longer trials, so the four overlap on a loaded machine.
+        space = tmp_path / "smoke_6.yaml"
+        space.write_text(
+            (REPO / "search_spaces/smoke.yaml").read_text().replace("train.epochs: 2", "train.epochs: 6")
+        )
         search = [
-            "python", "-m", "geodistill", "search", "search_space=smoke", "--smoke-test", "--experiment", "gpus",
+            "python", "-m", "geodistill", "search", f"search_space={space}", "--smoke-test", "--experiment", "gpus",
             "--num-samples", "4", "--max-concurrent", "4", "--gpus-per-trial", "1", "--no-report",
             "--no-early-stopping", "--storage", str(tmp_path / "search"), "--leaderboard", str(tmp_path / "lb"),
         ]  # fmt: skip
@@ -120,12 +144,21 @@ def test_ray_up_scales_the_gpu_worker_for_a_search_and_ray_down_leaves_nothing(t
         assert rows.height == 4 and rows["trial_id"].n_unique() == 4, rows
         assert set(rows["status"]) <= {"ok", "stopped"}, rows.select("trial_id", "status", "error")
         assert rows["node_id"].n_unique() == 1  # all on the one gpu_worker the autoscaler added
-        seen = {}
+        seen, spans = {}, {}
         for result in (tmp_path / "search" / "gpus").glob("*/result.json"):
             last = json.loads(result.read_text().splitlines()[-1])
             seen[last["trial_id"]] = last["cuda_visible_devices"]
-        assert sorted(seen.values()) == ["0", "1", "2", "3"], seen  # one declared GPU each, all different
+            spans[last["trial_id"]] = (last["timestamp"] - last["time_total_s"], last["timestamp"])
         assert set(seen) == set(rows["trial_id"])
+        assert set(seen.values()) <= {"0", "1", "2", "3"}, seen  # one declared GPU each
+        # Trials running at the same time (by more than the 1 s resolution of Tune's timestamps) hold different GPUs.
+        together = [
+            (a, b) for a in spans for b in spans
+            if a < b and min(spans[a][1], spans[b][1]) - max(spans[a][0], spans[b][0]) > 1.5
+        ]  # fmt: skip
+        assert together, f"no two trials ran at once: {spans}"
+        assert all(seen[a] != seen[b] for a, b in together), (seen, spans)
+        print(f"GPUs seen: {seen}; trials running together: {len(together)} pairs")
 
         # idle_timeout_minutes: 0.5 -> the idle worker goes, the head stays.
         deadline = time.monotonic() + 240
@@ -133,6 +166,7 @@ def test_ray_up_scales_the_gpu_worker_for_a_search_and_ray_down_leaves_nothing(t
             assert time.monotonic() < deadline, f"idle worker not removed: {_workers(folder)}"
             time.sleep(2)
         assert lc.cluster_processes(folder), "the head went with the worker"
+        print(_launch_times(Path(folder)))
         assert not rows.filter(pl.col("checkpoint_uri").is_not_null()).is_empty()
     finally:
         down = lc.down(CONFIG, env)
@@ -140,3 +174,50 @@ def test_ray_up_scales_the_gpu_worker_for_a_search_and_ray_down_leaves_nothing(t
     assert not lc.cluster_processes(folder), "processes of the cluster left after ray down"
     assert not Path(folder).exists(), "the rehearsal's folder (and its token) outlived the cluster"
     assert _temp_entries() <= before, f"left in the temp directory: {_temp_entries() - before}"
+
+
+def _sleeper(**env: str):
+    import subprocess
+
+    return subprocess.Popen(["sleep", "120"], env={**os.environ, **env})
+
+
+def test_the_folder_is_private_and_ray_stop_stops_this_cluster_only():
+    env = lc.prepare()
+    folder = Path(env[lc.DIR_ENV])
+    ours, theirs = _sleeper(**{lc.DIR_ENV: str(folder)}), _sleeper(**{lc.DIR_ENV: "/tmp/gdup-someone-else"})
+    try:
+        assert folder.stat().st_mode & 0o777 == 0o700
+        assert Path(env["RAY_AUTH_TOKEN_PATH"]).stat().st_mode & 0o777 == 0o600
+        assert Path(env["RAY_AUTH_TOKEN_PATH"]).parent == folder  # the token goes with the folder
+        assert len({env[f"GD_{name}_PORT"] for name in lc.PORTS}) == len(lc.PORTS)
+        assert [p.pid for p in lc.cluster_processes(folder)] == [ours.pid]
+        runner = lc.LoopbackCommandRunner(folder)
+        assert runner.run("echo $HOME", with_output=True).decode().strip() == str(folder / "home")
+        # What `ray down` sends the head: never the real `ray stop` (every Ray of this user here).
+        runner.run("export RAY_X=1; ray stop")
+        assert ours.wait(timeout=30) is not None
+        assert theirs.poll() is None
+    finally:
+        for proc in (ours, theirs):
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_next_start_removes_what_a_killed_rehearsal_left():
+    stale = Path(tempfile.mkdtemp(prefix=lc.PREFIX, dir="/tmp"))
+    live = Path(tempfile.mkdtemp(prefix=lc.PREFIX, dir="/tmp"))
+    (stale / "auth_token").write_text("secret")
+    old = time.time() - 3600
+    for folder in (stale, live):
+        os.utime(folder, (old, old))
+    running = _sleeper(**{lc.DIR_ENV: str(live)})  # a cluster still running (its processes name it)
+    try:
+        removed = lc.sweep_stale()
+        assert stale in removed and not stale.exists()
+        assert live.exists() and live not in removed
+    finally:
+        running.kill()
+        running.wait()
+        shutil.rmtree(live, ignore_errors=True)

@@ -21,9 +21,9 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -169,7 +169,7 @@ class LoopbackNodeProvider(NodeProvider):
         if not folder or not Path(folder, "env.json").is_file():
             raise RuntimeError(
                 f"{DIR_ENV} is not set to a rehearsal folder: launch with "
-                "`python -m geodistill.platform.loopback_cluster up clusters/rehearsal.yaml`"
+                "`python -m geodistill.platform.clusters.loopback up clusters/rehearsal.yaml`"
             )
         self.folder = Path(folder)
         self._started: dict[str, Any] = {}  # node id -> ray._private.node.Node started by this process
@@ -367,10 +367,10 @@ def client_env(env: dict[str, str]) -> dict[str, str]:
 
 def ray_cli(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
     """``ray ARGS`` (this Python's Ray) with the rehearsal's environment; Ray's temp files in its folder."""
-    full = dict(os.environ, **env, TMPDIR=str(Path(env[DIR_ENV]) / "tmp"))
+    full = {**os.environ, **env, "TMPDIR": str(Path(env[DIR_ENV]) / "tmp")}
     code = "import sys; from ray.scripts.scripts import main; sys.exit(main())"
     return subprocess.run(
-        [sys_executable(), "-c", code, *args],
+        [sys.executable, "-c", code, *args],
         env=full,
         capture_output=True,
         text=True,
@@ -379,31 +379,39 @@ def ray_cli(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess
     )
 
 
-def sys_executable() -> str:
-    import sys
-
-    return sys.executable
-
-
 def up(config: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     """``ray up -y --no-config-cache CONFIG`` in the rehearsal's environment."""
     return ray_cli("up", "-y", "--no-config-cache", config, env=env)
 
 
-def down(config: str, env: dict[str, str], *, remove: bool = True) -> subprocess.CompletedProcess:
+def down(config: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     """``ray down -y CONFIG``; then whatever still names the folder is stopped and the folder removed."""
     done = ray_cli("down", "-y", config, env=env)
-    folder = Path(env[DIR_ENV])
-    stop_processes(cluster_processes(folder))
-    if remove:
-        shutil.rmtree(folder, ignore_errors=True)
+    stop_processes(cluster_processes(env[DIR_ENV]))
+    shutil.rmtree(env[DIR_ENV], ignore_errors=True)
     return done
 
 
-def _kill_on_signal(config: str, env: dict[str, str]) -> None:
-    def handler(signum: int, frame: Any) -> None:
-        down(config, env)
-        raise SystemExit(128 + signum)
+def main(argv: list[str] | None = None) -> int:
+    """``up CONFIG``: prepare, ``ray up``, print the client's exports. ``down CONFIG``: ``ray down``, remove."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] not in ("up", "down"):
+        print("usage: python -m geodistill.platform.clusters.loopback up|down CONFIG", file=sys.stderr)
+        return 2
+    if args[0] == "up":
+        env = prepare()
+        done = up(args[1], env)
+        print(done.stdout[-4000:] + done.stderr[-4000:] if done.returncode else "cluster up; for clients:")
+        exports = {**client_env(env), DIR_ENV: env[DIR_ENV]}
+        print("export " + " ".join(f"{k}={v}" for k, v in exports.items()))
+        return done.returncode
+    folder = os.environ.get(DIR_ENV)
+    if not folder or not Path(folder, "env.json").is_file():
+        print(f"{DIR_ENV} must name the folder `up` printed", file=sys.stderr)
+        return 2
+    done = down(args[1], json.loads(Path(folder, "env.json").read_text()))
+    return done.returncode
 
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, handler)
+
+if __name__ == "__main__":
+    raise SystemExit(main())
