@@ -18,10 +18,11 @@ import pytest
 
 from geodistill.leaderboard import Leaderboard
 from geodistill.platform.compose import compose_run_config
-from geodistill.platform.search import run_search, train_teacher_for, trial_cost
+from geodistill.models.cost import config_cost
+from geodistill.platform.search import SearchPlan, train_teacher_for
 from geodistill.platform.search.space import load_space, parse_space
 from geodistill.train.config import RunConfig
-from trivial_search import lr_ramp, search_dirs, trivial_space
+from trivial_search import lr_ramp, search, search_dirs, trivial_space
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "search_spaces" / "smoke.yaml"
@@ -32,14 +33,15 @@ def shared(tmp_path_factory, ray_local):
     """A work dir (synthetic data + teacher cache) shared by the module's searches, and a teacher."""
     root = tmp_path_factory.mktemp("search")
     overrides = ["preset=smoke", f"output_dir={root / 'work'}"]
-    base = compose_run_config(overrides).to_dict()
-    teacher = train_teacher_for(load_space(SMOKE, base=base), base, root / "teacher")
+    base = compose_run_config(overrides)
+    plan = SearchPlan.build(load_space(SMOKE, base=base.to_dict()), base, check_teacher=False)
+    teacher = train_teacher_for(plan, root / "teacher")
     return {"root": root, "overrides": overrides, "teacher": teacher}
 
 
 @pytest.mark.slow  # trains a teacher and four real students; the trivial-objective searches below are fast
 def test_smoke_search_writes_one_row_per_trial_a_pareto_set_and_a_sqlite_study(shared, tmp_path):
-    result = run_search(
+    result = search(
         SMOKE,
         experiment="smoke4",
         num_samples=4,
@@ -59,7 +61,9 @@ def test_smoke_search_writes_one_row_per_trial_a_pareto_set_and_a_sqlite_study(s
         cfg = RunConfig.from_dict(json.loads(row["config_json"]))
         assert cfg.model.backbone == row["backbone"] and cfg.data.views == row["views"]
         assert cfg.distill.teacher_checkpoint == str(shared["teacher"])
-        assert row["gflops"] == pytest.approx(trial_cost(cfg)["gflops"])  # counted before training
+        assert row["gflops"] == pytest.approx(
+            config_cost(cfg.model, cfg.data.views)["gflops"]
+        )  # counted before training
         if row["status"] == "ok":
             assert row["epochs"] == 2 and 0 <= row["d2s_recall1"] <= 100 and row["s2d_ap"] is not None
             assert (Path(row["checkpoint_uri"]) / "meta.json").is_file()
@@ -77,7 +81,7 @@ def test_smoke_search_writes_one_row_per_trial_a_pareto_set_and_a_sqlite_study(s
 
 @pytest.mark.slow  # 15-35 s: the second tier (CI runs it), keeping `make test` under 8 minutes
 def test_early_stopping_stops_weak_trials_and_the_search_finishes(ray_local, tmp_path):
-    result = run_search(
+    result = search(
         trivial_space(4),
         experiment="asha",
         num_samples=6,
@@ -108,7 +112,7 @@ def test_a_failing_trial_is_recorded_failed_and_the_others_finish(ray_local, tmp
             raise ValueError(f"diverged at lr={cfg.train.lr:.4f}")
         context.report({"epoch": 2, "d2s_recall1": 20.0})
 
-    result = run_search(
+    result = search(
         trivial_space(2),
         experiment="fails",
         num_samples=4,
@@ -169,15 +173,15 @@ def test_interrupted_search_resumes_without_rerunning_or_duplicating(ray_local, 
         early_stopping=False,
         objective=objective,
     )
-    first = run_search(trivial_space(2), callbacks=[InterruptAfter().callback], **kwargs)
+    first = search(trivial_space(2), callbacks=[InterruptAfter().callback], **kwargs)
     assert first.interrupted
     assert 2 <= first.rows.height < 4
     before = {r["trial_id"]: r["created_at"] for r in first.rows.iter_rows(named=True)}
     runs_before = log.read_text().splitlines()
 
     with pytest.raises(Exception, match="already exists.*--resume"):
-        run_search(trivial_space(2), **kwargs)
-    second = run_search(trivial_space(2), resume=True, **kwargs)
+        search(trivial_space(2), **kwargs)
+    second = search(trivial_space(2), resume=True, **kwargs)
     assert not second.interrupted
     rows = second.rows
     assert rows.height == 4 and rows["trial_id"].n_unique() == 4
@@ -211,7 +215,7 @@ def test_multi_worker_trials_stop_themselves_by_the_rung_rule(ray_local, tmp_pat
             skipped_media=0,
         )
 
-    result = run_search(
+    result = search(
         trivial_space(3, **{"scaling.num_workers": 2}),
         experiment="multi",
         num_samples=3,
@@ -248,7 +252,7 @@ def test_flops_budget_is_an_optuna_constraint_and_over_budget_trials_never_train
         },
         name="budget",
     )
-    result = run_search(
+    result = search(
         space,
         experiment="budget",
         num_samples=4,

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from geodistill.errors import CheckpointError, ConfigError, UserError
+from geodistill.errors import ConfigError, UserError
 from geodistill.schema import dotted
 from geodistill.train.config import RunConfig
 from geodistill.train.context import InProcessContext, TrainContext, latest_checkpoint_in
@@ -94,18 +94,10 @@ def prepare_config(cfg: RunConfig) -> RunConfig:
             raise ConfigError(
                 "stage=student needs distill.teacher_checkpoint=PATH (a stage-1 checkpoint or run dir)"
             )
-        from geodistill.platform.remote import is_uri, locate_checkpoint
+        from geodistill.platform.remote import resolve_teacher
 
-        if is_uri(cfg.distill.teacher_checkpoint):  # checked here; fetched once per node where it trains
-            cfg.distill.teacher_checkpoint = locate_checkpoint(cfg.distill.teacher_checkpoint)[0]
-            return cfg
-        teacher = Path(cfg.distill.teacher_checkpoint).expanduser().resolve()
-        if not teacher.exists():
-            raise CheckpointError(f"teacher checkpoint not found: {teacher}")
-        from geodistill.train.checkpoint import resolve_checkpoint
-
-        resolve_checkpoint(teacher)  # a dir without a checkpoint fails here, not in every worker
-        cfg.distill.teacher_checkpoint = str(teacher)
+        # checked here; a URI is fetched once per node where it trains (_fetch_teacher)
+        cfg.distill.teacher_checkpoint = resolve_teacher(cfg.distill.teacher_checkpoint)
     return cfg
 
 
@@ -175,9 +167,9 @@ def run_training(
 def _fetch_teacher(cfg: RunConfig) -> None:
     """Point a URI ``distill.teacher_checkpoint`` at this node's cached copy (``platform.remote``)."""
     if cfg.stage == "student" and cfg.distill.teacher_checkpoint:
-        from geodistill.platform.remote import fetch_checkpoint
+        from geodistill.platform.remote import resolve_teacher
 
-        cfg.distill.teacher_checkpoint = str(fetch_checkpoint(cfg.distill.teacher_checkpoint))
+        cfg.distill.teacher_checkpoint = resolve_teacher(cfg.distill.teacher_checkpoint, fetch=True)
 
 
 class RayTrainWorkerContext:
@@ -257,7 +249,7 @@ def _train_worker(config: dict[str, Any]) -> Any:
 
 
 def _tracked_fit(fit_fn: FitFn, cfg: RunConfig, context: Any, run_dir: Path) -> Any:
-    """``fit`` with the run's trackers (``cfg.logger``, see platform/tracking.py) seeing every report."""
+    """``fit`` with the run's trackers (``cfg.logger``, see platform/tracking/) seeing every report."""
     from geodistill.platform.tracking import TrackedContext, run_tracker
 
     tracker = run_tracker(cfg, run_dir)

@@ -31,14 +31,14 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.air.integrations.wandb import WandbLoggerCallback
 from ray.tune.logger import TBXLoggerCallback
 
-from geodistill.platform.search.space import SearchSpace, trial_config
+from geodistill.platform.search.plan import SearchPlan
 from geodistill.platform.tracking import WANDB_PROJECT, flatten, mlflow_uri, require, wandb_mode
 
 
-def resolved_config(config: dict[str, Any], *, space: SearchSpace, base: dict[str, Any]) -> dict[str, Any]:
+def resolved_config(config: dict[str, Any], *, plan: SearchPlan) -> dict[str, Any]:
     """The run config a trial with sampled ``config`` trains (nested dict); {} if it cannot be composed."""
     try:
-        return trial_config(space, config, base=base).to_dict()
+        return plan.config(config).to_dict()
     except Exception:  # noqa: BLE001 - a bad trial fails in the trial, with its own error row
         return {}
 
@@ -102,12 +102,11 @@ def tune_callbacks(
     experiment: str,
     experiment_path: str,
     local: bool,
-    space: SearchSpace,
-    base: dict[str, Any],
+    plan: SearchPlan,
 ) -> list[Any]:
     """The Tune callbacks for the chosen trackers (``tracking.parse_loggers`` output)."""
     require(loggers)
-    resolve = functools.partial(resolved_config, space=space, base=base)
+    resolve = functools.partial(resolved_config, plan=plan)
     callbacks: list[Any] = []
     if "tensorboard" in loggers:
         callbacks.append(TensorBoardCallback(resolve))

@@ -2,7 +2,7 @@
 
 One choice, ``logger`` (``none | tensorboard | mlflow | wandb``, several at once), read from
 the run config (``geodistill train logger=tensorboard``) or ``geodistill search --logger
-tensorboard,mlflow``. A search uses Ray Tune's own logger callbacks (``search/tracking.py``);
+tensorboard,mlflow``. A search uses Ray Tune's own logger callbacks (``tracking/callbacks.py``);
 a training run outside a search (in this process or on Ray Train workers, rank 0) writes
 through ``RunTracker`` here, to the same libraries and the same places:
 
@@ -232,7 +232,7 @@ def run_tracker(cfg: Any, run_dir: str | Path) -> RunTracker | None:
     loggers = parse_loggers(cfg.logger)
     if not loggers:
         return None
-    from geodistill.platform.search.trial import trial_cost
+    from geodistill.models.cost import config_cost
 
     return RunTracker(
         loggers,
@@ -241,5 +241,5 @@ def run_tracker(cfg: Any, run_dir: str | Path) -> RunTracker | None:
         run_dir=run_dir,
         output_dir=cfg.output_dir,
         config=cfg.to_dict(),
-        cost=trial_cost(cfg),
+        cost=config_cost(cfg.model, cfg.data.views),
     ).start()
