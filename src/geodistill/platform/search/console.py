@@ -75,7 +75,7 @@ def search_command(
 
 def _check_cluster_auth(address: str | None) -> None:
     """The cluster this search will join (as ``run_search`` picks it) accepts our credentials."""
-    from geodistill.platform.ray_local import check_cluster_auth, resolve_address
+    from geodistill.platform.runtime.ray_local import check_cluster_auth, resolve_address
 
     target = resolve_address(address)
     if target is not None:

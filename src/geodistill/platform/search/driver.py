@@ -130,7 +130,7 @@ def run_search(space: str | Path | SearchSpace, base: RunConfig, options: Search
 
 def _start_ray(address: str | None, *, dashboard: bool, verbose: int) -> None:
     """Start or join Ray; trials' output reaches this console only with ``verbose >= 2``."""
-    from geodistill.platform.ray_local import dashboard_url, init_ray
+    from geodistill.platform.runtime.ray_local import dashboard_url, init_ray
 
     # Inside `ray job submit` the job's cluster is in RAY_ADDRESS: resolve_address joins it.
     init_ray(address, include_dashboard=dashboard, log_to_driver=verbose >= 2)
@@ -171,7 +171,7 @@ def _locate(experiment: str, options: SearchOptions, plan: SearchPlan) -> tuple[
     starts: an unreachable store costs a second, not a trial.
     """
     from geodistill.leaderboard import Leaderboard, default_root
-    from geodistill.platform.remote import join_uri
+    from geodistill.platform.runtime.remote import join_uri
     from geodistill.platform.search import study_storage as stores
 
     storage_root, local = resolve_storage(options.storage)

@@ -129,7 +129,7 @@ class SearchOptions:
     def check(self) -> SearchOptions:
         """Every declared rule and the rules between fields; ConfigError (one line) on the first broken."""
         from geodistill.errors import ConfigError
-        from geodistill.platform.gpus import check_gpus_per_trial
+        from geodistill.platform.runtime.gpus import check_gpus_per_trial
 
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)

@@ -74,7 +74,7 @@ class SearchPlan:
                 "(or fixed: distill.teacher_checkpoint in the space)"
             )
         if check_teacher and first.distill.teacher_checkpoint:
-            from geodistill.platform.remote import resolve_teacher
+            from geodistill.platform.runtime.remote import resolve_teacher
 
             path = resolve_teacher(first.distill.teacher_checkpoint)
             base.distill.teacher_checkpoint = path

@@ -76,7 +76,7 @@ def trial_placement(
     config: dict[str, Any], *, plan: SearchPlan, cpus: float, gpus_per_trial: float | None
 ) -> tune.PlacementGroupFactory:
     """What one trial reserves (``tune.with_resources`` calls it per trial, with its sampled config)."""
-    from geodistill.platform.gpus import trial_resources
+    from geodistill.platform.runtime.gpus import trial_resources
 
     wanted = trial_resources(plan.config(config), cpus=cpus, gpus_per_trial=gpus_per_trial)
     return tune.PlacementGroupFactory([{k: v for k, v in wanted.items() if v > 0}])
@@ -84,7 +84,7 @@ def trial_placement(
 
 def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     """The Tune function trainable: compose the trial's RunConfig, cost it, train it, report."""
-    from geodistill.platform.gpus import hide_unreserved_gpus, with_gpus_per_trial
+    from geodistill.platform.runtime.gpus import hide_unreserved_gpus, with_gpus_per_trial
 
     hide_unreserved_gpus()  # before anything initialises CUDA: no reservation, no GPU
     # Every epoch's checkpoint is on the leaderboard row; Ray's per-save INFO line only buries
@@ -118,7 +118,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         )
     if cfg.scaling.in_process:  # fit runs right here, in the trial's own process
         if cfg.distill.teacher_checkpoint:  # a URI teacher: this node's cached copy
-            from geodistill.platform.remote import resolve_teacher
+            from geodistill.platform.runtime.remote import resolve_teacher
 
             cfg.distill.teacher_checkpoint = resolve_teacher(cfg.distill.teacher_checkpoint, fetch=True)
         context = TuneTrialContext(extra, should_stop=rule)
@@ -128,8 +128,8 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         objective(cfg, context=context)
         return
     # Ray Train: a TorchTrainer inside the trial, stopped only by its own rung rule.
-    from geodistill.platform.remote import join_uri
-    from geodistill.platform.train_driver import run_training
+    from geodistill.platform.runtime.remote import join_uri
+    from geodistill.platform.runtime.train_driver import run_training
 
     trainers = join_uri(setup.storage_path, setup.experiment, "trainers")
     result = run_training(cfg, storage_path=trainers, should_stop=rule, fit_fn=options.objective)

@@ -1,0 +1,42 @@
+"""`geodistill search search_space=NAME [key=value ...]`: multi-objective Ray Tune + Optuna search.
+
+The flags are generated from ``platform.search.options.SearchOptions`` (one default and one
+help text per setting); the handler parses and makes one call, ``console.search_command``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from geodistill.platform.cli.flags import add_setting_flags, settings_from_args
+from geodistill.platform.search.options import SearchOptions
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "search",
+        help="search a space with Ray Tune + Optuna: precision up, GFLOPs per query down",
+        description=(
+            "Runs one trial per sampled config (stage 2 against a cached teacher by default), "
+            "early-stops weak trials (ASHA), writes one leaderboard row per trial and prints the "
+            "Pareto set. search_space= names a YAML in search_spaces/ (found from the working "
+            "directory up, or $GEODISTILL_SEARCH_SPACES) or is a path; key=value are Hydra "
+            "overrides of the base run config. Runs unchanged as `ray job submit ... -- geodistill search ...`."
+        ),
+    )
+    parser.add_argument("args", nargs="*", metavar="search_space=NAME | key=value")
+    add_setting_flags(parser, SearchOptions)
+    parser.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
+    parser.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help="tiny search for CI: preset=smoke, search_space=smoke unless given, a teacher trained first if none",
+    )
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from geodistill.platform.search.console import search_command
+
+    options = settings_from_args(SearchOptions, args)
+    return search_command(args.args, options, smoke_test=args.smoke_test, report=not args.no_report)
