@@ -88,6 +88,7 @@ def test_early_stopping_stops_weak_trials_and_the_search_finishes(ray_local, tmp
         sampler="random",
         **search_dirs(tmp_path),
         max_concurrent=1,
+        reduction_factor=2,  # the rung's cut is the median: below the first trial's value stops
         objective=lr_ramp,
     )
     rows = result.rows.sort("created_at")

@@ -73,13 +73,16 @@ def test_unreachable_study_storage_is_one_line_exit_2_before_ray_starts(url, tmp
     import ray
 
     url = url.format(port=free_port())
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "meta.json").write_text("{}")  # a checkpoint's marker: the storage is what fails
     code = main(
         [
             "search",
             "search_space=smoke",
             "preset=smoke",
             "--teacher",
-            str(tmp_path),  # exists: the storage is what fails
+            str(teacher),
             "--experiment",
             "unreachable",
             "--storage",
