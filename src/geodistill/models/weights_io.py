@@ -13,6 +13,7 @@ import pickle
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+
 import torch
 from torch import nn
 
