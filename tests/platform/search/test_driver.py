@@ -282,3 +282,23 @@ def test_flops_budget_is_an_optuna_constraint_and_over_budget_trials_never_train
         assert value == pytest.approx(t.user_attrs["gflops"] - 0.25) and (value <= 0) == (
             t.user_attrs["gflops"] <= 0.25
         )
+
+
+@pytest.mark.slow  # 10-30 s: one small search
+def test_the_front_is_taken_over_the_searchs_own_trials_only(ray_local, tmp_path):
+    """A teacher's row in the same experiment (the demo writes one there) never joins the front (issue 29)."""
+    from geodistill.leaderboard.rows import write_run_row
+
+    dirs = search_dirs(tmp_path)
+    teacher = RunConfig.from_dict({"experiment": "mixed", "run_name": "teacher_4views", "stage": "teacher"})
+    # Better and cheaper than any trial: on a front over every row it would be the only point.
+    write_run_row(teacher, {"epoch": 1, "d2s_recall1": 99.0}, checkpoint=None, root=dirs["leaderboard"])
+    result = search(
+        trivial_space(1, name="mixed"), experiment="mixed", num_samples=2, sampler="random",
+        **dirs, max_concurrent=1, objective=lr_ramp,
+    )  # fmt: skip
+    assert result.rows.height == 3 and "teacher_4views" in set(result.rows["trial_id"])
+    trials = result.rows.filter(pl.col("trial_id") != "teacher_4views")
+    assert result.pareto.height >= 1 and set(result.pareto["trial_id"]) <= set(trials["trial_id"])
+    best = trials.sort("d2s_recall1", descending=True).row(0, named=True)
+    assert best["trial_id"] in set(result.pareto["trial_id"])

@@ -274,7 +274,12 @@ def _finish(
     frame = Leaderboard(where.leaderboard).read(experiment)
     # The front of this search's own trials: a teacher's or a baseline's row filed under the
     # same experiment (the demo writes its teacher there) is not a candidate.
-    own = frame.filter(pl.col("stage") == plan.stage) if frame.height else frame
+    ids = [t.trial_id for t in trials]
+    own = (
+        frame.filter(pl.col("trial_id").is_in(ids) & (pl.col("stage") == plan.stage))
+        if frame.height
+        else frame
+    )
     return SearchResult(
         experiment=experiment,
         experiment_path=where.experiment_path,
