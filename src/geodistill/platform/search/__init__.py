@@ -13,11 +13,10 @@ The package, in the order a search runs:
 - ``trial``   the body of one trial (``run_trial``, ``TrialSetup``, ``TuneTrialContext``).
 - ``rows``    the Tune callback writing each trial's leaderboard row (``leaderboard.rows``).
 - ``rung``    the rung rule multi-worker trials stop themselves with.
-- ``resume``  repairing a searcher state a killed driver left behind.
-- ``teacher`` the small teacher ``--smoke-test`` trains.
+- ``resume``  repairing the searcher state a killed driver left.
+- ``teacher`` the small teacher ``--smoke-test`` trains; ``study``/``live``: the study, the table.
 
-Public names are importable from the package (``from geodistill.platform.search import
-run_search``); they load lazily, so reading a space (``search.space``) does not import Ray Tune.
+Public names load lazily from the package: reading a space or building options imports no Ray.
 """
 
 from __future__ import annotations

@@ -1,22 +1,13 @@
 """A search's experiment tracking: Ray Tune's own logger callbacks, given each trial's resolved config.
 
-``--logger tensorboard,mlflow,wandb`` adds, in the driver:
-
-- ``TBXLoggerCallback`` (``ray.tune.logger``): event files in each trial's folder
-  (``<storage>/<experiment>/<trial>/events.out.tfevents.*``); ``tensorboard --logdir
-  <storage>/<experiment>`` shows every trial;
-- ``MLflowLoggerCallback`` (``ray.air.integrations.mlflow``): one MLflow run per trial in the
-  experiment's MLflow experiment, stored in ``<storage>/<experiment>/mlflow.db`` (SQLite)
-  unless ``$MLFLOW_TRACKING_URI`` names another store;
-- ``WandbLoggerCallback`` (``ray.air.integrations.wandb``): one W&B run per trial, grouped by
-  experiment, offline (``<trial folder>/wandb/offline-run-*``, written there directly with local
-  storage) unless ``$WANDB_MODE`` says otherwise.
-
-Every trial result already carries the epoch's losses and metrics and the trial's cost
-(``gflops``, ``gmacs``, ``params_m``), so the callbacks log those as they are. Tune's callbacks
-only know the sampled parameters; the small subclasses here add the trial's resolved run config
-(the space's fixed values and the base config under them): TensorBoard as a ``config`` text,
-MLflow as parameters (``cfg.<dotted key>``), W&B in the run's config.
+``--logger tensorboard,mlflow,wandb`` adds, in the driver, Tune's ``TBXLoggerCallback`` (event
+files in each trial's folder: ``tensorboard --logdir <storage>/<experiment>``),
+``MLflowLoggerCallback`` (a run per trial in ``<storage>/<experiment>/mlflow.db`` unless
+``$MLFLOW_TRACKING_URI``) and ``WandbLoggerCallback`` (a run per trial, grouped by experiment,
+offline in the trial folder unless ``$WANDB_MODE``). Every result already carries the epoch's
+metrics and the trial's cost; Tune's callbacks only know the sampled parameters, so the
+subclasses here add the trial's resolved run config (``SearchPlan.config``): TensorBoard as a
+``config`` text, MLflow as ``cfg.<dotted key>`` parameters, W&B in the run's config.
 """
 
 from __future__ import annotations
