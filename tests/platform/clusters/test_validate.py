@@ -267,7 +267,8 @@ def _search_commands() -> list[tuple[str, str]]:
     found = []
     job = yaml.safe_load((REPO / "clusters/kuberay/rayjob.yaml").read_text())
     found.append(("rayjob.yaml", job["spec"]["entrypoint"]))
-    readme = (REPO / "clusters/README.md").read_text().replace("\\\n", " ")
+    # The cloud recipes; the rehearsals on this machine (from "## Rehearsal" on) train on synthetic data.
+    readme = (REPO / "clusters/README.md").read_text().split("## Rehearsal")[0].replace("\\\n", " ")
     blocks = "\n".join(re.findall(r"```bash\n(.*?)```", readme, re.S))
     found += [("clusters/README.md", line) for line in blocks.splitlines() if "geodistill search " in line]
     script = (REPO / "clusters/submit_search.sh").read_text().replace("\\\n", " ")
