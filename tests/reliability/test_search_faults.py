@@ -25,6 +25,7 @@ import pytest
 from geodistill.leaderboard import Leaderboard
 from geodistill.platform.runtime.ray_local import listening_addresses
 
+REPO = Path(__file__).resolve().parents[2]
 FAKE_SECRET = "AKIAFAKEGEODISTILL0000/sEcReT+value+never+persist"
 TIMEOUT_S = 420
 
@@ -184,13 +185,18 @@ def test_a_second_search_into_a_running_experiment_stops_in_one_line_and_the_fir
 ):
     exp = "twice"
     lb = Leaderboard(tmp_path / "leaderboard")
-    first = start_search(tmp_path, exp, "--num-samples", "3")
+    # Trials long enough that the second search, slow to start on a busy machine, meets the first running.
+    space = tmp_path / "smoke_8.yaml"
+    space.write_text(
+        (REPO / "search_spaces/smoke.yaml").read_text().replace("train.epochs: 2", "train.epochs: 8")
+    )
+    first = start_search(tmp_path, exp, "--num-samples", "3", f"search_space={space}")
     try:
         wait_for(lambda: trial_processes(first), proc=first, what="a running trial")
         teacher = sorted((tmp_path / "search" / exp / "teacher").rglob("*.safetensors"))
         stamps = [p.stat().st_mtime_ns for p in teacher]
         second = subprocess.run(
-            [sys.executable, "-m", "geodistill", "search", "--smoke-test", "--experiment", exp,
+            [sys.executable, "-m", "geodistill", "search", f"search_space={space}", "--smoke-test", "--experiment", exp,
              "--storage", str(tmp_path / "search"), "--num-samples", "3", "--no-report"],
             env={**os.environ, "GEODISTILL_LEADERBOARD": str(tmp_path / "leaderboard")},
             capture_output=True, text=True, timeout=300,
@@ -200,6 +206,7 @@ def test_a_second_search_into_a_running_experiment_stops_in_one_line_and_the_fir
         assert len(lines) == 1 and "is being run by another search" in lines[0] and str(first.pid) in lines[0]
         assert "training a tiny teacher" not in second.stdout  # refused before touching the first's teacher
         assert [p.stat().st_mtime_ns for p in teacher] == stamps
+        assert first.poll() is None, "the first search had ended: nothing was run at once"
         assert first.wait(timeout=TIMEOUT_S) == 0, log_text(tmp_path, exp)[-3000:]
     finally:
         stop_group(first)
@@ -209,7 +216,7 @@ def test_a_second_search_into_a_running_experiment_stops_in_one_line_and_the_fir
     keys = raw_row_keys(tmp_path / "leaderboard", exp)
     assert len(keys) == len(set(keys)), f"duplicated rows: {keys}"
     # The lock went with the first driver: the experiment resumes (nothing left to run) without a fight.
-    again = start_search(tmp_path, exp, "--num-samples", "3", "--resume")
+    again = start_search(tmp_path, exp, "--num-samples", "3", f"search_space={space}", "--resume")
     try:
         assert again.wait(timeout=TIMEOUT_S) == 0, log_text(tmp_path, exp)[-3000:]
     finally:
