@@ -93,8 +93,9 @@ def placement(trials: int, gpus: int, work: Path) -> dict[str, float]:
     """
     import ray
 
+    from geodistill.platform.compose import compose_run_config
     from geodistill.platform.runtime.ray_local import init_ray
-    from geodistill.platform.search import run_search
+    from geodistill.platform.search import SearchOptions, run_search
     from geodistill.platform.search.space import parse_space
 
     marks = work / f"placement{trials}"
@@ -117,9 +118,11 @@ def placement(trials: int, gpus: int, work: Path) -> dict[str, float]:
     ray.shutdown()
     init_ray(num_cpus=gpus, num_gpus=gpus)
     begin = time.time()
-    run_search(space, experiment="placement", num_samples=trials, storage=str(work / "tune"),
-               leaderboard=str(work / "lb"), max_concurrent=gpus, early_stopping=False, gpus_per_trial=1,
-               objective=objective, verbose=0)  # fmt: skip
+    options = SearchOptions(
+        experiment="placement", num_samples=trials, storage=str(work / "tune"), leaderboard=str(work / "lb"),
+        max_concurrent=gpus, early_stopping=False, gpus_per_trial=1, objective=objective, verbose=0,
+    )  # fmt: skip
+    run_search(space, compose_run_config([]), options)
     total = time.time() - begin
     ray.shutdown()
     spans = sorted(tuple(float(x) for x in m.read_text().split()[:2]) for m in marks.iterdir())
