@@ -117,7 +117,7 @@ def test_a_search_started_before_search_plan_resumes_with_todays_code(ray_local,
     import tarfile
     import time
 
-    from trivial_search import search, search_dirs, trivial_space
+    from trivial_search import lr_ramp, search, search_dirs, trivial_space
 
     from geodistill.leaderboard import Leaderboard
 
@@ -155,7 +155,7 @@ def test_a_search_started_before_search_plan_resumes_with_todays_code(ray_local,
 
     result = search(
         trivial_space(1, name="old"), experiment="old", num_samples=3, sampler="tpe", resume=True,
-        **dirs, max_concurrent=1, early_stopping=False, objective=_lr_objective,
+        **dirs, max_concurrent=1, early_stopping=False, objective=lr_ramp,
     )  # fmt: skip
     rows = result.rows
     assert rows.height == 3 and rows["trial_id"].n_unique() == 3 and set(rows["status"]) == {"ok"}
@@ -164,7 +164,3 @@ def test_a_search_started_before_search_plan_resumes_with_todays_code(ray_local,
     assert rows.filter(rows["trial_id"] == first["trial_id"])["created_at"].item() == first["created_at"]
     assert (rows["d2s_recall1"] - rows["lr"] * 1000).abs().max() < 1e-9
     assert result.pareto.height >= 1 and set(result.pareto["trial_id"]) <= set(rows["trial_id"])
-
-
-def _lr_objective(cfg, *, context):
-    context.report({"epoch": 1, "d2s_recall1": cfg.train.lr * 1000})
