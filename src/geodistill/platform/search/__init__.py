@@ -42,7 +42,6 @@ _HOME = {
     "load_space": "space",
     "parse_space": "space",
     "resolve_space": "space",
-    "spaces_dir": "space",
     "suggest": "space",
     "trial_config": "space",
     "first_assignment": "space",
