@@ -89,7 +89,11 @@ class Rule:
         if isinstance(value, float) and not math.isfinite(value):
             return f"must be a finite number ({self.allowed()})"
         options = self.options()
-        if options is not None and value not in options:
+        if options is not None and isinstance(value, Mapping | list):  # a mapping's keys, a list's items
+            bad = [item for item in value if item not in options]
+            if bad:
+                return f"has {_show(bad[0])}, which is not {self.allowed()}"
+        elif options is not None and value not in options:
             return f"must be {self.allowed()}"
         if isinstance(value, int | float) and not isinstance(value, bool):
             if (
