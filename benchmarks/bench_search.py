@@ -33,8 +33,6 @@ from geodistill.platform.runtime.ray_local import init_ray
 from geodistill.platform.search import run_search, train_teacher_for, trial_cost
 from geodistill.platform.search.space import load_space, parse_space, trial_config
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def max_gflops(space, base) -> float:
     """The costliest configuration of the space's choice parameters (bounds of the others)."""
@@ -66,7 +64,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_search_"))
     overrides = ["preset=smoke", f"output_dir={work / 'shared'}"]
     base = compose_run_config(overrides).to_dict()
-    space = load_space(REPO / "search_spaces" / "smoke.yaml", base=base)
+    space = load_space("smoke", base=base)
     # AP (not Recall@1) as the precision objective: on a small synthetic test split Recall@1
     # moves in steps of 1/queries and ties everywhere; AP is fine-grained enough for ASHA.
     space = dataclasses.replace(

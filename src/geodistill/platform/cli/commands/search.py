@@ -28,9 +28,9 @@ def register(subparsers) -> None:
         description=(
             "Runs one trial per sampled config (stage 2 against a cached teacher by default), "
             "early-stops weak trials (ASHA), writes one leaderboard row per trial and prints the "
-            "Pareto set. search_space= names a YAML in search_spaces/ (found from the working "
-            "directory up, or $GEODISTILL_SEARCH_SPACES) or is a path; key=value are Hydra "
-            "overrides of the base run config. Runs unchanged as `ray job submit ... -- geodistill search ...`."
+            "Pareto set. search_space= is a packaged space (demo, distill, pfed, pretrained, smoke, "
+            "views_fps), one in --config-dir DIR/search_space/, or a path to a YAML file; key=value "
+            "are Hydra overrides of the base run config. Runs unchanged as `ray job submit ... -- geodistill search ...`."
         ),
     )
     parser.add_argument("args", nargs="*", metavar="search_space=NAME | key=value")
@@ -137,6 +137,11 @@ def register(subparsers) -> None:
         action="store_true",
         help="tiny search for CI: preset=smoke, search_space=smoke unless given, a teacher trained first if none",
     )
+    parser.add_argument(
+        "--config-dir",
+        type=flag(kind="in_dir"),
+        help="extra config tree searched before the packaged one (DIR/search_space/NAME.yaml, DIR/model/...)",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -178,10 +183,10 @@ def _run(args: argparse.Namespace) -> int:
         space = space or "smoke"
         overrides = ["preset=smoke", *overrides]
     if space is None:
-        raise ConfigError("search_space=NAME is required (a file in search_spaces/ or a path)")
+        raise ConfigError("search_space=NAME is required (a packaged space, one in --config-dir, or a path)")
     from geodistill.platform.search.space import load_space, resolve_space
 
-    name = Path(resolve_space(space)).stem
+    name = Path(resolve_space(space, config_dir=args.config_dir)).stem
     experiment = args.experiment or f"{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
 
     from geodistill.leaderboard import Leaderboard, default_root
@@ -190,8 +195,8 @@ def _run(args: argparse.Namespace) -> int:
 
     # One validation pass before Ray starts or a teacher trains: the base config and every
     # bound and choice of the space composed against it, then the leaderboard's root.
-    base = compose_run_config(overrides).to_dict()
-    loaded = load_space(space, base=base)
+    base = compose_run_config(overrides, config_dir=args.config_dir).to_dict()
+    loaded = load_space(space, base=base, config_dir=args.config_dir)
     Leaderboard(args.leaderboard or default_root()).check_writable(experiment)  # before any training
     _check_cluster_auth(args.address)  # before any training, too: a token-auth head says so at once
     teacher = args.teacher
@@ -209,7 +214,7 @@ def _run(args: argparse.Namespace) -> int:
             teacher = str(train_teacher_for(loaded, base, Path(root) / experiment / "teacher"))
 
     result = run_search(
-        space,
+        loaded,  # loaded once, from the packaged tree, --config-dir or a path
         experiment=experiment,
         num_samples=args.num_samples,
         sampler=args.sampler,
@@ -234,7 +239,7 @@ def _run(args: argparse.Namespace) -> int:
         dashboard=args.dashboard,
         max_failures=args.max_failures,
     )
-    metric = args.metric or load_space(space).metric
+    metric = args.metric or loaded.metric
     counts = result.rows.group_by("status").len().sort("status").iter_rows() if result.rows.height else []
     summary = ", ".join(f"{status} {n}" for status, n in counts)
     print(f"\nexperiment {result.experiment}: {result.rows.height} leaderboard rows ({summary})")
