@@ -77,7 +77,8 @@ def compose_file(group: str, path: Path) -> dict[str, Any]:
             cfg = compose(config_name=path.stem, overrides=overrides)
             data = OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException, YAMLError) as err:
-        raise ConfigError(f"{FILE_GROUPS[group]} {path.name}: {one_line(err)}") from None
+        why = "must be a mapping" if "must be a DictConfig" in str(err) else one_line(err)
+        raise ConfigError(f"{FILE_GROUPS[group]} {path.name}: {why}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{FILE_GROUPS[group]} {path.name}: must be a mapping")
     return data
