@@ -24,6 +24,7 @@ from geodistill import config_files
 from geodistill.data.index import ELEVATIONS, FPS_CHOICES
 from geodistill.errors import CheckpointError, ConfigError
 from geodistill.eval.names import METRIC_KEYS
+from geodistill.leaderboard.columns import make_row, metrics_to_columns
 from geodistill.leaderboard.regress import (
     DEFAULT_METRIC_TOL,
     GOLDEN_ATOL,
@@ -33,7 +34,7 @@ from geodistill.leaderboard.regress import (
     Tolerance,
     tol_check,
 )
-from geodistill.leaderboard.store import Leaderboard, make_row, metrics_to_columns
+from geodistill.leaderboard.store import Leaderboard
 from geodistill.schema import SEED_MAX, setting
 
 KINDS = ("video2bev", "geodistill")  # a released Video2BEV .pth | a geodistill checkpoint dir/file
