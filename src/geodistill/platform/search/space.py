@@ -1,20 +1,17 @@
-"""The search space, all of it: a YAML file of the ``search_space`` group -> a validated ``SearchSpace``.
+"""The search space: a file of the ``search_space`` config group -> a validated ``SearchSpace``.
 
-A space file (``geodistill/platform/conf/search_space/<name>.yaml``, ``DIR/search_space/`` with
-``--config-dir DIR``, or any path; ``defaults:`` may extend another space of the group)::
+A space (``conf/search_space/<name>.yaml``, ``DIR/search_space/`` with ``--config-dir``, or a path)::
 
     objectives: {metric: d2s_recall1, efficiency: gflops}
-    flops_budget: 2.0                    # optional: GFLOPs per drone query, a hard constraint
-    fixed: {stage: student, train.epochs: 2}          # RunConfig dotted keys, every trial
+    flops_budget: 2.0                                  # optional GFLOPs per drone query
+    fixed: {stage: student, train.epochs: 2}            # RunConfig dotted keys, every trial
     params:                                            # RunConfig dotted keys, sampled in order
-      distill.temperature: {type: loguniform, low: 1.0, high: 8.0}
       model.refiner: {type: choice, choices: [mean, select]}
       model.refiner_k: {type: int, low: 1, high: 4, when: {model.refiner: select}}
 
-The file is read by the one config loader (``geodistill.config_files``) into ``SpaceFile``;
-then every bound and choice is composed into a ``RunConfig`` against the base config, so a
-value a trial would refuse is refused before any trial starts, in one line naming the key.
-``suggest`` is the define-by-run function ``OptunaSearch`` calls.
+The one config loader (``geodistill.config_files``) reads it into ``SpaceFile``; every bound and
+choice is then composed into a ``RunConfig`` against the base config, so a value a trial would
+refuse is refused before any trial starts. ``suggest`` is what ``OptunaSearch`` calls.
 """
 
 from __future__ import annotations
