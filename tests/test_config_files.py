@@ -132,3 +132,34 @@ def test_search_smoke_runs_from_a_directory_outside_the_checkout(tmp_path):
     assert "experiment outside: 2 leaderboard rows" in proc.stdout
     rows = Leaderboard(lb).read("outside")
     assert rows.height == 2 and set(rows["status"]) <= {"ok", "stopped"} and (rows["gflops"] > 0).all()
+
+
+def test_the_cli_finds_a_users_files_in_config_dir(tmp_path, capsys, monkeypatch):
+    """`--config-dir DIR` adds DIR/baseline/ and DIR/search_space/; a user's file keeps its paths relative to itself."""
+    from geodistill.platform.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "conf" / "baseline").mkdir(parents=True)
+    (tmp_path / "conf" / "baseline" / "mine.yaml").write_text(
+        "dataset: {root: data}\ncheckpoints: [{kind: video2bev, path: weights/net.pth}]\n"
+    )
+    assert main(["regress", "--baseline", "mine", "--config-dir", str(tmp_path / "conf")]) == 2
+    missing = tmp_path / "conf" / "baseline" / "weights" / "net.pth"
+    assert capsys.readouterr().err.strip() == f"geodistill regress: error: checkpoint not found: {missing}"
+    assert main(["regress", "--baseline", "mine"]) == 2  # not packaged: only with the config dir
+    assert "unknown baseline 'mine'" in capsys.readouterr().err
+    (tmp_path / "conf" / "search_space").mkdir()
+    (tmp_path / "conf" / "search_space" / "wide.yaml").write_text(
+        "params: {train.lr: {type: uniform, low: 1, high: 0}}\n"
+    )
+    argv = [
+        "search",
+        "search_space=wide",
+        "--config-dir",
+        str(tmp_path / "conf"),
+        "--storage",
+        str(tmp_path / "t"),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "geodistill search: error: search space wide: params.train.lr: low (1) must be < high (0)"
