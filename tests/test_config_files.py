@@ -106,6 +106,12 @@ def test_unknown_names_and_missing_files_say_what_exists(tmp_path):
         load_baseline("nope")
     with pytest.raises(ConfigError, match=r"^search space file not found: .*missing\.yaml$"):
         load_space(tmp_path / "missing.yaml")
+    old_home = "search_spaces/smoke.yaml"  # where a checkout kept it before the tree was packaged
+    with pytest.raises(
+        ConfigError,
+        match=r"not found: search_spaces/smoke\.yaml \(the packaged search space is named without a path: smoke\)$",
+    ):
+        load_space(old_home)
     with pytest.raises(ConfigError, match=r"^config dir .*absent does not exist$"):
         load_baseline("nope", config_dir=tmp_path / "absent")
 

@@ -43,8 +43,10 @@ def resolve(group: str, name_or_path: str | Path, *, config_dir: str | Path | No
     text = str(name_or_path)
     if text.endswith((".yaml", ".yml")) or os.sep in text or "/" in text:
         path = Path(text).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"{label} file not found: {text}")
+        if not path.is_file():  # a path from before the files were packaged (search_spaces/smoke.yaml)?
+            packaged = (CONF_DIR / group / f"{path.stem}.yaml").is_file()
+            hint = f" (the packaged {label} is named without a path: {path.stem})" if packaged else ""
+            raise ConfigError(f"{label} file not found: {text}{hint}")
         return path.resolve()
     if config_dir is not None:
         user = Path(config_dir).expanduser()
