@@ -22,10 +22,10 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
+from geodistill.config_files import CONF_DIR
 from geodistill.leaderboard import Leaderboard
 from geodistill.platform.runtime.ray_local import listening_addresses
 
-REPO = Path(__file__).resolve().parents[2]
 FAKE_SECRET = "AKIAFAKEGEODISTILL0000/sEcReT+value+never+persist"
 TIMEOUT_S = 420
 
@@ -188,7 +188,7 @@ def test_a_second_search_into_a_running_experiment_stops_in_one_line_and_the_fir
     # Trials long enough that the second search, slow to start on a busy machine, meets the first running.
     space = tmp_path / "smoke_8.yaml"
     space.write_text(
-        (REPO / "search_spaces/smoke.yaml").read_text().replace("train.epochs: 2", "train.epochs: 8")
+        (CONF_DIR / "search_space" / "smoke.yaml").read_text().replace("train.epochs: 2", "train.epochs: 8")
     )
     first = start_search(tmp_path, exp, "--num-samples", "3", f"search_space={space}")
     try:

@@ -24,6 +24,7 @@ import polars as pl
 import pytest
 from rehearsal import REPO
 
+from geodistill.config_files import CONF_DIR
 from geodistill.leaderboard import Leaderboard
 from geodistill.platform.clusters import loopback as lc
 from geodistill.platform.runtime.ray_local import listening_addresses
@@ -110,7 +111,9 @@ def test_ray_up_scales_the_gpu_worker_for_a_search_and_ray_down_leaves_nothing(t
         # The smoke space with longer trials, so the four overlap on a loaded machine.
         space = tmp_path / "smoke_6.yaml"
         space.write_text(
-            (REPO / "search_spaces/smoke.yaml").read_text().replace("train.epochs: 2", "train.epochs: 6")
+            (CONF_DIR / "search_space" / "smoke.yaml")
+            .read_text()
+            .replace("train.epochs: 2", "train.epochs: 6")
         )
         search = [
             "python", "-m", "geodistill", "search", f"search_space={space}", "--smoke-test", "--experiment", "gpus",
