@@ -217,7 +217,7 @@ def test_the_next_start_removes_what_a_killed_rehearsal_left():
         os.utime(folder, (old, old))
     running = _sleeper(**{lc.DIR_ENV: str(live)})  # a cluster still running (its processes name it)
     try:
-        removed = lc.sweep_stale()
+        removed = lc.sweep_stale(lc.PREFIX)
         assert stale in removed and not stale.exists()
         assert live.exists() and live not in removed
     finally:

@@ -25,7 +25,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,8 +33,9 @@ from ray.autoscaler.command_runner import CommandRunnerInterface
 from ray.autoscaler.node_provider import NodeProvider
 from ray.autoscaler.tags import NODE_KIND_HEAD, TAG_RAY_NODE_KIND, TAG_RAY_USER_NODE_TYPE
 
+from geodistill.platform.clusters.folders import DIR_ENV, cluster_processes, stop_processes, sweep_stale
+
 LOOPBACK = "127.0.0.1"
-DIR_ENV = "GEODISTILL_REHEARSAL_DIR"  # the rehearsal's private folder; every process of it names it
 PREFIX = "gdup"  # /tmp/gdupXXXX: short, Ray's unix sockets live under it (108-byte sun_path)
 PORTS = ("GCS", "DASHBOARD", "CLIENT", "AGENT", "METRICS", "RUNTIME_ENV")
 HEAD_ID = "head"
@@ -50,45 +50,6 @@ def _free_ports(n: int) -> list[int]:
     for s in socks:
         s.close()
     return ports
-
-
-def cluster_processes(folder: str | Path) -> list[Any]:
-    """This user's live processes of the rehearsal in ``folder``: those naming it, in their command
-    line or as ``GEODISTILL_REHEARSAL_DIR`` in the environment they started with, and their descendants.
-
-    Ray renames some processes (``ray::DashboardAgent``) and daemonises the head's, so neither the
-    command line nor the process tree alone finds them all.
-    """
-    import psutil
-
-    needle, mine = str(folder), os.getuid()
-    skip = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
-    found: dict[int, Any] = {}
-    for proc in psutil.process_iter(["pid", "uids", "cmdline"]):
-        try:
-            if proc.pid in skip or proc.info["uids"].real != mine:
-                continue
-            named = any(needle in part for part in proc.info["cmdline"] or ())
-            if named or proc.environ().get(DIR_ENV) == needle:
-                found[proc.pid] = proc
-                found.update((c.pid, c) for c in proc.children(recursive=True) if c.pid not in skip)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, TypeError):
-            continue
-    return list(found.values())
-
-
-def stop_processes(procs: list[Any], grace: float = 10) -> None:
-    """SIGTERM, then SIGKILL what is still alive after ``grace`` seconds."""
-    import psutil
-
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.terminate()
-    _, alive = psutil.wait_procs(procs, timeout=grace)
-    for p in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
-    psutil.wait_procs(alive, timeout=5)
 
 
 class LoopbackCommandRunner(CommandRunnerInterface):
@@ -315,25 +276,9 @@ class LoopbackNodeProvider(NodeProvider):
 # ---------------------------------------------------------------- the wrapper around ray up / ray down
 
 
-def sweep_stale(prefix: str = PREFIX, *, min_age: float = 300) -> list[Path]:
-    """Remove this user's ``/tmp/<prefix>*`` folders no live process names (a killed rehearsal's)."""
-    removed = []
-    for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
-        try:
-            st = folder.lstat()
-        except FileNotFoundError:
-            continue
-        if st.st_uid != os.getuid() or time.time() - st.st_mtime < min_age or cluster_processes(folder):
-            continue
-        stop_processes(cluster_processes(folder))
-        shutil.rmtree(folder, ignore_errors=True)
-        removed.append(folder)
-    return removed
-
-
 def prepare(folder: Path | None = None) -> dict[str, str]:
     """A private (0700) folder with a fresh token and free ports: the environment ``ray up`` runs in."""
-    sweep_stale()
+    sweep_stale(PREFIX)
     folder = folder or Path(tempfile.mkdtemp(prefix=PREFIX, dir="/tmp"))
     folder.chmod(0o700)
     for sub in ("home", "tmp"):

@@ -105,7 +105,7 @@ class RehearsalCluster:
             if self._cluster.head_node is not None:
                 self._cluster.remove_node(self._cluster.head_node, allow_graceful=True)
             self._cluster = None
-        from geodistill.platform.clusters.loopback import cluster_processes, stop_processes
+        from geodistill.platform.clusters.folders import cluster_processes, stop_processes
 
         stop_processes(cluster_processes(self.folder))  # job drivers, workers: whatever outlived its node
         shutil.rmtree(self.folder, ignore_errors=True)  # logs, sockets and the token go with the cluster
@@ -123,7 +123,7 @@ def start_rehearsal(
 
     if not 1 <= workers <= MAX_WORKERS or cpus_per_node < 1:
         raise ConfigError(f"rehearse: --workers must be 1..{MAX_WORKERS} and --cpus-per-node at least 1")
-    from geodistill.platform.clusters.loopback import DIR_ENV, sweep_stale
+    from geodistill.platform.clusters.folders import DIR_ENV, sweep_stale
 
     sweep_stale(PREFIX)  # what a SIGKILLed rehearsal left (no process names it any more)
     # Short path: Ray's unix sockets live under it and sun_path is limited to 108 bytes. Private
