@@ -1,9 +1,11 @@
-"""`geodistill train` / `geodistill eval`: results, the eval/train agreement, exit codes and one-line errors."""
+"""`geodistill train`: the run's JSON and text results, its leaderboard row, stage 2, exit codes and one-line errors.
+
+The smoke teacher (fixture ``trained``) is trained once per session in conftest.py; the eval tests read it too.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,30 +13,6 @@ from pathlib import Path
 import pytest
 
 from geodistill.platform.cli import main
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, dict]:
-    """One smoke teacher trained through the CLI (JSON output), shared by the eval tests."""
-    out = tmp_path_factory.mktemp("cli_runs")
-    capture = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "geodistill",
-            "train",
-            "--smoke-test",
-            "--json",
-            f"output_dir={out}",
-            "run_name=cli",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "GEODISTILL_LEADERBOARD": str(out / "leaderboard")},
-    )
-    assert capture.returncode == 0, capture.stderr[-2000:]
-    return out, json.loads(capture.stdout)
 
 
 def test_train_writes_its_leaderboard_row(trained):
@@ -62,49 +40,6 @@ def test_train_smoke_reports_metrics_and_a_loadable_checkpoint(trained):
     logged = [json.loads(line) for line in (out / "cli" / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in logged] == [1.0]
     assert logged[0]["d2s_ap"] == pytest.approx(payload["metrics"]["d2s_ap"])
-
-
-def test_eval_of_the_checkpoint_reproduces_the_training_evaluation(trained, capsys):
-    out, payload = trained
-    # Run dir -> latest epoch; dataset, views, fps and size from the checkpoint's config.
-    assert main(["eval", "--checkpoint", str(out / "cli"), "--json"]) == 0
-    evaluated = json.loads(capsys.readouterr().out)
-    assert (evaluated["views"], evaluated["fps"], evaluated["elevation"], evaluated["img_size"]) == (
-        1,
-        2,
-        45,
-        32,
-    )
-    assert evaluated["data"] == str(out / "data" / "synth_8_0")
-    for key, value in evaluated["metrics"].items():
-        assert value == pytest.approx(payload["metrics"][key], abs=1e-6), key
-    assert evaluated["cost"] is None
-    # The checkpoint may also be given positionally, as `geodistill eval CHECKPOINT`.
-    assert main(["eval", str(out / "cli"), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["metrics"] == evaluated["metrics"]
-
-
-def test_eval_table_and_profile(trained, capsys):
-    out, _ = trained
-    assert (
-        main(
-            [
-                "eval",
-                "--checkpoint",
-                str(out / "cli" / "checkpoints" / "epoch_0001"),
-                "--profile",
-                "--views",
-                "2",
-            ]
-        )
-        == 0
-    )
-    text = capsys.readouterr().out
-    lines = text.splitlines()
-    assert "(epoch 1)" in lines[0] and "2 view(s)" in lines[0]
-    assert lines[1].split() == ["direction", "R@1", "R@5", "R@10", "R@top1%", "AP"]
-    assert lines[2].startswith("drone->satellite") and lines[3].startswith("satellite->drone")
-    assert "GFLOPs" in lines[4] and "M params" in lines[4]
 
 
 def test_train_summary_and_table_in_text_mode(trained, capsys):
@@ -136,13 +71,6 @@ def test_train_summary_and_table_in_text_mode(trained, capsys):
         (
             ["train", "stage=student", "distill.teacher_checkpoint=/nonexistent/teacher"],
             "geodistill train: error: distill.teacher_checkpoint does not exist; got '/nonexistent/teacher'",
-        ),
-        (["eval"], "geodistill eval: error: give --checkpoint PATH or --video2bev FILE"),
-        (["eval", "--checkpoint", "/nonexistent/ckpt"], "geodistill eval: error: "),
-        # the bound is the node names' (node_a .. node_z), declared once in platform/clusters/rehearse.py
-        (
-            ["cluster", "rehearse", "--workers", "27"],
-            "geodistill cluster rehearse: error: argument --workers: must be >= 1 and <= 26; got 27",
         ),
     ],
 )
