@@ -1,4 +1,5 @@
-"""`geodistill train`: the run's JSON and text results, its leaderboard row, stage 2, exit codes and one-line errors.
+"""`geodistill train`: the run's JSON and text results, its leaderboard row, stage 2, exit codes and one-line errors;
+its module stays clear of Ray Tune (a training run is no search).
 
 The smoke teacher (fixture ``trained``) is trained once per session in conftest.py; the eval tests read it too.
 """
@@ -13,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from geodistill.platform.cli import main
+
+REPO = Path(__file__).resolve().parents[4]
 
 
 def test_train_writes_its_leaderboard_row(trained):
@@ -108,3 +111,17 @@ def test_student_stage_distils_from_the_cli_teacher(trained, capsys):
     assert m["loss_logit"] > 0 and m["loss_feature"] > 0 and m["loss_relation"] > 0
     assert Path(payload["checkpoint"]) == out / "student" / "checkpoints" / "epoch_0001"
     assert payload["leaderboard_row"] == "default/student/student"
+
+
+def test_the_train_command_imports_no_ray_tune():
+    """Its leaderboard row comes from leaderboard.rows and its cost from models.cost, not the search."""
+    code = (
+        "import sys\n"
+        "import geodistill.platform.cli.commands.train\n"
+        "import geodistill.leaderboard.rows, geodistill.models.cost, geodistill.platform.tracking\n"
+        "print(sorted(m for m in sys.modules if m == 'ray.tune' or m.startswith('ray.tune.')))\n"
+        "print('geodistill.platform.search.trial' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.splitlines() == ["[]", "False"], out.stdout
