@@ -7,6 +7,7 @@ The smoke teacher (fixture ``trained``) is trained once per session in conftest.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
