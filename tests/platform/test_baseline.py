@@ -26,13 +26,7 @@ CLASSES = 6
 IMG = 32  # a 2x2 patch grid (5 tokens) keeps the 8-block, 768-wide ViT cheap on CPU
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine more threads only oversubscribe it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def video2bev_state_dict(seed: int, img_size: int = IMG) -> dict[str, torch.Tensor]:

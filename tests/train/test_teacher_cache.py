@@ -12,6 +12,7 @@ from geodistill.data import IMAGENET, ImageConfig, open_index
 from geodistill.models import GeoModel, ModelConfig
 from geodistill.train.teacher_cache import CACHE_FORMAT, TeacherOutputs, cache_key, dataset_hash
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 KEY = dict(teacher_sha="t", data_hash="d", elevation=45, fps=2, views=2, teacher_views=2, img_size=32, seed=0)
 
 

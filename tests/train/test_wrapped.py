@@ -11,6 +11,7 @@ from geodistill.train.config import RunConfig
 from geodistill.train.steps import TrainModule, build_optimizer, build_scheduler
 from geodistill.train.wrapped import Wrapped, check_strategy, distributed_ready
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
 
 
@@ -18,7 +19,7 @@ def _wrapped(**train) -> Wrapped:
     cfg = RunConfig.from_dict(
         {
             "data": {"img_size": 32},
-            "model": {"backbone": "resnet18", "embed_dim": 8, "pooling": "avg"},
+            "model": {"backbone": "convnext_atto", "embed_dim": 8, "pooling": "avg"},
             "train": {"warmup_steps": 0, "schedule": "cosine", "lr": 0.01, **train},
         }
     )
