@@ -27,7 +27,8 @@ def test_without_deepspeed_there_is_nothing_to_build(no_deepspeed):
     assert prebuild_deepspeed_ops() == "deepspeed is not installed: nothing to build"
 
 
-def test_the_module_runs_as_a_script_and_prints_one_line_on_stderr(no_deepspeed, capsys):
+def test_the_module_runs_as_a_script_and_prints_one_line_on_stderr(no_deepspeed, capsys, monkeypatch):
+    monkeypatch.delitem(sys.modules, "geodistill.train.prebuild")  # run as a script, as `python -m` does
     runpy.run_module("geodistill.train.prebuild", run_name="__main__")
     assert capsys.readouterr() == ("", "deepspeed is not installed: nothing to build\n")
 
