@@ -1,13 +1,9 @@
-"""The regression gate's comparisons: one front against another (point by point, hypervolume), baseline files parse.
+"""The regression gate's comparisons: one front against another, point by point and by hypervolume.
 
-The runner that measures checkpoints against a baseline is tested in tests/platform/test_baseline.py.
+Baseline files and the runner that measures checkpoints against them: tests/platform/test_baseline.py.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
-
-import pytest
 
 from geodistill.leaderboard import Leaderboard, make_row
 from geodistill.leaderboard.regress import compare_fronts
@@ -39,13 +35,3 @@ def test_front_against_front(tmp_path, capsys):
     )
     assert main(["regress", "--leaderboard", str(tmp_path), "--experiment", "worse", "--against", "ref"]) == 1
     assert "REGRESSION: 2 of 4 checks regressed" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("name", ["video2bev_univ.yaml", "example_student.yaml"])
-def test_repository_baselines_parse(name):
-    from geodistill.leaderboard.regress import load_baseline
-
-    baseline = load_baseline(Path(__file__).resolve().parents[2] / "baselines" / name)
-    ck = baseline["checkpoints"][0]
-    assert ck["sha256"] is None and all(v["value"] is None for v in ck["metrics"].values())
-    assert set(ck["cost"]) == {"params_m", "gflops"}
