@@ -52,7 +52,7 @@ def test_against_prints_the_checks_as_json_and_gates_on_them(tmp_path, capsys):
     [
         (
             ["regress"],
-            "geodistill regress: error: give exactly one of --baseline FILE.yaml or --against EXPERIMENT",
+            "geodistill regress: error: give exactly one of --baseline NAME|FILE.yaml or --against EXPERIMENT",
         ),
         (
             ["regress", "--against", "ref"],
@@ -64,7 +64,7 @@ def test_against_prints_the_checks_as_json_and_gates_on_them(tmp_path, capsys):
         ),
         (
             ["regress", "--baseline", "nope.yaml"],
-            "geodistill regress: error: argument --baseline: does not exist",
+            "geodistill regress: error: baseline file not found: nope.yaml",
         ),
     ],
 )

@@ -32,8 +32,8 @@ def test_report_smoke_test_writes_thirteen_synthetic_runs(tmp_path, capsys):
             "geodistill report: error: argument --metric: must be one of",
         ),
         (
-            ["report", "--out", "r", "--anchors", "nope.yaml"],
-            "geodistill report: error: argument --anchors: does not exist",
+            ["report", "--out", "r", "--experiment", "../x"],
+            "geodistill report: error: argument --experiment: must be a plain name",
         ),
     ],
 )
