@@ -16,7 +16,7 @@ made relative); the figures are ``report_plots``.
 
 Published reference points (``baselines/anchors.yaml``) are drawn greyed for context only:
 they come from University-1652, not from the data the runs were measured on. Their GFLOPs are
-converted to the project's counting rule (``store.GFLOPS_RULE``, stated under the plot) or,
+converted to the project's counting rule (``columns.GFLOPS_RULE``, stated under the plot) or,
 where the source's convention is unknown, drawn hollow at the number it prints.
 
 ``write_report`` reads as its steps: ``_report_input``, ``prepare_rows``, ``_plots``,
@@ -38,6 +38,7 @@ import yaml
 
 from geodistill.errors import ConfigError, one_line
 from geodistill.eval.names import METRIC_KEYS, metric_label
+from geodistill.leaderboard.columns import GFLOPS_RULE
 from geodistill.leaderboard.pareto import hypervolume
 from geodistill.leaderboard.report_plots import (
     KNOBS,
@@ -48,7 +49,7 @@ from geodistill.leaderboard.report_plots import (
     save_figure,
 )
 from geodistill.leaderboard.report_rows import COST, ReportRows, fmt, hover_text, prepare_rows, varying_keys
-from geodistill.leaderboard.store import GFLOPS_RULE, Leaderboard, LeaderboardError
+from geodistill.leaderboard.store import Leaderboard, LeaderboardError
 
 ANCHORS_FILE = Path("baselines") / "anchors.yaml"
 TABLE_COLUMNS = (  # the objectives first, then what was searched, then the rest
