@@ -74,7 +74,7 @@ TABLE_COLUMNS = (  # the objectives first, then what was searched, then the rest
 )
 ALWAYS_SHOWN = ("{metric}", "gflops", "backbone", "runs", "trial_id")  # other columns only when set
 OBJECTIVES = ("{metric}", "gflops")  # kept in a table even when constant across it
-WRAPPED = {"teacher", "trial_id", "experiment", "method", "check", "convention"}  # long text cells
+WRAPPED = {"backbone", "teacher", "trial_id", "experiment", "method", "check", "convention"}  # text, left
 
 
 def default_anchors_path() -> Path | None:
@@ -209,7 +209,7 @@ def _html_table(table: Table) -> str:
     if not table.rows:
         return "<p><em>none</em></p>"
     wrap = [" class='w'" if h in WRAPPED else "" for h in table.headers]
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
+    head = "".join(f"<th{w}>{html.escape(h)}</th>" for w, h in zip(wrap, table.headers, strict=True))
     body = "".join(
         "<tr>" + "".join(f"<td{w}>{html.escape(c)}</td>" for w, c in zip(wrap, r, strict=True)) + "</tr>"
         for r in table.rows
@@ -222,7 +222,7 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:.3em 0 1.5em}
 th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}
-th{background:#f3f3f3;white-space:normal}td.w{white-space:normal;overflow-wrap:anywhere;text-align:left}
+th{background:#f3f3f3;white-space:normal}.w{white-space:normal;overflow-wrap:anywhere;text-align:left}
 .wide{overflow-x:auto}.note{color:#666;font-size:13px}
 figure{margin:0}figure svg{width:100%;height:auto;border:1px solid #eee}
 """

@@ -14,21 +14,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-# Offsets (points) from the marker, nearest first: right, left, above, below, then farther out.
-_OFFSETS = (
-    (7, 3, "left", "bottom"),
-    (7, -3, "left", "top"),
-    (-7, 3, "right", "bottom"),
-    (-7, -3, "right", "top"),
-    (0, 9, "center", "bottom"),
-    (0, -9, "center", "top"),
-    (14, 12, "left", "bottom"),
-    (14, -12, "left", "top"),
-    (-14, 12, "right", "bottom"),
-    (-14, -12, "right", "top"),
-    (0, 22, "center", "bottom"),
-    (0, -22, "center", "top"),
-)
+# Where a label may go, nearest first: right, left, above, below its marker, in rings (points
+# of gap beyond the marker's edge) ever farther out.
+_SIDES = ((1, 1, "left", "bottom"), (1, -1, "left", "top"), (-1, 1, "right", "bottom"),
+          (-1, -1, "right", "top"), (0, 1, "center", "bottom"), (0, -1, "center", "top"))  # fmt: skip
+_RINGS = (2.0, 8.0, 15.0)
+
+
+def _offsets(size: float):
+    """(dx, dy, ha, va) in points around a marker of scatter size ``size`` (points squared)."""
+    radius = size**0.5 / 2
+    for gap in _RINGS:
+        for sx, sy, ha, va in _SIDES:
+            if sx:  # beside the marker, a little above or below its centre
+                yield sx * (radius + gap), sy * (radius + gap) * 0.4, ha, va
+            else:
+                yield 0.0, sy * (radius + gap), ha, va
+
+
 _PAD = 2.0  # px kept free around every box
 
 
@@ -38,6 +41,7 @@ class Label:
     y: float
     text: str
     colour: str
+    size: float = 44.0  # the labelled marker's scatter size (points squared)
 
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in display pixels
@@ -93,7 +97,7 @@ def place_labels(
     left_out = []
     for label in labels:
         placed = False
-        for dx, dy, ha, va in _OFFSETS:
+        for dx, dy, ha, va in _offsets(label.size):
             text = ax.annotate(
                 label.text,
                 (label.x, label.y),

@@ -206,7 +206,7 @@ def _reference_points(
             f"{row['views']} view{'s' if row['views'] != 1 else ''}" if row.get("views") is not None else ""
         )
         text = f"{'teacher' if teacher else 'baseline'} {name}{views}".strip().rstrip(",")
-        labels.append(Label(row[COST], row[metric], text, colour))
+        labels.append(Label(row[COST], row[metric], text, colour, size))
     return labels
 
 
