@@ -8,11 +8,13 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from services import headless_chromium
 
 from geodistill.errors import ConfigError
 from geodistill.leaderboard import Leaderboard, LeaderboardError, make_row
+from geodistill.leaderboard.columns import GFLOPS_RULE
 from geodistill.leaderboard.pareto import pareto_rows
 from geodistill.leaderboard.report import default_anchors_path, load_anchors, write_report
 
@@ -138,6 +140,18 @@ def test_report_files_tables_and_anchors(report):
     assert "<svg" in page.split("<figure id='effect_views'")[1].split("</figure>")[0]
     inline = page.split("<figure id='pareto'")[1].split("</figure>")[0]
     assert inline.count("<title>") == 19  # 18 finished points + the stopped one, each with its tooltip
+
+
+def test_gflops_column_states_the_one_counting_rule(board):
+    """The rule travels with the data: every Parquet file's gflops field carries it."""
+    files = sorted(Path(board.root).rglob("*.parquet"))
+    assert files
+    for file in files:
+        described = pq.read_schema(file).field("gflops").metadata[b"description"].decode()
+        assert described == GFLOPS_RULE
+    assert (
+        "FlopCounterMode" in GFLOPS_RULE and "GFLOPs = 2 x GMACs" in GFLOPS_RULE and "V views" in GFLOPS_RULE
+    )
 
 
 def test_report_user_errors(board, tmp_path):
