@@ -38,7 +38,7 @@ def deepspeed_config(cfg: RunConfig, world_size: int, micro_batch: int) -> dict[
         "fp16": {"enabled": t.precision == "fp16"},
         "zero_allow_untested_optimizer": True,
         # torch's AdamW also with offload: DeepSpeedCPUAdam is a C++ op compiled on first use
-        # (about 5 minutes on a 2-core host), too slow for a trial's first epoch.
+        # (minutes on a small CPU host), too slow for a trial's first epoch.
         "zero_force_ds_cpu_optimizer": False,
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
