@@ -154,6 +154,7 @@ def pareto_figure(
         xs, ys = front[COST].to_list(), front[metric].to_list()
         # The staircase: each front point holds its recall until a costlier one beats it.
         (line,) = ax.step(xs, ys, where="post", color="black", lw=1.2, zorder=2, label="Pareto front")
+        line.set_gid("front-line")
         rings = ax.scatter(xs, ys, facecolors="none", edgecolors="black", s=110, lw=1.0, zorder=4)
         rings.set_gid("front-rings")
         markers += [(x, y, 110) for x, y in zip(xs, ys, strict=True)]
@@ -223,6 +224,7 @@ def _anchor_points(ax, anchors: dict, metric: str, markers: list, extra: list) -
         sc = ax.scatter([anchor_x(a, converted) for a in shown], [a[metric] for a in shown], marker="p",
                         s=44, facecolors=face, edgecolors=PUBLISHED_COLOUR, zorder=1,
                         label=f"{name}\n({anchors['label']})")  # fmt: skip
+        sc.set_gid("published-converted" if converted else "published-unconverted")
         extra.append(sc)
         for a in shown:
             x = anchor_x(a, converted)
