@@ -1,4 +1,4 @@
-"""The published points' GFLOPs conversions, recounted: each convention in anchors.yaml holds.
+"""The published points' GFLOPs conversions, recounted: each convention in conf/anchors/ holds.
 
 A point converted to the project's rule (FLOPs = 2 x MACs at its input size) names the timm
 backbone it was checked against; counting that backbone here (FlopCounterMode on the meta
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ANCHORS = Path(__file__).resolve().parents[2] / "baselines" / "anchors.yaml"
+ANCHORS = Path(__file__).resolve().parents[2] / "src/geodistill/platform/conf/anchors/university1652.yaml"
 FACTOR = {"2 x MACs": 1.0, "MACs": 2.0}  # printed number x factor = GFLOPs under the rule
 
 

@@ -31,7 +31,7 @@ STATUSES = ("ok", "failed", "stopped", "running")
 
 _STR, _INT, _F64 = pa.string(), pa.int32(), pa.float64()
 # The one counting rule for the cost columns (also the ``gflops`` field's description, and the
-# report's line under its plot); published points are converted to it (baselines/anchors.yaml).
+# report's line under its plot); published points are converted to it (conf/anchors/).
 GFLOPS_RULE = (
     "GFLOPs per drone query: 1e9 floating-point operations counted by "
     "torch.utils.flop_counter.FlopCounterMode (matmuls and convolutions, attention included; "
