@@ -53,6 +53,7 @@ sys.exit(main(["export", sys.argv[1], "--out", sys.argv[2]]))
 """
 
 
+@pytest.mark.slow  # a child process that imports torch: about 12 s here
 def test_export_killed_mid_write_leaves_no_half_written_output(tmp_path):
     import signal
     import subprocess
