@@ -131,3 +131,29 @@ def test_missing_path_and_tampered_weights(tmp_path):
     (out / "model.safetensors").write_bytes((tmp_path / "ck2" / "model.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match="sha256 does not match"):
         load_checkpoint(out)
+
+
+def test_scratch_checkpoints_of_a_killed_run_are_removed_at_the_next_start(tmp_path, monkeypatch):
+    """Issue 29: a run killed between writing an epoch's scratch checkpoint and handing it over
+    left it in the temp directory (130 MB each; they once filled it). The next run removes the
+    ones whose process is gone and leaves a live process's alone."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from geodistill.train.checkpoint import scratch_checkpoint_dir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    stale = tmp_path / f"geodistill-ckpt-{int(dead.stdout)}-abc"
+    (stale / "sub").mkdir(parents=True)
+    (stale / "sub" / "model.safetensors").write_bytes(b"x" * 1000)
+    live = tmp_path / f"geodistill-ckpt-{os.getpid()}-old"
+    live.mkdir()
+    other = tmp_path / "geodistill-ckpt-notapid"  # not ours to judge
+    other.mkdir()
+    fresh = scratch_checkpoint_dir()
+    assert fresh.parent == tmp_path and fresh.name.startswith(f"geodistill-ckpt-{os.getpid()}-")
+    assert not stale.exists() and live.is_dir() and other.is_dir()

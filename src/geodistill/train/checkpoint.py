@@ -18,6 +18,8 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,40 @@ def save_checkpoint(
     }
     _atomic_write_bytes(out / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
     return out
+
+
+SCRATCH_PREFIX = "geodistill-ckpt-"
+
+
+def scratch_checkpoint_dir() -> Path:
+    """A fresh scratch directory for one epoch's checkpoint, named after this process
+    (``geodistill-ckpt-<pid>-*`` in the temp directory) so a later run can tell a killed run's
+    leftovers from a live run's; ``remove_stale_scratch`` removes the former."""
+    remove_stale_scratch()
+    return Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
+
+
+def remove_stale_scratch(tmp: str | Path | None = None) -> list[Path]:
+    """Remove scratch checkpoints whose process is gone (a run killed between writing one and
+    handing it over leaves it behind: 130 MB each for a ResNet-18). Returns what was removed."""
+    removed = []
+    for path in Path(tmp or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = path.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
