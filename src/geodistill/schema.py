@@ -4,7 +4,7 @@ A config dataclass declares each field with ``setting(default, ge=..., le=..., c
 the rule lives next to the field, so a new key is validated (and fuzzed by
 tests/reliability/test_fuzz_inputs.py) the moment it is added. ``check_fields`` walks a
 dataclass and raises one ``ConfigError`` line naming the dotted key, the value and what is
-allowed. CLI flags use the same ``Rule`` through ``geodistill.platform.flags``.
+allowed. CLI flags use the same ``Rule`` through ``geodistill.platform.cli.flags``.
 
 Why an upper bound on every number: a huge value (``train.epochs=10**12``,
 ``data.batch_size=1e9``) is never meant, and without a bound it passes every check and then
