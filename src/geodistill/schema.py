@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,6 +225,14 @@ def declared_keys(cls: type, prefix: str = "") -> dict[str, tuple[Any, Rule | No
         else:
             out[f"{prefix}{f.name}"] = (hint, rule_of(f))
     return out
+
+
+def unknown_key(key: str, known: Iterable[str]) -> str:
+    """``unknown config key train.epoch; did you mean train.epochs?`` (the closest known key, if any)."""
+    import difflib
+
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
+    return f"unknown config key {key}" + (f"; did you mean {close[0]}?" if close else "")
 
 
 def _show(value: Any) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 from geodistill.data.index import ELEVATIONS, FPS_CHOICES
 from geodistill.errors import ConfigError
 from geodistill.models import ModelConfig
-from geodistill.schema import SEED_MAX, check_fields, setting
+from geodistill.schema import SEED_MAX, check_fields, setting, unknown_key
 
 STAGES = ("teacher", "student")
 SCHEDULES = ("cosine", "step")
@@ -223,7 +223,7 @@ def _build(cls: type, d: Mapping[str, Any], *, prefix: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
-        raise ConfigError(f"unknown config key {prefix}{unknown[0]}")
+        raise ConfigError(unknown_key(f"{prefix}{unknown[0]}", (f"{prefix}{n}" for n in names)))
     kwargs = {}
     for name, value in d.items():
         key = f"{prefix}{name}"

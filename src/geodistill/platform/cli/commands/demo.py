@@ -23,7 +23,12 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--out", default="demo_out", type=flag(kind="out_dir"), help="output directory (default demo_out)"
     )
-    parser.add_argument("--seed", type=flag(int, ge=0, le=SEED_MAX), default=0)
+    parser.add_argument(
+        "--seed",
+        type=flag(int, ge=0, le=SEED_MAX),
+        default=0,
+        help="seed of the dataset, the training runs and the sampler (default 0)",
+    )
     parser.add_argument(
         "--address",
         default=None,

@@ -33,7 +33,12 @@ def register(subparsers) -> None:
             "overrides of the base run config. Runs unchanged as `ray job submit ... -- geodistill search ...`."
         ),
     )
-    parser.add_argument("args", nargs="*", metavar="search_space=NAME | key=value")
+    parser.add_argument(
+        "args",
+        nargs="*",
+        metavar="search_space=NAME | key=value",
+        help="the space (a name under search_spaces/ or a YAML file) and config overrides for every trial",
+    )
     parser.add_argument(
         "--experiment",
         type=flag(kind="name"),
@@ -99,7 +104,12 @@ def register(subparsers) -> None:
         help="ASHA reduction factor: a trial below the top 1/F at a rung stops (default 3: on the "
         "recorded benchmark it saved more epochs than 2 at the same hypervolume)",
     )
-    parser.add_argument("--cpus-per-trial", type=flag(float, gt=0.0, le=4096.0), default=1)
+    parser.add_argument(
+        "--cpus-per-trial",
+        type=flag(float, gt=0.0, le=4096.0),
+        default=1,
+        help="CPUs each trial reserves on Ray (default 1; fractions allowed)",
+    )
     parser.add_argument(
         "--gpus-per-trial",
         type=flag(float, ge=0.0, le=1024.0),
@@ -271,4 +281,5 @@ def _logger_names(text: str) -> None:
 
     for name in (part.strip() for part in text.split(",")):
         if name not in LOGGERS:
-            raise ConfigError(f"must be one of {', '.join(LOGGERS)} (comma-separated); got {name!r}")
+            choices = f"must be one of {', '.join(LOGGERS)} (comma-separated)"
+            raise ConfigError(f"{name!r} {choices}" if "," in text else f"{choices}; got {name!r}")
