@@ -1,20 +1,12 @@
 """Declared types and ranges for every config key and CLI flag, checked before anything runs.
 
 A config dataclass declares each field with ``setting(default, ge=..., le=..., choices=...)``:
-the rule lives next to the field, so a new key is validated (and fuzzed by
-tests/reliability/test_fuzz_inputs.py) the moment it is added. ``check_fields`` walks a
-dataclass and raises one ``ConfigError`` line naming the dotted key, the value and what is
-allowed. CLI flags use the same ``Rule`` through ``geodistill.platform.cli.flags``.
-
-Why an upper bound on every number: a huge value (``train.epochs=10**12``,
-``data.batch_size=1e9``) is never meant, and without a bound it passes every check and then
-hangs or runs out of memory long after the user walked away. NaN and infinity are refused
-for every float for the same reason.
-
-Two strengths of path checks: ``check_fields(..., filesystem=False)`` (what
-``RunConfig.from_dict`` runs, also on configs read back from a leaderboard row whose paths
-may be gone) checks only the text (non-empty, no NUL byte); ``filesystem=True`` (what the
-composition of a run runs) also checks that inputs exist and outputs can be created.
+the rule lives next to the field, so a new key is validated (and fuzzed by the reliability
+tests) the moment it is added. ``check_fields`` walks a dataclass and raises one
+``ConfigError`` line naming the dotted key, the value and what is allowed; CLI flags use the
+same ``Rule`` through ``geodistill.platform.cli.flags``. Every number has an upper bound and
+no float may be NaN or infinite; paths are checked as text, or also on the file system
+(``filesystem=True``). Why: docs/design.md, "Config validation".
 """
 
 from __future__ import annotations
@@ -180,10 +172,17 @@ def setting(
     default: Any = dataclasses.MISSING,
     *,
     default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
+    help: str | None = None,  # noqa: A002 - argparse's name for it
+    flag: str | None = None,
+    const: Any = None,
     **rule: Any,
 ) -> Any:
-    """A dataclass field with its declared ``Rule`` (the keyword arguments) in its metadata."""
-    metadata = {"rule": Rule(**rule)}
+    """A dataclass field with its declared ``Rule`` (the keyword arguments) in its metadata.
+
+    ``help``, ``flag`` and ``const`` say how a CLI generated from the dataclass spells the field
+    (``platform.flags.add_setting_flags``): ``flag=""`` keeps it off the command line.
+    """
+    metadata = {"rule": Rule(**rule), "help": help, "flag": flag, "const": const}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)

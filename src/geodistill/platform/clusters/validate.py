@@ -1,23 +1,12 @@
 """Offline checks of cluster files: Ray cluster-launcher YAMLs and KubeRay manifests.
 
-Launcher files go through the same preparation and validation ``ray up`` runs before it
-talks to a cloud (``ray.autoscaler._private.commands._bootstrap_config``): Ray's
-``prepare_config`` (provider defaults merged in; for the ``local`` provider its on-premise
-preparation, which rejects ``available_node_types`` and needs ``head_ip``/``worker_ips``),
-then Ray's ``validate_config`` (the JSON schema shipped with Ray plus its node-type checks),
-then the provider's own ``bootstrap_config`` where that runs offline (``local``). The cloud
-providers' bootstrap steps (IAM roles, subnets, instance-type lookups) need credentials and
-a network, so they are not run here. These are private Ray APIs: they are what ``ray up``
-calls, which is the point; a Ray upgrade that moves them fails the tests, not silently.
-
-KubeRay manifests are validated against the OpenAPI schemas of KubeRay's ``RayCluster`` and
-``RayJob`` CRDs (ray.io/v1), vendored in ``kuberay_schemas/`` with their licence. Objects
-are closed the way ``kubectl apply`` (strict field validation) treats them: an unknown field
-is an error unless the schema preserves unknown fields. CEL rules (``x-kubernetes-validations``)
-are not evaluated.
-
-On top of both: secure defaults (the dashboard and job port bound to loopback on launcher
-heads, ClusterIP services on Kubernetes) and no credentials in the file.
+A launcher file goes through what ``ray up`` runs before it talks to a cloud: Ray's
+``prepare_config`` and ``validate_config``, then the provider's ``bootstrap_config`` where that
+runs offline (``local``). These are private Ray APIs on purpose: a Ray upgrade that moves them
+fails the tests instead of passing silently. A KubeRay manifest is checked against the vendored
+``RayCluster``/``RayJob`` CRD schemas (ray.io/v1) the way strict ``kubectl apply`` treats it.
+Both must also keep secure defaults (loopback dashboard, ClusterIP services) and hold no
+credentials. What is and is not checked: docs/design.md, "Cluster file checks".
 """
 
 from __future__ import annotations

@@ -1,19 +1,11 @@
 """GPU placement: what a trial or a Ray Train worker reserves, and hiding GPUs it did not reserve.
 
-Why this exists: Ray only sets ``CUDA_VISIBLE_DEVICES`` for a task or actor that reserved GPUs.
-Since Ray 2.4x (ray issue #54868) a task with ``num_gpus=0`` keeps the variable it inherited
-from the raylet, i.e. every GPU of the node, so four 0-GPU trials on a 4-GPU node all pick
-``cuda:0`` while Ray believes no GPU is in use. Every process geodistill runs on Ray therefore
-calls ``hide_unreserved_gpus()`` before torch first touches CUDA: with no GPU reserved it sets
-``CUDA_VISIBLE_DEVICES=""`` and the run stays on the CPU.
-
-What is reserved (``--gpus-per-trial G`` overrides the config):
-
-- an in-process trial (``scaling.num_workers == 0``, ``fit`` runs in the trial's process)
-  reserves ``G`` GPUs itself, default ``gpus_per_worker(scaling)``; ``G`` may be a fraction
-  (0.25: four small students share one GPU);
-- a Ray Train trial (``num_workers = N >= 1``) reserves no GPU itself: each worker reserves
-  ``scaling.gpus_per_worker`` (``G / N`` with the override) through Ray Train's ``ScalingConfig``.
+Ray sets ``CUDA_VISIBLE_DEVICES`` only for a task or actor that reserved GPUs: a 0-GPU task
+sees every GPU of its node, so 0-GPU trials would all run on ``cuda:0`` while Ray counts none
+in use. Every process geodistill runs on Ray therefore calls ``hide_unreserved_gpus()`` before
+torch touches CUDA. An in-process trial reserves its GPUs itself (``--gpus-per-trial G``, a
+fraction lets small students share one); a Ray Train trial reserves none and each of its N
+workers reserves ``G / N``. Why and what is reserved: docs/design.md, "GPU placement on Ray".
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ def register(subparsers) -> None:
         description=(
             "Runs the platform's main job on this machine: a synthetic UniV-layout dataset, a stage-1 "
             "teacher, a multi-objective distillation search on local Ray (Recall@1 up, GFLOPs down, "
-            "early stopping), every trial on the leaderboard, and the Pareto report. About 10 minutes "
-            "on 2 CPU cores; --smoke-test is the one-minute version. Re-running reuses the dataset, "
+            "early stopping), every trial on the leaderboard, and the Pareto report (timings: the demo "
+            "section of docs/evidence.md); --smoke-test is the short version. Re-running reuses the dataset, "
             "the teacher and finished trials in --out."
         ),
     )
