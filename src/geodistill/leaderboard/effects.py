@@ -88,4 +88,20 @@ def student_share(
         "gflops": float(best["gflops"]),
         "metric_share": float(best[metric]) / teacher_metric,
         "gflops_share": float(best["gflops"]) / teacher_gflops,
+        "checkpoint_uri": best.get("checkpoint_uri"),
     }
+
+
+def format_share(d: dict | None) -> str:
+    """``best student convnext_atto at 4 view(s): 91% of the teacher's Recall@1 (41.7%) at 35% of
+    its GFLOPs per query`` (``student_share``'s result)."""
+    if d is None:
+        return "n/a (no finished student)"
+    if d["metric_share"] <= 1:
+        share = f"{d['metric_share']:.0%} of the teacher's Recall@1"
+    else:
+        share = f"{d['metric_share']:.2f}x the teacher's Recall@1"
+    return (
+        f"best student {d['backbone']} at {d['views']} view(s): {share} ({d['metric']:.1f}%) "
+        f"at {d['gflops_share']:.0%} of its GFLOPs per query"
+    )

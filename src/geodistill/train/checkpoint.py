@@ -85,6 +85,22 @@ def save_checkpoint(
     return out
 
 
+def copy_checkpoint(source: str | Path, dest: str | Path, *, with_state: bool = True) -> Path:
+    """Copy a checkpoint directory to ``dest`` (replaced atomically); ``with_state=False`` leaves
+    out train_state.pt (nothing resumes from a copy that is only evaluated or exported)."""
+    source, dest = Path(source), Path(dest)
+    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    names = (MODEL_FILE, STATE_FILE, META_FILE) if with_state else (MODEL_FILE, META_FILE)
+    for name in names:
+        if (source / name).is_file():
+            shutil.copy2(source / name, tmp / name)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
 SCRATCH_PREFIX = "geodistill-ckpt-"
 
 

@@ -128,7 +128,9 @@ def test_show_names_a_missing_root_and_takes_leaderboard(root, tmp_path, capsys)
     missing = tmp_path / "nowhere"
     assert main(["leaderboard", "show", "--leaderboard", str(missing)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"geodistill leaderboard: error: no leaderboard at {missing}") and err.count("\n") == 1
+    assert (
+        err.startswith(f"geodistill leaderboard: error: no leaderboard at {missing}") and err.count("\n") == 1
+    )
     assert "--leaderboard DIR" in err and "demo_out/leaderboard" in err
     assert main(["leaderboard", "compact", "--leaderboard", str(missing)]) == 2
     assert main(["leaderboard", "show", "--leaderboard", str(root), "--format", "csv"]) == 0

@@ -11,7 +11,9 @@ LAYOUTS = ("organized", "archive")  # geodistill.data.synth.LAYOUTS (not importe
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("data", help="synth: a synthetic UniV; check: decode and count a dataset; organize: a UniV as shipped")
+    parser = subparsers.add_parser(
+        "data", help="synth: a synthetic UniV; check: decode and count a dataset; organize: a UniV as shipped"
+    )
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     synth = sub.add_parser("synth", help="write a synthetic UniV dataset (frames or mp4 videos)")

@@ -25,7 +25,9 @@ LOWER_IS_BETTER = {"gflops", "gmacs", "params_m", "latency_ms", "loss", "created
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("leaderboard", help="show: print the leaderboard; compact: merge its small files")
+    parser = subparsers.add_parser(
+        "leaderboard", help="show: print the leaderboard; compact: merge its small files"
+    )
     sub = parser.add_subparsers(dest="leaderboard_command", metavar="ACTION", required=True)
     show = sub.add_parser("show", help="print rows (deduplicated by row_key, latest wins)")
     add_leaderboard_flag(show, "--root", "--leaderboard", dest="root")
