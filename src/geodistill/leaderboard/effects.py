@@ -32,6 +32,7 @@ class KnobEffect:
 
     @property
     def visible(self) -> bool:
+        """Larger than the spread of runs that share the knob's value (NaN noise: unknown, not visible)."""
         return self.effect > self.noise
 
 
@@ -60,16 +61,20 @@ def knob_effects(frame: pl.DataFrame, metric: str = "d2s_recall1") -> list[KnobE
 
 
 def format_effects(effects: list[KnobEffect]) -> str:
-    """``views 12.5 points, backbone 8.3; not visible at this scale: temperature 1.2 (noise 4.1)``."""
+    """``views 12.5, backbone 8.3 points; within the trial-to-trial spread (4.1 points):
+    temperature 1.2; one trial per value, cannot tell: fps``."""
     if not effects:
         return "n/a (no knob took two values among finished trials)"
-    shown = [f"{e.knob} {e.effect:.1f}" for e in effects if e.visible or math.isnan(e.noise)]
-    hidden = [f"{e.knob} {e.effect:.1f}" for e in effects if not (e.visible or math.isnan(e.noise))]
-    noise = max((e.noise for e in effects if not math.isnan(e.noise)), default=math.nan)
-    text = (", ".join(shown) + " points") if shown else "none above the trial-to-trial spread"
+    shown = [f"{e.knob} {e.effect:.1f}" for e in effects if e.visible]
+    hidden = [f"{e.knob} {e.effect:.1f}" for e in effects if not e.visible and not math.isnan(e.noise)]
+    untold = [e.knob for e in effects if math.isnan(e.noise)]
+    parts = [(", ".join(shown) + " points") if shown else "none above the trial-to-trial spread"]
     if hidden:
-        text += f"; within the trial-to-trial spread ({noise:.1f} points): {', '.join(hidden)}"
-    return text
+        noise = max(e.noise for e in effects if not math.isnan(e.noise))
+        parts.append(f"within the trial-to-trial spread ({noise:.1f} points): {', '.join(hidden)}")
+    if untold:
+        parts.append(f"one trial per value, cannot tell: {', '.join(untold)}")
+    return "; ".join(parts)
 
 
 def student_share(
