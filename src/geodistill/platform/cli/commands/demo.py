@@ -35,7 +35,9 @@ def register(subparsers) -> None:
         type=flag(kind="text"),
         help="Ray cluster address (default: a local head on 127.0.0.1)",
     )
-    parser.add_argument("--smoke-test", action="store_true", help="the shrunk version CI runs (12 places, 3 trials)")
+    parser.add_argument(
+        "--smoke-test", action="store_true", help="the shrunk version CI runs (12 places, 3 trials)"
+    )
     parser.set_defaults(func=_run)
 
 
