@@ -157,3 +157,16 @@ def test_scratch_checkpoints_of_a_killed_run_are_removed_at_the_next_start(tmp_p
     fresh = scratch_checkpoint_dir()
     assert fresh.parent == tmp_path and fresh.name.startswith(f"geodistill-ckpt-{os.getpid()}-")
     assert not stale.exists() and live.is_dir() and other.is_dir()
+
+
+def test_a_search_trial_folder_resolves_to_its_latest_checkpoint(tmp_path):
+    """Issue 29: `geodistill export <trial folder>` was refused though its help says "run dir"."""
+    from geodistill.train.checkpoint import resolve_checkpoint
+
+    cfg = RunConfig()
+    model = model_from_config(ModelConfig(backbone="resnet18", img_size=32, embed_dim=16), 3)
+    trial = tmp_path / "run_trial_abc_1_data_views=4"
+    for n in (0, 2):
+        save_checkpoint(trial / f"checkpoint_00000{n}", model, config=cfg, metrics={}, epoch=n + 1)
+    (trial / "checkpoint_000003").mkdir()  # being written: no meta.json yet
+    assert resolve_checkpoint(trial) == trial / "checkpoint_000002"

@@ -136,7 +136,8 @@ def _alive(pid: int) -> bool:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint dir, a run dir (-> its latest epoch_NNNN) or a weight file -> the thing to load."""
+    """A checkpoint dir, a run dir (-> its latest epoch_NNNN), a search trial's folder (-> its
+    latest checkpoint_NNNNNN) or a weight file -> the thing to load."""
     p = Path(path)
     if p.is_file():
         return p
@@ -148,9 +149,13 @@ def resolve_checkpoint(path: str | Path) -> Path:
         latest = latest_checkpoint_in(folder)
         if latest is not None:
             return latest
+    # a search trial's folder: Ray Tune names its checkpoints checkpoint_NNNNNN
+    tune = sorted(c for c in p.glob("checkpoint_[0-9]*") if (c / META_FILE).is_file())
+    if tune:
+        return tune[-1]
     if (p / MODEL_FILE).is_file():
         raise CheckpointError(f"{p}: incomplete checkpoint (no {META_FILE}; it is written last)")
-    raise CheckpointError(f"{p}: no checkpoint here (expected {META_FILE} or checkpoints/epoch_NNNN/)")
+    raise CheckpointError(f"{p}: no checkpoint here (expected {META_FILE}, checkpoints/epoch_NNNN/ or a trial's checkpoint_NNNNNN/)")
 
 
 def read_meta(checkpoint_dir: str | Path) -> dict[str, Any]:
