@@ -155,7 +155,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return tune[-1]
     if (p / MODEL_FILE).is_file():
         raise CheckpointError(f"{p}: incomplete checkpoint (no {META_FILE}; it is written last)")
-    raise CheckpointError(f"{p}: no checkpoint here (expected {META_FILE}, checkpoints/epoch_NNNN/ or a trial's checkpoint_NNNNNN/)")
+    raise CheckpointError(
+        f"{p}: no checkpoint here (expected {META_FILE}, checkpoints/epoch_NNNN/ or a trial's checkpoint_NNNNNN/)"
+    )
 
 
 def read_meta(checkpoint_dir: str | Path) -> dict[str, Any]:

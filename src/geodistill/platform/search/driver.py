@@ -145,12 +145,14 @@ def _console_callbacks(
     """The trackers' callbacks (``platform.tracking``) and, at ``verbose == 1``, the live table (``live.py``)."""
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+    from geodistill.platform.search.disk import DropFinishedState
     from geodistill.platform.tracking import parse_loggers
 
     chosen = parse_loggers(plan.base.logger if options.loggers is None else options.loggers)
     # Tune's result.json / progress.csv per trial; TensorBoard events only with --logger tensorboard
-    # (_prepare_tune turns Tune's automatic loggers off: they wrote event files under --logger none).
-    out: list[Any] = [CSVLoggerCallback(), JsonLoggerCallback()]
+    # (_prepare_tune turns Tune's automatic loggers off: they wrote event files under --logger none);
+    # an ended trial's checkpoint loses its train_state.pt (disk.py).
+    out: list[Any] = [CSVLoggerCallback(), JsonLoggerCallback(), DropFinishedState()]
     if chosen:
         from geodistill.platform.tracking.callbacks import tune_callbacks
 
