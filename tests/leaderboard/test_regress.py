@@ -182,7 +182,18 @@ def test_user_errors_exit_2_with_one_line(release, tiny, synth_univ, tmp_path, c
     assert "(create them with --write-golden)" in capsys.readouterr().err
     (tmp_path / "bad.yaml").write_text("checkpoints: [{path: x, kind: onnx}]\n")
     assert main(["regress", "--baseline", str(tmp_path / "bad.yaml")]) == 2
-    assert "checkpoints[0].kind must be one of video2bev, geodistill, got 'onnx'" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == "geodistill regress: error: baseline bad: checkpoints[0].kind must be one of video2bev, geodistill; got 'onnx'"
+    )
+    (tmp_path / "bad.yaml").write_text("checkpoints: [{path: x, expected: {metrics: {recall: 1}}}]\n")
+    assert main(["regress", "--baseline", str(tmp_path / "bad.yaml")]) == 2
+    assert "baseline bad: checkpoints[0].expected.metrics has 'recall', which is not one of d2s_recall1" in (
+        capsys.readouterr().err
+    )
+    assert main(["regress", "--baseline", "nope"]) == 2
+    assert "unknown baseline 'nope'; known: example_student, video2bev_univ" in capsys.readouterr().err
     assert main(["regress"]) == 2
 
 
@@ -218,14 +229,17 @@ def test_front_against_front(tmp_path, capsys):
     assert "REGRESSION: 2 of 4 checks regressed" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["video2bev_univ.yaml", "example_student.yaml"])
-def test_repository_baselines_parse(name):
-    from geodistill.leaderboard.regress import load_baseline
+@pytest.mark.parametrize("name", ["video2bev_univ", "example_student"])
+def test_packaged_baselines_load_by_name_from_any_directory(name, tmp_path, monkeypatch):
+    from geodistill.platform.baseline import load_baseline
 
-    baseline = load_baseline(Path(__file__).resolve().parents[2] / "baselines" / name)
-    ck = baseline["checkpoints"][0]
-    assert ck["sha256"] is None and all(v["value"] is None for v in ck["metrics"].values())
-    assert set(ck["cost"]) == {"params_m", "gflops"}
+    monkeypatch.chdir(tmp_path)
+    baseline = load_baseline(name)
+    ck = baseline.checkpoints[0]
+    assert ck.sha256 is None and all(t.value is None for t in ck.expected.metrics.values())
+    assert set(ck.expected.cost) == {"params_m", "gflops"} and ck.expected.cost["gflops"].rel_tol == 1e-6
+    assert baseline.dir == tmp_path  # a packaged baseline's relative paths: the working directory
+    assert ck.path.startswith(("baselines/", "demo_out/"))  # example_student: the demo's best student
 
 
 def test_a_baseline_pinned_from_the_printed_table_passes(tiny, synth_univ, tmp_path, capsys):

@@ -16,10 +16,11 @@ import pytest
 
 from geodistill.errors import ConfigError
 from geodistill.leaderboard import Leaderboard, LeaderboardError, make_row
+from geodistill.leaderboard.anchors import load_anchors
 from geodistill.leaderboard.pareto import pareto_rows
-from geodistill.leaderboard.report import default_anchors_path, load_anchors, write_report
+from geodistill.leaderboard.report import write_report
 
-ANCHORS = Path(__file__).resolve().parents[2] / "baselines" / "anchors.yaml"
+ANCHORS = "university1652"  # the packaged anchors, by name
 GFLOPS_PER_FRAME = {"resnet18": 1.0, "vit_tiny": 2.0, "convnext_atto": 0.5}
 RECALL_BASE = {"resnet18": 40.0, "vit_tiny": 55.0, "convnext_atto": 30.0}
 
@@ -146,11 +147,18 @@ def test_report_user_errors(board, tmp_path):
         write_report(board, tmp_path / "o", experiment="nope")
     with pytest.raises(ConfigError, match="unknown metric 'recall@1'"):
         write_report(board, tmp_path / "o", metric="recall@1")
-    bad = tmp_path / "anchors.yaml"
+    bad = tmp_path / "mine.yaml"
     bad.write_text("anchors: {x: 1}\n")
-    with pytest.raises(ConfigError, match="needs a list under 'anchors'"):
+    with pytest.raises(ConfigError, match=r"^anchors mine: anchors must be a list, got \{'x': 1\}$"):
         load_anchors(bad)
-    assert default_anchors_path() is not None and load_anchors(default_anchors_path())["anchors"]
+    bad.write_text("anchors: [{method: LPN, gflops: -65}]\n")
+    with pytest.raises(ConfigError, match=r"^anchors mine: anchors\[0\]\.gflops must be > 0"):
+        load_anchors(bad)
+    with pytest.raises(ConfigError, match="unknown anchors 'nope'; known: university1652"):
+        write_report(board, tmp_path / "o", anchors="nope")
+    packaged = load_anchors()
+    assert packaged.dataset == "University-1652" and not packaged.comparable and len(packaged.anchors) >= 8
+    assert packaged.as_report()["label"] == "University-1652, not comparable"
 
 
 # ---- a distillation search: knobs, repeats merged, the teacher drawn, no machine paths --------

@@ -69,8 +69,7 @@ def test_unknown_refiner_is_refused_before_the_summary(cli, no_leaderboard):
     assert result.stdout == ""  # no run summary: nothing was started
 
 
-def test_search_space_override_is_validated_before_any_compute(cli, no_leaderboard, tmp_path, monkeypatch):
-    monkeypatch.setenv("GEODISTILL_SEARCH_SPACES", str(Path(__file__).resolve().parents[2] / "search_spaces"))
+def test_search_space_override_is_validated_before_any_compute(cli, no_leaderboard, tmp_path):
     result = cli("search", "search_space=smoke", "model.refiner=median", "--storage", tmp_path / "tune")
     assert_one_line_error(result, code=2, command="search", contains="model.refiner")
 

@@ -145,18 +145,3 @@ def hypervolume(points, reference, maximize: Sequence[bool]) -> float:
         return 0.0
     inside = np.isfinite(pts).all(axis=1) & (pts < ref).all(axis=1)
     return _hv(pts[inside], ref)
-
-
-def pareto_mask_naive(points, maximize: Sequence[bool]) -> np.ndarray:
-    """O(N^2 M) reference: every pair compared. Kept for tests and the benchmark."""
-    pts = _as_minimisation(points, maximize)
-    n = len(pts)
-    finite = np.isfinite(pts).all(axis=1)
-    mask = finite.copy()
-    for i in range(n):
-        if not finite[i]:
-            continue
-        others = pts[finite]
-        dominated = np.all(others <= pts[i], axis=1) & np.any(others < pts[i], axis=1)
-        mask[i] = not dominated.any()
-    return mask

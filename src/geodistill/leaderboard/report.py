@@ -13,8 +13,8 @@ Rows are prepared before anything is drawn (``report_rows``: the searched rows a
 teacher and baseline rows as reference points, identical configurations merged, machine paths
 made relative); the figures are ``report_plots``.
 
-Published reference points (``baselines/anchors.yaml``) are drawn greyed for context only:
-they come from University-1652, not from the data the runs were measured on.
+Published reference points (``leaderboard.anchors``: ``conf/anchors/``) are drawn greyed for
+context only: they come from University-1652, not from the data the runs were measured on.
 
 ``write_report`` reads as its steps: ``_report_input``, ``prepare_rows``, ``_plots``,
 ``_summary``, ``_sections``, ``_documents``, ``_write``.
@@ -31,16 +31,16 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import yaml
 
-from geodistill.errors import ConfigError, one_line
+from geodistill.errors import ConfigError
 from geodistill.eval.names import METRIC_KEYS, metric_label
+from geodistill.leaderboard.anchors import DEFAULT as DEFAULT_ANCHORS
+from geodistill.leaderboard.anchors import load_anchors
 from geodistill.leaderboard.pareto import hypervolume
 from geodistill.leaderboard.report_plots import KNOBS, effect_figure, effect_knobs, pareto_figure, save_figure
 from geodistill.leaderboard.report_rows import COST, ReportRows, fmt, hover_text, prepare_rows, varying_keys
 from geodistill.leaderboard.store import Leaderboard, LeaderboardError
 
-ANCHORS_FILE = Path("baselines") / "anchors.yaml"
 TABLE_COLUMNS = (
     "backbone",
     "views",
@@ -62,31 +62,6 @@ TABLE_COLUMNS = (
     "trial_id",
 )
 ALWAYS_SHOWN = ("backbone", "{metric}", "gflops", "runs", "trial_id")  # other columns only when set
-
-
-def default_anchors_path() -> Path | None:
-    """``baselines/anchors.yaml`` under the working directory, else beside this source tree."""
-    for base in (Path.cwd(), Path(__file__).resolve().parents[3]):
-        if (base / ANCHORS_FILE).is_file():
-            return base / ANCHORS_FILE
-    return None
-
-
-def load_anchors(path: str | Path | None) -> dict[str, Any]:
-    """The anchors YAML as {"label": str, "anchors": [{method, backbone, gflops, d2s_*}, ...]}."""
-    if path is None:
-        return {"label": "", "anchors": []}
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigError(f"cannot read anchors file {path}: {err.strerror or err}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"cannot parse anchors file {path}: {one_line(err)}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("anchors"), list):
-        raise ConfigError(f"anchors file {path} needs a list under 'anchors'")
-    label = str(data.get("label") or f"{data.get('dataset', 'published')}, not comparable")
-    return {"label": label, "anchors": [a for a in data["anchors"] if isinstance(a, dict)]}
 
 
 def _frames(
@@ -315,12 +290,12 @@ def write_report(
     ``source`` is a Leaderboard or a frame of leaderboard rows; only rows with status "ok",
     the metric and GFLOPs take part in the front, identical configurations merged. Teacher rows
     (of this experiment, or named by its students) are drawn for reference. ``anchors`` is a
-    YAML of published points (greyed, never on the front); "default" = ``default_anchors_path()``,
+    name or YAML path of published points (greyed, never on the front); "default" = the packaged ones,
     None = no anchors. ``reference`` = (metric, GFLOPs) for the hypervolume; default (0, 2 x the
     largest GFLOPs). Returns {"html", "md", "pareto_png", ...: path}.
     """
     frame, everything, out, base = _report_input(source, out_dir, experiment=experiment, metric=metric)
-    anchor_set = load_anchors(default_anchors_path() if anchors == "default" else anchors)
+    anchor_set = load_anchors(DEFAULT_ANCHORS if anchors == "default" else anchors).as_report()
     rows = prepare_rows(frame, everything, metric, base)
     if reference is None:
         reference = (0.0, 2.0 * float(rows.plotted[COST].max())) if rows.plotted.height else (0.0, 1.0)

@@ -180,7 +180,7 @@ def run_demo(
         seconds=steps.elapsed(),
     )
     best = Path(str((summary.distillation or {}).get("checkpoint_uri") or ""))
-    if (best / "meta.json").is_file():  # at a fixed path: baselines/example_student.yaml gates on it
+    if (best / "meta.json").is_file():  # at a fixed path: `regress --baseline example_student` gates on it
         summary.student = copy_checkpoint(best, out / "student", with_state=False)
     echo(format_summary(summary))
     return summary
@@ -374,7 +374,7 @@ def format_summary(s: DemoSummary) -> str:
         f"leaderboard {s.leaderboard_root}  (geodistill leaderboard show --leaderboard {s.leaderboard_root} "
         f"--experiment {EXPERIMENT})",
         f"teacher    {s.teacher_checkpoint}",
-        f"student    {s.student or 'none finished'}  (the best; baselines/example_student.yaml gates on it)",
+        f"student    {s.student or 'none finished'}  (the best; `regress --baseline example_student` gates on it)",
         f"done in {s.seconds / 60:.1f} min",
         *s.notes,
     ]
