@@ -141,6 +141,9 @@ def _write_encoders(model: GeoModel, out: Path, *, hub_repo: str | None) -> list
                 if has_head
                 else f"normalize(linear({model.cfg.pooling}-pool(model.forward_features(x)), {HEAD_FILE}))",
                 "backbone": model.cfg.backbone,
+                # what training started from: timm's pretrained tag, a weights file, or random init
+                "initialised_from": model.cfg.weights
+                or (model.cfg.backbone if model.cfg.pretrained else "random"),
             }
         }
         save_for_hf(
@@ -153,7 +156,11 @@ def _write_encoders(model: GeoModel, out: Path, *, hub_repo: str | None) -> list
                 str(folder / HEAD_FILE),
                 metadata={"pooling": model.cfg.pooling, "applies_to": "pooled features"},
             )
-        arch = json.loads((folder / "config.json").read_text())["architecture"]
+        config = json.loads((folder / "config.json").read_text())
+        if not model.cfg.pretrained:  # timm's default tag names weights these never started from
+            config.get("pretrained_cfg", {}).pop("tag", None)
+            (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        arch = config["architecture"]
         exported.append(ExportedEncoder(view, folder, arch, has_head, diff))
         if hub_repo:
             repo = hub_repo if view == "shared" else f"{hub_repo}-{view}"

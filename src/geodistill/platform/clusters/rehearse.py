@@ -142,6 +142,9 @@ def start_rehearsal(
         RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # single-machine mode: 127.0.0.1 stays 127.0.0.1
         RAY_ENABLE_UV_RUN_RUNTIME_ENV="0",
         RAY_USAGE_STATS_ENABLED="0",
+        # The head's job supervisor runs an entrypoint's `python` from PATH: this Python's folder
+        # first, so `python -m geodistill` is the interpreter that has Ray (no activated venv needed).
+        PATH=os.pathsep.join([_python_bin(), os.environ.get("PATH", "")]),
     )
     import ray._private.ray_constants as ray_constants
     import ray._private.utils as ray_utils
@@ -212,6 +215,13 @@ def start_rehearsal(
     return rehearsal
 
 
+def _python_bin() -> str:
+    """The folder of this Python (a venv's bin/): its `ray` and `python` work without activating it."""
+    import sys
+
+    return str(Path(sys.executable).parent)
+
+
 def _describe(node: Any, resources: dict[str, float]) -> dict[str, Any]:
     raylet = node.all_processes["raylet"][0].process
     return {"node_id": node.node_id, "raylet_pid": raylet.pid, "resources": resources}
@@ -249,7 +259,7 @@ def usage(rehearsal: RehearsalCluster) -> str:
             f"  temp dir:     {rehearsal.temp_dir}",
             "submit to it (from the repository root):",
             f"  export {env}",
-            f"  ray job submit --address {rehearsal.dashboard_url} --working-dir . "
+            f"  {Path(_python_bin()) / 'ray'} job submit --address {rehearsal.dashboard_url} --working-dir . "
             '--runtime-env-json \'{"py_modules": ["src/geodistill"]}\' -- '
             'python -m geodistill search --smoke-test --num-samples 6 --storage "$PWD/runs/search" '
             '--leaderboard "$PWD/runs/leaderboard"',
