@@ -3,6 +3,7 @@
 - ``postgres_server()``: a private PostgreSQL cluster (``initdb`` in a fresh temporary
   directory, trust auth, listening on 127.0.0.1 only, its Unix socket in the same directory).
   As root, it runs as the ``postgres`` user the Debian package creates (PostgreSQL refuses root).
+  ``stop()`` / ``start()`` crash and restart it on the same port (the restart fault test).
 - ``s3_server()``: moto's S3-compatible server (``moto[server]``), one bucket created.
 - ``headless_chromium(...)``: Chromium run headless on a local page (screenshot or DOM dump).
 
@@ -22,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -57,9 +58,25 @@ class Postgres:
     user: str
     database: str
     data_dir: str
+    ctl: list[str] = field(default_factory=list)  # pg_ctl (as the server's user) -D DATA
+    start_args: list[str] = field(default_factory=list)
 
     def url(self, driver: str = "postgresql") -> str:
         return f"{driver}://{self.user}@{LOOPBACK}:{self.port}/{self.database}"
+
+    def stop(self) -> None:
+        """Stop the server as a crash would (``-m immediate``: connections cut, no checkpoint)."""
+        _run_checked([*self.ctl, "-m", "immediate", "-w", "stop"])
+
+    def start(self) -> None:
+        """Start it again on the same port and data (after ``stop``)."""
+        _run_checked([*self.ctl, *self.start_args, "start"])
+
+
+def _run_checked(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} failed: {proc.stdout}{proc.stderr}")
 
 
 @contextlib.contextmanager
@@ -78,15 +95,14 @@ def postgres_server(database: str = "optuna") -> Iterator[Postgres]:
     log = os.path.join(folder, "server.log")
 
     def run(*cmd: str) -> None:
-        proc = subprocess.run([*run_as, *cmd], capture_output=True, text=True, timeout=120)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd[:2])} failed: {proc.stdout}{proc.stderr}")
+        _run_checked([*run_as, *cmd])
 
+    options = f"-c listen_addresses={LOOPBACK} -p {port} -k {folder} -c fsync=off"
+    ctl, start_args = [*run_as, pg_ctl, "-D", data], ["-o", options, "-l", log, "-w", "-t", "60"]
     started = False
     try:
         run(initdb, "-D", data, "-U", user, "-A", "trust", "--no-sync", "-E", "UTF8")
-        options = f"-c listen_addresses={LOOPBACK} -p {port} -k {folder} -c fsync=off"
-        run(pg_ctl, "-D", data, "-o", options, "-l", log, "-w", "-t", "60", "start")
+        _run_checked([*ctl, *start_args, "start"])
         started = True
         import psycopg2
 
@@ -95,7 +111,7 @@ def postgres_server(database: str = "optuna") -> Iterator[Postgres]:
         with conn.cursor() as cur:
             cur.execute(f'CREATE DATABASE "{database}"')
         conn.close()
-        yield Postgres(port=port, user=user, database=database, data_dir=data)
+        yield Postgres(port, user, database, data, ctl=ctl, start_args=start_args)
     finally:
         if started:
             with contextlib.suppress(Exception):

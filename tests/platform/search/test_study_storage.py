@@ -24,6 +24,7 @@ from geodistill.errors import ConfigError
 from geodistill.leaderboard import Leaderboard
 from geodistill.platform.cli import main
 from geodistill.platform.search import study_storage as study
+from geodistill.platform.search.study import TRIAL_ID_ATTR
 
 TIMEOUT_S = 600
 
@@ -186,3 +187,60 @@ def test_killed_driver_resumes_from_a_fresh_process_with_the_study_in_postgres(p
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in finished)
     assert sorted(t.values[1] for t in finished) == pytest.approx(sorted(students["gflops"]))
     assert not (tmp_path / "search" / exp / "optuna.db").exists()
+
+
+@pytest.mark.slow
+def test_a_search_outlives_its_postgres_restarting_and_loses_no_trial(pg, ray_local, tmp_path, caplog):
+    """PostgreSQL crashes (``-m immediate``) while trials run and the driver talks to it, and comes
+    back on the same port: the search retries its study calls and finishes every trial once."""
+    import threading
+
+    def objective(cfg, *, context):
+        time.sleep(2.0)  # the driver's study calls of the next trials fall into the outage
+        context.report({"epoch": 1, "d2s_recall1": cfg.train.lr * 1000})
+
+    exp, samples = "pg-restart", 4
+    lb = Leaderboard(tmp_path / "lb")
+    outage: dict[str, float] = {}
+
+    def restart() -> None:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not ((tmp_path / "lb").exists() and lb.keys(exp)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        outage["rows_before"] = len(lb.keys(exp)) if (tmp_path / "lb").exists() else -1
+        pg.stop()
+        outage["down"] = time.monotonic()
+        time.sleep(6.0)  # longer than a trial: a trial ends and the next is asked for while it is down
+        pg.start()
+        outage["up"] = time.monotonic()
+
+    restarter = threading.Thread(target=restart, daemon=True)
+    restarter.start()
+    result = search(
+        trivial_space(1, name="pg-restart"),
+        num_samples=samples,
+        max_concurrent=1,
+        experiment=exp,
+        sampler="random",
+        study_storage=pg.url(),
+        early_stopping=False,
+        objective=objective,
+        **search_dirs(tmp_path),
+    )
+    restarter.join(timeout=120)
+    assert "up" in outage and 0 < outage["rows_before"] < samples, outage  # restarted mid-search
+    assert "Optuna study storage unreachable" in caplog.text  # the driver did call it while it was down
+    rows = lb.read(exp)
+    assert rows.height == samples and rows["trial_id"].n_unique() == samples
+    assert set(rows["status"]) == {"ok"}, rows.select("trial_id", "status", "error")
+    keys = []
+    for path in (tmp_path / "lb" / Leaderboard.partition_name(exp)).glob("*.parquet"):
+        keys += pq.read_table(path, columns=["row_key"]).column("row_key").to_pylist()
+    assert sorted(keys) == sorted(rows["row_key"]), "a row was written twice"
+    trials = optuna.load_study(study_name=exp, storage=study.open_storage(pg.url())).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * samples, [
+        (t.number, t.state.name) for t in trials
+    ]
+    assert sorted(t.user_attrs[TRIAL_ID_ATTR] for t in trials) == sorted(rows["trial_id"])
+    assert sorted(t.values[0] for t in trials) == pytest.approx(sorted(rows["d2s_recall1"]))
+    assert result.rows.height == samples

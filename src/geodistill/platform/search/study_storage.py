@@ -6,7 +6,8 @@ URL Optuna's ``RDBStorage`` takes (``postgresql://user@host:5432/db``, password 
 ``PGPASSWORD`` or ``~/.pgpass``) or ``journal:///shared/path/study.log`` (Optuna's journal file
 on a file system every driver reaches). The URL, password removed, is recorded with the
 experiment (``study.json``) so ``--resume`` finds it; another explicit URL on resume is refused
-in one line. ``open_storage`` connects at once: an unreachable store fails before Ray starts.
+in one line. ``open_storage`` connects at once: an unreachable store fails before Ray starts;
+later, a database server that restarts is waited out (``study_retry``).
 """
 
 from __future__ import annotations
@@ -93,11 +94,17 @@ def open_storage(url: str) -> Any:
             path.parent.mkdir(parents=True, exist_ok=True)
             storage = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
         else:
-            engine_kwargs = {}
+            from geodistill.platform.search.study_retry import RetryingRDBStorage
+
+            engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}  # a restarted server's dead connections
             if url.startswith(("postgresql", "postgres")):
-                engine_kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
-            storage = optuna.storages.RDBStorage(with_driver(url), engine_kwargs=engine_kwargs)
-        storage.get_all_studies()  # a round trip: RDBStorage connects lazily for some drivers
+                engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+            storage = RetryingRDBStorage(with_driver(url), engine_kwargs=engine_kwargs)
+        # A round trip (RDBStorage connects lazily for some drivers), not retried: fail before Ray starts.
+        probe = (
+            optuna.storages.RDBStorage if isinstance(storage, optuna.storages.RDBStorage) else type(storage)
+        )
+        probe.get_all_studies(storage)
     except ImportError as err:
         raise ConfigError(
             f"cannot open the Optuna study storage {public_url(url)}: {_first_line(err)} "
