@@ -76,3 +76,25 @@ def non_loopback_listeners(temp_dir: str) -> set[str]:
             if not ipaddress.ip_address(ip).is_loopback:
                 bad.add(conn.laddr.ip)
     return bad
+
+
+def start_head(temp_dir: str, ports: list[int], env: dict[str, str], *, num_cpus: int = 2) -> str:
+    """``ray start --head`` on 127.0.0.1 with ``temp_dir`` and the five ``ports`` (GCS, client server,
+    dashboard agent, metrics, runtime-env agent), no dashboard; returns the GCS address. Starting it
+    again with the same arguments after ``stop_head`` restarts the head where drivers look for it."""
+    import shutil
+    import subprocess
+
+    gcs, client, agent, metrics, runtime_env = ports
+    ray = shutil.which("ray", path=env.get("PATH")) or "ray"
+    start = [
+        ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
+        "--include-dashboard", "false", "--ray-client-server-port", str(client),
+        "--dashboard-agent-listen-port", str(agent), "--metrics-export-port", str(metrics),
+        "--runtime-env-agent-port", str(runtime_env), "--num-cpus", str(num_cpus),
+        "--temp-dir", temp_dir, "--disable-usage-stats",
+    ]  # fmt: skip
+    proc = subprocess.run(start, env=env, capture_output=True, text=True, timeout=180)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ray start --head failed: {proc.stderr[-2000:]}")
+    return f"127.0.0.1:{gcs}"

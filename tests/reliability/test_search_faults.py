@@ -30,10 +30,10 @@ FAKE_SECRET = "AKIAFAKEGEODISTILL0000/sEcReT+value+never+persist"
 TIMEOUT_S = 420
 
 
-def start_search(tmp: Path, experiment: str, *extra: str) -> subprocess.Popen:
+def start_search(tmp: Path, experiment: str, *extra: str, env: dict | None = None) -> subprocess.Popen:
     """``geodistill search --smoke-test`` as a user would start it, in its own session."""
     env = {
-        **os.environ,
+        **(os.environ if env is None else env),
         "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
         "GEODISTILL_LEADERBOARD": str(tmp / "leaderboard"),
         "PYTHONUNBUFFERED": "1",
@@ -219,3 +219,68 @@ def test_a_second_search_into_a_running_experiment_stops_in_one_line_and_the_fir
     from geodistill.platform.search.experiment_lock import hold_experiment, released_after
 
     released_after(hold_experiment)(exp, str(tmp_path / "search" / exp))
+
+
+@pytest.mark.slow  # end to end: the second tier
+def test_ray_head_restarted_under_a_search_then_resume_recovers_every_trial_once(tmp_path: Path):
+    """``search --address`` on a loopback head this test starts; once a trial has its row the head is
+    stopped (its own processes only) and started again on the same ports; ``--resume`` finishes."""
+    import secrets
+    import shutil
+    import tempfile
+
+    from loopback_head import free_ports, non_loopback_listeners, pids_naming, start_head, stop_head
+
+    exp = "head-restarted"
+    lb = Leaderboard(tmp_path / "leaderboard")
+    temp_dir = tempfile.mkdtemp(prefix="gdh", dir="/tmp")  # short: unix socket paths are limited
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "OMP_NUM_THREADS": "1",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # single machine: 127.0.0.1 stays 127.0.0.1
+        "RAY_AUTH_MODE": "token",  # as Ray 2.60 heads require: a token of this test's own
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+    }
+    env.pop("RAY_ADDRESS", None)
+    ports = free_ports(5)
+    try:
+        address = start_head(temp_dir, ports, env)
+        proc = start_search(tmp_path, exp, "--num-samples", "3", "--address", address, env=env)
+        try:
+            try:
+                wait_for(
+                    lambda: lb.keys(exp) if (tmp_path / "leaderboard").exists() else None,
+                    proc=proc,
+                    what="a row",
+                )
+            except AssertionError as err:
+                raise AssertionError(f"{err}: {log_text(tmp_path, exp)[-3000:]}") from None
+            finished = lb.read(exp).select("row_key", "created_at")
+            assert not non_loopback_listeners(temp_dir)
+            stop_head(temp_dir)
+            assert not pids_naming(temp_dir)
+            start_head(temp_dir, ports, env)
+            code = proc.wait(timeout=TIMEOUT_S)  # the driver lost its cluster: it must end, not hang
+        finally:
+            stop_group(proc)
+        assert code != 0 and lb.read(exp).height < 3, log_text(tmp_path, exp)[-3000:]
+        resumed = start_search(tmp_path, exp, "--num-samples", "3", "--address", address, "--resume", env=env)
+        try:
+            assert resumed.wait(timeout=TIMEOUT_S) == 0, log_text(tmp_path, exp)[-3000:]
+        finally:
+            stop_group(resumed)
+    finally:
+        stop_head(temp_dir)
+        leftover = pids_naming(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert not leftover, f"head processes left: {leftover}"
+    rows = lb.read(exp)
+    students = rows.filter(rows["stage"] == "student")
+    assert students.height == 3 and students["trial_id"].n_unique() == 3, students
+    keys = raw_row_keys(tmp_path / "leaderboard", exp)
+    assert sorted(keys) == sorted(students["row_key"].to_list()), f"a row was written twice: {keys}"
+    for before in finished.iter_rows(named=True):  # finished before the restart: not re-run
+        again = rows.filter(rows["row_key"] == before["row_key"]).row(0, named=True)
+        assert again["created_at"] == before["created_at"], "a finished trial was re-run"
