@@ -2,6 +2,7 @@
 
 - a trial process SIGKILLed mid-training: the search goes on, the trial is recorded as failed;
 - the search driver SIGKILLed, then ``--resume``: no finished trial lost, re-run or duplicated;
+- the Ray head of a ``search --address`` restarted under it, then ``--resume``: the same;
 - while it runs: every socket the CLI's Ray head listens on is bound to 127.0.0.1, and a
   credential in the environment never reaches the leaderboard, the Tune state or the logs.
 

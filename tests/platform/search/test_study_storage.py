@@ -1,7 +1,7 @@
 """``--study-storage``: the Optuna study outlives its driver (PostgreSQL, a journal file, SQLite).
 
 The PostgreSQL tests run a real server (``services.postgres_server``: initdb in a temporary
-directory, 127.0.0.1 on a free port). The kill test SIGKILLs a real ``geodistill search``
+directory, 127.0.0.1 on a free port); one crashes and restarts it under a search. The kill test SIGKILLs a real ``geodistill search``
 driver mid-search and resumes it from a new process that is told nothing but ``--resume``.
 """
 
