@@ -29,7 +29,7 @@ import polars as pl
 from _figures import figure  # benchmarks/ is on sys.path when a script here runs
 from geodistill.leaderboard.pareto import hypervolume
 from geodistill.platform.compose import compose_run_config
-from geodistill.platform.ray_local import init_ray
+from geodistill.platform.runtime.ray_local import init_ray
 from geodistill.platform.search import run_search, train_teacher_for, trial_cost
 from geodistill.platform.search.space import load_space, parse_space, trial_config
 

@@ -270,7 +270,7 @@ def cli_default_sampler() -> str:
 
 def cli_rungs() -> tuple[int, float]:
     """(grace period, reduction factor) that ``geodistill search`` uses unless told otherwise."""
-    from geodistill.platform.commands.search import register
+    from geodistill.platform.cli.commands.search import register
 
     subparsers = argparse.ArgumentParser().add_subparsers()
     register(subparsers)

@@ -31,7 +31,7 @@ import torch
 
 from _figures import figure  # benchmarks/ is on sys.path when a script here runs
 from geodistill.platform.compose import compose_run_config
-from geodistill.platform.train_driver import run_training
+from geodistill.platform.runtime.train_driver import run_training
 
 EPOCHS = 5  # epoch 1 warm-up; epochs 2-4 measured (not evaluated); epoch 5 evaluated
 

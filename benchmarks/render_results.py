@@ -4,7 +4,7 @@ Run: python benchmarks/render_results.py [--check]
 
 The block between ``<!-- results.json: begin -->`` and ``<!-- results.json: end -->`` in
 ``benchmarks/RESULTS.md`` is replaced by ``render(results)``; ``--check`` only compares (exit 1
-when they differ). ``tests/test_bench_results.py`` runs the same comparison in the fast tier.
+when they differ). ``tests/benchmarks/test_bench_results.py`` runs the same comparison in the fast tier.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ def ray_local():
     """
     import ray
 
-    from geodistill.platform.ray_local import init_ray
+    from geodistill.platform.runtime.ray_local import init_ray
 
     init_ray(num_cpus=2)
     yield ray

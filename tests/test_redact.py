@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from geodistill.errors import ConfigError
-from geodistill.platform.clusters import validate_document
+from geodistill.platform.clusters.validate import validate_document
 from geodistill.redact import find_secrets, names_secret, scrub_secrets
 
 # Key names each of the two former checks knew (the store's list, then the cluster validator's).

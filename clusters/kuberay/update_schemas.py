@@ -10,7 +10,7 @@ KubeRay is Apache-2.0, its licence is vendored beside them.
 Keeps only ``spec.versions[name=v1].schema.openAPIV3Schema`` of each CRD (the data the API
 server validates a manifest against) and drops the human-readable ``description`` strings,
 which carry no constraint and are most of the CRDs' bytes. Output: ``<kind>.v1.json`` in
-``src/geodistill/platform/kuberay_schemas/``, one compact JSON document each.
+``src/geodistill/platform/clusters/kuberay_schemas/``, one compact JSON document each.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-HERE = Path(__file__).resolve().parents[2] / "src/geodistill/platform/kuberay_schemas"
+HERE = Path(__file__).resolve().parents[2] / "src/geodistill/platform/clusters/kuberay_schemas"
 
 
 def strip_descriptions(schema: Any) -> Any:

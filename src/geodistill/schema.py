@@ -1,20 +1,12 @@
 """Declared types and ranges for every config key and CLI flag, checked before anything runs.
 
 A config dataclass declares each field with ``setting(default, ge=..., le=..., choices=...)``:
-the rule lives next to the field, so a new key is validated (and fuzzed by
-tests/reliability/test_fuzz_inputs.py) the moment it is added. ``check_fields`` walks a
-dataclass and raises one ``ConfigError`` line naming the dotted key, the value and what is
-allowed. CLI flags use the same ``Rule`` through ``geodistill.platform.flags``.
-
-Why an upper bound on every number: a huge value (``train.epochs=10**12``,
-``data.batch_size=1e9``) is never meant, and without a bound it passes every check and then
-hangs or runs out of memory long after the user walked away. NaN and infinity are refused
-for every float for the same reason.
-
-Two strengths of path checks: ``check_fields(..., filesystem=False)`` (what
-``RunConfig.from_dict`` runs, also on configs read back from a leaderboard row whose paths
-may be gone) checks only the text (non-empty, no NUL byte); ``filesystem=True`` (what the
-composition of a run runs) also checks that inputs exist and outputs can be created.
+the rule lives next to the field, so a new key is validated (and fuzzed by the reliability
+tests) the moment it is added. ``check_fields`` walks a dataclass and raises one
+``ConfigError`` line naming the dotted key, the value and what is allowed; CLI flags use the
+same ``Rule`` through ``geodistill.platform.cli.flags``. Every number has an upper bound and
+no float may be NaN or infinite; paths are checked as text, or also on the file system
+(``filesystem=True``). Why: docs/design.md, "Config validation".
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from geodistill.platform.cli import build_parser
-from geodistill.platform.flags import FlagType, free_form, value_actions, walk_parsers
+from geodistill.platform.cli.flags import FlagType, free_form, value_actions, walk_parsers
 from geodistill.schema import Rule, declared_keys
 from geodistill.train.config import RunConfig
 

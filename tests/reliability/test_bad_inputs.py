@@ -1,6 +1,6 @@
 """Bad input from a user ends in one clear line on stderr and a non-zero exit, never a traceback.
 
-Each case drives the real CLI entry point (``geodistill.platform.cli.main``) with what a user
+Each case drives the real CLI entry point (``geodistill.platform.cli``) with what a user
 would type; tests/reliability/README.md lists the cases and what happened.
 """
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import polars as pl
 import psutil
 import pytest
+from rehearsal import REPO, Rehearsal
 
 from geodistill.leaderboard import Leaderboard
-from rehearsal import REPO, Rehearsal
 
 # The second tier (`make test-e2e`, CI); `make test-cluster` runs these alone.
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
@@ -179,7 +179,7 @@ def test_two_worker_training_spreads_and_resumes_from_its_checkpoint_after_losin
 
     Two CPUs per node, so the restarted group of two fits on the surviving node (SPREAD is a preference).
     """
-    from geodistill.platform.train_driver import worker_nodes, worker_pids
+    from geodistill.platform.runtime.train_driver import worker_nodes, worker_pids
 
     epochs, out = 6, tmp_path / "runs"
     run_dir = out / "spread"

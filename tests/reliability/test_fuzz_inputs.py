@@ -68,7 +68,7 @@ TRIPWIRES = (
     "geodistill.data.synth.generate_univ",
     "geodistill.data.check.check_dataset",
     "geodistill.leaderboard.store.Leaderboard.write",
-    "geodistill.platform.train_driver.run_training",
+    "geodistill.platform.runtime.train_driver.run_training",
     "geodistill.platform.search.driver.run_search",
     "geodistill.platform.demo_pipeline.run_demo",
 )
@@ -100,7 +100,7 @@ def test_every_config_key_and_flag_is_declared():
     """A key or flag without a declared rule is neither validated nor fuzzed: refuse it here."""
     undeclared_keys = [k.name for k in KEYS + [k for _, k in BASELINE_KEYS] if k.rule is None]
     assert undeclared_keys == [], f"declare these with geodistill.schema.setting(...): {undeclared_keys}"
-    assert undeclared_flags() == [], "give these flags type=flag(...) (geodistill.platform.flags)"
+    assert undeclared_flags() == [], "give these flags type=flag(...) (geodistill.platform.cli.flags)"
     # the surface is what README's table says it is (update both when it grows)
     assert len(KEYS) >= 50 and len(FLAGS) >= 60, (len(KEYS), len(FLAGS))  # the walks found them all
 

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from geodistill.leaderboard import Leaderboard
-from geodistill.platform.ray_local import listening_addresses
+from geodistill.platform.runtime.ray_local import listening_addresses
 
 FAKE_SECRET = "AKIAFAKEGEODISTILL0000/sEcReT+value+never+persist"
 TIMEOUT_S = 420

@@ -1,21 +1,11 @@
 """Organise a UniV as it is shipped into the layout every reader expects (``geodistill data organize``).
 
-The UniV archive holds, per elevation and frame rate, only ``train/drone`` and
-``test/gallery_drone``; ``45/2fps`` alone also holds ``train/{satellite,street,google}`` and
-``test/gallery_{satellite,street}``. Its organising step (``organize_univ.py`` with
-``dataset_split.json``) then
-  1. creates ``test/query_drone`` from ``test/gallery_drone`` for the query buildings (the
-     gallery also holds distractor buildings that are never queried), in every subset, and
-     ``test/query_{satellite,street}`` likewise under ``45/2fps``;
-  2. lends the satellite/street/google views of ``45/2fps`` to every other subset.
-This module does the same with hard links (a copy where the filesystem refuses links), so it
-costs no disk space, and never touches a file that is already there: running it twice is a
-no-op. Our readers also borrow lent views from ``45/2fps`` on their own; step 2 is for tools
-that expect each subset to be complete.
-
-The query buildings come from ``dataset_split.json`` at the root: the first of the keys
-``query``, ``query_buildings`` or ``test`` that holds a list of building ids (the synthetic
-generator writes ``test``), or a file given explicitly.
+The archive holds, per elevation and frame rate, only ``train/drone`` and ``test/gallery_drone``;
+``45/2fps`` alone also holds satellite/street/google views. As UniV's own organising step does,
+this creates ``test/query_*`` for the query buildings (from ``dataset_split.json``: the first of
+``query``, ``query_buildings`` or ``test`` holding a list of ids, or a file given explicitly) and
+lends ``45/2fps``'s satellite/street/google views to every other subset, with hard links (a copy
+where links are refused). Files already there are never touched: running it twice is a no-op.
 """
 
 from __future__ import annotations

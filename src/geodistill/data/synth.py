@@ -1,21 +1,12 @@
 """A synthetic UniV: procedurally drawn satellite tiles and drone flights orbiting the target.
 
-One file just over 400 lines on purpose: the drawing, the camera and the UniV writer share the
-place description and read as one recipe.
-
-Each place is a large "world" canvas: ground texture, roads, neighbouring footprints and a
-distinct target building at the centre (shape, colour and roof pattern identify it). The
-satellite tile is the canvas's centre, seen from straight above and north-up. A drone frame
-is the same canvas seen by a camera circling the target at 30 or 45 degrees elevation: a
-perspective warp (far edge wider, more so at 30 degrees) rotated with the orbit angle, plus
-lighting drift, blur and sensor noise. So views of one place are related but never identical.
-
-Output (the real UniV layout, see geodistill.data.index):
-  <out>/<30|45>/<2|5|10>fps/train/drone/<id>/frame_XXX.jpeg, test/{query,gallery}_drone/<id>/...
-  <out>/45/2fps/train/{satellite,street,google}/<id>/, test/{query,gallery}_{satellite,street}/<id>/
-  <out>/dataset_split.json
-With video="mp4" the drone flights are one mp4 per building and elevation at 10 fps instead:
-  <out>/<30|45>/mp4/{train/drone,test/query_drone,test/gallery_drone}/<id>.mp4
+Each place is a "world" canvas: ground texture, roads, neighbouring footprints and a distinct
+target building at the centre. The satellite tile is the canvas's centre seen from above,
+north-up; a drone frame is the same canvas seen by a camera circling the target at 30 or 45
+degrees (a perspective warp rotated with the orbit angle, plus lighting drift, blur and sensor
+noise), so views of one place are related but never identical. The output is the real UniV
+layout (``geodistill.data.index``), drone flights as jpeg frames or one 10 fps mp4 per building;
+docs/design.md ("Synthetic UniV") lists the folders.
 """
 
 from __future__ import annotations

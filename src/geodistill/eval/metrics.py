@@ -1,27 +1,11 @@
 """The retrieval protocol (Recall@K, Recall@top1%, trapezoid AP), vectorised and bounded in memory.
 
-Protocol (docs/design.md): score = gallery . q, ranked descending; gallery items labelled -1 are
-junk and leave the ranking; a query with no good item scores 0 but stays in the denominator.
-
-Tie rule: equal scores keep gallery order, i.e. the ranking a *stable* descending sort gives
-(``np.argsort(-scores, kind="stable")``). The rank of a good item j is therefore
-
-    #{non-junk k : s_k > s_j} + #{non-junk k < j : s_k == s_j}
-
-which is what the fast path counts; no gallery row is ever sorted. The good items of each
-query come from the labels (gallery indices grouped by label); queries are taken in order of
-their number of good items P, in matmul blocks of [rows, G] float32 scores, and each block is
-counted while it is still in cache. Up to FEW_GOOD good items: d = sign(score - good score),
-in cache-sized tiles, float32 ops only; sum(d) and the nonzeros of d give the items strictly
-ahead, and only the tied pairs then look at gallery order (per segment of columns, then
-within the good item's own segment). More (satellite -> drone): int64 keys that break ties
-by gallery index, placed among the good keys by binary search.
-
-Cost (``benchmarks/bench_metrics.py``): a single-thread float pass over a cache-resident
-tile costs a fraction of a nanosecond per element, while comparisons to bool, integer casts,
-sorts and binary searches cost several times more; so the counting is four float passes per
-(score, good item): sub, sign, sum, L2 norm per segment (sum of d^2 = nonzeros, read-only).
-Checked bit for bit against the published per-query loop (``geodistill.eval.reference``).
+Protocol (docs/design.md): score = gallery . q, ranked descending with a stable sort (ties keep
+gallery order); gallery items labelled -1 are junk and leave the ranking; a query with no good
+item scores 0 but stays in the denominator. No gallery row is ever sorted: each good item's rank
+is counted from cache-sized tiles of float32 scores (docs/design.md, "Counting ranks without
+sorting", says how and why), and the result is checked bit for bit against the published
+per-query loop in the tests.
 """
 
 from __future__ import annotations

@@ -1,50 +1,20 @@
-"""The leaderboard store: one explicit Parquet schema, one file per write, deduplicating readers.
+"""The leaderboard store: one Parquet file per write under ``<root>/experiment=<name>/``, deduplicating readers.
 
-One file over 400 lines on purpose: the schema, the row builder that conforms to it and the
-store that writes and reads it are one contract; split, each part would restate the others.
-
-Layout (hive-partitioned by the one low-cardinality key)::
-
-    <root>/experiment=<name>/part-<uuid>.parquet
-
-Why one file per write: many trials on many nodes finish at once; appending to a shared file
-would need a lock that object stores do not have. Each writer writes its own file to a hidden
-temporary name and renames it into place (atomic on a local file system; on an object store the
-single PUT of the final key is itself atomic), so a reader sees a whole file or nothing. Rows
-carry ``row_key`` = ``experiment/trial_id/stage``; a resumed search that writes a row again, or a
-compaction that is halfway done, leaves duplicates on disk that readers remove (latest
-``created_at`` wins).
-
-Why files do not store ``experiment``: it is the hive partition key, so it lives in the folder
-name only (``FILE_SCHEMA`` is ``SCHEMA`` without it). A file that also stored it would clash with
-the type generic readers infer for the key (pandas/pyarrow: dictionary vs string), and
-``pandas.read_parquet(root)``, ``pyarrow.dataset.dataset(root, partitioning="hive")``,
-polars and DuckDB with hive partitioning would all refuse or disagree. Files written before this
-(with the column) still read here: this store takes the name from the folder either way.
-
-Anything else under the root that is not a readable leaderboard file (a foreign file, a
-corrupt or truncated Parquet file, a stray folder) is reported by every reader with a
-``LeaderboardWarning`` naming it and left alone; names starting with ``.`` or ``_`` (the
-writer's in-flight temporaries, ``_SUCCESS`` markers) are skipped silently, as pyarrow does.
-
-New columns are added to ``SCHEMA`` as nullable; files written before them read back with nulls.
-
-Why one file over 400 lines: the schema, ``make_row`` (which fills and checks it) and the
-store that writes and reads it change together; one file keeps them in one review.
+Many trials on many nodes finish at once and object stores have no locks, so each writer writes
+its own file to a hidden temporary name and renames it into place: a reader sees a whole file or
+nothing. Rows carry ``row_key`` = ``experiment/trial_id/stage``; duplicates a resumed search or a
+half-done compaction leaves are removed by the readers (latest ``created_at`` wins). Anything
+under the root that is not a readable leaderboard file is reported with a ``LeaderboardWarning``
+and left alone. The columns live in ``columns.py``; docs/design.md ("Leaderboard storage") says
+why the layout is what it is.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import socket
-import subprocess
 import uuid
 import warnings
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -55,73 +25,17 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from geodistill.errors import UserError, one_line
-from geodistill.eval.names import METRIC_KEYS, flatten_metrics
-from geodistill.redact import scrub_secrets
+from geodistill.leaderboard.columns import (
+    COLUMNS,
+    FILE_SCHEMA,
+    POLARS_FILE_SCHEMA,
+    POLARS_SCHEMA,
+    SCHEMA,
+    complete_row,
+)
 
-SCHEMA_VERSION = 1
 DEFAULT_ROOT = "runs/leaderboard"
 ROOT_ENV = "GEODISTILL_LEADERBOARD"
-STAGES = ("teacher", "student", "baseline")
-STATUSES = ("ok", "failed", "stopped", "running")
-
-_STR, _INT, _F64 = pa.string(), pa.int32(), pa.float64()
-SCHEMA = pa.schema(
-    [
-        pa.field("row_key", _STR, nullable=False),  # f"{experiment}/{trial_id}/{stage}"
-        pa.field("run_id", _STR),
-        pa.field("trial_id", _STR),
-        pa.field("experiment", _STR, nullable=False),
-        pa.field("stage", _STR),  # teacher | student | baseline
-        pa.field("status", _STR),  # ok | failed | stopped | running
-        pa.field("error", _STR),
-        pa.field("dataset_name", _STR),
-        pa.field("dataset_elevation", _INT),
-        pa.field("dataset_fps", _INT),
-        pa.field("dataset_hash", _STR),
-        pa.field("teacher", _STR),  # backbone name or checkpoint of the stage-1 model
-        pa.field("backbone", _STR),
-        pa.field("img_size", _INT),
-        pa.field("views", _INT),
-        pa.field("refiner", _STR),
-        pa.field("temperature", _F64),
-        pa.field("w_task", _F64),
-        pa.field("w_logit", _F64),
-        pa.field("w_feature", _F64),
-        pa.field("w_relation", _F64),
-        pa.field("lr", _F64),
-        pa.field("epochs", _INT),
-        *[pa.field(name, _F64) for name in METRIC_KEYS],  # percent
-        pa.field("params_m", _F64),
-        pa.field("gflops", _F64),  # per drone query (views x per-frame + refiner)
-        pa.field("gmacs", _F64),
-        pa.field("flop_counter", _STR),
-        pa.field("latency_ms", _F64),
-        pa.field("throughput_qps", _F64),
-        pa.field("device", _STR),
-        pa.field("checkpoint_uri", _STR),
-        pa.field("config_json", _STR),  # scrubbed of anything that looks like a secret
-        pa.field("git_sha", _STR),
-        pa.field("host", _STR),
-        pa.field("node_id", _STR),  # the Ray node a search trial last ran on (null outside Ray)
-        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("schema_version", _INT),
-    ],
-    metadata={"geodistill.schema_version": str(SCHEMA_VERSION)},
-)
-COLUMNS = tuple(SCHEMA.names)
-# What each file holds: the partition key ``experiment`` lives in the folder name only.
-FILE_SCHEMA = SCHEMA.remove(SCHEMA.get_field_index("experiment"))
-
-
-def _polars_type(type_: pa.DataType) -> pl.DataType:
-    """The polars dtype of one SCHEMA column (pl.from_arrow would import pandas at start-up)."""
-    if pa.types.is_timestamp(type_):
-        return pl.Datetime(type_.unit, type_.tz)
-    return {pa.string(): pl.String(), pa.int32(): pl.Int32(), pa.float64(): pl.Float64()}[type_]
-
-
-POLARS_SCHEMA = pl.Schema({f.name: _polars_type(f.type) for f in SCHEMA})
-POLARS_FILE_SCHEMA = pl.Schema({f.name: _polars_type(f.type) for f in FILE_SCHEMA})
 
 _PART_PREFIX, _PART_SUFFIX, _TMP_PREFIX = "part-", ".parquet", ".tmp-"
 _POLARS_SCHEMES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "hf", "http", "https"}
@@ -145,109 +59,11 @@ def default_root() -> str:
     return os.environ.get(ROOT_ENV) or DEFAULT_ROOT
 
 
-@cache
-def _git_sha() -> str | None:
-    """HEAD of the git checkout this package runs from (None outside a checkout)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    sha = out.stdout.strip()
-    return sha if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", sha) else None
-
-
-def _coerce(name: str, value: Any, type_: pa.DataType) -> Any:
-    """Check one value against its column type; ints widen to floats, numpy scalars unwrap."""
-    if value is None:
-        return None
-    if hasattr(value, "item") and not isinstance(value, str | bytes):  # numpy / torch scalar
-        value = value.item()
-    if pa.types.is_floating(type_):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"leaderboard column {name!r} takes a number, got {value!r}")
-        return float(value)
-    if pa.types.is_integer(type_):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"leaderboard column {name!r} takes an integer, got {value!r}")
-        return value
-    if pa.types.is_timestamp(type_):
-        if isinstance(value, str):
-            value = datetime.fromisoformat(value)
-        if not isinstance(value, datetime):
-            raise ValueError(f"leaderboard column {name!r} takes a datetime, got {value!r}")
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if not isinstance(value, str):
-        raise ValueError(f"leaderboard column {name!r} takes a string, got {type(value).__name__}")
-    return value
-
-
-def make_row(**fields: Any) -> dict[str, Any]:
-    """One leaderboard row with every column: given fields checked, the rest null or defaulted.
-
-    Defaults: ``status`` "ok", ``created_at`` now (UTC), ``host``, ``git_sha``, ``schema_version``,
-    ``row_key`` = f"{experiment}/{trial_id}/{stage}". ``config_json`` may be a dict or a JSON
-    string; it is stored scrubbed of secrets. An unknown field raises ValueError naming it.
-    """
-    unknown = sorted(set(fields) - set(COLUMNS))
-    if unknown:
-        raise ValueError(f"unknown leaderboard field(s): {', '.join(unknown)}")
-    row: dict[str, Any] = dict.fromkeys(COLUMNS)
-    row.update(status="ok", host=socket.gethostname(), git_sha=_git_sha(), schema_version=SCHEMA_VERSION)
-    row["created_at"] = datetime.now(UTC)
-    row.update({k: v for k, v in fields.items() if v is not None or k in ("git_sha", "host")})
-    cfg = row["config_json"]
-    if cfg is not None:
-        if isinstance(cfg, str):
-            try:
-                cfg = json.loads(cfg)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"leaderboard field 'config_json' is not valid JSON: {err}") from None
-        row["config_json"] = json.dumps(scrub_secrets(cfg), sort_keys=True, default=str)
-    for name in ("experiment", "stage"):
-        if not row[name]:
-            raise ValueError(f"leaderboard row needs {name!r}")
-    if row["stage"] not in STAGES:
-        raise ValueError(f"leaderboard stage must be one of {', '.join(STAGES)}, got {row['stage']!r}")
-    if row["status"] not in STATUSES:
-        raise ValueError(f"leaderboard status must be one of {', '.join(STATUSES)}, got {row['status']!r}")
-    if row["row_key"] is None:
-        if row["trial_id"] is None:
-            raise ValueError("leaderboard row needs 'trial_id' (or an explicit 'row_key')")
-        row["row_key"] = f"{row['experiment']}/{row['trial_id']}/{row['stage']}"
-    return {f.name: _coerce(f.name, row[f.name], f.type) for f in SCHEMA}
-
-
-def _complete(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A full row (from ``make_row``) re-checked, or a partial one completed by ``make_row``."""
-    if set(row) != set(COLUMNS):
-        return make_row(**row)
-    return {f.name: _coerce(f.name, row[f.name], f.type) for f in SCHEMA}
-
-
-def metrics_to_columns(evaluate_result: Mapping[str, Any]) -> dict[str, float]:
-    """``evaluate()``'s {"drone->satellite": {"recall@1": ..}, ..} -> {"d2s_recall1": .., ...}.
-
-    Already-flat dicts (``d2s_*`` keys, as training reports them) pass through, filtered to the
-    metric columns.
-    """
-    if any(k in METRIC_KEYS for k in evaluate_result):
-        return {k: float(v) for k, v in evaluate_result.items() if k in METRIC_KEYS}
-    return {k: float(v) for k, v in flatten_metrics(evaluate_result).items() if k in METRIC_KEYS}
-
-
 def dedup_latest(frame: pl.LazyFrame) -> pl.LazyFrame:
     """One row per ``row_key``: the one with the latest ``created_at`` (rows come out unordered).
 
-    A hash group-by with an arg-max gather: about 3x faster than sort + unique on 1M rows.
+    A hash group-by with an arg-max gather, faster than sort + unique (measured: the
+    leaderboard section of docs/evidence.md).
     """
     latest = pl.col("created_at").arg_max()
     return frame.group_by("row_key").agg(pl.all().get(latest)).select(COLUMNS)
@@ -394,7 +210,7 @@ class Leaderboard:
         appears whole or not at all; on failure (disk full, no permission) the temporary file is
         removed and a one-line LeaderboardError is raised.
         """
-        rows = [_complete(r) for r in rows]
+        rows = [complete_row(r) for r in rows]
         if not rows:
             raise ValueError("Leaderboard.write needs at least one row")
         by_experiment: dict[str, list[dict]] = {}

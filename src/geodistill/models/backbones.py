@@ -1,24 +1,12 @@
 """Any timm model as a backbone, read through timm's generic feature API.
 
-``model.backbone`` is either a short alias (``vit_tiny``, ``convnext_atto``, ``resnet18`` ...,
-kept so searches and old configs read the same) or any name ``timm.list_models()`` knows,
-optionally with a pretrained tag: ``convnext_tiny.fb_in22k_ft_in1k``,
-``vit_small_patch14_dinov2.lvd142m``. An alias takes a tag too (``vit_small.augreg_in21k``).
-
-Nothing here is per-family code. A ``Backbone`` calls ``forward_intermediates`` once and reads
-``feature_info`` for the widths and strides of what it returns:
-- the final output is a map ``[B,C,h,w]`` (ConvNets; ``NHWC`` ones are permuted) or tokens
-  ``[B,P+N,C]`` (ViTs): the first ``num_prefix_tokens`` are the class/register tokens, the rest
-  the patch grid, whose ``h, w`` are those of the deepest intermediate;
-- the intermediates (for feature-level KD) are ``NUM_INTERMEDIATES`` feature_info entries,
-  shallow -> deep, mean-pooled to vectors: the deepest entry of each stride when there are
-  enough strides (ConvNet stages), else spread over the depth (ViT blocks share one stride).
-
-Weights come from timm's own machinery: ``pretrained=True`` is ``timm.create_model(name,
-pretrained=True)`` (Hugging Face Hub cache, ``HF_HOME`` and ``HF_HUB_OFFLINE`` honoured), and a
-local file or URI given as ``weights`` is read without running pickled code, passed through the
-family's timm checkpoint filter (position-embedding resampling and layout fixes) and matched
-strictly. Inputs are normalised with the backbone's pretrained config (``image_config``).
+``model.backbone`` is a short alias (``vit_tiny``, ``convnext_atto``, ``resnet18`` ...) or any
+name ``timm.list_models()`` knows, optionally with a pretrained tag
+(``convnext_tiny.fb_in22k_ft_in1k``, ``vit_small.augreg_in21k``). Nothing here is per-family
+code: a ``Backbone`` calls ``forward_intermediates`` once and reads ``feature_info`` for the
+widths and strides of its output and of the intermediates that feed feature KD. Weights come
+from timm's own machinery (the Hub cache, or a local file loaded without running pickled code).
+How outputs and intermediates are read: docs/design.md, "Backbones over timm".
 """
 
 from __future__ import annotations

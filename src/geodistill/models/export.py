@@ -1,27 +1,12 @@
 """A trained GeoModel's encoder(s) in timm's own layout, loadable without geodistill.
 
-Each encoder is written with timm's ``save_for_hf``: ``model.safetensors`` and a
-``config.json`` with ``architecture``, ``model_args`` (what rebuilds it: img_size, depth, ...)
-and ``pretrained_cfg`` (input size, mean, std, interpolation the model was trained with).
-Either of these loads it::
-
-    timm.create_model("local-dir:DIR", pretrained=True)
-    cfg = json.load(open("DIR/config.json"))
-    timm.create_model(cfg["architecture"], pretrained=True, **cfg["model_args"],
-                      pretrained_cfg_overlay=dict(cfg["pretrained_cfg"], file="DIR/model.safetensors"))
-
-(the overlay carries ``num_classes``: without it timm drops a classifier whose size differs
-from the architecture's default one).
-
-Where timm's own head pools the way the GeoModel does (the class token of a ViT with
-``pooling=token``; the spatial mean of ConvNets whose head is pool -> linear, e.g. ResNet,
-EfficientNet, with ``pooling=avg``), the bottleneck (Linear -> BatchNorm, folded into one
-Linear) becomes timm's classifier, so ``F.normalize(model(x))`` IS the GeoModel descriptor;
-the export checks that on a random batch before keeping the head. Otherwise (ConvNeXt's head
-norm, GeM, LPN ...) the encoder goes out headless (``num_classes=0``) and the folded bottleneck
-is written beside it as ``descriptor_head.safetensors`` (``weight``, ``bias``); for
-``pooling=avg`` the descriptor is then
-``F.normalize(F.linear(model.forward_features(x).mean((2, 3)), weight, bias))``.
+Each encoder is written with timm's ``save_for_hf`` (``model.safetensors`` and a
+``config.json`` with the architecture, its constructor arguments and the pretrained config it
+was trained with), so ``timm.create_model("local-dir:DIR", pretrained=True)`` loads it. Where
+timm's own head pools the way the GeoModel does, the folded bottleneck becomes timm's
+classifier and ``F.normalize(model(x))`` is the descriptor (checked on a random batch);
+otherwise the encoder goes out headless with the bottleneck beside it in ``HEAD_FILE``.
+Both loading recipes and the head rule: docs/design.md, "Exported encoders".
 """
 
 from __future__ import annotations

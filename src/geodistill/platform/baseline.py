@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 
 from geodistill.errors import CheckpointError, ConfigError
+from geodistill.leaderboard.columns import make_row, metrics_to_columns
 from geodistill.leaderboard.regress import (
     DEFAULT_METRIC_TOL,
     GOLDEN_ATOL,
@@ -30,7 +31,7 @@ from geodistill.leaderboard.regress import (
     load_baseline,
     tol_check,
 )
-from geodistill.leaderboard.store import Leaderboard, make_row, metrics_to_columns
+from geodistill.leaderboard.store import Leaderboard
 
 
 def _resolve(base: Path, value: str) -> Path:

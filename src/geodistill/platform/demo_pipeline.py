@@ -213,8 +213,8 @@ def _train_teacher(
 ) -> tuple[Any, Path, dict[str, float]]:
     """Step 2: the stage-1 teacher in this process (reused when trained) and its leaderboard row."""
     from geodistill.platform.compose import apply_overrides
+    from geodistill.platform.runtime.train_driver import run_training
     from geodistill.platform.search import write_run_row
-    from geodistill.platform.train_driver import run_training
     from geodistill.train import RunConfig
     from geodistill.train.context import latest_checkpoint_in
 

@@ -12,14 +12,17 @@ import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset, Sampler
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from geodistill.data import BuildingBatchSampler, DatasetIndex, TrainPairDataset, generate_univ, open_index
 from geodistill.errors import ConfigError
+from geodistill.models import image_config
 from geodistill.train.config import RunConfig
 
 SYNTH_TILE_PX = 64  # synthetic tiles are drawn at max(64, img_size) px
@@ -102,3 +105,72 @@ class RankBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self.base)
+
+
+@dataclass
+class TrainData:
+    """What the epochs read: the index, the loader with its samplers, and the epoch's length."""
+
+    index: DatasetIndex
+    class_map: dict[str, int]
+    image: Any  # the student's timm data config (normalisation, interpolation)
+    teacher_views: int | None  # frames per video the teacher sees (stage 2), None: data.views
+    samples: SeededSamples
+    sampler: RankBatchSampler
+    loader: DataLoader
+    steps_per_epoch: int  # micro-steps, whole accumulation cycles only
+    total_optimizer_steps: int
+
+
+def prepare_data(cfg: RunConfig, *, rank: int, world: int) -> TrainData:
+    """Open (rank 0 first synthesises) the training set and build the per-rank batch loader."""
+    t = cfg.train
+    if rank == 0:
+        dataset_root(cfg)
+    if world > 1:
+        dist.barrier()
+    index = open_dataset(cfg)
+    class_map = index.class_map()
+    teacher_views = cfg.distill.teacher_views if cfg.stage == "student" else None
+    # The student's normalisation and interpolation (its backbone's timm data config); a
+    # teacher with another normalisation re-maps the batch (TeacherOutputs).
+    image = image_config(cfg.model.backbone)
+    train_set = TrainPairDataset(
+        index,
+        views=cfg.data.views,
+        teacher_views=teacher_views,
+        img_size=cfg.data.img_size,
+        class_map=class_map,
+        train=True,
+        image=image,
+    )
+    n_buildings = len(set(train_set.buildings))
+    global_batch = min(cfg.data.batch_size, n_buildings)
+    if global_batch < world:
+        raise ConfigError(
+            f"data.batch_size ({cfg.data.batch_size}) over {n_buildings} training buildings leaves "
+            f"fewer than one building per rank ({world} ranks)"
+        )
+    samples = SeededSamples(train_set, seed=t.seed)
+    sampler = RankBatchSampler(train_set, global_batch, seed=t.seed, rank=rank, world=world)
+    loader = DataLoader(samples, batch_sampler=sampler, num_workers=cfg.data.loader_workers)
+    steps_per_epoch = (
+        len(sampler) if t.max_steps_per_epoch is None else min(len(sampler), t.max_steps_per_epoch)
+    )
+    if steps_per_epoch < t.grad_accum:
+        raise ConfigError(
+            f"train.grad_accum ({t.grad_accum}) exceeds the {steps_per_epoch} steps of an epoch "
+            f"({n_buildings} buildings, batch {global_batch})"
+        )
+    steps_per_epoch -= steps_per_epoch % t.grad_accum  # whole accumulation cycles only
+    return TrainData(
+        index=index,
+        class_map=class_map,
+        image=image,
+        teacher_views=teacher_views,
+        samples=samples,
+        sampler=sampler,
+        loader=loader,
+        steps_per_epoch=steps_per_epoch,
+        total_optimizer_steps=max(1, steps_per_epoch // t.grad_accum * t.epochs),
+    )

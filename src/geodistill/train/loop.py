@@ -1,8 +1,5 @@
 """The training loop of both stages: plain PyTorch, one process per rank, any runner.
 
-One file over 400 lines on purpose: ``fit`` and the steps it calls read top to bottom here;
-the data it batches lives in ``batches.py``, the per-step losses in ``steps.py``.
-
 ``fit(cfg, context=...)`` builds the data (a synthetic UniV when ``cfg.data.root`` is None),
 the model (and the frozen teacher for stage 2), wraps them with the configured strategy,
 resumes from ``context.latest_checkpoint()``, and then each epoch trains, evaluates on rank 0,
@@ -32,13 +29,12 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from geodistill.data import DatasetIndex, TrainPairDataset
 from geodistill.errors import ConfigError, UserError
-from geodistill.models import GeoModel, image_config, load_state_dict, model_from_config
+from geodistill.models import GeoModel, load_state_dict, model_from_config
 from geodistill.models.weights_io import file_sha256, match_state_dict
 
 # dataset_root and open_dataset stay importable from here too (benchmarks use this path).
-from geodistill.train.batches import RankBatchSampler, SeededSamples, dataset_root, open_dataset
+from geodistill.train.batches import TrainData, prepare_data
 from geodistill.train.checkpoint import (
     MODEL_FILE,
     load_checkpoint,
@@ -50,8 +46,9 @@ from geodistill.train.checkpoint import (
 from geodistill.train.config import RunConfig
 from geodistill.train.context import TrainContext
 from geodistill.train.steps import LOSS_KEYS, TrainModule, build_adapters, build_optimizer, build_scheduler
-from geodistill.train.strategies import Wrapped, check_strategy, prepare_module, wrap
+from geodistill.train.strategies import prepare_module, wrap
 from geodistill.train.teacher_cache import TeacherOutputs, cache_key, dataset_hash
+from geodistill.train.wrapped import Wrapped, check_strategy
 
 REPORTED_LOSSES = ("loss", "loss_task", "loss_logit", "loss_feature", "loss_relation")  # METRIC KEYS
 
@@ -166,7 +163,7 @@ def fit(
         raise ConfigError(f"world size {world} needs an initialised torch.distributed process group")
     check_strategy(cfg, device)
 
-    data = _prepare_data(cfg, rank=rank, world=world)
+    data = prepare_data(cfg, rank=rank, world=world)
     teacher, teacher_outputs = _prepare_teacher(cfg, data, device)
     # Identical initialisation on every rank (DDP would broadcast it anyway).
     torch.manual_seed(cfg.train.seed)
@@ -211,77 +208,8 @@ def fit(
     )
 
 
-@dataclass
-class _TrainData:
-    """What the epochs read: the index, the loader with its samplers, and the epoch's length."""
-
-    index: DatasetIndex
-    class_map: dict[str, int]
-    image: Any  # the student's timm data config (normalisation, interpolation)
-    teacher_views: int | None  # frames per video the teacher sees (stage 2), None: data.views
-    samples: SeededSamples
-    sampler: RankBatchSampler
-    loader: DataLoader
-    steps_per_epoch: int  # micro-steps, whole accumulation cycles only
-    total_optimizer_steps: int
-
-
-def _prepare_data(cfg: RunConfig, *, rank: int, world: int) -> _TrainData:
-    """Open (rank 0 first synthesises) the training set and build the per-rank batch loader."""
-    t = cfg.train
-    if rank == 0:
-        dataset_root(cfg)
-    if world > 1:
-        dist.barrier()
-    index = open_dataset(cfg)
-    class_map = index.class_map()
-    teacher_views = cfg.distill.teacher_views if cfg.stage == "student" else None
-    # The student's normalisation and interpolation (its backbone's timm data config); a
-    # teacher with another normalisation re-maps the batch (TeacherOutputs).
-    image = image_config(cfg.model.backbone)
-    train_set = TrainPairDataset(
-        index,
-        views=cfg.data.views,
-        teacher_views=teacher_views,
-        img_size=cfg.data.img_size,
-        class_map=class_map,
-        train=True,
-        image=image,
-    )
-    n_buildings = len(set(train_set.buildings))
-    global_batch = min(cfg.data.batch_size, n_buildings)
-    if global_batch < world:
-        raise ConfigError(
-            f"data.batch_size ({cfg.data.batch_size}) over {n_buildings} training buildings leaves "
-            f"fewer than one building per rank ({world} ranks)"
-        )
-    samples = SeededSamples(train_set, seed=t.seed)
-    sampler = RankBatchSampler(train_set, global_batch, seed=t.seed, rank=rank, world=world)
-    loader = DataLoader(samples, batch_sampler=sampler, num_workers=cfg.data.loader_workers)
-    steps_per_epoch = (
-        len(sampler) if t.max_steps_per_epoch is None else min(len(sampler), t.max_steps_per_epoch)
-    )
-    if steps_per_epoch < t.grad_accum:
-        raise ConfigError(
-            f"train.grad_accum ({t.grad_accum}) exceeds the {steps_per_epoch} steps of an epoch "
-            f"({n_buildings} buildings, batch {global_batch})"
-        )
-    steps_per_epoch -= steps_per_epoch % t.grad_accum  # whole accumulation cycles only
-    return _TrainData(
-        index=index,
-        class_map=class_map,
-        image=image,
-        teacher_views=teacher_views,
-        samples=samples,
-        sampler=sampler,
-        loader=loader,
-        steps_per_epoch=steps_per_epoch,
-        total_optimizer_steps=max(1, steps_per_epoch // t.grad_accum * t.epochs),
-    )
-
-
 def _prepare_teacher(
-    cfg: RunConfig, data: _TrainData, device: torch.device
+    cfg: RunConfig, data: TrainData, device: torch.device
 ) -> tuple[GeoModel | None, TeacherOutputs | None]:
     """Stage 2: the frozen teacher and its (optionally cached) outputs; stage 1: (None, None)."""
     if cfg.stage != "student":
@@ -324,7 +252,7 @@ def _wrap_for_training(
     module: TrainModule,
     cfg: RunConfig,
     context: TrainContext,
-    data: _TrainData,
+    data: TrainData,
     train_state: dict[str, Any] | None,
 ) -> Wrapped:
     """Optimizer, schedule and strategy around ``module``; a resumed run gets its state and RNG back."""

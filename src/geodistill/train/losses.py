@@ -2,25 +2,11 @@
 
 Every function returns a scalar tensor and is written so a test can recompute it by hand.
 Shapes: B = batch (distinct buildings), K = building classes, D = embedding width,
-C_i = width of an intermediate feature.
-
-Distillation levels (stage 2), each switched off by a weight of 0 in ``DistillConfig``:
-- logit: Hinton's KL(softmax(t/T) || softmax(s/T)) * T^2 on the classifier logits;
-- feature: student features at several depths, mapped onto teacher depths by relative
-  position, projected by Linear adapters onto the teacher's width and matched (MSE or
-  1 - cosine), plus the final embedding;
-- relation: the teacher's drone x satellite similarity distribution over the batch
-  (softmax of similarities / tau, row-wise = drone->satellite, column-wise =
-  satellite->drone) taught to the student by KL, both directions averaged.
-Self-distillation (``self_distill_loss``): the student's deepest intermediate feature,
-detached, teaches the shallower ones through their own Linear adapters.
-
-The PFED / MobileGeo self-supervision terms (need no teacher, so both stages can use them;
-docs/pfed.md says how each maps onto the paper):
-- ``fisd_loss``: fine-grained inverse self-distillation between the stage heads' logits;
-- ``cross_domain_triplet_loss``: batch-hard triplet, drone anchors vs satellite and back;
-- ``uapa_loss``: uncertainty-aware alignment of the drone and satellite predictions.
-Cross-entropy on every stage head is ``instance_loss`` on the stage logits.
+C_i = width of an intermediate feature. Stage 2 distils at three levels (logit, feature,
+relation), each switched off by a weight of 0 in ``DistillConfig``; ``self_distill_loss`` lets
+the student's deepest feature teach its shallower ones. The PFED / MobileGeo terms
+(``fisd_loss``, ``cross_domain_triplet_loss``, ``uapa_loss``) need no teacher, so both stages
+can use them. What each level matches: docs/design.md, "Losses"; the PFED terms: docs/pfed.md.
 """
 
 from __future__ import annotations

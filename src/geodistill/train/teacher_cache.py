@@ -1,19 +1,11 @@
 """Frozen-teacher outputs cached on disk, so a search computes them once for all its student trials.
 
-Design (the simpler honest one): every training sample is a pure function of
-(train seed, epoch, dataset index) — ``SeededSamples`` seeds torch's RNG from that triple
-before drawing the frame offsets and the augmentation — so the teacher's output for it is too.
-The cache stores one small safetensors file per (epoch, sample) under a directory keyed by
-everything else that changes the teacher's input or weights:
-
-    <output_dir>/teacher_cache/<sha256(teacher weights sha, dataset hash, elevation, fps, views,
-                                       teacher views, img_size, train seed)[:16]>/e0001_000042.safetensors
-
-Trade-off: students keep their random frame offsets and augmentation (unlike caching one
-deterministic view set per building), but the cache only hits for trials that share the train
-seed and do not train more epochs than the cache holds; a miss just runs the teacher. The
-teacher runs in eval mode (BatchNorm uses running stats), so a sample's output does not depend
-on the rest of its batch.
+Every training sample is a pure function of (train seed, epoch, dataset index), so the
+teacher's output for it is too: the cache stores one small safetensors file per (epoch,
+sample) under ``<output_dir>/teacher_cache/<key>/``, where ``cache_key`` hashes everything
+else that changes the teacher's input or weights. Students keep their random frame offsets and
+augmentation; a trial with another train seed, or more epochs than the cache holds, misses and
+just runs the teacher. The design and its trade-off: docs/design.md, "Teacher cache".
 """
 
 from __future__ import annotations

@@ -205,7 +205,7 @@ def run_search(
 
 def _start_ray(address: str | None, *, dashboard: bool, verbose: int) -> None:
     """Start or join Ray; trials' output reaches this console only with ``verbose >= 2``."""
-    from geodistill.platform.ray_local import dashboard_url, init_ray
+    from geodistill.platform.runtime.ray_local import dashboard_url, init_ray
 
     # Inside `ray job submit` the job's cluster is in RAY_ADDRESS: resolve_address joins it.
     init_ray(
@@ -271,7 +271,7 @@ def _check_arguments(
         raise ConfigError(f"--max-failures must be >= -1 (-1: retry forever); got {max_failures}")
     if sampler not in SAMPLERS:
         raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
-    from geodistill.platform.gpus import check_gpus_per_trial
+    from geodistill.platform.runtime.gpus import check_gpus_per_trial
 
     check_gpus_per_trial(gpus_per_trial)
 
@@ -303,7 +303,7 @@ def _prepare_space(
         )
     teacher_path = stage_cfg.distill.teacher_checkpoint
     if teacher_path:
-        from geodistill.platform.remote import is_uri, locate_checkpoint
+        from geodistill.platform.runtime.remote import is_uri, locate_checkpoint
 
         if is_uri(teacher_path):  # reachable and complete now; each node fetches it once (remote.py)
             path = locate_checkpoint(teacher_path)[0]
@@ -338,7 +338,7 @@ def _locate(
     starts: an unreachable store costs a second, not a trial.
     """
     from geodistill.leaderboard import Leaderboard, default_root
-    from geodistill.platform.remote import join_uri
+    from geodistill.platform.runtime.remote import join_uri
     from geodistill.platform.search import study_storage as stores
 
     storage_root, local = resolve_storage(storage)

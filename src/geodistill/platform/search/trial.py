@@ -114,7 +114,7 @@ def trial_placement(
     gpus_per_trial: float | None,
 ) -> tune.PlacementGroupFactory:
     """What one trial reserves (``tune.with_resources`` calls it per trial, with its sampled config)."""
-    from geodistill.platform.gpus import trial_resources
+    from geodistill.platform.runtime.gpus import trial_resources
 
     cfg = trial_config(space, config, base=base)
     wanted = trial_resources(cfg, cpus=cpus, gpus_per_trial=gpus_per_trial)
@@ -123,7 +123,7 @@ def trial_placement(
 
 def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     """The Tune function trainable: compose the trial's RunConfig, cost it, train it, report."""
-    from geodistill.platform.gpus import hide_unreserved_gpus, with_gpus_per_trial
+    from geodistill.platform.runtime.gpus import hide_unreserved_gpus, with_gpus_per_trial
 
     hide_unreserved_gpus()  # before anything initialises CUDA: no reservation, no GPU
     # Every epoch's checkpoint is on the leaderboard row; Ray's per-save INFO line only buries
@@ -156,7 +156,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         )
     if cfg.scaling.in_process:  # fit runs right here, in the trial's own process
         if cfg.distill.teacher_checkpoint:  # a URI teacher: this node's cached copy
-            from geodistill.platform.remote import fetch_checkpoint
+            from geodistill.platform.runtime.remote import fetch_checkpoint
 
             cfg.distill.teacher_checkpoint = str(fetch_checkpoint(cfg.distill.teacher_checkpoint))
         context = TuneTrialContext(extra, should_stop=rule)
@@ -166,8 +166,8 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         objective(cfg, context=context)
         return
     # Ray Train: a TorchTrainer inside the trial, stopped only by its own rung rule.
-    from geodistill.platform.remote import join_uri
-    from geodistill.platform.train_driver import run_training
+    from geodistill.platform.runtime.remote import join_uri
+    from geodistill.platform.runtime.train_driver import run_training
 
     trainers = join_uri(setup.storage_path, setup.experiment, "trainers")
     result = run_training(cfg, storage_path=trainers, should_stop=rule, fit_fn=setup.objective)

@@ -1,0 +1,430 @@
+"""Run ``geodistill.train.loop.fit`` in this process or on Ray Train workers.
+
+One file over 400 lines on purpose: both runners share the run folder, its config check and
+the worker files (pids, nodes) they write, and a reader follows one run through it.
+
+``run_training(cfg)`` is the one entry point (the CLI, the search and the benchmarks call it):
+
+- ``scaling.num_workers == 0``: ``fit`` here, with a ``InProcessContext`` on ``<output_dir>/<run_name>``.
+- ``scaling.num_workers >= 1``: a ``ray.train.torch.TorchTrainer`` whose workers each call ``fit``
+  with a ``RayTrainWorkerContext``. Ray sets up the process group (gloo on CPU, NCCL on GPU), persists every
+  checkpoint rank 0 reports under ``<output_dir>/<run_name>/checkpoints/epoch_NNNN`` (the in-process
+  layout; ``<storage_path>/<run_name>/epoch_NNNN`` when a storage path is given), restarts the whole
+  worker group from the latest checkpoint when a worker dies (``FailureConfig(max_failures)``),
+  and a re-run with the same run name resumes from that run's latest checkpoint.
+
+In both modes rank 0 appends each epoch's metrics to ``<output_dir>/<run_name>/metrics.jsonl``,
+so a resumed or restarted run can be read back the same way.
+
+Every run directory holds its resolved config, ``config.json`` (written before any compute).
+Starting a run whose directory already holds one with a different config is refused in one
+line naming the differing keys: silently resuming a ``train.lr=1e-3`` run with ``train.lr=3e-4``
+would give a model trained with neither. ``train.resume=force`` resumes anyway (and records the
+new config); another ``run_name`` starts afresh. Keys in ``RESUME_FREE_KEYS`` may differ: they
+say how long or where a run goes, not what it computes (``train.epochs`` extends a run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from geodistill.errors import CheckpointError, ConfigError, UserError
+from geodistill.schema import dotted
+from geodistill.train.config import RunConfig
+from geodistill.train.context import InProcessContext, TrainContext, latest_checkpoint_in
+
+StopRule = Callable[[int, dict[str, float]], bool]  # (epochs done, metrics) -> stop now
+FitFn = Callable[..., Any]  # fit(cfg, *, context) -> TrainResult
+
+DEFAULT_MAX_FAILURES = 2
+PID_FILE = "worker_{rank}.pid"
+NODE_FILE = "worker_{rank}.node"
+CHECKPOINTS_DIR = "checkpoints"  # <output_dir>/<run_name>/checkpoints/epoch_NNNN in both modes
+RUN_CONFIG_FILE = "config.json"  # <output_dir>/<run_name>/config.json: the resolved RunConfig
+# May differ between a run and its resumption: length, bookkeeping and placement, not the result.
+RESUME_FREE_KEYS = frozenset(
+    {
+        "train.epochs",  # extending a finished run is what resuming is for
+        "train.eval_every",
+        "train.resume",
+        "experiment",  # the leaderboard group the row goes to
+        "output_dir",  # the run directory is the same one either way
+        "ray_address",
+        "scaling.cpus_per_worker",
+    }
+)
+
+
+def run_name_of(cfg: RunConfig) -> str:
+    """``cfg.run_name``, or ``<stage>_<backbone>`` (re-using a name resumes that run)."""
+    return cfg.run_name or f"{cfg.stage}_{cfg.model.backbone}"
+
+
+def prepare_config(cfg: RunConfig) -> RunConfig:
+    """A copy with the run name filled in and every path absolute (workers may start elsewhere).
+
+    Also checks, before any worker starts, the inputs a user can get wrong: a student needs
+    an existing teacher checkpoint, and an explicit data root must exist.
+    """
+    cfg = RunConfig.from_dict(cfg.to_dict())
+    cfg.run_name = run_name_of(cfg)
+    if any(sep in cfg.run_name for sep in ("/", "\\")) or cfg.run_name in (".", ".."):
+        raise ConfigError(f"run_name must be a plain name, got {cfg.run_name!r}")
+    cfg.output_dir = str(Path(cfg.output_dir).expanduser().resolve())
+    if cfg.data.root is not None:
+        root = Path(cfg.data.root).expanduser().resolve()
+        if not root.exists():
+            raise ConfigError(f"data.root does not exist: {root}")
+        cfg.data.root = str(root)
+    from geodistill.platform.tracking import parse_loggers, require
+
+    require(parse_loggers(cfg.logger))  # a missing tracker library: one line, before any worker starts
+    if cfg.model.weights is not None:
+        cfg.model.weights = str(Path(cfg.model.weights).expanduser().resolve())
+    if cfg.stage == "student":
+        if not cfg.distill.teacher_checkpoint:
+            raise ConfigError(
+                "stage=student needs distill.teacher_checkpoint=PATH (a stage-1 checkpoint or run dir)"
+            )
+        from geodistill.platform.runtime.remote import is_uri, locate_checkpoint
+
+        if is_uri(cfg.distill.teacher_checkpoint):  # checked here; fetched once per node where it trains
+            cfg.distill.teacher_checkpoint = locate_checkpoint(cfg.distill.teacher_checkpoint)[0]
+            return cfg
+        teacher = Path(cfg.distill.teacher_checkpoint).expanduser().resolve()
+        if not teacher.exists():
+            raise CheckpointError(f"teacher checkpoint not found: {teacher}")
+        from geodistill.train.checkpoint import resolve_checkpoint
+
+        resolve_checkpoint(teacher)  # a dir without a checkpoint fails here, not in every worker
+        cfg.distill.teacher_checkpoint = str(teacher)
+    return cfg
+
+
+def check_run_config(cfg: RunConfig, run_dir: str | Path) -> None:
+    """Refuse (ConfigError, one line) to resume ``run_dir`` with a config that differs from the
+    one it was started with, outside ``RESUME_FREE_KEYS``; ``train.resume=force`` allows it.
+
+    A run directory without ``config.json`` (new, or from before configs were saved) passes.
+    """
+    path = Path(run_dir) / RUN_CONFIG_FILE
+    if cfg.train.resume == "force" or not path.is_file():
+        return
+    try:
+        saved = dotted(json.loads(path.read_text()))
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"run {cfg.run_name} has an unreadable {path} ({err}); pass train.resume=force to resume "
+            "anyway, or choose another run_name"
+        ) from None
+    now = dotted(cfg.to_dict())
+    differ = sorted(
+        k for k in saved.keys() | now.keys() if k not in RESUME_FREE_KEYS and saved.get(k) != now.get(k)
+    )
+    if differ:
+        was = ", ".join(f"{k}={saved.get(k)}" for k in differ)
+        has = ", ".join(f"{k}={now.get(k)}" for k in differ)
+        raise ConfigError(
+            f"run {cfg.run_name} exists with {was}; this run has {has} — pass train.resume=force to resume "
+            "anyway, or choose another run_name"
+        )
+
+
+def run_training(
+    cfg: RunConfig,
+    *,
+    storage_path: str | None = None,
+    should_stop: StopRule | None = None,
+    max_failures: int = DEFAULT_MAX_FAILURES,
+    fit_fn: FitFn | None = None,
+) -> Any:
+    """Train ``cfg`` and return fit's ``TrainResult`` (its checkpoint: the last persisted one).
+
+    ``should_stop`` (picklable for Ray) is consulted on rank 0 after every epoch, e.g. a
+    search's rung rule. ``fit_fn`` replaces ``geodistill.eval.fit_evaluated`` (benchmarks, tests).
+    """
+    cfg = prepare_config(cfg)
+    run_dir = Path(cfg.output_dir) / cfg.run_name
+    check_run_config(cfg, run_dir)  # before any compute
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(run_dir / RUN_CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
+    if fit_fn is None:
+        from geodistill.eval import fit_evaluated as fit_fn
+    if cfg.scaling.in_process:
+        _fetch_teacher(cfg)
+        context = InProcessContext(run_dir, rule=should_stop)
+        return _tracked_fit(fit_fn, cfg, context, run_dir)
+    return _run_on_ray(
+        cfg,
+        run_dir=run_dir,
+        storage_path=storage_path,
+        should_stop=should_stop,
+        max_failures=max_failures,
+        fit_fn=fit_fn,
+    )
+
+
+def _fetch_teacher(cfg: RunConfig) -> None:
+    """Point a URI ``distill.teacher_checkpoint`` at this node's cached copy (``platform.remote``)."""
+    if cfg.stage == "student" and cfg.distill.teacher_checkpoint:
+        from geodistill.platform.runtime.remote import fetch_checkpoint
+
+        cfg.distill.teacher_checkpoint = str(fetch_checkpoint(cfg.distill.teacher_checkpoint))
+
+
+class RayTrainWorkerContext:
+    """TrainContext inside a Ray Train worker: ``ray.train.report`` / ``get_checkpoint`` / a stop rule.
+
+    Every rank reports every epoch (Ray's reports are a barrier across workers); only rank 0
+    passes the checkpoint, which Ray copies to ``<storage>/<run_name>/epoch_NNNN``. Each rank
+    writes its pid to ``<run_dir>/worker_<rank>.pid`` and its Ray node id to ``worker_<rank>.node``
+    (operators and the fault tests use them).
+    """
+
+    def __init__(self, run_dir: str | Path, *, rule: StopRule | None = None) -> None:
+        import ray.train
+        import ray.train.torch
+
+        ctx = ray.train.get_context()
+        self.rank = ctx.get_world_rank()
+        self.world_size = ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+        self.run_dir = Path(run_dir)
+        self.rule = rule
+        self.history: list[dict[str, float]] = []
+        self._downloads: dict[str, Path] = {}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(self.run_dir / PID_FILE.format(rank=self.rank), f"{os.getpid()}\n")
+        node = ray.get_runtime_context().get_node_id()  # which node this rank runs on (spread checks)
+        _atomic_write_text(self.run_dir / NODE_FILE.format(rank=self.rank), f"{node}\n")
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
+        import ray.train
+
+        metrics = {k: float(v) for k, v in metrics.items()}
+        checkpoint = None
+        if checkpoint_dir is not None and self.rank == 0:
+            checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir))
+        name = f"epoch_{int(metrics['epoch']):04d}" if "epoch" in metrics else None
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+        if self.rank == 0:
+            self.history.append(metrics)
+            with open(self.run_dir / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(metrics, sort_keys=True) + "\n")
+
+    def latest_checkpoint(self) -> Path | None:
+        """The latest persisted checkpoint as a local directory (downloaded once if storage is remote)."""
+        import pyarrow.fs
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            # Ray knows none (a first Ray run): an in-process run of the same name may have left one.
+            return latest_checkpoint_in(self.run_dir / CHECKPOINTS_DIR)
+        if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+            return Path(checkpoint.path)
+        if checkpoint.path not in self._downloads:
+            local = Path(tempfile.mkdtemp(prefix="geodistill-resume-"))
+            self._downloads[checkpoint.path] = Path(checkpoint.to_directory(str(local)))
+        return self._downloads[checkpoint.path]
+
+    def should_stop(self, epoch: int, metrics: dict[str, float]) -> bool:
+        return self.rule is not None and bool(self.rule(epoch, metrics))
+
+
+def _train_worker(config: dict[str, Any]) -> Any:
+    """Ray Train's train_loop_per_worker: one ``fit`` per rank; rank 0's result is Result.return_value."""
+    from geodistill.platform.runtime.gpus import hide_unreserved_gpus
+
+    hide_unreserved_gpus()  # a worker with no GPU reserved must not see the node's GPUs
+    cfg = RunConfig.from_dict(config["cfg"])
+    _fetch_teacher(cfg)  # a URI teacher: fetched once per node, into its cache
+    context = RayTrainWorkerContext(config["run_dir"], rule=config["should_stop"])
+    # Libraries print progress to stdout (DeepSpeed does); as logs they belong on stderr, which
+    # keeps the driver's stdout clean for results (`geodistill train --json`).
+    with contextlib.redirect_stdout(sys.stderr):
+        if context.rank != 0:
+            return config["fit_fn"](cfg, context=context)
+        return _tracked_fit(config["fit_fn"], cfg, context, Path(config["run_dir"]))
+
+
+def _tracked_fit(fit_fn: FitFn, cfg: RunConfig, context: Any, run_dir: Path) -> Any:
+    """``fit`` with the run's trackers (``cfg.logger``, see platform/tracking.py) seeing every report."""
+    from geodistill.platform.tracking import TrackedContext, run_tracker
+
+    tracker = run_tracker(cfg, run_dir)
+    if tracker is None:
+        return fit_fn(cfg, context=context)
+    failed = True
+    try:
+        result = fit_fn(cfg, context=TrackedContext(context, tracker))
+        failed = False
+        return result
+    finally:
+        tracker.close(failed=failed)
+
+
+def _run_on_ray(
+    cfg: RunConfig,
+    *,
+    run_dir: Path,
+    storage_path: str | None,
+    should_stop: StopRule | None,
+    max_failures: int,
+    fit_fn: FitFn,
+) -> Any:
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from geodistill.platform.runtime.ray_local import init_ray, is_loopback_cluster
+    from geodistill.platform.runtime.torch_loopback import LoopbackTorchConfig
+
+    if max_failures < -1:
+        raise ConfigError(f"max_failures must be >= -1, got {max_failures}")
+    init_ray(cfg.ray_address)
+    from geodistill.platform.runtime.gpus import gpus_per_worker, worker_resources
+
+    use_gpu = gpus_per_worker(cfg.scaling) > 0
+    backend = "nccl" if use_gpu else "gloo"
+    # A loopback (one-machine) cluster keeps torch's rendezvous store on loopback too; a real
+    # cluster needs it reachable from the other nodes.
+    local = is_loopback_cluster()
+    if local:
+        _check_local_resources(cfg)
+    torch_config = LoopbackTorchConfig(backend=backend) if local else TorchConfig(backend=backend)
+    if storage_path is None:
+        # Ray persists to <storage>/<name>/epoch_NNNN: this puts a Ray run's checkpoints where an
+        # in-process run keeps them, so eval, resume and teacher paths read the same layout.
+        storage, name = str(run_dir), CHECKPOINTS_DIR
+    else:
+        storage, name = storage_path, cfg.run_name
+        if "://" not in storage:
+            storage = str(Path(storage).expanduser().resolve())
+    scaling = cfg.scaling
+    trainer = TorchTrainer(
+        train_loop_per_worker=_train_worker,
+        train_loop_config={
+            "cfg": cfg.to_dict(),
+            "run_dir": str(run_dir),
+            "should_stop": should_stop,
+            "fit_fn": fit_fn,
+        },
+        torch_config=torch_config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=scaling.num_workers,
+            use_gpu=use_gpu,
+            resources_per_worker=worker_resources(scaling),
+            placement_strategy=scaling.placement_strategy,
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage,
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+        ),
+    )
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as err:
+        user_error = _user_error_in(err)
+        if user_error is not None:
+            raise user_error from None
+        raise
+    return _with_persisted_checkpoint(result.return_value, result)
+
+
+def _check_local_resources(cfg: RunConfig) -> None:
+    """On a one-machine head (no autoscaler) a request it cannot meet would wait forever: refuse it."""
+    import ray
+
+    from geodistill.platform.runtime.gpus import worker_resources
+
+    total = ray.cluster_resources()
+    scaling = cfg.scaling
+    needs = {k: scaling.num_workers * v for k, v in worker_resources(scaling).items()}
+    for resource, wanted in needs.items():
+        have = total.get(resource, 0)
+        if wanted > have:
+            raise ConfigError(
+                f"scaling asks for {wanted:g} {resource}(s) ({scaling.num_workers} worker(s)) but this machine's "
+                f"Ray has {have:g}; lower scaling.num_workers / scaling.cpus_per_worker / scaling.gpus_per_worker or set ray_address"
+            )
+
+
+def _user_error_in(err: Exception) -> UserError | None:
+    """The first UserError a worker raised (Ray wraps it), rebuilt as its own one-line class."""
+    failures = getattr(err, "worker_failures", None) or {}
+    for rank in sorted(failures):
+        failure = failures[rank]
+        for candidate in (failure, getattr(failure, "cause", None), getattr(failure, "__cause__", None)):
+            if isinstance(candidate, UserError):
+                cls = type(candidate)
+                # RayTaskError subclasses mix the user class in; rebuild the plain one.
+                plain = next(
+                    (c for c in cls.__mro__ if issubclass(c, UserError) and "RayTaskError" not in c.__name__),
+                    UserError,
+                )
+                lines = str(getattr(candidate, "cause", None) or candidate).strip().splitlines()
+                message = lines[-1] if lines else plain.__name__
+                try:
+                    return plain(message)
+                except TypeError:  # a subclass with a richer constructor
+                    return UserError(message)
+    return None
+
+
+def _with_persisted_checkpoint(train_result: Any, result: Any) -> Any:
+    """Point ``train_result.checkpoint`` at the checkpoint Ray persisted (local path, or storage path)."""
+    checkpoint = result.checkpoint
+    if train_result is None:
+        raise RuntimeError(f"Ray Train finished without a result from rank 0 (run at {result.path})")
+    if checkpoint is not None and dataclasses.is_dataclass(train_result):
+        train_result = dataclasses.replace(train_result, checkpoint=Path(checkpoint.path))
+    return train_result
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def worker_pids(run_dir: str | Path) -> dict[int, int]:
+    """rank -> pid of the Ray Train workers of ``run_dir`` (as each wrote it; may be stale)."""
+    found = {}
+    for path in Path(run_dir).glob("worker_*.pid"):
+        try:
+            found[int(path.stem.split("_", 1)[1])] = int(path.read_text().strip())
+        except ValueError:
+            continue
+    return found
+
+
+def worker_nodes(run_dir: str | Path) -> dict[int, str]:
+    """rank -> Ray node id of the Ray Train workers of ``run_dir`` (as each last wrote it)."""
+    return {
+        int(path.stem.split("_", 1)[1]): path.read_text().strip()
+        for path in Path(run_dir).glob("worker_*.node")
+        if path.stem.split("_", 1)[1].isdigit()
+    }
+
+
+__all__ = [
+    "RESUME_FREE_KEYS",
+    "RUN_CONFIG_FILE",
+    "RayTrainWorkerContext",
+    "TrainContext",
+    "check_run_config",
+    "prepare_config",
+    "run_name_of",
+    "run_training",
+    "worker_nodes",
+    "worker_pids",
+]

@@ -1,0 +1,108 @@
+"""The tabular search benchmark's table: recorded in stages that are product grids, replayed as one.
+
+A recording cut short (the recorder keeps rows per configuration) must leave the replay a table
+it can search: every configuration a sampler may ask for has to be in it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import math
+import sys
+from pathlib import Path
+
+import polars as pl
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _module(name: str):
+    if str(BENCH) not in sys.path:  # the scripts import their siblings (_figures)
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_finished_stage_of_the_recording_is_a_product_grid():
+    record = _module("record_search_table")
+    points = record.grid_points(record.GRID)
+    assert len(points) == math.prod(len(v) for v in record.GRID.values())
+    assert len({record.point_key(p) for p in points}) == len(points)
+    ends = []
+    for i, limits in enumerate(record.STAGES):
+        grid = {k: limits.get(k, v) for k, v in record.GRID.items()}
+        ends.append(math.prod(len(v) for v in grid.values()))
+        prefix = points[: ends[-1]]
+        assert {record.point_key(p) for p in prefix} == {
+            record.point_key(dict(zip(grid, values))) for values in itertools.product(*grid.values())
+        }, f"stage {i}"
+    assert ends == sorted(ends) and ends[-1] == len(points)
+
+
+def test_replay_uses_the_largest_complete_product_grid():
+    replay = _module("bench_search_replay")
+    columns = ["a", "b", "c"]
+    full = set(itertools.product([1, 2, 3], ["x", "y"], [0.0, 1.0]))
+    assert replay.largest_product_grid(columns, full) == [[1, 2, 3], ["x", "y"], [0.0, 1.0]]
+    # a recording cut short: c = 1.0 recorded only for a = 1 (and one more point)
+    cut = {p for p in full if p[2] == 0.0} | {(1, "x", 1.0), (1, "y", 1.0), (2, "x", 1.0)}
+    assert replay.largest_product_grid(columns, cut) == [[1, 2, 3], ["x", "y"], [0.0]]
+    # the grid of 4 beats the grid of 3 with c = 1.0 when a = 1 alone holds it
+    cut = {p for p in full if p[0] == 1} | {(2, "x", 0.0)}
+    assert replay.largest_product_grid(columns, cut) == [[1], ["x", "y"], [0.0, 1.0]]
+
+
+def test_the_committed_table_is_a_complete_grid_of_the_recorders_knobs():
+    record = _module("record_search_table")
+    frame = pl.read_parquet(BENCH / "search_table.parquet")
+    epochs = frame["epoch"].max()
+    keys = {
+        record.point_key({k: row[k.replace(".", "__")] for k in record.GRID})
+        for row in frame.filter(pl.col("epoch") == epochs).to_dicts()
+    }
+    grid = {record.point_key(p) for p in record.grid_points(record.GRID)}
+    assert keys <= grid
+    assert frame.group_by("config_id").len()["len"].unique().to_list() == [epochs]
+    assert len(keys) == frame["config_id"].n_unique() >= 64
+
+
+def test_a_recordings_progress_files_are_its_own(tmp_path):
+    """Shards' progress files are found (and later removed) beside --out; another table's are not."""
+    record = _module("record_search_table")
+    names = [
+        "search_table.parquet",
+        "search_table.partial.parquet",
+        "search_table.shard0of2.partial.parquet",
+        "search_table.shard1of2.partial.parquet",
+        "search_table_small.partial.parquet",  # a recording into another --out, same folder
+    ]
+    for name in names:
+        (tmp_path / name).touch()
+    found = [p.name for p in record.partials(tmp_path / "search_table.parquet")]
+    assert found == names[1:4]
+
+
+def test_knob_effect_is_the_spread_within_groups_equal_in_every_other_knob(tmp_path):
+    replay = _module("bench_search_replay")
+    finals = {("a", 1): 10.0, ("a", 2): 10.5, ("b", 1): 20.0, ("b", 2): 30.0}  # (backbone, views) -> AP
+    rows = []
+    for config_id, ((backbone, views), ap) in enumerate(finals.items()):
+        for epoch in (1, 2):
+            rows.append(
+                {
+                    "config_id": config_id,
+                    "model__backbone": backbone,
+                    "data__views": views,
+                    "epoch": epoch,
+                    "d2s_ap": ap - (2 - epoch),  # the last epoch's value is the final one
+                    "epoch_seconds": 1.0,
+                    "gflops": 0.1 * views,
+                }
+            )
+    pl.DataFrame(rows).write_parquet(tmp_path / "table.parquet")
+    table = replay.Table(tmp_path / "table.parquet")
+    assert sorted(replay.knob_effect(table, "data__views").tolist()) == [0.5, 10.0]  # per backbone
+    assert sorted(replay.knob_effect(table, "model__backbone").tolist()) == [10.0, 19.5]  # per views

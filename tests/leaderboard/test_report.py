@@ -1,0 +1,393 @@
+"""Reports: the front table, the plots, and the HTML page rendered by headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from geodistill.errors import ConfigError
+from geodistill.leaderboard import Leaderboard, LeaderboardError, make_row
+from geodistill.leaderboard.pareto import pareto_rows
+from geodistill.leaderboard.report import default_anchors_path, load_anchors, write_report
+
+ANCHORS = Path(__file__).resolve().parents[2] / "baselines" / "anchors.yaml"
+GFLOPS_PER_FRAME = {"resnet18": 1.0, "vit_tiny": 2.0, "convnext_atto": 0.5}
+RECALL_BASE = {"resnet18": 40.0, "vit_tiny": 55.0, "convnext_atto": 30.0}
+
+
+def _rows() -> list[dict]:
+    rows = []
+    for backbone, per_frame in GFLOPS_PER_FRAME.items():
+        for views in (1, 2, 4):
+            for fps in (2, 5):
+                rows.append(
+                    make_row(
+                        experiment="sweep",
+                        trial_id=f"{backbone}-v{views}-f{fps}",
+                        stage="student",
+                        backbone=backbone,
+                        views=views,
+                        dataset_fps=fps,
+                        img_size=64,
+                        d2s_recall1=RECALL_BASE[backbone] + 5 * views + fps,
+                        d2s_ap=RECALL_BASE[backbone] + 4 * views,
+                        gflops=per_frame * views,
+                        params_m=per_frame * 3,
+                    )
+                )
+    rows.append(
+        make_row(experiment="sweep", trial_id="broken", stage="student", status="failed", error="OOM")
+    )
+    # Stopped early at a cheap, good-looking point: drawn hollow, never on the front.
+    rows.append(
+        make_row(
+            experiment="sweep",
+            trial_id="asha",
+            stage="student",
+            status="stopped",
+            backbone="vit_tiny",
+            d2s_recall1=99.0,
+            gflops=0.1,
+        )
+    )
+    return rows
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory) -> Leaderboard:
+    lb = Leaderboard(tmp_path_factory.mktemp("board") / "lb")
+    lb.write(_rows())
+    lb.write(
+        [
+            make_row(
+                experiment="other",
+                trial_id="x",
+                stage="student",
+                backbone="resnet18",
+                d2s_recall1=99.0,
+                gflops=0.1,
+            )
+        ]
+    )
+    return lb
+
+
+@pytest.fixture(scope="module")
+def report(board, tmp_path_factory) -> dict[str, Path]:
+    """One report of experiment "sweep" with the published anchors (plots take seconds)."""
+    return write_report(board, tmp_path_factory.mktemp("report"), experiment="sweep", anchors=ANCHORS)
+
+
+def test_front_is_the_hand_computed_staircase(board):
+    rows = board.read("sweep")
+    assert "asha" in rows["trial_id"].to_list()  # a stopped row, never on the front
+    front = pareto_rows(rows, "d2s_recall1")
+    assert "asha" not in front["trial_id"].to_list()
+    # recall = base + 5 views + fps, cost = per_frame * views (fps is free), so fps 5 beats fps 2.
+    # At 0.5 GFLOPs only atto (40); at 1 resnet18 v1 (50) beats atto v2 (45); at 2 vit_tiny v1
+    # (65) beats atto v4 and resnet18 v2 (55); at 4 vit_tiny v2 (70) beats resnet18 v4 (65); 8: 80.
+    got = list(
+        zip(front["backbone"], front["views"], front["dataset_fps"], front["gflops"], front["d2s_recall1"])
+    )
+    assert got == [
+        ("convnext_atto", 1, 5, 0.5, 40.0),
+        ("resnet18", 1, 5, 1.0, 50.0),
+        ("vit_tiny", 1, 5, 2.0, 65.0),
+        ("vit_tiny", 2, 5, 4.0, 70.0),
+        ("vit_tiny", 4, 5, 8.0, 80.0),
+    ]
+
+
+def test_report_files_tables_and_anchors(report):
+    paths = report
+    for key in ("html", "md", "pareto_png", "pareto_svg", "effect_views_png", "effect_fps_svg"):
+        assert paths[key].is_file() and paths[key].stat().st_size > 500, key
+    assert paths["pareto_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = paths["md"].read_text()
+    assert "20 runs (failed: 1, ok: 18, stopped: 1); 18 finished with d2s_recall1 and GFLOPs" in md
+    assert "; 5 on the Pareto front; hypervolume" in md
+    front_md = md.split("## Pareto front")[1].split("##")[0]
+    assert front_md.count("| convnext_atto |") == 1 and front_md.count("| vit_tiny |") == 3
+    best_md = md.split("## Best run per backbone")[1].split("##")[0]
+    # Columns never set (refiner, teacher, the distillation knobs) are left out of the tables.
+    assert (
+        "| backbone | views | dataset_fps | img_size | d2s_recall1 | gflops | params_m | runs | trial_id |"
+        in best_md
+    )
+    assert "| vit_tiny | 4 | 5 | 64 | 80.00 | 8 | 6 | 1 | vit_tiny-v4-f5 |" in best_md
+    assert "| resnet18 | 4 | 5 | 64 | 65.00 | 4 | 3 | 1 | resnet18-v4-f5 |" in best_md
+    assert "other" not in md.split("## Published")[0]  # the experiment filter held
+    assert "University-1652, not comparable" in md and "| PFED / MobileGeo |" in md
+    svg = paths["pareto_svg"].read_text()
+    assert "University-1652, not comparable" in svg and "Pareto front" in svg and "stopped early" in svg
+    assert not any(k.startswith("effect_temperature") for k in paths)  # not searched: no plot
+    page = paths["html"].read_text()
+    # Nothing to fetch: PNGs are data URIs, the front plot is inline SVG (xmlns names are not loads).
+    assert not re.search(r"(?:src|href)=['\"]https?:", page)
+    embedded = re.search(r"id='effect_views' alt='[^']*' src='data:image/png;base64,([^']+)'", page).group(1)
+    assert base64.b64decode(embedded) == paths["effect_views_png"].read_bytes()
+    inline = page.split("<figure id='pareto'")[1].split("</figure>")[0]
+    assert inline.count("<title>") == 19  # 18 finished points + the stopped one, each with its tooltip
+
+
+def test_report_user_errors(board, tmp_path):
+    with pytest.raises(
+        LeaderboardError, match=r"no rows in experiment 'nope' of leaderboard .*/lb: nothing to report"
+    ):
+        write_report(board, tmp_path / "o", experiment="nope")
+    with pytest.raises(ConfigError, match="unknown metric 'recall@1'"):
+        write_report(board, tmp_path / "o", metric="recall@1")
+    bad = tmp_path / "anchors.yaml"
+    bad.write_text("anchors: {x: 1}\n")
+    with pytest.raises(ConfigError, match="needs a list under 'anchors'"):
+        load_anchors(bad)
+    assert default_anchors_path() is not None and load_anchors(default_anchors_path())["anchors"]
+
+
+# ---- a distillation search: knobs, repeats merged, the teacher drawn, no machine paths --------
+
+
+def _kd_rows(root: Path) -> list[dict]:
+    """Four students of one teacher (two of them the same configuration, seeds 0 and 1), the
+    teacher's own row in another experiment, and an unrelated teacher that must not be drawn."""
+    teacher_dir = root / "runs" / "teacher"
+
+    def student(trial, *, views, temperature, w_logit, w_feature, w_relation, teacher_views, seed, recall):
+        config = {
+            "run_name": trial,
+            "experiment": "kd",
+            "output_dir": str(root / "runs"),
+            "data": {"root": "/srv/shared/univ", "views": views, "fps": 2},
+            "distill": {
+                "teacher_checkpoint": str(teacher_dir),
+                "temperature": temperature,
+                "teacher_views": teacher_views,
+                "w_logit": w_logit,
+            },
+            "train": {"seed": seed, "lr": 1e-3},
+        }
+        return make_row(
+            experiment="kd",
+            trial_id=trial,
+            stage="student",
+            backbone="resnet18",
+            views=views,
+            dataset_fps=2,
+            img_size=64,
+            teacher=str(teacher_dir),
+            temperature=temperature,
+            w_logit=w_logit,
+            w_feature=w_feature,
+            w_relation=w_relation,
+            d2s_recall1=recall,
+            gflops=float(views),
+            config_json=config,
+            checkpoint_uri=str(root / "runs" / trial / "checkpoints" / "e0002.safetensors"),
+        )
+
+    knobs = {"temperature": 2.0, "w_logit": 1.0, "w_feature": 0.5, "w_relation": 0.0, "teacher_views": 4}
+    return [
+        student("kd-a", views=2, **knobs, seed=0, recall=60.0),
+        student("kd-b", views=2, **knobs, seed=1, recall=64.0),  # a repeat of kd-a: merged
+        student(
+            "kd-c",
+            views=1,
+            temperature=4.0,
+            w_logit=0.5,
+            w_feature=1.0,
+            w_relation=0.25,
+            teacher_views=None,
+            seed=0,
+            recall=50.0,
+        ),  # fmt: skip
+        student(
+            "kd-d",
+            views=4,
+            temperature=1.0,
+            w_logit=2.0,
+            w_feature=0.0,
+            w_relation=1.0,
+            teacher_views=8,
+            seed=0,
+            recall=58.0,
+        ),  # fmt: skip
+        make_row(
+            experiment="teachers",
+            trial_id="teacher",
+            stage="teacher",
+            backbone="vit_tiny",
+            views=4,
+            temperature=4.0,  # a stage-1 row carries the config default it never used: not shown
+            d2s_recall1=90.0,
+            gflops=20.0,
+            checkpoint_uri=str(teacher_dir / "checkpoints" / "e0003.safetensors"),
+            config_json={"run_name": "teacher", "output_dir": str(root / "runs")},
+        ),
+        make_row(
+            experiment="teachers",
+            trial_id="other-teacher",
+            stage="teacher",
+            backbone="vit_small",
+            views=8,
+            d2s_recall1=95.0,
+            gflops=30.0,
+            checkpoint_uri=str(root / "runs" / "other" / "checkpoints" / "e0003.safetensors"),
+        ),
+    ]
+
+
+@pytest.fixture(scope="module")
+def kd_report(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
+    root = tmp_path_factory.mktemp("kd")
+    board = Leaderboard(root / "lb")
+    board.write(_kd_rows(root))
+    return root, write_report(board, root / "report", experiment="kd", anchors=None)
+
+
+def _section(md: str, heading: str) -> str:
+    return md.split(f"## {heading}")[1].split("\n## ")[0]
+
+
+def test_distillation_knobs_merged_repeats_and_teacher(kd_report):
+    _, paths = kd_report
+    md = paths["md"].read_text()
+    assert (
+        "4 runs (ok: 4); 3 finished with d2s_recall1 and GFLOPs "
+        "(identical configurations counted once: 1 repeat(s) merged)"
+    ) in md
+    assert "; 2 on the Pareto front;" in md and "1 teacher/baseline reference point(s)" in md
+    front = _section(md, "Pareto front")
+    header = (
+        "| backbone | views | dataset_fps | img_size | teacher | teacher_views | temperature | w_logit "
+        "| w_feature | w_relation | d2s_recall1 | gflops | runs | trial_id |"
+    )
+    assert header in front
+    rows = [line for line in front.splitlines() if line.startswith("| resnet18")]
+    # kd-a and kd-b (seeds 0 and 1, recall 60 and 64) are one configuration: mean 62, sd sqrt(8).
+    # kd-c's teacher saw its own single frame (teacher_views null = views); kd-d (58 at 4) is dominated.
+    # The teacher is named by its run, never by its path.
+    assert rows == [
+        "| resnet18 | 1 | 2 | 64 | teachers/teacher | 1 | 4 | 0.5 | 1 | 0.25 | 50.00 | 1 | 1 | kd-c |",
+        "| resnet18 | 2 | 2 | 64 | teachers/teacher | 4 | 2 | 1 | 0.5 | 0 | 62.00 ± 2.83 | 2 | 2 | kd-a, kd-b |",
+    ]
+    reference = _section(md, "Teacher and baseline reference points")
+    assert "| vit_tiny | 4 | – | – | – | – | – | – | – | – | 90.00 | 20.00 | 1 | teacher |" in reference
+    assert "other-teacher" not in md and "vit_small" not in md  # not the students' teacher
+    for knob in ("views", "temperature", "w_logit", "w_feature", "w_relation", "teacher_views"):
+        assert paths[f"effect_{knob}_png"].stat().st_size > 500, knob
+    assert "effect_fps_png" not in paths  # one fps value: nothing to show
+    assert "## Effect of KD temperature" in md and "## Effect of teacher views" in md
+
+
+def test_report_has_no_machine_paths_and_tooltips_hold_configs(kd_report):
+    root, paths = kd_report
+    page, md, svg = paths["html"].read_text(), paths["md"].read_text(), paths["pareto_svg"].read_text()
+    for text in (page, md, svg):
+        assert str(root) not in text and "/srv/shared" not in text
+    visible = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
+    visible = html.unescape(re.sub(r"<[^>]*>", " ", visible))
+    assert not re.findall(r"(?<![\w.…:/])/[\w.-]+/", visible)  # no /-rooted path in any text
+    titles = [html.unescape(t) for t in re.findall(r"<title>([^<]*)</title>", svg)]
+    merged = [t for t in titles if t.startswith("2 runs: kd-a, kd-b (kd)")]
+    assert len(merged) == 1, titles
+    assert "62.00 ± 2.83; 2 GFLOPs" in merged[0]
+    assert "teacher=teachers/teacher" in merged[0] and "teacher_views=4" in merged[0]
+    assert "temperature=2" in merged[0] and "w_logit=1" in merged[0] and "w_relation=0" in merged[0]
+    assert any(t.startswith("teacher teacher (teachers)") for t in titles)
+    assert len(titles) == 4  # 3 student configurations + the teacher
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    message = "Chromium is not installed (run .ci/services)"
+    if os.environ.get("GEODISTILL_REQUIRE_SERVICES") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _headless(chromium: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'chromium-profile'}",
+            "--window-size=1280,2600",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+# After load: each image's size, the inline plot's size, and for every point of the front plot its
+# tooltip and which point the browser finds under its centre (what a hover there would show).
+_PROBE = """<script>
+window.addEventListener('load', () => {
+  const svg = document.querySelector('#pareto svg');
+  const box = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};
+  const points = Array.from(document.querySelectorAll('#pareto g[id^="pt-"], #pareto g[id^="ref-"]')).map(g => {
+    const r = g.getBoundingClientRect();
+    const hit = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);
+    const owner = hit && hit.closest('g[id^="pt-"], g[id^="ref-"]');
+    return {id: g.id, title: g.querySelector('title').textContent, hit: owner ? owner.id : null};
+  });
+  const images = Array.from(document.images).map(i => [i.id, i.naturalWidth, i.naturalHeight]);
+  const out = document.createElement('pre'); out.id = 'probe';
+  out.textContent = JSON.stringify({svg: [box.width, box.height], points, images});
+  document.body.appendChild(out);
+});
+</script></body>"""
+
+
+def test_report_renders_in_headless_chromium_with_hover_text(kd_report, tmp_path):
+    """Screenshot (tmp_path/report.png) not blank, with the teacher's crimson star; the DOM after
+    load holds each point's tooltip, and the point under each centre is that point."""
+    from PIL import Image
+
+    chromium = _chromium()
+    _, paths = kd_report
+    shot = tmp_path / "report.png"
+    proc = _headless(chromium, tmp_path, f"--screenshot={shot}", paths["html"].as_uri())
+    assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1280, 2600)
+    pixels = np.asarray(image, dtype=np.int16)  # [H,W,3]
+    assert (pixels != 255).any(axis=-1).mean() > 0.02  # not blank: > 2% of the page is not white
+    crimson = int((np.abs(pixels - np.array([220, 20, 60])) < 25).all(axis=-1).sum())
+    assert crimson > 50, crimson  # the teacher's star (and its label) are drawn
+
+    probe = tmp_path / "probe.html"
+    probe.write_text(paths["html"].read_text().replace("</body>", _PROBE))
+    proc = _headless(chromium, tmp_path, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = re.search(r"<pre id=\"probe\">([^<]*)</pre>", proc.stdout)
+    assert found, proc.stdout[-2000:]
+    data = json.loads(html.unescape(found.group(1)))
+    assert data["svg"][0] > 500 and data["svg"][1] > 300
+    titles = {p["id"]: p["title"] for p in data["points"]}
+    assert len(titles) == 4 and any(t.startswith("2 runs: kd-a, kd-b (kd)") for t in titles.values())
+    assert all(p["hit"] == p["id"] for p in data["points"]), data["points"]
+    images = {name: (w, h) for name, w, h in data["images"]}
+    assert set(images) == {
+        f"effect_{k}" for k in ("views", "temperature", "w_logit", "w_feature", "w_relation", "teacher_views")
+    }
+    assert all(w > 300 and h > 200 for w, h in images.values()), images

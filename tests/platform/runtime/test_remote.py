@@ -1,0 +1,151 @@
+"""Teacher checkpoints and the leaderboard on ``s3://`` URIs, against moto's S3 server on 127.0.0.1.
+
+The server is real (HTTP on loopback, ``services.s3_server``); pyarrow reaches it through the
+URI's ``endpoint_override``/``scheme`` options, as it would reach MinIO or Ceph.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from services import free_port, s3_server
+
+from geodistill.errors import CheckpointError, UserError
+from geodistill.leaderboard import Leaderboard, make_row
+from geodistill.platform.cli import main
+from geodistill.platform.runtime.remote import fetch_checkpoint, join_uri, locate_checkpoint
+from geodistill.train.checkpoint import file_sha256
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with s3_server() as server:
+        yield server
+
+
+def _upload(s3, local: Path, key: str, *, skip: tuple[str, ...] = ()) -> None:
+    fs = s3.filesystem()
+    for path in sorted(local.rglob("*")):
+        if path.is_file() and path.name not in skip:
+            rel = path.relative_to(local).as_posix()
+            with fs.open_output_stream(f"{s3.bucket}/{key}/{rel}") as out:
+                out.write(path.read_bytes())
+
+
+def _fake_checkpoint(folder: Path, payload: bytes) -> str:
+    """A checkpoint directory's files (fetching never loads them): weights, then meta with their sha."""
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(payload)
+    sha = file_sha256(folder / "model.safetensors")
+    (folder / "train_state.pt").write_bytes(b"optimizer state a teacher does not need")
+    (folder / "meta.json").write_text(json.dumps({"format": "geodistill", "model_sha256": sha}))
+    return sha
+
+
+def test_join_uri_keeps_the_query_at_the_end():
+    assert join_uri("s3://b/x?endpoint_override=h:1&scheme=http", "exp", "t") == (
+        "s3://b/x/exp/t?endpoint_override=h:1&scheme=http"
+    )
+    assert join_uri("/local/dir/", "exp") == "/local/dir/exp"
+
+
+def test_a_teacher_on_s3_is_fetched_once_per_node_into_a_cache_keyed_by_its_checksum(s3, tmp_path):
+    run = tmp_path / "run"
+    _fake_checkpoint(run / "checkpoints" / "epoch_0001", b"old weights")
+    sha = _fake_checkpoint(run / "checkpoints" / "epoch_0002", b"new weights")
+    _upload(s3, run, "teachers/run")
+    uri = s3.uri("teachers/run")
+
+    found, meta = locate_checkpoint(uri)  # a run directory: its latest complete epoch
+    assert found == s3.uri("teachers/run/checkpoints/epoch_0002") and meta["model_sha256"] == sha
+    cache = tmp_path / "cache"
+    local = fetch_checkpoint(uri, cache=cache)
+    assert local == cache / "teachers" / sha
+    assert (local / "model.safetensors").read_bytes() == b"new weights"
+    assert sorted(p.name for p in local.iterdir()) == ["meta.json", "model.safetensors"]
+    # Fetched once: with the weights gone from the bucket, the node's copy still serves.
+    s3.filesystem().delete_file(f"{s3.bucket}/teachers/run/checkpoints/epoch_0002/model.safetensors")
+    assert fetch_checkpoint(uri, cache=cache) == local
+    assert [p.name for p in (cache / "teachers").iterdir() if not p.name.startswith(".")] == [sha]
+
+
+def test_a_corrupt_or_missing_remote_teacher_is_one_line_and_leaves_no_cache(s3, tmp_path):
+    bad = tmp_path / "bad"
+    _fake_checkpoint(bad, b"weights")
+    (bad / "model.safetensors").write_bytes(b"replaced after meta.json was written")
+    _upload(s3, bad, "teachers/bad")
+    with pytest.raises(CheckpointError, match="does not match its meta.json sha256"):
+        fetch_checkpoint(s3.uri("teachers/bad"), cache=tmp_path / "cache")
+    assert [p for p in (tmp_path / "cache" / "teachers").iterdir() if not p.name.startswith(".")] == []
+    with pytest.raises(CheckpointError, match=r"s3://geodistill/teachers/none: no checkpoint here"):
+        locate_checkpoint(s3.uri("teachers/none"))
+
+
+def test_the_leaderboard_on_s3_writes_and_reads_rows(s3):
+    lb = Leaderboard(s3.uri("lb"))
+    lb.check_writable("exp")
+    rows = [make_row(experiment="exp", trial_id=f"t{i}", stage="student", gflops=float(i)) for i in range(3)]
+    lb.write(rows[:2])
+    lb.write(rows[2:])
+    back = lb.read("exp")
+    assert sorted(back["trial_id"]) == ["t0", "t1", "t2"] and sorted(back["gflops"]) == [0.0, 1.0, 2.0]
+    assert lb.keys("exp") == {f"exp/t{i}/student" for i in range(3)}
+    assert len(lb.files("exp")) == 2 and lb.experiments() == ["exp"]
+
+
+@pytest.mark.slow  # 10-30 s: the second tier (CI runs it), keeping `make test` under 8 minutes
+def test_an_unreachable_s3_leaderboard_is_one_line():
+    dead = f"127.0.0.1:{free_port()}"
+    with pytest.raises(UserError, match=r"^cannot write to leaderboard s3://b/lb\?[^\n]*$"):
+        Leaderboard(f"s3://b/lb?endpoint_override={dead}&scheme=http").check_writable("exp")
+
+
+@pytest.mark.slow  # composes the run config and retries the dead endpoint: ~30 s on a loaded box
+def test_an_unreachable_s3_teacher_is_one_line_and_exit_2_before_any_training(tmp_path, capsys):
+    dead = f"127.0.0.1:{free_port()}"
+    teacher = f"s3://b/teachers/run?endpoint_override={dead}&scheme=http"
+    code = main(
+        ["search", "search_space=smoke", "preset=smoke", "--teacher", teacher, "--storage", str(tmp_path / "tune"),
+         "--leaderboard", str(tmp_path / "lb")]
+    )  # fmt: skip
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1, err
+    assert "cannot read teacher checkpoint s3://b/teachers/run:" in err[0]
+    assert not (tmp_path / "tune").exists()
+
+
+@pytest.mark.slow
+def test_a_search_distils_from_a_teacher_on_s3_and_writes_its_rows_to_s3(s3, tmp_path):
+    """The real CLI (its own local Ray head): teacher fetched from S3, rows written to S3."""
+    from geodistill.platform.compose import compose_run_config
+    from geodistill.platform.search import train_teacher_for
+    from geodistill.platform.search.space import load_space
+
+    repo = Path(__file__).resolve().parents[3]
+    base = compose_run_config(["preset=smoke", f"output_dir={tmp_path / 'work'}"]).to_dict()
+    teacher = train_teacher_for(
+        load_space(repo / "search_spaces" / "smoke.yaml", base=base), base, tmp_path / "t"
+    )
+    # The run directory, without the optimizer state (a teacher needs none; it only slows moto).
+    _upload(s3, teacher.parent.parent, "teachers/smoke", skip=("train_state.pt",))
+    lb_uri = s3.uri("leaderboard")
+    cache = tmp_path / "node-cache"
+    env = {**os.environ, "GEODISTILL_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        sys.executable, "-m", "geodistill", "search", "search_space=smoke", "preset=smoke",
+        f"output_dir={tmp_path / 'work'}", "--teacher", s3.uri("teachers/smoke"), "--leaderboard", lb_uri,
+        "--storage", str(tmp_path / "tune"), "--experiment", "s3", "--num-samples", "2",
+        "--max-concurrent", "1", "--no-report",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=repo)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    rows = Leaderboard(lb_uri).read("s3")
+    assert rows.height == 2 and set(rows["status"]) <= {"ok", "stopped"}, rows.to_dicts()
+    assert (rows["teacher"] == s3.uri("teachers/smoke/checkpoints/" + teacher.name)).all()
+    sha = json.loads((teacher / "meta.json").read_text())["model_sha256"]
+    assert [p.name for p in (cache / "teachers").iterdir() if not p.name.startswith(".")] == [sha]

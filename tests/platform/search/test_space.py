@@ -1,0 +1,272 @@
+"""Search spaces: every shipped space validates and composes; bad spaces fail with one line naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from geodistill.errors import ConfigError
+from geodistill.platform.search.space import (
+    load_space,
+    parse_space,
+    resolve_space,
+    suggest,
+    trial_config,
+    uses_ray_train,
+)
+from geodistill.train.config import RunConfig
+
+REPO = Path(__file__).resolve().parents[3]
+SHIPPED = sorted(p.stem for p in (REPO / "search_spaces").glob("*.yaml"))
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def test_the_three_spaces_ship():
+    assert {"distill", "views_fps", "smoke"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_space_validates_and_composes_into_run_configs(name, monkeypatch):
+    monkeypatch.chdir(REPO)
+    space = load_space(name)
+    assert space.path == REPO / "search_spaces" / f"{name}.yaml"
+    study = optuna.create_study(
+        directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0)
+    )
+    for _ in range(12):
+        params = suggest(study.ask(), space)
+        cfg = trial_config(space, params)
+        assert isinstance(cfg, RunConfig)
+        for key, value in {**space.fixed, **params}.items():
+            section, field = key.split(".") if "." in key else (None, key)
+            got = getattr(getattr(cfg, section), field) if section else getattr(cfg, field)
+            assert got == value, key
+        assert cfg.data.img_size == cfg.model.img_size
+
+
+def test_conditional_parameter_is_sampled_only_when_its_condition_holds():
+    space = parse_space(
+        {
+            "params": {
+                "model.refiner": {"type": "choice", "choices": ["mean", "select"]},
+                "model.refiner_k": {"type": "int", "low": 2, "high": 8, "when": {"model.refiner": "select"}},
+            }
+        }
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(30):
+        params = suggest(study.ask(), space)
+        seen.add(params["model.refiner"])
+        assert ("model.refiner_k" in params) == (params["model.refiner"] == "select")
+        if "model.refiner_k" in params:
+            assert 2 <= params["model.refiner_k"] <= 8
+    assert seen == {"mean", "select"}
+
+
+def test_loguniform_and_step_reach_optuna_distributions():
+    space = parse_space(
+        {
+            "params": {
+                "train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
+                "distill.w_logit": {"type": "uniform", "low": 0.0, "high": 1.0, "step": 0.25},
+                "data.views": {"type": "int", "low": 1, "high": 16, "log": True},
+            }
+        }
+    )
+    study = optuna.create_study()
+    trial = study.ask()
+    suggest(trial, space)
+    dist = trial.distributions
+    assert dist["train.lr"].log and dist["train.lr"].low == 1e-4
+    assert dist["distill.w_logit"].step == 0.25
+    assert dist["data.views"].log and isinstance(dist["data.views"], optuna.distributions.IntDistribution)
+
+
+def test_resolve_space_by_name_env_and_path(tmp_path, monkeypatch):
+    (tmp_path / "mine.yaml").write_text(
+        yaml.safe_dump({"params": {"train.lr": {"type": "uniform", "low": 0.1, "high": 0.2}}})
+    )
+    monkeypatch.setenv("GEODISTILL_SEARCH_SPACES", str(tmp_path))
+    assert resolve_space("mine") == (tmp_path / "mine.yaml").resolve()
+    assert load_space(str(tmp_path / "mine.yaml")).params[0].name == "train.lr"
+    with pytest.raises(ConfigError, match="unknown search space 'nope'.*known: mine"):
+        resolve_space("nope")
+    with pytest.raises(ConfigError, match="search space file not found"):
+        resolve_space(str(tmp_path / "missing.yaml"))
+
+
+def test_hydra_defaults_let_a_space_extend_another(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "fixed": {"train.epochs": 3},
+                "params": {"train.lr": {"type": "uniform", "low": 0.1, "high": 0.2}},
+            }
+        )
+    )
+    (tmp_path / "child.yaml").write_text(
+        "defaults:\n  - base\n  - _self_\nflops_budget: 2.5\nfixed:\n  train.epochs: 5\n"
+    )
+    space = load_space(tmp_path / "child.yaml")
+    assert space.fixed == {"train.epochs": 5} and space.flops_budget == 2.5
+    assert [p.name for p in space.params] == ["train.lr"]
+
+
+LR = {"type": "loguniform", "low": 1e-4, "high": 1e-2}
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"params": {"train.nope": LR}}, r"params\.train\.nope is not a run config key"),
+        ({"params": {"train": LR}}, r"params\.train is not a run config key"),
+        (
+            {"params": {"train.lr": {"type": "uniform", "low": 0.5, "high": 0.5}}},
+            r"params\.train\.lr: low \(0\.5\) must be < high",
+        ),
+        (
+            {"params": {"train.lr": {"type": "loguniform", "low": 0.0, "high": 1.0}}},
+            r"params\.train\.lr: a log-scale bound must be > 0",
+        ),
+        (
+            {"params": {"train.lr": {"type": "uniform", "low": -1, "high": 1, "log": True}}},
+            r"params\.train\.lr: a log-scale bound",
+        ),
+        (
+            {"params": {"train.lr": {"type": "normal", "low": 0, "high": 1}}},
+            r"params\.train\.lr: type must be one of",
+        ),
+        (
+            {"params": {"model.backbone": {"type": "choice", "choices": ["vit_tiny", "vit_huge"]}}},
+            r"params\.model\.backbone: unknown backbone 'vit_huge'",
+        ),
+        (
+            {"params": {"data.fps": {"type": "choice", "choices": [2, 7]}}},
+            r"params\.data\.fps: data\.fps must be one of 2, 5, 10; got 7",
+        ),
+        (
+            {"params": {"model.refiner": {"type": "choice", "choices": ["mean", "lstm"]}}},
+            r"params\.model\.refiner: unknown refiner 'lstm'",
+        ),
+        (
+            {"params": {"data.views": {"type": "int", "low": 0, "high": 4}}},
+            r"params\.data\.views: data\.views must be >= 1",
+        ),
+        (
+            {"params": {"data.views": {"type": "int", "low": 1.5, "high": 4}}},
+            r"params\.data\.views: low must be an integer",
+        ),
+        (
+            {"params": {"train.lr": {"type": "choice", "choices": []}}},
+            r"params\.train\.lr: choice needs a non-empty list",
+        ),
+        (
+            {
+                "params": {
+                    "model.refiner_k": {
+                        "type": "int",
+                        "low": 1,
+                        "high": 4,
+                        "when": {"model.refiner": "select"},
+                    }
+                }
+            },
+            r"when refers to 'model\.refiner', which is not a parameter listed before it",
+        ),
+        (
+            {
+                "params": {"train.lr": LR, "train.epochs": {"type": "int", "low": 1, "high": 3}},
+                "fixed": {"train.epochs": 2},
+            },
+            r"params\.train\.epochs is also in fixed",
+        ),
+        (
+            {"params": {"train.lr": LR}, "fixed": {"train.colour": "red"}},
+            r"fixed\.train\.colour is not a run config key",
+        ),
+        (
+            {"params": {"train.lr": LR}, "fixed": {"stage": "pupil"}},
+            r"fixed\.stage: stage must be one of teacher, student",
+        ),
+        (
+            {"params": {"train.lr": LR}, "objectives": {"metric": "accuracy"}},
+            r"objectives\.metric must be one of d2s_recall1",
+        ),
+        ({"params": {"train.lr": LR}, "flops_budget": -1}, r"flops_budget must be a positive number"),
+        ({"params": {"train.lr": LR}, "sampler": "tpe"}, r"unknown key 'sampler'"),
+        ({"params": {}}, r"params must be a non-empty mapping"),
+        ({"params": {"train.lr": {**LR, "hgih": 3}}}, r"params\.train\.lr: unknown field 'hgih'"),
+    ],
+)
+def test_bad_spaces_are_rejected_with_one_line_naming_the_key(space, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        parse_space(space, name="bad")
+    text = str(err.value)
+    assert "\n" not in text and text.startswith("search space bad")
+
+
+def test_malformed_yaml_is_one_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("params: {train.lr: [unclosed\n")
+    with pytest.raises(ConfigError, match="search space broken.yaml") as err:
+        load_space(path)
+    assert "\n" not in str(err.value)
+
+
+def test_a_convnet_choice_with_token_pooling_is_rejected_before_any_trial():
+    base = RunConfig().to_dict()
+    base["model"]["pooling"] = "token"
+    space = {"params": {"model.backbone": {"type": "choice", "choices": ["vit_tiny", "resnet18"]}}}
+    with pytest.raises(ConfigError, match=r"params\.model\.backbone: resnet18 has no class token"):
+        parse_space(space, name="bad", base=base)
+    parse_space({**space, "fixed": {"model.pooling": "avg"}}, name="ok", base=base)
+
+
+@pytest.mark.parametrize("workers, on_ray_train", [(0, False), (1, True), (2, True)])
+def test_num_workers_means_in_a_search_what_it_means_for_train(workers, on_ray_train):
+    """0: fit in the calling process; N >= 1: N Ray Train workers, in `train` and in a trial alike."""
+    base = RunConfig().to_dict()
+    params = {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}
+    space = parse_space({"fixed": {"scaling.num_workers": workers}, "params": params}, base=base)
+    cfg = trial_config(space, {"train.lr": 1e-3}, base=base)
+    assert cfg.scaling.num_workers == workers  # a trial never rewrites it
+    assert cfg.scaling.in_process is (not on_ray_train)
+    assert uses_ray_train(space, base) is on_ray_train
+
+
+def test_a_sampled_worker_count_of_one_puts_the_search_on_ray_train():
+    base = RunConfig().to_dict()
+    only_local = parse_space(
+        {"params": {"scaling.num_workers": {"type": "choice", "choices": [0]}}}, base=base
+    )
+    assert not uses_ray_train(only_local, base)
+    one = parse_space({"params": {"scaling.num_workers": {"type": "choice", "choices": [0, 1]}}}, base=base)
+    assert uses_ray_train(one, base)
+    ranged = parse_space({"params": {"scaling.num_workers": {"type": "int", "low": 0, "high": 1}}}, base=base)
+    assert uses_ray_train(ranged, base)
+
+
+def test_reading_a_space_imports_no_ray_tune_and_the_package_names_load_lazily():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import geodistill.platform.search as search\n"
+        "from geodistill.platform.search import parse_space\n"
+        "print('ray.tune' in sys.modules, 'run_search' in dir(search), callable(parse_space))\n"
+        "try:\n"
+        "    search.nope\n"
+        "except AttributeError as err:\n"
+        "    print(err)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == [
+        "False True True",
+        "module 'geodistill.platform.search' has no attribute 'nope'",
+    ]

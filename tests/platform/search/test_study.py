@@ -1,0 +1,120 @@
+"""The Optuna study of a real (tiny) search, read back through Optuna's own API.
+
+A trivial objective (defined in the test, so Ray pickles it by value) whose precision is known
+in advance: ASHA stops some trials, and the study must show named objectives, every epoch's
+value, the stopped trials as PRUNED with their Tune trial id, and a Pareto front
+(``study.best_trials``) equal to the one the report draws from the leaderboard.
+"""
+
+from __future__ import annotations
+
+import optuna
+import polars as pl
+import pytest
+from trivial_search import search_dirs, trivial_space
+
+from geodistill.platform.search import run_search
+from geodistill.platform.search.gp import STOPPED_VALUES_ATTR
+from geodistill.platform.search.study import EPOCH_VALUES_ATTR, STOPPED_AT_ATTR, TRIAL_ID_ATTR, stopped_early
+
+EPOCHS = 4
+
+
+def test_stopped_early_reads_a_trials_last_result():
+    assert stopped_early({"epoch": 1, "epochs_planned": 4})
+    assert not stopped_early({"epoch": 4, "epochs_planned": 4})
+    assert stopped_early({"epoch": 2, "stopped_early": 1})
+    assert not stopped_early({"epoch": 0, "epochs_planned": 4, "over_budget": 1})  # refused, not stopped
+    assert not stopped_early(None)
+
+
+@pytest.mark.slow
+def test_study_has_named_objectives_epoch_values_pruned_trials_and_the_reports_front(ray_local, tmp_path):
+    def objective(cfg, *, context):
+        # Precision grows with lr and with views (which cost GFLOPs): a real trade-off.
+        for epoch in range(1, cfg.train.epochs + 1):
+            value = cfg.train.lr * 1000 * epoch + 3 * cfg.data.views
+            context.report({"epoch": epoch, "d2s_recall1": value})
+            if context.should_stop(epoch, {}):
+                break
+
+    space = trivial_space(EPOCHS, params={"data.views": {"type": "choice", "choices": [1, 2, 3]}})
+    result = run_search(
+        space,
+        experiment="honest",
+        num_samples=6,
+        sampler="random",
+        **search_dirs(tmp_path),
+        max_concurrent=1,
+        objective=objective,
+        seed=3,
+    )
+    rows = result.rows
+    assert rows.height == 6 and not result.interrupted
+    stopped = rows.filter(pl.col("status") == "stopped")
+    assert stopped.height >= 1, "ASHA stopped no trial: the test would prove nothing"
+
+    study = optuna.load_study(study_name="honest", storage=result.study_url)
+    assert study.metric_names == ["d2s_recall1", "gflops"]
+    by_id = {t.user_attrs[TRIAL_ID_ATTR]: t for t in study.trials}
+    assert set(by_id) == set(rows["trial_id"])
+    for row in rows.iter_rows(named=True):
+        trial = by_id[row["trial_id"]]
+        lr, views = trial.params["train.lr"], trial.params["data.views"]
+        # Every epoch the trial ran is kept, exactly what it reported; a finished trial's epochs are
+        # also its intermediate values (a pruned one's are not: Optuna's TPE cannot rank those).
+        epoch_values = {int(e): v for e, v in trial.user_attrs[EPOCH_VALUES_ATTR].items()}
+        assert sorted(epoch_values) == list(range(1, row["epochs"] + 1))
+        for epoch, value in epoch_values.items():
+            assert value == pytest.approx(lr * 1000 * epoch + 3 * views)
+        if row["status"] == "stopped":
+            assert trial.state == optuna.trial.TrialState.PRUNED and trial.values is None
+            assert trial.intermediate_values == {}
+            assert trial.user_attrs[STOPPED_AT_ATTR] == row["epochs"] < EPOCHS
+            # Its objectives when stopped, which --sampler gp models (gp.StoppedTrialsGPSampler).
+            assert trial.user_attrs[STOPPED_VALUES_ATTR] == pytest.approx([row["d2s_recall1"], row["gflops"]])
+        else:
+            assert trial.state == optuna.trial.TrialState.COMPLETE
+            assert trial.values == pytest.approx([row["d2s_recall1"], row["gflops"]])
+            assert trial.intermediate_values == pytest.approx(epoch_values)
+
+    # The study's Pareto front is the report's: the same trials, nothing under-trained.
+    front = {t.user_attrs[TRIAL_ID_ATTR] for t in study.best_trials}
+    assert front == set(result.pareto["trial_id"]) and front
+    assert not front & set(stopped["trial_id"])
+
+
+@pytest.mark.slow  # 15-35 s: the second tier (CI runs it), keeping `make test` under 8 minutes
+@pytest.mark.parametrize("sampler", ["gp", "tpe"])
+def test_the_sampler_keeps_suggesting_after_its_start_up_with_pruned_trials_in_the_study(
+    sampler, ray_local, tmp_path
+):
+    """TPE (the default) and GP past their start-up trials, with ASHA-pruned trials in the study.
+
+    Optuna's TPE ranks PRUNED trials by their last intermediate value through ``study.direction``,
+    which raises on a multi-objective study: a pruned trial with intermediate values ended the
+    search at the next suggestion (found by the rehearsal-cluster test once TPE's start-up was 4).
+    """
+    from trivial_search import lr_ramp
+
+    from geodistill.platform.search.tuner import GP_STARTUP_TRIALS, TPE_STARTUP_TRIALS
+
+    n = {"gp": GP_STARTUP_TRIALS, "tpe": TPE_STARTUP_TRIALS}[sampler] + 4
+    experiment = f"{sampler}_pruned"
+    result = run_search(
+        trivial_space(EPOCHS),
+        experiment=experiment,
+        num_samples=n,
+        sampler=sampler,
+        **search_dirs(tmp_path),
+        max_concurrent=1,
+        objective=lr_ramp,
+        seed=0,
+    )
+    rows = result.rows
+    assert rows.height == n and not result.interrupted and set(rows["status"]) <= {"ok", "stopped"}
+    study = optuna.load_study(study_name=experiment, storage=result.study_url)
+    states = [t.state for t in study.trials]
+    assert len(states) == n and optuna.trial.TrialState.PRUNED in states, states
+    pruned_before_last = [t for t in study.trials[:-1] if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned_before_last, f"no trial was sampled by {sampler} with a pruned trial in the study"
