@@ -21,7 +21,8 @@ from geodistill.leaderboard import Leaderboard, make_row
 
 
 def state_sizes(trials: int, work: Path) -> dict[str, float]:
-    from geodistill.platform.search import run_search
+    from geodistill.platform.compose import compose_run_config
+    from geodistill.platform.search import SearchOptions, run_search
     from geodistill.platform.search.space import parse_space
 
     space = parse_space(
@@ -37,8 +38,7 @@ def state_sizes(trials: int, work: Path) -> dict[str, float]:
 
     name = f"scale{trials}"
     start = time.perf_counter()
-    run_search(
-        space,
+    options = SearchOptions(
         experiment=name,
         num_samples=trials,
         storage=str(work / "tune"),
@@ -48,6 +48,7 @@ def state_sizes(trials: int, work: Path) -> dict[str, float]:
         objective=objective,
         verbose=0,
     )
+    run_search(space, compose_run_config([]), options)
     wall = time.perf_counter() - start
     root = work / "tune" / name
     state = sum(p.stat().st_size for p in root.glob("experiment_state-*.json"))

@@ -28,21 +28,22 @@ import polars as pl
 
 from _figures import figure  # benchmarks/ is on sys.path when a script here runs
 from geodistill.leaderboard.pareto import hypervolume
+from geodistill.models.cost import config_cost
 from geodistill.platform.compose import compose_run_config
 from geodistill.platform.runtime.ray_local import init_ray
-from geodistill.platform.search import run_search, train_teacher_for, trial_cost
-from geodistill.platform.search.space import load_space, parse_space, trial_config
+from geodistill.platform.search import SearchOptions, SearchPlan, run_search, train_teacher_for
+from geodistill.platform.search.space import load_space, parse_space
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def max_gflops(space, base) -> float:
+def max_gflops(plan: SearchPlan) -> float:
     """The costliest configuration of the space's choice parameters (bounds of the others)."""
-    choices = [p for p in space.params if p.type == "choice"]
+    choices = [p for p in plan.space.params if p.type == "choice"]
     worst = 0.0
     for values in itertools.product(*(p.choices for p in choices)):
-        cfg = trial_config(space, dict(zip((p.name for p in choices), values)), base=base)
-        worst = max(worst, trial_cost(cfg)["gflops"])
+        cfg = plan.config(dict(zip((p.name for p in choices), values)))
+        worst = max(worst, config_cost(cfg.model, cfg.data.views)["gflops"])
     return worst
 
 
@@ -65,8 +66,8 @@ def main() -> None:
     init_ray(num_cpus=2)
     work = Path(tempfile.mkdtemp(prefix="bench_search_"))
     overrides = ["preset=smoke", f"output_dir={work / 'shared'}"]
-    base = compose_run_config(overrides).to_dict()
-    space = load_space(REPO / "search_spaces" / "smoke.yaml", base=base)
+    base = compose_run_config(overrides)
+    space = load_space(REPO / "search_spaces" / "smoke.yaml", base=base.to_dict())
     # AP (not Recall@1) as the precision objective: on a small synthetic test split Recall@1
     # moves in steps of 1/queries and ties everywhere; AP is fine-grained enough for ASHA.
     space = dataclasses.replace(
@@ -74,8 +75,9 @@ def main() -> None:
         metric="d2s_ap",
         fixed={**space.fixed, "train.epochs": args.epochs, "data.synth_buildings": args.buildings},
     )
-    teacher = train_teacher_for(space, base, work / "teacher")
-    reference = (0.0, 1.1 * max_gflops(space, base))
+    draft = SearchPlan.build(space, base, check_teacher=False)
+    teacher = train_teacher_for(draft, work / "teacher")
+    reference = (0.0, 1.1 * max_gflops(draft))
     print(
         f"objective: smoke students, {args.buildings} places, {args.epochs} epochs, {args.trials} trials; "
         f"d2s AP up, GFLOPs down; reference point {reference}"
@@ -83,12 +85,10 @@ def main() -> None:
 
     def search(name: str, sampler: str, early: bool) -> tuple[pl.DataFrame, float]:
         start = time.perf_counter()
-        result = run_search(
-            space,
+        options = SearchOptions(
             experiment=name,
             num_samples=args.trials,
             sampler=sampler,
-            overrides=overrides,
             teacher=str(teacher),
             storage=str(work / "tune"),
             leaderboard=str(work / "lb"),
@@ -97,6 +97,7 @@ def main() -> None:
             seed=0,
             verbose=0,
         )
+        result = run_search(space, base, options)
         return result.rows, time.perf_counter() - start
 
     print("\n| sampler | hypervolume after N | epochs trained | wall s |")
@@ -114,7 +115,10 @@ def main() -> None:
     print("|---|---|---|---|---|")
     print(f"| no early stopping | {hv_full:.3f} | {epochs_full} | 0 | {wall_full:.1f} |")
     stopped = int((rows_es["status"] == "stopped").sum())
-    print(f"| ASHA (grace 1, rf 2) | {hv_es:.3f} | {epochs_es} | {stopped} | {wall_es:.1f} |")
+    rungs = SearchOptions()
+    print(
+        f"| ASHA (grace {rungs.grace_period}, rf {rungs.reduction_factor:g}) | {hv_es:.3f} | {epochs_es} | {stopped} | {wall_es:.1f} |"
+    )
     print(f"compute saved by early stopping: {1 - epochs_es / max(epochs_full, 1):.0%} of the epochs")
     rand = "random search (Ray Tune + Optuna RandomSampler), same trials"
     for sampler, (hv_s, _, _) in outcome.items():
@@ -144,16 +148,17 @@ def main() -> None:
         def report(self, metrics, checkpoint_dir=None):
             self.last = metrics
 
-    trial_cost(trial_config(trivial, {"train.lr": 0.001}, base=base))  # warm: imports, cost cache
+    trivial_plan = SearchPlan.build(trivial, base)
+    warm = trivial_plan.config({"train.lr": 0.001})
+    config_cost(warm.model, warm.data.views)  # warm: imports, cost cache
     start = time.perf_counter()
     for i in range(args.overhead_trials):
-        cfg = trial_config(trivial, {"train.lr": 0.001 + i * 1e-4}, base=base)
-        trial_cost(cfg)
+        cfg = trivial_plan.config({"train.lr": 0.001 + i * 1e-4})
+        config_cost(cfg.model, cfg.data.views)
         objective(cfg, context=_Ctx())
     loop_s = (time.perf_counter() - start) / args.overhead_trials
     start = time.perf_counter()
-    run_search(
-        trivial,
+    overhead = SearchOptions(
         experiment="overhead",
         num_samples=args.overhead_trials,
         sampler="tpe",
@@ -164,6 +169,7 @@ def main() -> None:
         objective=objective,
         verbose=0,
     )
+    run_search(trivial, base, overhead)
     search_s = (time.perf_counter() - start) / args.overhead_trials
     print("\n| trivial trial (cost count + 1 report) | per trial |")
     print("|---|---|")

@@ -270,12 +270,10 @@ def cli_default_sampler() -> str:
 
 def cli_rungs() -> tuple[int, float]:
     """(grace period, reduction factor) that ``geodistill search`` uses unless told otherwise."""
-    from geodistill.platform.cli.commands.search import register
+    from geodistill.platform.search.options import SearchOptions
 
-    subparsers = argparse.ArgumentParser().add_subparsers()
-    register(subparsers)
-    search = subparsers.choices["search"]
-    return int(search.get_default("grace_period")), float(search.get_default("reduction_factor"))
+    defaults = SearchOptions()
+    return defaults.grace_period, defaults.reduction_factor
 
 
 _TABLE: Table | None = None  # one per worker process

@@ -37,8 +37,9 @@ from pathlib import Path
 import polars as pl
 import torch
 
+from geodistill.models.cost import config_cost
 from geodistill.platform.compose import compose_run_config
-from geodistill.platform.search import parse_space, trial_config, trial_cost
+from geodistill.platform.search import SearchPlan, parse_space
 from geodistill.train.config import RunConfig
 
 HERE = Path(__file__).resolve().parent
@@ -152,7 +153,8 @@ def train_teacher(base: dict, out: Path, epochs: int) -> Path:
     if found is not None:  # a resumed recording keeps its teacher
         return found
     space = table_space(FIXED)
-    cfg_dict = trial_config(space, {"model.backbone": "resnet18", "data.views": 2}, base=base).to_dict()
+    plan = SearchPlan.build(space, RunConfig.from_dict(base), check_teacher=False)
+    cfg_dict = plan.config({"model.backbone": "resnet18", "data.views": 2}).to_dict()
     cfg_dict.update(stage="teacher", run_name="teacher")
     cfg_dict["train"].update(epochs=epochs, max_steps_per_epoch=None)
     cfg = RunConfig.from_dict(cfg_dict)
@@ -229,6 +231,7 @@ def main() -> None:
         teacher = train_teacher(base, work / "teacher", args.teacher_epochs)
     print(f"teacher: {time.perf_counter() - start:.0f} s", file=sys.stderr)
     space = table_space({**FIXED, "train.epochs": args.epochs, "distill.teacher_checkpoint": str(teacher)})
+    plan = SearchPlan.build(space, RunConfig.from_dict(base))
     points = grid_points(GRID)[: args.limit]
     # Resume / append: rows already recorded (a finished table, or interrupted runs' progress)
     # are kept, keyed on their knob values, so a grown or reordered grid records only new points.
@@ -243,10 +246,12 @@ def main() -> None:
     for i, point in enumerate(points):
         if point_key(point) in known or i % shard_n != shard_k:
             continue
-        cfg = trial_config(space, point, base=base)
+        cfg = plan.config(point)
         cfg.scaling.num_workers = 0
         cfg.run_name = f"cfg{i:04d}"
-        gflops = trial_cost(cfg)["gflops"]  # counted before training, as the search does
+        gflops = config_cost(cfg.model, cfg.data.views)[
+            "gflops"
+        ]  # counted before training, as the search does
         context = RecordingContext()
         t0 = time.perf_counter()
         from geodistill.eval import fit_evaluated

@@ -172,10 +172,17 @@ def setting(
     default: Any = dataclasses.MISSING,
     *,
     default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
+    help: str | None = None,  # noqa: A002 - argparse's name for it
+    flag: str | None = None,
+    const: Any = None,
     **rule: Any,
 ) -> Any:
-    """A dataclass field with its declared ``Rule`` (the keyword arguments) in its metadata."""
-    metadata = {"rule": Rule(**rule)}
+    """A dataclass field with its declared ``Rule`` (the keyword arguments) in its metadata.
+
+    ``help``, ``flag`` and ``const`` say how a CLI generated from the dataclass spells the field
+    (``platform.flags.add_setting_flags``): ``flag=""`` keeps it off the command line.
+    """
+    metadata = {"rule": Rule(**rule), "help": help, "flag": flag, "const": const}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)

@@ -43,5 +43,13 @@ def lr_ramp(cfg, *, context) -> None:
 
 
 def search_dirs(tmp_path: Path) -> dict[str, Any]:
-    """``run_search`` keywords: Tune results and the leaderboard under ``tmp_path``, no live table."""
+    """``SearchOptions`` fields: Tune results and the leaderboard under ``tmp_path``, no live table."""
     return {"storage": str(tmp_path / "tune"), "leaderboard": str(tmp_path / "lb"), "verbose": 0}
+
+
+def search(space: Any, *, overrides: tuple[str, ...] | list[str] = (), **options: Any) -> Any:
+    """``run_search(space, base, SearchOptions(**options))``, the base composed from ``overrides``."""
+    from geodistill.platform.compose import compose_run_config
+    from geodistill.platform.search import SearchOptions, run_search
+
+    return run_search(space, compose_run_config(list(overrides)), SearchOptions(**options))

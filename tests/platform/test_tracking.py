@@ -132,8 +132,8 @@ def test_cli_refuses_an_unknown_logger_in_one_line(tmp_path):
 def test_a_training_run_writes_losses_metrics_cost_and_config_to_all_three(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    from geodistill.models.cost import config_cost
     from geodistill.platform.runtime.train_driver import prepare_config, run_training
-    from geodistill.platform.search import trial_cost
 
     cfg = compose_run_config(
         [
@@ -148,7 +148,8 @@ def test_a_training_run_writes_losses_metrics_cost_and_config_to_all_three(tmp_p
     result = run_training(cfg)
     history = [json.loads(line) for line in (tmp_path / "tracked" / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2] and result.epochs_done == 2
-    cost = trial_cost(prepare_config(cfg))
+    prepared = prepare_config(cfg)
+    cost = config_cost(prepared.model, prepared.data.views)
 
     # TensorBoard: every epoch's loss and metric at step = epoch, the cost, the config text.
     scalars = tensorboard_scalars(tmp_path / "tracked" / "tensorboard")
@@ -189,7 +190,8 @@ def test_a_training_run_writes_losses_metrics_cost_and_config_to_all_three(tmp_p
 def test_a_search_tracks_every_trial_through_tunes_logger_callbacks(ray_local, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    from geodistill.platform.search import run_search
+    from geodistill.platform.compose import compose_run_config
+    from geodistill.platform.search import SearchOptions, run_search
     from geodistill.platform.search.space import parse_space
 
     def objective(cfg, *, context):
@@ -203,8 +205,7 @@ def test_a_search_tracks_every_trial_through_tunes_logger_callbacks(ray_local, t
         },
         name="trivial",
     )
-    result = run_search(
-        space,
+    options = SearchOptions(
         experiment="tracked",
         num_samples=2,
         sampler="random",
@@ -216,6 +217,7 @@ def test_a_search_tracks_every_trial_through_tunes_logger_callbacks(ray_local, t
         loggers="tensorboard,mlflow,wandb",
         verbose=0,
     )
+    result = run_search(space, compose_run_config([]), options)
     rows = {r["trial_id"]: r for r in result.rows.iter_rows(named=True)}
     assert len(rows) == 2
     experiment_dir = Path(result.experiment_path)

@@ -9,7 +9,7 @@ from geodistill.models.backbones import (
     get_spec,
     image_config,
 )
-from geodistill.models.cost import Cost, profile
+from geodistill.models.cost import Cost, config_cost, profile
 from geodistill.models.geomodel import (
     GeoModel,
     GeoOutput,
@@ -34,6 +34,7 @@ __all__ = [
     "GeoOutput",
     "ModelConfig",
     "build_refiner",
+    "config_cost",
     "create_backbone",
     "extract_descriptors",
     "get_spec",

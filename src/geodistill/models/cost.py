@@ -14,13 +14,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
+import json
 import statistics
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+if TYPE_CHECKING:
+    from geodistill.models.geomodel import ModelConfig
 
 COUNTER = "torch.utils.flop_counter.FlopCounterMode(meta)"
 
@@ -150,6 +156,33 @@ def profile(
 
 
 # ---------------------------------------------------------------- analytic MAC formulas
+
+
+def config_cost(model: ModelConfig, views: int) -> dict[str, Any]:
+    """GFLOPs/GMACs/params of one drone query of ``views`` frames through the model ``model`` declares.
+
+    Counted on the meta device (no weights, no arithmetic), so a search costs a configuration
+    before training it; cached per (config, views). Keys: ``gflops``, ``gmacs``, ``params_m``,
+    ``flop_counter`` (the leaderboard's columns).
+    """
+    model = dataclasses.replace(model, weights=None, pretrained=False)  # cost needs no weights
+    return dict(_config_cost(json.dumps(dataclasses.asdict(model), sort_keys=True), views))
+
+
+@functools.lru_cache(maxsize=256)
+def _config_cost(model_json: str, views: int) -> tuple[tuple[str, Any], ...]:
+    from geodistill.models.geomodel import GeoModel, ModelConfig
+
+    model_cfg = ModelConfig(**json.loads(model_json))
+    with torch.device("meta"):
+        model = GeoModel(model_cfg, num_classes=1)
+    cost = profile(model, img_size=model_cfg.img_size, views=views, measure_latency=False)
+    return (
+        ("gflops", cost.gflops),
+        ("gmacs", cost.gmacs),
+        ("params_m", cost.params_m),
+        ("flop_counter", cost.counter),
+    )
 
 
 def vit_macs(

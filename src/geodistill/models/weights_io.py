@@ -13,15 +13,11 @@ import pickle
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from geodistill.errors import CheckpointError, WeightsUnavailableError, one_line
-
-if TYPE_CHECKING:
-    from geodistill.models.backbones import Backbone
 
 
 def file_sha256(path: str | Path) -> str:
@@ -144,7 +140,7 @@ def _timm_filter(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, 
         return state  # a layout the filter does not expect: the strict match below names the problem
 
 
-def load_backbone_weights(backbone: Backbone, path: str) -> None:
+def load_backbone_weights(backbone: nn.Module, path: str) -> None:
     """Load a timm-layout (or original, where timm's filter maps it) state_dict into the backbone.
 
     Read without running pickled code; classifier-head keys are ignored; then a strict match.

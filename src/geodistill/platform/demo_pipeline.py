@@ -212,9 +212,9 @@ def _train_teacher(
     data_dir: Path, runs_dir: Path, lb_root: Path, plan: DemoPlan, seed: int, echo: Callable[[str], None]
 ) -> tuple[Any, Path, dict[str, float]]:
     """Step 2: the stage-1 teacher in this process (reused when trained) and its leaderboard row."""
+    from geodistill.leaderboard.rows import write_run_row
     from geodistill.platform.compose import apply_overrides
     from geodistill.platform.runtime.train_driver import run_training
-    from geodistill.platform.search import write_run_row
     from geodistill.train import RunConfig
     from geodistill.train.context import latest_checkpoint_in
 
@@ -266,7 +266,8 @@ def _search_students(
     address: str | None,
 ) -> Any:
     """Step 3: the distillation search on local Ray (resumed when a previous demo left one)."""
-    from geodistill.platform.search import run_search
+    from geodistill.platform.compose import compose_run_config
+    from geodistill.platform.search import SearchOptions, run_search
 
     # Trials checkpoint every epoch; Tune's warning about frequent experiment snapshots is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -279,12 +280,9 @@ def _search_students(
         f"train.seed={seed}",
         *([f"train.max_steps_per_epoch={plan.max_steps_per_epoch}"] if plan.max_steps_per_epoch else []),
     ]
-    return run_search(
-        SEARCH_SPACE,
+    options = SearchOptions(
         experiment=EXPERIMENT,
         num_samples=plan.num_samples,
-        sampler="tpe",
-        overrides=overrides,
         max_concurrent=plan.max_concurrent,
         time_budget_s=plan.time_budget_s,
         storage=str(search_dir),
@@ -295,6 +293,7 @@ def _search_students(
         seed=seed,
         verbose=1,  # the live trial table; each trial's output stays in its folder
     )
+    return run_search(SEARCH_SPACE, compose_run_config(overrides), options)
 
 
 def _findings(searched: Any) -> dict[str, Any]:
@@ -371,7 +370,8 @@ def view_sweep(
     from geodistill.data import open_index
     from geodistill.eval import evaluate
     from geodistill.eval.names import flatten_metrics
-    from geodistill.platform.search import trial_cost, write_run_row
+    from geodistill.leaderboard.rows import write_run_row
+    from geodistill.models.cost import config_cost
     from geodistill.train.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(checkpoint)
@@ -389,7 +389,7 @@ def view_sweep(
                 "views": v,
                 "d2s_recall1": result["drone->satellite"]["recall@1"],
                 "s2d_recall1": result["satellite->drone"]["recall@1"],
-                "gflops": trial_cost(at_v)["gflops"],
+                "gflops": config_cost(at_v.model, v)["gflops"],
             }
         )
     return rows

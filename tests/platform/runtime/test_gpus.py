@@ -14,11 +14,10 @@ import os
 from pathlib import Path
 
 import pytest
-from trivial_search import search_dirs, trivial_space
+from trivial_search import search, search_dirs, trivial_space
 
 from geodistill.errors import ConfigError
 from geodistill.platform.runtime.gpus import trial_resources, with_gpus_per_trial, worker_resources
-from geodistill.platform.search import run_search
 from geodistill.train.config import RunConfig
 
 NODE_GPUS = "0,1,2,3"
@@ -52,7 +51,7 @@ def test_what_a_trial_and_its_workers_reserve():
 @pytest.mark.parametrize("bad", [-1, 1.5])
 def test_bad_gpus_per_trial_is_refused_in_one_line_before_ray(bad, tmp_path):
     with pytest.raises(ConfigError, match="--gpus-per-trial"):
-        run_search(_space(), experiment="bad", gpus_per_trial=bad, storage=str(tmp_path), verbose=0)
+        search(_space(), experiment="bad", gpus_per_trial=bad, storage=str(tmp_path), verbose=0)
 
 
 def _space(**fixed) -> object:
@@ -112,7 +111,7 @@ def _search(tmp_path: Path, name: str, space, *, samples: int, gpus_per_trial=No
             epochs_done=1, metrics=metrics, checkpoint=None, stopped_early=False, skipped_media=0
         )
 
-    result = run_search(
+    result = search(
         space,
         experiment=name,
         num_samples=samples,

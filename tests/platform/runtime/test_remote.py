@@ -123,14 +123,13 @@ def test_an_unreachable_s3_teacher_is_one_line_and_exit_2_before_any_training(tm
 def test_a_search_distils_from_a_teacher_on_s3_and_writes_its_rows_to_s3(s3, tmp_path):
     """The real CLI (its own local Ray head): teacher fetched from S3, rows written to S3."""
     from geodistill.platform.compose import compose_run_config
-    from geodistill.platform.search import train_teacher_for
+    from geodistill.platform.search import SearchPlan, train_teacher_for
     from geodistill.platform.search.space import load_space
 
     repo = Path(__file__).resolve().parents[3]
-    base = compose_run_config(["preset=smoke", f"output_dir={tmp_path / 'work'}"]).to_dict()
-    teacher = train_teacher_for(
-        load_space(repo / "search_spaces" / "smoke.yaml", base=base), base, tmp_path / "t"
-    )
+    base = compose_run_config(["preset=smoke", f"output_dir={tmp_path / 'work'}"])
+    space = load_space(repo / "search_spaces" / "smoke.yaml", base=base.to_dict())
+    teacher = train_teacher_for(SearchPlan.build(space, base, check_teacher=False), tmp_path / "t")
     # The run directory, without the optimizer state (a teacher needs none; it only slows moto).
     _upload(s3, teacher.parent.parent, "teachers/smoke", skip=("train_state.pt",))
     lb_uri = s3.uri("leaderboard")

@@ -15,11 +15,12 @@ from pathlib import Path
 import optuna
 import polars as pl
 import pytest
-from trivial_search import lr_ramp, search_dirs, trivial_space
+from trivial_search import lr_ramp, search, search_dirs, trivial_space
 
 from geodistill.leaderboard import Leaderboard
+from geodistill.models.cost import config_cost
 from geodistill.platform.compose import compose_run_config
-from geodistill.platform.search import run_search, train_teacher_for, trial_cost
+from geodistill.platform.search import SearchPlan, train_teacher_for
 from geodistill.platform.search.space import load_space, parse_space
 from geodistill.train.config import RunConfig
 
@@ -32,14 +33,15 @@ def shared(tmp_path_factory, ray_local):
     """A work dir (synthetic data + teacher cache) shared by the module's searches, and a teacher."""
     root = tmp_path_factory.mktemp("search")
     overrides = ["preset=smoke", f"output_dir={root / 'work'}"]
-    base = compose_run_config(overrides).to_dict()
-    teacher = train_teacher_for(load_space(SMOKE, base=base), base, root / "teacher")
+    base = compose_run_config(overrides)
+    plan = SearchPlan.build(load_space(SMOKE, base=base.to_dict()), base, check_teacher=False)
+    teacher = train_teacher_for(plan, root / "teacher")
     return {"root": root, "overrides": overrides, "teacher": teacher}
 
 
 @pytest.mark.slow  # trains a teacher and four real students; the trivial-objective searches below are fast
 def test_smoke_search_writes_one_row_per_trial_a_pareto_set_and_a_sqlite_study(shared, tmp_path):
-    result = run_search(
+    result = search(
         SMOKE,
         experiment="smoke4",
         num_samples=4,
@@ -59,7 +61,9 @@ def test_smoke_search_writes_one_row_per_trial_a_pareto_set_and_a_sqlite_study(s
         cfg = RunConfig.from_dict(json.loads(row["config_json"]))
         assert cfg.model.backbone == row["backbone"] and cfg.data.views == row["views"]
         assert cfg.distill.teacher_checkpoint == str(shared["teacher"])
-        assert row["gflops"] == pytest.approx(trial_cost(cfg)["gflops"])  # counted before training
+        assert row["gflops"] == pytest.approx(
+            config_cost(cfg.model, cfg.data.views)["gflops"]
+        )  # counted before training
         if row["status"] == "ok":
             assert row["epochs"] == 2 and 0 <= row["d2s_recall1"] <= 100 and row["s2d_ap"] is not None
             assert (Path(row["checkpoint_uri"]) / "meta.json").is_file()
@@ -77,13 +81,14 @@ def test_smoke_search_writes_one_row_per_trial_a_pareto_set_and_a_sqlite_study(s
 
 @pytest.mark.slow  # 15-35 s: the second tier (CI runs it), keeping `make test` under 8 minutes
 def test_early_stopping_stops_weak_trials_and_the_search_finishes(ray_local, tmp_path):
-    result = run_search(
+    result = search(
         trivial_space(4),
         experiment="asha",
         num_samples=6,
         sampler="random",
         **search_dirs(tmp_path),
         max_concurrent=1,
+        reduction_factor=2,  # the rung's cut is the median: below the first trial's value stops
         objective=lr_ramp,
     )
     rows = result.rows.sort("created_at")
@@ -108,7 +113,7 @@ def test_a_failing_trial_is_recorded_failed_and_the_others_finish(ray_local, tmp
             raise ValueError(f"diverged at lr={cfg.train.lr:.4f}")
         context.report({"epoch": 2, "d2s_recall1": 20.0})
 
-    result = run_search(
+    result = search(
         trivial_space(2),
         experiment="fails",
         num_samples=4,
@@ -169,15 +174,15 @@ def test_interrupted_search_resumes_without_rerunning_or_duplicating(ray_local, 
         early_stopping=False,
         objective=objective,
     )
-    first = run_search(trivial_space(2), callbacks=[InterruptAfter().callback], **kwargs)
+    first = search(trivial_space(2), callbacks=[InterruptAfter().callback], **kwargs)
     assert first.interrupted
     assert 2 <= first.rows.height < 4
     before = {r["trial_id"]: r["created_at"] for r in first.rows.iter_rows(named=True)}
     runs_before = log.read_text().splitlines()
 
     with pytest.raises(Exception, match="already exists.*--resume"):
-        run_search(trivial_space(2), **kwargs)
-    second = run_search(trivial_space(2), resume=True, **kwargs)
+        search(trivial_space(2), **kwargs)
+    second = search(trivial_space(2), resume=True, **kwargs)
     assert not second.interrupted
     rows = second.rows
     assert rows.height == 4 and rows["trial_id"].n_unique() == 4
@@ -211,7 +216,7 @@ def test_multi_worker_trials_stop_themselves_by_the_rung_rule(ray_local, tmp_pat
             skipped_media=0,
         )
 
-    result = run_search(
+    result = search(
         trivial_space(3, **{"scaling.num_workers": 2}),
         experiment="multi",
         num_samples=3,
@@ -248,7 +253,7 @@ def test_flops_budget_is_an_optuna_constraint_and_over_budget_trials_never_train
         },
         name="budget",
     )
-    result = run_search(
+    result = search(
         space,
         experiment="budget",
         num_samples=4,
@@ -277,3 +282,23 @@ def test_flops_budget_is_an_optuna_constraint_and_over_budget_trials_never_train
         assert value == pytest.approx(t.user_attrs["gflops"] - 0.25) and (value <= 0) == (
             t.user_attrs["gflops"] <= 0.25
         )
+
+
+@pytest.mark.slow  # 10-30 s: one small search
+def test_the_front_is_taken_over_the_searchs_own_trials_only(ray_local, tmp_path):
+    """A teacher's row in the same experiment (the demo writes one there) never joins the front (issue 29)."""
+    from geodistill.leaderboard.rows import write_run_row
+
+    dirs = search_dirs(tmp_path)
+    teacher = RunConfig.from_dict({"experiment": "mixed", "run_name": "teacher_4views", "stage": "teacher"})
+    # Better and cheaper than any trial: on a front over every row it would be the only point.
+    write_run_row(teacher, {"epoch": 1, "d2s_recall1": 99.0}, checkpoint=None, root=dirs["leaderboard"])
+    result = search(
+        trivial_space(1, name="mixed"), experiment="mixed", num_samples=2, sampler="random",
+        **dirs, max_concurrent=1, objective=lr_ramp,
+    )  # fmt: skip
+    assert result.rows.height == 3 and "teacher_4views" in set(result.rows["trial_id"])
+    trials = result.rows.filter(pl.col("trial_id") != "teacher_4views")
+    assert result.pareto.height >= 1 and set(result.pareto["trial_id"]) <= set(trials["trial_id"])
+    best = trials.sort("d2s_recall1", descending=True).row(0, named=True)
+    assert best["trial_id"] in set(result.pareto["trial_id"])

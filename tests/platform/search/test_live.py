@@ -53,7 +53,8 @@ def test_the_table_shows_status_epoch_metric_gflops_elapsed_and_budget_left():
 
 SCRIPT = """
 import sys
-from geodistill.platform.search import run_search
+from geodistill.platform.compose import compose_run_config
+from geodistill.platform.search import SearchOptions, run_search
 from geodistill.platform.search.space import parse_space
 
 def objective(cfg, *, context):
@@ -67,9 +68,10 @@ space = parse_space(
      "params": {"train.lr": {"type": "uniform", "low": 0.001, "high": 0.01}}},
     name="trivial",
 )
-run_search(space, experiment="live", num_samples=2, sampler="random", storage=sys.argv[1],
-           leaderboard=sys.argv[2], max_concurrent=1, objective=objective, early_stopping=False,
-           verbose=1)
+options = SearchOptions(experiment="live", num_samples=2, sampler="random", storage=sys.argv[1],
+                        leaderboard=sys.argv[2], max_concurrent=1, objective=objective,
+                        early_stopping=False, verbose=1)
+run_search(space, compose_run_config([]), options)
 """
 
 

@@ -75,3 +75,96 @@ def test_a_finished_trial_still_live_in_the_saved_limiter_is_released(tmp_path, 
 
 def test_nothing_to_repair_without_saved_states(tmp_path):
     assert reconcile_searcher_state(tmp_path, study_url="sqlite://", study_name="x", objectives=["m"]) == []
+
+
+# ---------------------------------------------------------------- an experiment saved before SearchPlan
+
+BEFORE_SEARCH_PLAN = "8e5dfd4"  # main before SearchOptions/SearchPlan: run_search(space, **26 keywords)
+
+OLD_SEARCH = """
+import sys, time
+from pathlib import Path
+from geodistill.platform.search import run_search
+from geodistill.platform.search.space import parse_space
+
+started = Path(sys.argv[3])
+
+def objective(cfg, *, context):
+    with open(started, "a") as fh:
+        fh.write(f"{cfg.run_name}\\n")
+    if len(started.read_text().splitlines()) > 1:
+        time.sleep(600)  # the driver is interrupted while this trial runs
+    context.report({"epoch": 1, "d2s_recall1": cfg.train.lr * 1000})
+
+space = parse_space(
+    {"fixed": {"stage": "teacher", "train.epochs": 1},
+     "params": {"train.lr": {"type": "uniform", "low": 0.001, "high": 0.01}}},
+    name="old",
+)
+run_search(space, experiment="old", num_samples=3, sampler="tpe", storage=sys.argv[1],
+           leaderboard=sys.argv[2], max_concurrent=1, early_stopping=False, objective=objective, verbose=0)
+"""
+
+
+@pytest.mark.slow  # two drivers, one of them from another commit: about a minute
+def test_a_search_started_before_search_plan_resumes_with_todays_code(ray_local, tmp_path):
+    """Tune saved the old searcher (define_by_run over a dict base) and the old row callback:
+    today's driver samples through the old searcher and writes rows through today's callback."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tarfile
+    import time
+
+    from trivial_search import search, search_dirs, trivial_space
+
+    from geodistill.leaderboard import Leaderboard
+
+    repo = Path(__file__).resolve().parents[3]
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", BEFORE_SEARCH_PLAN, "src"], capture_output=True
+    )
+    if archive.returncode != 0:
+        pytest.skip(f"commit {BEFORE_SEARCH_PLAN} is not in this checkout (a shallow clone)")
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "src.tar").write_bytes(archive.stdout)
+    with tarfile.open(old / "src.tar") as tar:
+        tar.extractall(old, filter="data")
+    (tmp_path / "search.py").write_text(OLD_SEARCH)
+    dirs = search_dirs(tmp_path)
+    started = tmp_path / "started.log"
+    env = {**os.environ, "PYTHONPATH": str(old / "src"), "GEODISTILL_RAY_ADDRESS": ""}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, str(tmp_path / "search.py"), dirs["storage"], dirs["leaderboard"], str(started)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    board = Leaderboard(dirs["leaderboard"])
+    deadline = time.monotonic() + 400
+    while not (started.is_file() and len(started.read_text().splitlines()) > 1):
+        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "the old driver's second trial never started"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves its state and the old driver exits
+    try:
+        proc.wait(timeout=180)
+    finally:
+        proc.kill()
+    before = board.read("old")
+    assert before.height == 1  # the first trial's row, written by the old callback
+
+    result = search(
+        trivial_space(1, name="old"), experiment="old", num_samples=3, sampler="tpe", resume=True,
+        **dirs, max_concurrent=1, early_stopping=False, objective=_lr_objective,
+    )  # fmt: skip
+    rows = result.rows
+    assert rows.height == 3 and rows["trial_id"].n_unique() == 3 and set(rows["status"]) == {"ok"}
+    assert board.scan("old", dedup=False).collect().height == 3  # no row written twice
+    first = before.row(0, named=True)
+    assert rows.filter(rows["trial_id"] == first["trial_id"])["created_at"].item() == first["created_at"]
+    assert (rows["d2s_recall1"] - rows["lr"] * 1000).abs().max() < 1e-9
+    assert result.pareto.height >= 1 and set(result.pareto["trial_id"]) <= set(rows["trial_id"])
+
+
+def _lr_objective(cfg, *, context):
+    context.report({"epoch": 1, "d2s_recall1": cfg.train.lr * 1000})

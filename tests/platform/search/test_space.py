@@ -9,13 +9,12 @@ import pytest
 import yaml
 
 from geodistill.errors import ConfigError
+from geodistill.platform.search.plan import SearchPlan
 from geodistill.platform.search.space import (
     load_space,
     parse_space,
     resolve_space,
     suggest,
-    trial_config,
-    uses_ray_train,
 )
 from geodistill.train.config import RunConfig
 
@@ -37,9 +36,10 @@ def test_every_shipped_space_validates_and_composes_into_run_configs(name, monke
     study = optuna.create_study(
         directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0)
     )
+    plan = SearchPlan.build(space, RunConfig(), check_teacher=False)
     for _ in range(12):
         params = suggest(study.ask(), space)
-        cfg = trial_config(space, params)
+        cfg = plan.config(params)
         assert isinstance(cfg, RunConfig)
         for key, value in {**space.fixed, **params}.items():
             section, field = key.split(".") if "." in key else (None, key)
@@ -225,30 +225,6 @@ def test_a_convnet_choice_with_token_pooling_is_rejected_before_any_trial():
     with pytest.raises(ConfigError, match=r"params\.model\.backbone: resnet18 has no class token"):
         parse_space(space, name="bad", base=base)
     parse_space({**space, "fixed": {"model.pooling": "avg"}}, name="ok", base=base)
-
-
-@pytest.mark.parametrize("workers, on_ray_train", [(0, False), (1, True), (2, True)])
-def test_num_workers_means_in_a_search_what_it_means_for_train(workers, on_ray_train):
-    """0: fit in the calling process; N >= 1: N Ray Train workers, in `train` and in a trial alike."""
-    base = RunConfig().to_dict()
-    params = {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}
-    space = parse_space({"fixed": {"scaling.num_workers": workers}, "params": params}, base=base)
-    cfg = trial_config(space, {"train.lr": 1e-3}, base=base)
-    assert cfg.scaling.num_workers == workers  # a trial never rewrites it
-    assert cfg.scaling.in_process is (not on_ray_train)
-    assert uses_ray_train(space, base) is on_ray_train
-
-
-def test_a_sampled_worker_count_of_one_puts_the_search_on_ray_train():
-    base = RunConfig().to_dict()
-    only_local = parse_space(
-        {"params": {"scaling.num_workers": {"type": "choice", "choices": [0]}}}, base=base
-    )
-    assert not uses_ray_train(only_local, base)
-    one = parse_space({"params": {"scaling.num_workers": {"type": "choice", "choices": [0, 1]}}}, base=base)
-    assert uses_ray_train(one, base)
-    ranged = parse_space({"params": {"scaling.num_workers": {"type": "int", "low": 0, "high": 1}}}, base=base)
-    assert uses_ray_train(ranged, base)
 
 
 def test_reading_a_space_imports_no_ray_tune_and_the_package_names_load_lazily():

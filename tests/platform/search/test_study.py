@@ -11,9 +11,8 @@ from __future__ import annotations
 import optuna
 import polars as pl
 import pytest
-from trivial_search import search_dirs, trivial_space
+from trivial_search import search, search_dirs, trivial_space
 
-from geodistill.platform.search import run_search
 from geodistill.platform.search.gp import STOPPED_VALUES_ATTR
 from geodistill.platform.search.study import EPOCH_VALUES_ATTR, STOPPED_AT_ATTR, TRIAL_ID_ATTR, stopped_early
 
@@ -39,7 +38,7 @@ def test_study_has_named_objectives_epoch_values_pruned_trials_and_the_reports_f
                 break
 
     space = trivial_space(EPOCHS, params={"data.views": {"type": "choice", "choices": [1, 2, 3]}})
-    result = run_search(
+    result = search(
         space,
         experiment="honest",
         num_samples=6,
@@ -101,7 +100,7 @@ def test_the_sampler_keeps_suggesting_after_its_start_up_with_pruned_trials_in_t
 
     n = {"gp": GP_STARTUP_TRIALS, "tpe": TPE_STARTUP_TRIALS}[sampler] + 4
     experiment = f"{sampler}_pruned"
-    result = run_search(
+    result = search(
         trivial_space(EPOCHS),
         experiment=experiment,
         num_samples=n,

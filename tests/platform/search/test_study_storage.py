@@ -18,12 +18,11 @@ import optuna
 import pyarrow.parquet as pq
 import pytest
 from services import free_port, postgres_server
-from trivial_search import search_dirs, trivial_space
+from trivial_search import search, search_dirs, trivial_space
 
 from geodistill.errors import ConfigError
 from geodistill.leaderboard import Leaderboard
 from geodistill.platform.cli import main
-from geodistill.platform.search import run_search
 from geodistill.platform.search import study_storage as study
 
 TIMEOUT_S = 600
@@ -74,13 +73,16 @@ def test_unreachable_study_storage_is_one_line_exit_2_before_ray_starts(url, tmp
     import ray
 
     url = url.format(port=free_port())
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "meta.json").write_text("{}")  # a checkpoint's marker: the storage is what fails
     code = main(
         [
             "search",
             "search_space=smoke",
             "preset=smoke",
             "--teacher",
-            str(tmp_path),  # exists: the storage is what fails
+            str(teacher),
             "--experiment",
             "unreachable",
             "--storage",
@@ -117,13 +119,13 @@ def test_a_search_keeps_its_study_in_postgres_and_resume_refuses_another(pg, ray
         early_stopping=False,
         objective=objective,
     )
-    result = run_search(space, num_samples=3, study_storage=pg.url(), **kwargs)
+    result = search(space, num_samples=3, study_storage=pg.url(), **kwargs)
     assert result.study_url == pg.url() and result.rows.height == 3
     trials = optuna.load_study(study_name="pg", storage=study.open_storage(pg.url())).trials
     assert sorted(t.values[0] for t in trials) == pytest.approx(sorted(result.rows["d2s_recall1"]))
     assert not (tmp_path / "tune" / "pg" / "optuna.db").exists()  # nothing on the driver's disk
     with pytest.raises(ConfigError, match="keeps its Optuna study in postgresql://"):
-        run_search(space, num_samples=4, resume=True, study_storage=f"sqlite:///{tmp_path}/x.db", **kwargs)
+        search(space, num_samples=4, resume=True, study_storage=f"sqlite:///{tmp_path}/x.db", **kwargs)
 
 
 def _start(tmp: Path, experiment: str, *extra: str) -> subprocess.Popen:

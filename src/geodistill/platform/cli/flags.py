@@ -121,3 +121,56 @@ def add_data_flag(
 ) -> None:
     """``--data``: a dataset root on disk (its layout is checked when the command reads it)."""
     parser.add_argument("--data", type=flag(kind="text"), help=what)
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field of dataclass ``cls`` declared with ``schema.setting``: its rule, default and help.
+
+    ``--field-name`` unless the field's ``flag`` says otherwise (``flag=""``: no flag). A bool
+    field is a switch (``--no-x`` for a True default); a field with ``const`` is a switch that
+    stores it. The parsed values go back into ``cls`` with ``settings_from_args``.
+    """
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        name = f.metadata.get("flag")
+        if name == "":
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        spelled = name or "--" + f.name.replace("_", "-")
+        text = f.metadata.get("help") or ""
+        if hints[f.name] is bool:
+            parser.add_argument(
+                spelled, dest=f.name, action="store_false" if default else "store_true", help=text
+            )
+            continue
+        if f.metadata.get("const") is not None:
+            parser.add_argument(
+                spelled,
+                dest=f.name,
+                action="store_const",
+                const=f.metadata["const"],
+                default=default,
+                help=text,
+            )
+            continue
+        base = next(t for t in typing.get_args(hints[f.name]) or (hints[f.name],) if t is not type(None))
+        shown = f" (default {default})" if default is not None and "(default" not in text else ""
+        parser.add_argument(
+            spelled,
+            dest=f.name,
+            metavar=spelled.lstrip("-").replace("-", "_").upper(),
+            type=FlagType(base, f.metadata["rule"]),
+            default=default,
+            help=text + shown,
+        )
+
+
+def settings_from_args(cls: type, args: argparse.Namespace, **extra: Any) -> Any:
+    """``cls`` built from the flags ``add_setting_flags`` declared (``extra`` for the others)."""
+    import dataclasses
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    return cls(**{**values, **extra})

@@ -154,3 +154,23 @@ def _public(uri: str) -> str:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0].strip() if text else type(err).__name__
+
+
+def resolve_teacher(path: str, *, fetch: bool = False) -> str:
+    """The one teacher resolver: ``distill.teacher_checkpoint`` checked and made usable here.
+
+    A URI is located (reachable, a complete checkpoint: the driver, before anything starts) or,
+    with ``fetch``, copied to this node's cache (where a student trains). A local path is made
+    absolute and must hold a checkpoint. One-line CheckpointError otherwise.
+    """
+    if is_uri(path):
+        return str(fetch_checkpoint(path)) if fetch else locate_checkpoint(path)[0]
+    if fetch:  # checked on the driver already
+        return path
+    teacher = Path(path.removeprefix("file://")).expanduser().resolve()
+    if not teacher.exists():
+        raise CheckpointError(f"teacher checkpoint not found: {teacher}")
+    from geodistill.train.checkpoint import resolve_checkpoint
+
+    resolve_checkpoint(teacher)  # a folder without a checkpoint fails here, not in every trial
+    return str(teacher)

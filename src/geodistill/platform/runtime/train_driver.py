@@ -1,27 +1,15 @@
-"""Run ``geodistill.train.loop.fit`` in this process or on Ray Train workers.
+"""Run ``geodistill.train.loop.fit`` in this process or on Ray Train workers: ``run_training(cfg)``.
 
-One file over 400 lines on purpose: both runners share the run folder, its config check and
-the worker files (pids, nodes) they write, and a reader follows one run through it.
-
-``run_training(cfg)`` is the one entry point (the CLI, the search and the benchmarks call it):
-
-- ``scaling.num_workers == 0``: ``fit`` here, with a ``InProcessContext`` on ``<output_dir>/<run_name>``.
-- ``scaling.num_workers >= 1``: a ``ray.train.torch.TorchTrainer`` whose workers each call ``fit``
-  with a ``RayTrainWorkerContext``. Ray sets up the process group (gloo on CPU, NCCL on GPU), persists every
-  checkpoint rank 0 reports under ``<output_dir>/<run_name>/checkpoints/epoch_NNNN`` (the in-process
-  layout; ``<storage_path>/<run_name>/epoch_NNNN`` when a storage path is given), restarts the whole
-  worker group from the latest checkpoint when a worker dies (``FailureConfig(max_failures)``),
-  and a re-run with the same run name resumes from that run's latest checkpoint.
-
-In both modes rank 0 appends each epoch's metrics to ``<output_dir>/<run_name>/metrics.jsonl``,
-so a resumed or restarted run can be read back the same way.
-
-Every run directory holds its resolved config, ``config.json`` (written before any compute).
-Starting a run whose directory already holds one with a different config is refused in one
-line naming the differing keys: silently resuming a ``train.lr=1e-3`` run with ``train.lr=3e-4``
-would give a model trained with neither. ``train.resume=force`` resumes anyway (and records the
-new config); another ``run_name`` starts afresh. Keys in ``RESUME_FREE_KEYS`` may differ: they
-say how long or where a run goes, not what it computes (``train.epochs`` extends a run).
+``scaling.num_workers == 0``: ``fit`` here with an ``InProcessContext`` on ``<output_dir>/<run_name>``;
+``>= 1``: a ``TorchTrainer`` whose workers each call ``fit`` with a ``RayTrainWorkerContext`` (Ray
+sets up the process group, persists rank 0's checkpoints under the in-process layout
+``<run dir>/checkpoints/epoch_NNNN``, restarts the group from the latest one when a worker dies).
+Both runners share the run folder: ``config.json`` (the resolved config, written before any
+compute), ``metrics.jsonl`` (rank 0's epochs) and the workers' pid/node files. Resuming a run
+with a different config is refused in one line naming the keys (``check_run_config``; keys in
+``RESUME_FREE_KEYS`` say how long or where a run goes, not what it computes), unless
+``train.resume=force``. ``prepare_config`` checks the inputs once, the teacher through
+``remote.resolve_teacher``.
 """
 
 from __future__ import annotations
@@ -36,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from geodistill.errors import CheckpointError, ConfigError, UserError
+from geodistill.errors import ConfigError, UserError
 from geodistill.schema import dotted
 from geodistill.train.config import RunConfig
 from geodistill.train.context import InProcessContext, TrainContext, latest_checkpoint_in
@@ -94,18 +82,10 @@ def prepare_config(cfg: RunConfig) -> RunConfig:
             raise ConfigError(
                 "stage=student needs distill.teacher_checkpoint=PATH (a stage-1 checkpoint or run dir)"
             )
-        from geodistill.platform.runtime.remote import is_uri, locate_checkpoint
+        from geodistill.platform.runtime.remote import resolve_teacher
 
-        if is_uri(cfg.distill.teacher_checkpoint):  # checked here; fetched once per node where it trains
-            cfg.distill.teacher_checkpoint = locate_checkpoint(cfg.distill.teacher_checkpoint)[0]
-            return cfg
-        teacher = Path(cfg.distill.teacher_checkpoint).expanduser().resolve()
-        if not teacher.exists():
-            raise CheckpointError(f"teacher checkpoint not found: {teacher}")
-        from geodistill.train.checkpoint import resolve_checkpoint
-
-        resolve_checkpoint(teacher)  # a dir without a checkpoint fails here, not in every worker
-        cfg.distill.teacher_checkpoint = str(teacher)
+        # checked here; a URI is fetched once per node where it trains (_fetch_teacher)
+        cfg.distill.teacher_checkpoint = resolve_teacher(cfg.distill.teacher_checkpoint)
     return cfg
 
 
@@ -175,9 +155,9 @@ def run_training(
 def _fetch_teacher(cfg: RunConfig) -> None:
     """Point a URI ``distill.teacher_checkpoint`` at this node's cached copy (``platform.remote``)."""
     if cfg.stage == "student" and cfg.distill.teacher_checkpoint:
-        from geodistill.platform.runtime.remote import fetch_checkpoint
+        from geodistill.platform.runtime.remote import resolve_teacher
 
-        cfg.distill.teacher_checkpoint = str(fetch_checkpoint(cfg.distill.teacher_checkpoint))
+        cfg.distill.teacher_checkpoint = resolve_teacher(cfg.distill.teacher_checkpoint, fetch=True)
 
 
 class RayTrainWorkerContext:
@@ -257,7 +237,7 @@ def _train_worker(config: dict[str, Any]) -> Any:
 
 
 def _tracked_fit(fit_fn: FitFn, cfg: RunConfig, context: Any, run_dir: Path) -> Any:
-    """``fit`` with the run's trackers (``cfg.logger``, see platform/tracking.py) seeing every report."""
+    """``fit`` with the run's trackers (``cfg.logger``, see platform/tracking/) seeing every report."""
     from geodistill.platform.tracking import TrackedContext, run_tracker
 
     tracker = run_tracker(cfg, run_dir)

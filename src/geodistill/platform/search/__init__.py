@@ -2,23 +2,21 @@
 
 The package, in the order a search runs:
 
-- ``space``   the search space, all of it: YAML -> validated ``SearchSpace`` -> Optuna
-              sampling (``suggest``) -> one trial's ``RunConfig`` (``trial_config``), and what
-              the space implies for the search (``first_assignment``, ``uses_ray_train``,
-              ``max_epochs``).
-- ``driver``  ``run_search``, its steps named top to bottom; ``SearchResult``; Pareto printing.
-- ``tuner``   the Optuna searcher, ASHA, a new or restored ``Tuner``.
+- ``options`` ``SearchOptions``: every setting of a search, its default and help (the CLI's flags).
+- ``space``   the search space: YAML -> validated ``SearchSpace`` -> Optuna sampling (``suggest``).
+- ``plan``    ``SearchPlan``: the space and the base config, built once; composes each trial's
+              ``RunConfig`` (the one place) and knows the stage, Ray Train, the epoch budget.
+- ``console`` what ``geodistill search`` runs (``search_command``) and prints.
+- ``driver``  ``run_search(space, base, options)``, its steps named top to bottom; ``SearchResult``.
+- ``tuner``   the Optuna searcher (every sampler picklable), ASHA, a new or restored ``Tuner``.
 - ``gp``      ``--sampler gp``: Optuna's GP sampler, also fitted to the trials early stopping ended.
-- ``trial``   the body of one trial (``run_trial``, ``TrialSetup``, ``TuneTrialContext``) and
-              its cost (``trial_cost``).
-- ``rows``    leaderboard rows (``trial_row``, ``write_run_row``, ``LeaderboardCallback``,
-              ``trial_error``).
+- ``trial``   the body of one trial (``run_trial``, ``TrialSetup``, ``TuneTrialContext``).
+- ``rows``    the Tune callback writing each trial's leaderboard row (``leaderboard.rows``).
 - ``rung``    the rung rule multi-worker trials stop themselves with.
-- ``resume``  repairing a searcher state a killed driver left behind.
-- ``teacher`` the small teacher ``--smoke-test`` trains.
+- ``resume``  repairing the searcher state a killed driver left.
+- ``teacher`` the small teacher ``--smoke-test`` trains; ``study``/``live``: the study, the table.
 
-Public names are importable from the package (``from geodistill.platform.search import
-run_search``); they load lazily, so reading a space (``search.space``) does not import Ray Tune.
+Public names load lazily from the package: reading a space or building options imports no Ray.
 """
 
 from __future__ import annotations
@@ -26,16 +24,21 @@ from __future__ import annotations
 from geodistill.lazy import lazy_exports
 
 _HOME = {
-    # driver
+    # options and plan
+    "SearchOptions": "options",
+    "SAMPLERS": "options",
+    "SearchPlan": "plan",
+    "first_assignment": "plan",
+    # driver and console
     "run_search": "driver",
     "SearchResult": "driver",
     "resolve_storage": "driver",
     "study_url": "driver",
-    "format_pareto": "driver",
+    "search_command": "console",
+    "format_pareto": "console",
     # tuner
-    "SAMPLERS": "tuner",
     "make_sampler": "tuner",
-    "define_by_run": "tuner",
+    "sample_trial": "tuner",
     # space
     "SearchSpace": "space",
     "ParamSpec": "space",
@@ -44,18 +47,11 @@ _HOME = {
     "resolve_space": "space",
     "spaces_dir": "space",
     "suggest": "space",
-    "trial_config": "space",
-    "first_assignment": "space",
-    "uses_ray_train": "space",
-    "max_epochs": "space",
     # trial
     "run_trial": "trial",
     "TrialSetup": "trial",
     "TuneTrialContext": "trial",
-    "trial_cost": "trial",
     # rows
-    "trial_row": "rows",
-    "write_run_row": "rows",
     "LeaderboardCallback": "rows",
     "trial_error": "rows",
     # the rest

@@ -3,10 +3,8 @@
 ``optuna.samplers.GPSampler`` fits its Gaussian processes to COMPLETE trials only (and conditions
 on RUNNING ones). A trial ASHA stops is told PRUNED (``study.StudySearch``: so that
 ``study.best_trials`` is the report's front), and a plain GPSampler never sees it: it keeps
-proposing configurations like the ones just stopped. On the recorded search benchmark
-(``benchmarks/bench_search_replay.py``), with the CLI's early stopping, it kept 0.89 of its
-hypervolume at 32 trials (0.97 with this sampler), while TPE, which ranks pruned trials last,
-lost none.
+proposing configurations like the ones just stopped (benchmarks/RESULTS.md measures what that
+costs under the CLI's early stopping, with and without this sampler).
 
 ``StoppedTrialsGPSampler`` models a pruned trial that carries its objective values at stopping
 (``STOPPED_VALUES_ATTR``, written by ``StudySearch``) as if it had finished with them: an

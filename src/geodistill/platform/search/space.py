@@ -14,10 +14,8 @@ A space file (a Hydra config: ``defaults:`` may pull in another space of the sam
 Everything is checked when the space is loaded, before any trial starts: every parameter
 name, every bound and every choice is composed into a ``RunConfig`` (so a choice the trial
 would refuse is refused now), and each error is one line naming the key.
-``suggest(trial, space)`` is the define-by-run function ``OptunaSearch`` calls;
-``trial_config`` composes the RunConfig a trial trains; ``first_assignment``,
-``uses_ray_train`` and ``max_epochs`` read what the space implies for the whole search (the stage, whether a
-scheduler may stop trials, the longest trial).
+``suggest(trial, space)`` is the define-by-run function ``OptunaSearch`` calls; a trial's
+RunConfig is composed by ``plan.SearchPlan.config`` (the one place).
 """
 
 from __future__ import annotations
@@ -349,48 +347,3 @@ def suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
         else:
             sampled[p.name] = trial.suggest_float(p.name, float(p.low), float(p.high), step=p.step, log=p.log)
     return sampled
-
-
-def trial_config(
-    space: SearchSpace, params: Mapping[str, Any], *, base: Mapping[str, Any] | None = None
-) -> RunConfig:
-    """The RunConfig one trial trains: ``base`` + the space's ``fixed`` + the sampled ``params``."""
-    base = RunConfig().to_dict() if base is None else base
-    merged = apply_overrides(apply_overrides(base, space.fixed), params)
-    return _compose(f"search space {space.name}", "trial", merged)
-
-
-# ---------------------------------------------------------------- what the space implies
-
-
-def first_assignment(space: SearchSpace) -> dict[str, Any]:
-    """A valid assignment (first choice / low bound) to learn what the fixed part implies."""
-    values: dict[str, Any] = {}
-    for p in space.params:
-        if p.active(values):
-            values[p.name] = (
-                p.choices[0] if p.type == "choice" else (int(p.low) if p.type == "int" else p.low)
-            )
-    return values
-
-
-def uses_ray_train(space: SearchSpace, base: Mapping[str, Any]) -> bool:
-    """Whether any trial may run on Ray Train (``scaling.num_workers >= 1``, as for ``train``).
-
-    Such trials host a TorchTrainer, which no scheduler may stop (ray issue #54305): the search
-    then installs no ASHA and trials stop themselves by the rung rule.
-    """
-    for p in space.params:
-        if p.name == "scaling.num_workers":
-            values = p.choices if p.type == "choice" else (p.high,)
-            return any(v >= 1 for v in values)
-    workers = space.fixed.get("scaling.num_workers", base["scaling"]["num_workers"])
-    return workers >= 1
-
-
-def max_epochs(space: SearchSpace, base: Mapping[str, Any]) -> int:
-    """The most epochs any trial of the space trains (ASHA's ``max_t``)."""
-    for p in space.params:
-        if p.name == "train.epochs":
-            return int(max(p.choices) if p.type == "choice" else p.high)
-    return int(space.fixed.get("train.epochs", base["train"]["epochs"]))

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from geodistill.platform.search.space import SearchSpace, first_assignment, trial_config
+from geodistill.platform.search.plan import SearchPlan
 from geodistill.train.config import RunConfig
 
 
-def train_teacher_for(space: SearchSpace, base: Mapping[str, Any], out_dir: str | Path) -> Path:
-    """Train a small stage-1 teacher on the data the space's students see (for --smoke-test).
+def train_teacher_for(plan: SearchPlan, out_dir: str | Path) -> Path:
+    """Train a small stage-1 teacher on the data the plan's students see (for --smoke-test).
 
-    Same data settings, backbone and embedding width as the students' fixed part, stage
-    teacher, one epoch, in this process. Returns its last checkpoint directory (reused when present).
+    Same data settings, backbone and embedding width as the students' first configuration,
+    stage teacher, one epoch, in this process. Returns its last checkpoint directory (reused
+    when present).
     """
     from geodistill.eval import fit_evaluated
     from geodistill.train.context import InProcessContext, latest_checkpoint_in
@@ -23,10 +22,10 @@ def train_teacher_for(space: SearchSpace, base: Mapping[str, Any], out_dir: str 
     found = latest_checkpoint_in(run_dir / "checkpoints")
     if found is not None:
         return found
-    student = trial_config(space, first_assignment(space), base=base).to_dict()
+    student = plan.first_config().to_dict()
     student.update(stage="teacher", run_name="teacher")
     student["distill"]["teacher_checkpoint"] = None
-    cfg = RunConfig.from_dict(student)
+    cfg = RunConfig.from_dict(student)  # checked as a teacher
     cfg.scaling.num_workers, cfg.train.epochs = 0, 1
     fit_evaluated(cfg, context=InProcessContext(run_dir))
     found = latest_checkpoint_in(run_dir / "checkpoints")

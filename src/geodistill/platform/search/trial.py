@@ -7,15 +7,13 @@ Early stopping without hangs (ray issue #54305: a scheduler stopping a trial tha
 and ASHA stops them like any function trainable; Ray Train trials run ``run_training`` with a
 ``RungRule`` as ``should_stop``: they stop themselves inside the loop, and no scheduler is
 installed.
-GFLOPs per drone query are counted before training and reported with every result; a trial
+GFLOPs per drone query are counted before training (``models.config_cost``) and reported with every result; a trial
 over the space's ``flops_budget`` reports at once and trains nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import logging
 import tempfile
 from collections.abc import Callable, Mapping
@@ -25,36 +23,10 @@ from typing import Any
 import ray
 from ray import tune
 
-from geodistill.platform.search.space import SearchSpace, trial_config
-from geodistill.train.config import RunConfig
+from geodistill.models.cost import config_cost
+from geodistill.platform.search.options import SearchOptions
+from geodistill.platform.search.plan import SearchPlan
 from geodistill.train.context import default_device
-
-# ---------------------------------------------------------------- cost
-
-
-def trial_cost(cfg: RunConfig) -> dict[str, Any]:
-    """GFLOPs/GMACs/params of one drone query of ``cfg``'s student, counted on the meta device."""
-    model = dataclasses.replace(cfg.model, weights=None, pretrained=False)  # cost needs no weights
-    return dict(_cost(json.dumps(dataclasses.asdict(model), sort_keys=True), cfg.data.views))
-
-
-@functools.lru_cache(maxsize=256)
-def _cost(model_json: str, views: int) -> tuple[tuple[str, Any], ...]:
-    import torch
-
-    from geodistill.models import GeoModel, ModelConfig, profile
-
-    model_cfg = ModelConfig(**json.loads(model_json))
-    with torch.device("meta"):
-        model = GeoModel(model_cfg, num_classes=1)
-    cost = profile(model, img_size=model_cfg.img_size, views=views, measure_latency=False)
-    return (
-        ("gflops", cost.gflops),
-        ("gmacs", cost.gmacs),
-        ("params_m", cost.params_m),
-        ("flop_counter", cost.counter),
-    )
-
 
 # ---------------------------------------------------------------- inside a trial
 
@@ -93,31 +65,20 @@ class TuneTrialContext:
 class TrialSetup:
     """What every trial needs besides its sampled parameters (shipped once via the object store)."""
 
-    space: SearchSpace
-    base: dict[str, Any]
+    plan: SearchPlan
+    options: SearchOptions  # ``options.for_trials()``: the driver's callbacks stay behind
     experiment: str
-    metric: str
     storage_path: str
     rung_store: Any | None = None  # a RungStore for multi-worker trials (None: no early stopping)
-    grace_period: int = 1
-    reduction_factor: float = 2
-    objective: Callable[..., Any] | None = None  # fit(cfg, *, context) stand-in; default eval.fit_evaluated
-    gpus_per_trial: float | None = None  # --gpus-per-trial (None: from scaling.use_gpu / gpus_per_worker)
 
 
 def trial_placement(
-    config: dict[str, Any],
-    *,
-    space: SearchSpace,
-    base: dict[str, Any],
-    cpus: float,
-    gpus_per_trial: float | None,
+    config: dict[str, Any], *, plan: SearchPlan, cpus: float, gpus_per_trial: float | None
 ) -> tune.PlacementGroupFactory:
     """What one trial reserves (``tune.with_resources`` calls it per trial, with its sampled config)."""
     from geodistill.platform.runtime.gpus import trial_resources
 
-    cfg = trial_config(space, config, base=base)
-    wanted = trial_resources(cfg, cpus=cpus, gpus_per_trial=gpus_per_trial)
+    wanted = trial_resources(plan.config(config), cpus=cpus, gpus_per_trial=gpus_per_trial)
     return tune.PlacementGroupFactory([{k: v for k, v in wanted.items() if v > 0}])
 
 
@@ -131,16 +92,17 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     for name in ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage"):
         logging.getLogger(name).setLevel(logging.WARNING)
     trial_id = tune.get_context().get_trial_id()
-    cfg = with_gpus_per_trial(trial_config(setup.space, config, base=setup.base), setup.gpus_per_trial)
+    options, metric = setup.options, setup.plan.metric
+    cfg = with_gpus_per_trial(setup.plan.config(config), options.gpus_per_trial)
     cfg.experiment, cfg.run_name = setup.experiment, trial_id
     cfg.logger = []  # a search tracks its trials from the driver (Tune's logger callbacks)
     # The node goes on every report (and so on the row): which node ran it, after any retry.
     node_id = ray.get_runtime_context().get_node_id()
-    extra = {**trial_cost(cfg), "epochs_planned": cfg.train.epochs, "node_id": node_id}
-    budget = setup.space.flops_budget
+    extra = {**config_cost(cfg.model, cfg.data.views), "epochs_planned": cfg.train.epochs, "node_id": node_id}
+    budget = setup.plan.space.flops_budget
     if budget is not None and extra["gflops"] > budget:
         # Refused before any training: reported once so Optuna gets both objectives.
-        tune.report({setup.metric: 0.0, "epoch": 0, "over_budget": 1, **extra})
+        tune.report({metric: 0.0, "epoch": 0, "over_budget": 1, **extra})
         return
     rule = None
     if setup.rung_store is not None:
@@ -149,18 +111,18 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         rule = RungRule(
             setup.rung_store,
             trial_id=trial_id,
-            metric=setup.metric,
-            grace_period=setup.grace_period,
-            reduction_factor=setup.reduction_factor,
+            metric=metric,
+            grace_period=options.grace_period,
+            reduction_factor=options.reduction_factor,
             max_t=cfg.train.epochs,
         )
     if cfg.scaling.in_process:  # fit runs right here, in the trial's own process
         if cfg.distill.teacher_checkpoint:  # a URI teacher: this node's cached copy
-            from geodistill.platform.runtime.remote import fetch_checkpoint
+            from geodistill.platform.runtime.remote import resolve_teacher
 
-            cfg.distill.teacher_checkpoint = str(fetch_checkpoint(cfg.distill.teacher_checkpoint))
+            cfg.distill.teacher_checkpoint = resolve_teacher(cfg.distill.teacher_checkpoint, fetch=True)
         context = TuneTrialContext(extra, should_stop=rule)
-        objective = setup.objective
+        objective = options.objective
         if objective is None:
             from geodistill.eval import fit_evaluated as objective
         objective(cfg, context=context)
@@ -170,7 +132,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     from geodistill.platform.runtime.train_driver import run_training
 
     trainers = join_uri(setup.storage_path, setup.experiment, "trainers")
-    result = run_training(cfg, storage_path=trainers, should_stop=rule, fit_fn=setup.objective)
+    result = run_training(cfg, storage_path=trainers, should_stop=rule, fit_fn=options.objective)
     tune.report(
         {
             **result.metrics,

@@ -1,25 +1,32 @@
 """How the driver builds Tune's objects: the Optuna searcher, ASHA, a new or a restored Tuner.
 
 Kept apart from ``driver.py`` (which decides *what* to run and *where*) so each reads in one go.
+Every sampler ``--sampler`` names is picklable (Tune saves the searcher with the experiment):
+Optuna's NSGA-II holds a thread lock, so ``PicklableNSGAIISampler`` drops it when saved and
+makes a new one when loaded.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import threading
 from collections.abc import Mapping
 from typing import Any
 
+import optuna
 from ray import tune
 
 from geodistill.errors import ConfigError
+from geodistill.models.cost import config_cost
+from geodistill.platform.search.options import DEFAULT_SAMPLER, SAMPLERS, SearchOptions
+from geodistill.platform.search.plan import SearchPlan
 from geodistill.platform.search.resume import reconcile_searcher_state
 from geodistill.platform.search.rows import LeaderboardCallback
-from geodistill.platform.search.space import SearchSpace, max_epochs, suggest, trial_config
-from geodistill.platform.search.trial import trial_cost
+from geodistill.platform.search.space import SearchSpace, suggest
 
-SAMPLERS = ("tpe", "gp", "nsga2", "random")
-DEFAULT_SAMPLER = "tpe"  # why: the comment above GP_STARTUP_TRIALS
+__all__ = ["DEFAULT_SAMPLER", "SAMPLERS", "SearchPaths", "make_sampler", "new_tuner", "restore_tuner"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,26 +40,47 @@ class SearchPaths:
     leaderboard: str
 
 
-def define_by_run(trial: Any, *, space: SearchSpace, base: Mapping[str, Any]) -> dict[str, Any]:
+def sample_trial(trial: Any, *, plan: SearchPlan) -> dict[str, Any]:
     """What ``OptunaSearch`` calls per trial: sample the space; cost it when there is a budget."""
+    space = plan.space
     params = suggest(trial, space)
     if space.flops_budget is not None:
-        gflops = trial_cost(trial_config(space, params, base=base))["gflops"]
+        cfg = plan.config(params)
+        gflops = config_cost(cfg.model, cfg.data.views)["gflops"]
         trial.set_user_attr("gflops", gflops)
         # Feasible when <= 0: GP, TPE and NSGA-II prefer feasible trials (Optuna 5 constraint API).
         trial.set_constraint("gflops_over_budget", gflops - space.flops_budget)
     return params
 
 
-# Random start-up trials before the model-based samplers take over. The evidence is the recorded
-# tabular benchmark (1,152 configurations x 9 epochs of real smoke training, learning rate
-# included; benchmarks/bench_search_replay.py, RESULTS.md). At N = 32 GP alone reached 1.12x random
-# search's hypervolume, multivariate TPE 1.06x; with ASHA (grace 1, rf 3, the CLI's) TPE reached
-# 1.11x and GP 1.11x, both at about half the epochs, and only TPE kept >= 98 % of its hypervolume
-# under early stopping at every N. TPE's cost per suggestion also stays flat as trials grow (GP's
-# grows with their cube), so TPE stays the default.
+def define_by_run(trial: Any, *, space: SearchSpace, base: Mapping[str, Any]) -> dict[str, Any]:
+    """``sample_trial`` for a searcher saved before ``SearchPlan`` (a resumed older experiment)."""
+    from geodistill.train.config import RunConfig
+
+    key = repr(space) + json.dumps(base, sort_keys=True, default=str)
+    if key not in _LEGACY_PLANS:
+        _LEGACY_PLANS[key] = SearchPlan.build(space, RunConfig.from_dict(base))
+    return sample_trial(trial, plan=_LEGACY_PLANS[key])
+
+
+_LEGACY_PLANS: dict[str, SearchPlan] = {}
+
+
+# Random start-up trials before the model-based samplers take over (benchmarks/RESULTS.md
+# compares the samplers and start-up sizes on the recorded search table).
 GP_STARTUP_TRIALS = 4
 TPE_STARTUP_TRIALS = 4
+
+
+class PicklableNSGAIISampler(optuna.samplers.NSGAIISampler):
+    """Optuna's NSGA-II, picklable: Tune pickles the searcher, and the sampler's thread lock cannot be."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_thread_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._thread_lock = threading.Lock()
 
 
 def make_sampler(name: str, *, seed: int | None) -> Any:
@@ -67,8 +95,6 @@ def make_sampler(name: str, *, seed: int | None) -> Any:
     ``nsga2`` and ``random``: Optuna's defaults.
     """
     import warnings
-
-    import optuna
 
     if name == "gp":
         from geodistill.platform.search.gp import StoppedTrialsGPSampler
@@ -85,7 +111,7 @@ def make_sampler(name: str, *, seed: int | None) -> Any:
                 seed=seed, n_startup_trials=TPE_STARTUP_TRIALS, multivariate=True
             )
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        return PicklableNSGAIISampler(seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {name!r}")
@@ -94,46 +120,53 @@ def make_sampler(name: str, *, seed: int | None) -> Any:
 def restore_tuner(
     where: SearchPaths,
     experiment: str,
-    space: SearchSpace,
+    plan: SearchPlan,
     trainable: Any,
     callback: LeaderboardCallback,
     *,
     verbose: int,
-) -> tuple[tune.Tuner, LeaderboardCallback]:
-    """The saved experiment's Tuner (searcher repaired first) and the leaderboard callback to use."""
+) -> tune.Tuner:
+    """The saved experiment's Tuner (searcher repaired first), writing rows through today's ``callback``."""
     if where.local:  # a driver killed between Tune's two state files leaves them disagreeing
         repaired = reconcile_searcher_state(
             where.experiment_path,
             study_url=where.study_url,
             study_name=experiment,
-            objectives=[space.metric, space.efficiency],
+            objectives=[plan.metric, plan.space.efficiency],
         )
         if repaired and verbose:
             print(
                 f"resume: {len(repaired)} finished trial(s) were still running in the saved searcher; fixed"
             )
-    tuner = tune.Tuner.restore(
-        where.experiment_path, trainable=trainable, resume_errored=False, restart_errored=False
-    )
-    restored = find_callback(tuner)
-    if restored is not None:  # the callback Tune saved with the experiment: point it at today's root
-        restored.root, callback = where.leaderboard, restored
-    return tuner, callback
+    try:
+        tuner = tune.Tuner.restore(
+            where.experiment_path, trainable=trainable, resume_errored=False, restart_errored=False
+        )
+    except (ModuleNotFoundError, AttributeError) as err:  # a class saved by another geodistill
+        raise ConfigError(
+            f"experiment {experiment!r} was saved by a geodistill whose Tune state this one cannot read "
+            f"({type(err).__name__}: {err}); continue it with that version or start a new --experiment"
+        ) from None
+    run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
+    if run_config is not None:  # the saved callback carries the saved plan: write with today's
+        run_config.callbacks = [
+            callback if type(cb).__name__ == "LeaderboardCallback" else cb
+            for cb in run_config.callbacks or []
+        ]
+    return tuner
 
 
-def asha_scheduler(
-    space: SearchSpace, base: Mapping[str, Any], grace_period: int, reduction_factor: float
-) -> Any:
+def asha_scheduler(plan: SearchPlan, options: SearchOptions) -> Any:
     """ASHA over epochs (single-worker trials only: it may stop them from outside)."""
     from ray.tune.schedulers import ASHAScheduler
 
     return ASHAScheduler(
         time_attr="epoch",
-        metric=space.metric,
+        metric=plan.metric,
         mode="max",
-        max_t=max(max_epochs(space, base), grace_period),
-        grace_period=grace_period,
-        reduction_factor=reduction_factor,
+        max_t=max(plan.max_epochs, options.grace_period),
+        grace_period=options.grace_period,
+        reduction_factor=options.reduction_factor,
     )
 
 
@@ -141,21 +174,13 @@ def new_tuner(
     trainable: Any,
     where: SearchPaths,
     experiment: str,
-    space: SearchSpace,
-    base: dict[str, Any],
+    plan: SearchPlan,
+    options: SearchOptions,
     *,
     callbacks: list[Any],
-    sampler: str,
-    seed: int | None,
-    num_samples: int,
-    max_concurrent: int,
-    time_budget_s: float | None,
     scheduler: Any | None,
-    verbose: int,
-    max_failures: int = 0,
 ) -> tune.Tuner:
     """A fresh Tuner: Optuna (its study in ``where.study_url``) behind a concurrency limiter."""
-    import optuna
     from ray.tune.search import ConcurrencyLimiter
 
     from geodistill.platform.search.study import StudySearch
@@ -164,20 +189,20 @@ def new_tuner(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Named objectives, per-epoch intermediate values, early-stopped trials PRUNED (study.py).
     searcher = StudySearch(
-        space=functools.partial(define_by_run, space=space, base=base),
-        metric=[space.metric, space.efficiency],
+        space=functools.partial(sample_trial, plan=plan),
+        metric=[plan.metric, plan.space.efficiency],
         mode=["max", "min"],
-        sampler=make_sampler(sampler, seed=seed),
+        sampler=make_sampler(options.sampler, seed=options.seed),
         storage=open_storage(where.study_url),
         study_name=experiment,
     )
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=options.max_concurrent),
             scheduler=scheduler,
-            num_samples=num_samples,
-            time_budget_s=time_budget_s,
+            num_samples=options.num_samples,
+            time_budget_s=options.time_budget_s,
             reuse_actors=True,  # one trial process per slot: torch and timm import once
         ),
         run_config=tune.RunConfig(
@@ -185,23 +210,13 @@ def new_tuner(
             storage_path=where.storage_root,
             callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            failure_config=tune.FailureConfig(max_failures=max_failures),  # retries: node loss
+            failure_config=tune.FailureConfig(max_failures=options.max_failures),  # retries: node loss
             # verbose 1 is the live table (live.py): Tune's own reporter and the trials' output
             # (to <trial>/stdout, <trial>/stderr) stay off the console; 2 streams both as before.
-            verbose=1 if verbose >= 2 else 0,
-            log_to_file=verbose < 2,
+            verbose=1 if options.verbose >= 2 else 0,
+            log_to_file=options.verbose < 2,
             # Those files are artifacts of the trial's local folder: without this they reach the
             # storage (the trial folder a user opens, shared on a cluster) only with a checkpoint.
             sync_config=tune.SyncConfig(sync_artifacts=True),
         ),
     )
-
-
-def find_callback(tuner: Any) -> Any | None:
-    """The restored experiment's own leaderboard callback (it was saved with the Tuner)."""
-    internal = getattr(tuner, "_local_tuner", None)
-    run_config = getattr(internal, "_run_config", None) if internal is not None else None
-    for cb in getattr(run_config, "callbacks", None) or []:
-        if type(cb).__name__ == "LeaderboardCallback":
-            return cb
-    return None

@@ -93,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
     checkpoint = str(result.checkpoint) if result.checkpoint is not None else None
     row_key = None
     if not args.no_leaderboard:
-        from geodistill.platform.search import write_run_row
+        from geodistill.leaderboard.rows import write_run_row
 
         row_key = write_run_row(
             cfg, result.metrics, checkpoint=checkpoint, root=args.leaderboard, stopped=result.stopped_early

@@ -1,22 +1,13 @@
 """Experiment tracking: TensorBoard, MLflow and Weights & Biases, for runs and searches.
 
-One choice, ``logger`` (``none | tensorboard | mlflow | wandb``, several at once), read from
-the run config (``geodistill train logger=tensorboard``) or ``geodistill search --logger
-tensorboard,mlflow``. A search uses Ray Tune's own logger callbacks (``search/tracking.py``);
-a training run outside a search (in this process or on Ray Train workers, rank 0) writes
-through ``RunTracker`` here, to the same libraries and the same places:
-
-- tensorboard: event files (tensorboardX) under ``<run dir>/tensorboard``;
-- mlflow: ``$MLFLOW_TRACKING_URI`` when the user set one, else a local SQLite store
-  ``<output dir>/mlflow.db`` (MLflow 3 refuses a bare file store); an MLflow experiment per
-  geodistill experiment, a run per run;
-- wandb: offline (``WANDB_MODE=offline``) unless the user set ``WANDB_MODE``; the offline run
-  folder is ``<run dir>/wandb/offline-run-*`` (``wandb sync`` uploads it later).
-
-Each run logs every epoch's losses and metrics (step = epoch), its cost (GFLOPs, GMACs,
-parameters) and its resolved config. Nothing contacts a network host unless the user
-configured a tracking server. The libraries are optional: a missing one is a one-line error
-naming the extra to install.
+One choice, ``logger`` (``none | tensorboard | mlflow | wandb``, several at once), from the run
+config or ``geodistill search --logger``. A training run writes through ``RunTracker`` here
+(rank 0): tensorboardX events under ``<run dir>/tensorboard``; MLflow to ``$MLFLOW_TRACKING_URI``
+or a local SQLite ``<output dir>/mlflow.db``; W&B offline unless ``WANDB_MODE`` says otherwise
+(``<run dir>/wandb/offline-run-*``). A search uses Ray Tune's own logger callbacks
+(``callbacks.py``, which imports Ray; this module does not). Each run logs every epoch's losses
+and metrics, its cost and its resolved config; nothing contacts a network host unless the user
+configured a server. A missing library is one line naming the extra to install.
 """
 
 from __future__ import annotations
@@ -232,7 +223,7 @@ def run_tracker(cfg: Any, run_dir: str | Path) -> RunTracker | None:
     loggers = parse_loggers(cfg.logger)
     if not loggers:
         return None
-    from geodistill.platform.search.trial import trial_cost
+    from geodistill.models.cost import config_cost
 
     return RunTracker(
         loggers,
@@ -241,5 +232,5 @@ def run_tracker(cfg: Any, run_dir: str | Path) -> RunTracker | None:
         run_dir=run_dir,
         output_dir=cfg.output_dir,
         config=cfg.to_dict(),
-        cost=trial_cost(cfg),
+        cost=config_cost(cfg.model, cfg.data.views),
     ).start()

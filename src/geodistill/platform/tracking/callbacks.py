@@ -1,22 +1,13 @@
 """A search's experiment tracking: Ray Tune's own logger callbacks, given each trial's resolved config.
 
-``--logger tensorboard,mlflow,wandb`` adds, in the driver:
-
-- ``TBXLoggerCallback`` (``ray.tune.logger``): event files in each trial's folder
-  (``<storage>/<experiment>/<trial>/events.out.tfevents.*``); ``tensorboard --logdir
-  <storage>/<experiment>`` shows every trial;
-- ``MLflowLoggerCallback`` (``ray.air.integrations.mlflow``): one MLflow run per trial in the
-  experiment's MLflow experiment, stored in ``<storage>/<experiment>/mlflow.db`` (SQLite)
-  unless ``$MLFLOW_TRACKING_URI`` names another store;
-- ``WandbLoggerCallback`` (``ray.air.integrations.wandb``): one W&B run per trial, grouped by
-  experiment, offline (``<trial folder>/wandb/offline-run-*``, written there directly with local
-  storage) unless ``$WANDB_MODE`` says otherwise.
-
-Every trial result already carries the epoch's losses and metrics and the trial's cost
-(``gflops``, ``gmacs``, ``params_m``), so the callbacks log those as they are. Tune's callbacks
-only know the sampled parameters; the small subclasses here add the trial's resolved run config
-(the space's fixed values and the base config under them): TensorBoard as a ``config`` text,
-MLflow as parameters (``cfg.<dotted key>``), W&B in the run's config.
+``--logger tensorboard,mlflow,wandb`` adds, in the driver, Tune's ``TBXLoggerCallback`` (event
+files in each trial's folder: ``tensorboard --logdir <storage>/<experiment>``),
+``MLflowLoggerCallback`` (a run per trial in ``<storage>/<experiment>/mlflow.db`` unless
+``$MLFLOW_TRACKING_URI``) and ``WandbLoggerCallback`` (a run per trial, grouped by experiment,
+offline in the trial folder unless ``$WANDB_MODE``). Every result already carries the epoch's
+metrics and the trial's cost; Tune's callbacks only know the sampled parameters, so the
+subclasses here add the trial's resolved run config (``SearchPlan.config``): TensorBoard as a
+``config`` text, MLflow as ``cfg.<dotted key>`` parameters, W&B in the run's config.
 """
 
 from __future__ import annotations
@@ -31,14 +22,14 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.air.integrations.wandb import WandbLoggerCallback
 from ray.tune.logger import TBXLoggerCallback
 
-from geodistill.platform.search.space import SearchSpace, trial_config
+from geodistill.platform.search.plan import SearchPlan
 from geodistill.platform.tracking import WANDB_PROJECT, flatten, mlflow_uri, require, wandb_mode
 
 
-def resolved_config(config: dict[str, Any], *, space: SearchSpace, base: dict[str, Any]) -> dict[str, Any]:
+def resolved_config(config: dict[str, Any], *, plan: SearchPlan) -> dict[str, Any]:
     """The run config a trial with sampled ``config`` trains (nested dict); {} if it cannot be composed."""
     try:
-        return trial_config(space, config, base=base).to_dict()
+        return plan.config(config).to_dict()
     except Exception:  # noqa: BLE001 - a bad trial fails in the trial, with its own error row
         return {}
 
@@ -102,12 +93,11 @@ def tune_callbacks(
     experiment: str,
     experiment_path: str,
     local: bool,
-    space: SearchSpace,
-    base: dict[str, Any],
+    plan: SearchPlan,
 ) -> list[Any]:
     """The Tune callbacks for the chosen trackers (``tracking.parse_loggers`` output)."""
     require(loggers)
-    resolve = functools.partial(resolved_config, space=space, base=base)
+    resolve = functools.partial(resolved_config, plan=plan)
     callbacks: list[Any] = []
     if "tensorboard" in loggers:
         callbacks.append(TensorBoardCallback(resolve))

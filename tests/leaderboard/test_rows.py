@@ -1,0 +1,54 @@
+"""A run's leaderboard row: written with its cost counted, its status read from its last result."""
+
+from __future__ import annotations
+
+import pytest
+
+from geodistill.leaderboard import Leaderboard
+from geodistill.leaderboard.rows import row_status, trial_row, write_run_row
+from geodistill.models.cost import config_cost
+from geodistill.train.config import RunConfig
+
+
+def _cfg(**top) -> RunConfig:
+    return RunConfig.from_dict(
+        {"experiment": "exp", "run_name": "run1", "stage": "teacher", "data": {"img_size": 32}, **top}
+    )
+
+
+def test_a_training_runs_row_has_a_trials_shape_and_its_cost(tmp_path):
+    cfg = _cfg()
+    key = write_run_row(cfg, {"epoch": 3, "d2s_recall1": 41.5}, checkpoint="/ckpt", root=tmp_path)
+    assert key == "exp/run1/teacher"
+    row = Leaderboard(tmp_path).read("exp").row(0, named=True)
+    cost = config_cost(cfg.model, cfg.data.views)
+    assert row["gflops"] == pytest.approx(cost["gflops"]) and row["gflops"] > 0
+    assert row["params_m"] == pytest.approx(cost["params_m"])
+    assert (row["status"], row["epochs"], row["d2s_recall1"], row["checkpoint_uri"]) == (
+        "ok",
+        3,
+        41.5,
+        "/ckpt",
+    )
+
+
+def test_the_cost_follows_the_view_count_and_ignores_weights():
+    cfg = _cfg()
+    one, four = config_cost(cfg.model, 1), config_cost(cfg.model, 4)
+    assert four["gflops"] == pytest.approx(4 * one["gflops"], rel=0.05)
+    weighted = RunConfig.from_dict(
+        {**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "weights": "/nowhere.pt"}}
+    )
+    assert config_cost(weighted.model, 1) == one  # counted on the meta device: no file is read
+
+
+def test_status_of_a_finished_a_short_and_an_over_budget_trial():
+    cfg = _cfg(train={"epochs": 2})
+    assert row_status({"epoch": 2}, cfg) == ("ok", None)
+    assert row_status({"epoch": 1}, cfg) == ("stopped", None)
+    status, error = row_status({"over_budget": 1, "gflops": 3.0}, cfg)
+    assert status == "stopped" and error.startswith("over the flops budget (3.000")
+    row = trial_row(
+        experiment="e", trial_id="t", cfg=cfg, result={"over_budget": 1, "d2s_recall1": 0.0}, status=status
+    )
+    assert row["d2s_recall1"] is None  # a trial refused before training has no precision
