@@ -86,7 +86,11 @@ def run_search(space: str | Path | SearchSpace, base: RunConfig, options: Search
         space = load_space(space, base=base.to_dict())
     options = options.named(space.name)
     experiment = options.experiment
-    plan = SearchPlan.build(space, base, metric=options.metric, teacher=options.teacher)
+    plan = SearchPlan.build(
+        space, base, metric=options.metric, teacher=options.teacher, check_teacher=not options.replay
+    )
+    if options.replay:  # every trial in the table, or one line before anything runs
+        options = _replayed(plan, options)
     where, plan = _locate(experiment, options, plan)
 
     _start_ray(options.address, dashboard=options.dashboard, verbose=options.verbose)
@@ -126,6 +130,16 @@ def run_search(space: str | Path | SearchSpace, base: RunConfig, options: Search
 
 
 # ---------------------------------------------------------------- the steps of run_search
+
+
+def _replayed(plan: SearchPlan, options: SearchOptions) -> SearchOptions:
+    """``options`` whose trials answer from ``options.replay`` (checked against the space first)."""
+    from geodistill.platform.search.replay import ReplayFit, config_values, load_table
+
+    path = str(Path(options.replay).expanduser().absolute())
+    table = load_table(path)
+    table.check_space(plan.space, plan.metric, config_values(plan.first_config(), table.knobs))
+    return dataclasses.replace(options, replay=path, objective=ReplayFit(path, options.replay_speed))
 
 
 def _start_ray(address: str | None, *, dashboard: bool, verbose: int) -> None:

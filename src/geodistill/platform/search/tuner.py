@@ -53,12 +53,18 @@ def sample_trial(trial: Any, *, plan: SearchPlan) -> dict[str, Any]:
     return params
 
 
-def plan_gflops(params: Mapping[str, Any], *, plan: SearchPlan) -> float:
+def plan_gflops(params: Mapping[str, Any], *, plan: SearchPlan, replay: str | None = None) -> float:
     """GFLOPs per query of the trial ``params`` describe (a partial assignment: the rest at the
-    space's first values), counted on the meta device: what ``CostAwareTPESampler`` pays."""
+    space's first values), counted on the meta device, or recorded in the ``replay`` table:
+    what ``CostAwareTPESampler`` pays."""
     from geodistill.platform.search.plan import first_assignment
 
     cfg = plan.config({**first_assignment(plan.space), **params})
+    if replay:
+        from geodistill.platform.search.replay import config_values, load_table
+
+        table = load_table(replay)
+        return float(table.history(config_values(cfg, table.knobs))[0]["gflops"])
     return float(config_cost(cfg.model, cfg.data.views)["gflops"])
 
 
@@ -93,7 +99,9 @@ class PicklableNSGAIISampler(optuna.samplers.NSGAIISampler):
         self._thread_lock = threading.Lock()
 
 
-def make_sampler(name: str, *, seed: int | None, plan: SearchPlan | None = None) -> Any:
+def make_sampler(
+    name: str, *, seed: int | None, plan: SearchPlan | None = None, replay: str | None = None
+) -> Any:
     """An Optuna sampler by name (constraints come from the trials).
 
     ``tpe`` (the default): multivariate TPE (it models the knobs jointly) after
@@ -125,7 +133,7 @@ def make_sampler(name: str, *, seed: int | None, plan: SearchPlan | None = None)
             from geodistill.platform.search.costaware import CostAwareTPESampler
 
             return CostAwareTPESampler(
-                cost=functools.partial(plan_gflops, plan=plan),
+                cost=functools.partial(plan_gflops, plan=plan, replay=replay),
                 cost_weight=TPE_COST_WEIGHT,
                 seed=seed,
                 n_startup_trials=TPE_STARTUP_TRIALS,
@@ -212,7 +220,7 @@ def new_tuner(
         space=functools.partial(sample_trial, plan=plan),
         metric=[plan.metric, plan.space.efficiency],
         mode=["max", "min"],
-        sampler=make_sampler(options.sampler, seed=options.seed, plan=plan),
+        sampler=make_sampler(options.sampler, seed=options.seed, plan=plan, replay=options.replay),
         storage=open_storage(where.study_url),
         study_name=experiment,
     )
