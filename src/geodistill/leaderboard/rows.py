@@ -30,7 +30,7 @@ def trial_row(
 ) -> dict[str, Any]:
     """The leaderboard row of one trial (``leaderboard.make_row`` fields)."""
     from geodistill.eval.names import METRIC_KEYS
-    from geodistill.leaderboard.store import make_row
+    from geodistill.leaderboard.columns import make_row
 
     over_budget = bool(result.get("over_budget"))
     metrics = {} if over_budget else {k: result[k] for k in METRIC_KEYS if result.get(k) is not None}

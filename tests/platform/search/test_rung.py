@@ -104,7 +104,9 @@ def test_pareto_stop_keeps_the_cheap_end_of_the_front():
 
 def test_rung_rule_with_cost_records_pairs_and_uses_pareto_stop(tmp_path):
     store = FileRungStore(tmp_path)
-    expensive = RungRule(store, trial_id="a", metric="m", grace_period=1, reduction_factor=3, max_t=9, cost=0.5)
+    expensive = RungRule(
+        store, trial_id="a", metric="m", grace_period=1, reduction_factor=3, max_t=9, cost=0.5
+    )
     cheap = RungRule(store, trial_id="b", metric="m", grace_period=1, reduction_factor=3, max_t=9, cost=0.01)
     worse = RungRule(store, trial_id="c", metric="m", grace_period=1, reduction_factor=3, max_t=9, cost=0.6)
     assert not expensive.should_stop(1, {"m": 90.0})
@@ -131,7 +133,10 @@ def test_pareto_asha_scheduler_makes_the_rung_rules_decisions():
     rng = random.Random(3)
     scheduler = ParetoASHA(metric="m", max_t=9, grace_period=1, reduction_factor=3)
     store = MemoryRungs()
-    trials = [(f"t{i}", rng.choice([0.003, 0.01, 0.05, 0.3]), [rng.uniform(0, 100) for _ in range(9)]) for i in range(12)]
+    trials = [
+        (f"t{i}", rng.choice([0.003, 0.01, 0.05, 0.3]), [rng.uniform(0, 100) for _ in range(9)])
+        for i in range(12)
+    ]
     rules = {
         tid: RungRule(store, trial_id=tid, metric="m", grace_period=1, reduction_factor=3, max_t=9, cost=cost)
         for tid, cost, _ in trials

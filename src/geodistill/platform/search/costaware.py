@@ -36,7 +36,9 @@ class CostAwareTPESampler(optuna.samplers.TPESampler):
         self._cost, self._cost_weight, self._startup_pool = cost, cost_weight, startup_pool
         self._space: dict[str, Any] | None = None
 
-    def sample_relative(self, study: optuna.Study, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
+    def sample_relative(
+        self, study: optuna.Study, trial: Any, search_space: dict[str, Any]
+    ) -> dict[str, Any]:
         if not search_space or self._cost_weight == 0:
             return super().sample_relative(study, trial, search_space)
         states = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -50,7 +52,9 @@ class CostAwareTPESampler(optuna.samplers.TPESampler):
 
     def _startup(self, search_space: dict[str, Any]) -> dict[str, Any]:
         """One of ``startup_pool`` uniform draws, drawn with probability ~ GFLOPs ** -cost_weight."""
-        if self._startup_pool < 2 or not all(isinstance(d, CategoricalDistribution) for d in search_space.values()):
+        if self._startup_pool < 2 or not all(
+            isinstance(d, CategoricalDistribution) for d in search_space.values()
+        ):
             return {}  # continuous knobs: TPE's own random start-up (independent sampling)
         rng = self._rng.rng
         pool = [
@@ -60,13 +64,16 @@ class CostAwareTPESampler(optuna.samplers.TPESampler):
         weights = np.array([self._cost(p) for p in pool], dtype=np.float64) ** -self._cost_weight
         return pool[int(rng.choice(len(pool), p=weights / weights.sum()))]
 
-    def _compute_acquisition_func(self, samples: dict[str, np.ndarray], mpe_below: Any, mpe_above: Any) -> np.ndarray:
+    def _compute_acquisition_func(
+        self, samples: dict[str, np.ndarray], mpe_below: Any, mpe_above: Any
+    ) -> np.ndarray:
         acq = super()._compute_acquisition_func(samples, mpe_below, mpe_above)
         if self._space is None:
             return acq
         names = list(samples)
         size = len(acq)
         costs = [
-            self._cost({n: self._space[n].to_external_repr(samples[n][i]) for n in names}) for i in range(size)
+            self._cost({n: self._space[n].to_external_repr(samples[n][i]) for n in names})
+            for i in range(size)
         ]
         return acq - self._cost_weight * np.log(np.asarray(costs, dtype=np.float64))

@@ -85,10 +85,14 @@ class ReplayTable:
             if name not in self.grid:
                 raise ConfigError(f"--replay: {self.path.name} has no column for the knob {p.name}")
             if p.type != "choice":
-                raise ConfigError(f"--replay: knob {p.name} must be a choice of the table's values {self.grid[name]}")
+                raise ConfigError(
+                    f"--replay: knob {p.name} must be a choice of the table's values {self.grid[name]}"
+                )
             outside = [v for v in p.choices if _same_type(v, self.grid[name]) not in self.grid[name]]
             if outside:
-                raise ConfigError(f"--replay: {p.name} values {outside} are outside the table's grid {self.grid[name]}")
+                raise ConfigError(
+                    f"--replay: {p.name} values {outside} are outside the table's grid {self.grid[name]}"
+                )
             searched.add(name)
         for name in self.knobs:
             value = first.get(name.replace("__", "."))
@@ -140,7 +144,9 @@ class ReplayFit:
                 time.sleep(float(row["epoch_seconds"]) * self.speed)
             epoch = int(row["epoch"])
             metrics = {m: float(row[m]) for m in table.metrics if row[m] is not None}
-            metrics.update(epoch=epoch, epoch_seconds=float(row["epoch_seconds"]), gflops=float(row["gflops"]))
+            metrics.update(
+                epoch=epoch, epoch_seconds=float(row["epoch_seconds"]), gflops=float(row["gflops"])
+            )
             context.report(metrics)
             if context.should_stop(epoch, metrics) or epoch >= cfg.train.epochs:
                 break
@@ -150,16 +156,22 @@ class ReplayFit:
 def write_replay_table(rows: Any, out: str | Path, knobs: list[str]) -> int:
     """A finished search's leaderboard rows as a replay table (their ``history`` per epoch); the rows written.
 
-    ``knobs`` are the dotted config keys the search sampled (read from each row's config).
+    ``knobs`` are the dotted config keys the search sampled (read from each row's config). A
+    configuration trained twice keeps its longest history; one stopped early replays as stopped.
     """
     import json
 
     import polars as pl
 
-    records = []
-    for row in rows.iter_rows(named=True):
+    records: list[dict[str, Any]] = []
+    seen: dict[tuple, int] = {}
+    for row in rows.sort("epochs", descending=True, nulls_last=True).iter_rows(named=True):
         history = json.loads(row.get("history") or "[]")
-        config = json.loads(row["config_json"]) if isinstance(row.get("config_json"), str) else row.get("config_json")
+        config = (
+            json.loads(row["config_json"])
+            if isinstance(row.get("config_json"), str)
+            else row.get("config_json")
+        )
         if not history or not config:
             continue
         values = {}
@@ -168,9 +180,15 @@ def write_replay_table(rows: Any, out: str | Path, knobs: list[str]) -> int:
             for part in key.split("."):
                 node = node[part]
             values[column(key)] = node
+        if tuple(values.values()) in seen:
+            continue
+        seen[tuple(values.values())] = len(records)
         for epoch in history:
             records.append({**values, **epoch, "gflops": row["gflops"]})
     if not records:
-        raise ConfigError("no trial with a per-epoch history to write (searches before this version kept none)")
+        raise ConfigError(
+            "no trial with a per-epoch history to write (searches before this version kept none)"
+        )
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     pl.DataFrame(records).write_parquet(out)
     return len(records)

@@ -28,6 +28,13 @@ def register(subparsers) -> None:
     add_setting_flags(parser, SearchOptions)
     parser.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
     parser.add_argument(
+        "--write-replay-table",
+        metavar="FILE.parquet",
+        default=None,
+        help="after the search (or with --resume of a finished one), write its trials' per-epoch "
+        "history as a table --replay answers from",
+    )
+    parser.add_argument(
         "--smoke-test",
         action="store_true",
         help="tiny search for CI: preset=smoke, search_space=smoke unless given, a teacher trained first if none",
@@ -39,4 +46,10 @@ def _run(args: argparse.Namespace) -> int:
     from geodistill.platform.search.console import search_command
 
     options = settings_from_args(SearchOptions, args)
-    return search_command(args.args, options, smoke_test=args.smoke_test, report=not args.no_report)
+    return search_command(
+        args.args,
+        options,
+        smoke_test=args.smoke_test,
+        report=not args.no_report,
+        replay_table=args.write_replay_table,
+    )
