@@ -69,7 +69,9 @@ def _sampler(variant: str, seed: int):
     )
 
 
-def simulate(table: FrontTable, variant: str, metric: str, seed: int, trials: int, workers: int) -> list[tuple]:
+def simulate(
+    table: FrontTable, variant: str, metric: str, seed: int, trials: int, workers: int
+) -> list[tuple]:
     """One search; (compute spent, metric, GFLOPs) of each trial as it ended, in simulated time."""
     import optuna
 
@@ -203,7 +205,10 @@ def main() -> None:
         for metric in METRICS:
             lim = limit(table, metric)
             mode = "sequential" if concurrency == 1 else f"{concurrency} concurrent"
-            default, anchor = groups[("default", metric, concurrency)], groups[("anchor", metric, concurrency)]
+            default, anchor = (
+                groups[("default", metric, concurrency)],
+                groups[("anchor", metric, concurrency)],
+            )
             p9, p9_anchor = median([d[0] for d in default]), median([a[0] for a in anchor])
             reached = sum(d[0] is not None for d in default)
             ok = p9 <= GOAL_P9 and p9_anchor / p9 >= GOAL_RATIO and reached >= GOAL_SEEDS
