@@ -80,11 +80,11 @@ class LiveTable(tune.Callback):
         text = f"trials {done}/{self.num_samples} done, {running} running, {self.num_samples - done} left"
         if failed:
             text += f" ({failed} failed)"
-        spent = sum(t.compute for t in self.trials.values())
-        text += f"; compute {spent:.3g} GFLOPs x epochs; elapsed {now - self.started:.0f}s"
+        text += f"; elapsed {now - self.started:.0f}s"
         if self.time_budget_s is not None:
             text += f", time budget left {max(0.0, self.time_budget_s - (now - self.started)):.0f}s"
-        return text
+        spent = sum(t.compute for t in self.trials.values())
+        return text + f"; compute {spent:.3g} GFLOPs x epochs"
 
     def rows(self, now: float | None = None) -> list[tuple[str, ...]]:
         """The table's rows (strings), running trials first: trial, status, epoch, metric, GFLOPs, elapsed."""
