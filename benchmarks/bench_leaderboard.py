@@ -28,8 +28,9 @@ import pyarrow as pa
 from _figures import figure  # benchmarks/ is on sys.path when a script here runs
 from geodistill.leaderboard import SCHEMA, Leaderboard
 from geodistill.leaderboard.columns import FILE_SCHEMA
-from geodistill.leaderboard.pareto import hypervolume, pareto_mask, pareto_mask_naive
+from geodistill.leaderboard.pareto import hypervolume, pareto_mask
 from geodistill.leaderboard.store import _conform
+from oracles import pareto_mask_naive
 
 BACKBONES = np.array(["resnet18", "vit_tiny", "convnext_atto", "vit_small", "mobilenetv3"])
 BUDGET = 20.0  # GFLOPs

@@ -10,8 +10,8 @@ Three problems, each in a fresh process (its own peak RSS):
 
 Three ways, same float32 data, same torch thread count:
 
-- anchor: ``geodistill.eval.reference.reference_metrics``, the University-1652 evaluation loop
-  (per query: one matmul, full argsort, junk removal, the AP loop);
+- anchor: ``oracles.reference_metrics`` (benchmarks/oracles.py), the University-1652
+  evaluation loop (per query: one matmul, full argsort, junk removal, the AP loop);
 - limit: the bare score matmul ``gallery @ queries.T`` (float32, one call): any method that reads
   every score costs at least this. That call allocates its [G,Q] output (page faults included),
   while the fast path writes its scores into a reused block buffer, so the same matmul into a
@@ -43,9 +43,9 @@ import torch
 
 from _figures import figure  # benchmarks/ is on sys.path when a script here runs
 from geodistill.eval import retrieval_metrics
-from geodistill.eval.reference import reference_metrics
+from oracles import reference_metrics
 
-ANCHOR = "University-1652 per-query evaluation loop (geodistill.eval.reference)"
+ANCHOR = "University-1652 per-query evaluation loop (benchmarks/oracles.py)"
 LIMIT = "float32 score matmul gallery @ queries.T"
 GOAL = 1.5
 THREADS_ENV = "BENCH_METRICS_THREADS"  # torch threads for all three ways (default: torch's)

@@ -34,8 +34,6 @@ from geodistill.platform.runtime.ray_local import init_ray
 from geodistill.platform.search import SearchOptions, SearchPlan, run_search, train_teacher_for
 from geodistill.platform.search.space import load_space, parse_space
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def max_gflops(plan: SearchPlan) -> float:
     """The costliest configuration of the space's choice parameters (bounds of the others)."""
@@ -67,7 +65,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_search_"))
     overrides = ["preset=smoke", f"output_dir={work / 'shared'}"]
     base = compose_run_config(overrides)
-    space = load_space(REPO / "search_spaces" / "smoke.yaml", base=base.to_dict())
+    space = load_space("smoke", base=base.to_dict())
     # AP (not Recall@1) as the precision objective: on a small synthetic test split Recall@1
     # moves in steps of 1/queries and ties everywhere; AP is fine-grained enough for ASHA.
     space = dataclasses.replace(

@@ -4,7 +4,7 @@ Run: python benchmarks/bench_search_replay.py [--seeds 20] [--workers N] [--tabl
 
 The table (``record_search_table.py``) holds every configuration of a grid of the mission's
 knobs (student backbone, views, fps, distillation temperature, feature- and relation-KD weights)
-and the learning rate (as ``search_spaces/distill.yaml`` searches it), each
+and the learning rate (as the ``distill`` space searches it), each
 trained once for real (smoke size), with its metric after every epoch and its GFLOPs per query
 counted before training. A search is replayed by answering each trial from the table: one
 sampler run costs milliseconds to seconds, so every comparison runs at N = 16, 32 and 64

@@ -48,7 +48,7 @@ HERE = Path(__file__).resolve().parent
 # the level that carried distillation in distill_evidence.py, and relation KD), and the learning
 # rate, where a wrong value costs up to 30 points of AP here (as in any real search). A
 # single-valued entry is recorded as a column but not searched. Six backbones and up to 8 views span the cost range of
-# search_spaces/distill.yaml (about 180x in GFLOPs per query), so most of the grid is dominated,
+# the distill space (conf/search_space/distill.yaml; about 180x in GFLOPs per query), so most of the grid is dominated,
 # as in a real search; the first table (4 backbones, 1-4 views, 3 epochs) let random search
 # reach 94.5 % of the front's hypervolume in 32 trials, leaving a sampler nothing to win.
 GRID: dict[str, list] = {

@@ -14,10 +14,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import types
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from geodistill.errors import ConfigError, UserError
 
@@ -31,6 +33,7 @@ from geodistill.errors import ConfigError, UserError
 #   store     out_dir, or a URI with "://" (a Tune storage path)
 TEXT_KINDS = ("text", "name", "in_path", "in_dir", "in_file", "out_dir", "out_file", "store")
 SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit
+T = TypeVar("T")
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.+")
 
 
@@ -78,7 +81,11 @@ class Rule:
         if isinstance(value, float) and not math.isfinite(value):
             return f"must be a finite number ({self.allowed()})"
         options = self.options()
-        if options is not None and value not in options:
+        if options is not None and isinstance(value, Mapping | list):  # a mapping's keys, a list's items
+            bad = [item for item in value if item not in options]
+            if bad:
+                return f"has {_show(bad[0])}, which is not {self.allowed()}"
+        elif options is not None and value not in options:
             return f"must be {self.allowed()}"
         if isinstance(value, int | float) and not isinstance(value, bool):
             if (
@@ -200,6 +207,13 @@ def check_fields(obj: Any, prefix: str = "", *, filesystem: bool = False) -> Non
         if dataclasses.is_dataclass(value):
             check_fields(value, f"{key}.", filesystem=filesystem)
             continue
+        items = (
+            value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        )
+        for i, item in items:
+            if dataclasses.is_dataclass(item):
+                sub = f"{key}.{i}." if isinstance(value, dict) else f"{key}[{i}]."
+                check_fields(item, sub, filesystem=filesystem)
         rule = rule_of(f)
         if rule is None or value is None:
             continue
@@ -245,3 +259,76 @@ def dotted(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def build(cls: type[T], data: Any, prefix: str = "") -> T:
+    """Dataclass ``cls`` from plain ``data`` (YAML, Hydra, JSON): the one door from text into config.
+
+    Unknown keys are refused, a missing required field is named, every value is type-checked
+    against its hint (nested dataclasses, ``list[...]`` and ``dict[str, ...]`` of them included);
+    a ``ConfigError`` names the dotted key. The declared rules are ``check_fields``'s (run next).
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(map(str, data)) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{prefix}{name} is required")
+            continue
+        kwargs[name] = _typed(f"{prefix}{name}", data[name], hints[name])
+    return cls(**kwargs)
+
+
+def _typed(key: str, value: Any, hint: Any) -> Any:
+    """Accept ``value`` for a field typed ``hint`` (int for float is fine; bool for int is not).
+
+    A ``list[str]`` field also takes one comma-separated string (``logger=tensorboard,mlflow``
+    from a shell reads better than a Hydra list).
+    """
+    if hint is Any:
+        return value
+    if dataclasses.is_dataclass(hint):
+        return build(hint, {} if value is None else value, prefix=f"{key}.")
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    inner = [a for a in args if a is not type(None)]
+    if isinstance(hint, types.UnionType) and len(inner) == 1 and typing.get_origin(inner[0]) is not None:
+        return None if value is None else _typed(key, value, inner[0])  # list[...] | None
+    if origin is list:
+        if isinstance(value, str) and args == (str,):
+            if not value.strip():  # say `none` for no entries; an empty string is a slip
+                raise ConfigError(f"{key} must be a comma-separated list (e.g. none); got ''")
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} must be a list, got {_show(value)}")
+        if args == (str,) and not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key} must be a list of strings, got {value!r}")
+        return [_typed(f"{key}[{i}]", v, args[0] if args else Any) for i, v in enumerate(value)]
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} must be a mapping, got {_show(value)}")
+        item = args[1] if args else Any
+        return {str(k): _typed(f"{key}.{k}", v, item) for k, v in value.items()}
+    options = args if isinstance(hint, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise ConfigError(f"{key} must not be null")
+    for option in options:
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return value if int in options and isinstance(value, int) else float(value)
+        if option is str and isinstance(value, str):
+            return value
+    names = " or ".join("null" if o is type(None) else o.__name__ for o in options)
+    raise ConfigError(f"{key} must be {names}, got {_show(value)}")

@@ -15,14 +15,15 @@ from pathlib import Path
 import polars as pl
 import psutil
 import pytest
-from rehearsal import REPO, Rehearsal
+from rehearsal import Rehearsal
 
+from geodistill.config_files import CONF_DIR
 from geodistill.leaderboard import Leaderboard
 
 # The second tier (`make test-e2e`, CI); `make test-cluster` runs these alone.
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
-SMOKE = (REPO / "search_spaces/smoke.yaml").read_text()
+SMOKE = (CONF_DIR / "search_space" / "smoke.yaml").read_text()
 
 
 def _space(tmp: Path, epochs: int) -> Path:

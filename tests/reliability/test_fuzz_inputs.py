@@ -17,8 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from geodistill.config_files import typed
 from geodistill.errors import ConfigError, UserError
-from geodistill.leaderboard.regress import BaselineDataset, GoldenInput, _declared
+from geodistill.leaderboard.anchors import Anchor
+from geodistill.leaderboard.regress import Tolerance
+from geodistill.platform.baseline import BaselineDataset, GoldenInput
 from geodistill.platform.compose import preflight
 from geodistill.train.config import RunConfig
 
@@ -33,7 +36,10 @@ from .fuzz_schema import (
 )
 
 KEYS = config_keys()
-BASELINE_KEYS = [(cls, key) for cls in (BaselineDataset, GoldenInput) for key in config_keys(cls)]
+# The blocks of the packaged config files (baselines, anchors) that hold values with ranges.
+FILE_KEYS = [
+    (cls, key) for cls in (BaselineDataset, GoldenInput, Tolerance, Anchor) for key in config_keys(cls)
+]
 FLAGS = cli_flags()
 FUZZ = settings(
     deadline=None,
@@ -98,7 +104,7 @@ def _assert_refused(result, places: dict[str, Path], names: tuple[str, ...]) -> 
 
 def test_every_config_key_and_flag_is_declared():
     """A key or flag without a declared rule is neither validated nor fuzzed: refuse it here."""
-    undeclared_keys = [k.name for k in KEYS + [k for _, k in BASELINE_KEYS] if k.rule is None]
+    undeclared_keys = [k.name for k in KEYS + [k for _, k in FILE_KEYS] if k.rule is None]
     assert undeclared_keys == [], f"declare these with geodistill.schema.setting(...): {undeclared_keys}"
     assert undeclared_flags() == [], "give these flags type=flag(...) (geodistill.platform.cli.flags)"
     # the surface is what README's table says it is (update both when it grows)
@@ -122,16 +128,17 @@ def test_config_values_are_refused_by_the_one_validation_pass(data, sandbox):
 
 @settings(FUZZ, max_examples=60)
 @given(data=st.data())
-def test_baseline_blocks_refuse_bad_values(data, sandbox):
-    """The dataset/golden_input blocks of a baseline YAML use the same declarations."""
-    cls, key = data.draw(st.sampled_from(BASELINE_KEYS), label="key")
+def test_config_file_blocks_refuse_bad_values(data, sandbox):
+    """The blocks of a baseline or anchors YAML go through the same declarations and loader."""
+    cls, key = data.draw(st.sampled_from(FILE_KEYS), label="key")
     if key.base is str:  # free text (root is resolved against the baseline file when used)
         value = data.draw(st.sampled_from(["", "  ", 5, False]), label="value")
     else:
         value = data.draw(bad_config_value(key, sandbox), label="value")
+    required = {"method": "M"} if cls is Anchor else {}
     with pytest.raises(ConfigError) as info:
-        _declared(cls, {key.name: value}, "baseline b.yaml: block")
-    assert f"block.{key.name}" in str(info.value) and "\n" not in str(info.value)
+        typed(cls, {**required, key.name: value}, "baseline b: block")
+    assert f"block: {key.name}" in str(info.value) and "\n" not in str(info.value)
 
 
 @settings(FUZZ, max_examples=40)

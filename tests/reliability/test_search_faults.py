@@ -163,7 +163,7 @@ def test_killed_driver_resumes_without_losing_or_duplicating_trials(tmp_path: Pa
     assert FAKE_SECRET not in log_text(tmp_path, exp)
 
 
-@pytest.mark.parametrize("path", ["README.md", "clusters", "search_spaces", "src", "baselines"])
+@pytest.mark.parametrize("path", ["README.md", "clusters", "docker", "src", "benchmarks"])
 def test_no_credentials_in_the_repository(path: str):
     """Nothing shaped like a cloud key or private key is committed."""
     import re

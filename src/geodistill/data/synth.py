@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from geodistill.data.index import ELEVATIONS, FPS_CHOICES
+
 FLIGHT_FPS = 10
 FLIGHT_FRAMES = 40  # one orbit at 10 fps; 5 fps -> 20 frames, 2 fps -> 8 frames
 SHAPES = ("rect", "ell", "circle", "cross", "triangle", "hexagon", "tee")
@@ -98,7 +100,7 @@ def generate_univ(
                     _write(lender / "test" / f"query_{sub}" / bid / f"{bid}.jpeg", data)
             queried = not gallery_only and layout == "organized"
             drone_subsets = [("test", "gallery_drone")] + ([("test", "query_drone")] if queried else [])
-        for elevation in (30, 45):
+        for elevation in ELEVATIONS:
             frng = np.random.default_rng([seed, 2, int(bid), elevation])
             flight = render_flight(world, frng, elevation=elevation, size=frame_size, clouds=clouds)
             if video == "mp4":
@@ -107,7 +109,7 @@ def generate_univ(
                     _write(out / str(elevation) / "mp4" / split / subset / f"{bid}.mp4", data)
                 continue
             encoded = [_jpeg(f, jpeg_quality) for f in flight]
-            for fps in (2, 5, 10):
+            for fps in FPS_CHOICES:
                 step = FLIGHT_FPS // fps
                 for split, subset in drone_subsets:
                     folder = out / str(elevation) / f"{fps}fps" / split / subset / bid

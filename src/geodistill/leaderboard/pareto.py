@@ -154,21 +154,6 @@ def hypervolume(points, reference, maximize: Sequence[bool]) -> float:
     return _hv(pts[inside], ref)
 
 
-def pareto_mask_naive(points, maximize: Sequence[bool]) -> np.ndarray:
-    """O(N^2 M) reference: every pair compared. Kept for tests and the benchmark."""
-    pts = _as_minimisation(points, maximize)
-    n = len(pts)
-    finite = np.isfinite(pts).all(axis=1)
-    mask = finite.copy()
-    for i in range(n):
-        if not finite[i]:
-            continue
-        others = pts[finite]
-        dominated = np.all(others <= pts[i], axis=1) & np.any(others < pts[i], axis=1)
-        mask[i] = not dominated.any()
-    return mask
-
-
 def nondominated_ranks(points, maximize: Sequence[bool]) -> np.ndarray:
     """int[N]: 0 for the front of ``points`` [N,M], 1 for the front of the rest, ... (NaN rows: -1)."""
     pts = np.asarray(points, dtype=np.float64)

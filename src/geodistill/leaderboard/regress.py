@@ -1,45 +1,28 @@
-"""Regression gates: a checkpoint against its baseline file, or an experiment's front against another's.
+"""Regression gates: measured values against a baseline's expected ones, or a front against a front.
 
-A baseline YAML pins what a released or accepted checkpoint must still do::
-
-    name: video2bev-univ45            # experiment name of the rows written (stage "baseline")
-    dataset: {name: UniV, root: data/UniV, elevation: 45, fps: 2, views: 1, img_size: 256}
-    golden_input: {seed: 0, batch: 2} # the fixed input of the golden descriptors
-    checkpoints:
-      - name: net_059
-        kind: video2bev               # video2bev (a released .pth) | geodistill (a checkpoint dir/file)
-        path: net_059.pth             # relative paths are relative to the YAML
-        sha256: 9f2c...               # null: not pinned yet
-        golden: net_059.golden.npy    # descriptors of the golden input (rtol 1e-3, atol 1e-4)
-        expected:
-          metrics: {d2s_recall1: {value: 57.3, tol: 0.3}}     # absolute points; value null: to confirm
-          cost: {params_m: {value: 57.1}, gflops: {value: 33.2, rel_tol: 1.0e-6}}  # exact unless rel_tol
-
-This module is the comparison and the gate: it parses baselines, compares measured values with
-expected ones (``tol_check``) and fronts with fronts (``compare_fronts``), and fails a gate.
-Measuring a checkpoint (loading it, evaluating it on data) needs the lower layers and lives in
-``geodistill.platform.baseline`` (``run_baseline``); this module imports eval names only.
+``tol_check`` compares one measurement with its ``Tolerance`` (metrics may only fall by ``tol``
+points; cost must match both ways, exactly unless ``rel_tol``); ``compare_fronts`` checks an
+experiment's Pareto front (metric up, GFLOPs down) against a reference experiment's, point by
+point and by hypervolume; ``gate`` turns failed checks into exit status 1. The baseline file
+itself (``conf/baseline/<name>.yaml``, or a path) is read and measured by
+``geodistill.platform.baseline``, which needs data, models and training; this module imports
+eval names only.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
-import yaml
 
-from geodistill.errors import ConfigError, RegressionFailure, one_line
+from geodistill.errors import ConfigError, RegressionFailure
 from geodistill.eval.names import METRIC_KEYS
 from geodistill.leaderboard.pareto import hypervolume, pareto_rows
-from geodistill.schema import SEED_MAX, check_fields, declared_keys, setting
+from geodistill.schema import setting
 
-KINDS = ("video2bev", "geodistill")
-COST_KEYS = ("params_m", "gflops", "gmacs")
 DEFAULT_METRIC_TOL = 0.3  # points
 EXACT_REL_TOL = 1e-9  # "exact" for floats that went through YAML
 GOLDEN_RTOL, GOLDEN_ATOL = 1e-3, 1e-4
@@ -82,146 +65,26 @@ def format_checks(checks: list[Check]) -> str:
     return "\n".join(lines)
 
 
-# ---- the baseline file ----------------------------------------------------------------------
-def _number(value: Any, where: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{where} must be a number or null, got {value!r}")
-    return float(value)
-
-
-def _tolerances(section: Any, keys: tuple[str, ...], where: str) -> dict[str, dict[str, float | None]]:
-    """{"key": {"value": .., "tol"/"rel_tol": ..}} (a bare number means {"value": number})."""
-    if section is None:
-        return {}
-    if not isinstance(section, dict):
-        raise ConfigError(f"{where} must be a mapping")
-    out = {}
-    for key, spec in section.items():
-        if key not in keys:
-            raise ConfigError(f"{where}: unknown key {key!r} (expected one of {', '.join(keys)})")
-        spec = spec if isinstance(spec, dict) else {"value": spec}
-        unknown = set(spec) - {"value", "tol", "rel_tol"}
-        if unknown:
-            raise ConfigError(f"{where}.{key}: unknown field(s) {', '.join(sorted(unknown))}")
-        out[key] = {
-            name: _number(spec.get(name), f"{where}.{key}.{name}") for name in ("value", "tol", "rel_tol")
-        }
-    return out
-
-
+# ---- what a comparison allows ------------------------------------------------------------------
 @dataclass
-class BaselineDataset:
-    """The ``dataset:`` block of a baseline file; each field declares what it accepts (geodistill.schema)."""
+class Tolerance:
+    """One expected value of a baseline and how far a measurement may be from it."""
 
-    name: str | None = setting(None, kind="text")
-    root: str | None = setting(None, kind="text")  # relative to the baseline file; checked when used
-    elevation: int = setting(45, choices=(30, 45))
-    fps: int = setting(2, choices=(2, 5, 10))
-    views: int = setting(1, ge=1, le=1024)
-    img_size: int = setting(256, ge=8, le=4096)
-    batch_size: int = setting(16, ge=1, le=65536)
+    value: float | None = setting(None)  # None: to be confirmed (measured, not gating)
+    tol: float | None = setting(None, ge=0.0, le=100.0)  # metrics: points below value still ok
+    rel_tol: float | None = setting(None, ge=0.0, le=1.0)  # cost: relative, both ways (default exact)
 
 
-@dataclass
-class GoldenInput:
-    """The ``golden_input:`` block: the seeded batch whose descriptors are pinned."""
-
-    seed: int = setting(0, ge=0, le=SEED_MAX)
-    batch: int = setting(2, ge=1, le=1024)
-
-
-def _declared(cls: type, data: dict[str, Any], where: str) -> Any:
-    """``cls(**data)`` with each value type-checked and checked against its declared rule."""
-    values = {}
-    for name, (hint, _rule) in declared_keys(cls).items():
-        if name not in data or data[name] is None:
-            continue
-        value = data[name]
-        want = int if hint in (int, int | None) else str
-        if isinstance(value, bool) or not isinstance(value, want):
-            raise ConfigError(f"{where}.{name} must be {want.__name__}, got {value!r}")
-        values[name] = value
-    obj = cls(**values)
-    check_fields(obj, f"{where}.")
-    return obj
-
-
-def load_baseline(path: str | Path) -> dict[str, Any]:
-    """Parse and validate a baseline YAML (one-line ConfigError naming the bad key)."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"baseline file not found: {path}") from None
-    except OSError as err:
-        raise ConfigError(f"cannot read baseline {path}: {err.strerror or err}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"cannot parse baseline {path}: {one_line(err)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"baseline {path} is not a mapping")
-    unknown = set(data) - {"name", "description", "status", "dataset", "golden_input", "checkpoints"}
-    if unknown:
-        raise ConfigError(f"baseline {path}: unknown key(s) {', '.join(sorted(unknown))}")
-    dataset = data.get("dataset") or {}
-    if not isinstance(dataset, dict):
-        raise ConfigError(f"baseline {path}: 'dataset' must be a mapping")
-    extra = set(dataset) - {"name", "root", "elevation", "fps", "views", "img_size", "batch_size"}
-    if extra:
-        raise ConfigError(f"baseline {path}: unknown dataset key(s) {', '.join(sorted(extra))}")
-    checkpoints = data.get("checkpoints")
-    if not isinstance(checkpoints, list) or not checkpoints:
-        raise ConfigError(f"baseline {path}: 'checkpoints' must be a non-empty list")
-    parsed = []
-    for i, ck in enumerate(checkpoints):
-        where = f"checkpoints[{i}]"
-        if not isinstance(ck, dict) or not ck.get("path"):
-            raise ConfigError(f"baseline {path}: {where} needs a 'path'")
-        bad = set(ck) - {"name", "kind", "path", "sha256", "golden", "expected", "note"}
-        if bad:
-            raise ConfigError(f"baseline {path}: {where}: unknown key(s) {', '.join(sorted(bad))}")
-        kind = ck.get("kind", "geodistill")
-        if kind not in KINDS:
-            raise ConfigError(
-                f"baseline {path}: {where}.kind must be one of {', '.join(KINDS)}, got {kind!r}"
-            )
-        expected = ck.get("expected") or {}
-        if not isinstance(expected, dict) or set(expected) - {"metrics", "cost"}:
-            raise ConfigError(f"baseline {path}: {where}.expected takes 'metrics' and 'cost'")
-        parsed.append(
-            {
-                "name": str(ck.get("name") or Path(str(ck["path"])).stem),
-                "kind": kind,
-                "path": str(ck["path"]),
-                "sha256": (str(ck["sha256"]).lower() if ck.get("sha256") else None),
-                "golden": ck.get("golden"),
-                "metrics": _tolerances(expected.get("metrics"), METRIC_KEYS, f"{where}.expected.metrics"),
-                "cost": _tolerances(expected.get("cost"), COST_KEYS, f"{where}.expected.cost"),
-            }
-        )
-    golden_input = data.get("golden_input") or {}
-    if not isinstance(golden_input, dict) or set(golden_input) - {"seed", "batch"}:
-        raise ConfigError(f"baseline {path}: golden_input takes 'seed' and 'batch'")
-    return {
-        "name": str(data.get("name") or path.stem),
-        "dir": path.resolve().parent,
-        "dataset": asdict(_declared(BaselineDataset, dataset, f"baseline {path}: dataset")),
-        "golden_input": asdict(_declared(GoldenInput, golden_input, f"baseline {path}: golden_input")),
-        "checkpoints": parsed,
-    }
-
-
-def tol_check(subject: str, what: str, exp: dict, measured: float | None, *, absolute: bool) -> Check:
+def tol_check(subject: str, what: str, exp: Tolerance, measured: float | None, *, absolute: bool) -> Check:
     """One expected-vs-measured line: metrics regress only downwards, cost must match both ways."""
-    value = exp["value"]
+    value = exp.value
     if absolute:
-        tol = exp["tol"] if exp["tol"] is not None else DEFAULT_METRIC_TOL
+        tol = exp.tol if exp.tol is not None else DEFAULT_METRIC_TOL
         tol_text = f"±{tol:g}"
     else:
-        rel = exp["rel_tol"] if exp["rel_tol"] is not None else EXACT_REL_TOL
+        rel = exp.rel_tol if exp.rel_tol is not None else EXACT_REL_TOL
         tol = rel * abs(value) if value is not None else 0.0
-        tol_text = "exact" if exp["rel_tol"] is None else f"rel {rel:g}"
+        tol_text = "exact" if exp.rel_tol is None else f"rel {rel:g}"
     shown = "–" if measured is None else f"{measured:.4f}"
     if value is None:
         return Check(subject, what, TO_CONFIRM, shown, tol_text, None)

@@ -13,32 +13,29 @@ from __future__ import annotations
 
 import copy
 import re
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from geodistill.config_files import CONF_DIR, FILE_GROUPS, HYDRA_LOCK
 from geodistill.errors import ConfigError
 from geodistill.train.config import RunConfig
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"
 CONFIG_NAME = "config"
 SMOKE_OVERRIDES = ["preset=smoke"]
 
 # model.img_size and data.img_size must agree (RunConfig refuses two values): set both.
 MIRRORED = {"data.img_size": "model.img_size", "model.img_size": "data.img_size"}
 
-# Hydra keeps one global instance; composing from two threads at once would clash.
-_HYDRA_LOCK = threading.Lock()
-
 
 def config_groups(config_dir: str | Path | None = None) -> dict[str, list[str]]:
-    """Group name -> sorted option names found in the tree (the packaged one by default)."""
+    """Run-config group -> sorted option names in the tree (the packaged one by default); the
+    groups of whole files (search spaces, baselines, anchors) are ``geodistill.config_files``'s."""
     root = Path(config_dir) if config_dir is not None else CONF_DIR
     return {
         group.name: sorted(p.stem for p in group.glob("*.yaml"))
         for group in sorted(root.iterdir())
-        if group.is_dir() and not group.name.startswith((".", "_"))
+        if group.is_dir() and not group.name.startswith((".", "_")) and group.name not in FILE_GROUPS
     }
 
 
@@ -68,7 +65,7 @@ def compose_dict(overrides: list[str], *, config_dir: str | Path | None = None) 
         quoted = str(extra).replace("\\", "\\\\").replace("'", "\\'")
         overrides = [*overrides, f"hydra.searchpath=['file://{quoted}']"]
     try:
-        with _HYDRA_LOCK, initialize_config_dir(config_dir=str(primary), version_base=None):
+        with HYDRA_LOCK, initialize_config_dir(config_dir=str(primary), version_base=None):
             composed = compose(config_name=CONFIG_NAME, overrides=overrides)
             return OmegaConf.to_container(composed, resolve=True, throw_on_missing=True)
     except (HydraException, OmegaConfBaseException) as err:

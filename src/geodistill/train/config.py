@@ -11,9 +11,6 @@ given and refuses two different values.
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -21,7 +18,7 @@ from typing import Any
 from geodistill.data.index import ELEVATIONS, FPS_CHOICES
 from geodistill.errors import ConfigError
 from geodistill.models import ModelConfig
-from geodistill.schema import SEED_MAX, check_fields, setting
+from geodistill.schema import SEED_MAX, build, check_fields, setting
 
 STAGES = ("teacher", "student")
 SCHEDULES = ("cosine", "step")
@@ -29,7 +26,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 STRATEGIES = ("ddp", "accelerate", "deepspeed")
 RESUME_MODES = ("auto", "force")
 FEATURE_LOSSES = ("mse", "cosine")
-FISD_DIRECTIONS = ("inverse", "forward")  # geodistill.train.losses.fisd_loss
+FISD_DIRECTIONS = ("inverse", "forward")  # geodistill.train.losses.fisd_loss reads it here
 
 
 BIG = 10**9  # steps and counts nobody means to exceed
@@ -168,7 +165,7 @@ class RunConfig:
         size = data.get("img_size", model.get("img_size", DataConfig.img_size))
         data["img_size"] = model["img_size"] = size
         d["data"], d["model"] = data, model
-        cfg = _build(cls, d, prefix="")
+        cfg = build(cls, d)
         cfg.validate()
         return cfg
 
@@ -209,55 +206,3 @@ class RunConfig:
     def check_paths(self) -> None:
         """The paths on disk: inputs exist, outputs can be created (one ConfigError naming the key)."""
         check_fields(self, filesystem=True)
-
-
-def _build(cls: type, d: Mapping[str, Any], *, prefix: str) -> Any:
-    """Instantiate dataclass ``cls`` from ``d``, converting nested dataclasses and checking types."""
-    if not isinstance(d, Mapping):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(d).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ConfigError(f"unknown config key {prefix}{unknown[0]}")
-    kwargs = {}
-    for name, value in d.items():
-        key = f"{prefix}{name}"
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value or {}, prefix=f"{key}.")
-        else:
-            kwargs[name] = _coerce(key, value, hint)
-    return cls(**kwargs)
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Accept ``value`` for a field typed ``hint`` (int for float is fine; bool for int is not).
-
-    A ``list[str]`` field also takes one comma-separated string (``logger=tensorboard,mlflow``
-    from a shell reads better than a Hydra list).
-    """
-    if typing.get_origin(hint) is list:
-        if isinstance(value, str):
-            if not value.strip():  # say `none` for no entries; an empty string is a slip
-                raise ConfigError(f"{key} must be a comma-separated list (e.g. none); got ''")
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{key} must be a list of strings, got {value!r}")
-        return list(value)
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if value is None:
-        if type(None) in options:
-            return None
-        raise ConfigError(f"{key} must not be null")
-    for option in options:
-        if option is bool and isinstance(value, bool):
-            return value
-        if option is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if option is str and isinstance(value, str):
-            return value
-    names = " or ".join("null" if o is type(None) else o.__name__ for o in options)
-    raise ConfigError(f"{key} must be {names}, got {value!r}")

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geodistill.train.config import FISD_DIRECTIONS
+
 MAX_LOGIT_SCALE = 100.0  # CLIP's clamp on exp(logit_scale)
 
 
@@ -145,9 +147,6 @@ def self_distill_loss(
     if not shallow:
         return features[-1].new_zeros((), dtype=torch.float32)
     return torch.stack([match_loss(a(f), target, kind) for a, f in zip(adapters, shallow)]).mean()
-
-
-FISD_DIRECTIONS = ("inverse", "forward")
 
 
 def fisd_loss(

@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from geodistill.errors import ConfigError
-from geodistill.platform.cli import main
 from geodistill.platform.clusters.validate import ray_schema_path, validate_document, validate_file
 
 REPO = Path(__file__).resolve().parents[3]
@@ -156,32 +154,6 @@ def test_malformed_cluster_files_are_rejected_naming_the_key(make, edit, message
     with pytest.raises(ConfigError, match=message) as err:
         validate_document(doc)
     assert "\n" not in str(err.value)
-
-
-def test_cli_reports_each_bad_file_in_one_line_and_exits_2(tmp_path, capsys):
-    broken = tmp_path / "broken.yaml"
-    broken.write_text("cluster_name: x\nprovider: {type: aws\n")
-    not_a_map = tmp_path / "list.yaml"
-    not_a_map.write_text("- a\n- b\n")
-    rc = main(["cluster", "validate", str(REPO / "clusters/aws.yaml"), str(broken), str(not_a_map)])
-    out, err = capsys.readouterr()
-    assert rc == 2
-    assert "ok  " in out and "aws.yaml" in out
-    lines = err.strip().splitlines()
-    assert len(lines) == 2
-    assert lines[0].startswith(f"geodistill cluster: error: {broken}: malformed YAML (line ")
-    assert lines[1] == f"geodistill cluster: error: {not_a_map}: expected a YAML mapping at the top level"
-
-
-def test_console_script_validates_every_shipped_file():
-    proc = subprocess.run(
-        [sys.executable, "-m", "geodistill", "cluster", "validate", *map(str, SHIPPED)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("ok  ") == len(SHIPPED)
 
 
 # --- one image everywhere, data on shared storage --------------------------------------------

@@ -126,9 +126,8 @@ def test_a_search_distils_from_a_teacher_on_s3_and_writes_its_rows_to_s3(s3, tmp
     from geodistill.platform.search import SearchPlan, train_teacher_for
     from geodistill.platform.search.space import load_space
 
-    repo = Path(__file__).resolve().parents[3]
     base = compose_run_config(["preset=smoke", f"output_dir={tmp_path / 'work'}"])
-    space = load_space(repo / "search_spaces" / "smoke.yaml", base=base.to_dict())
+    space = load_space("smoke", base=base.to_dict())
     teacher = train_teacher_for(SearchPlan.build(space, base, check_teacher=False), tmp_path / "t")
     # The run directory, without the optimizer state (a teacher needs none; it only slows moto).
     _upload(s3, teacher.parent.parent, "teachers/smoke", skip=("train_state.pt",))
@@ -141,7 +140,7 @@ def test_a_search_distils_from_a_teacher_on_s3_and_writes_its_rows_to_s3(s3, tmp
         "--storage", str(tmp_path / "tune"), "--experiment", "s3", "--num-samples", "2",
         "--max-concurrent", "1", "--no-report",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=repo)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     rows = Leaderboard(lb_uri).read("s3")
     assert rows.height == 2 and set(rows["status"]) <= {"ok", "stopped"}, rows.to_dicts()

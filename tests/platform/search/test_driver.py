@@ -24,8 +24,7 @@ from geodistill.platform.search import SearchPlan, train_teacher_for
 from geodistill.platform.search.space import load_space, parse_space
 from geodistill.train.config import RunConfig
 
-REPO = Path(__file__).resolve().parents[3]
-SMOKE = REPO / "search_spaces" / "smoke.yaml"
+SMOKE = "smoke"  # the packaged space, by name
 
 
 @pytest.fixture(scope="module")

@@ -76,3 +76,35 @@ def test_the_plan_moves_the_output_folder_only():
     moved = plan.with_output_dir("/elsewhere/work")
     assert moved.config({"train.lr": 1e-3}).output_dir == "/elsewhere/work"
     assert plan.config({"train.lr": 1e-3}).output_dir == RunConfig().output_dir
+
+
+def test_options_and_plan_import_no_ray():
+    """The CLI builds `geodistill search`'s flags from SearchOptions: its --help must not start Ray's imports."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import geodistill.platform.search.options, geodistill.platform.search.plan\n"
+        "import geodistill.platform.cli.commands.search\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m == 'ray' or m.startswith('ray.')}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_options_have_one_default_each_and_name_the_flag_when_refused():
+    from geodistill.platform.search.options import SearchOptions
+
+    defaults = SearchOptions()
+    assert (defaults.reduction_factor, defaults.grace_period, defaults.num_samples) == (3.0, 1, 8)
+    with pytest.raises(ConfigError, match=r"^--reduction-factor must be > 1"):
+        SearchOptions(reduction_factor=1.0).check()
+    with pytest.raises(ConfigError, match=r"^--time-budget must be > 0"):
+        SearchOptions(time_budget_s=0.0).check()
+    with pytest.raises(ConfigError, match=r"^--logger must be one of"):
+        SearchOptions(loggers="tensorbored").check()
+    with pytest.raises(ConfigError, match=r"--gpus-per-trial above 1 must be a whole number"):
+        SearchOptions(gpus_per_trial=1.5).check()
+    assert SearchOptions(experiment="x").named("space").experiment == "x"
+    assert SearchOptions().named("space").experiment.startswith("space-")

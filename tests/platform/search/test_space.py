@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import optuna
 import pytest
 import yaml
 
+from geodistill import config_files
 from geodistill.errors import ConfigError
 from geodistill.platform.search.plan import SearchPlan
 from geodistill.platform.search.space import (
@@ -18,8 +17,8 @@ from geodistill.platform.search.space import (
 )
 from geodistill.train.config import RunConfig
 
-REPO = Path(__file__).resolve().parents[3]
-SHIPPED = sorted(p.stem for p in (REPO / "search_spaces").glob("*.yaml"))
+SPACES = config_files.CONF_DIR / "search_space"
+SHIPPED = config_files.names("search_space")
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -29,10 +28,10 @@ def test_the_three_spaces_ship():
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_every_shipped_space_validates_and_composes_into_run_configs(name, monkeypatch):
-    monkeypatch.chdir(REPO)
+def test_every_shipped_space_validates_and_composes_into_run_configs(name, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # a packaged name is found from any directory
     space = load_space(name)
-    assert space.path == REPO / "search_spaces" / f"{name}.yaml"
+    assert space.path == SPACES / f"{name}.yaml"
     study = optuna.create_study(
         directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0)
     )
@@ -87,17 +86,28 @@ def test_loguniform_and_step_reach_optuna_distributions():
     assert dist["data.views"].log and isinstance(dist["data.views"], optuna.distributions.IntDistribution)
 
 
-def test_resolve_space_by_name_env_and_path(tmp_path, monkeypatch):
-    (tmp_path / "mine.yaml").write_text(
-        yaml.safe_dump({"params": {"train.lr": {"type": "uniform", "low": 0.1, "high": 0.2}}})
-    )
-    monkeypatch.setenv("GEODISTILL_SEARCH_SPACES", str(tmp_path))
-    assert resolve_space("mine") == (tmp_path / "mine.yaml").resolve()
-    assert load_space(str(tmp_path / "mine.yaml")).params[0].name == "train.lr"
-    with pytest.raises(ConfigError, match="unknown search space 'nope'.*known: mine"):
-        resolve_space("nope")
+def test_resolve_space_by_name_config_dir_and_path(tmp_path):
+    (tmp_path / "search_space").mkdir()
+    mine = tmp_path / "search_space" / "mine.yaml"
+    mine.write_text(yaml.safe_dump({"params": {"train.lr": {"type": "uniform", "low": 0.1, "high": 0.2}}}))
+    assert resolve_space("mine", config_dir=tmp_path) == mine.resolve()
+    assert resolve_space("smoke", config_dir=tmp_path) == SPACES / "smoke.yaml"  # packaged still found
+    assert load_space(str(mine)).params[0].name == "train.lr"
+    assert load_space("mine", config_dir=tmp_path).path == mine.resolve()
+    with pytest.raises(ConfigError, match="unknown search space 'nope'; known: demo, .*mine.*smoke"):
+        resolve_space("nope", config_dir=tmp_path)
+    with pytest.raises(ConfigError, match="unknown search space 'mine'"):
+        resolve_space("mine")  # without the config dir
     with pytest.raises(ConfigError, match="search space file not found"):
         resolve_space(str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match="config dir .* does not exist"):
+        resolve_space("smoke", config_dir=tmp_path / "absent")
+
+
+def test_a_user_space_extends_a_packaged_one(tmp_path):
+    (tmp_path / "wider.yaml").write_text("defaults:\n  - smoke\n  - _self_\nflops_budget: 9.0\n")
+    space = load_space(tmp_path / "wider.yaml")
+    assert space.flops_budget == 9.0 and space.fixed == load_space("smoke").fixed
 
 
 def test_hydra_defaults_let_a_space_extend_another(tmp_path):
@@ -139,7 +149,7 @@ LR = {"type": "loguniform", "low": 1e-4, "high": 1e-2}
         ),
         (
             {"params": {"train.lr": {"type": "normal", "low": 0, "high": 1}}},
-            r"params\.train\.lr: type must be one of",
+            r"params\.train\.lr\.type must be one of loguniform, uniform, int, choice; got 'normal'",
         ),
         (
             {"params": {"model.backbone": {"type": "choice", "choices": ["vit_tiny", "vit_huge"]}}},
@@ -197,10 +207,13 @@ LR = {"type": "loguniform", "low": 1e-4, "high": 1e-2}
             {"params": {"train.lr": LR}, "objectives": {"metric": "accuracy"}},
             r"objectives\.metric must be one of d2s_recall1",
         ),
-        ({"params": {"train.lr": LR}, "flops_budget": -1}, r"flops_budget must be a positive number"),
-        ({"params": {"train.lr": LR}, "sampler": "tpe"}, r"unknown key 'sampler'"),
+        ({"params": {"train.lr": LR}, "flops_budget": -1}, r"flops_budget must be > 0"),
+        ({"params": {"train.lr": LR}, "flops_budget": "2"}, r"flops_budget must be float or null, got '2'"),
+        ({"params": {"train.lr": LR}, "sampler": "tpe"}, r"unknown config key sampler"),
+        ({"params": {"train.lr": {"low": 1, "high": 2}}}, r"params\.train\.lr\.type is required"),
+        ({"params": {"train.lr": {**LR, "log": "yes"}}}, r"params\.train\.lr\.log must be bool"),
         ({"params": {}}, r"params must be a non-empty mapping"),
-        ({"params": {"train.lr": {**LR, "hgih": 3}}}, r"params\.train\.lr: unknown field 'hgih'"),
+        ({"params": {"train.lr": {**LR, "hgih": 3}}}, r"unknown config key params\.train\.lr\.hgih"),
     ],
 )
 def test_bad_spaces_are_rejected_with_one_line_naming_the_key(space, message):

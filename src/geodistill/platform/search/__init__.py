@@ -45,7 +45,6 @@ _HOME = {
     "load_space": "space",
     "parse_space": "space",
     "resolve_space": "space",
-    "spaces_dir": "space",
     "suggest": "space",
     # trial
     "run_trial": "trial",

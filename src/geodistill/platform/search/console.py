@@ -42,9 +42,13 @@ def search_command(
     *,
     smoke_test: bool = False,
     report: bool = True,
+    config_dir: str | Path | None = None,
     replay_table: str | None = None,
 ) -> int:
-    """Run the search the command line asks for; the exit status (130: interrupted, resumable)."""
+    """Run the search the command line asks for; the exit status (130: interrupted, resumable).
+
+    ``config_dir`` (``--config-dir``) is searched before the packaged tree, for the space and
+    the run-config options alike."""
     from geodistill.leaderboard import Leaderboard, default_root
     from geodistill.platform.compose import compose_run_config
     from geodistill.platform.search import driver
@@ -55,12 +59,12 @@ def search_command(
         space_arg = space_arg or "smoke"
         overrides = ["preset=smoke", *overrides]
     if space_arg is None:
-        raise ConfigError("search_space=NAME is required (a file in search_spaces/ or a path)")
+        raise ConfigError("search_space=NAME is required (a packaged space, one in --config-dir, or a path)")
     # One validation pass before Ray starts or a teacher trains: the options, the base config
     # and every bound and choice of the space composed against it, then the leaderboard's root.
     options = options.check()
-    base = compose_run_config(overrides)
-    space = load_space(space_arg, base=base.to_dict())
+    base = compose_run_config(overrides, config_dir=config_dir)
+    space = load_space(space_arg, base=base.to_dict(), config_dir=config_dir)
     options = options.named(space.name)
     Leaderboard(options.leaderboard or default_root()).check_writable(options.experiment)
     _check_cluster_auth(options.address)  # before any training, too: a token-auth head says so at once

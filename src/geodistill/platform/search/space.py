@@ -1,20 +1,17 @@
-"""The search space, all of it: YAML in ``search_spaces/`` -> a validated ``SearchSpace`` -> trials.
+"""The search space: a file of the ``search_space`` config group -> a validated ``SearchSpace``.
 
-A space file (a Hydra config: ``defaults:`` may pull in another space of the same folder)::
+A space (``conf/search_space/<name>.yaml``, ``DIR/search_space/`` with ``--config-dir``, or a path)::
 
     objectives: {metric: d2s_recall1, efficiency: gflops}
-    flops_budget: 2.0                    # optional: GFLOPs per drone query, a hard constraint
-    fixed: {stage: student, train.epochs: 2}          # RunConfig dotted keys, every trial
+    flops_budget: 2.0                                  # optional GFLOPs per drone query
+    fixed: {stage: student, train.epochs: 2}            # RunConfig dotted keys, every trial
     params:                                            # RunConfig dotted keys, sampled in order
-      distill.temperature: {type: loguniform, low: 1.0, high: 8.0}
-      data.views: {type: choice, choices: [1, 2, 4]}
       model.refiner: {type: choice, choices: [mean, select]}
       model.refiner_k: {type: int, low: 1, high: 4, when: {model.refiner: select}}
 
-Everything is checked when the space is loaded, before any trial starts: every parameter
-name, every bound and every choice is composed into a ``RunConfig`` (so a choice the trial
-would refuse is refused now), and each error is one line naming the key.
-``suggest(trial, space)`` is the define-by-run function ``OptunaSearch`` calls; a trial's
+The one config loader (``geodistill.config_files``) reads it into ``SpaceFile``; every bound and
+choice is then composed into a ``RunConfig`` against the base config, so a value a trial would
+refuse is refused before any trial starts. ``suggest`` is what ``OptunaSearch`` calls; a trial's
 RunConfig is composed by ``plan.SearchPlan.config`` (the one place).
 """
 
@@ -22,23 +19,54 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geodistill.errors import ConfigError, UnknownBackboneError, one_line
+from geodistill import config_files
+from geodistill.errors import ConfigError, UnknownBackboneError
 from geodistill.eval.names import OBJECTIVE_METRICS
 from geodistill.platform.compose import apply_overrides
-from geodistill.schema import dotted
+from geodistill.schema import dotted, setting
 from geodistill.train.config import RunConfig
 
 PARAM_TYPES = ("loguniform", "uniform", "int", "choice")
 EFFICIENCY = ("gflops",)
-TOP_LEVEL_KEYS = {"name", "description", "objectives", "flops_budget", "fixed", "params"}
-PARAM_KEYS = {"type", "low", "high", "log", "step", "choices", "when"}
-SPACES_ENV = "GEODISTILL_SEARCH_SPACES"
+GROUP = "search_space"
+
+
+@dataclass
+class Objectives:
+    """The ``objectives:`` block: the precision metric (maximised) and the cost (minimised)."""
+
+    metric: str = setting("d2s_recall1", choices=OBJECTIVE_METRICS)
+    efficiency: str = setting("gflops", choices=EFFICIENCY)
+
+
+@dataclass
+class ParamFile:
+    """One entry of ``params:`` as written; ``_parse_param`` checks how its fields combine."""
+
+    type: str = setting(choices=PARAM_TYPES)
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    step: int | float | None = None
+    choices: list[Any] | None = None
+    when: dict[str, Any] | None = None
+
+
+@dataclass
+class SpaceFile:
+    """A space file as written (see the module docstring)."""
+
+    name: str | None = setting(None, kind="text")
+    description: str | None = setting(None, kind="text")
+    objectives: Objectives = field(default_factory=Objectives)
+    flops_budget: float | None = setting(None, gt=0.0, le=1e6)  # GFLOPs per drone query
+    fixed: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, ParamFile] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -75,63 +103,24 @@ class SearchSpace:
 # ---------------------------------------------------------------- locating and loading
 
 
-def spaces_dir(start: str | Path | None = None) -> Path | None:
-    """``$GEODISTILL_SEARCH_SPACES``, else the first ``search_spaces/`` in CWD or a parent."""
-    env = os.environ.get(SPACES_ENV)
-    if env:
-        return Path(env)
-    here = Path(start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "search_spaces").is_dir():
-            return folder / "search_spaces"
-    return None
+def resolve_space(name_or_path: str | Path, *, config_dir: str | Path | None = None) -> Path:
+    """A space file from a name in the ``search_space`` group (``smoke``) or a path to a YAML file."""
+    return config_files.resolve(GROUP, name_or_path, config_dir=config_dir)
 
 
-def resolve_space(name_or_path: str | Path) -> Path:
-    """A space file from a name in the spaces folder (``smoke``) or a path to a YAML file."""
-    text = str(name_or_path)
-    candidate = Path(text)
-    if candidate.suffix in (".yaml", ".yml") or os.sep in text or "/" in text:
-        if not candidate.is_file():
-            raise ConfigError(f"search space file not found: {text}")
-        return candidate.resolve()
-    folder = spaces_dir()
-    if folder is None:
-        raise ConfigError(f"search space {text!r}: no search_spaces/ folder here or above (set {SPACES_ENV})")
-    path = folder / f"{text}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in folder.glob("*.yaml"))
-        raise ConfigError(f"unknown search space {text!r} in {folder}; known: {', '.join(known)}")
-    return path.resolve()
-
-
-def _compose_yaml(path: Path) -> dict[str, Any]:
-    """Compose one file of the folder with Hydra (so ``defaults:`` lists work), as a plain dict."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-    from yaml import YAMLError
-
-    try:
-        with initialize_config_dir(config_dir=str(path.parent), version_base="1.3"):
-            cfg = compose(config_name=path.stem)
-        data = OmegaConf.to_container(cfg, resolve=True)
-    except (HydraException, OmegaConfBaseException, YAMLError) as err:
-        raise ConfigError(f"search space {path.name}: {one_line(err)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"search space {path.name}: must be a mapping")
-    return data
-
-
-def load_space(name_or_path: str | Path, *, base: Mapping[str, Any] | None = None) -> SearchSpace:
+def load_space(
+    name_or_path: str | Path,
+    *,
+    base: Mapping[str, Any] | None = None,
+    config_dir: str | Path | None = None,
+) -> SearchSpace:
     """Locate, compose and validate a space; raise ConfigError (one line naming the key) if bad.
 
     ``base`` is the run config the trials start from (``RunConfig().to_dict()`` by default);
     every bound and choice is checked against it.
     """
-    path = resolve_space(name_or_path)
-    return parse_space(_compose_yaml(path), name=path.stem, path=path, base=base)
+    path = resolve_space(name_or_path, config_dir=config_dir)
+    return parse_space(config_files.compose_file(GROUP, path), name=path.stem, path=path, base=base)
 
 
 def parse_space(
@@ -143,36 +132,10 @@ def parse_space(
 ) -> SearchSpace:
     """Validate a space given as a mapping (see the module docstring for the format)."""
     where = f"search space {name}"
-    unknown = sorted(set(data) - TOP_LEVEL_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(TOP_LEVEL_KEYS))})")
+    written = config_files.typed(SpaceFile, data, where)
     base = RunConfig().to_dict() if base is None else copy.deepcopy(dict(base))
 
-    objectives = data.get("objectives") or {}
-    if not isinstance(objectives, Mapping):
-        raise ConfigError(f"{where}: objectives must be a mapping")
-    bad = sorted(set(objectives) - {"metric", "efficiency"})
-    if bad:
-        raise ConfigError(f"{where}: unknown key objectives.{bad[0]}")
-    metric = objectives.get("metric", "d2s_recall1")
-    if metric not in OBJECTIVE_METRICS:
-        raise ConfigError(
-            f"{where}: objectives.metric must be one of {', '.join(OBJECTIVE_METRICS)}; got {metric!r}"
-        )
-    efficiency = objectives.get("efficiency", "gflops")
-    if efficiency not in EFFICIENCY:
-        raise ConfigError(f"{where}: objectives.efficiency must be gflops; got {efficiency!r}")
-
-    budget = data.get("flops_budget")
-    if budget is not None and (
-        isinstance(budget, bool) or not isinstance(budget, int | float) or budget <= 0
-    ):
-        raise ConfigError(f"{where}: flops_budget must be a positive number of GFLOPs; got {budget!r}")
-
-    fixed = data.get("fixed") or {}
-    if not isinstance(fixed, Mapping):
-        raise ConfigError(f"{where}: fixed must be a mapping of RunConfig dotted keys")
-    fixed = dotted(fixed)
+    fixed = dotted(written.fixed)
     for key in fixed:
         _check_key(where, f"fixed.{key}", key, base)
     fixed_base = apply_overrides(base, fixed)
@@ -180,12 +143,11 @@ def parse_space(
         _check_value(where, f"fixed.{key}", fixed_base, key, value)
     _compose(where, "fixed", fixed_base)
 
-    raw_params = data.get("params") or {}
-    if not isinstance(raw_params, Mapping) or not raw_params:
+    if not written.params:
         raise ConfigError(f"{where}: params must be a non-empty mapping of RunConfig dotted keys")
     params: list[ParamSpec] = []
-    for key, spec in raw_params.items():
-        param = _parse_param(where, str(key), spec, params)
+    for key, spec in written.params.items():
+        param = _parse_param(where, key, spec, params)
         _check_key(where, f"params.{key}", param.name, base)
         if param.name in fixed:
             raise ConfigError(f"{where}: params.{key} is also in fixed")
@@ -196,55 +158,49 @@ def parse_space(
         name=name,
         params=tuple(params),
         fixed=fixed,
-        metric=metric,
-        efficiency=efficiency,
-        flops_budget=None if budget is None else float(budget),
+        metric=written.objectives.metric,
+        efficiency=written.objectives.efficiency,
+        flops_budget=written.flops_budget,
         path=path,
     )
 
 
-def _parse_param(where: str, key: str, spec: Any, earlier: list[ParamSpec]) -> ParamSpec:
+def _parse_param(where: str, key: str, spec: ParamFile, earlier: list[ParamSpec]) -> ParamSpec:
+    """How a parameter's fields combine: the bounds of its type, its choices, its conditions."""
     label = f"{where}: params.{key}"
-    if not isinstance(spec, Mapping):
-        raise ConfigError(f"{label} must be a mapping with a type")
-    unknown = sorted(set(spec) - PARAM_KEYS)
-    if unknown:
-        raise ConfigError(f"{label}: unknown field {unknown[0]!r} (known: {', '.join(sorted(PARAM_KEYS))})")
-    kind = spec.get("type")
-    if kind not in PARAM_TYPES:
-        raise ConfigError(f"{label}: type must be one of {', '.join(PARAM_TYPES)}; got {kind!r}")
-    when = _parse_when(label, spec.get("when"), earlier)
+    kind = spec.type
+    when = _parse_when(label, spec.when, earlier)
     if kind == "choice":
-        choices = spec.get("choices")
-        if not isinstance(choices, list | tuple) or not choices:
+        choices = spec.choices
+        if not choices:
             raise ConfigError(f"{label}: choice needs a non-empty list of choices")
         for value in choices:
             if value is not None and not isinstance(value, bool | int | float | str):
                 raise ConfigError(f"{label}: choices must be scalars; got {value!r}")
         if len(set(map(repr, choices))) != len(choices):
             raise ConfigError(f"{label}: choices repeat a value")
-        for extra in ("low", "high", "log", "step"):
-            if extra in spec:
+        for extra in ("low", "high", "step"):
+            if getattr(spec, extra) is not None:
                 raise ConfigError(f"{label}: {extra} does not apply to a choice")
+        if spec.log:
+            raise ConfigError(f"{label}: log does not apply to a choice")
         return ParamSpec(name=key, type=kind, choices=tuple(choices), when=when)
-    if "choices" in spec:
+    if spec.choices is not None:
         raise ConfigError(f"{label}: choices only apply to type choice")
-    low, high = spec.get("low"), spec.get("high")
+    low, high = spec.low, spec.high
     for bound, value in (("low", low), ("high", high)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if value is None or not math.isfinite(value):
             raise ConfigError(f"{label}: {bound} must be a finite number; got {value!r}")
         if kind == "int" and not isinstance(value, int):
             raise ConfigError(f"{label}: {bound} must be an integer for type int; got {value!r}")
     if low >= high:
         raise ConfigError(f"{label}: low ({low}) must be < high ({high})")
-    log = kind == "loguniform" or bool(spec.get("log", False))
-    if not isinstance(spec.get("log", False), bool):
-        raise ConfigError(f"{label}: log must be true or false")
+    log = kind == "loguniform" or spec.log
     if log and low <= 0:
         raise ConfigError(f"{label}: a log-scale bound must be > 0; got low={low}")
-    step = spec.get("step")
+    step = spec.step
     if step is not None:
-        if isinstance(step, bool) or not isinstance(step, int | float) or step <= 0:
+        if step <= 0:
             raise ConfigError(f"{label}: step must be a positive number; got {step!r}")
         if log:
             raise ConfigError(f"{label}: step and a log scale cannot be combined")

@@ -7,6 +7,18 @@ import argparse
 from geodistill.platform.cli.flags import add_data_flag, flag
 
 
+def ELEVATIONS() -> tuple[int, ...]:  # noqa: N802 - lazy: importing geodistill.data imports torch
+    from geodistill.data.index import ELEVATIONS as values
+
+    return values
+
+
+def FPS_CHOICES() -> tuple[int, ...]:  # noqa: N802 - lazy, as ELEVATIONS
+    from geodistill.data.index import FPS_CHOICES as values
+
+    return values
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "eval",
@@ -37,8 +49,8 @@ def register(subparsers) -> None:
     )
     add_data_flag(parser)
     parser.add_argument("--views", type=flag(int, ge=1, le=1024), help="drone frames per query")
-    parser.add_argument("--fps", type=flag(int, choices=(2, 5, 10)), help="UniV frame rate")
-    parser.add_argument("--elevation", type=flag(int, choices=(30, 45)), help="UniV elevation subset")
+    parser.add_argument("--fps", type=flag(int, choices=FPS_CHOICES), help="UniV frame rate")
+    parser.add_argument("--elevation", type=flag(int, choices=ELEVATIONS), help="UniV elevation subset")
     parser.add_argument("--img-size", type=flag(int, ge=8, le=4096), help="input size in px")
     parser.add_argument(
         "--batch-size", type=flag(int, ge=1, le=65536), default=32, help="images per forward (default 32)"

@@ -27,9 +27,15 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--baseline",
-        metavar="FILE.yaml",
-        type=flag(kind="in_file"),
-        help="baseline file (checkpoints, dataset, expectations)",
+        metavar="NAME|FILE.yaml",
+        type=flag(kind="text"),
+        help="baseline (checkpoints, dataset, expectations): a packaged name (video2bev_univ, "
+        "example_student), one in --config-dir DIR/baseline/, or a path to a YAML file",
+    )
+    parser.add_argument(
+        "--config-dir",
+        type=flag(kind="in_dir"),
+        help="extra config tree searched before the packaged one (DIR/baseline/NAME.yaml)",
     )
     add_data_flag(parser, "dataset root (overrides dataset.root of the baseline)")
     add_leaderboard_flag(parser)
@@ -76,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.smoke_test:
         return _smoke(args)
     if bool(args.baseline) == bool(args.against):
-        raise ConfigError("give exactly one of --baseline FILE.yaml or --against EXPERIMENT")
+        raise ConfigError("give exactly one of --baseline NAME|FILE.yaml or --against EXPERIMENT")
     board = Leaderboard(args.leaderboard)
     if args.baseline:
         result = run_baseline(
@@ -85,6 +91,7 @@ def _run(args: argparse.Namespace) -> int:
             leaderboard=None if args.no_write or args.write_golden else board,
             write_golden=args.write_golden,
             experiment=args.experiment,
+            config_dir=args.config_dir,
         )
         checks = result.checks
         written = not (args.no_write or args.write_golden)

@@ -31,8 +31,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--anchors",
-        type=flag(kind="in_file"),
-        help="published reference points YAML (default baselines/anchors.yaml)",
+        metavar="NAME|FILE.yaml",
+        type=flag(kind="text"),
+        help="published reference points: a packaged name (default university1652) or a YAML path",
     )
     parser.add_argument("--no-anchors", action="store_true", help="leave the published points out")
     parser.add_argument(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from geodistill.platform.cli.flags import add_setting_flags, settings_from_args
+from geodistill.platform.cli.flags import add_setting_flags, flag, settings_from_args
 from geodistill.platform.search.options import SearchOptions
 
 
@@ -19,9 +19,9 @@ def register(subparsers) -> None:
         description=(
             "Runs one trial per sampled config (stage 2 against a cached teacher by default), "
             "early-stops weak trials (ASHA), writes one leaderboard row per trial and prints the "
-            "Pareto set. search_space= names a YAML in search_spaces/ (found from the working "
-            "directory up, or $GEODISTILL_SEARCH_SPACES) or is a path; key=value are Hydra "
-            "overrides of the base run config. Runs unchanged as `ray job submit ... -- geodistill search ...`."
+            "Pareto set. search_space= is a packaged space (demo, distill, pfed, pretrained, smoke, "
+            "views_fps), one in --config-dir DIR/search_space/, or a path to a YAML file; key=value "
+            "are Hydra overrides of the base run config. Runs unchanged as `ray job submit ... -- geodistill search ...`."
         ),
     )
     parser.add_argument("args", nargs="*", metavar="search_space=NAME | key=value")
@@ -39,6 +39,11 @@ def register(subparsers) -> None:
         action="store_true",
         help="tiny search for CI: preset=smoke, search_space=smoke unless given, a teacher trained first if none",
     )
+    parser.add_argument(
+        "--config-dir",
+        type=flag(kind="in_dir"),
+        help="extra config tree searched before the packaged one (DIR/search_space/NAME.yaml, DIR/model/...)",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -51,5 +56,6 @@ def _run(args: argparse.Namespace) -> int:
         options,
         smoke_test=args.smoke_test,
         report=not args.no_report,
+        config_dir=args.config_dir,
         replay_table=args.write_replay_table,
     )

@@ -1,27 +1,19 @@
-"""The anchor: the University-1652 evaluation loop as published, one query at a time.
+"""Slow, obviously right re-implementations: the anchors two benchmarks time against, and test oracles.
 
-A re-implementation of the algorithm of University-1652's ``evaluate_gpu.py`` (Zheng et al.,
-2020; the protocol every drone geo-localization paper reports): per query, the scores are
-one matmul ``gallery . q``; the gallery is ranked by a full argsort, descending; junk items
-(label -1) are dropped with ``in1d``; the good items are found with ``in1d`` in what is left,
-the CMC is 1 from the first good item on, and AP is the trapezoid sum over the good items.
-A query with no good item is skipped but stays in the denominator.
-
-Where the published code leaves a choice open, the protocol (docs/INTERFACES.md) fixes it:
-
-- ties: ``np.argsort(score)[::-1]`` leaves the order of equal scores to numpy's unstable
-  quicksort; here equal scores keep gallery order (``np.argsort(-score, kind="stable")``);
-- a query labelled -1 has no good item (the published code would take the junk items as
-  its good ones and then fail on an empty list);
-- the sums that make the reported numbers run in float64: the CMC as integer counts divided
-  once, the per-query APs with ``np.sum`` (the published code adds float32 CMCs and Python
-  floats), so the fast path can be compared bit for bit.
-
-Slow on purpose: tests and ``benchmarks/bench_metrics.py`` compare
-``geodistill.eval.retrieval_metrics`` against it, ties, junk and multi-positive queries included.
+``reference_metrics``: the University-1652 evaluation loop as published (Zheng et al., 2020,
+``evaluate_gpu.py``), one query at a time: one matmul per query, a full descending argsort
+(ties keep gallery order, ``kind="stable"``), junk (label -1) dropped with ``isin``, the CMC 1
+from the first good item, AP the trapezoid sum over the good items, a query with no good item
+skipped but counted; sums in float64 so ``geodistill.eval.retrieval_metrics`` can be compared
+bit for bit (the protocol: docs/INTERFACES.md). ``pareto_mask_naive``: every pair of points
+compared, O(N^2 M). ``bench_metrics.py`` and ``bench_leaderboard.py`` time the package against
+them; tests/eval/test_metrics.py and tests/leaderboard/test_pareto.py check it against them.
+They live here, not in the package: nothing the package runs needs them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -88,3 +80,17 @@ def reference_metrics(
     out["recall@top1"] = float(cmc_mean[top1_index(n_gallery)])
     out["ap"] = float(100.0 * np.sum(np.asarray(aps, dtype=np.float64)) / n)
     return out
+
+
+def pareto_mask_naive(points, maximize: Sequence[bool]) -> np.ndarray:
+    """bool[N]: the non-dominated rows of ``points`` [N,M] (non-finite rows never are); all pairs compared."""
+    pts = np.asarray(points, dtype=np.float64) * np.where(np.asarray(maximize, dtype=bool), -1.0, 1.0)
+    finite = np.isfinite(pts).all(axis=1)
+    mask = finite.copy()
+    for i in range(len(pts)):
+        if not finite[i]:
+            continue
+        others = pts[finite]
+        dominated = np.all(others <= pts[i], axis=1) & np.any(others < pts[i], axis=1)
+        mask[i] = not dominated.any()
+    return mask

@@ -1,5 +1,0 @@
-import sys
-
-from geodistill.platform.cli import main
-
-sys.exit(main())
