@@ -34,6 +34,19 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 # Evidence scripts: seeded training studies, too slow for every `make bench`; run with --with / --only.
 EVIDENCE = ["pfed_evidence"]
+# Each benchmark's smoke size (`--smoke`): the same code paths at toy sizes, so a benchmark that
+# crashes fails the second tier (tests/benchmarks/test_smoke.py); its figures mean nothing.
+SMOKE = {
+    "bench_frozen_teacher": ["--img-size", "56", "--batch", "1"],
+    "bench_inference": ["--backbone", "resnet18", "--img-size", "32", "--views", "2", "--batch", "1",
+                        "--repeats", "1", "--warmup", "0"],
+    "bench_leaderboard": ["--files", "8", "--rows", "8"],
+    "bench_metrics": ["--repeats", "1"],
+    "bench_scale": ["--trials", "2", "--files", "8"],
+    "bench_search": ["--trials", "2", "--epochs", "1", "--buildings", "8", "--overhead-trials", "2"],
+    "bench_search_replay": ["--seeds", "1"],
+    "bench_train": ["--quick"],
+}  # fmt: skip
 
 
 def machine() -> dict:
@@ -131,11 +144,18 @@ def main() -> None:
         default="",
         help="arguments for the evidence scripts, e.g. '--out DIR --from-runs' to summarise finished runs",
     )
-    parser.add_argument("--out", default=str(HERE / "results.json"))
+    parser.add_argument("--out", default=None, help="default benchmarks/results.json (--smoke: a temp file)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="every benchmark at its smoke size (SMOKE): does it run at all"
+    )
     parser.add_argument(
         "--timeout", type=float, default=None, help="seconds per benchmark (exit code 124 past it)"
     )
     args = parser.parse_args()
+    if args.out is None:  # smoke figures never overwrite the recorded ones
+        args.out = (
+            str(Path(tempfile.mkdtemp()) / "results.json") if args.smoke else str(HERE / "results.json")
+        )
     scripts = sorted(HERE.glob("bench_*.py")) + [HERE / f"{name}.py" for name in args.extra]
     if args.only:  # may name an evidence script too: --only pfed_evidence
         wanted = {name.removesuffix(".py") for name in args.only}
@@ -154,6 +174,8 @@ def main() -> None:
     for script in scripts:
         print(f"== {script.name}", flush=True)
         extra = shlex.split(args.evidence_args) if script.stem in EVIDENCE else []
+        if args.smoke:
+            extra = SMOKE[script.stem] + extra  # a new benchmark without a smoke size fails here
         result["benchmarks"][script.stem] = run_one(script, args.timeout, extra)
     result["load_after"] = load()
     if args.merge and Path(args.out).is_file():

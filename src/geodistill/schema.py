@@ -16,7 +16,7 @@ import math
 import os
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -240,6 +240,14 @@ def declared_keys(cls: type, prefix: str = "") -> dict[str, tuple[Any, Rule | No
     return out
 
 
+def unknown_key(key: str, known: Iterable[str]) -> str:
+    """``unknown config key train.epoch; did you mean train.epochs?`` (the closest known key, if any)."""
+    import difflib
+
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
+    return f"unknown config key {key}" + (f"; did you mean {close[0]}?" if close else "")
+
+
 def _show(value: Any) -> str:
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -274,7 +282,7 @@ def build(cls: type[T], data: Any, prefix: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(map(str, data)) - set(fields))
     if unknown:
-        raise ConfigError(f"unknown config key {prefix}{unknown[0]}")
+        raise ConfigError(unknown_key(f"{prefix}{unknown[0]}", (f"{prefix}{n}" for n in fields)))
     kwargs = {}
     for name, f in fields.items():
         if name not in data:

@@ -333,3 +333,19 @@ def test_teacher_reads_the_student_batch_in_its_own_normalisation():
     want = (x01[:, 0] - torch.tensor(IMAGENET.mean).view(3, 1, 1)) / torch.tensor(IMAGENET.std).view(3, 1, 1)
     torch.testing.assert_close(seen[0], want, atol=1e-5, rtol=1e-5)  # the drone frames [B*V,3,H,W]
     torch.testing.assert_close(seen[1], want, atol=1e-5, rtol=1e-5)  # the satellite tiles
+
+
+def test_every_model_config_option_is_a_backbone_name_profile_accepts():
+    """Issue 29: `model=dinov2_small` was a config option, `profile --backbone dinov2_small` unknown.
+    Config options and profile's names come from one registry: each option's name resolves to the
+    architecture the option trains."""
+    from pathlib import Path
+
+    import yaml
+
+    from geodistill.models.backbones import get_spec
+
+    conf = Path(__file__).resolve().parents[2] / "src/geodistill/platform/conf/model"
+    for option in sorted(conf.glob("*.yaml")):
+        backbone = yaml.safe_load(option.read_text())["backbone"]
+        assert get_spec(option.stem).arch == get_spec(backbone).arch, option.name

@@ -31,6 +31,8 @@ def test_exported_encoder_gives_the_checkpoint_descriptors(tmp_path, capsys, mod
         cfg["architecture"] == {"resnet18": "resnet18", "vit_tiny": "vit_tiny_patch16_224"}[model["backbone"]]
     )
     assert cfg["num_classes"] == 24 and cfg["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    # issue 29: randomly initialised weights carry no timm pretrained tag (it said `a1_in1k` etc.)
+    assert "tag" not in cfg["pretrained_cfg"] and cfg["geodistill"]["initialised_from"] == "random"
     geo, _ = load_checkpoint(run)
     assert list(cfg["pretrained_cfg"]["mean"]) == pytest.approx(geo.image_config.mean)
     exported = timm_load(out, local_dir=local_dir)

@@ -209,4 +209,28 @@ def test_packaged_baselines_load_by_name_from_any_directory(name, tmp_path, monk
     assert ck.sha256 is None and all(t.value is None for t in ck.expected.metrics.values())
     assert set(ck.expected.cost) == {"params_m", "gflops"} and ck.expected.cost["gflops"].rel_tol == 1e-6
     assert baseline.dir == tmp_path  # a packaged baseline's relative paths: the working directory
-    assert ck.path.startswith(("baselines/", "runs/"))
+    assert ck.path.startswith(("baselines/", "demo_out/"))  # example_student: the demo's best student
+
+
+def test_a_baseline_pinned_from_the_printed_table_passes(tiny, synth_univ, tmp_path, capsys):
+    """Issue 29: pasting the printed sha256 and cost values into the YAML must pass the exact
+    checks (they were shown rounded to 4 places and 12 hex digits, which then REGRESSED)."""
+    entry = {"name": "student", "kind": "geodistill", "path": str(tiny), "img_size": 32}
+    entry["expected"] = {"cost": {"params_m": {"value": None}, "gflops": {"value": None}}}
+    baseline = write_baseline(tmp_path / "b.yaml", synth_univ, [dict(entry)])
+    assert main(["regress", "--baseline", str(baseline), "--no-write"]) == 0
+    printed = {}
+    for line in capsys.readouterr().out.splitlines():
+        cells = line.split()
+        if cells[:1] == ["student"]:
+            printed[cells[1]] = cells[-3]  # subject, check, expected..., measured, tolerance, result
+    assert printed["sha256"] == sha256(tiny)  # all 64 hex digits
+    spec = yaml.safe_load(baseline.read_text())
+    spec["checkpoints"][0]["sha256"] = printed["sha256"]
+    spec["checkpoints"][0]["expected"]["cost"] = {
+        k: {"value": float(printed[k])} for k in ("params_m", "gflops")
+    }
+    baseline.write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert main(["regress", "--baseline", str(baseline), "--no-write"]) == 0
+    out = capsys.readouterr().out
+    assert "REGRESSED" not in out and out.count(" ok") == 3, out

@@ -48,3 +48,12 @@ def test_demo_smoke_test_end_to_end(tmp_path: Path):
     assert (out / "report" / "report.md").is_file()
     # The closing summary points at what it wrote.
     assert str(out / "report" / "report.html") in text
+    # Issue 29: the distillation story, the best student at a fixed path, and the disk it takes.
+    assert "distillation           best student " in text and "of its GFLOPs per query" in text
+    assert "knobs that mattered    " in text
+    assert (out / "student" / "model.safetensors").is_file() and not (
+        out / "student" / "train_state.pt"
+    ).exists()
+    assert list((out / "search").rglob("train_state.pt")) == []  # ended trials keep weights only
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert size < 260 * 2**20, f"demo_out takes {size / 2**20:.0f} MiB"  # 357 MiB before (217 in search/)

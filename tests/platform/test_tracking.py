@@ -249,3 +249,44 @@ def test_a_search_tracks_every_trial_through_tunes_logger_callbacks(ray_local, t
         logged = [h["d2s_recall1"] for h in wb["history"] if "d2s_recall1" in h]
         assert logged == pytest.approx([expected[1], expected[2]])
         assert wb["config"]["run_config"]["train"]["lr"] == lr
+
+
+@pytest.mark.slow
+def test_logger_none_writes_no_event_files_but_keeps_tunes_results(ray_local, tmp_path, capsys):
+    """Issue 29: Tune's automatic TensorBoard logger wrote event files under --logger none and
+    printed a "To visualize your results with TensorBoard" line pointing into Ray's session
+    folder. Now only --logger tensorboard writes events; result.json/progress.csv stay."""
+    from geodistill.platform.compose import compose_run_config
+    from geodistill.platform.search import SearchOptions, run_search
+    from geodistill.platform.search.space import parse_space
+
+    def objective(cfg, *, context):
+        for epoch in range(1, cfg.train.epochs + 1):
+            context.report({"epoch": epoch, "loss": 1.0 / epoch, "d2s_recall1": cfg.train.lr * 1000 * epoch})
+
+    space = parse_space(
+        {
+            "fixed": {"stage": "teacher", "train.epochs": 2},
+            "params": {"train.lr": {"type": "uniform", "low": 0.001, "high": 0.01}},
+        },
+        name="trivial",
+    )
+    options = SearchOptions(
+        experiment="untracked",
+        num_samples=2,
+        sampler="random",
+        storage=str(tmp_path / "tune"),
+        leaderboard=str(tmp_path / "lb"),
+        max_concurrent=1,
+        objective=objective,
+        early_stopping=False,
+        loggers="none",
+        verbose=1,
+    )
+    result = run_search(space, compose_run_config([]), options)
+    assert result.rows.height == 2
+    experiment_dir = Path(result.experiment_path)
+    assert list(experiment_dir.rglob("events.out.tfevents*")) == []
+    trial_dirs = [p.parent for p in experiment_dir.glob("*/result.json")]
+    assert len(trial_dirs) == 2 and all((d / "progress.csv").is_file() for d in trial_dirs)
+    assert "To visualize your results with TensorBoard" not in capsys.readouterr().out

@@ -131,3 +131,42 @@ def test_missing_path_and_tampered_weights(tmp_path):
     (out / "model.safetensors").write_bytes((tmp_path / "ck2" / "model.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match="sha256 does not match"):
         load_checkpoint(out)
+
+
+def test_scratch_checkpoints_of_a_killed_run_are_removed_at_the_next_start(tmp_path, monkeypatch):
+    """Issue 29: a run killed between writing an epoch's scratch checkpoint and handing it over
+    left it in the temp directory (130 MB each; they once filled it). The next run removes the
+    ones whose process is gone and leaves a live process's alone."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from geodistill.train.checkpoint import scratch_checkpoint_dir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    stale = tmp_path / f"geodistill-ckpt-{int(dead.stdout)}-abc"
+    (stale / "sub").mkdir(parents=True)
+    (stale / "sub" / "model.safetensors").write_bytes(b"x" * 1000)
+    live = tmp_path / f"geodistill-ckpt-{os.getpid()}-old"
+    live.mkdir()
+    other = tmp_path / "geodistill-ckpt-notapid"  # not ours to judge
+    other.mkdir()
+    fresh = scratch_checkpoint_dir()
+    assert fresh.parent == tmp_path and fresh.name.startswith(f"geodistill-ckpt-{os.getpid()}-")
+    assert not stale.exists() and live.is_dir() and other.is_dir()
+
+
+def test_a_search_trial_folder_resolves_to_its_latest_checkpoint(tmp_path):
+    """Issue 29: `geodistill export <trial folder>` was refused though its help says "run dir"."""
+    from geodistill.train.checkpoint import resolve_checkpoint
+
+    cfg = RunConfig()
+    model = model_from_config(ModelConfig(backbone="resnet18", img_size=32, embed_dim=16), 3)
+    trial = tmp_path / "run_trial_abc_1_data_views=4"
+    for n in (0, 2):
+        save_checkpoint(trial / f"checkpoint_00000{n}", model, config=cfg, metrics={}, epoch=n + 1)
+    (trial / "checkpoint_000003").mkdir()  # being written: no meta.json yet
+    assert resolve_checkpoint(trial) == trial / "checkpoint_000002"

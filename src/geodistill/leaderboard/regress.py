@@ -85,14 +85,20 @@ def tol_check(subject: str, what: str, exp: Tolerance, measured: float | None, *
         rel = exp.rel_tol if exp.rel_tol is not None else EXACT_REL_TOL
         tol = rel * abs(value) if value is not None else 0.0
         tol_text = "exact" if exp.rel_tol is None else f"rel {rel:g}"
-    shown = "–" if measured is None else f"{measured:.4f}"
+    shown = "–" if measured is None else exact(measured)
     if value is None:
         return Check(subject, what, TO_CONFIRM, shown, tol_text, None)
     if measured is None or not math.isfinite(measured):
-        return Check(subject, what, f"{value:.4f}", shown, tol_text, False)
+        return Check(subject, what, exact(value), shown, tol_text, False)
     # Metrics regress only downwards (better is fine); cost must match both ways.
     ok = measured >= value - tol if absolute else abs(measured - value) <= tol
-    return Check(subject, what, f"{value:.4f}", shown, tol_text, bool(ok))
+    return Check(subject, what, exact(value), shown, tol_text, bool(ok))
+
+
+def exact(value: float) -> str:
+    """A number as Python's shortest round-trip text: pasted into a baseline YAML it reads back
+    as the same float, so a value pinned from the table passes the exact cost check."""
+    return repr(float(value))
 
 
 # ---- experiment against experiment -----------------------------------------------------------

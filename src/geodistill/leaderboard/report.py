@@ -1,24 +1,11 @@
 """Precision-versus-efficiency reports: a self-contained HTML page, a Markdown summary, plots.
 
-What a reader wants from a search: which runs are worth their cost (the Pareto front of a
-metric against GFLOPs per drone query), what each searched knob buys (views, fps, and the
-distillation knobs: KD temperature, KD weights, teacher views), where the teacher itself
-stands, and the best run of each backbone. Plots are matplotlib (Agg, no display) saved as PNG
-and SVG. The HTML page opens from disk, mailed or archived, with no server and no network:
-every plot is inlined as SVG (the front plot's points carry an SVG ``<title>`` with their
-trial's configuration, which the browser shows on hover, no script); report.md links the PNGs.
-Tables put the objectives first and name columns that are constant across a table once, above
-it, so they fit a 1,280 px window.
-
-Rows are prepared before anything is drawn (``report_rows``: the searched rows as the subject,
-teacher and baseline rows as reference points, identical configurations merged, machine paths
-made relative); the figures are ``report_plots``.
-
-Published reference points (``leaderboard.anchors``: ``conf/anchors/``) are drawn greyed for
-context only: they come from University-1652, not from the data the runs were measured on.
-Their GFLOPs are converted to the project's counting rule (``columns.GFLOPS_RULE``, stated under
-the plot) or, where the source's convention is unknown, drawn hollow at the number it prints.
-
+What a reader wants from a search: which runs are worth their cost (the Pareto front of a metric
+against GFLOPs per drone query), what each searched knob buys, where the teacher stands, and the
+best run of each backbone. The HTML opens offline (every plot inline SVG, hover titles, no
+script); tables put the objectives first and fit 1,280 px. Rows are prepared by ``report_rows``,
+drawn by ``report_plots`` and labelled by ``report_labels``; published points
+(``leaderboard.anchors``) are context only, converted to ``columns.GFLOPS_RULE``.
 ``write_report`` reads as its steps: ``_report_input``, ``prepare_rows``, ``_plots``,
 ``_summary``, ``_sections``, ``_documents``, ``_write``.
 """

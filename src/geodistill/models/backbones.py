@@ -87,6 +87,10 @@ ALIASES: dict[str, BackboneSpec] = {
         _alias("mobilenetv3", "mobilenetv3_large_100"),
         _alias("mobilenetv3_small", "mobilenetv3_small_100"),
         _alias("efficientnet_b0", "efficientnet_b0"),
+        # The PFED-style teachers (config options model=dinov2_small / dinov2_base): one name for
+        # the config option and `geodistill profile --backbone` alike.
+        _alias("dinov2_small", "vit_small_patch14_dinov2"),
+        _alias("dinov2_base", "vit_base_patch14_dinov2"),
     ]
 }
 BACKBONES = ALIASES  # the registry of short names (profile --all walks it)

@@ -234,11 +234,8 @@ def _measure(
     name = entry.spec.name
     model, _meta = load_model(entry.spec.kind, entry.path)
     pinned = entry.spec.sha256
-    checks = [
-        Check(
-            name, "sha256", (pinned or "unpinned")[:12], entry.digest[:12], "exact", True if pinned else None
-        )
-    ]
+    # the full digest, so it can be pasted into the baseline's sha256 as printed
+    checks = [Check(name, "sha256", pinned or "unpinned", entry.digest, "exact", True if pinned else None)]
     if entry.golden is not None:
         checks.append(_golden_check(name, model, entry.golden, gi, ds.img_size, write=write_golden))
     cost = profile(model, img_size=ds.img_size, views=ds.views, measure_latency=False)
@@ -268,8 +265,7 @@ def _checked_entries(baseline: Baseline, *, write_golden: bool) -> list[_Entry]:
         digest = file_sha256(weights)
         if ck.sha256 is not None and digest != ck.sha256:
             raise CheckpointError(
-                f"sha256 mismatch for {ck.name} ({weights}): baseline pins {ck.sha256[:12]}…, "
-                f"file has {digest[:12]}…"
+                f"sha256 mismatch for {ck.name} ({weights}): baseline pins {ck.sha256}, file has {digest}"
             )
         golden = _resolve(baseline.dir, ck.golden) if ck.golden else None
         if golden is not None and not write_golden and not golden.is_file():

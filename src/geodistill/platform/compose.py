@@ -98,6 +98,16 @@ def preflight(cfg: RunConfig) -> None:
         open_index(cfg.data.root, elevation=cfg.data.elevation, fps=cfg.data.fps)
 
 
+def _unknown_key(key: str) -> str:
+    """One line naming ``key`` and the closest key RunConfig declares (``train.epoch`` -> ``train.epochs``)."""
+    from geodistill.schema import declared_keys, unknown_key
+    from geodistill.train import RunConfig
+
+    keys = declared_keys(RunConfig)
+    groups = {k.rsplit(".", 1)[0] for k in keys if "." in k}
+    return unknown_key(key, [*keys, *groups])
+
+
 def _hydra_message(err: Exception) -> str:
     """Hydra/OmegaConf messages span lines (options, search path, grammar); keep what a user needs."""
     lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
@@ -107,7 +117,7 @@ def _hydra_message(err: Exception) -> str:
     full_key = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")), "")
     if m := re.match(r"Could not override '([^']+)'\.$", first):
         if len(lines) > 1 and lines[1].startswith("To append"):
-            return f"unknown config key {m.group(1)}"
+            return _unknown_key(m.group(1))
         return f"cannot override {m.group(1)}: {lines[1] if len(lines) > 1 else 'refused by Hydra'}"
     if m := re.search(r"Could not find '([^'/]+)/([^']+)'", first):
         group, option = m.groups()

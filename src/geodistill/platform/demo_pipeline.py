@@ -102,6 +102,9 @@ class DemoSummary:
     view_sweep: list[dict[str, float]]  # the teacher at each view count: views, d2s/s2d Recall@1, GFLOPs
     seconds: float
     notes: list[str] = dataclasses.field(default_factory=list)
+    distillation: dict | None = None  # the best student against the teacher (leaderboard.effects)
+    knob_effects: str = ""  # which searched knobs moved Recall@1, against the trial-to-trial spread
+    student: Path | None = None  # the best student's checkpoint, copied to <out>/student
 
 
 class _Steps:
@@ -130,6 +133,7 @@ def run_demo(
     """Run the five steps into ``out_dir`` (reused: an existing dataset and teacher are kept)."""
     from geodistill.leaderboard import Leaderboard
     from geodistill.leaderboard.report import write_report
+    from geodistill.train.checkpoint import copy_checkpoint
 
     echo = echo or _print_now
     out = _output_dir(out_dir)
@@ -171,10 +175,13 @@ def run_demo(
         chance_recall1=chance,
         leaderboard_root=lb_root,
         report=paths,
-        **_findings(searched),
+        **_findings(searched, teacher_metrics, sweep, teacher_cfg.data.views),
         view_sweep=sweep,
         seconds=steps.elapsed(),
     )
+    best = Path(str((summary.distillation or {}).get("checkpoint_uri") or ""))
+    if (best / "meta.json").is_file():  # at a fixed path: `regress --baseline example_student` gates on it
+        summary.student = copy_checkpoint(best, out / "student", with_state=False)
     echo(format_summary(summary))
     return summary
 
@@ -296,10 +303,14 @@ def _search_students(
     return run_search(SEARCH_SPACE, compose_run_config(overrides), options)
 
 
-def _findings(searched: Any) -> dict[str, Any]:
-    """Step 5: what the search found: trials, GFLOPs spans, Recall@1 by views, the Pareto table."""
+def _findings(
+    searched: Any, teacher_metrics: dict[str, float], sweep: list[dict[str, float]], teacher_views: int
+) -> dict[str, Any]:
+    """Step 5: what the search found: trials, GFLOPs spans, Recall@1 by views, the Pareto table,
+    the best student against the teacher and the knobs that moved Recall@1."""
     import polars as pl
 
+    from geodistill.leaderboard.effects import format_effects, knob_effects, student_share
     from geodistill.platform.search import format_pareto
 
     students = searched.rows.filter(searched.rows["stage"] == "student")
@@ -322,11 +333,19 @@ def _findings(searched: Any) -> dict[str, Any]:
             for v, r in finished.group_by("views").agg(pl.col("d2s_recall1").mean()).sort("views").iter_rows()
         },
         "notes": notes,
+        "distillation": student_share(
+            finished,
+            teacher_metrics.get("d2s_recall1", 0.0),
+            next((r["gflops"] for r in sweep if r["views"] == teacher_views), 0.0),
+        ),
+        "knob_effects": format_effects(knob_effects(finished)),
     }
 
 
 def format_summary(s: DemoSummary) -> str:
     """The closing block: where everything is and the evidence that the run learned something."""
+    from geodistill.leaderboard.effects import format_share
+
     views = ", ".join(f"{v} view{'s' if v > 1 else ''}: {r:.1f}%" for v, r in s.recall_by_views.items())
     teacher_r1 = s.teacher_metrics.get("d2s_recall1", float("nan"))
     sweep = "\n".join(
@@ -344,14 +363,18 @@ def format_summary(s: DemoSummary) -> str:
         f"GFLOPs range searched  {s.gflops_range:.1f}x (largest / smallest per query); "
         f"the front spans {s.front_gflops_range:.1f}x",
         f"Recall@1 by views      {views or 'n/a'} (mean over trials, each trained at its own view count)",
+        f"distillation           {format_share(s.distillation)}",
+        f"knobs that mattered    {s.knob_effects or 'n/a'}",
+        "                       (spread of mean Recall@1 over each knob's values, early-stopped trials included)",
         "more views, same teacher (multi-view refinement: the mean of the frames' descriptors):",
         sweep,
         "",
         f"report     {s.report.get('html')}",
         f"markdown   {s.report.get('md')}",
-        f"leaderboard {s.leaderboard_root}  (geodistill leaderboard show --root {s.leaderboard_root} "
+        f"leaderboard {s.leaderboard_root}  (geodistill leaderboard show --leaderboard {s.leaderboard_root} "
         f"--experiment {EXPERIMENT})",
         f"teacher    {s.teacher_checkpoint}",
+        f"student    {s.student or 'none finished'}  (the best; `regress --baseline example_student` gates on it)",
         f"done in {s.seconds / 60:.1f} min",
         *s.notes,
     ]

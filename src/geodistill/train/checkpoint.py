@@ -18,6 +18,8 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +85,59 @@ def save_checkpoint(
     return out
 
 
+def copy_checkpoint(source: str | Path, dest: str | Path, *, with_state: bool = True) -> Path:
+    """Copy a checkpoint directory to ``dest`` (replaced atomically); ``with_state=False`` leaves
+    out train_state.pt (nothing resumes from a copy that is only evaluated or exported)."""
+    source, dest = Path(source), Path(dest)
+    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    names = (MODEL_FILE, STATE_FILE, META_FILE) if with_state else (MODEL_FILE, META_FILE)
+    for name in names:
+        if (source / name).is_file():
+            shutil.copy2(source / name, tmp / name)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+SCRATCH_PREFIX = "geodistill-ckpt-"
+
+
+def scratch_checkpoint_dir() -> Path:
+    """A fresh scratch directory for one epoch's checkpoint, named after this process
+    (``geodistill-ckpt-<pid>-*`` in the temp directory) so a later run can tell a killed run's
+    leftovers from a live run's; ``remove_stale_scratch`` removes the former."""
+    remove_stale_scratch()
+    return Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
+
+
+def remove_stale_scratch(tmp: str | Path | None = None) -> list[Path]:
+    """Remove scratch checkpoints whose process is gone (a run killed between writing one and
+    handing it over leaves it behind: 130 MB each for a ResNet-18). Returns what was removed."""
+    removed = []
+    for path in Path(tmp or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = path.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint dir, a run dir (-> its latest epoch_NNNN) or a weight file -> the thing to load."""
+    """A checkpoint dir, a run dir (-> its latest epoch_NNNN), a search trial's folder (-> its
+    latest checkpoint_NNNNNN) or a weight file -> the thing to load."""
     p = Path(path)
     if p.is_file():
         return p
@@ -96,9 +149,15 @@ def resolve_checkpoint(path: str | Path) -> Path:
         latest = latest_checkpoint_in(folder)
         if latest is not None:
             return latest
+    # a search trial's folder: Ray Tune names its checkpoints checkpoint_NNNNNN
+    tune = sorted(c for c in p.glob("checkpoint_[0-9]*") if (c / META_FILE).is_file())
+    if tune:
+        return tune[-1]
     if (p / MODEL_FILE).is_file():
         raise CheckpointError(f"{p}: incomplete checkpoint (no {META_FILE}; it is written last)")
-    raise CheckpointError(f"{p}: no checkpoint here (expected {META_FILE} or checkpoints/epoch_NNNN/)")
+    raise CheckpointError(
+        f"{p}: no checkpoint here (expected {META_FILE}, checkpoints/epoch_NNNN/ or a trial's checkpoint_NNNNNN/)"
+    )
 
 
 def read_meta(checkpoint_dir: str | Path) -> dict[str, Any]:

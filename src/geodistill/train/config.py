@@ -25,6 +25,7 @@ SCHEDULES = ("cosine", "step")
 PRECISIONS = ("fp32", "bf16", "fp16")
 STRATEGIES = ("ddp", "accelerate", "deepspeed")
 RESUME_MODES = ("auto", "force")
+KEEP_CHECKPOINTS = ("last_best", "all")
 FEATURE_LOSSES = ("mse", "cosine")
 FISD_DIRECTIONS = ("inverse", "forward")  # geodistill.train.losses.fisd_loss reads it here
 
@@ -87,6 +88,9 @@ class TrainConfig:
     seed: int = setting(0, ge=0, le=SEED_MAX)
     # "auto": an existing run of this name resumes only if its saved config.json matches; "force": anyway.
     resume: str = setting("auto", choices=RESUME_MODES)
+    # "last_best": the last epoch (with its train_state.pt, which resuming needs) and the best
+    # evaluated one (weights only); "all": every epoch's checkpoint with its training state.
+    keep_checkpoints: str = setting("last_best", choices=KEEP_CHECKPOINTS)
 
 
 @dataclass

@@ -60,6 +60,7 @@ class InProcessContext:
     one. Rank 0 appends every report to ``<run_dir>/metrics.jsonl`` and keeps it in
     ``history``. ``stop_after`` (optional) stops the run once that many epochs are done;
     ``rule`` (optional, ``(epoch, metrics) -> bool``) stops it when the rule says so.
+    ``keep="last_best"`` prunes older epochs after each report (``prune_checkpoints``).
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class InProcessContext:
         device: torch.device | str | None = None,
         stop_after: int | None = None,
         rule: Callable[[int, dict[str, float]], bool] | None = None,
+        keep: str = "all",
     ) -> None:
         dist = torch.distributed
         initialised = dist.is_available() and dist.is_initialized()
@@ -83,6 +85,7 @@ class InProcessContext:
         self.checkpoints = self.run_dir / "checkpoints"
         self.stop_after = stop_after
         self.rule = rule
+        self.keep = keep
         self.history: list[dict[str, float]] = []
 
     def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
@@ -98,6 +101,8 @@ class InProcessContext:
             shutil.copytree(checkpoint_dir, tmp)
             shutil.rmtree(dest, ignore_errors=True)
             tmp.rename(dest)
+            if self.keep == "last_best":
+                prune_checkpoints(self.checkpoints)
         self.history.append(dict(metrics))
         with open(self.run_dir / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(metrics, sort_keys=True) + "\n")
@@ -123,3 +128,35 @@ def latest_checkpoint_in(folder: str | Path) -> Path | None:
         if m and (path / "meta.json").is_file():
             found.append((int(m.group(1)), path))
     return max(found)[1] if found else None
+
+
+def prune_checkpoints(folder: str | Path, metric: str = "d2s_recall1") -> list[Path]:
+    """Keep the latest complete epoch_NNNN (whole: resuming needs its train_state.pt) and the one
+    with the best evaluated ``metric`` (its weights and meta only); remove the rest. Returns the
+    directories removed. A run of 12 epochs keeps at most 2 checkpoints instead of 12."""
+    folder = Path(folder)
+    done = []
+    for path in folder.iterdir() if folder.is_dir() else ():
+        m = CHECKPOINT_PATTERN.match(path.name)
+        if m and (path / "meta.json").is_file():
+            done.append((int(m.group(1)), path))
+    if len(done) < 2:
+        return []
+    done.sort()
+    latest = done[-1][1]
+    scored = []
+    for epoch, path in done:
+        value = json.loads((path / "meta.json").read_text()).get("metrics", {}).get(metric)
+        if value is not None:
+            scored.append((float(value), epoch, path))
+    best = max(scored, key=lambda s: (s[0], -s[1]))[2] if scored else latest  # ties: the earlier epoch
+    removed = []
+    for _, path in done:
+        if path == latest:
+            continue
+        if path == best:
+            (path / "train_state.pt").unlink(missing_ok=True)
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed

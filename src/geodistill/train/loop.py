@@ -18,7 +18,6 @@ import contextlib
 import random
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from geodistill.train.checkpoint import (
     read_meta,
     resolve_checkpoint,
     save_checkpoint,
+    scratch_checkpoint_dir,
 )
 from geodistill.train.config import RunConfig
 from geodistill.train.context import TrainContext
@@ -316,7 +316,7 @@ def _evaluate_checkpoint_and_report(
                 metrics.update({k: float(v) for k, v in evaluate(eval_model, epoch).items()})
             inner.model.train()
         metrics["epoch_seconds"] = time.perf_counter() - start
-        ckpt_dir = Path(tempfile.mkdtemp(prefix="geodistill-ckpt-"))
+        ckpt_dir = scratch_checkpoint_dir()
         save_checkpoint(
             ckpt_dir,
             inner.model,

@@ -59,6 +59,7 @@ def test_readme_recipe_ships_the_checkout_with_token_auth_on_loopback():
     (start,) = [c for c in commands if " ray start --head" in f" {c}"]
     assert start.startswith("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 ")
     assert "--node-ip-address 127.0.0.1" in start and "--dashboard-host 127.0.0.1" in start
+    assert "--disable-usage-stats" in start  # issue 29: the project's own heads never report usage
     (submit,) = [c for c in commands if c.startswith("ray job submit")]
     words = shlex.split(submit)
     assert words[words.index("--working-dir") + 1] == "."
@@ -116,7 +117,7 @@ def _with_private_ports(commands: list[str], ports: list[int], temp_dir: str) ->
     extra = (
         f" --port {gcs} --dashboard-port {dashboard} --ray-client-server-port {client}"
         f" --dashboard-agent-listen-port {agent} --metrics-export-port {metrics}"
-        f" --num-cpus 2 --temp-dir {temp_dir} --disable-usage-stats"
+        f" --num-cpus 2 --temp-dir {temp_dir}"  # --disable-usage-stats: the README has it
     )
     address = f"http://127.0.0.1:{dashboard}"
     out = []

@@ -19,7 +19,9 @@ SHIPPED = sorted((REPO / "clusters").rglob("*.yaml"))
 
 def test_ships_launchers_for_aws_gcp_local_and_kuberay_manifests():
     kinds = {validate_file(p) for p in SHIPPED}
-    assert kinds == {"launcher:aws", "launcher:gcp", "launcher:local", "kuberay:RayCluster", "kuberay:RayJob"}
+    assert kinds == {
+        "launcher:aws", "launcher:gcp", "launcher:local", "launcher:external", "kuberay:RayCluster", "kuberay:RayJob"
+    }  # fmt: skip
     assert ray_schema_path().is_file()
 
 
@@ -158,7 +160,8 @@ def test_malformed_cluster_files_are_rejected_naming_the_key(make, edit, message
 
 # --- one image everywhere, data on shared storage --------------------------------------------
 
-LAUNCHERS = sorted((REPO / "clusters").glob("*.yaml"))
+REHEARSAL = REPO / "clusters/rehearsal.yaml"  # runs on this machine: no image, no shared volume
+LAUNCHERS = sorted(p for p in (REPO / "clusters").glob("*.yaml") if p != REHEARSAL)
 MANIFESTS = sorted((REPO / "clusters/kuberay").glob("*.yaml"))
 
 
@@ -236,7 +239,8 @@ def _search_commands() -> list[tuple[str, str]]:
     found = []
     job = yaml.safe_load((REPO / "clusters/kuberay/rayjob.yaml").read_text())
     found.append(("rayjob.yaml", job["spec"]["entrypoint"]))
-    readme = (REPO / "clusters/README.md").read_text().replace("\\\n", " ")
+    # The cloud recipes; the rehearsals on this machine (from "## Rehearsal" on) train on synthetic data.
+    readme = (REPO / "clusters/README.md").read_text().split("## Rehearsal")[0].replace("\\\n", " ")
     blocks = "\n".join(re.findall(r"```bash\n(.*?)```", readme, re.S))
     found += [("clusters/README.md", line) for line in blocks.splitlines() if "geodistill search " in line]
     script = (REPO / "clusters/submit_search.sh").read_text().replace("\\\n", " ")
@@ -273,3 +277,24 @@ def test_make_image_without_a_docker_daemon_fails_in_one_line():
     ]
     assert proc.returncode != 0
     assert ours == ["make image: no Docker daemon reachable (docker info failed); build where Docker runs"]
+
+
+@pytest.mark.parametrize("cloud", ["aws.yaml", "gcp.yaml"])
+def test_the_rehearsal_file_has_the_cloud_files_node_types(cloud):
+    """What `ray up clusters/rehearsal.yaml` scales (tests/reliability/test_cluster_autoscale.py) is what users launch."""
+    from geodistill.platform.clusters.validate import prepare_launcher
+
+    def node_types(path: Path) -> dict:
+        prepared = prepare_launcher(yaml.safe_load(path.read_text()))
+        types = prepared["available_node_types"]
+        return {
+            name: {"resources": t["resources"], "min_workers": t.get("min_workers", 0)}
+            for name, t in types.items()
+        }, prepared["head_node_type"]
+
+    assert node_types(REHEARSAL) == node_types(REPO / "clusters" / cloud)
+    rehearsal = yaml.safe_load(REHEARSAL.read_text())
+    assert rehearsal["provider"]["type"] == "external"
+    start = " ".join(rehearsal["head_start_ray_commands"])
+    assert "--node-ip-address=127.0.0.1" in start and "--dashboard-host=127.0.0.1" in start
+    assert "ray stop" not in start  # it would stop every Ray of this user on the machine

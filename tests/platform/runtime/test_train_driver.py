@@ -73,6 +73,28 @@ def test_in_process_run_stops_on_the_rule_then_resumes_where_it_stopped(out_dir)
     assert meta["epoch"] == 2 and meta["config"]["run_name"] == "local"
 
 
+@pytest.mark.slow
+def test_a_run_keeps_its_last_and_best_checkpoints_only_unless_asked(out_dir):
+    """Issue 29: a teacher kept all its epochs (129 MB each with the training state); by default
+    a run keeps the last epoch whole (resume needs its state) and the best one's weights."""
+    cfg = _cfg(out_dir, "run_name=keep", "train.epochs=4")
+    result = run_training(cfg)
+    ckpts = out_dir / "keep" / "checkpoints"
+    recall = {
+        int(json.loads(line)["epoch"]): json.loads(line)["d2s_recall1"]
+        for line in (out_dir / "keep" / "metrics.jsonl").read_text().splitlines()
+    }
+    best = max(sorted(recall), key=lambda e: recall[e])  # the earliest of equal bests
+    kept = sorted(p.name for p in ckpts.iterdir())
+    assert kept == sorted({f"epoch_{best:04d}", "epoch_0004"}) and result.checkpoint == ckpts / "epoch_0004"
+    assert (ckpts / "epoch_0004" / "train_state.pt").is_file()
+    if best != 4:
+        assert not (ckpts / f"epoch_{best:04d}" / "train_state.pt").exists()
+        load_checkpoint(ckpts / f"epoch_{best:04d}")  # still a loadable checkpoint
+    every = run_training(_cfg(out_dir, "run_name=every", "train.epochs=3", "train.keep_checkpoints=all"))
+    assert sorted(p.name for p in every.checkpoint.parent.iterdir()) == [f"epoch_000{i}" for i in (1, 2, 3)]
+
+
 def test_prepare_config_names_the_run_and_makes_paths_absolute(out_dir, monkeypatch):
     monkeypatch.chdir(out_dir)
     cfg = prepare_config(compose_run_config(["model=resnet18", "output_dir=rel"]))

@@ -97,6 +97,7 @@ def test_a_search_shows_the_table_and_keeps_worker_lines_in_trial_files(tmp_path
     assert "WORKER-LINE" not in console and "WORKER-STDOUT" not in console
     rows = Leaderboard(tmp_path / "lb").read("live")
     assert rows.height == 2
+    assert proc.stdout.count("[search] trials 2/2 done") == 1  # issue 29: a pipe printed the end twice
     final = proc.stdout[proc.stdout.rindex("[search] trials 2/2 done") :].splitlines()
     assert final[0].startswith("[search] trials 2/2 done, 0 running, 0 left")
     shown = {line.split()[0]: line.split() for line in final[2:4]}

@@ -51,6 +51,8 @@ class FlagType:
         problem = self.rule.problem(value)
         if problem:
             shown = repr(text) if self.base is str else text
+            if shown in problem:  # a validator that names the value already: say it once
+                raise argparse.ArgumentTypeError(problem)
             raise argparse.ArgumentTypeError(f"{problem}; got {shown}")
         return value
 

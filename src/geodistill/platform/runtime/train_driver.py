@@ -43,6 +43,7 @@ RESUME_FREE_KEYS = frozenset(
         "train.epochs",  # extending a finished run is what resuming is for
         "train.eval_every",
         "train.resume",
+        "train.keep_checkpoints",
         "experiment",  # the leaderboard group the row goes to
         "output_dir",  # the run directory is the same one either way
         "ray_address",
@@ -140,7 +141,7 @@ def run_training(
         from geodistill.eval import fit_evaluated as fit_fn
     if cfg.scaling.in_process:
         _fetch_teacher(cfg)
-        context = InProcessContext(run_dir, rule=should_stop)
+        context = InProcessContext(run_dir, rule=should_stop, keep=cfg.train.keep_checkpoints)
         return _tracked_fit(fit_fn, cfg, context, run_dir)
     return _run_on_ray(
         cfg,

@@ -29,6 +29,7 @@ from ray import tune
 
 from geodistill.errors import ConfigError
 from geodistill.leaderboard.pareto import pareto_rows
+from geodistill.platform.search.experiment_lock import hold_experiment, released_after
 from geodistill.platform.search.options import SearchOptions
 from geodistill.platform.search.plan import SearchPlan
 from geodistill.platform.search.rows import LeaderboardCallback
@@ -74,6 +75,7 @@ def study_url(experiment: str, storage_root: str, local: bool) -> str:
     return default_url(experiment, storage_root, local, study_dir=os.environ.get(STUDY_DIR_ENV))
 
 
+@released_after
 def run_search(space: str | Path | SearchSpace, base: RunConfig, options: SearchOptions) -> SearchResult:
     """Run (or ``options.resume``) a multi-objective search; return its leaderboard rows and Pareto set.
 
@@ -93,6 +95,8 @@ def run_search(space: str | Path | SearchSpace, base: RunConfig, options: Search
         options = _replayed(plan, options)
     where, plan = _locate(experiment, options, plan)
 
+    if where.local:  # a second driver on this experiment stops here, before Ray or Tune start
+        hold_experiment(experiment, where.experiment_path)
     _start_ray(options.address, dashboard=options.dashboard, verbose=options.verbose)
 
     setup = TrialSetup(
@@ -157,10 +161,16 @@ def _console_callbacks(
     plan: SearchPlan, where: SearchPaths, experiment: str, options: SearchOptions
 ) -> list[Any]:
     """The trackers' callbacks (``platform.tracking``) and, at ``verbose == 1``, the live table (``live.py``)."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from geodistill.platform.search.disk import DropFinishedState
     from geodistill.platform.tracking import parse_loggers
 
     chosen = parse_loggers(plan.base.logger if options.loggers is None else options.loggers)
-    out: list[Any] = []
+    # Tune's result.json / progress.csv per trial; TensorBoard events only with --logger tensorboard
+    # (_prepare_tune turns Tune's automatic loggers off: they wrote event files under --logger none);
+    # an ended trial's checkpoint loses its train_state.pt (disk.py).
+    out: list[Any] = [CSVLoggerCallback(), JsonLoggerCallback(), DropFinishedState()]
     if chosen:
         from geodistill.platform.tracking.callbacks import tune_callbacks
 
@@ -239,6 +249,9 @@ def _prepare_tune(experiment: str, where: SearchPaths) -> None:
     record_url(where.experiment_path, where.study_url, study_name=experiment)
     # Epochs between evaluations report no precision metric; ASHA skips those results.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    # No automatic TensorBoard logger (its "To visualize your results" line pointed into Ray's
+    # session folder, and --logger none still wrote event files); _console_callbacks adds CSV/JSON.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     # Every epoch checkpoints (num_to_keep=1): Tune's "snapshotting too often" warning is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 

@@ -61,6 +61,7 @@ class LiveTable(tune.Callback):
         self.started = time.monotonic()
         self._live: Any = None
         self._last_print = 0.0
+        self._last_text = ""
 
     def __getstate__(self) -> dict[str, Any]:  # saved with the experiment: no console, no stream
         return {**self.__dict__, "_live": None, "_stream": None, "trials": {}}
@@ -201,4 +202,9 @@ class LiveTable(tune.Callback):
         now = time.monotonic()
         if force or now - self._last_print >= self.period_s:
             self._last_print = now
-            print(self.plain(now), file=self.stream, flush=True)
+            text = self.plain(now)
+            same = text.split(";", 1)[0] + text.partition("\n")[2]  # all but the clock
+            if same == self._last_text:  # the last trial's end printed it already (a pipe showed it twice)
+                return
+            self._last_text = same
+            print(text, file=self.stream, flush=True)

@@ -61,3 +61,18 @@ def test_show_report_and_compact_name_an_unreadable_file_on_stderr(root, tmp_pat
         line = next(ln for ln in err.splitlines() if "part-truncated.parquet" in ln)
         assert line.startswith(f"geodistill {argv[0]}: warning: leaderboard "), argv
     assert bad.exists()
+
+
+def test_show_names_a_missing_root_and_takes_leaderboard(root, tmp_path, capsys):
+    """Issue 29: a root that does not exist is one line naming it (exit 2), not '(0 rows)';
+    --leaderboard is accepted as in every other command."""
+    missing = tmp_path / "nowhere"
+    assert main(["leaderboard", "show", "--leaderboard", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"geodistill leaderboard: error: no leaderboard at {missing}") and err.count("\n") == 1
+    )
+    assert "--leaderboard DIR" in err and "demo_out/leaderboard" in err
+    assert main(["leaderboard", "compact", "--leaderboard", str(missing)]) == 2
+    assert main(["leaderboard", "show", "--leaderboard", str(root), "--format", "csv"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 5  # header + 4 rows

@@ -13,7 +13,7 @@ from geodistill.platform.clusters.rehearse import MAX_WORKERS
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "cluster",
-        help="check Ray cluster-launcher YAMLs and KubeRay manifests offline",
+        help="validate: check cluster-launcher YAMLs and KubeRay manifests offline; rehearse: a multi-node Ray cluster on this machine",
         description=(
             "validate: launcher YAMLs through the preparation and schema checks `ray up` runs (Ray's "
             "prepare_config/validate_config, the local provider's bootstrap); KubeRay RayCluster/RayJob "
@@ -22,7 +22,13 @@ def register(subparsers) -> None:
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     validate = actions.add_parser("validate", help="validate one or more cluster files")
-    validate.add_argument("files", nargs="+", metavar="FILE", type=flag(kind="text"))
+    validate.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        type=flag(kind="text"),
+        help="Ray cluster-launcher YAMLs (clusters/*.yaml) or KubeRay RayCluster/RayJob manifests",
+    )
     validate.set_defaults(func=_validate)
     rehearse = actions.add_parser(
         "rehearse",

@@ -11,7 +11,9 @@ LAYOUTS = ("organized", "archive")  # geodistill.data.synth.LAYOUTS (not importe
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("data", help="generate a synthetic UniV or check a dataset")
+    parser = subparsers.add_parser(
+        "data", help="synth: a synthetic UniV; check: decode and count a dataset; organize: a UniV as shipped"
+    )
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     synth = sub.add_parser("synth", help="write a synthetic UniV dataset (frames or mp4 videos)")
@@ -19,7 +21,9 @@ def register(subparsers) -> None:
     synth.add_argument(
         "--buildings", type=flag(int, ge=2, le=100_000), default=40, help="train + test places (default 40)"
     )
-    synth.add_argument("--seed", type=flag(int, ge=0, le=SEED_MAX), default=0)
+    synth.add_argument(
+        "--seed", type=flag(int, ge=0, le=SEED_MAX), default=0, help="random seed of the scenes (default 0)"
+    )
     synth.add_argument(
         "--video", type=flag(choices=("frames", "mp4")), default="frames", help="drone flight storage"
     )

@@ -23,14 +23,21 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--out", default="demo_out", type=flag(kind="out_dir"), help="output directory (default demo_out)"
     )
-    parser.add_argument("--seed", type=flag(int, ge=0, le=SEED_MAX), default=0)
+    parser.add_argument(
+        "--seed",
+        type=flag(int, ge=0, le=SEED_MAX),
+        default=0,
+        help="seed of the dataset, the training runs and the sampler (default 0)",
+    )
     parser.add_argument(
         "--address",
         default=None,
         type=flag(kind="text"),
         help="Ray cluster address (default: a local head on 127.0.0.1)",
     )
-    parser.add_argument("--smoke-test", action="store_true", help="tiny version for CI (about a minute)")
+    parser.add_argument(
+        "--smoke-test", action="store_true", help="the shrunk version CI runs (12 places, 3 trials)"
+    )
     parser.set_defaults(func=_run)
 
 

@@ -25,10 +25,12 @@ LOWER_IS_BETTER = {"gflops", "gmacs", "params_m", "latency_ms", "loss", "created
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("leaderboard", help="show the leaderboard or compact its files")
+    parser = subparsers.add_parser(
+        "leaderboard", help="show: print the leaderboard; compact: merge its small files"
+    )
     sub = parser.add_subparsers(dest="leaderboard_command", metavar="ACTION", required=True)
     show = sub.add_parser("show", help="print rows (deduplicated by row_key, latest wins)")
-    add_leaderboard_flag(show, "--root", dest="root")
+    add_leaderboard_flag(show, "--root", "--leaderboard", dest="root")
     show.add_argument("--experiment", type=flag(kind="name"), help="only this experiment")
     show.add_argument(
         "--sort",
@@ -42,23 +44,45 @@ def register(subparsers) -> None:
         type=flag(kind="text"),
         help="comma-separated columns (default: a summary; 'all' for every column)",
     )
-    show.add_argument("--format", type=flag(choices=("table", "csv", "json", "md")), default="table")
+    show.add_argument(
+        "--format",
+        type=flag(choices=("table", "csv", "json", "md")),
+        default="table",
+        help="table (default), csv, json (a list of row objects) or md (a Markdown table)",
+    )
     show.set_defaults(func=_show)
     compact = sub.add_parser(
         "compact", help="merge each experiment's files into one (atomic, keeps every row)"
     )
-    add_leaderboard_flag(compact, "--root", dest="root")
+    add_leaderboard_flag(compact, "--root", "--leaderboard", dest="root")
     compact.add_argument("--experiment", type=flag(kind="name"), help="only this experiment (default: all)")
     compact.set_defaults(func=_compact)
+
+
+def _open(root: str | None):
+    """The leaderboard at ``root``; a local root that does not exist is one line naming it and
+    how to point at another (not an empty table: after `make demo` the rows are in demo_out)."""
+    from pathlib import Path
+
+    from geodistill.errors import UserError
+    from geodistill.leaderboard import Leaderboard
+
+    board = Leaderboard(root)
+    if board.local and not Path(board.base).is_dir():
+        raise UserError(
+            f"no leaderboard at {board.root} ({board.base}); point at one with --leaderboard DIR "
+            "or $GEODISTILL_LEADERBOARD (the demo writes demo_out/leaderboard)"
+        )
+    return board
 
 
 def _select(args: argparse.Namespace):
     import polars as pl
 
     from geodistill.errors import ConfigError
-    from geodistill.leaderboard import COLUMNS, Leaderboard
+    from geodistill.leaderboard import COLUMNS
 
-    frame = Leaderboard(args.root).read(args.experiment)
+    frame = _open(args.root).read(args.experiment)
     sort = SORT_ALIASES.get(args.sort.lower(), args.sort)
     if sort not in COLUMNS:
         raise ConfigError(f"unknown --sort column {args.sort!r}; columns: {', '.join(COLUMNS)}")
@@ -127,9 +151,7 @@ def _print(frame, fmt: str) -> int:
 
 
 def _compact(args: argparse.Namespace) -> int:
-    from geodistill.leaderboard import Leaderboard
-
-    board = Leaderboard(args.root)
+    board = _open(args.root)
     names = [args.experiment] if args.experiment else board.experiments()
     for name in names:
         merged, kept = board.compact(name)

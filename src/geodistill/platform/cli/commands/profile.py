@@ -77,7 +77,12 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--pooling", default="avg", type=flag(choices=_poolings), help="token | avg | gem | lpn (default avg)"
     )
-    parser.add_argument("--embed-dim", type=flag(int, ge=1, le=65536), default=512)
+    parser.add_argument(
+        "--embed-dim",
+        type=flag(int, ge=1, le=65536),
+        default=512,
+        help="descriptor width of the embedding head (default 512, as model.embed_dim)",
+    )
     parser.add_argument(
         "--batch-size", type=flag(int, ge=1, le=65536), default=8, help="queries per timed batch (default 8)"
     )

@@ -24,7 +24,12 @@ def register(subparsers) -> None:
             "are Hydra overrides of the base run config. Runs unchanged as `ray job submit ... -- geodistill search ...`."
         ),
     )
-    parser.add_argument("args", nargs="*", metavar="search_space=NAME | key=value")
+    parser.add_argument(
+        "args",
+        nargs="*",
+        metavar="search_space=NAME | key=value",
+        help="the space (a name under search_spaces/ or a YAML file) and config overrides for every trial",
+    )
     add_setting_flags(parser, SearchOptions)
     parser.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
     parser.add_argument(
