@@ -18,8 +18,10 @@ ratios printed at the end are what to read.
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import itertools
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -63,6 +65,7 @@ def main() -> None:
 
     init_ray(num_cpus=2)
     work = Path(tempfile.mkdtemp(prefix="bench_search_"))
+    atexit.register(shutil.rmtree, work, True)  # Tune's folders, the teacher: gone also when a run fails
     overrides = ["preset=smoke", f"output_dir={work / 'shared'}"]
     base = compose_run_config(overrides)
     space = load_space("smoke", base=base.to_dict())
@@ -181,7 +184,6 @@ def main() -> None:
         label="platform overhead per trivial trial",
         anchor="a plain loop",
     )
-    print(f"\nartifacts: {work}")
 
 
 if __name__ == "__main__":

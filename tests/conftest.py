@@ -33,6 +33,18 @@ def synth_univ_mp4(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    on a shared 2-core machine more threads only oversubscribe it (a step runs ~10x slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
 def ray_local():
     """A local Ray head (127.0.0.1, 2 CPUs, no dashboard) shared by the Ray tests of one module.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -79,6 +80,10 @@ class Rehearsal:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        folder = self.manifest.get("folder")
+        if folder and Path(folder).exists():  # its temp dir and token must go with the cluster
+            shutil.rmtree(folder, ignore_errors=True)
+            self.left_behind.append(folder)
         self.proc = None
 
     # ------------------------------------------------------------ looking at it

@@ -4,6 +4,7 @@
   directory, trust auth, listening on 127.0.0.1 only, its Unix socket in the same directory).
   As root, it runs as the ``postgres`` user the Debian package creates (PostgreSQL refuses root).
 - ``s3_server()``: moto's S3-compatible server (``moto[server]``), one bucket created.
+- ``headless_chromium(...)``: Chromium run headless on a local page (screenshot or DOM dump).
 
 Missing binaries skip the test, unless ``GEODISTILL_REQUIRE_SERVICES=1`` (``.ci/run`` sets it
 after ``.ci/services`` installed them): then they fail it.
@@ -22,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -170,3 +172,35 @@ def s3_server(bucket: str = "geodistill") -> Iterator[S3]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def headless_chromium(
+    page: Path, profile: Path, *args: str, window: tuple[int, int] = (1280, 800)
+) -> subprocess.CompletedProcess:
+    """Chromium, headless and offline-minded, on ``page`` (a file) at ``window`` pixels; ``args``
+    add ``--screenshot=FILE`` or ``--dump-dom`` (stdout). ``profile``: a fresh user-data dir."""
+    binary = next(
+        (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None
+    )
+    if binary is None:
+        _missing("Chromium")
+    return subprocess.run(
+        [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            f"--window-size={window[0]},{window[1]}",
+            *args,
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

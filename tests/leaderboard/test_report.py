@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import base64
 import html
 import json
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
+from services import headless_chromium
 
 from geodistill.errors import ConfigError
 from geodistill.leaderboard import Leaderboard, LeaderboardError, make_row
 from geodistill.leaderboard.anchors import load_anchors
+from geodistill.leaderboard.columns import GFLOPS_RULE
 from geodistill.leaderboard.pareto import pareto_rows
 from geodistill.leaderboard.report import write_report
 
@@ -119,25 +118,41 @@ def test_report_files_tables_and_anchors(report):
     front_md = md.split("## Pareto front")[1].split("##")[0]
     assert front_md.count("| convnext_atto |") == 1 and front_md.count("| vit_tiny |") == 3
     best_md = md.split("## Best run per backbone")[1].split("##")[0]
-    # Columns never set (refiner, teacher, the distillation knobs) are left out of the tables.
-    assert (
-        "| backbone | views | dataset_fps | img_size | d2s_recall1 | gflops | params_m | runs | trial_id |"
-        in best_md
-    )
-    assert "| vit_tiny | 4 | 5 | 64 | 80.00 | 8 | 6 | 1 | vit_tiny-v4-f5 |" in best_md
-    assert "| resnet18 | 4 | 5 | 64 | 65.00 | 4 | 3 | 1 | resnet18-v4-f5 |" in best_md
+    # Objectives first; columns never set (refiner, teacher, the distillation knobs) are left
+    # out, and columns equal in every row are said once above the table.
+    assert "In every row: views = 4, dataset_fps = 5, img_size = 64, runs = 1." in best_md
+    assert "| d2s_recall1 | gflops | backbone | params_m | trial_id |" in best_md
+    assert "| 80.00 | 8 | vit_tiny | 6 | vit_tiny-v4-f5 |" in best_md
+    assert "| 65.00 | 4 | resnet18 | 3 | resnet18-v4-f5 |" in best_md
+    assert "Counting rule: GFLOPs per drone query: 1e9 floating-point operations counted by" in front_md
     assert "other" not in md.split("## Published")[0]  # the experiment filter held
-    assert "University-1652, not comparable" in md and "| PFED / MobileGeo |" in md
+    assert "University-1652, not comparable" in md
+    # The published points under the counting rule: PFED's printed 4.45 are MACs at 224 px.
+    assert "| 97.15 | 8.9 | PFED / MobileGeo | ConvNeXt-T student | 4.45 | MACs | 224 |" in md
+    assert "| 93.55 | 26.00 | MEAN | ConvNeXt-T @384 | ≈26.00 | 2 x MACs | 384 |" in md
+    assert "| 75.93 | – | LPN | ResNet-50 | ≈65.00 | unknown | – |" in md
     svg = paths["pareto_svg"].read_text()
     assert "University-1652, not comparable" in svg and "Pareto front" in svg and "stopped early" in svg
     assert not any(k.startswith("effect_temperature") for k in paths)  # not searched: no plot
     page = paths["html"].read_text()
-    # Nothing to fetch: PNGs are data URIs, the front plot is inline SVG (xmlns names are not loads).
-    assert not re.search(r"(?:src|href)=['\"]https?:", page)
-    embedded = re.search(r"id='effect_views' alt='[^']*' src='data:image/png;base64,([^']+)'", page).group(1)
-    assert base64.b64decode(embedded) == paths["effect_views_png"].read_bytes()
+    # Nothing to fetch: every plot is inline SVG (xmlns names are not loads), no script.
+    assert not re.search(r"(?:src|href)=['\"]https?:", page) and "<script" not in page
+    assert "<img" not in page and page.count("<figure id=") == 3  # pareto, views, fps
+    assert "<svg" in page.split("<figure id='effect_views'")[1].split("</figure>")[0]
     inline = page.split("<figure id='pareto'")[1].split("</figure>")[0]
     assert inline.count("<title>") == 19  # 18 finished points + the stopped one, each with its tooltip
+
+
+def test_gflops_column_states_the_one_counting_rule(board):
+    """The rule travels with the data: every Parquet file's gflops field carries it."""
+    files = sorted(Path(board.root).rglob("*.parquet"))
+    assert files
+    for file in files:
+        described = pq.read_schema(file).field("gflops").metadata[b"description"].decode()
+        assert described == GFLOPS_RULE
+    assert (
+        "FlopCounterMode" in GFLOPS_RULE and "GFLOPs = 2 x GMACs" in GFLOPS_RULE and "V views" in GFLOPS_RULE
+    )
 
 
 def test_report_user_errors(board, tmp_path):
@@ -274,21 +289,27 @@ def test_distillation_knobs_merged_repeats_and_teacher(kd_report):
     ) in md
     assert "; 2 on the Pareto front;" in md and "1 teacher/baseline reference point(s)" in md
     front = _section(md, "Pareto front")
+    assert (
+        "In every row: backbone = resnet18, dataset_fps = 2, img_size = 64, teacher = teachers/teacher."
+        in front
+    )
     header = (
-        "| backbone | views | dataset_fps | img_size | teacher | teacher_views | temperature | w_logit "
-        "| w_feature | w_relation | d2s_recall1 | gflops | runs | trial_id |"
+        "| d2s_recall1 | gflops | views | teacher_views | temperature | w_logit | w_feature | w_relation "
+        "| runs | trial_id |"
     )
     assert header in front
-    rows = [line for line in front.splitlines() if line.startswith("| resnet18")]
+    rows = [line for line in front.splitlines() if line.startswith(("| 5", "| 6"))]
     # kd-a and kd-b (seeds 0 and 1, recall 60 and 64) are one configuration: mean 62, sd sqrt(8).
     # kd-c's teacher saw its own single frame (teacher_views null = views); kd-d (58 at 4) is dominated.
     # The teacher is named by its run, never by its path.
     assert rows == [
-        "| resnet18 | 1 | 2 | 64 | teachers/teacher | 1 | 4 | 0.5 | 1 | 0.25 | 50.00 | 1 | 1 | kd-c |",
-        "| resnet18 | 2 | 2 | 64 | teachers/teacher | 4 | 2 | 1 | 0.5 | 0 | 62.00 ± 2.83 | 2 | 2 | kd-a, kd-b |",
+        "| 50.00 | 1 | 1 | 1 | 4 | 0.5 | 1 | 0.25 | 1 | kd-c |",
+        "| 62.00 ± 2.83 | 2 | 2 | 4 | 2 | 1 | 0.5 | 0 | 2 | kd-a, kd-b |",
     ]
     reference = _section(md, "Teacher and baseline reference points")
-    assert "| vit_tiny | 4 | – | – | – | – | – | – | – | – | 90.00 | 20.00 | 1 | teacher |" in reference
+    # one row: its empty columns (the distillation knobs a stage-1 row never used) are left out
+    assert "| d2s_recall1 | gflops | backbone | views | runs | trial_id |" in reference
+    assert "| 90.00 | 20.00 | vit_tiny | 4 | 1 | teacher |" in reference
     assert "other-teacher" not in md and "vit_small" not in md  # not the students' teacher
     for knob in ("views", "temperature", "w_logit", "w_feature", "w_relation", "teacher_views"):
         assert paths[f"effect_{knob}_png"].stat().st_size > 500, knob
@@ -301,7 +322,7 @@ def test_report_has_no_machine_paths_and_tooltips_hold_configs(kd_report):
     page, md, svg = paths["html"].read_text(), paths["md"].read_text(), paths["pareto_svg"].read_text()
     for text in (page, md, svg):
         assert str(root) not in text and "/srv/shared" not in text
-    visible = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
+    visible = re.sub(r"<svg.*?</svg>", "", page, flags=re.S)  # plots: their text is checked in svg
     visible = html.unescape(re.sub(r"<[^>]*>", " ", visible))
     assert not re.findall(r"(?<![\w.…:/])/[\w.-]+/", visible)  # no /-rooted path in any text
     titles = [html.unescape(t) for t in re.findall(r"<title>([^<]*)</title>", svg)]
@@ -314,39 +335,7 @@ def test_report_has_no_machine_paths_and_tooltips_hold_configs(kd_report):
     assert len(titles) == 4  # 3 student configurations + the teacher
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    message = "Chromium is not installed (run .ci/services)"
-    if os.environ.get("GEODISTILL_REQUIRE_SERVICES") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def _headless(chromium: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--hide-scrollbars",
-            f"--user-data-dir={tmp_path / 'chromium-profile'}",
-            "--window-size=1280,2600",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-# After load: each image's size, the inline plot's size, and for every point of the front plot its
+# After load: each plot's size, the inline plot's size, and for every point of the front plot its
 # tooltip and which point the browser finds under its centre (what a hover there would show).
 _PROBE = """<script>
 window.addEventListener('load', () => {
@@ -358,7 +347,8 @@ window.addEventListener('load', () => {
     const owner = hit && hit.closest('g[id^="pt-"], g[id^="ref-"]');
     return {id: g.id, title: g.querySelector('title').textContent, hit: owner ? owner.id : null};
   });
-  const images = Array.from(document.images).map(i => [i.id, i.naturalWidth, i.naturalHeight]);
+  const images = Array.from(document.querySelectorAll('figure svg')).map(s => {
+    const r = s.getBoundingClientRect(); return [s.closest('figure').id, r.width, r.height]; });
   const out = document.createElement('pre'); out.id = 'probe';
   out.textContent = JSON.stringify({svg: [box.width, box.height], points, images});
   document.body.appendChild(out);
@@ -371,10 +361,9 @@ def test_report_renders_in_headless_chromium_with_hover_text(kd_report, tmp_path
     load holds each point's tooltip, and the point under each centre is that point."""
     from PIL import Image
 
-    chromium = _chromium()
     _, paths = kd_report
     shot = tmp_path / "report.png"
-    proc = _headless(chromium, tmp_path, f"--screenshot={shot}", paths["html"].as_uri())
+    proc = headless_chromium(paths["html"], tmp_path / "profile", f"--screenshot={shot}", window=(1280, 2600))
     assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
     image = Image.open(shot).convert("RGB")
     assert image.size == (1280, 2600)
@@ -385,7 +374,9 @@ def test_report_renders_in_headless_chromium_with_hover_text(kd_report, tmp_path
 
     probe = tmp_path / "probe.html"
     probe.write_text(paths["html"].read_text().replace("</body>", _PROBE))
-    proc = _headless(chromium, tmp_path, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri())
+    proc = headless_chromium(
+        probe, tmp_path / "profile", "--virtual-time-budget=5000", "--dump-dom", window=(1280, 2600)
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     found = re.search(r"<pre id=\"probe\">([^<]*)</pre>", proc.stdout)
     assert found, proc.stdout[-2000:]
@@ -395,7 +386,7 @@ def test_report_renders_in_headless_chromium_with_hover_text(kd_report, tmp_path
     assert len(titles) == 4 and any(t.startswith("2 runs: kd-a, kd-b (kd)") for t in titles.values())
     assert all(p["hit"] == p["id"] for p in data["points"]), data["points"]
     images = {name: (w, h) for name, w, h in data["images"]}
-    assert set(images) == {
+    assert set(images) == {"pareto"} | {
         f"effect_{k}" for k in ("views", "temperature", "w_logit", "w_feature", "w_relation", "teacher_views")
     }
     assert all(w > 300 and h > 200 for w, h in images.values()), images

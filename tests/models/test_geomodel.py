@@ -20,14 +20,8 @@ from geodistill.models import (
     save_model,
 )
 from geodistill.models.cost import descriptor_params
-from geodistill.models.heads import ring_weights
 from geodistill.models.refiners import (
-    AttentionRefiner,
     MIRefiner,
-    SelectRefiner,
-    gaussian_mi,
-    mi_select_frames,
-    select_frames,
 )
 
 
@@ -84,63 +78,6 @@ def test_backbone_outputs_and_any_input_size(name, width, dims, grid):
         torch.testing.assert_close(pooled, fmap.mean(dim=(2, 3)))
 
 
-def test_ring_weights_match_the_video2bev_definition():
-    w = ring_weights(16, 16)  # [4,256]
-    counts = (w > 0).sum(dim=1).tolist()
-    assert counts == [16, 48, 80, 112]  # ring k = square 4k minus square 4(k-1)
-    for k, side in enumerate([4, 8, 12, 16]):
-        vals = w[k][w[k] > 0]
-        torch.testing.assert_close(vals, torch.full_like(vals, 1.0 / side**2))
-    # Ring 1 is exactly the centred 4x4 square (rows/cols 6..9).
-    mask = (w[0] > 0).reshape(16, 16)
-    assert mask[6:10, 6:10].all() and mask.sum() == 16
-    # An 8x8 grid: squares of side 2, 4, 6, 8.
-    w8 = ring_weights(8, 8)
-    assert (w8 > 0).sum(dim=1).tolist() == [4, 12, 20, 28]
-    assert w8.max(dim=1).values.tolist() == pytest.approx([1 / 4, 1 / 16, 1 / 36, 1 / 64])
-
-
-def test_select_refiner_picks_representative_then_least_redundant():
-    # Frames (unit vectors in 2-D): three near-duplicates around 0 deg, one at 90 deg.
-    ang = torch.tensor([0.0, 0.05, -0.05, math.pi / 2])
-    frames = torch.stack([ang.cos(), ang.sin()], dim=-1)[None]  # [1,4,2]
-    idx = select_frames(frames, 2)
-    # Mean direction is ~ 18 deg: closest is frame 1 (0.05 rad); the least redundant next is 3.
-    assert idx.tolist() == [[1, 3]]
-    out = SelectRefiner(2)(frames)
-    torch.testing.assert_close(out, (frames[0, 1] + frames[0, 3])[None] / 2)
-    # V <= k: plain mean.
-    torch.testing.assert_close(SelectRefiner(8)(frames), frames.mean(dim=1))
-
-
-def test_gaussian_mi_of_a_correlation():
-    # -1/2 ln(1 - r^2): r = 0.6 -> 1/2 ln(1/0.64) = ln 1.25; r = 0 -> 0; |r| = 1 is capped (finite).
-    mi = gaussian_mi(torch.tensor([0.6, -0.6, 0.0, 1.0]))
-    assert mi[:3].tolist() == pytest.approx([math.log(1.25), math.log(1.25), 0.0], abs=1e-6)
-    assert math.isfinite(mi[3].item()) and mi[3].item() == pytest.approx(0.5 * math.log(1e6), rel=1e-3)
-
-
-def test_mi_refiner_drops_duplicates_first():
-    # Frames: three copies of a, then b and c (random 64-d, nearly uncorrelated with each other).
-    g = torch.Generator().manual_seed(0)
-    a, b, c = F.normalize(torch.randn(3, 64, generator=g), dim=-1)
-    frames = torch.stack([a, a, a, b, c])[None]  # [1,5,64]
-    idx = mi_select_frames(frames, 3)[0].tolist()
-    # The mean is dominated by a, so an a comes first (most relevant); its copies are the most
-    # redundant frames there are, so b and c follow, whatever their order.
-    assert idx[0] in (0, 1, 2) and sorted(idx[1:]) == [3, 4]
-    torch.testing.assert_close(MIRefiner(3)(frames), ((a + b + c) / 3)[None])
-    # The number of kept views is a run-time choice; k >= V is the plain mean.
-    torch.testing.assert_close(MIRefiner(3)(frames, k=1), frames[:, idx[0]])
-    torch.testing.assert_close(MIRefiner(3)(frames, k=5), frames.mean(dim=1))
-    with pytest.raises(ConfigError, match="k must be >= 1"):
-        MIRefiner(3)(frames, k=0)
-    # Batched: each video selects independently.
-    two = torch.stack([frames[0], frames[0].flip(0)])  # [2,5,64]; video 2 has c, b first and the a's last
-    picked = mi_select_frames(two, 3)
-    assert sorted(picked[1, 1:].tolist()) == [0, 1] and picked[1, 0].item() in (2, 3, 4)
-
-
 def test_mi_refiner_in_a_model_and_its_cost():
     model = GeoModel(tiny_cfg(refiner="mi", refiner_k=2), num_classes=3).eval()
     assert isinstance(model.refiner, MIRefiner) and model.refiner.k == 2
@@ -164,17 +101,6 @@ def test_stage_heads_one_per_intermediate_stage_but_the_deepest(backbone, dims):
     assert plain.stage_heads is None and not any(k.startswith("stage_heads.") for k in plain.state_dict())
     assert descriptor_params(model) == descriptor_params(plain)
     assert plain(torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)).drone_stage_logits == []
-
-
-def test_attention_refiner_starts_as_mean_and_learns_weights():
-    frames = F.normalize(torch.randn(3, 5, 8), dim=-1)
-    ref = AttentionRefiner(8)
-    torch.testing.assert_close(ref(frames), frames.mean(dim=1))
-    with torch.no_grad():
-        ref.score[2].weight.fill_(1.0)
-    w = ref.score(frames).softmax(dim=1)
-    torch.testing.assert_close(ref(frames), (w * frames).sum(dim=1))
-    assert not torch.allclose(ref(frames), frames.mean(dim=1))
 
 
 def test_encode_video_runs_the_backbone_once_and_matches_frame_mean():
@@ -274,22 +200,3 @@ def test_save_and_load_round_trip_safetensors(tmp_path):
     assert again.pool.gem.p.item() == pytest.approx(2.5)
     with pytest.raises(CheckpointError, match=r"shape mismatch for 'heads.0.classifier.0.weight'"):
         load_model(path, cfg, num_classes=9)
-
-
-def test_backbone_local_weights_safetensors_and_pth(tmp_path):
-    from safetensors.torch import save_file
-
-    src = create_backbone("resnet18", img_size=32)
-    state = {k: v.clone() for k, v in src.model.state_dict().items()}
-    state["fc.weight"] = torch.zeros(10, 512)  # a classifier head in the file is ignored
-    save_file(state, str(tmp_path / "r18.safetensors"))
-    torch.save(state, tmp_path / "r18.pth")
-    for name in ("r18.safetensors", "r18.pth"):
-        bb = create_backbone("resnet18", img_size=32, weights=str(tmp_path / name))
-        torch.testing.assert_close(bb.model.conv1.weight, src.model.conv1.weight)
-    state["layer1.0.conv1.weight"] = torch.zeros(3, 3)
-    torch.save(state, tmp_path / "bad.pth")
-    with pytest.raises(CheckpointError, match=r"shape mismatch for 'layer1.0.conv1.weight'"):
-        create_backbone("resnet18", img_size=32, weights=str(tmp_path / "bad.pth"))
-    with pytest.raises(CheckpointError, match="checkpoint not found"):
-        create_backbone("resnet18", img_size=32, weights=str(tmp_path / "nope.pth"))

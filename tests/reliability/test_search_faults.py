@@ -22,6 +22,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
+from geodistill.config_files import CONF_DIR
 from geodistill.leaderboard import Leaderboard
 from geodistill.platform.runtime.ray_local import listening_addresses
 
@@ -176,3 +177,45 @@ def test_no_credentials_in_the_repository(path: str):
     assert files
     for file in files:
         assert not pattern.search(file.read_bytes()), f"credential-like string in {file}"
+
+
+@pytest.mark.slow  # end to end: the second tier
+def test_a_second_search_into_a_running_experiment_stops_in_one_line_and_the_first_loses_nothing(
+    tmp_path: Path,
+):
+    exp = "twice"
+    lb = Leaderboard(tmp_path / "leaderboard")
+    # Trials long enough that the second search, slow to start on a busy machine, meets the first running.
+    space = tmp_path / "smoke_8.yaml"
+    space.write_text(
+        (CONF_DIR / "search_space" / "smoke.yaml").read_text().replace("train.epochs: 2", "train.epochs: 8")
+    )
+    first = start_search(tmp_path, exp, "--num-samples", "3", f"search_space={space}")
+    try:
+        wait_for(lambda: trial_processes(first), proc=first, what="a running trial")
+        teacher = sorted((tmp_path / "search" / exp / "teacher").rglob("*.safetensors"))
+        stamps = [p.stat().st_mtime_ns for p in teacher]
+        second = subprocess.run(
+            [sys.executable, "-m", "geodistill", "search", f"search_space={space}", "--smoke-test", "--experiment", exp,
+             "--storage", str(tmp_path / "search"), "--num-samples", "3", "--no-report"],
+            env={**os.environ, "GEODISTILL_LEADERBOARD": str(tmp_path / "leaderboard")},
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert second.returncode == 2, second.stderr[-3000:]
+        lines = [line for line in second.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and "is being run by another search" in lines[0] and str(first.pid) in lines[0]
+        assert "training a tiny teacher" not in second.stdout  # refused before touching the first's teacher
+        assert [p.stat().st_mtime_ns for p in teacher] == stamps
+        assert first.poll() is None, "the first search had ended: nothing was run at once"
+        assert first.wait(timeout=TIMEOUT_S) == 0, log_text(tmp_path, exp)[-3000:]
+    finally:
+        stop_group(first)
+    rows = lb.read(exp)
+    students = rows.filter(rows["stage"] == "student")
+    assert students.height == 3 and students["trial_id"].n_unique() == 3, students
+    keys = raw_row_keys(tmp_path / "leaderboard", exp)
+    assert len(keys) == len(set(keys)), f"duplicated rows: {keys}"
+    # The lock went with the first driver: the next one (a --resume) may take the experiment.
+    from geodistill.platform.search.experiment_lock import hold_experiment, released_after
+
+    released_after(hold_experiment)(exp, str(tmp_path / "search" / exp))

@@ -27,8 +27,15 @@ class Anchor:
 
     method: str = setting(kind="text")
     backbone: str | None = setting(None, kind="text")
-    gflops: float | None = setting(None, gt=0.0, le=1e6)  # per drone query
-    gflops_approx: bool = setting(False)  # read off a published chart (2 x MACs)
+    gflops: float | None = setting(None, gt=0.0, le=1e6)  # per drone query, under GFLOPS_RULE
+    gflops_approx: bool = setting(False)  # reported_gflops read off a published chart
+    reported_gflops: float | None = setting(None, gt=0.0, le=1e6)  # as the source prints it
+    convention: str = setting("unknown", choices=("2 x MACs", "MACs", "unknown"))  # of reported_gflops
+    input_px: int | None = setting(None, gt=0)  # the input size the number is for
+    views: int = setting(1, ge=1)  # images per query the number is for
+    counted_as: str | None = setting(None, kind="text")  # timm backbone the convention was checked on
+    tried_px: list[int] = setting(default_factory=list)  # sizes counted when no convention fits
+    check: str | None = setting(None, kind="text")  # how the convention was established
     d2s_recall1: float | None = setting(None, ge=0.0, le=100.0)
     d2s_ap: float | None = setting(None, ge=0.0, le=100.0)
     s2d_recall1: float | None = setting(None, ge=0.0, le=100.0)

@@ -30,6 +30,14 @@ STAGES = ("teacher", "student", "baseline")
 STATUSES = ("ok", "failed", "stopped", "running")
 
 _STR, _INT, _F64 = pa.string(), pa.int32(), pa.float64()
+# The one counting rule for the cost columns (also the ``gflops`` field's description, and the
+# report's line under its plot); published points are converted to it (conf/anchors/).
+GFLOPS_RULE = (
+    "GFLOPs per drone query: 1e9 floating-point operations counted by "
+    "torch.utils.flop_counter.FlopCounterMode (matmuls and convolutions, attention included; "
+    "one multiply-accumulate = 2 FLOPs, so GFLOPs = 2 x GMACs) at the run's own input size "
+    "(img_size x img_size px), for all V views of the query (V x one frame) plus the refiner"
+)
 SCHEMA = pa.schema(
     [
         pa.field("row_key", _STR, nullable=False),  # f"{experiment}/{trial_id}/{stage}"
@@ -57,8 +65,8 @@ SCHEMA = pa.schema(
         pa.field("epochs", _INT),
         *[pa.field(name, _F64) for name in METRIC_KEYS],  # percent
         pa.field("params_m", _F64),
-        pa.field("gflops", _F64),  # per drone query (views x per-frame + refiner)
-        pa.field("gmacs", _F64),
+        pa.field("gflops", _F64, metadata={"description": GFLOPS_RULE}),
+        pa.field("gmacs", _F64, metadata={"description": "multiply-accumulates per drone query: gflops / 2"}),
         pa.field("flop_counter", _STR),
         pa.field("latency_ms", _F64),
         pa.field("throughput_qps", _F64),

@@ -1,28 +1,18 @@
 """Precision-versus-efficiency reports: a self-contained HTML page, a Markdown summary, plots.
 
-What a reader wants from a search: which runs are worth their cost (the Pareto front of a
-metric against GFLOPs per drone query), what each searched knob buys (views, fps, and the
-distillation knobs: KD temperature, KD weights, teacher views), where the teacher itself
-stands, and the best run of each backbone. Plots are matplotlib (Agg, no display) saved as PNG
-and SVG. The HTML page opens from disk, mailed or archived, with no server and no network:
-the Pareto plot is inlined as SVG in which every point carries an SVG ``<title>`` with its
-trial's configuration (the browser shows it on hover, no script), the other plots are PNG
-data URIs.
-
-Rows are prepared before anything is drawn (``report_rows``: the searched rows as the subject,
-teacher and baseline rows as reference points, identical configurations merged, machine paths
-made relative); the figures are ``report_plots``.
-
-Published reference points (``leaderboard.anchors``: ``conf/anchors/``) are drawn greyed for
-context only: they come from University-1652, not from the data the runs were measured on.
-
+What a reader wants from a search: which runs are worth their cost (the Pareto front of a metric
+against GFLOPs per drone query), what each searched knob buys, where the teacher stands, and the
+best run of each backbone. The HTML opens offline (every plot inline SVG, hover titles, no
+script); tables put the objectives first and fit 1,280 px. Rows are prepared by ``report_rows``,
+drawn by ``report_plots`` and labelled by ``report_labels``; published points
+(``leaderboard.anchors``) are context only, converted to ``columns.GFLOPS_RULE``.
 ``write_report`` reads as its steps: ``_report_input``, ``prepare_rows``, ``_plots``,
 ``_summary``, ``_sections``, ``_documents``, ``_write``.
 """
 
 from __future__ import annotations
 
-import base64
+import dataclasses
 import html
 import re
 from collections.abc import Mapping
@@ -36,12 +26,22 @@ from geodistill.errors import ConfigError
 from geodistill.eval.names import METRIC_KEYS, metric_label
 from geodistill.leaderboard.anchors import DEFAULT as DEFAULT_ANCHORS
 from geodistill.leaderboard.anchors import load_anchors
+from geodistill.leaderboard.columns import GFLOPS_RULE
 from geodistill.leaderboard.pareto import hypervolume
-from geodistill.leaderboard.report_plots import KNOBS, effect_figure, effect_knobs, pareto_figure, save_figure
+from geodistill.leaderboard.report_plots import (
+    KNOBS,
+    backbone_styles,
+    effect_figure,
+    effect_knobs,
+    pareto_figure,
+    save_figure,
+)
 from geodistill.leaderboard.report_rows import COST, ReportRows, fmt, hover_text, prepare_rows, varying_keys
 from geodistill.leaderboard.store import Leaderboard, LeaderboardError
 
-TABLE_COLUMNS = (
+TABLE_COLUMNS = (  # the objectives first, then what was searched, then the rest
+    "{metric}",
+    "gflops",
     "backbone",
     "views",
     "dataset_fps",
@@ -53,15 +53,15 @@ TABLE_COLUMNS = (
     "w_logit",
     "w_feature",
     "w_relation",
-    "{metric}",
-    "gflops",
     "params_m",
     "latency_ms",
     "runs",
     "experiment",
     "trial_id",
 )
-ALWAYS_SHOWN = ("backbone", "{metric}", "gflops", "runs", "trial_id")  # other columns only when set
+ALWAYS_SHOWN = ("{metric}", "gflops", "backbone", "runs", "trial_id")  # other columns only when set
+OBJECTIVES = ("{metric}", "gflops")  # kept in a table even when constant across it
+WRAPPED = {"backbone", "teacher", "trial_id", "experiment", "method", "check", "convention"}  # text, left
 
 
 def _frames(
@@ -84,10 +84,11 @@ def _inline_svg(svg: str) -> str:
 
 def _plots(
     rows: ReportRows, metric: str, anchor_set: dict[str, Any], out: Path
-) -> tuple[dict[str, Path], dict[str, bytes], dict[str, str]]:
-    """The Pareto plot and one effect plot per searched knob as files.
+) -> tuple[dict[str, Path], dict[str, str], list[str]]:
+    """The Pareto plot and one effect plot per searched knob as files (PNG + SVG).
 
-    Returns the paths by key, the PNG bytes by stem, and the Pareto SVG (with tooltips) by stem.
+    Returns the paths by key, the SVG of each plot by stem (inlined in the page), and the point
+    labels no free place was found for in the front plot.
     """
     import matplotlib
 
@@ -96,59 +97,96 @@ def _plots(
 
     title = f"{metric_label(metric)} vs GFLOPs per query — {', '.join(rows.experiments)}"
     varying = varying_keys([rows.frame])
-    fig, hover = pareto_figure(rows, metric, anchor_set, title, lambda row: hover_text(row, metric, varying))
+    styles = backbone_styles(rows.frame["backbone"].to_list())
+    finished = set(rows.plotted["backbone"].fill_null("?").to_list())
+    fig, hover, left_out = pareto_figure(
+        rows, metric, anchor_set, title, lambda row: hover_text(row, metric, varying), styles
+    )
     paths: dict[str, Path] = {}
-    images: dict[str, bytes] = {}
-    paths["pareto_png"], paths["pareto_svg"], images["pareto"], svg = save_figure(fig, out, "pareto", hover)
+    svgs: dict[str, str] = {}
+    paths["pareto_png"], paths["pareto_svg"], _, svgs["pareto"] = save_figure(fig, out, "pareto", hover)
     plt.close(fig)
     for knob, label, scale in effect_knobs(rows.ok, metric):
-        fig = effect_figure(
-            rows.ok.filter(pl.col(metric).is_not_null()), knob, metric, label, scale, rows.references
-        )
+        measured = rows.ok.filter(pl.col(metric).is_not_null())
+        fig = effect_figure(measured, knob, metric, label, scale, rows.references, styles, finished)
         stem = f"effect_{knob.removeprefix('dataset_')}"
-        paths[f"{stem}_png"], paths[f"{stem}_svg"], images[stem], _ = save_figure(fig, out, stem)
+        paths[f"{stem}_png"], paths[f"{stem}_svg"], _, svgs[stem] = save_figure(fig, out, stem)
         plt.close(fig)
-    return paths, images, {"pareto": svg}
+    return paths, svgs, left_out
 
 
 # ---- tables and documents ------------------------------------------------------------------
 
 
-def _table(frame: pl.DataFrame, columns: list[str], metric: str) -> tuple[list[str], list[list[str]]]:
-    """Headers and cells; the metric of merged repeats reads "mean ± sd"."""
-    present = [c for c in columns if c in frame.columns]
+@dataclasses.dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+    constant: str = ""  # "img_size = 64, refiner = mean": columns equal in every row, said once
+
+
+@dataclasses.dataclass
+class Section:
+    """One part of the report: a heading, optionally a plot (by stem), notes and a table."""
+
+    heading: str
+    image: str | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+    table: Table | None = None
+
+
+def _table(frame: pl.DataFrame, columns: list[str], metric: str) -> Table:
+    """Headers and cells; the metric of merged repeats reads "mean ± sd". Columns equal in every
+    row (of two or more) leave the table and are named once in ``constant``; empty ones leave it
+    too; the objectives stay."""
 
     def cell(row: dict[str, Any], column: str) -> str:
         if column == metric and (row.get("runs") or 1) > 1 and row.get(f"{metric}_sd") is not None:
             return f"{fmt(row[column])} ± {fmt(row[f'{metric}_sd'])}"
         return fmt(row[column])
 
-    return present, [[cell(r, c) for c in present] for r in frame.iter_rows(named=True)]
+    present = [c for c in columns if c in frame.columns]
+    cells = {c: [cell(r, c) for r in frame.iter_rows(named=True)] for c in present}
+    keep = {c.format(metric=metric) for c in OBJECTIVES}
+    constant = [  # one value in every row: of two or more rows, or empty ("–") in all
+        c
+        for c in present
+        if c not in keep and len(set(cells[c])) == 1 and (frame.height > 1 or cells[c][0] == "–")
+    ]
+    headers = [c for c in present if c not in constant]
+    said = ", ".join(f"{c} = {cells[c][0]}" for c in constant if cells[c][0] != "–")
+    return Table(headers, [list(r) for r in zip(*(cells[c] for c in headers), strict=True)], said)
 
 
-def _markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    if not rows:
+def _markdown_table(table: Table) -> str:
+    if not table.rows:
         return "_none_\n"
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+    lines = [f"In every row: {table.constant}.", ""] if table.constant else []
+    lines += ["| " + " | ".join(table.headers) + " |", "|" + "---|" * len(table.headers)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in table.rows]
     return "\n".join(lines) + "\n"
 
 
-def _html_table(headers: list[str], rows: list[list[str]]) -> str:
-    if not rows:
+def _html_table(table: Table) -> str:
+    if not table.rows:
         return "<p><em>none</em></p>"
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+    wrap = [" class='w'" if h in WRAPPED else "" for h in table.headers]
+    head = "".join(f"<th{w}>{html.escape(h)}</th>" for w, h in zip(wrap, table.headers, strict=True))
+    body = "".join(
+        "<tr>" + "".join(f"<td{w}>{html.escape(c)}</td>" for w, c in zip(wrap, r, strict=True)) + "</tr>"
+        for r in table.rows
+    )
+    said = f"<p class='note'>In every row: {html.escape(table.constant)}.</p>" if table.constant else ""
+    return f"{said}<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1100px;color:#222}
-table{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}
-th,td{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}th{background:#f3f3f3}
-.wide{overflow-x:auto}
-img{max-width:100%;border:1px solid #eee}.note{color:#666;font-size:13px}
-figure{margin:0}figure svg{max-width:100%;height:auto;border:1px solid #eee}
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:.3em 0 1.5em}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}
+th{background:#f3f3f3;white-space:normal}.w{white-space:normal;overflow-wrap:anywhere;text-align:left}
+.wide{overflow-x:auto}.note{color:#666;font-size:13px}
+figure{margin:0}figure svg{width:100%;height:auto;border:1px solid #eee}
 """
 
 
@@ -182,96 +220,103 @@ def _summary(rows: ReportRows, metric: str, hv: float, reference: tuple[float, f
     )
 
 
-Section = tuple[str, str | None, tuple[list[str], list[list[str]]] | None]
+def _front_notes(anchor_set: dict[str, Any], left_out: list[str]) -> list[str]:
+    """The lines under the front plot: the counting rule, and any point left unlabelled."""
+    notes = [f"Counting rule: {GFLOPS_RULE}."]
+    if anchor_set["anchors"]:
+        notes.append(
+            "Published points are converted to this rule (filled); where no convention reproduces "
+            "the printed number they are drawn hollow at it, labelled (unconverted)."
+        )
+    if left_out:
+        notes.append("Not labelled in the plot (no free space; see the tables): " + "; ".join(left_out) + ".")
+    return notes
 
 
-def _sections(rows: ReportRows, metric: str, images: Mapping[str, bytes]) -> list[Section]:
+def _sections(
+    rows: ReportRows, metric: str, svgs: Mapping[str, str], anchor_set: dict[str, Any], left_out: list[str]
+) -> list[Section]:
     columns = _columns(rows, metric)
     best = (
         rows.ok.filter(pl.col(metric).is_not_null())
         .sort(metric, descending=True)
         .unique(subset=["backbone"], keep="first", maintain_order=True)
     )
-    sections: list[Section] = [
-        ("Pareto front", "pareto", _table(rows.front, columns, metric)),
-        ("Best run per backbone", None, _table(best, columns, metric)),
+    sections = [
+        Section(
+            "Pareto front", "pareto", _front_notes(anchor_set, left_out), _table(rows.front, columns, metric)
+        ),
+        Section("Best run per backbone", table=_table(best, columns, metric)),
     ]
     if rows.references.height:
         sections.append(
-            ("Teacher and baseline reference points", None, _table(rows.references, columns, metric))
+            Section("Teacher and baseline reference points", table=_table(rows.references, columns, metric))
         )
     for knob, label, _ in KNOBS:
         stem = f"effect_{knob.removeprefix('dataset_')}"
-        if stem in images:
-            sections.append((f"Effect of {label.split(' (')[0]}", stem, None))
+        if stem in svgs:
+            sections.append(Section(f"Effect of {label.split(' (')[0]}", stem))
+    anchors = _anchor_section(anchor_set, metric)
+    if anchors is not None:
+        sections.append(anchors)
     return sections
 
 
-def _anchor_section(anchor_set: dict[str, Any], metric: str) -> tuple[str, list[str], list[list[str]]] | None:
-    """(note, headers, rows) of the published reference points, or None without anchors."""
+def _anchor_section(anchor_set: dict[str, Any], metric: str) -> Section | None:
+    """The published reference points, with each one's counting convention, or None without."""
+    headers = [metric, "gflops", "method", "backbone", "reported", "convention", "input_px", "check"]
     rows = [
         [
+            fmt(a.get(metric)),
+            fmt(a.get(COST)),
             str(a.get("method", "?")),
             str(a.get("backbone", "?")),
-            ("≈" if a.get("gflops_approx") else "") + fmt(a.get(COST)),
-            fmt(a.get(metric)),
+            ("≈" if a.get("gflops_approx") else "") + fmt(a.get("reported_gflops")),
+            str(a.get("convention") or "unknown"),
+            fmt(a.get("input_px")),
+            str(a.get("check") or ""),
         ]
         for a in anchor_set["anchors"]
     ]
     if not rows:
         return None
     note = (
-        f"Published reference points ({anchor_set['label']}): shown greyed for context only; "
-        "≈ marks GFLOPs read off a published chart."
+        f"Published reference points ({anchor_set['label']}): shown greyed for context only. "
+        "gflops: under this report's counting rule; reported: as the source prints it "
+        "(≈ read off a published chart)."
     )
-    return note, ["method", "backbone", "GFLOPs", metric], rows
+    return Section("Published reference points", notes=[note], table=Table(headers, rows))
 
 
-def _documents(
-    experiments: list[str],
-    summary: str,
-    sections: list[Section],
-    images: Mapping[str, bytes],
-    svgs: Mapping[str, str],
-    anchors: tuple[str, list[str], list[list[str]]] | None,
-) -> tuple[list[str], list[str]]:
+def _documents(experiments: list[str], summary: str, sections: list[Section], svgs: Mapping[str, str]):
     """The Markdown and the self-contained HTML report, as lines."""
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     md = [f"# geodistill report — {', '.join(experiments)}", "", f"_Generated {generated}._ {summary}", ""]
     page = [
         "<!doctype html><html><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
         f"<title>geodistill report — {html.escape(', '.join(experiments))}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>geodistill report — {html.escape(', '.join(experiments))}</h1>",
         f"<p class='note'>Generated {generated}. {html.escape(summary)}</p>",
     ]
-    for heading, image, table in sections:
-        if image is not None and image not in images:
+    for section in sections:
+        if section.image is not None and section.image not in svgs:
             continue
-        md += [f"## {heading}", ""]
-        page.append(f"<h2>{html.escape(heading)}</h2>")
-        if image is not None:
-            md += [f"![{heading}]({image}.png)", ""]
-            if image in svgs:  # inline: its points' <title>s show on hover
-                page.append(
-                    f"<figure id='{image}' aria-label='{html.escape(heading)}'>{_inline_svg(svgs[image])}</figure>"
-                )
-            else:
-                data = base64.b64encode(images[image]).decode("ascii")
-                page.append(
-                    f"<img id='{image}' alt='{html.escape(heading)}' src='data:image/png;base64,{data}'>"
-                )
-        if table is not None:
-            md.append(_markdown_table(*table))
-            page.append(_html_table(*table))
-    if anchors is not None:
-        note, headers, rows = anchors
-        md += ["## Published reference points", "", note, "", _markdown_table(headers, rows)]
-        page += [
-            "<h2>Published reference points</h2>",
-            f"<p class='note'>{html.escape(note)}</p>",
-            _html_table(headers, rows),
-        ]
+        md += [f"## {section.heading}", ""]
+        page.append(f"<h2>{html.escape(section.heading)}</h2>")
+        if section.image is not None:  # inline: the front plot's points show their <title> on hover
+            md += [f"![{section.heading}]({section.image}.png)", ""]
+            page.append(
+                f"<figure id='{section.image}' aria-label='{html.escape(section.heading)}'>"
+                f"{_inline_svg(svgs[section.image])}</figure>"
+            )
+        for note in section.notes:
+            md += [note, ""]
+            page.append(f"<p class='note'>{html.escape(note)}</p>")
+        if section.table is not None:
+            md.append(_markdown_table(section.table))
+            page.append(_html_table(section.table))
     page.append("</body></html>")
     return md, page
 
@@ -300,15 +345,9 @@ def write_report(
     if reference is None:
         reference = (0.0, 2.0 * float(rows.plotted[COST].max())) if rows.plotted.height else (0.0, 1.0)
     hv = hypervolume(rows.plotted.select(metric, COST).to_numpy(), list(reference), [True, False])
-    paths, images, svgs = _plots(rows, metric, anchor_set, out)
-    md, page = _documents(
-        rows.experiments,
-        _summary(rows, metric, hv, reference),
-        _sections(rows, metric, images),
-        images,
-        svgs,
-        _anchor_section(anchor_set, metric),
-    )
+    paths, svgs, left_out = _plots(rows, metric, anchor_set, out)
+    sections = _sections(rows, metric, svgs, anchor_set, left_out)
+    md, page = _documents(rows.experiments, _summary(rows, metric, hv, reference), sections, svgs)
     return _write(out, md, page, paths)
 
 

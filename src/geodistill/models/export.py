@@ -12,7 +12,11 @@ Both loading recipes and the head rule: docs/design.md, "Exported encoders".
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,11 +80,42 @@ def export_encoders(
     model: GeoModel, out_dir: str | Path, *, hub_repo: str | None = None
 ) -> list[ExportedEncoder]:
     """Write the encoder(s) of ``model`` under ``out_dir`` (one folder when shared, else
-    ``drone/`` and ``satellite/``); optionally push each with timm's ``push_to_hf_hub``."""
+    ``drone/`` and ``satellite/``); optionally push each with timm's ``push_to_hf_hub``.
+
+    Written into a hidden sibling folder first and moved into place when complete, so a process
+    killed mid-export (or a full disk) never leaves a truncated ``model.safetensors`` behind.
+    """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # an export killed mid-write left it
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        exported = _write_encoders(model, staging, hub_repo=hub_repo)
+        _publish(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [dataclasses.replace(e, path=out / e.path.relative_to(staging)) for e in exported]
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Move what ``staging`` holds to ``out``: one rename if ``out`` is new (or empty), else file by
+    file, each an atomic rename; a process killed at any point leaves no half-written file there."""
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+        target = out / path.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+
+
+def _write_encoders(model: GeoModel, out: Path, *, hub_repo: str | None) -> list[ExportedEncoder]:
     from safetensors.torch import save_file
     from timm.models import push_to_hf_hub, save_for_hf
 
-    out = Path(out_dir)
     model = model.eval()
     size = model.cfg.img_size
     image = model.image_config

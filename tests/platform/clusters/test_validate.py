@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from geodistill.errors import ConfigError
-from geodistill.platform.cli import main
 from geodistill.platform.clusters.validate import ray_schema_path, validate_document, validate_file
 
 REPO = Path(__file__).resolve().parents[3]
@@ -21,7 +19,9 @@ SHIPPED = sorted((REPO / "clusters").rglob("*.yaml"))
 
 def test_ships_launchers_for_aws_gcp_local_and_kuberay_manifests():
     kinds = {validate_file(p) for p in SHIPPED}
-    assert kinds == {"launcher:aws", "launcher:gcp", "launcher:local", "kuberay:RayCluster", "kuberay:RayJob"}
+    assert kinds == {
+        "launcher:aws", "launcher:gcp", "launcher:local", "launcher:external", "kuberay:RayCluster", "kuberay:RayJob"
+    }  # fmt: skip
     assert ray_schema_path().is_file()
 
 
@@ -158,35 +158,10 @@ def test_malformed_cluster_files_are_rejected_naming_the_key(make, edit, message
     assert "\n" not in str(err.value)
 
 
-def test_cli_reports_each_bad_file_in_one_line_and_exits_2(tmp_path, capsys):
-    broken = tmp_path / "broken.yaml"
-    broken.write_text("cluster_name: x\nprovider: {type: aws\n")
-    not_a_map = tmp_path / "list.yaml"
-    not_a_map.write_text("- a\n- b\n")
-    rc = main(["cluster", "validate", str(REPO / "clusters/aws.yaml"), str(broken), str(not_a_map)])
-    out, err = capsys.readouterr()
-    assert rc == 2
-    assert "ok  " in out and "aws.yaml" in out
-    lines = err.strip().splitlines()
-    assert len(lines) == 2
-    assert lines[0].startswith(f"geodistill cluster: error: {broken}: malformed YAML (line ")
-    assert lines[1] == f"geodistill cluster: error: {not_a_map}: expected a YAML mapping at the top level"
-
-
-def test_console_script_validates_every_shipped_file():
-    proc = subprocess.run(
-        [sys.executable, "-m", "geodistill", "cluster", "validate", *map(str, SHIPPED)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("ok  ") == len(SHIPPED)
-
-
 # --- one image everywhere, data on shared storage --------------------------------------------
 
-LAUNCHERS = sorted((REPO / "clusters").glob("*.yaml"))
+REHEARSAL = REPO / "clusters/rehearsal.yaml"  # runs on this machine: no image, no shared volume
+LAUNCHERS = sorted(p for p in (REPO / "clusters").glob("*.yaml") if p != REHEARSAL)
 MANIFESTS = sorted((REPO / "clusters/kuberay").glob("*.yaml"))
 
 
@@ -264,7 +239,8 @@ def _search_commands() -> list[tuple[str, str]]:
     found = []
     job = yaml.safe_load((REPO / "clusters/kuberay/rayjob.yaml").read_text())
     found.append(("rayjob.yaml", job["spec"]["entrypoint"]))
-    readme = (REPO / "clusters/README.md").read_text().replace("\\\n", " ")
+    # The cloud recipes; the rehearsals on this machine (from "## Rehearsal" on) train on synthetic data.
+    readme = (REPO / "clusters/README.md").read_text().split("## Rehearsal")[0].replace("\\\n", " ")
     blocks = "\n".join(re.findall(r"```bash\n(.*?)```", readme, re.S))
     found += [("clusters/README.md", line) for line in blocks.splitlines() if "geodistill search " in line]
     script = (REPO / "clusters/submit_search.sh").read_text().replace("\\\n", " ")
@@ -301,3 +277,24 @@ def test_make_image_without_a_docker_daemon_fails_in_one_line():
     ]
     assert proc.returncode != 0
     assert ours == ["make image: no Docker daemon reachable (docker info failed); build where Docker runs"]
+
+
+@pytest.mark.parametrize("cloud", ["aws.yaml", "gcp.yaml"])
+def test_the_rehearsal_file_has_the_cloud_files_node_types(cloud):
+    """What `ray up clusters/rehearsal.yaml` scales (tests/reliability/test_cluster_autoscale.py) is what users launch."""
+    from geodistill.platform.clusters.validate import prepare_launcher
+
+    def node_types(path: Path) -> dict:
+        prepared = prepare_launcher(yaml.safe_load(path.read_text()))
+        types = prepared["available_node_types"]
+        return {
+            name: {"resources": t["resources"], "min_workers": t.get("min_workers", 0)}
+            for name, t in types.items()
+        }, prepared["head_node_type"]
+
+    assert node_types(REHEARSAL) == node_types(REPO / "clusters" / cloud)
+    rehearsal = yaml.safe_load(REHEARSAL.read_text())
+    assert rehearsal["provider"]["type"] == "external"
+    start = " ".join(rehearsal["head_start_ray_commands"])
+    assert "--node-ip-address=127.0.0.1" in start and "--dashboard-host=127.0.0.1" in start
+    assert "ray stop" not in start  # it would stop every Ray of this user on the machine

@@ -9,8 +9,10 @@ own object store, agents and workers), every socket on loopback.
 
 Each worker node carries a custom resource named after it (``node_a``, ``node_b``, ...) so a
 task can be pinned to a node, and the head carries no CPU so trials land on the workers. The
-dashboard is on (127.0.0.1, a free port): ``ray job submit`` needs it. Every process gets a
-private temp dir and free ports, so other Ray instances on the machine are not disturbed. The
+dashboard is on (127.0.0.1, a free port): ``ray job submit`` needs it. Every process gets free
+ports and a temp dir inside a private (0700) folder that also holds the token and is removed
+with the cluster (a killed rehearsal's, at the next start), so other Ray instances and other
+users on the machine neither disturb it nor read it. The
 nodes share that temp dir (one session), but each worker node unpacks runtime environments
 (``--working-dir``, ``py_modules``) into a folder of its own, as separate machines would.
 
@@ -25,6 +27,7 @@ import dataclasses
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import string
@@ -38,6 +41,7 @@ MAX_WORKERS = len(string.ascii_lowercase)
 
 LOOPBACK = "127.0.0.1"
 MANIFEST = "rehearsal.json"
+PREFIX = "gdreh"
 # One token per process: Ray caches the token it loaded, so a retried start must present the same.
 _TOKEN = secrets.token_hex(32)
 
@@ -64,6 +68,7 @@ class RehearsalCluster:
     """A running rehearsal cluster (head + workers) and how to reach it."""
 
     temp_dir: str
+    folder: str  # the private folder holding temp_dir and the token; removed by shutdown()
     token_path: str
     gcs_address: str
     dashboard_url: str
@@ -73,6 +78,7 @@ class RehearsalCluster:
     def manifest(self) -> dict[str, Any]:
         return {
             "temp_dir": self.temp_dir,
+            "folder": self.folder,
             "token_path": self.token_path,
             "gcs_address": self.gcs_address,
             "dashboard_url": self.dashboard_url,
@@ -99,6 +105,10 @@ class RehearsalCluster:
             if self._cluster.head_node is not None:
                 self._cluster.remove_node(self._cluster.head_node, allow_graceful=True)
             self._cluster = None
+        from geodistill.platform.clusters.folders import cluster_processes, stop_processes
+
+        stop_processes(cluster_processes(self.folder))  # job drivers, workers: whatever outlived its node
+        shutil.rmtree(self.folder, ignore_errors=True)  # logs, sockets and the token go with the cluster
 
 
 def start_rehearsal(
@@ -113,12 +123,20 @@ def start_rehearsal(
 
     if not 1 <= workers <= MAX_WORKERS or cpus_per_node < 1:
         raise ConfigError(f"rehearse: --workers must be 1..{MAX_WORKERS} and --cpus-per-node at least 1")
-    # Short path: Ray's unix sockets live under it and sun_path is limited to 108 bytes.
-    temp_dir = temp_dir or tempfile.mkdtemp(prefix="gdreh", dir="/tmp")
-    token_path = Path(temp_dir) / "auth_token"
+    from geodistill.platform.clusters.folders import DIR_ENV, sweep_stale
+
+    sweep_stale(PREFIX)  # what a SIGKILLed rehearsal left (no process names it any more)
+    # Short path: Ray's unix sockets live under it and sun_path is limited to 108 bytes. Private
+    # (0700): Ray makes its own temp dir world-writable, so it goes one level down, with the token.
+    folder = Path(temp_dir or tempfile.mkdtemp(prefix=PREFIX, dir="/tmp"))
+    folder.mkdir(mode=0o700, exist_ok=True)
+    folder.chmod(0o700)
+    temp_dir = str(folder / "r")
+    token_path = folder / "auth_token"
     token_path.write_text(_TOKEN)
     token_path.chmod(0o600)
     os.environ.update(
+        {DIR_ENV: str(folder)},  # every process of the cluster inherits it: found, and stopped, by it
         RAY_AUTH_MODE="token",
         RAY_AUTH_TOKEN_PATH=str(token_path),
         RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # single-machine mode: 127.0.0.1 stays 127.0.0.1
@@ -157,10 +175,14 @@ def start_rehearsal(
             },
             shutdown_at_exit=True,
         )
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     finally:
         ray_utils.write_ray_address = saved
     rehearsal = RehearsalCluster(
         temp_dir=temp_dir,
+        folder=str(folder),
         token_path=str(token_path),
         gcs_address=cluster.gcs_address,
         dashboard_url=f"http://{LOOPBACK}:{dashboard_port}",

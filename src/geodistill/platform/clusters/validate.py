@@ -29,6 +29,7 @@ KUBERAY_KINDS = ("RayCluster", "RayJob")
 KUBERAY_API = "ray.io/v1"
 KUBERAY_SCHEMAS = Path(__file__).resolve().parent / "kuberay_schemas"
 PUBLIC_BIND = re.compile(r"--dashboard-host[= ]+0\.0\.0\.0")
+ENV_VALUE = re.compile(r"\$\{?[A-Z_][A-Z0-9_]*\}?")
 PORT_FLAG = re.compile(r"--(port|dashboard-port|ray-client-server-port|object-manager-port)[= ]+(\S+)")
 
 
@@ -148,6 +149,10 @@ def _check_command(where: str, command: str) -> None:
             f"{where} binds the dashboard/job port to 0.0.0.0; use --dashboard-host=127.0.0.1 and `ray dashboard`"
         )
     for flag, value in PORT_FLAG.findall(command):
+        if ENV_VALUE.fullmatch(
+            value
+        ):  # set when the cluster is launched (clusters/rehearsal.yaml: free ports)
+            continue
         if not value.isdigit() or not 1024 <= int(value) <= 65535:
             raise ConfigError(f"{where}: --{flag} must be a port in 1024..65535; got {value!r}")
 

@@ -103,6 +103,9 @@ def _smoke_teacher(space: Any, base: Any, options: SearchOptions) -> SearchOptio
     if not local:
         raise ConfigError("--smoke-test trains its teacher locally: give --teacher with a URI --storage")
     folder = Path(root) / str(options.experiment)
+    from geodistill.platform.search.experiment_lock import hold_experiment
+
+    hold_experiment(str(options.experiment), str(folder))  # never over a running search's teacher
     print(f"--smoke-test: training a tiny teacher first ({folder}/teacher)")
     teacher = train_teacher_for(draft.with_output_dir(str(folder / "work")), folder / "teacher")
     return dataclasses.replace(options, teacher=str(teacher))

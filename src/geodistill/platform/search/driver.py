@@ -29,6 +29,7 @@ from ray import tune
 
 from geodistill.errors import ConfigError
 from geodistill.leaderboard.pareto import pareto_rows
+from geodistill.platform.search.experiment_lock import hold_experiment, released_after
 from geodistill.platform.search.options import SearchOptions
 from geodistill.platform.search.plan import SearchPlan
 from geodistill.platform.search.rows import LeaderboardCallback
@@ -74,6 +75,7 @@ def study_url(experiment: str, storage_root: str, local: bool) -> str:
     return default_url(experiment, storage_root, local, study_dir=os.environ.get(STUDY_DIR_ENV))
 
 
+@released_after
 def run_search(space: str | Path | SearchSpace, base: RunConfig, options: SearchOptions) -> SearchResult:
     """Run (or ``options.resume``) a multi-objective search; return its leaderboard rows and Pareto set.
 
@@ -89,6 +91,8 @@ def run_search(space: str | Path | SearchSpace, base: RunConfig, options: Search
     plan = SearchPlan.build(space, base, metric=options.metric, teacher=options.teacher)
     where, plan = _locate(experiment, options, plan)
 
+    if where.local:  # a second driver on this experiment stops here, before Ray or Tune start
+        hold_experiment(experiment, where.experiment_path)
     _start_ray(options.address, dashboard=options.dashboard, verbose=options.verbose)
 
     setup = TrialSetup(

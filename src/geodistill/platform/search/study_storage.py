@@ -1,22 +1,12 @@
 """Where a search's Optuna study lives (``--study-storage``), so that it can outlive its driver.
 
-A study is only as durable as its storage. The default is a SQLite file beside Tune's state
-(``<storage>/<experiment>/optuna.db``): fine on one machine, but with a URI ``--storage`` it
-has to sit on the driver's own disk, and a RayJob's head pod takes it along when it is deleted.
-``--study-storage URL`` puts it anywhere Optuna can keep one:
-
-- ``sqlite:///path/optuna.db`` (or any other SQLAlchemy URL Optuna's ``RDBStorage`` takes);
-- ``postgresql://user@host:5432/db`` (``pip install 'geodistill[postgres]'``; give the
-  password through ``PGPASSWORD`` or ``~/.pgpass`` rather than in the URL: URLs are printed
-  and recorded, with any password removed);
-- ``journal:///shared/path/study.log``: Optuna's ``JournalStorage`` over an append-only file
-  (``JournalFileBackend``) on a file system every driver can reach (NFS, a mounted volume).
-
-The URL (password removed) is recorded with the experiment (``study.json`` beside Tune's
-state, through ``pyarrow.fs`` so a URI ``--storage`` works too), so ``--resume`` on a fresh
-driver finds the study without being told; an explicit ``--study-storage`` that names another
-store is refused in one line. ``open_storage`` connects at once: an unreachable store fails
-before Ray starts or any trial trains.
+The default is a SQLite file beside Tune's state (``<storage>/<experiment>/optuna.db``); with a
+URI ``--storage`` that sits on the driver's own disk. ``--study-storage URL`` takes any SQLAlchemy
+URL Optuna's ``RDBStorage`` takes (``postgresql://user@host:5432/db``, password through
+``PGPASSWORD`` or ``~/.pgpass``) or ``journal:///shared/path/study.log`` (Optuna's journal file
+on a file system every driver reaches). The URL, password removed, is recorded with the
+experiment (``study.json``) so ``--resume`` finds it; another explicit URL on resume is refused
+in one line. ``open_storage`` connects at once: an unreachable store fails before Ray starts.
 """
 
 from __future__ import annotations

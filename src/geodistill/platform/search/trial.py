@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -99,6 +100,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     # The node goes on every report (and so on the row): which node ran it, after any retry.
     node_id = ray.get_runtime_context().get_node_id()
     extra = {**config_cost(cfg.model, cfg.data.views), "epochs_planned": cfg.train.epochs, "node_id": node_id}
+    extra["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES", "")  # which GPUs it was given
     budget = setup.plan.space.flops_budget
     if budget is not None and extra["gflops"] > budget:
         # Refused before any training: reported once so Optuna gets both objectives.

@@ -44,6 +44,8 @@ def _run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from safetensors import SafetensorError
+
     from geodistill.errors import CheckpointError, UserError
     from geodistill.models.export import export_encoders
     from geodistill.train.checkpoint import load_checkpoint
@@ -54,7 +56,10 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--out {out} is a file; give a folder")
     try:
         exported = export_encoders(model, out, hub_repo=args.hub)
-    except OSError as err:  # a read-only folder, or the Hub unreachable / refusing the push
+    except (
+        OSError,
+        SafetensorError,
+    ) as err:  # read-only or full disk (safetensors' own error), the Hub refusing
         raise CheckpointError(f"export to {args.hub or out} failed: {str(err).splitlines()[0]}") from None
     rows = [
         {
