@@ -310,7 +310,7 @@ def _findings(
     the best student against the teacher and the knobs that moved Recall@1."""
     import polars as pl
 
-    from geodistill.leaderboard.effects import format_effects, knob_effects, student_share
+    from geodistill.leaderboard.effects import format_effects, knob_effects
     from geodistill.platform.search import format_pareto
 
     students = searched.rows.filter(searched.rows["stage"] == "student")
@@ -333,13 +333,25 @@ def _findings(
             for v, r in finished.group_by("views").agg(pl.col("d2s_recall1").mean()).sort("views").iter_rows()
         },
         "notes": notes,
-        "distillation": student_share(
-            finished,
-            teacher_metrics.get("d2s_recall1", 0.0),
-            next((r["gflops"] for r in sweep if r["views"] == teacher_views), 0.0),
-        ),
+        "distillation": _against_teacher(finished, teacher_metrics, sweep, teacher_views),
         "knob_effects": format_effects(knob_effects(finished)),
     }
+
+
+def _against_teacher(
+    finished: Any, teacher_metrics: dict[str, float], sweep: list[dict[str, float]], teacher_views: int
+) -> dict | None:
+    """The best student against the teacher at the student's own view count (the sweep), else at
+    the teacher's training views: like for like, so the share is the backbone's, not the frames'."""
+    from geodistill.leaderboard.effects import student_share
+
+    best = student_share(finished, 1.0, 1.0)
+    at = {int(r["views"]): r for r in sweep}
+    ref = at.get(int(best["views"])) if best and best["views"] is not None else None
+    ref = ref or at.get(teacher_views) or {"views": teacher_views, "gflops": 0.0}
+    metric = ref.get("d2s_recall1", teacher_metrics.get("d2s_recall1", 0.0))
+    share = student_share(finished, metric, ref["gflops"])
+    return share and {**share, "teacher_views": int(ref["views"])}
 
 
 def format_summary(s: DemoSummary) -> str:
