@@ -28,13 +28,14 @@ def register(subparsers) -> None:
         "args",
         nargs="*",
         metavar="search_space=NAME | key=value",
-        help="the space (a name under search_spaces/ or a YAML file) and config overrides for every trial",
+        help="the space (a packaged name or a YAML file) and config overrides for every trial",
     )
     add_setting_flags(parser, SearchOptions)
     parser.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
     parser.add_argument(
         "--write-replay-table",
         metavar="FILE.parquet",
+        type=flag(kind="out_file"),
         default=None,
         help="after the search (or with --resume of a finished one), write its trials' per-epoch "
         "history as a table --replay answers from",
