@@ -1,19 +1,13 @@
 """Pareto front and hypervolume for any number of objectives, each maximised or minimised.
 
-Everything is turned into minimisation first (maximised columns are negated). Point p
-dominates q when p is no worse in every objective and strictly better in one; equal points
-do not dominate each other (both stay on the front). Rows with a NaN are never on the front.
-
-Optuna 5 has no public hypervolume (``optuna._hypervolume`` is private), so it is computed
-here: 2-D exactly by a sweep, N-D by slicing along the last objective (HSO: the volume is a
-sum of slabs, each the (M-1)-D hypervolume of the points below it), which is exact and fast
-enough for fronts of a few hundred points in 3-4 objectives.
-
-``pareto_rows`` is the one place leaderboard rows become a front (metric up, GFLOPs down):
-the search's result, the report, the regression gate and the search benchmark all call it (a
-trial stopped early counts at its values then: its checkpoint is kept). A front is measured over
-log10 GFLOPs (``front_hypervolume``, as efficiency charts are drawn: each decade of cost weighs
-the same) and by ``front_regret``, per GFLOPs budget of a reference front.
+Everything is turned into minimisation first (maximised columns are negated); equal points do not
+dominate each other and rows with a NaN are never on the front. Optuna's hypervolume is private,
+so it is computed here: 2-D exactly by a sweep, N-D by slicing along the last objective (HSO).
+``pareto_rows`` is the one place leaderboard rows become a front (metric up, GFLOPs down; a trial
+stopped early counts at its values then): the search, the report, the regression gate and the
+search benchmark all call it. A front is measured over log10 GFLOPs (``front_hypervolume``: each
+decade of cost weighs the same, as efficiency charts are drawn) and by ``front_regret``, per
+GFLOPs budget of a reference front.
 """
 
 from __future__ import annotations

@@ -1,22 +1,12 @@
 """The main job end to end, on a laptop: what ``geodistill demo`` (and ``make demo``) runs.
 
-One file just over 400 lines on purpose: ``run_demo`` and its five steps read top to bottom here.
-
-Five steps, each printed as it starts and timed:
-
-1. synthesise a UniV-layout dataset (``geodistill.data.generate_univ``) and check it;
-2. train a stage-1 teacher in this process and write its leaderboard row;
-3. search students by hierarchical distillation from that teacher on local Ray (Tune + Optuna,
-   multi-objective: Recall@1 up, GFLOPs per query down, ASHA early stopping) over student
-   backbone, views, fps and distillation temperature — every trial lands on the leaderboard;
-4. re-evaluate the teacher at several view counts, one leaderboard row each (the report draws
-   them as the teacher's views-versus-GFLOPs reference curve);
-5. write the Pareto report (HTML + Markdown + plots), then print what was found: the Pareto
-   table and the checks that the run shows real signal (teacher far above chance, the GFLOPs
-   range the search covered, precision by view count).
-
-``--smoke-test`` runs the same path with everything shrunk (CI runs it); the full plan is sized
-to finish within 15 minutes on 2 CPU cores.
+``run_demo`` reads top to bottom as its five steps, each printed as it starts and timed:
+synthesise a UniV-layout dataset and check it; train a stage-1 teacher in this process; search
+students by hierarchical distillation from it on local Ray (Tune + Optuna, precision up, GFLOPs
+down, early stopping), every trial a leaderboard row; re-evaluate the teacher at several view
+counts (the report's reference curve); write the Pareto report and print what was found and
+what it means (the best student against the teacher, which knobs mattered).
+``--smoke-test`` runs the same path with everything shrunk (CI runs it).
 """
 
 from __future__ import annotations

@@ -1,18 +1,12 @@
 """The search driver: Ray Tune + Optuna over a space, precision up, GFLOPs down.
 
-``run_search(space, base, options)`` reads top to bottom as its steps:
-
-1. ``options.check()`` and ``SearchPlan.build``: the request's values, the space (loaded once)
-   and the teacher are checked first; a bad value never starts Ray.
-2. ``_locate``: where Tune's state, the Optuna study and the leaderboard live; the leaderboard
-   is checked writable and the study's storage connected before any trial spends compute.
-3. ``_make_trainable``: ``trial.run_trial`` with its ``TrialSetup`` and resources (a
-   ``RungStore`` when trials run TorchTrainers and must stop themselves). ``_check_resume``
-   refuses an existing experiment without ``--resume``; ``_prepare_tune`` records the study.
-4. ``tuner.restore_tuner`` (``--resume``) or ``tuner.new_tuner``: ``OptunaSearch`` samples each
-   trial define-by-run, multi-objective (``[metric, "gflops"]``), the sampler by name.
-5. ``_finish``: rows the ``rows.LeaderboardCallback`` could not write are written from the
-   trials' final state; the experiment's rows and the Pareto set of its own trials are returned.
+``run_search(space, base, options)`` reads top to bottom as its steps: ``options.check()`` and
+``SearchPlan.build`` check the request, the space (loaded once) and the teacher before Ray
+starts; ``_locate`` finds Tune's state, the study and the leaderboard and checks them before any
+trial spends compute; ``_make_trainable`` wraps ``trial.run_trial`` with its resources;
+``tuner.restore_tuner`` (``--resume``) or ``tuner.new_tuner`` samples each trial define-by-run,
+multi-objective; ``_finish`` writes the rows the callback could not and returns the experiment's
+rows and the Pareto set of its own trials.
 """
 
 from __future__ import annotations

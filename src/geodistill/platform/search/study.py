@@ -1,16 +1,12 @@
 """An honest Optuna study: named objectives, per-epoch values, stopped trials on the front.
 
-Ray Tune's ``OptunaSearch`` leaves out what a researcher opening the study
-(``optuna-dashboard``, ``optuna.load_study``) relies on: objective names (``set_metric_names``:
-the search's metric and ``gflops``) and, in a multi-objective study, intermediate values
-(``Trial.report`` refuses them): every epoch's metric is kept in the trial's ``epoch_values``
-attribute and written as its intermediate values (the storage call ``Trial.report`` makes)
-once it is told COMPLETE or FAIL. A trial stopped early is told COMPLETE with its values then
-and ``stopped_at_epoch``: its checkpoint is kept, so it holds its place on the front and the
-sampler learns from it (``study.best_trials`` is the report's front, ``pareto_rows``). A
-sampled configuration equal to a finished trial's is answered from it (``answered_from``)
-and another is sampled: training it again would repeat the result. A searcher saved by an
-older version (``stopped_on_front`` unset) keeps telling stopped trials PRUNED.
+Ray Tune's ``OptunaSearch`` leaves out what a researcher opening the study relies on: objective
+names (the search's metric and ``gflops``) and, in a multi-objective study, intermediate values
+(kept in the trial's ``epoch_values`` and written once it is told COMPLETE or FAIL). A trial
+stopped early is told COMPLETE with its values then and ``stopped_at_epoch``, so it holds its
+place on the front and the sampler learns from it (``study.best_trials`` is the report's front).
+A configuration equal to a finished trial's is answered from it and another is sampled. A
+searcher saved by an older version keeps telling stopped trials PRUNED.
 """
 
 from __future__ import annotations
