@@ -112,3 +112,69 @@ def test_front_and_hypervolume_agree_with_optuna():
         minimised[(minimised < ref * [-1, 1, 1]).all(axis=1)], ref * [-1, 1, 1]
     )
     assert hypervolume(values, ref, [True, False, False]) == pytest.approx(expected, rel=1e-9)
+
+
+def test_nondominated_ranks_peel_fronts():
+    from geodistill.leaderboard.pareto import nondominated_ranks
+
+    # A, B, D, F on the first front; C (by B) and E (by A) on the second; H (by E too) on the third.
+    assert nondominated_ranks(POINTS, MAXIMIZE).tolist() == [0, 0, 1, 0, 1, 0, -1, 2]
+
+
+def test_front_hypervolume_is_over_log10_gflops():
+    from geodistill.leaderboard.pareto import front_hypervolume, front_reference
+
+    values, gflops = [20.0, 80.0, 90.0], [0.01, 0.1, 1.0]
+    assert front_reference(values, gflops) == (20.0, pytest.approx(1.1))
+    # Reference (0, 10 GFLOPs = log 1): decades [-2,-1) at 20, [-1,0) at 80, [0,1) at 90.
+    assert front_hypervolume(values, gflops, (0.0, 10.0)) == pytest.approx(20 + 80 + 90)
+    # Linear GFLOPs: the most precise point alone holds 92 % of the same front's volume ...
+    linear = hypervolume(np.c_[values, gflops], [0.0, 10.0], MAXIMIZE)
+    assert hypervolume(np.array([[90.0, 1.0]]), [0.0, 10.0], MAXIMIZE) / linear > 0.9
+    # ... over log GFLOPs 47 %: the cheap end counts.
+    assert front_hypervolume([90.0], [1.0], (0.0, 10.0)) / (20 + 80 + 90) == pytest.approx(90 / 190)
+    with pytest.raises(ValueError):
+        front_hypervolume([1.0], [0.0], (0.0, 10.0))
+
+
+def test_front_regret_per_budget_of_the_target_front():
+    from geodistill.leaderboard.pareto import front_regret
+
+    # Target front: 20 @ 0.01, 80 @ 0.1, 90 @ 1 (70 @ 0.5 is dominated: not a budget).
+    target_v, target_g = [20.0, 80.0, 90.0, 70.0], [0.01, 0.1, 1.0, 0.5]
+    budgets, regret = front_regret([15.0, 85.0], [0.01, 0.5], target_v, target_g)
+    assert budgets.tolist() == [0.01, 0.1, 1.0]
+    # Within 0.01: 15 (5 below); within 0.1: still 15 (65 below); within 1: 85 (5 below).
+    assert regret.tolist() == [5.0, 65.0, 5.0]
+    _, none = front_regret([85.0], [0.5], target_v, target_g)
+    assert none.tolist() == [np.inf, np.inf, 5.0]
+    _, better = front_regret([25.0], [0.01], target_v, target_g)
+    assert better[0] == -5.0  # a found point beats the target there
+
+
+def test_anytime_hypervolume_follows_arrival_order():
+    from geodistill.leaderboard.pareto import anytime_hypervolume
+
+    curve = anytime_hypervolume([90.0, 20.0, 10.0], [1.0, 0.01, 0.01], [0.4, 0.5, 0.7], (0.0, 10.0))
+    assert curve[:, 0].tolist() == [0.4, 0.5, 0.7]
+    assert curve[:, 1].tolist() == pytest.approx([90.0, 90.0 + 2 * 20, 90.0 + 2 * 20])
+
+
+def test_pareto_rows_keep_a_stopped_trial_at_its_values_then():
+    import polars as pl
+
+    from geodistill.leaderboard.pareto import pareto_rows
+
+    frame = pl.DataFrame(
+        {
+            "trial_id": ["a", "b", "c", "d", "e"],
+            "status": ["ok", "stopped", "ok", "stopped", "failed"],
+            "epochs": [9, 1, 9, 0, 2],
+            "d2s_ap": [80.0, 30.0, 25.0, None, 99.0],
+            "gflops": [0.04, 0.003, 0.01, 0.001, 0.001],
+        }
+    )
+    front = pareto_rows(frame, "d2s_ap")
+    # b (stopped at epoch 1) is cheapest with a metric; c is dominated by it; d (over budget,
+    # no metric) and e (failed) never take part.
+    assert front["trial_id"].to_list() == ["b", "a"]

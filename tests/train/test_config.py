@@ -36,7 +36,7 @@ def test_one_image_size_for_data_and_model():
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"train": {"epochz": 3}}, "unknown config key train.epochz"),
+        ({"train": {"epochz": 3}}, "unknown config key train.epochz; did you mean train.epochs?"),
         ({"train": {"epochs": True}}, "train.epochs must be int, got True"),
         ({"train": {"epochs": "3"}}, "train.epochs must be int, got '3'"),
         ({"train": {"lr": None}}, "train.lr must not be null"),

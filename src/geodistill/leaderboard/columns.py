@@ -76,6 +76,9 @@ SCHEMA = pa.schema(
         pa.field("git_sha", _STR),
         pa.field("host", _STR),
         pa.field("node_id", _STR),  # the Ray node a search trial last ran on (null outside Ray)
+        pa.field("compute", _F64),  # epochs trained x GFLOPs per query (the search's compute unit)
+        pa.field("wall_seconds", _F64),  # seconds the trial's epochs took (recorded ones in a replay)
+        pa.field("history", _STR),  # JSON [{epoch, metrics..., epoch_seconds}]: a replay table's rows
         pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("schema_version", _INT),
     ],

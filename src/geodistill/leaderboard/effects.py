@@ -106,7 +106,8 @@ def format_share(d: dict | None) -> str:
         share = f"{d['metric_share']:.0%} of the teacher's Recall@1"
     else:
         share = f"{d['metric_share']:.2f}x the teacher's Recall@1"
+    teacher = f" at {d['teacher_views']} view(s)" if d.get("teacher_views") is not None else ""
     return (
-        f"best student {d['backbone']} at {d['views']} view(s): {share} ({d['metric']:.1f}%) "
+        f"best student {d['backbone']} at {d['views']} view(s): {share}{teacher} ({d['metric']:.1f}%) "
         f"at {d['gflops_share']:.0%} of its GFLOPs per query"
     )

@@ -1,16 +1,13 @@
 """Pareto front and hypervolume for any number of objectives, each maximised or minimised.
 
-Everything is turned into minimisation first (maximised columns are negated). Point p
-dominates q when p is no worse in every objective and strictly better in one; equal points
-do not dominate each other (both stay on the front). Rows with a NaN are never on the front.
-
-Optuna 5 has no public hypervolume (``optuna._hypervolume`` is private), so it is computed
-here: 2-D exactly by a sweep, N-D by slicing along the last objective (HSO: the volume is a
-sum of slabs, each the (M-1)-D hypervolume of the points below it), which is exact and fast
-enough for fronts of a few hundred points in 3-4 objectives.
-
-``pareto_rows`` is the one place leaderboard rows become a front (metric up, GFLOPs down):
-the search's result, the report and the regression gate all call it.
+Everything is turned into minimisation first (maximised columns are negated); equal points do not
+dominate each other and rows with a NaN are never on the front. Optuna's hypervolume is private,
+so it is computed here: 2-D exactly by a sweep, N-D by slicing along the last objective (HSO).
+``pareto_rows`` is the one place leaderboard rows become a front (metric up, GFLOPs down; a trial
+stopped early counts at its values then): the search, the report, the regression gate and the
+search benchmark all call it. A front is measured over log10 GFLOPs (``front_hypervolume``: each
+decade of cost weighs the same, as efficiency charts are drawn) and by ``front_regret``, per
+GFLOPs budget of a reference front.
 """
 
 from __future__ import annotations
@@ -86,16 +83,20 @@ def pareto_mask(points, maximize: Sequence[bool]) -> np.ndarray:
     return mask
 
 
+FRONT_STATUSES = ("ok", "stopped")  # a stopped row with a metric holds its checkpoint at that epoch
+
+
 def pareto_rows(frame, metric: str = "d2s_recall1", *, cost: str = "gflops"):
     """The leaderboard rows on the (``metric`` max, ``cost`` min) front, cheapest first.
 
-    Only finished rows take part: status "ok", with both values present. ``frame`` is a
-    ``polars.DataFrame`` of leaderboard rows; the result has the same columns.
+    Rows with both values take part: finished ("ok") and stopped early ("stopped", at the
+    epoch in their ``epochs`` column; a trial refused over the budget has no metric). ``frame``
+    is a ``polars.DataFrame`` of leaderboard rows; the result has the same columns.
     """
     import polars as pl
 
     usable = frame.filter(
-        (pl.col("status") == "ok") & pl.col(metric).is_not_null() & pl.col(cost).is_not_null()
+        pl.col("status").is_in(FRONT_STATUSES) & pl.col(metric).is_not_null() & pl.col(cost).is_not_null()
     )
     if usable.is_empty():
         return usable
@@ -145,3 +146,67 @@ def hypervolume(points, reference, maximize: Sequence[bool]) -> float:
         return 0.0
     inside = np.isfinite(pts).all(axis=1) & (pts < ref).all(axis=1)
     return _hv(pts[inside], ref)
+
+
+def nondominated_ranks(points, maximize: Sequence[bool]) -> np.ndarray:
+    """int[N]: 0 for the front of ``points`` [N,M], 1 for the front of the rest, ... (NaN rows: -1)."""
+    pts = np.asarray(points, dtype=np.float64)
+    ranks = np.full(len(pts), -1, dtype=np.int64)
+    left = np.flatnonzero(np.isfinite(pts).all(axis=1)) if len(pts) else np.zeros(0, dtype=np.int64)
+    rank = 0
+    while len(left):
+        on_front = pareto_mask(pts[left], maximize)
+        ranks[left[on_front]] = rank
+        left, rank = left[~on_front], rank + 1
+    return ranks
+
+
+def front_reference(metric_values, gflops) -> tuple[float, float]:
+    """(metric, GFLOPs) reference for a front's hypervolume: the lowest metric, 1.1x the largest cost."""
+    return float(np.min(metric_values)), 1.1 * float(np.max(gflops))
+
+
+def front_hypervolume(metric_values, gflops, reference: tuple[float, float]) -> float:
+    """Hypervolume of (metric up, log10 GFLOPs down) points against ``reference`` (metric, GFLOPs).
+
+    Over log10 GFLOPs a front spanning decades of cost is weighed as it is drawn; over linear
+    GFLOPs the most precise point alone holds nearly all of it.
+    """
+    values = np.asarray(metric_values, dtype=np.float64).reshape(-1)
+    costs = np.asarray(gflops, dtype=np.float64).reshape(-1)
+    if len(values) == 0:
+        return 0.0
+    if (costs <= 0).any() or reference[1] <= 0:
+        raise ValueError("GFLOPs must be > 0 on a log scale")
+    points = np.c_[values, np.log10(costs)]
+    return hypervolume(points, (reference[0], float(np.log10(reference[1]))), maximize=[True, False])
+
+
+def front_regret(metric_values, gflops, target_values, target_gflops) -> tuple[np.ndarray, np.ndarray]:
+    """At every GFLOPs budget of the target's front: (budgets, how far below the target's best the
+    found best within that budget is), in the metric's units; inf where nothing was found within it.
+
+    A negative regret means a found point beats the target there (an early-stopped trial's value
+    can exceed a final one).
+    """
+    found = np.c_[np.asarray(metric_values, dtype=np.float64), np.asarray(gflops, dtype=np.float64)]
+    target = np.c_[np.asarray(target_values, dtype=np.float64), np.asarray(target_gflops, dtype=np.float64)]
+    front = target[pareto_mask(target, [True, False])]
+    budgets = np.unique(front[:, 1])
+    regret = np.empty(len(budgets))
+    for i, budget in enumerate(budgets):
+        best = target[target[:, 1] <= budget, 0].max()
+        within = found[found[:, 1] <= budget, 0]
+        regret[i] = best - within.max() if len(within) else np.inf
+    return budgets, regret
+
+
+def anytime_hypervolume(metric_values, gflops, spent, reference: tuple[float, float]) -> np.ndarray:
+    """[N,2]: (cumulative compute, log-GFLOPs front hypervolume) after each point, in the order
+    the points arrived (``spent`` is the cumulative compute when each arrived)."""
+    values = np.asarray(metric_values, dtype=np.float64)
+    costs = np.asarray(gflops, dtype=np.float64)
+    out = np.empty((len(values), 2))
+    for i in range(len(values)):
+        out[i] = spent[i], front_hypervolume(values[: i + 1], costs[: i + 1], reference)
+    return out

@@ -166,7 +166,8 @@ def prepare_rows(frame: pl.DataFrame, everything: pl.DataFrame, metric: str, bas
         ok=ok,
         plotted=plotted,
         stopped=merged.filter((pl.col("status") == "stopped") & usable),
-        front=pareto_rows(plotted, metric, cost=COST),
+        # One rule with the search and its benchmark: a stopped trial at its values then.
+        front=pareto_rows(merged.filter(usable), metric, cost=COST),
         references=merge_repeats(references, metric).filter((pl.col("status") == "ok") & usable),
         experiments=sorted({e for e in frame["experiment"].to_list() if e}),
     )

@@ -72,6 +72,9 @@ def trial_row(
         checkpoint_uri=checkpoint or result.get("checkpoint_uri"),
         config_json=cfg.to_dict(),
         node_id=result.get("node_id"),
+        compute=result.get("compute"),
+        wall_seconds=result.get("wall_seconds"),
+        history=result.get("history"),
     )
 
 

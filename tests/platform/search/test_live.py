@@ -36,12 +36,13 @@ def test_the_table_shows_status_epoch_metric_gflops_elapsed_and_budget_left():
         0, [], a, {"epoch": 2, "epochs_planned": 4, "d2s_recall1": 12.345, "gflops": 0.0123}
     )
     table.on_trial_start(0, [], b)
-    b.last_result = {"epoch": 4, "epochs_planned": 4, "d2s_recall1": 40.0, "gflops": 0.5}
+    b.last_result = {"epoch": 4, "epochs_planned": 4, "d2s_recall1": 40.0, "gflops": 0.5, "compute": 2.0}
     table.on_trial_complete(0, [], b)  # a trial ending prints a snapshot at once
     text = out.getvalue()
     lines = text.strip().splitlines()
     assert lines[0].startswith("[search] trials 1/3 done, 1 running, 2 left; elapsed ")
     assert "time budget left" in lines[0]
+    assert lines[0].endswith("; compute 2 GFLOPs x epochs")  # 4 epochs x 0.5 GFLOPs spent so far
     assert lines[1].split() == ["trial", "status", "epoch", "d2s_recall1", "GFLOPs", "elapsed"]
     assert lines[2].split()[:5] == ["a_00000", "RUNNING", "2/4", "12.35", "0.0123"]
     assert lines[3].split()[:5] == ["b_00001", "TERMINATED", "4/4", "40.00", "0.5000"]

@@ -84,3 +84,75 @@ def test_file_store_is_safe_under_concurrent_writers(tmp_path):
         list(pool.map(lambda i: store.record(1, f"t{i}", float(i)), range(64)))
     before = store.record(1, "last", 0.0)
     assert sorted(before) == [float(i) for i in range(64)]
+
+
+def test_pareto_stop_keeps_the_cheap_end_of_the_front():
+    from geodistill.platform.search.rung import pareto_stop
+
+    assert not pareto_stop([], (10.0, 1.0), 3)  # the first at a rung goes on
+    before = [[80.0, 0.04], [70.0, 0.05], [60.0, 0.06], [50.0, 0.07], [40.0, 0.08]]
+    # 20 AP at 0.003 GFLOPs: least precise, yet nothing recorded is as cheap: first front, goes on.
+    assert not pareto_stop(before, (20.0, 0.003), 3)
+    # 65 at 0.055: dominated by 80 @ 0.04 and 70 @ 0.05 (second front, 2 ahead); n = 6, rf 3:
+    # the first ceil(6 / 3) = 2 go on, so it stops; with rf 2 (3 go on) it goes on.
+    assert pareto_stop(before, (65.0, 0.055), 3)
+    assert not pareto_stop(before, (65.0, 0.055), 2)
+    # Within a front the more precise go first: 35 @ 0.09 is behind 80 (front 1) and the four
+    # points of front 2 it shares... all of which are more precise: 5 ahead >= 2, stops.
+    assert pareto_stop(before, (35.0, 0.09), 3)
+
+
+def test_rung_rule_with_cost_records_pairs_and_uses_pareto_stop(tmp_path):
+    store = FileRungStore(tmp_path)
+    expensive = RungRule(
+        store, trial_id="a", metric="m", grace_period=1, reduction_factor=3, max_t=9, cost=0.5
+    )
+    cheap = RungRule(store, trial_id="b", metric="m", grace_period=1, reduction_factor=3, max_t=9, cost=0.01)
+    worse = RungRule(store, trial_id="c", metric="m", grace_period=1, reduction_factor=3, max_t=9, cost=0.6)
+    assert not expensive.should_stop(1, {"m": 90.0})
+    # Ray's ASHA would stop it (10 < 90); on (metric, cost) it is on the first front.
+    assert not cheap.should_stop(1, {"m": 10.0})
+    assert worse.should_stop(1, {"m": 50.0})  # dominated by a; 2 ahead of it, ceil(3/3) = 1 go on
+    import json
+
+    assert json.loads((tmp_path / "rungs.json").read_text())["1"]["b"] == [10.0, 0.01]
+
+
+def test_rung_rule_with_cost_ignores_values_of_a_search_before(tmp_path):
+    store = FileRungStore(tmp_path)
+    store.record(1, "old", 99.0)  # a bare number: written by the single-objective rule
+    rule = RungRule(store, trial_id="new", metric="m", grace_period=1, reduction_factor=3, max_t=9, cost=0.1)
+    assert not rule.should_stop(1, {"m": 1.0})  # nothing comparable recorded: it goes on
+
+
+def test_pareto_asha_scheduler_makes_the_rung_rules_decisions():
+    """Tune's scheduler and the self-stopping rule decide the same on the same reports."""
+    from geodistill.platform.search.rung import MemoryRungs
+    from geodistill.platform.search.scheduler import ParetoASHA
+
+    rng = random.Random(3)
+    scheduler = ParetoASHA(metric="m", max_t=9, grace_period=1, reduction_factor=3)
+    store = MemoryRungs()
+    trials = [
+        (f"t{i}", rng.choice([0.003, 0.01, 0.05, 0.3]), [rng.uniform(0, 100) for _ in range(9)])
+        for i in range(12)
+    ]
+    rules = {
+        tid: RungRule(store, trial_id=tid, metric="m", grace_period=1, reduction_factor=3, max_t=9, cost=cost)
+        for tid, cost, _ in trials
+    }
+    for tid, _, _ in trials:
+        scheduler.on_trial_add(None, _Trial(tid))
+    stopped = {tid: False for tid, _, _ in trials}
+    decisions = []
+    for epoch in range(1, 10):
+        for tid, cost, curve in trials:
+            if stopped[tid]:
+                continue
+            result = {"epoch": epoch, "m": curve[epoch - 1], "gflops": cost}
+            tune_says = scheduler.on_trial_result(None, _Trial(tid), result) == TrialScheduler.STOP
+            rule_says = rules[tid].should_stop(epoch, result)
+            assert tune_says == rule_says
+            stopped[tid] = tune_says
+            decisions.append(tune_says)
+    assert any(decisions) and not all(decisions)

@@ -51,7 +51,7 @@ class FlagType:
         problem = self.rule.problem(value)
         if problem:
             shown = repr(text) if self.base is str else text
-            if shown in problem:  # a validator that names the value already: say it once
+            if f"got {shown}" in problem:  # a validator that names the value already: say it once
                 raise argparse.ArgumentTypeError(problem)
             raise argparse.ArgumentTypeError(f"{problem}; got {shown}")
         return value

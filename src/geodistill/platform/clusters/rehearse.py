@@ -1,24 +1,13 @@
 """A rehearsal Ray cluster on one machine: a head and N worker nodes, all on 127.0.0.1, token auth on.
 
-Why: a search or a Ray Train run that spreads across nodes, or survives losing one, can only be
-shown on more than one raylet. ``ray start --address`` cannot add a second node on the same
-machine without exposing it (with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1`` Ray rewrites
-127.0.0.1 to the host's network address), so the nodes are started the way Ray's own test
-harness does (``ray.cluster_utils.Cluster``): one real GCS, one real raylet per node (with its
-own object store, agents and workers), every socket on loopback.
-
-Each worker node carries a custom resource named after it (``node_a``, ``node_b``, ...) so a
-task can be pinned to a node, and the head carries no CPU so trials land on the workers. The
-dashboard is on (127.0.0.1, a free port): ``ray job submit`` needs it. Every process gets free
-ports and a temp dir inside a private (0700) folder that also holds the token and is removed
-with the cluster (a killed rehearsal's, at the next start), so other Ray instances and other
-users on the machine neither disturb it nor read it. The
-nodes share that temp dir (one session), but each worker node unpacks runtime environments
-(``--working-dir``, ``py_modules``) into a folder of its own, as separate machines would.
-
-``geodistill cluster rehearse`` runs one in the foreground until Ctrl-C; the test fixture
-(``tests/helpers/rehearsal.py``) runs that command as a child process and reads the JSON manifest it
-writes.
+Spreading over nodes, or surviving the loss of one, can only be shown on more than one raylet,
+and ``ray start --address`` cannot add a second node on this machine without exposing it, so the
+nodes are started as Ray's own test harness does (``ray.cluster_utils.Cluster``): one GCS, one
+raylet per node, every socket on loopback. Worker nodes carry a resource named after them
+(``node_a``, ...) and the head no CPU, so trials land on the workers; the dashboard is on for
+``ray job submit``. Everything lives in a private (0700) folder with the token, removed with the
+cluster (a killed rehearsal's at the next start). ``geodistill cluster rehearse`` runs one until
+Ctrl-C; ``tests/helpers/rehearsal.py`` runs that command and reads the JSON manifest it writes.
 """
 
 from __future__ import annotations

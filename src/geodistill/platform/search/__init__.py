@@ -1,22 +1,14 @@
 """Ray Tune + Optuna search: precision up, GFLOPs down, one leaderboard row per trial.
 
-The package, in the order a search runs:
-
-- ``options`` ``SearchOptions``: every setting of a search, its default and help (the CLI's flags).
-- ``space``   the search space: YAML -> validated ``SearchSpace`` -> Optuna sampling (``suggest``).
-- ``plan``    ``SearchPlan``: the space and the base config, built once; composes each trial's
-              ``RunConfig`` (the one place) and knows the stage, Ray Train, the epoch budget.
-- ``console`` what ``geodistill search`` runs (``search_command``) and prints.
-- ``driver``  ``run_search(space, base, options)``, its steps named top to bottom; ``SearchResult``.
-- ``tuner``   the Optuna searcher (every sampler picklable), ASHA, a new or restored ``Tuner``.
-- ``gp``      ``--sampler gp``: Optuna's GP sampler, also fitted to the trials early stopping ended.
-- ``trial``   the body of one trial (``run_trial``, ``TrialSetup``, ``TuneTrialContext``).
-- ``rows``    the Tune callback writing each trial's leaderboard row (``leaderboard.rows``).
-- ``rung``    the rung rule multi-worker trials stop themselves with.
-- ``resume``  repairing the searcher state a killed driver left.
-- ``teacher`` the small teacher ``--smoke-test`` trains; ``study``/``live``: the study, the table.
-
-Public names load lazily from the package: reading a space or building options imports no Ray.
+In the order a search runs: ``options`` (``SearchOptions``, the CLI's flags), ``space`` (YAML ->
+``SearchSpace`` -> ``suggest``), ``plan`` (``SearchPlan``: composes each trial's config, the one
+place), ``console`` (what ``geodistill search`` runs and prints), ``driver`` (``run_search``),
+``tuner``/``costaware``/``gp`` (the Optuna searcher and samplers), ``scheduler``/``rung`` (early
+stopping by Pareto rank), ``trial`` (one trial's body), ``replay`` (trials answered from a
+recorded table), ``rows`` (the leaderboard callback), ``study``/``live``/``resume``/``teacher``/
+``disk``/``experiment_lock`` (the study, the live table, repairs, the smoke teacher, disk, one
+driver per experiment). docs/architecture.md draws how they connect. Public names load lazily:
+reading a space or building options imports no Ray.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ def search_command(
     smoke_test: bool = False,
     report: bool = True,
     config_dir: str | Path | None = None,
+    replay_table: str | None = None,
 ) -> int:
     """Run the search the command line asks for; the exit status (130: interrupted, resumable).
 
@@ -72,6 +73,11 @@ def search_command(
 
     result = driver.run_search(space, base, options)
     _print_summary(result, metric=options.metric or space.metric, report=report)
+    if replay_table:
+        from geodistill.platform.search.replay import write_replay_table
+
+        n = write_replay_table(result.rows, replay_table, [p.name for p in space.params])
+        print(f"replay table: {replay_table} ({n} epoch rows)")
     if result.interrupted:
         print(
             f"geodistill search: interrupted; continue with --experiment {result.experiment} --resume",
@@ -118,8 +124,9 @@ def _print_summary(result: Any, *, metric: str, report: bool) -> None:
     print(f"  leaderboard  {result.leaderboard_root}")
     print(f"  tune state   {result.experiment_path}")
     print(f"  optuna study {result.study_url}  (optuna-dashboard {result.study_url})")
-    print(f"\nPareto set ({metric} up, GFLOPs per query down):")
+    print(f"\nPareto set ({metric} up, GFLOPs per query down; a stopped trial at the epoch it stopped):")
     print(format_pareto(result.pareto, metric=metric) if result.pareto.height else "  (no finished trial)")
+    _print_anytime(result, metric=metric)
     if report and result.pareto.height and "://" not in result.experiment_path:
         from geodistill.leaderboard import Leaderboard
         from geodistill.leaderboard.report import write_report
@@ -134,6 +141,52 @@ def _print_summary(result: Any, *, metric: str, report: bool) -> None:
         print(f"\nreport: {paths.get('html')}")
 
 
+def anytime_front(rows: Any, metric: str) -> Any:
+    """The search's front as compute was spent: one row per trial in the order trials ended,
+    with the cumulative compute (epochs x GFLOPs per query) and the log-GFLOPs hypervolume of
+    the front so far (``leaderboard.pareto.front_hypervolume``; reference: the lowest metric
+    found, 1.1x the largest GFLOPs tried)."""
+    import polars as pl
+
+    from geodistill.leaderboard.pareto import anytime_hypervolume, front_reference
+
+    if "compute" not in rows.columns:
+        return pl.DataFrame()
+    ended = rows.filter(pl.col("compute").is_not_null()).sort("created_at")
+    usable = ended.filter(pl.col(metric).is_not_null() & (pl.col("gflops") > 0))
+    if usable.is_empty():
+        return pl.DataFrame()
+    spent = usable.join(
+        ended.select("row_key", pl.col("compute").cum_sum().alias("compute_spent")), on="row_key"
+    ).sort("created_at")
+    reference = front_reference(usable[metric].to_numpy(), usable["gflops"].to_numpy())
+    curve = anytime_hypervolume(
+        spent[metric].to_numpy(), spent["gflops"].to_numpy(), spent["compute_spent"].to_numpy(), reference
+    )
+    return spent.select("trial_id", "status", "epochs", metric, "gflops", "compute_spent").with_columns(
+        pl.Series("front_hypervolume", curve[:, 1])
+    )
+
+
+def _print_anytime(result: Any, *, metric: str) -> None:
+    """Compute spent and the anytime front, printed and written beside Tune's state."""
+    curve = anytime_front(result.rows, metric)
+    if curve.is_empty():
+        return
+    total = float(result.rows["compute"].fill_null(0).sum())
+    seconds = float(result.rows["wall_seconds"].fill_null(0).sum())
+    print(f"\ncompute spent: {total:.4g} GFLOPs x epochs over {seconds:.0f} trial-seconds")
+    last = curve["front_hypervolume"].to_list()
+    marks = [i for i in range(len(last)) if i == 0 or last[i] > last[i - 1]]
+    print("anytime front (log10-GFLOPs hypervolume after the compute spent):")
+    for i in marks[-8:]:
+        print(f"  {curve['compute_spent'][i]:>10.4g}  {last[i]:.4g}")
+    if "://" not in result.experiment_path:
+        out = Path(result.experiment_path) / "anytime_front.csv"
+        curve.write_csv(out)
+        print(f"  written: {out}")
+
+
 def format_pareto(pareto: Any, *, metric: str = "d2s_recall1") -> str:
     """The Pareto set as a fixed-width table (GFLOPs ascending)."""
     header = (
@@ -143,6 +196,13 @@ def format_pareto(pareto: Any, *, metric: str = "d2s_recall1") -> str:
     for row in pareto.iter_rows(named=True):
         lines.append(
             f"{row['trial_id']:<14} {row['backbone'] or '-':<16} {row['img_size'] or 0:>4} "
-            f"{row['views'] or 0:>5} {row['gflops']:>9.4f} {row[metric]:>12.2f} {row['status']:<8}"
+            f"{row['views'] or 0:>5} {row['gflops']:>9.4f} {row[metric]:>12.2f} {_label(row):<8}"
         )
     return "\n".join(lines)
+
+
+def _label(row: Mapping[str, Any]) -> str:
+    """``ok``, or ``stopped@E`` for a trial stopped early at epoch E (its checkpoint then)."""
+    if row.get("status") == "stopped" and row.get("epochs") is not None:
+        return f"stopped@{row['epochs']}"
+    return str(row.get("status"))

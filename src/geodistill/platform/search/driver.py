@@ -1,18 +1,12 @@
 """The search driver: Ray Tune + Optuna over a space, precision up, GFLOPs down.
 
-``run_search(space, base, options)`` reads top to bottom as its steps:
-
-1. ``options.check()`` and ``SearchPlan.build``: the request's values, the space (loaded once)
-   and the teacher are checked first; a bad value never starts Ray.
-2. ``_locate``: where Tune's state, the Optuna study and the leaderboard live; the leaderboard
-   is checked writable and the study's storage connected before any trial spends compute.
-3. ``_make_trainable``: ``trial.run_trial`` with its ``TrialSetup`` and resources (a
-   ``RungStore`` when trials run TorchTrainers and must stop themselves). ``_check_resume``
-   refuses an existing experiment without ``--resume``; ``_prepare_tune`` records the study.
-4. ``tuner.restore_tuner`` (``--resume``) or ``tuner.new_tuner``: ``OptunaSearch`` samples each
-   trial define-by-run, multi-objective (``[metric, "gflops"]``), the sampler by name.
-5. ``_finish``: rows the ``rows.LeaderboardCallback`` could not write are written from the
-   trials' final state; the experiment's rows and the Pareto set of its own trials are returned.
+``run_search(space, base, options)`` reads top to bottom as its steps: ``options.check()`` and
+``SearchPlan.build`` check the request, the space (loaded once) and the teacher before Ray
+starts; ``_locate`` finds Tune's state, the study and the leaderboard and checks them before any
+trial spends compute; ``_make_trainable`` wraps ``trial.run_trial`` with its resources;
+``tuner.restore_tuner`` (``--resume``) or ``tuner.new_tuner`` samples each trial define-by-run,
+multi-objective; ``_finish`` writes the rows the callback could not and returns the experiment's
+rows and the Pareto set of its own trials.
 """
 
 from __future__ import annotations
@@ -88,7 +82,11 @@ def run_search(space: str | Path | SearchSpace, base: RunConfig, options: Search
         space = load_space(space, base=base.to_dict())
     options = options.named(space.name)
     experiment = options.experiment
-    plan = SearchPlan.build(space, base, metric=options.metric, teacher=options.teacher)
+    plan = SearchPlan.build(
+        space, base, metric=options.metric, teacher=options.teacher, check_teacher=not options.replay
+    )
+    if options.replay:  # every trial in the table, or one line before anything runs
+        options = _replayed(plan, options)
     where, plan = _locate(experiment, options, plan)
 
     if where.local:  # a second driver on this experiment stops here, before Ray or Tune start
@@ -130,6 +128,16 @@ def run_search(space: str | Path | SearchSpace, base: RunConfig, options: Search
 
 
 # ---------------------------------------------------------------- the steps of run_search
+
+
+def _replayed(plan: SearchPlan, options: SearchOptions) -> SearchOptions:
+    """``options`` whose trials answer from ``options.replay`` (checked against the space first)."""
+    from geodistill.platform.search.replay import ReplayFit, config_values, load_table
+
+    path = str(Path(options.replay).expanduser().absolute())
+    table = load_table(path)
+    table.check_space(plan.space, plan.metric, config_values(plan.first_config(), table.knobs))
+    return dataclasses.replace(options, replay=path, objective=ReplayFit(path, options.replay_speed))
 
 
 def _start_ray(address: str | None, *, dashboard: bool, verbose: int) -> None:

@@ -1,10 +1,10 @@
 """Optuna's GP sampler, taught the trials that early stopping ended.
 
 ``optuna.samplers.GPSampler`` fits its Gaussian processes to COMPLETE trials only (and conditions
-on RUNNING ones). A trial ASHA stops is told PRUNED (``study.StudySearch``: so that
-``study.best_trials`` is the report's front), and a plain GPSampler never sees it: it keeps
-proposing configurations like the ones just stopped (benchmarks/RESULTS.md measures what that
-costs under the CLI's early stopping, with and without this sampler).
+on RUNNING ones). A searcher saved before stopped trials kept their place on the front (a
+resumed older experiment, ``study.StudySearch.stopped_on_front`` unset) tells a stopped trial
+PRUNED, and a plain GPSampler never sees it: it keeps proposing configurations like the ones
+just stopped. Searches since tell it COMPLETE at its values then, which any sampler sees.
 
 ``StoppedTrialsGPSampler`` models a pruned trial that carries its objective values at stopping
 (``STOPPED_VALUES_ATTR``, written by ``StudySearch``) as if it had finished with them: an

@@ -32,6 +32,7 @@ class TrialLine:
     gflops: float | None = None
     started: float | None = None
     ended: float | None = None
+    compute: float = 0.0  # epochs trained x GFLOPs per query so far
 
     def elapsed(self, now: float) -> float:
         if self.started is None:
@@ -83,7 +84,8 @@ class LiveTable(tune.Callback):
         text += f"; elapsed {now - self.started:.0f}s"
         if self.time_budget_s is not None:
             text += f", time budget left {max(0.0, self.time_budget_s - (now - self.started)):.0f}s"
-        return text
+        spent = sum(t.compute for t in self.trials.values())
+        return text + f"; compute {spent:.3g} GFLOPs x epochs"
 
     def rows(self, now: float | None = None) -> list[tuple[str, ...]]:
         """The table's rows (strings), running trials first: trial, status, epoch, metric, GFLOPs, elapsed."""
@@ -164,6 +166,8 @@ class LiveTable(tune.Callback):
             line.metric = float(result[self.metric])
         if result.get("gflops") is not None:
             line.gflops = float(result["gflops"])
+        if result.get("compute") is not None:
+            line.compute = float(result["compute"])
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._update(trial, "RUNNING")

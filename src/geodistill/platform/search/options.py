@@ -120,6 +120,16 @@ class SearchOptions:
         help="stream every trial's output and Tune's status (default: a live trial table; "
         "trial output in <trial dir>/stdout and stderr)",
     )
+    replay: str | None = setting(
+        None,
+        kind="text",
+        help="answer every trial from a recorded table of per-epoch metrics (TABLE.parquet: "
+        "record_search_table.py, or `geodistill leaderboard replay-table`) on a simulated clock; "
+        "nothing trains",
+    )
+    replay_speed: float = setting(
+        0.01, ge=0.0, le=1000.0, help="simulated clock: a replayed epoch sleeps its recorded seconds x this"
+    )
     # Not on the command line: what a program (benchmarks, tests) passes in.
     objective: Callable[..., Any] | None = setting(
         None, flag="", help="fit(cfg, *, context) replacing eval.fit_evaluated in every trial"

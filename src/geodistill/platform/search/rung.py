@@ -25,6 +25,8 @@ from typing import Protocol
 
 import numpy as np
 
+from geodistill.leaderboard.pareto import nondominated_ranks
+
 
 def milestones(*, grace_period: int, reduction_factor: float, max_t: int) -> list[int]:
     """Epochs at which trials are compared, ascending (Ray's ASHA rungs for bracket 0)."""
@@ -41,8 +43,28 @@ def cutoff(recorded: list[float], reduction_factor: float) -> float | None:
     return float(np.nanpercentile(recorded, (1 - 1 / reduction_factor) * 100))
 
 
+def pareto_stop(before: list[list[float]], point: tuple[float, float], reduction_factor: float) -> bool:
+    """MO-ASHA's rung decision on (value up, cost down) (Schmucker et al. 2021, non-dominated sorting).
+
+    The points recorded at the rung and this one are sorted into fronts; within a front, higher
+    values first. The trial goes on when it is on the first front (no recorded trial is both at
+    least as precise and at most as costly) or among the first ``ceil(n / reduction_factor)`` of
+    the ``n`` points; the first trial at a rung always goes on.
+    """
+    if not before:
+        return False
+    points = np.array([*before, point], dtype=np.float64)
+    ranks = nondominated_ranks(points, [True, False])
+    me = len(points) - 1
+    if ranks[me] == 0:
+        return False
+    same = (ranks == ranks[me]) & (points[:, 0] > points[me, 0])
+    ahead = int((ranks < ranks[me]).sum() + same.sum())
+    return ahead >= max(1, math.ceil(len(points) / reduction_factor))
+
+
 class RungStore(Protocol):
-    def record(self, milestone: int, trial_id: str, value: float) -> list[float]:
+    def record(self, milestone: int, trial_id: str, value: float | list[float]) -> list:
         """Record ``value`` for ``trial_id`` at ``milestone``; return the values recorded before it
         (other trials only). Recording twice (a resumed trial) keeps the first value."""
         ...
@@ -54,7 +76,7 @@ class FileRungStore:
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
 
-    def record(self, milestone: int, trial_id: str, value: float) -> list[float]:
+    def record(self, milestone: int, trial_id: str, value: float | list[float]) -> list:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / "rungs.json"
         with open(self.folder / ".rungs.lock", "w") as lock:
@@ -77,9 +99,9 @@ class MemoryRungs:
     file system, wrapped by ``ray.remote``) or a replayed search's (benchmarks/bench_search_replay.py)."""
 
     def __init__(self) -> None:
-        self.rungs: dict[int, dict[str, float]] = {}
+        self.rungs: dict[int, dict[str, float | list[float]]] = {}
 
-    def record(self, milestone: int, trial_id: str, value: float) -> list[float]:
+    def record(self, milestone: int, trial_id: str, value: float | list[float]) -> list:
         rung = self.rungs.setdefault(milestone, {})
         before = [v for t, v in rung.items() if t != trial_id]
         rung.setdefault(trial_id, value)
@@ -100,7 +122,7 @@ class RayRungStore:
         ).remote()
         return self
 
-    def record(self, milestone: int, trial_id: str, value: float) -> list[float]:
+    def record(self, milestone: int, trial_id: str, value: float | list[float]) -> list:
         import ray
 
         actor = ray.get_actor(self.name, namespace=self.namespace)
@@ -108,7 +130,11 @@ class RayRungStore:
 
 
 class RungRule:
-    """``should_stop(epoch, metrics)`` for one trial: ASHA's decision at each milestone it reaches."""
+    """``should_stop(epoch, metrics)`` for one trial: ASHA's decision at each milestone it reaches.
+
+    With ``cost`` (the trial's GFLOPs) the decision is ``pareto_stop`` and the store records
+    ``[value, cost]``; values a store holds from a search before (bare numbers) are not compared.
+    """
 
     def __init__(
         self,
@@ -120,11 +146,12 @@ class RungRule:
         grace_period: int = 1,
         reduction_factor: float = 2,
         max_t: int,
+        cost: float | None = None,
     ) -> None:
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be max or min, got {mode!r}")
         self.store, self.trial_id, self.metric, self.mode = store, trial_id, metric, mode
-        self.reduction_factor = reduction_factor
+        self.reduction_factor, self.cost = reduction_factor, cost
         self.milestones = milestones(
             grace_period=grace_period, reduction_factor=reduction_factor, max_t=max_t
         )
@@ -144,8 +171,13 @@ class RungRule:
             return False
         value = float(metrics[self.metric])
         signed = value if self.mode == "max" else -value
-        before = self.store.record(milestone, self.trial_id, signed)
-        limit = cutoff(before, self.reduction_factor)
-        stop = limit is not None and signed < limit
+        if self.cost is None:
+            before = self.store.record(milestone, self.trial_id, signed)
+            limit = cutoff([b for b in before if not isinstance(b, list)], self.reduction_factor)
+            stop = limit is not None and signed < limit
+        else:
+            before = self.store.record(milestone, self.trial_id, [signed, float(self.cost)])
+            pairs = [b for b in before if isinstance(b, list)]
+            limit, stop = None, pareto_stop(pairs, (signed, float(self.cost)), self.reduction_factor)
         self.decisions.append((milestone, value, limit, stop))
         return stop

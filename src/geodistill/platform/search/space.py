@@ -1,18 +1,12 @@
 """The search space: a file of the ``search_space`` config group -> a validated ``SearchSpace``.
 
-A space (``conf/search_space/<name>.yaml``, ``DIR/search_space/`` with ``--config-dir``, or a path)::
-
-    objectives: {metric: d2s_recall1, efficiency: gflops}
-    flops_budget: 2.0                                  # optional GFLOPs per drone query
-    fixed: {stage: student, train.epochs: 2}            # RunConfig dotted keys, every trial
-    params:                                            # RunConfig dotted keys, sampled in order
-      model.refiner: {type: choice, choices: [mean, select]}
-      model.refiner_k: {type: int, low: 1, high: 4, when: {model.refiner: select}}
-
-The one config loader (``geodistill.config_files``) reads it into ``SpaceFile``; every bound and
-choice is then composed into a ``RunConfig`` against the base config, so a value a trial would
-refuse is refused before any trial starts. ``suggest`` is what ``OptunaSearch`` calls; a trial's
-RunConfig is composed by ``plan.SearchPlan.config`` (the one place).
+A space (``conf/search_space/<name>.yaml``, ``DIR/search_space/`` with ``--config-dir``, or a
+path) names its objectives, an optional ``flops_budget``, the ``fixed`` settings of every trial
+and the sampled ``params`` (RunConfig dotted keys: ``choice``, ``int``, ``uniform``,
+``loguniform``, optional ``when:`` conditions; docs/INTERFACES.md has an example). Every bound
+and choice is composed into a ``RunConfig`` against the base config when the space is loaded, so
+a value a trial would refuse is refused before any trial starts. ``suggest`` is what
+``OptunaSearch`` calls; a trial's config is composed by ``plan.SearchPlan.config`` alone.
 """
 
 from __future__ import annotations

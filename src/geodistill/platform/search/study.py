@@ -1,28 +1,12 @@
-"""An honest Optuna study: named objectives, per-epoch values, early-stopped trials PRUNED.
+"""An honest Optuna study: named objectives, per-epoch values, stopped trials on the front.
 
-Ray Tune's ``OptunaSearch`` leaves three things out that a researcher opening the study
-(``optuna-dashboard``, ``optuna.load_study``) relies on:
-
-- the objectives have no names (the dashboard shows "Objective 0/1"): ``set_metric_names``
-  gives them the search's metric and ``gflops``;
-- a multi-objective study gets no intermediate values (``Trial.report`` refuses
-  multi-objective studies, so ``OptunaSearch.on_trial_result`` returns early): every epoch's
-  metric is kept live in the trial's ``epoch_values`` attribute and, once the trial is told
-  COMPLETE (or FAIL), written as its intermediate values through the storage call
-  ``Trial.report`` itself makes (``set_trial_intermediate_value``), step = epoch. A PRUNED
-  trial keeps its curve in ``epoch_values`` only: Optuna's TPE ranks pruned trials by their
-  last intermediate value with ``study.direction``, which raises on a multi-objective study,
-  so a pruned trial with intermediate values would end the next TPE suggestion;
-- a trial stopped early (ASHA, the rung rule, the time budget) is told COMPLETE with its
-  under-trained values, so it sits in the study's Pareto front and feeds the sampler, while
-  the leaderboard marks it "stopped" and the report leaves it out. Here it is told PRUNED
-  (``best_trials`` and the samplers' multi-objective models use COMPLETE trials only), so
-  ``study.best_trials`` is the report's Pareto front.
-
-Every Optuna trial carries the Tune trial id (user attribute ``tune_trial_id``, the
-leaderboard's ``trial_id``), its per-epoch values (``epoch_values``), and a pruned one the
-epoch it stopped at (``stopped_at_epoch``) and its objective values then (``stopped_values``,
-which ``gp.StoppedTrialsGPSampler`` models).
+Ray Tune's ``OptunaSearch`` leaves out what a researcher opening the study relies on: objective
+names (the search's metric and ``gflops``) and, in a multi-objective study, intermediate values
+(kept in the trial's ``epoch_values`` and written once it is told COMPLETE or FAIL). A trial
+stopped early is told COMPLETE with its values then and ``stopped_at_epoch``, so it holds its
+place on the front and the sampler learns from it (``study.best_trials`` is the report's front).
+A configuration equal to a finished trial's is answered from it and another is sampled. A
+searcher saved by an older version keeps telling stopped trials PRUNED.
 """
 
 from __future__ import annotations
@@ -39,6 +23,8 @@ from geodistill.platform.search.gp import STOPPED_VALUES_ATTR
 TRIAL_ID_ATTR = "tune_trial_id"
 STOPPED_AT_ATTR = "stopped_at_epoch"
 EPOCH_VALUES_ATTR = "epoch_values"  # {"1": value, "2": value, ...}: the first objective per epoch
+ANSWERED_FROM_ATTR = "answered_from"  # the tune trial id of the finished trial that answered a repeat
+MAX_REPEATS = 16  # repeats answered in a row before the sampler's choice is trained anyway
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +44,11 @@ def stopped_early(result: Mapping[str, Any] | None) -> bool:
 
 
 class StudySearch(OptunaSearch):
-    """``OptunaSearch`` that names its objectives, records every epoch and prunes stopped trials."""
+    """``OptunaSearch`` that names its objectives, records every epoch and keeps stopped trials."""
+
+    def __init__(self, *args: Any, stopped_on_front: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stopped_on_front = stopped_on_front
 
     @property
     def _metrics(self) -> list[str]:
@@ -75,11 +65,28 @@ class StudySearch(OptunaSearch):
                 self._ot_study.set_metric_names(self._metrics)
 
     def suggest(self, trial_id: str) -> dict | None:
-        params = super().suggest(trial_id)
-        ot_trial = self._ot_trials.get(trial_id)
+        for _ in range(MAX_REPEATS):
+            params = super().suggest(trial_id)
+            ot_trial = self._ot_trials.get(trial_id)
+            if ot_trial is None or not getattr(self, "stopped_on_front", False) or not self._answer(ot_trial):
+                break
+            del self._ot_trials[trial_id]  # told from a finished trial: ask again
         if ot_trial is not None:
             ot_trial.set_user_attr(TRIAL_ID_ATTR, trial_id)
         return params
+
+    def _answer(self, ot_trial: Any) -> bool:
+        """Tell ``ot_trial`` the values of a finished trial with the same parameters; True if one exists."""
+        import optuna
+
+        complete = (optuna.trial.TrialState.COMPLETE,)
+        for done in self._ot_study.get_trials(deepcopy=False, states=complete):
+            if done.params == ot_trial.params and STOPPED_AT_ATTR not in done.user_attrs and done.values:
+                source = done.user_attrs.get(ANSWERED_FROM_ATTR) or done.user_attrs.get(TRIAL_ID_ATTR)
+                ot_trial.set_user_attr(ANSWERED_FROM_ATTR, source)
+                self._ot_study.tell(ot_trial, list(done.values))
+                return True
+        return False
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self._record_epoch(trial_id, result)
@@ -129,9 +136,14 @@ class StudySearch(OptunaSearch):
         ot_trial = self._ot_trials[trial_id]
         try:
             ot_trial.set_user_attr(STOPPED_AT_ATTR, int(result["epoch"]))
-            if all(result.get(m) is not None for m in self._metrics):  # what StoppedTrialsGPSampler models
-                ot_trial.set_user_attr(STOPPED_VALUES_ATTR, [float(result[m]) for m in self._metrics])
-            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+            values = [result.get(m) for m in self._metrics]
+            if getattr(self, "stopped_on_front", False) and None not in values:
+                self._write_intermediate_values(trial_id)
+                self._ot_study.tell(ot_trial, [float(v) for v in values])
+            else:  # a searcher saved before stopped trials kept their place (or no values to tell)
+                if None not in values:  # what StoppedTrialsGPSampler models
+                    ot_trial.set_user_attr(STOPPED_VALUES_ATTR, [float(v) for v in values])
+                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
         except Exception as err:  # noqa: BLE001
             log.warning("trial %s not recorded as pruned: %s", trial_id, err)
         self._completed_trials.add(trial_id)

@@ -14,6 +14,7 @@ over the space's ``flops_budget`` reports at once and trains nothing.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import tempfile
@@ -36,8 +37,10 @@ class TuneTrialContext:
     """``TrainContext`` for a single-worker trial: ``fit`` reports straight to Tune.
 
     Every report carries the trial's cost (and the planned epochs), so the searcher and the
-    leaderboard callback read GFLOPs from any result. ``should_stop`` is the optional rung
-    rule; with ASHA installed the scheduler stops the trial instead.
+    leaderboard callback read GFLOPs from any result, and what it has spent so far: ``compute``
+    (epochs x GFLOPs per query), ``wall_seconds`` and ``history`` (every epoch's metrics, JSON:
+    ``replay.write_replay_table`` makes a replay table of them). ``should_stop`` is the optional
+    rung rule; with ASHA installed the scheduler stops the trial instead.
     """
 
     def __init__(self, extra: Mapping[str, Any], *, should_stop: Callable | None = None) -> None:
@@ -46,10 +49,19 @@ class TuneTrialContext:
         self.extra = dict(extra)
         self._should_stop = should_stop
         self._restored: tempfile.TemporaryDirectory | None = None
+        self.history: list[dict[str, float]] = []
 
     def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-        tune.report({**metrics, **self.extra}, checkpoint=checkpoint)
+        result = {**self.extra, **metrics}  # a replayed trial reports its recorded GFLOPs
+        self.history.append(
+            {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and k != "gflops"}
+        )
+        epochs = int(result.get("epoch") or len(self.history))
+        result["compute"] = epochs * float(result.get("gflops") or 0.0)
+        result["wall_seconds"] = sum(h.get("epoch_seconds", 0.0) for h in self.history)
+        result["history"] = json.dumps(self.history)
+        tune.report(result, checkpoint=checkpoint)
 
     def latest_checkpoint(self) -> Path | None:
         checkpoint = tune.get_checkpoint()
@@ -106,6 +118,11 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         # Refused before any training: reported once so Optuna gets both objectives.
         tune.report({metric: 0.0, "epoch": 0, "over_budget": 1, **extra})
         return
+    if options.replay:  # answered from the recorded table: its cost is the recorded one
+        from geodistill.platform.search.replay import config_values, load_table
+
+        table = load_table(options.replay)
+        extra["gflops"] = float(table.history(config_values(cfg, table.knobs))[0]["gflops"])
     rule = None
     if setup.rung_store is not None:
         from geodistill.platform.search.rung import RungRule
@@ -117,6 +134,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
             grace_period=options.grace_period,
             reduction_factor=options.reduction_factor,
             max_t=cfg.train.epochs,
+            cost=extra["gflops"],  # multi-objective: (metric, GFLOPs), as ParetoASHA decides
         )
     if cfg.scaling.in_process:  # fit runs right here, in the trial's own process
         if cfg.distill.teacher_checkpoint:  # a URI teacher: this node's cached copy

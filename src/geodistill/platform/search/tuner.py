@@ -53,6 +53,21 @@ def sample_trial(trial: Any, *, plan: SearchPlan) -> dict[str, Any]:
     return params
 
 
+def plan_gflops(params: Mapping[str, Any], *, plan: SearchPlan, replay: str | None = None) -> float:
+    """GFLOPs per query of the trial ``params`` describe (a partial assignment: the rest at the
+    space's first values), counted on the meta device, or recorded in the ``replay`` table:
+    what ``CostAwareTPESampler`` pays."""
+    from geodistill.platform.search.plan import first_assignment
+
+    cfg = plan.config({**first_assignment(plan.space), **params})
+    if replay:
+        from geodistill.platform.search.replay import config_values, load_table
+
+        table = load_table(replay)
+        return float(table.history(config_values(cfg, table.knobs))[0]["gflops"])
+    return float(config_cost(cfg.model, cfg.data.views)["gflops"])
+
+
 def define_by_run(trial: Any, *, space: SearchSpace, base: Mapping[str, Any]) -> dict[str, Any]:
     """``sample_trial`` for a searcher saved before ``SearchPlan`` (a resumed older experiment)."""
     from geodistill.train.config import RunConfig
@@ -70,6 +85,7 @@ _LEGACY_PLANS: dict[str, SearchPlan] = {}
 # compares the samplers and start-up sizes on the recorded search table).
 GP_STARTUP_TRIALS = 4
 TPE_STARTUP_TRIALS = 4
+TPE_COST_WEIGHT = 1.0  # CostAwareTPESampler: candidates scored per unit of known GFLOPs
 
 
 class PicklableNSGAIISampler(optuna.samplers.NSGAIISampler):
@@ -83,11 +99,14 @@ class PicklableNSGAIISampler(optuna.samplers.NSGAIISampler):
         self._thread_lock = threading.Lock()
 
 
-def make_sampler(name: str, *, seed: int | None) -> Any:
+def make_sampler(
+    name: str, *, seed: int | None, plan: SearchPlan | None = None, replay: str | None = None
+) -> Any:
     """An Optuna sampler by name (constraints come from the trials).
 
     ``tpe`` (the default): multivariate TPE (it models the knobs jointly) after
-    ``TPE_STARTUP_TRIALS`` random trials. ``gp``: Gaussian-process Bayesian optimisation after
+    ``TPE_STARTUP_TRIALS`` start-up trials; given the ``plan``, it pays for each candidate's
+    GFLOPs, known before training (``costaware.CostAwareTPESampler``). ``gp``: Gaussian-process Bayesian optimisation after
     ``GP_STARTUP_TRIALS`` random trials; it models several objectives (logEHVI), the
     GFLOPs-budget constraint (``trial.set_constraint``), the trials still running (a q-batch
     acquisition, so concurrent trials are not asked for the same point) and, unlike Optuna's own
@@ -107,8 +126,18 @@ def make_sampler(name: str, *, seed: int | None) -> Any:
     if name == "tpe":
         with warnings.catch_warnings():  # multivariate is marked experimental in Optuna 5
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(
-                seed=seed, n_startup_trials=TPE_STARTUP_TRIALS, multivariate=True
+            if plan is None:
+                return optuna.samplers.TPESampler(
+                    seed=seed, n_startup_trials=TPE_STARTUP_TRIALS, multivariate=True
+                )
+            from geodistill.platform.search.costaware import CostAwareTPESampler
+
+            return CostAwareTPESampler(
+                cost=functools.partial(plan_gflops, plan=plan, replay=replay),
+                cost_weight=TPE_COST_WEIGHT,
+                seed=seed,
+                n_startup_trials=TPE_STARTUP_TRIALS,
+                multivariate=True,
             )
     if name == "nsga2":
         return PicklableNSGAIISampler(seed=seed)
@@ -157,13 +186,12 @@ def restore_tuner(
 
 
 def asha_scheduler(plan: SearchPlan, options: SearchOptions) -> Any:
-    """ASHA over epochs (single-worker trials only: it may stop them from outside)."""
-    from ray.tune.schedulers import ASHAScheduler
+    """Multi-objective ASHA over epochs, on (metric, GFLOPs) (single-worker trials only: it stops
+    them from outside; Ray Train trials ask the same rule themselves, ``rung.RungRule``)."""
+    from geodistill.platform.search.scheduler import ParetoASHA
 
-    return ASHAScheduler(
-        time_attr="epoch",
+    return ParetoASHA(
         metric=plan.metric,
-        mode="max",
         max_t=max(plan.max_epochs, options.grace_period),
         grace_period=options.grace_period,
         reduction_factor=options.reduction_factor,
@@ -187,12 +215,12 @@ def new_tuner(
     from geodistill.platform.search.study_storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # Named objectives, per-epoch intermediate values, early-stopped trials PRUNED (study.py).
+    # Named objectives, per-epoch values, stopped trials on the front, repeats answered (study.py).
     searcher = StudySearch(
         space=functools.partial(sample_trial, plan=plan),
         metric=[plan.metric, plan.space.efficiency],
         mode=["max", "min"],
-        sampler=make_sampler(options.sampler, seed=options.seed),
+        sampler=make_sampler(options.sampler, seed=options.seed, plan=plan, replay=options.replay),
         storage=open_storage(where.study_url),
         study_name=experiment,
     )

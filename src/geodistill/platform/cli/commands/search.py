@@ -28,10 +28,18 @@ def register(subparsers) -> None:
         "args",
         nargs="*",
         metavar="search_space=NAME | key=value",
-        help="the space (a name under search_spaces/ or a YAML file) and config overrides for every trial",
+        help="the space (a packaged name or a YAML file) and config overrides for every trial",
     )
     add_setting_flags(parser, SearchOptions)
     parser.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
+    parser.add_argument(
+        "--write-replay-table",
+        metavar="FILE.parquet",
+        type=flag(kind="out_file"),
+        default=None,
+        help="after the search (or with --resume of a finished one), write its trials' per-epoch "
+        "history as a table --replay answers from",
+    )
     parser.add_argument(
         "--smoke-test",
         action="store_true",
@@ -50,5 +58,10 @@ def _run(args: argparse.Namespace) -> int:
 
     options = settings_from_args(SearchOptions, args)
     return search_command(
-        args.args, options, smoke_test=args.smoke_test, report=not args.no_report, config_dir=args.config_dir
+        args.args,
+        options,
+        smoke_test=args.smoke_test,
+        report=not args.no_report,
+        config_dir=args.config_dir,
+        replay_table=args.write_replay_table,
     )

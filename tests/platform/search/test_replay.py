@@ -1,0 +1,119 @@
+"""--replay: the real search answered from a recorded table; what a table must hold, checked first."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from trivial_search import search, search_dirs
+
+from geodistill.errors import ConfigError
+from geodistill.platform.search.plan import first_assignment
+from geodistill.platform.search.replay import ReplayTable, write_replay_table
+from geodistill.platform.search.space import parse_space
+
+ROOT = Path(__file__).resolve().parents[3]
+TABLE = ROOT / "benchmarks" / "search_table.parquet"
+SPACE = ROOT / "benchmarks" / "search_table_space.yaml"
+
+
+def _table(tmp_path: Path, epochs: int = 3, **extra_cols) -> Path:
+    rows = [
+        {"data__views": v, "epoch": e, "d2s_ap": 10.0 * v + e, "gflops": 0.01 * v, "epoch_seconds": 0.5}
+        for v in (1, 2)
+        for e in range(1, epochs + 1)
+    ]
+    path = tmp_path / "t.parquet"
+    pl.DataFrame(rows).with_columns(**{k: pl.lit(v) for k, v in extra_cols.items()}).write_parquet(path)
+    return path
+
+
+def _space(choices=(1, 2), name="data.views", typ="choice"):
+    param = {"type": typ, "choices": list(choices)} if typ == "choice" else {"type": typ, "low": 1, "high": 2}
+    return parse_space({"fixed": {"stage": "teacher", "train.epochs": 3}, "params": {name: param}}, name="t")
+
+
+def test_a_table_is_read_per_configuration_and_epoch(tmp_path):
+    table = ReplayTable(_table(tmp_path))
+    assert table.knobs == ["data__views"] and table.grid == {"data__views": [1, 2]}
+    assert table.metrics == ["d2s_ap"]
+    assert [r["d2s_ap"] for r in table.history({"data.views": 2})] == [21.0, 22.0, 23.0]
+    table.check_space(_space(), "d2s_ap", {"data.views": 1})  # every trial is in the table
+
+
+@pytest.mark.parametrize(
+    ("space", "metric", "message"),
+    [
+        (_space(name="data.fps", choices=(2,)), "d2s_ap", "has no column for the knob data.fps"),
+        (_space(choices=(1, 4)), "d2s_ap", "values [4] are outside the table's grid [1, 2]"),
+        (_space(typ="int"), "d2s_ap", "must be a choice"),
+        (_space(), "s2d_ap", "metric s2d_ap is not a column"),
+    ],
+)
+def test_a_space_the_table_cannot_answer_is_one_line(tmp_path, space, metric, message):
+    table = ReplayTable(_table(tmp_path))
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        table.check_space(space, metric, {"data.views": 1, **first_assignment(space)})
+
+
+def test_a_table_of_final_values_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="one row per epoch"):
+        ReplayTable(_table(tmp_path, epochs=1))
+    with pytest.raises(ConfigError, match="no epoch_seconds column"):
+        path = tmp_path / "bare.parquet"
+        pl.read_parquet(_table(tmp_path)).drop("epoch_seconds").write_parquet(path)
+        ReplayTable(path)
+    with pytest.raises(ConfigError, match="no table"):
+        ReplayTable(tmp_path / "missing.parquet")
+
+
+def test_the_cli_refuses_a_knob_outside_the_grid_before_anything_runs(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE.read_text().replace("choices: [1, 2, 4, 8]", "choices: [1, 3]"))
+    out = subprocess.run(
+        [sys.executable, "-m", "geodistill", "search", f"search_space={space}", "--replay", str(TABLE),
+         "--storage", str(tmp_path / "tune"), "--leaderboard", str(tmp_path / "lb")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert "data.views values [3] are outside the table's grid [1, 2, 4, 8]" in out.stderr
+    assert not (tmp_path / "tune").exists()  # nothing ran
+
+
+@pytest.mark.slow
+def test_a_replayed_search_is_the_real_search_answered_from_the_table(ray_local, tmp_path):
+    """Rows carry the table's values at the epoch each trial ended, compute and history; the
+    front keeps stopped trials; the search's own rows make a replay table that replays again."""
+    result = search(
+        str(SPACE), experiment="replayed", num_samples=12, max_concurrent=2, replay=str(TABLE),
+        **search_dirs(tmp_path),
+    )  # fmt: skip
+    table = ReplayTable(TABLE)
+    rows = result.rows
+    assert rows.height == 12 and set(rows["status"]) <= {"ok", "stopped"}
+    assert (rows["status"] == "stopped").any(), "nothing stopped: the test would prove less"
+    for row in rows.iter_rows(named=True):
+        config = json.loads(row["config_json"])
+        values = {k.replace("__", "."): config[k.split("__")[0]][k.split("__")[1]] for k in table.knobs}
+        recorded = table.history(values)[row["epochs"] - 1]
+        assert row["d2s_ap"] == pytest.approx(recorded["d2s_ap"])
+        assert row["gflops"] == pytest.approx(recorded["gflops"])
+        assert row["compute"] == pytest.approx(row["epochs"] * recorded["gflops"])
+        assert len(json.loads(row["history"])) == row["epochs"]
+    front = result.pareto
+    assert front.height and set(front["status"]) <= {"ok", "stopped"}
+    out = tmp_path / "again.parquet"
+    write_replay_table(rows, out, [p.name for p in parse_space_file(SPACE).params])
+    again = ReplayTable(out) if rows.filter(pl.col("epochs") >= 2).height else None
+    if again is not None:
+        assert set(again.grid) == set(table.grid)
+
+
+def parse_space_file(path: Path):
+    from geodistill.platform.search.space import load_space
+
+    return load_space(str(path))
