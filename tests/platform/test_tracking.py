@@ -190,34 +190,7 @@ def test_a_training_run_writes_losses_metrics_cost_and_config_to_all_three(tmp_p
 def test_a_search_tracks_every_trial_through_tunes_logger_callbacks(ray_local, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    from geodistill.platform.compose import compose_run_config
-    from geodistill.platform.search import SearchOptions, run_search
-    from geodistill.platform.search.space import parse_space
-
-    def objective(cfg, *, context):
-        for epoch in range(1, cfg.train.epochs + 1):
-            context.report({"epoch": epoch, "loss": 1.0 / epoch, "d2s_recall1": cfg.train.lr * 1000 * epoch})
-
-    space = parse_space(
-        {
-            "fixed": {"stage": "teacher", "train.epochs": 2},
-            "params": {"train.lr": {"type": "uniform", "low": 0.001, "high": 0.01}},
-        },
-        name="trivial",
-    )
-    options = SearchOptions(
-        experiment="tracked",
-        num_samples=2,
-        sampler="random",
-        storage=str(tmp_path / "tune"),
-        leaderboard=str(tmp_path / "lb"),
-        max_concurrent=1,
-        objective=objective,
-        early_stopping=False,
-        loggers="tensorboard,mlflow,wandb",
-        verbose=0,
-    )
-    result = run_search(space, compose_run_config([]), options)
+    result = _tracked_search(tmp_path, "tracked", loggers="tensorboard,mlflow,wandb", verbose=0)
     rows = {r["trial_id"]: r for r in result.rows.iter_rows(named=True)}
     assert len(rows) == 2
     experiment_dir = Path(result.experiment_path)
@@ -256,23 +229,26 @@ def test_logger_none_writes_no_event_files_but_keeps_tunes_results(ray_local, tm
     """Issue 29: Tune's automatic TensorBoard logger wrote event files under --logger none and
     printed a "To visualize your results with TensorBoard" line pointing into Ray's session
     folder. Now only --logger tensorboard writes events; result.json/progress.csv stay."""
-    from geodistill.platform.compose import compose_run_config
-    from geodistill.platform.search import SearchOptions, run_search
-    from geodistill.platform.search.space import parse_space
+    result = _tracked_search(tmp_path, "untracked", loggers="none", verbose=1)
+    assert result.rows.height == 2
+    experiment_dir = Path(result.experiment_path)
+    assert list(experiment_dir.rglob("events.out.tfevents*")) == []
+    trial_dirs = [p.parent for p in experiment_dir.glob("*/result.json")]
+    assert len(trial_dirs) == 2 and all((d / "progress.csv").is_file() for d in trial_dirs)
+    assert "To visualize your results with TensorBoard" not in capsys.readouterr().out
 
-    def objective(cfg, *, context):
+
+def _tracked_search(tmp_path, experiment: str, *, loggers: str, verbose: int):
+    """Two random trials of two epochs each, one at a time, every trial to its end."""
+    from trivial_search import search, trivial_space
+
+    def objective(cfg, *, context) -> None:  # defined here: it travels to Ray's workers by value
         for epoch in range(1, cfg.train.epochs + 1):
             context.report({"epoch": epoch, "loss": 1.0 / epoch, "d2s_recall1": cfg.train.lr * 1000 * epoch})
 
-    space = parse_space(
-        {
-            "fixed": {"stage": "teacher", "train.epochs": 2},
-            "params": {"train.lr": {"type": "uniform", "low": 0.001, "high": 0.01}},
-        },
-        name="trivial",
-    )
-    options = SearchOptions(
-        experiment="untracked",
+    return search(
+        trivial_space(2),
+        experiment=experiment,
         num_samples=2,
         sampler="random",
         storage=str(tmp_path / "tune"),
@@ -280,13 +256,6 @@ def test_logger_none_writes_no_event_files_but_keeps_tunes_results(ray_local, tm
         max_concurrent=1,
         objective=objective,
         early_stopping=False,
-        loggers="none",
-        verbose=1,
+        loggers=loggers,
+        verbose=verbose,
     )
-    result = run_search(space, compose_run_config([]), options)
-    assert result.rows.height == 2
-    experiment_dir = Path(result.experiment_path)
-    assert list(experiment_dir.rglob("events.out.tfevents*")) == []
-    trial_dirs = [p.parent for p in experiment_dir.glob("*/result.json")]
-    assert len(trial_dirs) == 2 and all((d / "progress.csv").is_file() for d in trial_dirs)
-    assert "To visualize your results with TensorBoard" not in capsys.readouterr().out
