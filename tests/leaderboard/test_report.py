@@ -396,3 +396,40 @@ def test_report_renders_in_headless_chromium_with_hover_text(kd_report, tmp_path
         f"effect_{k}" for k in ("views", "temperature", "w_logit", "w_feature", "w_relation", "teacher_views")
     }
     assert all(w > 300 and h > 200 for w, h in images.values()), images
+
+
+def test_compute_spent_and_the_anytime_front_in_finishing_order(tmp_path):
+    """Four trials end in the order t1, t2, t3 (failed), t4 (dominated). Reference: the lowest
+    recall (30) and 1.1 x the largest GFLOPs (1.1). The log10-GFLOPs hypervolume is
+    20 x log10(1.1) = 0.8279 after t1, + 10 x (log10 1 - log10 0.1) = 10.83 after t2, unchanged after t4."""
+    from datetime import UTC, datetime, timedelta
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    trials = [  # trial, status, recall, gflops, epochs, wall seconds, training GFLOPs
+        ("t1", "ok", 50.0, 1.0, 2, 10.0, 600.0),
+        ("t2", "ok", 40.0, 0.1, 3, 20.0, 90.0),
+        ("t3", "failed", None, 0.25, 2, 5.0, None),
+        ("t4", "stopped", 30.0, 0.5, 2, 7.0, 300.0),
+    ]
+    board = Leaderboard(tmp_path / "lb")
+    board.write(
+        [
+            make_row(experiment="spent", trial_id=t, stage="student", backbone="resnet18", status=status,
+                     d2s_recall1=recall, gflops=gflops, epochs=epochs, compute=epochs * gflops,
+                     wall_seconds=wall, train_gflops=train, created_at=start + timedelta(minutes=i))
+            for i, (t, status, recall, gflops, epochs, wall, train) in enumerate(trials)
+        ]
+    )  # fmt: skip
+    paths = write_report(board, tmp_path / "report", experiment="spent", anchors=None)
+    assert paths["anytime_svg"].is_file() and paths["anytime_png"].is_file()
+    md = paths["md"].read_text()
+    section = _section(md, "Compute spent and the anytime front")
+    # compute: 2 x 1 + 3 x 0.1 + 2 x 0.25 + 2 x 0.5 = 3.8; wall 42 s; training 990 GFLOPs
+    assert "Compute spent: 3.8 GFLOPs x epochs over 4 trial(s), 42.00 trial-seconds" in section
+    assert "training spent 990.00 GFLOPs" in section
+    table = [
+        line.split(" | ") for line in section.splitlines() if line.startswith("| ") and "---" not in line
+    ]
+    body = [[c.strip(" |") for c in line] for line in table[1:]]
+    assert [(r[2], r[5], r[6]) for r in body] == [("t1", "2", "0.828"), ("t2", "2.3", "10.83")]
+    assert "id='anytime'" in paths["html"].read_text()

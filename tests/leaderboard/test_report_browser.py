@@ -249,3 +249,25 @@ def test_no_two_labels_overlap_and_no_label_covers_a_marker(rendered):
     # log axes read as plain numbers
     assert {"0.01", "0.1", "1", "10", "100"} <= set(texts), texts
     assert not any("10^" in t or "×10" in t for t in texts)
+
+
+def test_the_compute_section_fits_and_its_labels_stay_clear(tmp_path):
+    """The demo's trials with their compute counted: the anytime plot and its table render at
+    1,280 px without sideways scrolling or overlapping labels, the other plots unchanged."""
+    rows = demo_rows()
+    for i, row in enumerate(rows):
+        if row["stage"] == "student":
+            row.update(compute=3 * (row["gflops"] or 0.01), wall_seconds=30.0 + i, train_gflops=1e3 * i)
+    board = Leaderboard(tmp_path / "lb")
+    board.write(rows)
+    paths = write_report(board, tmp_path / "report", experiment="demo", anchors=ANCHORS)
+    rendered = probe(paths["html"], tmp_path)
+    figures = {f["id"]: f for f in rendered["figures"]}
+    assert set(figures) == {"pareto", "effect_views", "effect_fps", "effect_temperature", "anytime"}
+    assert label_clashes(figures["anytime"]) == [] and figures["anytime"]["texts"]
+    assert all(len(styles) == 1 for styles in looks(rendered["figures"]).values())
+    assert len(rendered["tables"]) == 5, [t["headers"] for t in rendered["tables"]]
+    for table in rendered["tables"]:
+        assert table["scroll"] <= table["client"] and table["right"] <= 1280, table
+    assert rendered["page"][0] <= rendered["page"][1]
+    assert any(t["headers"][2:4] == ["trial_id", "status"] for t in rendered["tables"])  # the section's

@@ -52,3 +52,16 @@ def test_status_of_a_finished_a_short_and_an_over_budget_trial():
         experiment="e", trial_id="t", cfg=cfg, result={"over_budget": 1, "d2s_recall1": 0.0}, status=status
     )
     assert row["d2s_recall1"] is None  # a trial refused before training has no precision
+
+
+def test_train_gflops_is_epochs_x_samples_x_gflops_per_sample_and_compute_stays_the_search_unit(tmp_path):
+    """3 epochs x 24 samples x 0.5 GFLOPs a sample = 36 GFLOPs; ``compute`` is left as reported."""
+    result = {"epoch": 3, "train_samples": 24.0, "train_sample_gflops": 0.5, "compute": 0.12}
+    row = trial_row(experiment="exp", trial_id="t1", cfg=_cfg(), result=result, status="ok")
+    assert row["train_gflops"] == pytest.approx(36.0) and row["compute"] == pytest.approx(0.12)
+    # A replayed trial (or a row from before the loop reported samples) has no training count.
+    row = trial_row(experiment="exp", trial_id="t2", cfg=_cfg(), result={"epoch": 3}, status="ok")
+    assert row["train_gflops"] is None
+    key = write_run_row(_cfg(), result, checkpoint=None, root=tmp_path)
+    assert key == "exp/run1/teacher"
+    assert Leaderboard(tmp_path).read("exp")["train_gflops"].to_list() == [pytest.approx(36.0)]

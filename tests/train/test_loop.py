@@ -13,6 +13,7 @@ from geodistill.data import generate_univ
 from geodistill.errors import CheckpointError, ConfigError
 from geodistill.eval import METRIC_KEYS, epoch_evaluator, fit_evaluated
 from geodistill.models import model_from_config
+from geodistill.models.cost import config_cost
 from geodistill.train.checkpoint import load_checkpoint
 from geodistill.train.config import RunConfig
 from geodistill.train.context import InProcessContext
@@ -24,7 +25,7 @@ torch.set_num_threads(1)  # 2 shared cores: keep each test to one
 
 METRIC_KEYS = {
     "epoch", "loss", "loss_task", "loss_logit", "loss_feature", "loss_relation", "skipped_media",
-    "epoch_seconds", *METRIC_KEYS,
+    "epoch_seconds", "train_samples", "train_sample_gflops", *METRIC_KEYS,
 }  # fmt: skip
 
 
@@ -90,6 +91,10 @@ def test_fit_reports_every_epoch_and_checkpoints(teacher_run):
     assert first["loss"] == pytest.approx(first["loss_task"]) and first["loss"] > 0
     model, meta = load_checkpoint(result.checkpoint)
     assert meta["epoch"] == 5 and meta["metrics"] == result.metrics and model.num_classes == 24
+    # 24 buildings in batches of 8: 24 samples an epoch; one view, so a sample's forward is two
+    # one-frame queries (drone, satellite), and training costs 3 x that (forward + backward).
+    one = config_cost(model.cfg, 1)["gflops"]
+    assert first["train_samples"] == 24 and first["train_sample_gflops"] == pytest.approx(3 * 2 * one)
     assert sorted(p.name for p in (out / "teacher" / "checkpoints").iterdir()) == [
         f"epoch_000{i}" for i in range(1, 6)
     ]
@@ -124,6 +129,22 @@ def student_cfg(out, teacher_run, **sections):
     for key, value in sections.items():
         base[key] = {**base.get(key, {}), **value}
     return run_cfg(out, "student", **base)
+
+
+def test_a_students_training_cost_adds_the_teachers_forward_unless_it_is_cached(teacher_run, tmp_path):
+    """2 views, teacher on 2 frames: (3 x student + teacher) x (2-frame query + 1-frame satellite)."""
+    _, tcfg, _, _ = teacher_run
+    no_eval = {"evaluate_fn": lambda model, epoch: {}}
+    short = {"epochs": 1, "max_steps_per_epoch": 1}
+    off = student_cfg(tmp_path, teacher_run, train=short, distill={"cache_teacher": False})
+    m = fit(off, context=InProcessContext(tmp_path / "off"), **no_eval).metrics
+    student = config_cost(off.model, 2)["gflops"] + config_cost(off.model, 1)["gflops"]
+    teacher = config_cost(tcfg.model, 2)["gflops"] + config_cost(tcfg.model, 1)["gflops"]
+    assert m["train_samples"] == 8  # one step of 8 buildings
+    assert m["train_sample_gflops"] == pytest.approx(3 * student + teacher)
+    cached = student_cfg(tmp_path, teacher_run, train=short)
+    m = fit(cached, context=InProcessContext(tmp_path / "on"), **no_eval).metrics
+    assert m["train_sample_gflops"] == pytest.approx(3 * student)  # the cache's outputs cost nothing
 
 
 def test_student_reports_every_distillation_level(teacher_run, tmp_path):

@@ -38,6 +38,19 @@ GFLOPS_RULE = (
     "one multiply-accumulate = 2 FLOPs, so GFLOPs = 2 x GMACs) at the run's own input size "
     "(img_size x img_size px), for all V views of the query (V x one frame) plus the refiner"
 )
+# The two compute columns. ``compute`` is the search's unit (the replay and the benchmark count
+# it so, whatever the data set's size); ``train_gflops`` is what training really spent.
+COMPUTE_RULE = (
+    "epochs trained x gflops (GFLOPs per drone query): the search's compute unit, as the replay "
+    "and the benchmark count it; independent of the training set's size (see train_gflops)"
+)
+TRAIN_GFLOPS_RULE = (
+    "training GFLOPs spent: epochs trained x training samples per epoch x GFLOPs per sample; a "
+    "sample costs 3 x the student's forward (forward + backward) plus, in stage 2, the teacher's "
+    "forward, zero when its outputs come from the teacher cache (distill.cache_teacher); a "
+    "sample's forward is its drone query plus its satellite image (one frame), each as gflops counts: "
+    + GFLOPS_RULE
+)
 SCHEMA = pa.schema(
     [
         pa.field("row_key", _STR, nullable=False),  # f"{experiment}/{trial_id}/{stage}"
@@ -76,7 +89,8 @@ SCHEMA = pa.schema(
         pa.field("git_sha", _STR),
         pa.field("host", _STR),
         pa.field("node_id", _STR),  # the Ray node a search trial last ran on (null outside Ray)
-        pa.field("compute", _F64),  # epochs trained x GFLOPs per query (the search's compute unit)
+        pa.field("compute", _F64, metadata={"description": COMPUTE_RULE}),
+        pa.field("train_gflops", _F64, metadata={"description": TRAIN_GFLOPS_RULE}),
         pa.field("wall_seconds", _F64),  # seconds the trial's epochs took (recorded ones in a replay)
         pa.field("history", _STR),  # JSON [{epoch, metrics..., epoch_seconds}]: a replay table's rows
         pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),

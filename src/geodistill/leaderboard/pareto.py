@@ -210,3 +210,29 @@ def anytime_hypervolume(metric_values, gflops, spent, reference: tuple[float, fl
     for i in range(len(values)):
         out[i] = spent[i], front_hypervolume(values[: i + 1], costs[: i + 1], reference)
     return out
+
+
+def anytime_front(rows, metric: str):
+    """The front as compute was spent: one row per trial in the order trials ended (``created_at``
+    of its last row), with the cumulative ``compute`` (epochs x GFLOPs per query) and the
+    log-GFLOPs hypervolume of the front so far (``front_hypervolume``; reference: the lowest metric
+    found, 1.1x the largest GFLOPs tried). ``rows``: leaderboard rows (a polars frame); an empty
+    frame when none has compute, the metric and GFLOPs."""
+    import polars as pl
+
+    if "compute" not in rows.columns:
+        return pl.DataFrame()
+    ended = rows.filter(pl.col("compute").is_not_null()).sort("created_at")
+    usable = ended.filter(pl.col(metric).is_not_null() & (pl.col("gflops") > 0))
+    if usable.is_empty():
+        return pl.DataFrame()
+    spent = usable.join(
+        ended.select("row_key", pl.col("compute").cum_sum().alias("compute_spent")), on="row_key"
+    ).sort("created_at")
+    reference = front_reference(usable[metric].to_numpy(), usable["gflops"].to_numpy())
+    curve = anytime_hypervolume(
+        spent[metric].to_numpy(), spent["gflops"].to_numpy(), spent["compute_spent"].to_numpy(), reference
+    )
+    return spent.select("trial_id", "status", "epochs", metric, "gflops", "compute_spent").with_columns(
+        pl.Series("front_hypervolume", curve[:, 1])
+    )

@@ -26,10 +26,11 @@ from geodistill.errors import ConfigError
 from geodistill.eval.names import METRIC_KEYS, metric_label
 from geodistill.leaderboard.anchors import DEFAULT as DEFAULT_ANCHORS
 from geodistill.leaderboard.anchors import load_anchors
-from geodistill.leaderboard.columns import GFLOPS_RULE
-from geodistill.leaderboard.pareto import hypervolume
+from geodistill.leaderboard.columns import COMPUTE_RULE, GFLOPS_RULE
+from geodistill.leaderboard.pareto import anytime_front, hypervolume
 from geodistill.leaderboard.report_plots import (
     KNOBS,
+    anytime_figure,
     backbone_styles,
     effect_figure,
     effect_knobs,
@@ -111,6 +112,11 @@ def _plots(
         fig = effect_figure(measured, knob, metric, label, scale, rows.references, styles, finished)
         stem = f"effect_{knob.removeprefix('dataset_')}"
         paths[f"{stem}_png"], paths[f"{stem}_svg"], _, svgs[stem] = save_figure(fig, out, stem)
+        plt.close(fig)
+    curve = anytime_front(rows.frame, metric)
+    if not curve.is_empty():
+        fig = anytime_figure(curve, metric)
+        paths["anytime_png"], paths["anytime_svg"], _, svgs["anytime"] = save_figure(fig, out, "anytime")
         plt.close(fig)
     return paths, svgs, left_out
 
@@ -256,10 +262,37 @@ def _sections(
         stem = f"effect_{knob.removeprefix('dataset_')}"
         if stem in svgs:
             sections.append(Section(f"Effect of {label.split(' (')[0]}", stem))
+    spent = _compute_section(rows.frame, metric)
+    if spent is not None:
+        sections.append(spent)
     anchors = _anchor_section(anchor_set, metric)
     if anchors is not None:
         sections.append(anchors)
     return sections
+
+
+def _compute_section(frame: pl.DataFrame, metric: str) -> Section | None:
+    """Compute spent and the anytime front (``pareto.anytime_front``): the totals, and the trials
+    that moved the front's hypervolume; None when no row counted its compute."""
+    curve = anytime_front(frame, metric)
+    if curve.is_empty():
+        return None
+
+    def total(column: str) -> float:
+        return float(frame[column].fill_null(0).sum()) if column in frame.columns else 0.0
+
+    notes = [
+        f"Compute spent: {fmt(total('compute'))} GFLOPs x epochs over {frame['compute'].drop_nulls().len()} "
+        f"trial(s), {fmt(total('wall_seconds'))} trial-seconds of training"
+        + (f"; training spent {fmt(total('train_gflops'))} GFLOPs." if total("train_gflops") else "."),
+        f"compute = {COMPUTE_RULE}. The curve is the front's hypervolume over log10 GFLOPs after each "
+        "trial ended; the table lists the trials that raised it.",
+    ]
+    hv = curve["front_hypervolume"].to_list()
+    raised = curve.filter(pl.Series([i == 0 or hv[i] > hv[i - 1] for i in range(len(hv))]))
+    headers = [metric, "gflops", "trial_id", "status", "epochs", "compute_spent", "front_hypervolume"]
+    cells = [[fmt(r[h]) for h in headers] for r in raised.iter_rows(named=True)]
+    return Section("Compute spent and the anytime front", "anytime", notes, Table(headers, cells))
 
 
 def _anchor_section(anchor_set: dict[str, Any], metric: str) -> Section | None:

@@ -323,3 +323,19 @@ def effect_knobs(ok: pl.DataFrame, metric: str) -> list[tuple[str, str, str]]:
             continue
         knobs.append((knob, label, scale))
     return knobs
+
+
+def anytime_figure(curve: pl.DataFrame, metric: str):
+    """The anytime front: log10-GFLOPs hypervolume of the front so far against the cumulative
+    compute (epochs x GFLOPs per query), a step after each trial that ended, in finishing order."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8.0, 3.6))
+    ax.step(curve["compute_spent"].to_list(), curve["front_hypervolume"].to_list(), where="post", color="0.2")
+    ax.plot(curve["compute_spent"].to_list(), curve["front_hypervolume"].to_list(), "o", ms=3, color="0.2")
+    ax.set_xlabel("compute spent (epochs x GFLOPs per query, cumulative, trials in finishing order)")
+    ax.set_ylabel(f"hypervolume\n({metric_label(metric)} x log10 GFLOPs)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

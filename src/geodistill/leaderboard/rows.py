@@ -73,9 +73,20 @@ def trial_row(
         config_json=cfg.to_dict(),
         node_id=result.get("node_id"),
         compute=result.get("compute"),
+        train_gflops=train_gflops(result),
         wall_seconds=result.get("wall_seconds"),
         history=result.get("history"),
     )
+
+
+def train_gflops(result: Mapping[str, Any]) -> float | None:
+    """Training GFLOPs a run spent (``columns.TRAIN_GFLOPS_RULE``): epochs trained x samples per
+    epoch x GFLOPs per sample, as the training loop reports them; None when a result lacks them."""
+    parts = [result.get(k) for k in ("epoch", "train_samples", "train_sample_gflops")]
+    if any(p is None for p in parts):
+        return None
+    epochs, samples, per_sample = (float(p) for p in parts)
+    return epochs * samples * per_sample
 
 
 def row_status(result: Mapping[str, Any], cfg: RunConfig) -> tuple[str, str | None]:

@@ -169,6 +169,25 @@ def config_cost(model: ModelConfig, views: int) -> dict[str, Any]:
     return dict(_config_cost(json.dumps(dataclasses.asdict(model), sort_keys=True), views))
 
 
+# Forward + backward of a training step ~ 3 x the forward (the backward computes the gradients
+# of both the activations and the weights, each about one forward).
+TRAIN_FACTOR = 3.0
+
+
+def sample_gflops(model: ModelConfig, views: int) -> float:
+    """Forward GFLOPs of one training sample: its drone query of ``views`` frames plus its
+    satellite image, counted as a one-frame query (``config_cost``'s rule)."""
+    return config_cost(model, views)["gflops"] + config_cost(model, 1)["gflops"]
+
+
+def train_sample_gflops(student: ModelConfig, views: int, teacher: tuple[ModelConfig, int] | None) -> float:
+    """Training GFLOPs per sample: the student's forward and backward (``TRAIN_FACTOR`` x its
+    forward), plus the forward of ``teacher`` = (its config, its views) when it runs (stage 2
+    without the teacher cache; None when there is no teacher or its outputs come from the cache)."""
+    total = TRAIN_FACTOR * sample_gflops(student, views)
+    return total + (sample_gflops(*teacher) if teacher is not None else 0.0)
+
+
 @functools.lru_cache(maxsize=256)
 def _config_cost(model_json: str, views: int) -> tuple[tuple[str, Any], ...]:
     from geodistill.models.geomodel import GeoModel, ModelConfig

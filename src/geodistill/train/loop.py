@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 
 from geodistill.errors import ConfigError, UserError
 from geodistill.models import GeoModel, load_state_dict, model_from_config
+from geodistill.models.cost import train_sample_gflops
 from geodistill.models.weights_io import file_sha256, match_state_dict
 
 # dataset_root and open_dataset stay importable from here too (benchmarks use this path).
@@ -173,6 +174,7 @@ def fit(
     start_epoch, metrics, train_state = _resume(module, context)
     wrapped = _wrap_for_training(module, cfg, context, data, train_state)
     evaluate = evaluate_fn if rank == 0 else None  # rank 0 judges; None: no evaluation
+    sample_cost = _train_sample_gflops(cfg, data, teacher, teacher_outputs)
 
     epochs_done, stopped_early = start_epoch, False
     skipped_total = int(train_state.get("skipped_media", 0)) if train_state else 0
@@ -190,6 +192,7 @@ def fit(
             world=world,
         )
         metrics, skipped_total, n_samples = _epoch_metrics(epoch, *local, skipped_total, world=world)
+        metrics.update(train_samples=float(n_samples), train_sample_gflops=sample_cost)
         _evaluate_checkpoint_and_report(
             wrapped, cfg, context, metrics, epoch=epoch, evaluate=evaluate, start=start, n_samples=n_samples
         )
@@ -235,6 +238,15 @@ def _prepare_teacher(
         )
         cache_dir = Path(cfg.output_dir) / "teacher_cache" / key
     return teacher, TeacherOutputs(teacher, cache_dir, image=data.image)
+
+
+def _train_sample_gflops(
+    cfg: RunConfig, data: TrainData, teacher: GeoModel | None, outputs: TeacherOutputs | None
+) -> float:
+    """Training GFLOPs per sample (``models.cost.train_sample_gflops``); a cached teacher costs 0."""
+    runs = teacher is not None and outputs is not None and outputs.cache_dir is None
+    taught = (teacher.cfg, data.teacher_views or cfg.data.views) if runs else None
+    return train_sample_gflops(cfg.model, cfg.data.views, taught)
 
 
 def _resume(

@@ -141,35 +141,10 @@ def _print_summary(result: Any, *, metric: str, report: bool) -> None:
         print(f"\nreport: {paths.get('html')}")
 
 
-def anytime_front(rows: Any, metric: str) -> Any:
-    """The search's front as compute was spent: one row per trial in the order trials ended,
-    with the cumulative compute (epochs x GFLOPs per query) and the log-GFLOPs hypervolume of
-    the front so far (``leaderboard.pareto.front_hypervolume``; reference: the lowest metric
-    found, 1.1x the largest GFLOPs tried)."""
-    import polars as pl
-
-    from geodistill.leaderboard.pareto import anytime_hypervolume, front_reference
-
-    if "compute" not in rows.columns:
-        return pl.DataFrame()
-    ended = rows.filter(pl.col("compute").is_not_null()).sort("created_at")
-    usable = ended.filter(pl.col(metric).is_not_null() & (pl.col("gflops") > 0))
-    if usable.is_empty():
-        return pl.DataFrame()
-    spent = usable.join(
-        ended.select("row_key", pl.col("compute").cum_sum().alias("compute_spent")), on="row_key"
-    ).sort("created_at")
-    reference = front_reference(usable[metric].to_numpy(), usable["gflops"].to_numpy())
-    curve = anytime_hypervolume(
-        spent[metric].to_numpy(), spent["gflops"].to_numpy(), spent["compute_spent"].to_numpy(), reference
-    )
-    return spent.select("trial_id", "status", "epochs", metric, "gflops", "compute_spent").with_columns(
-        pl.Series("front_hypervolume", curve[:, 1])
-    )
-
-
 def _print_anytime(result: Any, *, metric: str) -> None:
     """Compute spent and the anytime front, printed and written beside Tune's state."""
+    from geodistill.leaderboard.pareto import anytime_front
+
     curve = anytime_front(result.rows, metric)
     if curve.is_empty():
         return
