@@ -123,7 +123,13 @@ def run_search(space: str | Path | SearchSpace, base: RunConfig, options: Search
     budget = options.time_budget_s
     out_of_time = budget is not None and time.monotonic() - started >= budget
     return _finish(
-        experiment, where, plan, callback, num_samples=options.num_samples, out_of_time=out_of_time
+        experiment,
+        where,
+        plan,
+        callback,
+        num_samples=options.num_samples,
+        out_of_time=out_of_time,
+        keep_checkpoints=options.keep_checkpoints,
     )
 
 
@@ -279,8 +285,10 @@ def _finish(
     *,
     num_samples: int,
     out_of_time: bool,
+    keep_checkpoints: str = "front",
 ) -> SearchResult:
-    """Write the rows still missing, then read the experiment's rows and Pareto set back."""
+    """Write the rows still missing, read the experiment's rows and Pareto set back, and (``front``)
+    remove ended trials' checkpoints off the front (``disk.prune_off_front``)."""
     from geodistill.leaderboard import Leaderboard
     from geodistill.platform.search.study_storage import public_url
 
@@ -301,13 +309,21 @@ def _finish(
         if frame.height
         else frame
     )
+    front = pareto_rows(own, metric=plan.metric)
+    if keep_checkpoints == "front" and own.height:
+        from geodistill.platform.search.disk import prune_off_front
+
+        # Ended trials only: a paused trial of an interrupted search resumes from its checkpoint.
+        ended = [t for t in trials if t.status in TERMINAL]
+        if prune_off_front(ended, own, front, where.leaderboard):  # those rows now say no checkpoint
+            frame = Leaderboard(where.leaderboard).read(experiment)
     return SearchResult(
         experiment=experiment,
         experiment_path=where.experiment_path,
         study_url=public_url(where.study_url),
         leaderboard_root=where.leaderboard,
         rows=frame,
-        pareto=pareto_rows(own, metric=plan.metric),
+        pareto=front,
         trials=len(trials),
         interrupted=interrupted,
         written=list(callback.written),
