@@ -119,6 +119,8 @@ def run_search(space: str | Path | SearchSpace, base: RunConfig, options: Search
             callbacks=[callback, *_console_callbacks(plan, where, experiment, options), *options.callbacks],
             scheduler=asha_scheduler(plan, options) if early else None,
         )
+    if options.verbose and "tensorboard" in _chosen_loggers(plan, options):
+        print(f"TensorBoard: tensorboard --logdir {where.experiment_path}", flush=True)
     tuner.fit()
     budget = options.time_budget_s
     out_of_time = budget is not None and time.monotonic() - started >= budget
@@ -157,6 +159,13 @@ def _start_ray(address: str | None, *, dashboard: bool, verbose: int) -> None:
         print(f"Ray dashboard: {url}" if url else "Ray dashboard: not running on this cluster", flush=True)
 
 
+def _chosen_loggers(plan: SearchPlan, options: SearchOptions) -> tuple[str, ...]:
+    """The trackers of ``--logger`` (default: the base config's ``logger=``)."""
+    from geodistill.platform.tracking import parse_loggers
+
+    return parse_loggers(plan.base.logger if options.loggers is None else options.loggers)
+
+
 def _console_callbacks(
     plan: SearchPlan, where: SearchPaths, experiment: str, options: SearchOptions
 ) -> list[Any]:
@@ -164,9 +173,8 @@ def _console_callbacks(
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from geodistill.platform.search.disk import DropFinishedState
-    from geodistill.platform.tracking import parse_loggers
 
-    chosen = parse_loggers(plan.base.logger if options.loggers is None else options.loggers)
+    chosen = _chosen_loggers(plan, options)
     # Tune's result.json / progress.csv per trial; TensorBoard events only with --logger tensorboard
     # (_prepare_tune turns Tune's automatic loggers off: they wrote event files under --logger none);
     # an ended trial's checkpoint loses its train_state.pt (disk.py).
