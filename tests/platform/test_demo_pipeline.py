@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from geodistill.leaderboard import Leaderboard
+from geodistill.leaderboard.pareto import pareto_rows
 
 
 @pytest.mark.slow  # end to end: the second tier
@@ -55,5 +56,10 @@ def test_demo_smoke_test_end_to_end(tmp_path: Path):
         out / "student" / "train_state.pt"
     ).exists()
     assert list((out / "search").rglob("train_state.pt")) == []  # ended trials keep weights only
+    # Only the front's trials keep a checkpoint (--keep-checkpoints front); the others' rows say none.
+    front = set(pareto_rows(students)["trial_id"])
+    kept = {r["trial_id"] for r in students.iter_rows(named=True) if r["checkpoint_uri"] is not None}
+    assert kept == front and all(Path(uri).is_dir() for uri in students["checkpoint_uri"].drop_nulls())
+    assert len(list((out / "search").rglob("checkpoint_*"))) == len(front)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    assert size < 260 * 2**20, f"demo_out takes {size / 2**20:.0f} MiB"  # 357 MiB before (217 in search/)
+    assert size < 210 * 2**20, f"demo_out takes {size / 2**20:.0f} MiB"  # 180 MB measured; 357 MiB before

@@ -48,3 +48,43 @@ def test_format_pareto_prints_one_aligned_row_per_point_with_the_metric_column()
     assert lines[2].split() == ["t1", "resnet18", "64", "2", "0.0451", "89.46", "ok"]
     assert lines[3].split() == ["t2", "-", "0", "8", "1.5000", "91.00", "stopped"]
     assert len({len(line) for line in lines}) == 1  # fixed width
+
+
+# The search's console lines, from a fresh driver process (a new local head, as `geodistill search`).
+_TRACKED_SEARCH = """
+import sys
+from trivial_search import lr_ramp, search, trivial_space
+result = search(trivial_space(1), experiment="tb", num_samples=1, storage=sys.argv[1] + "/tune",
+                leaderboard=sys.argv[1] + "/lb", loggers="tensorboard", verbose=2, objective=lr_ramp)
+print("EXPERIMENT", result.experiment_path, flush=True)
+import ray
+ray.shutdown()
+"""
+
+
+@pytest.mark.slow  # starts its own Ray head: 20-40 s
+def test_tensorboard_line_names_the_experiment_folder_and_token_auth_says_nothing(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    helpers = str(Path(__file__).parents[2] / "helpers")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([helpers, os.environ.get("PYTHONPATH", "")])}
+    env.pop("RAY_AUTH_MODE", None)  # Ray's default: token authentication on, with its warning
+    done = subprocess.run(
+        [sys.executable, "-c", _TRACKED_SEARCH, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    experiment = str(tmp_path / "tune" / "tb")
+    assert f"EXPERIMENT {experiment}" in out
+    assert out.count("TensorBoard: tensorboard --logdir ") == 1
+    assert f"TensorBoard: tensorboard --logdir {experiment}\n" in out
+    assert "To visualize your results with TensorBoard" not in out  # Tune's, into Ray's session folder
+    assert "Token authentication" not in out
+    assert list((tmp_path / "tune" / "tb").glob("*/events.out.tfevents.*"))  # where the line points

@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from geodistill.errors import ConfigError, one_line
 
@@ -76,17 +76,32 @@ def init_ray(
     _pin_node_ip_to_loopback()
     if object_store_mb is None:
         object_store_mb = int(os.environ.get(OBJECT_STORE_MB_ENV, DEFAULT_OBJECT_STORE_MB))
-    ray.init(
-        address="local",
-        runtime_env={"worker_process_setup_hook": f"{__name__}.quiet_worker_logs"},
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        include_dashboard=include_dashboard,
-        dashboard_host=LOOPBACK,
-        object_store_memory=object_store_mb * 1024 * 1024,
-        _node_ip_address=LOOPBACK,
-        **common,
-    )
+    # Ray 2.60 turns token authentication on for every new local head (creating ~/.ray/auth_token)
+    # and says so in a WARNING each time; nothing for the user to do on a loopback-only head.
+    with _quiet("ray._private.authentication.authentication_token_setup"):
+        ray.init(
+            address="local",
+            runtime_env={"worker_process_setup_hook": f"{__name__}.quiet_worker_logs"},
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            include_dashboard=include_dashboard,
+            dashboard_host=LOOPBACK,
+            object_store_memory=object_store_mb * 1024 * 1024,
+            _node_ip_address=LOOPBACK,
+            **common,
+        )
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """The logger ``name`` at ERROR for the block."""
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def dashboard_url() -> str | None:

@@ -119,11 +119,19 @@ def run_search(space: str | Path | SearchSpace, base: RunConfig, options: Search
             callbacks=[callback, *_console_callbacks(plan, where, experiment, options), *options.callbacks],
             scheduler=asha_scheduler(plan, options) if early else None,
         )
+    if options.verbose and "tensorboard" in _chosen_loggers(plan, options):
+        print(f"TensorBoard: tensorboard --logdir {where.experiment_path}", flush=True)
     tuner.fit()
     budget = options.time_budget_s
     out_of_time = budget is not None and time.monotonic() - started >= budget
     return _finish(
-        experiment, where, plan, callback, num_samples=options.num_samples, out_of_time=out_of_time
+        experiment,
+        where,
+        plan,
+        callback,
+        num_samples=options.num_samples,
+        out_of_time=out_of_time,
+        keep_checkpoints=options.keep_checkpoints,
     )
 
 
@@ -151,6 +159,13 @@ def _start_ray(address: str | None, *, dashboard: bool, verbose: int) -> None:
         print(f"Ray dashboard: {url}" if url else "Ray dashboard: not running on this cluster", flush=True)
 
 
+def _chosen_loggers(plan: SearchPlan, options: SearchOptions) -> tuple[str, ...]:
+    """The trackers of ``--logger`` (default: the base config's ``logger=``)."""
+    from geodistill.platform.tracking import parse_loggers
+
+    return parse_loggers(plan.base.logger if options.loggers is None else options.loggers)
+
+
 def _console_callbacks(
     plan: SearchPlan, where: SearchPaths, experiment: str, options: SearchOptions
 ) -> list[Any]:
@@ -158,9 +173,8 @@ def _console_callbacks(
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from geodistill.platform.search.disk import DropFinishedState
-    from geodistill.platform.tracking import parse_loggers
 
-    chosen = parse_loggers(plan.base.logger if options.loggers is None else options.loggers)
+    chosen = _chosen_loggers(plan, options)
     # Tune's result.json / progress.csv per trial; TensorBoard events only with --logger tensorboard
     # (_prepare_tune turns Tune's automatic loggers off: they wrote event files under --logger none);
     # an ended trial's checkpoint loses its train_state.pt (disk.py).
@@ -279,8 +293,10 @@ def _finish(
     *,
     num_samples: int,
     out_of_time: bool,
+    keep_checkpoints: str = "front",
 ) -> SearchResult:
-    """Write the rows still missing, then read the experiment's rows and Pareto set back."""
+    """Write the rows still missing, read the experiment's rows and Pareto set back, and (``front``)
+    remove ended trials' checkpoints off the front (``disk.prune_off_front``)."""
     from geodistill.leaderboard import Leaderboard
     from geodistill.platform.search.study_storage import public_url
 
@@ -301,13 +317,21 @@ def _finish(
         if frame.height
         else frame
     )
+    front = pareto_rows(own, metric=plan.metric)
+    if keep_checkpoints == "front" and own.height:
+        from geodistill.platform.search.disk import prune_off_front
+
+        # Ended trials only: a paused trial of an interrupted search resumes from its checkpoint.
+        ended = [t for t in trials if t.status in TERMINAL]
+        if prune_off_front(ended, own, front, where.leaderboard):  # those rows now say no checkpoint
+            frame = Leaderboard(where.leaderboard).read(experiment)
     return SearchResult(
         experiment=experiment,
         experiment_path=where.experiment_path,
         study_url=public_url(where.study_url),
         leaderboard_root=where.leaderboard,
         rows=frame,
-        pareto=pareto_rows(own, metric=plan.metric),
+        pareto=front,
         trials=len(trials),
         interrupted=interrupted,
         written=list(callback.written),

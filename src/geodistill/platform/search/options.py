@@ -18,6 +18,7 @@ from geodistill.schema import SEED_MAX, rule_of, setting
 
 SAMPLERS = ("tpe", "gp", "nsga2", "random")
 DEFAULT_SAMPLER = "tpe"  # benchmarks/RESULTS.md compares the samplers
+KEEP_CHECKPOINTS = ("front", "all")
 
 
 def _metrics() -> tuple[str, ...]:
@@ -78,6 +79,12 @@ class SearchOptions:
         None, kind="text", help="stage-1 checkpoint the students distil from: a path or a URI (s3://...)"
     )
     resume: bool = setting(False, help="continue an interrupted experiment")
+    keep_checkpoints: str = setting(
+        "front",
+        choices=KEEP_CHECKPOINTS,
+        help="front: when the search ends, remove the checkpoints of ended trials off the Pareto "
+        "front (their rows stay, checkpoint_uri empty) | all: keep every trial's last checkpoint",
+    )
     early_stopping: bool = setting(True, flag="--no-early-stopping", help="run every trial to its last epoch")
     grace_period: int = setting(1, ge=1, le=100_000, help="epochs before a trial may stop")
     reduction_factor: float = setting(

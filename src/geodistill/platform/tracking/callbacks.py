@@ -20,7 +20,7 @@ from typing import Any
 
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.air.integrations.wandb import WandbLoggerCallback
-from ray.tune.logger import TBXLoggerCallback
+from ray.tune.logger import LoggerCallback, TBXLoggerCallback
 
 from geodistill.platform.search.plan import SearchPlan
 from geodistill.platform.tracking import WANDB_PROJECT, flatten, mlflow_uri, require, wandb_mode
@@ -34,7 +34,7 @@ def resolved_config(config: dict[str, Any], *, plan: SearchPlan) -> dict[str, An
         return {}
 
 
-class TensorBoardCallback(TBXLoggerCallback):
+class _ConfigTBX(TBXLoggerCallback):
     """Tune's TensorBoard logger, plus the trial's resolved config as a text summary."""
 
     def __init__(self, resolve: Any) -> None:
@@ -45,6 +45,27 @@ class TensorBoardCallback(TBXLoggerCallback):
         super().log_trial_start(trial)
         text = json.dumps(self.resolve(trial.config), indent=2, sort_keys=True)
         self._trial_writer[trial].add_text("config", f"```\n{text}\n```")
+
+
+class TensorBoardCallback(LoggerCallback):
+    """``_ConfigTBX`` held, not inherited: for any ``TBXLoggerCallback`` Tune prints "To visualize
+    your results with TensorBoard, run: tensorboard --logdir <its driver staging folder>", a
+    folder in Ray's session directory; the driver prints the experiment folder instead."""
+
+    def __init__(self, resolve: Any) -> None:
+        self.tbx = _ConfigTBX(resolve)
+
+    def setup(self, *args: Any, **kwargs: Any) -> None:
+        self.tbx.setup(*args, **kwargs)
+
+    def log_trial_start(self, trial: Any) -> None:
+        self.tbx.log_trial_start(trial)
+
+    def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
+        self.tbx.log_trial_result(iteration, trial, result)
+
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        self.tbx.log_trial_end(trial, failed)
 
 
 class MLflowCallback(MLflowLoggerCallback):
