@@ -20,6 +20,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
@@ -338,7 +339,7 @@ def down(config: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``up CONFIG``: prepare, ``ray up``, print the client's exports. ``down CONFIG``: ``ray down``, remove."""
+    """``up CONFIG``: prepare, ``ray up``, print the client's exports (stdout, for ``eval``). ``down CONFIG``: ``ray down``, remove."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or args[0] not in ("up", "down"):
         print("usage: python -m geodistill.platform.clusters.loopback up|down CONFIG", file=sys.stderr)
@@ -346,10 +347,13 @@ def main(argv: list[str] | None = None) -> int:
     if args[0] == "up":
         env = prepare()
         done = up(args[1], env)
-        print(done.stdout[-4000:] + done.stderr[-4000:] if done.returncode else "cluster up; for clients:")
+        if done.returncode:  # stdout stays empty, so `eval "$(... up ...)"` sets nothing
+            print(done.stdout[-4000:] + done.stderr[-4000:], file=sys.stderr)
+            return done.returncode
         exports = {**client_env(env), DIR_ENV: env[DIR_ENV]}
-        print("export " + " ".join(f"{k}={v}" for k, v in exports.items()))
-        return done.returncode
+        print("cluster up; the client's environment (stdout, for eval):", file=sys.stderr)
+        print("export " + " ".join(f"{k}={shlex.quote(str(v))}" for k, v in exports.items()))
+        return 0
     folder = os.environ.get(DIR_ENV)
     if not folder or not Path(folder, "env.json").is_file():
         print(f"{DIR_ENV} must name the folder `up` printed", file=sys.stderr)
