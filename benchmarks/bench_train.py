@@ -73,7 +73,7 @@ def _bare_loop_samples_per_s(cfg, steps: int) -> tuple[float, float]:
 
     from geodistill.data import BuildingBatchSampler, TrainPairDataset
     from geodistill.models import model_from_config
-    from geodistill.train.loop import open_dataset
+    from geodistill.train.batches import open_dataset
     from geodistill.train.steps import task_loss
 
     index = open_dataset(cfg)
@@ -129,7 +129,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         out = Path(tmp)
         # Generate the synthetic set once (not timed) so no run pays for it.
-        from geodistill.train.loop import dataset_root
+        from geodistill.train.batches import dataset_root
 
         dataset_root(_cfg(out, "data", buildings=buildings, steps=steps))
 

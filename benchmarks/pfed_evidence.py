@@ -36,7 +36,7 @@ from geodistill.data import generate_univ
 from geodistill.eval import epoch_evaluator, evaluate, flatten_metrics
 from geodistill.models.refiners import MeanRefiner, MIRefiner, SelectRefiner
 from geodistill.train import InProcessContext, RunConfig, fit
-from geodistill.train.loop import open_dataset
+from geodistill.train.batches import open_dataset
 
 KEYS = ("d2s_recall1", "d2s_ap", "s2d_recall1", "s2d_ap")
 LABELS = {"d2s_recall1": "d2s R@1", "d2s_ap": "d2s AP", "s2d_recall1": "s2d R@1", "s2d_ap": "s2d AP"}

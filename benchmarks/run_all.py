@@ -37,7 +37,7 @@ EVIDENCE = ["pfed_evidence"]
 # Each benchmark's smoke size (`--smoke`): the same code paths at toy sizes, so a benchmark that
 # crashes fails the second tier (tests/benchmarks/test_smoke.py); its figures mean nothing.
 SMOKE = {
-    "bench_frozen_teacher": ["--img-size", "56", "--batch", "1"],
+    "bench_frozen_teacher": ["--img-size", "56", "--batch", "2"],
     "bench_inference": ["--backbone", "resnet18", "--img-size", "32", "--views", "2", "--batch", "1",
                         "--repeats", "1", "--warmup", "0"],
     "bench_leaderboard": ["--files", "8", "--rows", "8"],
