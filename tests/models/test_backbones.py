@@ -85,7 +85,9 @@ def test_backbone_builds_forwards_and_is_costed(name):
     analytic = analytic_backbone_macs(twin, size)
     if analytic is not None:
         assert abs(analytic - macs) / macs < 0.02
-    assert (analytic is not None) == any(name.startswith(p) for p in ("vit", "deit", "convnext", "resnet", "dinov2"))
+    assert (analytic is not None) == any(
+        name.startswith(p) for p in ("vit", "deit", "convnext", "resnet", "dinov2")
+    )
 
 
 def test_names_tags_and_aliases_resolve_through_timm():
