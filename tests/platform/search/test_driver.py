@@ -231,6 +231,9 @@ def test_multi_worker_trials_stop_themselves_by_the_rung_rule(ray_local, tmp_pat
     for row in list(rows.iter_rows(named=True))[1:]:
         if row["lr"] < first["lr"]:
             assert row["status"] == "stopped" and row["epochs"] == 1
+    for row in rows.iter_rows(named=True):  # compute counted as in a single-worker trial
+        assert row["compute"] == pytest.approx(row["epochs"] * row["gflops"]) and row["compute"] > 0
+        assert row["wall_seconds"] > 0
     rungs = json.loads((tmp_path / "tune" / "multi" / "rungs" / "rungs.json").read_text())
     assert set(rungs["1"]) == set(rows["trial_id"])  # every trial passed rung 1 through the store
 

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -152,11 +153,15 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     from geodistill.platform.runtime.train_driver import run_training
 
     trainers = join_uri(setup.storage_path, setup.experiment, "trainers")
+    started = time.monotonic()
     result = run_training(cfg, storage_path=trainers, should_stop=rule, fit_fn=options.objective)
     tune.report(
         {
             **result.metrics,
             **extra,
+            # what it spent, as a single-worker trial reports it: epochs x GFLOPs per query, seconds
+            "compute": result.epochs_done * float(extra["gflops"]),
+            "wall_seconds": time.monotonic() - started,
             "stopped_early": int(result.stopped_early),
             "checkpoint_uri": str(result.checkpoint) if result.checkpoint else None,
         }
