@@ -88,3 +88,33 @@ def test_tensorboard_line_names_the_experiment_folder_and_token_auth_says_nothin
     assert "To visualize your results with TensorBoard" not in out  # Tune's, into Ray's session folder
     assert "Token authentication" not in out
     assert list((tmp_path / "tune" / "tb").glob("*/events.out.tfevents.*"))  # where the line points
+
+
+def test_the_summary_prints_compute_training_compute_and_writes_the_anytime_front(tmp_path, capsys):
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace
+
+    from geodistill.platform.search.console import _print_anytime
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = pl.DataFrame(
+        {
+            "row_key": ["e/a/student", "e/b/student"],
+            "trial_id": ["a", "b"],
+            "status": ["ok", "stopped"],
+            "epochs": [2, 1],
+            "d2s_ap": [80.0, 60.0],
+            "gflops": [0.5, 0.1],
+            "compute": [1.0, 0.1],
+            "wall_seconds": [30.0, 12.0],
+            "train_gflops": [600.0, 90.0],
+            "created_at": [t0, t0 + timedelta(seconds=1)],
+        }
+    )
+    _print_anytime(SimpleNamespace(rows=rows, experiment_path=str(tmp_path)), metric="d2s_ap")
+    out = capsys.readouterr().out
+    assert "compute spent: 1.1 GFLOPs x epochs over 42 trial-seconds" in out
+    assert "training compute: 690 GFLOPs" in out
+    written = pl.read_csv(tmp_path / "anytime_front.csv")
+    assert written["trial_id"].to_list() == ["a", "b"]
+    assert written["compute_spent"].to_list() == pytest.approx([1.0, 1.1])

@@ -151,6 +151,9 @@ def _print_anytime(result: Any, *, metric: str) -> None:
     total = float(result.rows["compute"].fill_null(0).sum())
     seconds = float(result.rows["wall_seconds"].fill_null(0).sum())
     print(f"\ncompute spent: {total:.4g} GFLOPs x epochs over {seconds:.0f} trial-seconds")
+    if "train_gflops" in result.rows.columns and result.rows["train_gflops"].is_not_null().any():
+        train = float(result.rows["train_gflops"].fill_null(0).sum())
+        print(f"training compute: {train:.4g} GFLOPs (students' forward + backward, teacher forward)")
     last = curve["front_hypervolume"].to_list()
     marks = [i for i in range(len(last)) if i == 0 or last[i] > last[i - 1]]
     print("anytime front (log10-GFLOPs hypervolume after the compute spent):")
