@@ -65,10 +65,13 @@ class StudySearch(OptunaSearch):
                 self._ot_study.set_metric_names(self._metrics)
 
     def suggest(self, trial_id: str) -> dict | None:
-        for _ in range(MAX_REPEATS):
+        for attempt in range(MAX_REPEATS):
             params = super().suggest(trial_id)
             ot_trial = self._ot_trials.get(trial_id)
-            if ot_trial is None or not getattr(self, "stopped_on_front", False) or not self._answer(ot_trial):
+            last = attempt == MAX_REPEATS - 1  # a sampler stuck on finished points: train the repeat
+            if ot_trial is None or last or not getattr(self, "stopped_on_front", False):
+                break
+            if not self._answer(ot_trial):
                 break
             del self._ot_trials[trial_id]  # told from a finished trial: ask again
         if ot_trial is not None:
