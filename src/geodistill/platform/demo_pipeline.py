@@ -288,6 +288,7 @@ def _search_students(
         teacher=str(teacher_ckpt),
         resume=(search_dir / EXPERIMENT).exists(),
         seed=seed,
+        keep_checkpoints="front",  # demo_out stays small: dominated students drop their weights
         verbose=1,  # the live trial table; each trial's output stays in its folder
     )
     return run_search(SEARCH_SPACE, compose_run_config(overrides), options)

@@ -80,10 +80,11 @@ class SearchOptions:
     )
     resume: bool = setting(False, help="continue an interrupted experiment")
     keep_checkpoints: str = setting(
-        "front",
+        "all",
         choices=KEEP_CHECKPOINTS,
-        help="front: when the search ends, remove the checkpoints of ended trials off the Pareto "
-        "front (their rows stay, checkpoint_uri empty) | all: keep every trial's last checkpoint",
+        help="all: keep every trial's last checkpoint (Tune's rule) | front: when the search ends, "
+        "remove the checkpoints of ended trials off the Pareto front (their rows are rewritten with "
+        "checkpoint_uri empty; the demo uses it)",
     )
     early_stopping: bool = setting(True, flag="--no-early-stopping", help="run every trial to its last epoch")
     grace_period: int = setting(1, ge=1, le=100_000, help="epochs before a trial may stop")
