@@ -4,15 +4,18 @@ Each encoder is written with timm's ``save_for_hf`` (``model.safetensors`` and a
 ``config.json`` with the architecture, its constructor arguments and the pretrained config it
 was trained with), so ``timm.create_model("local-dir:DIR", pretrained=True)`` loads it. Where
 timm's own head pools the way the GeoModel does, the folded bottleneck becomes timm's
-classifier and ``F.normalize(model(x))`` is the descriptor (checked on a random batch);
-otherwise the encoder goes out headless with the bottleneck beside it in ``HEAD_FILE``.
-Both loading recipes and the head rule: docs/design.md, "Exported encoders".
+classifier and ``F.normalize(model(x))`` is the one-pass descriptor; otherwise (ConvNeXt's head
+norms after pooling; GeM, LPN) the timm encoder goes out headless. Beside it, for every
+backbone, ``DESCRIPTOR_FILE`` is the evaluated descriptor (flip TTA included) as one
+``torch.export`` program that needs neither geodistill nor timm to load. Both are checked
+against the GeoModel on a batch. Loading recipes: docs/design.md, "Exported encoders".
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import io
 import json
 import os
 import shutil
@@ -26,7 +29,8 @@ from torch import nn
 
 from geodistill.models.geomodel import GeoModel
 
-HEAD_FILE = "descriptor_head.safetensors"
+DESCRIPTOR_FILE = "descriptor.pt2"
+META_FILE = "geodistill.json"  # inside DESCRIPTOR_FILE: torch.export.load(path, extra_files={META_FILE: ""})
 
 
 @dataclass
@@ -36,6 +40,8 @@ class ExportedEncoder:
     architecture: str
     descriptor_head: bool  # timm's classifier is the descriptor bottleneck (model(x) = descriptor)
     max_abs_diff: float  # |normalize(timm model(x)) - GeoModel descriptor|, or of pooled features
+    program: Path  # DESCRIPTOR_FILE: images [B,3,S,S] -> the evaluated descriptors [B,D]
+    program_max_abs_diff: float  # |loaded program(x) - extract_descriptors(GeoModel, x)|
 
 
 def fold_bottleneck(add_block: nn.Sequential) -> nn.Linear:
@@ -95,7 +101,12 @@ def export_encoders(
         _publish(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return [dataclasses.replace(e, path=out / e.path.relative_to(staging)) for e in exported]
+    return [
+        dataclasses.replace(
+            e, path=out / e.path.relative_to(staging), program=out / e.program.relative_to(staging)
+        )
+        for e in exported
+    ]
 
 
 def _publish(staging: Path, out: Path) -> None:
@@ -113,7 +124,6 @@ def _publish(staging: Path, out: Path) -> None:
 
 
 def _write_encoders(model: GeoModel, out: Path, *, hub_repo: str | None) -> list[ExportedEncoder]:
-    from safetensors.torch import save_file
     from timm.models import push_to_hf_hub, save_for_hf
 
     model = model.eval()
@@ -137,9 +147,9 @@ def _write_encoders(model: GeoModel, out: Path, *, hub_repo: str | None) -> list
             "geodistill": {
                 "view": view,
                 "pooling": model.cfg.pooling,
-                "descriptor": "normalize(model(x))"
-                if has_head
-                else f"normalize(linear({model.cfg.pooling}-pool(model.forward_features(x)), {HEAD_FILE}))",
+                "descriptor": "normalize(model(x))" if has_head else f"headless: see {DESCRIPTOR_FILE}",
+                "evaluated_descriptor": f"{DESCRIPTOR_FILE}: normalize(d(x) + d(hflip x))",
+                "refiner": model.cfg.refiner,  # fuses a drone video's frame descriptors
                 "backbone": model.cfg.backbone,
                 # what training started from: timm's pretrained tag, a weights file, or random init
                 "initialised_from": model.cfg.weights
@@ -149,22 +159,45 @@ def _write_encoders(model: GeoModel, out: Path, *, hub_repo: str | None) -> list
         save_for_hf(
             timm_model, str(folder), model_config=extra, safe_serialization=True, data_config=data_config
         )
-        if not has_head:
-            folded = fold_bottleneck(model.heads[0].add_block)
-            save_file(
-                {"weight": folded.weight.detach().contiguous(), "bias": folded.bias.detach().contiguous()},
-                str(folder / HEAD_FILE),
-                metadata={"pooling": model.cfg.pooling, "applies_to": "pooled features"},
-            )
+        enc_view = "drone" if view == "shared" else view
+        program_diff = _write_program(model, enc_view, folder / DESCRIPTOR_FILE, x, {**extra, **data_config})
         config = json.loads((folder / "config.json").read_text())
         if not model.cfg.pretrained:  # timm's default tag names weights these never started from
             config.get("pretrained_cfg", {}).pop("tag", None)
             (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         arch = config["architecture"]
-        exported.append(ExportedEncoder(view, folder, arch, has_head, diff))
+        exported.append(
+            ExportedEncoder(view, folder, arch, has_head, diff, folder / DESCRIPTOR_FILE, program_diff)
+        )
         if hub_repo:
+            from huggingface_hub import upload_file
+
             repo = hub_repo if view == "shared" else f"{hub_repo}-{view}"
             push_to_hf_hub(
                 timm_model, repo, model_config=extra, data_config=data_config, safe_serialization=True
             )
+            upload_file(
+                path_or_fileobj=str(folder / DESCRIPTOR_FILE), path_in_repo=DESCRIPTOR_FILE, repo_id=repo
+            )
     return exported
+
+
+def _write_program(model: GeoModel, view: str, path: Path, x: torch.Tensor, meta: dict) -> float:
+    """``ViewDescriptor`` as a ``torch.export`` program with a dynamic batch, saved to ``path`` with
+    ``meta`` inside; loaded back and checked against ``extract_descriptors`` on another batch size."""
+    from geodistill.models.geomodel import ViewDescriptor, extract_descriptors
+
+    net = ViewDescriptor(model, view).eval()
+    program = torch.export.export(net, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    # Serialised in memory, written with plain file I/O: torch's archive writer reports a full disk
+    # as a RuntimeError and then aborts the process from its destructor; write_bytes raises OSError.
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer, extra_files={META_FILE: json.dumps(meta)})
+    path.write_bytes(buffer.getvalue())
+    check = torch.cat([x, x.flip(0)[:1]])  # a batch size it was not traced with
+    with torch.no_grad():
+        got = torch.export.load(str(path)).module()(check)
+    diff = float((got - extract_descriptors(model, check, view=view)).abs().max())
+    if not diff < 1e-4:  # a tracing bug, not a user's mistake: never ship a program that disagrees
+        raise RuntimeError(f"{path.name} differs from the model by {diff:.2e} on the check batch")
+    return diff

@@ -12,6 +12,7 @@ fuses the V frame descriptors.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -153,36 +154,22 @@ class GeoModel(nn.Module):
         return self.drone_encoder
 
     def _forward_images(
-        self, images: torch.Tensor, view: str, *, with_logits: bool = True
+        self, images: torch.Tensor, view: str
     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
         """images [N,3,H,W] -> (descriptor [N,D] unit-norm, logits per head [N,K], features [N,C_i],
-        stage logits [N,K] per auxiliary stage head, empty without stage heads or logits).
-
-        Without ``with_logits`` (retrieval) the classifiers do not run, the backbone runs its
-        plain ``forward_features`` (no intermediate features: nothing reads them), and for LPN
-        pooling no head runs at all: the descriptor is made of the parts themselves.
-        """
-        grid, cls, feats = self.encoder(view).forward_maps(images, intermediates=with_logits)
+        stage logits [N,K] per auxiliary stage head, empty without stage heads)."""
+        grid, cls, feats = self.encoder(view).forward_maps(images, intermediates=True)
         parts = self.pool(grid, cls)  # [N,P,C]
-        stage_logits: list[torch.Tensor] = []
-        if with_logits:
-            outs = [head(parts[:, i]) for i, head in enumerate(self.heads)]  # (bottleneck, logits)
-            bottleneck, logits = outs[0][0], [lg for _, lg in outs]
-            if self.stage_heads is not None:
-                stage_logits = self.stage_heads(feats)  # [N,K] per stage but the deepest
-        else:
-            bottleneck, logits = None, []
-        if self.cfg.pooling == "lpn":
-            desc = lpn_descriptor(parts)  # [N,P*C]
-        else:
-            if bottleneck is None:
-                bottleneck = self.heads[0].add_block(parts[:, 0])  # [N,E]
-            desc = F.normalize(bottleneck, dim=-1)
+        outs = [head(parts[:, i]) for i, head in enumerate(self.heads)]  # (bottleneck, logits)
+        bottleneck, logits = outs[0][0], [lg for _, lg in outs]
+        stage_logits = self.stage_heads(feats) if self.stage_heads is not None else []
+        desc = lpn_descriptor(parts) if self.cfg.pooling == "lpn" else F.normalize(bottleneck, dim=-1)
         return desc, logits, feats, stage_logits
 
     def encode(self, images: torch.Tensor, view: str = "satellite") -> torch.Tensor:
-        """images [B,3,H,W] -> unit-norm descriptors [B,D] of one view."""
-        return self._forward_images(images, view, with_logits=False)[0]
+        """images [B,3,H,W] -> unit-norm descriptors [B,D] of one view (retrieval: no classifier
+        runs, nor intermediate features; see ``ViewDescriptor``)."""
+        return ViewDescriptor(self, view).encode(images)
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """frames [B,V,3,H,W] -> per-frame unit-norm descriptors [B,V,D]; one backbone call."""
@@ -219,6 +206,34 @@ class GeoModel(nn.Module):
         )
 
 
+def flip_tta(encode: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    """The evaluation descriptor: normalise(f(x) + f(hflip x)) of unit-norm descriptors f."""
+    return F.normalize(encode(images) + encode(images.flip(-1)), dim=-1)
+
+
+class ViewDescriptor(nn.Module):
+    """One view's retrieval descriptor, holding only the modules it needs (no classifiers, no
+    other view's encoder): ``encode`` is one pass (``GeoModel.encode``), ``forward`` the
+    evaluation's flip TTA. ``models/export.py`` writes it out with ``torch.export``."""
+
+    def __init__(self, model: GeoModel, view: str) -> None:
+        super().__init__()
+        self.backbone = model.encoder(view)
+        self.pool = model.pool
+        # LPN's descriptor is its parts themselves; every other pooling's is the bottleneck.
+        self.bottleneck = None if model.cfg.pooling == "lpn" else model.heads[0].add_block
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        grid, cls, _ = self.backbone.forward_maps(images, intermediates=False)
+        parts = self.pool(grid, cls)  # [N,P,C]
+        if self.bottleneck is None:
+            return lpn_descriptor(parts)  # [N,P*C]
+        return F.normalize(self.bottleneck(parts[:, 0]), dim=-1)  # [N,E]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # [B,3,H,W] -> [B,D]
+        return flip_tta(self.encode, images)
+
+
 def model_from_config(cfg: ModelConfig | dict, num_classes: int) -> GeoModel:
     """Build a GeoModel from a ModelConfig (or a plain dict of its fields, e.g. from Hydra)."""
     if not isinstance(cfg, ModelConfig):
@@ -252,9 +267,11 @@ def extract_descriptors(
         enc_view = "drone" if video else view
         out = []
         for chunk in flat.split(batch_size):
-            d = model.encode(chunk, view=enc_view)
-            if flip:
-                d = F.normalize(d + model.encode(chunk.flip(-1), view=enc_view), dim=-1)
+
+            def encode(x: torch.Tensor) -> torch.Tensor:
+                return model.encode(x, view=enc_view)
+
+            d = flip_tta(encode, chunk) if flip else encode(chunk)
             out.append(d)
         desc = torch.cat(out)  # [N,D]
         if video:

@@ -1,13 +1,13 @@
-"""`geodistill export`: separate and headless encoders in text mode, and its one-line errors."""
+"""`geodistill export`: separate and headless encoders with their descriptor programs, and one-line errors."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from export_run import export_run, timm_load
 from safetensors.torch import load_file
 
+from geodistill.models import extract_descriptors
 from geodistill.platform.cli import main
 from geodistill.train.checkpoint import load_checkpoint
 
@@ -22,16 +22,26 @@ def test_separate_encoders_and_a_headless_export(tmp_path, capsys):
     geo, _ = load_checkpoint(run)
     geo.eval()
     x = torch.randn(2, 3, 32, 32)
+    descriptors = {}
     for view in ("drone", "satellite"):
         folder = out / view
+        # issue 29: no separate head file; the descriptor is the one-file program beside the encoder
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "config.json",
+            "descriptor.pt2",
+            "model.safetensors",
+        ]
         enc = timm_load(folder, local_dir=False)
-        head = load_file(str(folder / "descriptor_head.safetensors"))
         with torch.no_grad():
-            # ConvNeXt's own head adds a norm after pooling, so the descriptor starts from the map.
+            # ConvNeXt's own head adds a norm after pooling: the timm encoder is headless, and its
+            # map is still the GeoModel's (so the timm folder is the trained backbone).
             pooled = enc.forward_features(x).mean(dim=(2, 3))  # [B,C]
             torch.testing.assert_close(pooled, geo.encoder(view)(x)[0], atol=1e-5, rtol=1e-5)
-            desc = F.normalize(pooled @ head["weight"].T + head["bias"], dim=-1)
-            torch.testing.assert_close(desc, geo.encode(x, view=view), atol=2e-5, rtol=1e-4)
+            descriptors[view] = torch.export.load(folder / "descriptor.pt2").module()(x)
+        torch.testing.assert_close(
+            descriptors[view], extract_descriptors(geo, x, view=view), atol=1e-5, rtol=1e-5
+        )
+    assert (descriptors["drone"] - descriptors["satellite"]).abs().max() > 1e-2  # each view its own encoder
     assert main(["export", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert "argument RUN_OR_CHECKPOINT: does not exist" in capsys.readouterr().err
 
@@ -62,8 +72,12 @@ def test_export_prints_one_line_per_encoder_and_how_to_load_it(tmp_path, capsys)
     assert lines[0].startswith(
         f"shared: {out} (resnet18; F.normalize(model(x)) is the descriptor; checked to "
     )
-    assert lines[1] == f"load with: timm.create_model('local-dir:{out}', pretrained=True)"
-    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    assert lines[1].startswith(
+        f"shared: {out / 'descriptor.pt2'} (the evaluated descriptor, flip TTA included; checked to "
+    )
+    assert lines[2] == f"load with: timm.create_model('local-dir:{out}', pretrained=True)"
+    assert lines[3] == f"descriptors: torch.export.load('{out / 'descriptor.pt2'}').module()(images)"
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "descriptor.pt2", "model.safetensors"]
 
 
 # The child dies of SIGXFSZ (CPython ignores it; the limit makes the kernel kill it) at the first
@@ -98,7 +112,7 @@ def test_export_killed_mid_write_leaves_no_half_written_output(tmp_path):
     assert not list(tmp_path.glob(".export.tmp-*"))
     assert load_file(out / "model.safetensors")  # whole: safetensors reads its header and every tensor
     assert (out / "model.safetensors").stat().st_size > 65536  # so the killed one cannot have finished it
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "descriptor.pt2", "model.safetensors"]
 
 
 def test_export_over_a_previous_export_replaces_each_file_whole(tmp_path):
@@ -108,7 +122,12 @@ def test_export_over_a_previous_export_replaces_each_file_whole(tmp_path):
     (out / "notes.txt").write_text("kept")
     assert main(["export", str(run), "--out", str(out)]) == 0
     assert main(["export", str(run), "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "descriptor.pt2",
+        "model.safetensors",
+        "notes.txt",
+    ]
     assert not list(tmp_path.glob(".export.tmp-*"))
 
 

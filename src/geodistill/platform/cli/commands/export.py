@@ -10,15 +10,18 @@ from geodistill.platform.cli.flags import flag
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="write a checkpoint's encoder(s) as timm models (model.safetensors + config.json)",
+        help="write a checkpoint's encoder(s) as timm models plus a self-contained descriptor.pt2",
         description=(
             "Writes the encoder of a geodistill checkpoint (or run dir: its latest epoch) with timm's "
             "save_for_hf: model.safetensors + config.json (architecture, model_args, pretrained_cfg with "
             "the training input size and normalisation). Load it with "
             "timm.create_model('local-dir:DIR', pretrained=True). Where timm's head pools as the model "
-            "did (ViT class token, ResNet/EfficientNet mean), F.normalize(model(x)) is the retrieval "
-            "descriptor; otherwise the encoder is headless and descriptor_head.safetensors holds the "
-            "folded bottleneck. Separate drone/satellite encoders go to DIR/drone and DIR/satellite."
+            "did (ViT class token, ResNet/EfficientNet mean), F.normalize(model(x)) is the one-pass "
+            "descriptor; otherwise (ConvNeXt, GeM, LPN) the timm encoder is headless. For every "
+            "backbone DIR/descriptor.pt2 is the descriptor the leaderboard evaluated (flip TTA "
+            "included) in one file: torch.export.load('DIR/descriptor.pt2').module()(x), with "
+            "neither geodistill nor timm installed. Separate drone/satellite encoders go to DIR/drone "
+            "and DIR/satellite."
         ),
     )
     parser.add_argument(
@@ -68,6 +71,8 @@ def _run(args: argparse.Namespace) -> int:
             "architecture": e.architecture,
             "descriptor_head": e.descriptor_head,
             "max_abs_diff": e.max_abs_diff,
+            "program": str(e.program),
+            "program_max_abs_diff": e.program_max_abs_diff,
         }
         for e in exported
     ]
@@ -78,8 +83,13 @@ def _run(args: argparse.Namespace) -> int:
         what = (
             "F.normalize(model(x)) is the descriptor"
             if r["descriptor_head"]
-            else "headless: descriptor_head.safetensors maps pooled forward_features"
+            else "headless: timm's head norms after pooling, the descriptor is descriptor.pt2's"
         )
         print(f"{r['view']}: {r['path']} ({r['architecture']}; {what}; checked to {r['max_abs_diff']:.1e})")
+        print(
+            f"{r['view']}: {r['program']} (the evaluated descriptor, flip TTA included; "
+            f"checked to {r['program_max_abs_diff']:.1e})"
+        )
     print(f"load with: timm.create_model('local-dir:{exported[0].path}', pretrained=True)")
+    print(f"descriptors: torch.export.load('{exported[0].program}').module()(images)")
     return 0
