@@ -11,7 +11,7 @@ import pytest
 from geodistill.train.prebuild import prebuild_deepspeed_ops
 
 OUTCOMES = (
-    r"DeepSpeed \S+ ready in \d+\.\d s",
+    r"DeepSpeed \S+ ready in \d+\.\d s( \(CPU: torch sees no CUDA device\))?",
     r"DeepSpeed \S+ not pre-built \(.+\); it builds at first use",
     r"no DeepSpeed op to pre-build on this accelerator",
 )
@@ -40,3 +40,21 @@ def test_the_installed_deepspeed_reports_one_of_its_outcomes():
     assert any(re.fullmatch(pattern, message) for pattern in OUTCOMES), message
     again = prebuild_deepspeed_ops()  # the second call finds the op built (or refused) the same way
     assert again.split(" ")[:2] == message.split(" ")[:2]
+
+
+@pytest.mark.slow  # a child that imports DeepSpeed (and compiles its op where the install did not)
+@pytest.mark.timeout(900)
+def test_the_install_step_on_a_cpu_host_prints_its_one_line_and_no_gpu_warning(tmp_path):
+    """What `make` prints on a CPU host with a CUDA toolkit: DeepSpeed warned it was "unable to
+    detect" a GPU and torch "No CUDA runtime is found, using CUDA_HOME=..."; issue 29."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "CUDA_HOME": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("DS_ACCELERATOR", None)
+    done = subprocess.run([sys.executable, "-m", "geodistill.train.prebuild"], env=env,
+                          capture_output=True, text=True, timeout=880)  # fmt: skip
+    assert done.returncode == 0 and done.stdout == "", done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and any(re.fullmatch(p, lines[0]) for p in OUTCOMES), lines
+    assert "(CPU: torch sees no CUDA device)" in lines[0] or "ready" not in lines[0]

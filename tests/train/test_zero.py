@@ -1,12 +1,17 @@
-"""The DeepSpeed strategy's inputs: its config dict from the run config, and 0-d parameters held as [1]."""
+"""The DeepSpeed strategy's inputs: its config dict from the run config, 0-d parameters held as [1],
+and a CPU host's set-up without DeepSpeed's and torch's GPU warnings."""
 
 from __future__ import annotations
+
+import logging
+import os
 
 import torch
 from torch import nn
 
+from geodistill.train import zero
 from geodistill.train.config import RunConfig
-from geodistill.train.zero import deepspeed_config, scalar_params_to_1d
+from geodistill.train.zero import deepspeed_config, quiet_cpu_deepspeed, scalar_params_to_1d
 
 
 def _cfg(**train) -> RunConfig:
@@ -49,3 +54,37 @@ def test_scalar_parameters_become_one_element_vectors_in_place():
     assert model.head.p.shape == (1,) and not model.head.p.requires_grad
     assert model.head.weight.shape == (2, 2)  # other parameters untouched
     assert scalar_params_to_1d(model) == []
+
+
+def test_a_cpu_host_names_deepspeeds_accelerator_and_drops_only_torchs_cuda_home_warning(
+    tmp_path, monkeypatch
+):
+    import torch.utils.cpp_extension as cpp_extension
+
+    class Records(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    records = Records()
+    logger.addHandler(records)
+    monkeypatch.setattr(logger, "filters", [f for f in logger.filters if f is not zero._NO_CUDA_RUNTIME])
+    monkeypatch.delenv("DS_ACCELERATOR", raising=False)
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path))  # a CUDA toolkit on a host torch sees no GPU on
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    try:
+        assert cpp_extension._find_cuda_home() == str(tmp_path)
+        assert records.messages == [f"No CUDA runtime is found, using CUDA_HOME='{tmp_path}'"]
+        quiet_cpu_deepspeed()
+        quiet_cpu_deepspeed()  # twice: one filter
+        assert cpp_extension._find_cuda_home() == str(tmp_path)
+        logger.warning("something else")
+        assert records.messages[1:] == ["something else"]
+        assert logger.filters.count(zero._NO_CUDA_RUNTIME) == 1
+        assert os.environ["DS_ACCELERATOR"] == "cpu"
+    finally:
+        logger.removeHandler(records)

@@ -17,6 +17,13 @@ import time
 
 def prebuild_deepspeed_ops() -> str:
     """Compile (or find cached) the ops ``deepspeed.initialize`` loads on this accelerator."""
+    import torch
+
+    from geodistill.train.zero import quiet_cpu_deepspeed
+
+    cpu = not torch.cuda.is_available()
+    if cpu:  # the accelerator a CPU run picks (train/zero.py), without DeepSpeed's and torch's GPU warnings
+        quiet_cpu_deepspeed()
     try:
         import deepspeed.ops
         from deepspeed.accelerator import get_accelerator
@@ -30,7 +37,8 @@ def prebuild_deepspeed_ops() -> str:
         builder.load(verbose=False)
     except Exception as err:  # noqa: BLE001 - no compiler here: DeepSpeed builds it at first use instead
         return f"DeepSpeed {builder.absolute_name()} not pre-built ({type(err).__name__}: {err}); it builds at first use"
-    return f"DeepSpeed {builder.absolute_name()} ready in {time.perf_counter() - start:.1f} s"
+    where = " (CPU: torch sees no CUDA device)" if cpu else ""
+    return f"DeepSpeed {builder.absolute_name()} ready in {time.perf_counter() - start:.1f} s{where}"
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ a world of one is started on a free loopback port.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -18,6 +19,24 @@ from torch import nn
 from geodistill.train.config import RunConfig
 from geodistill.train.steps import TrainModule
 from geodistill.train.wrapped import Wrapped, check_strategy, distributed_ready
+
+
+class _NoCudaRuntime(logging.Filter):
+    """Drops torch's "No CUDA runtime is found, using CUDA_HOME=..." (a CUDA toolkit on a host
+    without a GPU): the CPU ops DeepSpeed builds need g++ only, so the line misleads a CPU user."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No CUDA runtime is found")
+
+
+_NO_CUDA_RUNTIME = _NoCudaRuntime()
+
+
+def quiet_cpu_deepspeed() -> None:
+    """Before importing DeepSpeed on a CPU host: name its CPU accelerator (``DS_ACCELERATOR=cpu``,
+    so it does not warn that it was "unable to detect" a GPU) and drop torch's CUDA_HOME warning."""
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    logging.getLogger("torch.utils.cpp_extension").addFilter(_NO_CUDA_RUNTIME)  # once: same instance
 
 
 def deepspeed_config(cfg: RunConfig, world_size: int, micro_batch: int) -> dict[str, Any]:
@@ -53,7 +72,7 @@ class DeepSpeedWrapped(Wrapped):
     def __init__(self, *args: Any, micro_batch: int = 1, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.device.type == "cpu":
-            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+            quiet_cpu_deepspeed()
         import deepspeed
 
         if not (dist.is_available() and dist.is_initialized()):
