@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 import torch
 from torch import nn
 
 from geodistill.train import zero
 from geodistill.train.config import RunConfig
-from geodistill.train.zero import deepspeed_config, quiet_cpu_deepspeed, scalar_params_to_1d
+from geodistill.train.zero import deepspeed_config, quiet_deepspeed, scalar_params_to_1d
 
 
 def _cfg(**train) -> RunConfig:
@@ -79,8 +80,8 @@ def test_a_cpu_host_names_deepspeeds_accelerator_and_drops_only_torchs_cuda_home
     try:
         assert cpp_extension._find_cuda_home() == str(tmp_path)
         assert records.messages == [f"No CUDA runtime is found, using CUDA_HOME='{tmp_path}'"]
-        quiet_cpu_deepspeed()
-        quiet_cpu_deepspeed()  # twice: one filter
+        quiet_deepspeed(cpu=True)
+        quiet_deepspeed(cpu=True)  # twice: one filter
         assert cpp_extension._find_cuda_home() == str(tmp_path)
         logger.warning("something else")
         assert records.messages[1:] == ["something else"]
@@ -88,3 +89,26 @@ def test_a_cpu_host_names_deepspeeds_accelerator_and_drops_only_torchs_cuda_home
         assert os.environ["DS_ACCELERATOR"] == "cpu"
     finally:
         logger.removeHandler(records)
+
+
+def test_deepspeeds_call_of_a_deprecated_collective_warns_no_more_and_other_warnings_still_do(monkeypatch):
+    """ZeRO calls torch.distributed.all_gather_into_tensor: every worker printed torch's FutureWarning."""
+    import torch.distributed as dist
+
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+
+    def call(quiet: bool) -> list[str]:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("default")
+            if quiet:
+                quiet_deepspeed(cpu=False)
+            try:  # the real function: it warns before it finds no process group
+                dist.all_gather_into_tensor(torch.zeros(2), torch.zeros(1))
+            except (ValueError, RuntimeError):
+                pass
+            warnings.warn("another FutureWarning", FutureWarning, stacklevel=1)
+        return [str(w.message) for w in seen]
+
+    before = call(quiet=False)
+    assert any("all_gather_into_tensor` is deprecated" in m for m in before), before
+    assert call(quiet=True) == ["another FutureWarning"]

@@ -19,11 +19,10 @@ def prebuild_deepspeed_ops() -> str:
     """Compile (or find cached) the ops ``deepspeed.initialize`` loads on this accelerator."""
     import torch
 
-    from geodistill.train.zero import quiet_cpu_deepspeed
+    from geodistill.train.zero import quiet_deepspeed
 
     cpu = not torch.cuda.is_available()
-    if cpu:  # the accelerator a CPU run picks (train/zero.py), without DeepSpeed's and torch's GPU warnings
-        quiet_cpu_deepspeed()
+    quiet_deepspeed(cpu=cpu)  # the accelerator a CPU run picks, without DeepSpeed's and torch's GPU warnings
     try:
         import deepspeed.ops
         from deepspeed.accelerator import get_accelerator

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -32,11 +33,19 @@ class _NoCudaRuntime(logging.Filter):
 _NO_CUDA_RUNTIME = _NoCudaRuntime()
 
 
-def quiet_cpu_deepspeed() -> None:
-    """Before importing DeepSpeed on a CPU host: name its CPU accelerator (``DS_ACCELERATOR=cpu``,
-    so it does not warn that it was "unable to detect" a GPU) and drop torch's CUDA_HOME warning."""
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    logging.getLogger("torch.utils.cpp_extension").addFilter(_NO_CUDA_RUNTIME)  # once: same instance
+def quiet_deepspeed(*, cpu: bool) -> None:
+    """Before importing DeepSpeed: drop what misleads a user and asks nothing of them. Always
+    torch's FutureWarning that ``all_gather_into_tensor`` (which ZeRO calls) is deprecated; on a
+    CPU host, name DeepSpeed's CPU accelerator (``DS_ACCELERATOR=cpu``, so it does not warn that it
+    was "unable to detect" a GPU) and drop torch's CUDA_HOME warning."""
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`torch\.distributed\.all_gather_into_tensor` is deprecated",
+        category=FutureWarning,
+    )
+    if cpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        logging.getLogger("torch.utils.cpp_extension").addFilter(_NO_CUDA_RUNTIME)  # once: same instance
 
 
 def deepspeed_config(cfg: RunConfig, world_size: int, micro_batch: int) -> dict[str, Any]:
@@ -71,8 +80,7 @@ class DeepSpeedWrapped(Wrapped):
 
     def __init__(self, *args: Any, micro_batch: int = 1, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.device.type == "cpu":
-            quiet_cpu_deepspeed()
+        quiet_deepspeed(cpu=self.device.type == "cpu")
         import deepspeed
 
         if not (dist.is_available() and dist.is_initialized()):
