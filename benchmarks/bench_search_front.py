@@ -75,8 +75,10 @@ def simulate(
     """One search; (compute spent, metric, GFLOPs) of each trial as it ended, in simulated time."""
     import optuna
 
+    from geodistill.platform.search.options import SearchOptions
     from geodistill.platform.search.rung import MemoryRungs, RungRule
 
+    defaults = SearchOptions()  # the default's rung rule is the CLI's
     anchor = variant == "anchor"
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=_sampler(variant, 1000 + seed))
     curves, epochs, store = table.curves_by[metric], table.epochs, MemoryRungs()
@@ -99,8 +101,8 @@ def simulate(
                 store,
                 trial_id=str(asked),
                 metric=metric,
-                grace_period=1,
-                reduction_factor=4 if anchor else 3,
+                grace_period=1 if anchor else defaults.grace_period,
+                reduction_factor=4 if anchor else defaults.reduction_factor,
                 max_t=100 if anchor else epochs,  # ASHAScheduler's default max_t
                 cost=None if anchor else cost,
             )
@@ -173,6 +175,18 @@ def limit(table: FrontTable, metric: str) -> float:
     return float(table.epochs * points[pareto_mask(points, [True, False]), 1].sum())
 
 
+def last_epochs_jitter(table: FrontTable, metric: str) -> float:
+    """Median spread (max - min) of the last 3 epochs' values among the top tenth of final values.
+
+    How far one trial's reported value moves once it has converged: a budget "within 1 AP point"
+    of the table's best asks for less than this when the table's best is one epoch's luck.
+    """
+    curves = np.array(list(table.curves_by[metric].values()))
+    top = curves[:, -1] >= np.quantile(curves[:, -1], 0.9)
+    last = curves[top, -3:]
+    return float(np.median(last.max(axis=1) - last.min(axis=1)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", default=str(HERE / "search_table.parquet"))
@@ -201,6 +215,15 @@ def main() -> None:
     def median(values: list) -> float:
         return float(np.median([np.inf if v is None else v for v in values]))
 
+    for metric in METRICS:
+        jitter = last_epochs_jitter(table, metric)
+        figure(
+            f"jitter.{metric}",
+            jitter,
+            "AP points",
+            label=f"{metric}: median spread of the last 3 epochs' values, top tenth of configurations "
+            f"(the table's own noise: {jitter:.1f} AP points)",
+        )
     for concurrency in (1, 4):
         for metric in METRICS:
             lim = limit(table, metric)

@@ -15,7 +15,7 @@ from geodistill.platform.search.options import SAMPLERS, SearchOptions
 def test_defaults_are_the_ones_the_search_benchmark_chose():
     options = SearchOptions()
     assert options.sampler == "tpe" and options.sampler in SAMPLERS
-    assert (options.grace_period, options.reduction_factor) == (1, 3.0)
+    assert (options.grace_period, options.reduction_factor) == (1, 4.0)
     assert options.early_stopping is True and options.resume is False
     assert options.check() is options
 

@@ -97,7 +97,7 @@ def test_options_have_one_default_each_and_name_the_flag_when_refused():
     from geodistill.platform.search.options import SearchOptions
 
     defaults = SearchOptions()
-    assert (defaults.reduction_factor, defaults.grace_period, defaults.num_samples) == (3.0, 1, 8)
+    assert (defaults.reduction_factor, defaults.grace_period, defaults.num_samples) == (4.0, 1, 8)
     with pytest.raises(ConfigError, match=r"^--reduction-factor must be > 1"):
         SearchOptions(reduction_factor=1.0).check()
     with pytest.raises(ConfigError, match=r"^--time-budget must be > 0"):

@@ -89,7 +89,7 @@ class SearchOptions:
     early_stopping: bool = setting(True, flag="--no-early-stopping", help="run every trial to its last epoch")
     grace_period: int = setting(1, ge=1, le=100_000, help="epochs before a trial may stop")
     reduction_factor: float = setting(
-        3.0,
+        4.0,
         gt=1.0,
         le=1000.0,
         help="ASHA reduction factor: a trial below the top 1/F at a rung stops "

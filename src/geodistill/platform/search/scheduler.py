@@ -29,7 +29,7 @@ class ParetoASHA(AsyncHyperBandScheduler):
         time_attr: str = "epoch",
         max_t: int,
         grace_period: int = 1,
-        reduction_factor: float = 3,
+        reduction_factor: float = 4,
     ) -> None:
         super().__init__(
             time_attr=time_attr,
