@@ -3,7 +3,9 @@
 Rows are written by a Tune ``Callback`` in the driver (``on_trial_complete`` /
 ``on_trial_error``), so a trial whose process crashed or was stopped still gets its row
 (failed rows carry the error, one line). Row keys already present are skipped, so a resumed
-search never duplicates a row; the driver's pass after ``Tuner.fit`` writes any row the
+search never duplicates a finished trial's row; a trial that starts again on resume (it was
+running when the search was interrupted, and its row then says "stopped" at its last result)
+gets a newer row when it ends. The driver's pass after ``Tuner.fit`` writes any row the
 callback could not.
 """
 
@@ -80,6 +82,11 @@ class LeaderboardCallback(tune.Callback):
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         self.trials = trials
 
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # Only an unfinished trial runs again on resume: a row present for it is the interrupted
+        # search's, to be replaced by the one its end writes (the newest row of a key is read).
+        self._keys().discard(self._key(trial))
+
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.trials = trials
         self._safe_write(trial, failed=False)
@@ -102,13 +109,17 @@ class LeaderboardCallback(tune.Callback):
                 one_line(err, root_cause=True),
             )
 
+    def _key(self, trial: Any, cfg: Any = None) -> str:
+        stage = (cfg or self.plan.config(trial.config)).stage
+        return f"{self.experiment}/{trial.trial_id}/{stage}"
+
     def write(self, trial: Any, *, failed: bool | None = None) -> bool:
         """Write ``trial``'s row unless its key is present; True when written."""
         from geodistill.leaderboard import Leaderboard
 
         failed = trial.status == "ERROR" if failed is None else failed
         cfg = self.plan.config(trial.config)
-        key = f"{self.experiment}/{trial.trial_id}/{cfg.stage}"
+        key = self._key(trial, cfg)
         if key in self._keys():
             return False
         result = dict(trial.last_result or {})
