@@ -275,6 +275,9 @@ def test_a_search_saved_before_pareto_asha_goes_on_by_todays_rules(ray_local, tm
                 break
 
     dirs = unpack_old_searches(tmp_path)
+    recorded = json.loads((tmp_path / "tune" / "tune" / "study.json").read_text())["study_storage"]
+    saved_at = Path(recorded.removeprefix("sqlite:///")).parent  # where the old driver left it
+    assert not saved_at.exists() and saved_at != tmp_path / "tune" / "tune"
     board = Leaderboard(dirs["leaderboard"])
     before = board.read("tune")
     assert before.height == OLD_INTERRUPTED_AT and before["compute"].is_null().all()  # no compute then
@@ -288,7 +291,7 @@ def test_a_search_saved_before_pareto_asha_goes_on_by_todays_rules(ray_local, tm
         old_space("tune"), experiment="tune", num_samples=8, sampler="random", seed=0, resume=True,
         **dirs, max_concurrent=1, reduction_factor=2, objective=objective,
     )  # fmt: skip
-    assert "early stopping now ranks trials on (metric, GFLOPs)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
     rows = result.rows.sort("created_at")
     assert rows.height == 8 and rows["trial_id"].n_unique() == 8 and not result.interrupted
     # The finished trials' rows are kept as they were; the interrupted trial ran again: its row is new.
@@ -312,7 +315,8 @@ def test_a_search_saved_before_pareto_asha_goes_on_by_todays_rules(ray_local, tm
         stop = expected[row["trial_id"]]
         assert (row["status"], row["epochs"]) == (("stopped", stop) if stop else ("ok", OLD_EPOCHS))
 
-    # The old searcher went on in the study beside the moved folder (the recorded one is gone).
+    # The old searcher went on in the study beside the moved folder; nothing went to the old one.
+    assert not saved_at.exists()
     study = optuna.load_study(
         study_name="tune", storage=f"sqlite:///{tmp_path / 'tune' / 'tune' / 'optuna.db'}"
     )
@@ -326,6 +330,7 @@ def test_a_search_saved_before_pareto_asha_goes_on_by_todays_rules(ray_local, tm
     curve = anytime_front(rows, "d2s_recall1")
     assert set(curve["trial_id"]) == set(rows.filter(pl.col("d2s_recall1").is_not_null())["trial_id"])
     assert curve["compute_spent"][-1] == pytest.approx((rows["epochs"] * rows["gflops"]).sum())
+    assert "early stopping now ranks trials on (metric, GFLOPs)" in printed
 
 
 @pytest.mark.slow  # the interrupted trial runs again on a 1-worker TorchTrainer: ~1 min on 2 cores

@@ -5,10 +5,10 @@ Tune checkpoints a search as separate files, written one after the other: the ex
 ``ConcurrencyLimiter``'s live trials; ``searcher-state-*.pkl``, the Optuna searcher). A driver
 killed between the two leaves a finished trial "live" in the limiter, whose slot then never frees
 (the resumed search waits forever): ``reconcile_searcher_state`` drops it and tells the study how
-it ended. ``relocate_study`` points a moved experiment's searcher at the study beside it (Tune
-finds a moved folder's trials itself). ``todays_schedule`` gives a search saved before
-multi-objective ASHA today's rung rule and result files (``docs/design.md``, "Resuming an older
-search"). Only a local experiment folder can be repaired.
+it ended. ``relocate`` makes a moved experiment's saved state name where it is now (Tune moves
+only its trials). ``todays_schedule`` gives a search saved before multi-objective ASHA today's
+rung rule and result files (docs/design.md, "Resuming an older search"). Only a local
+experiment folder can be repaired.
 """
 
 from __future__ import annotations
@@ -76,9 +76,7 @@ def reconcile_searcher_state(
     limiter["num_unfinished_live_trials"] = max(0, limiter.get("num_unfinished_live_trials", 0) - len(stale))
     for trial_id in stale:
         limiter.get("cached_results", {}).pop(trial_id, None)
-    tmp = gen_file.with_name(f".{gen_file.name}.repair{os.getpid()}")
-    tmp.write_bytes(cloudpickle.dumps(gen_state))
-    os.replace(tmp, gen_file)
+    _replace(gen_file, gen_state)
     return stale
 
 
@@ -120,14 +118,28 @@ def _tell_study(
             study.tell(ot_trial.number, state=optuna.trial.TrialState.FAIL)
 
 
-def relocate_study(experiment_dir: str | Path, *, study_url: str) -> list[str]:
-    """Point a moved (or copied) experiment's saved searcher at ``study_url``, the SQLite study
-    beside it (``study_storage.resolve`` found it): the searcher state and ``tuner.pkl`` name the
-    study's old file, and Optuna connects to it as they load. Returns the files rewritten."""
-    if not study_url.startswith("sqlite:///"):
-        return []
+def relocate(experiment_dir: str | Path, *, study_url: str) -> list[str]:
+    """Make a moved (or copied) experiment folder's saved state name where it is now; returns the
+    files rewritten (none when it was not moved).
+
+    Tune moves its trials itself, not the search generator's experiment (new trials would be
+    written under the old folder); the searcher state and ``tuner.pkl`` name the study's old
+    SQLite file, which Optuna connects to as they load: ``study_url`` is the one beside the folder
+    (``study_storage.resolve``) when the old file is gone.
+    """
     folder = Path(experiment_dir)
     rewritten = []
+    gen_file = _newest(folder, "search_gen_state-*.json")
+    if gen_file is not None:
+        gen_state = cloudpickle.loads(gen_file.read_bytes())
+        storage = getattr(gen_state.get("experiment"), "storage", None)
+        where = (str(folder.parent), folder.name)
+        if storage is not None and (storage.storage_fs_path, storage.experiment_dir_name) != where:
+            storage.storage_fs_path, storage.experiment_dir_name = where
+            _replace(gen_file, gen_state)
+            rewritten.append(gen_file.name)
+    if not study_url.startswith("sqlite:///"):
+        return rewritten
     for file in (_newest(folder, SEARCHER_STATE), folder / "tuner.pkl"):
         if file is None or not file.is_file():
             continue
@@ -135,11 +147,16 @@ def relocate_study(experiment_dir: str | Path, *, study_url: str) -> list[str]:
         with _gone_sqlite_to(study_url, moved):
             state = cloudpickle.loads(file.read_bytes())
         if moved:
-            tmp = file.with_name(f".{file.name}.relocate{os.getpid()}")
-            tmp.write_bytes(cloudpickle.dumps(state))
-            os.replace(tmp, file)
+            _replace(file, state)
             rewritten.append(file.name)
     return rewritten
+
+
+def _replace(file: Path, state: Any) -> None:
+    """Pickle ``state`` over ``file`` atomically."""
+    tmp = file.with_name(f".{file.name}.repair{os.getpid()}")
+    tmp.write_bytes(cloudpickle.dumps(state))
+    os.replace(tmp, file)
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from geodistill.errors import ConfigError
 from geodistill.models.cost import config_cost
 from geodistill.platform.search.options import DEFAULT_SAMPLER, SAMPLERS, SearchOptions
 from geodistill.platform.search.plan import SearchPlan
-from geodistill.platform.search.resume import reconcile_searcher_state, relocate_study, todays_schedule
+from geodistill.platform.search.resume import reconcile_searcher_state, relocate, todays_schedule
 from geodistill.platform.search.rows import LeaderboardCallback
 from geodistill.platform.search.space import SearchSpace, suggest
 
@@ -156,9 +156,9 @@ def restore_tuner(
     verbose: int,
 ) -> tune.Tuner:
     """The saved experiment's Tuner (searcher repaired first), writing rows through today's ``callback``."""
-    if where.local:  # a moved folder's searcher names the old study; a driver killed between
-        # Tune's two state files leaves them disagreeing
-        relocate_study(where.experiment_path, study_url=where.study_url)
+    if where.local:  # a moved folder's state names the old one; a driver killed between Tune's
+        # two state files leaves them disagreeing
+        relocate(where.experiment_path, study_url=where.study_url)
         repaired = reconcile_searcher_state(
             where.experiment_path,
             study_url=where.study_url,
