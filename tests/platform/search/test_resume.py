@@ -163,10 +163,13 @@ def test_a_search_started_before_search_plan_resumes_with_todays_code(ray_local,
     )  # fmt: skip
     rows = result.rows
     assert rows.height == 3 and rows["trial_id"].n_unique() == 3, rows.select("trial_id", "status").to_dicts()
-    assert board.scan("old", dedup=False).collect().height == 3  # no row written twice
-    for row in before.iter_rows(named=True):  # rows of the old driver are kept as they were
+    # The interrupted trial's row (when the old driver wrote one: no result yet) is replaced by
+    # the row of its run today; no other row is written twice.
+    finished = before.filter(before["d2s_recall1"].is_not_null())
+    assert board.scan("old", dedup=False).collect().height == 3 + before.height - finished.height
+    for row in finished.iter_rows(named=True):  # rows of the old driver's finished trials are kept
         assert rows.filter(rows["trial_id"] == row["trial_id"])["created_at"].item() == row["created_at"]
-    new = rows.filter(~rows["trial_id"].is_in(before["trial_id"].to_list()))
+    new = rows.filter(~rows["trial_id"].is_in(finished["trial_id"].to_list()))
     assert new.height >= 1 and set(new["status"]) == {"ok"}  # sampled by the old searcher, run today
     assert (new["d2s_recall1"] - new["lr"] * 1000).abs().max() < 1e-9
     assert result.pareto.height >= 1 and set(result.pareto["trial_id"]) <= set(rows["trial_id"])
