@@ -3,10 +3,10 @@
 Rows are written by a Tune ``Callback`` in the driver (``on_trial_complete`` /
 ``on_trial_error``), so a trial whose process crashed or was stopped still gets its row
 (failed rows carry the error, one line). Row keys already present are skipped, so a resumed
-search never duplicates a finished trial's row; a trial that starts again on resume (it was
-running when the search was interrupted, and its row then says "stopped" at its last result)
-gets a newer row when it ends. The driver's pass after ``Tuner.fit`` writes any row the
-callback could not.
+search never duplicates a row, except the row an older driver wrote for a trial its interrupt
+cut before any result ("stopped", no epoch): that trial runs again on resume and its end writes
+the row that replaces it. The driver's pass after ``Tuner.fit`` writes any row the callback could
+not (``ended``: the trials whose end it saw).
 """
 
 from __future__ import annotations
@@ -63,17 +63,28 @@ class LeaderboardCallback(tune.Callback):
     def __init__(self, root: str, experiment: str, plan: SearchPlan) -> None:
         self.root, self.experiment, self.plan = root, experiment, plan
         self.present: set[str] | None = None
+        self.cut: set[str] = set()  # present keys of rows without a result (see the module docstring)
         self.trials: list[Any] = []
         self.written: list[str] = []
+        self.ended: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:  # saved with the experiment: keep it small
-        return {**self.__dict__, "present": None, "trials": [], "written": []}
+        return {**self.__dict__, "present": None, "cut": set(), "trials": [], "written": [], "ended": set()}
 
     def _keys(self) -> set[str]:
         if self.present is None:
+            import polars as pl
+
             from geodistill.leaderboard import Leaderboard
 
-            self.present = Leaderboard(self.root).keys(self.experiment)
+            rows = Leaderboard(self.root).read(self.experiment)
+            self.present = set(rows["row_key"].to_list()) if rows.height else set()
+            if rows.height and self.plan.metric in rows.columns:
+                empty = (
+                    (pl.col("status") == "stopped") & pl.col("epochs").is_null() & pl.col("error").is_null()
+                )
+                cut = rows.filter(empty & pl.col(self.plan.metric).is_null())
+                self.cut = set(cut["row_key"].to_list())
         return self.present
 
     def setup(self, **info: Any) -> None:
@@ -83,16 +94,19 @@ class LeaderboardCallback(tune.Callback):
         self.trials = trials
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        # Only an unfinished trial runs again on resume: a row present for it is the interrupted
-        # search's, to be replaced by the one its end writes (the newest row of a key is read).
-        self._keys().discard(self._key(trial))
+        key = self._key(trial)
+        if key in self.cut:  # its end writes the row that replaces it (the newest row of a key is read)
+            self._keys().discard(key)
+            self.cut.discard(key)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.trials = trials
+        self.ended.add(trial.trial_id)
         self._safe_write(trial, failed=False)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.trials = trials
+        self.ended.add(trial.trial_id)
         self._safe_write(trial, failed=True)
 
     def _safe_write(self, trial: Any, *, failed: bool) -> None:
