@@ -386,3 +386,34 @@ def test_ray_train_trials_of_a_search_saved_before_pareto_asha_leave_its_bare_ru
     # Compared with the old values on the metric alone, it would have stopped at epoch 2 (below their median).
     assert old_precision(row["lr"], row["views"], 2) < statistics.median(old_rungs["2"].values())
     assert set(result.pareto["trial_id"]) <= set(rows["trial_id"])
+
+
+def test_saved_state_naming_code_this_version_lacks_stops_in_one_line_before_anything_runs(
+    tmp_path, monkeypatch
+):
+    import sys
+
+    from ray import cloudpickle
+
+    from geodistill.errors import ConfigError
+    from geodistill.platform.search.tuner import SearchPaths, restore_tuner
+
+    (tmp_path / "gone_sampler.py").write_text("class Sampler:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import gone_sampler
+
+    exp = tmp_path / "tune" / "exp"
+    exp.mkdir(parents=True)
+    state = {"_storage": None, "_sampler": gone_sampler.Sampler()}  # saved by a release that had it
+    (exp / f"searcher-state-{SESSION}.pkl").write_bytes(cloudpickle.dumps(state))
+    del sys.modules["gone_sampler"]
+    (tmp_path / "gone_sampler.py").unlink()
+    where = SearchPaths(
+        storage_root=str(exp.parent), local=True, experiment_path=str(exp),
+        study_url=f"sqlite:///{exp / 'optuna.db'}", leaderboard=str(tmp_path / "lb"),
+    )  # fmt: skip
+    with pytest.raises(
+        ConfigError, match=r"cannot read \(ModuleNotFoundError.*start a new --experiment"
+    ) as err:
+        restore_tuner(where, "exp", plan=None, trainable=None, callback=None, verbose=0)
+    assert "\n" not in str(err.value)

@@ -156,20 +156,20 @@ def restore_tuner(
     verbose: int,
 ) -> tune.Tuner:
     """The saved experiment's Tuner (searcher repaired first), writing rows through today's ``callback``."""
-    if where.local:  # a moved folder's state names the old one; a driver killed between Tune's
-        # two state files leaves them disagreeing
-        relocate(where.experiment_path, study_url=where.study_url)
-        repaired = reconcile_searcher_state(
-            where.experiment_path,
-            study_url=where.study_url,
-            study_name=experiment,
-            objectives=[plan.metric, plan.space.efficiency],
-        )
-        if repaired and verbose:
-            print(
-                f"resume: {len(repaired)} finished trial(s) were still running in the saved searcher; fixed"
-            )
     try:
+        if where.local:  # a moved folder's state names the old one; a driver killed between
+            # Tune's two state files leaves them disagreeing
+            relocate(where.experiment_path, study_url=where.study_url)
+            repaired = reconcile_searcher_state(
+                where.experiment_path,
+                study_url=where.study_url,
+                study_name=experiment,
+                objectives=[plan.metric, plan.space.efficiency],
+            )
+            if repaired and verbose:
+                print(
+                    f"resume: {len(repaired)} finished trial(s) were still running in the saved searcher; fixed"
+                )
         tuner = tune.Tuner.restore(
             where.experiment_path, trainable=trainable, resume_errored=False, restart_errored=False
         )
