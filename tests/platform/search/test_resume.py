@@ -333,6 +333,10 @@ def test_a_search_saved_before_pareto_asha_goes_on_by_todays_rules(ray_local, tm
     curve = anytime_front(rows, "d2s_recall1")
     assert set(curve["trial_id"]) == set(rows.filter(pl.col("d2s_recall1").is_not_null())["trial_id"])
     assert curve["compute_spent"][-1] == pytest.approx((rows["epochs"] * rows["gflops"]).sum())
+    from geodistill.leaderboard.report import write_report
+
+    report = write_report(board, tmp_path / "report", experiment="tune", anchors=None)["md"].read_text()
+    assert "Compute spent and the anytime front" in report and "over 8 trial(s)" in report
     assert "early stopping now ranks trials on (metric, GFLOPs)" in printed
 
 
