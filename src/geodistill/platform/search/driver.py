@@ -301,13 +301,15 @@ def _finish(
     from geodistill.platform.search.study_storage import public_url
 
     trials = list(callback.trials)
-    # Rows that the callback could not write (Ctrl-C between completion and the write, or a
-    # resumed run whose callback state was lost) are written now from the trials' final state.
-    for trial in trials:
-        if trial.status in TERMINAL:
-            callback.write(trial)
     done = sum(t.status in TERMINAL for t in trials)
     interrupted = done < num_samples and not out_of_time  # Ctrl-C / SIGINT: Tune saved its state
+    # Rows that the callback could not write (Ctrl-C between completion and the write, or a
+    # resumed run whose callback state was lost) are written now from the trials' final state.
+    # Not for a trial the interrupt cut (Tune ends it without telling the callbacks): it runs
+    # again on resume, and its row is written when it ends.
+    for trial in trials:
+        if trial.status in TERMINAL and (not interrupted or trial.trial_id in callback.ended):
+            callback.write(trial)
     frame = Leaderboard(where.leaderboard).read(experiment)
     # The front of this search's own trials: a teacher's or a baseline's row filed under the
     # same experiment (the demo writes its teacher there) is not a candidate.
