@@ -36,12 +36,24 @@ _TABLE = None
 
 
 class FrontTable(Table):
-    """``Table`` with every metric's curve (the search may optimise any metric column)."""
+    """``Table`` with every metric's curve (the search may optimise any metric column).
 
-    def __init__(self, path: Path) -> None:
+    Each knob's choices are in the order ``search_table_space.yaml`` lists them, as the product
+    samples them (a categorical's index is its place in the list), so one seed draws the same
+    configurations here as through ``geodistill search --replay`` (bench_search_product.py).
+    """
+
+    def __init__(self, path: Path, space: Path = HERE / "search_table_space.yaml") -> None:
         import polars as pl
+        import yaml
+
+        from geodistill.platform.search.replay import _same_type
 
         super().__init__(path)
+        for name, param in yaml.safe_load(space.read_text())["params"].items():
+            knob = name.replace(".", "__")
+            if knob in self.choices:
+                self.choices[knob] = [_same_type(v, self.choices[knob]) for v in param["choices"]]
         frame = pl.read_parquet(path)
         self.curves_by = {m: {} for m in METRICS}
         for _, rows in frame.sort("epoch").group_by("config_id"):

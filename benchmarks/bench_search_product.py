@@ -305,7 +305,6 @@ def main() -> None:
     from geodistill.platform.compose import compose_run_config
     from geodistill.platform.runtime.ray_local import init_ray
     from geodistill.platform.search.plan import SearchPlan
-    from geodistill.platform.search.replay import _same_type
     from geodistill.platform.search.space import load_space
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -314,11 +313,6 @@ def main() -> None:
     bench_search_front._TABLE = table  # simulate's default sampler costs its candidates from it
     base = compose_run_config([])
     plan = SearchPlan.build(load_space(str(SPACE), base=base.to_dict()), base, check_teacher=False)
-    # simulate asks for each knob from table.choices: in the space's order, one seed draws the
-    # same configurations there as in the product (a categorical's index is its place in the list).
-    for p in plan.space.params:
-        name = p.name.replace(".", "__")
-        table.choices[name] = [_same_type(v, table.choices[name]) for v in p.choices]
     init_ray(num_cpus=max(args.concurrency))  # single-CPU trials; a head on 127.0.0.1 only (ray_local)
     shm = Path("/dev/shm")  # the product's SQLite study commits every trial: no disk flush on tmpfs
     root = Path(tempfile.mkdtemp(prefix="bench-search-product-", dir=shm if shm.is_dir() else None))
