@@ -97,9 +97,24 @@ def test_pareto_stop_keeps_the_cheap_end_of_the_front():
     # the first ceil(6 / 3) = 2 go on, so it stops; with rf 2 (3 go on) it goes on.
     assert pareto_stop(before, (65.0, 0.055), 3)
     assert not pareto_stop(before, (65.0, 0.055), 2)
-    # Within a front the more precise go first: 35 @ 0.09 is behind 80 (front 1) and the four
-    # points of front 2 it shares... all of which are more precise: 5 ahead >= 2, stops.
+    # 35 @ 0.09 is dominated by every recorded point (fronts 0-4 are ahead of it): stops.
     assert pareto_stop(before, (35.0, 0.09), 3)
+
+
+def test_pareto_stop_puts_the_cheap_end_of_a_front_first():
+    """Within a front the cheaper go first, and the first front has no exemption."""
+    from geodistill.platform.search.rung import pareto_stop
+
+    cheap_front = [[10.0, 0.001], [20.0, 0.002], [30.0, 0.004], [40.0, 0.008]]
+    # 90 @ 0.5 is on the first front (the most precise) but behind its four cheaper members;
+    # n = 5, rf 4: ceil(5 / 4) = 2 go on, so it stops (keeping it costs 60 of the cheapest).
+    assert pareto_stop(cheap_front, (90.0, 0.5), 4)
+    # 25 @ 0.003 is on the same front with two cheaper points ahead: 2 >= 2, stops; 15 @ 0.0015
+    # has one cheaper ahead: goes on.
+    assert pareto_stop(cheap_front, (25.0, 0.003), 4)
+    assert not pareto_stop(cheap_front, (15.0, 0.0015), 4)
+    # With rf 2, ceil(5 / 2) = 3 go on: the 0.003 point (2 ahead) goes on too.
+    assert not pareto_stop(cheap_front, (25.0, 0.003), 2)
 
 
 def test_rung_rule_with_cost_records_pairs_and_uses_pareto_stop(tmp_path):

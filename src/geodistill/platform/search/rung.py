@@ -46,20 +46,21 @@ def cutoff(recorded: list[float], reduction_factor: float) -> float | None:
 def pareto_stop(before: list[list[float]], point: tuple[float, float], reduction_factor: float) -> bool:
     """MO-ASHA's rung decision on (value up, cost down) (Schmucker et al. 2021, non-dominated sorting).
 
-    The points recorded at the rung and this one are sorted into fronts; within a front, higher
-    values first. The trial goes on when it is on the first front (no recorded trial is both at
-    least as precise and at most as costly) or among the first ``ceil(n / reduction_factor)`` of
-    the ``n`` points; the first trial at a rung always goes on.
+    The points recorded at the rung and this one are sorted into fronts, and within a front the
+    cheaper first (going on costs its remaining epochs x its GFLOPs: the cheap end of a front is
+    the cheapest to keep, and the end the search is for). The trial goes on when it is among the
+    first ``ceil(n / reduction_factor)`` of the ``n`` points; the first trial at a rung always
+    goes on. A front's most precise point is not kept at any price: on the recorded table,
+    exempting the first front let single 0.6-GFLOPs trials train to the end on an early lead
+    (benchmarks/RESULTS.md, issue 28).
     """
     if not before:
         return False
     points = np.array([*before, point], dtype=np.float64)
     ranks = nondominated_ranks(points, [True, False])
     me = len(points) - 1
-    if ranks[me] == 0:
-        return False
-    same = (ranks == ranks[me]) & (points[:, 0] > points[me, 0])
-    ahead = int((ranks < ranks[me]).sum() + same.sum())
+    cheaper = (ranks == ranks[me]) & (points[:, 1] < points[me, 1])
+    ahead = int((ranks < ranks[me]).sum() + cheaper.sum())
     return ahead >= max(1, math.ceil(len(points) / reduction_factor))
 
 
