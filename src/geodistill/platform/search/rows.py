@@ -55,17 +55,38 @@ def checkpoint_uri(checkpoint: Any) -> str | None:
     return checkpoint.path if scheme == "local" else f"{scheme}://{checkpoint.path}"
 
 
+ENDED = ("TERMINATED", "ERROR")  # Tune's statuses of a trial that never runs again
+
+
 class LeaderboardCallback(tune.Callback):
-    """Writes one leaderboard row per trial from the driver, whatever became of the trial."""
+    """Writes one leaderboard row per trial from the driver, whatever became of the trial.
+
+    It also knows which trials ended for good (``ended_trials``): the statuses after Tune's last
+    step, which Tune saves for ``--resume``. After Ctrl-C, Tune's clean-up marks the running
+    trials TERMINATED in memory, but they were saved RUNNING and resume.
+    """
 
     def __init__(self, root: str, experiment: str, plan: SearchPlan) -> None:
         self.root, self.experiment, self.plan = root, experiment, plan
         self.present: set[str] | None = None
         self.trials: list[Any] = []
         self.written: list[str] = []
+        self.ended: set[str] | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # saved with the experiment: keep it small
-        return {**self.__dict__, "present": None, "trials": [], "written": []}
+        return {**self.__dict__, "present": None, "trials": [], "written": [], "ended": None}
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self.trials = trials
+        self.ended = {t.trial_id for t in trials if t.status in ENDED}
+
+    def ended_trials(self) -> list[Any]:
+        """The trials that will not run again (finished, stopped, out of the time budget, failed);
+        not those an interrupted search saved as running."""
+        ended = self.ended
+        if ended is None:  # no step ran
+            return [t for t in self.trials if t.status in ENDED]
+        return [t for t in self.trials if t.trial_id in ended]
 
     def _keys(self) -> set[str]:
         if self.present is None:
