@@ -45,6 +45,7 @@ SMOKE = {
     "bench_scale": ["--trials", "2", "--files", "8"],
     "bench_search": ["--trials", "2", "--epochs", "1", "--buildings", "8", "--overhead-trials", "2"],
     "bench_search_front": ["--seeds", "1", "--trials", "24"],
+    "bench_search_product": ["--smoke"],
     "bench_search_replay": ["--seeds", "1"],
     "bench_train": ["--quick"],
 }  # fmt: skip

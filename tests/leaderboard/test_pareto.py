@@ -178,3 +178,30 @@ def test_pareto_rows_keep_a_stopped_trial_at_its_values_then():
     # b (stopped at epoch 1) is cheapest with a metric; c is dominated by it; d (over budget,
     # no metric) and e (failed) never take part.
     assert front["trial_id"].to_list() == ["b", "a"]
+
+
+def test_rows_of_a_search_before_compute_was_recorded_count_by_the_rule():
+    import polars as pl
+
+    from geodistill.leaderboard.pareto import anytime_front, counted_compute
+
+    frame = pl.DataFrame(
+        {
+            "row_key": ["old", "cut", "new"],
+            "trial_id": ["old", "cut", "new"],
+            "status": ["ok", "stopped", "ok"],
+            "created_at": [1, 2, 3],
+            "epochs": [4, None, 2],  # "cut": interrupted before its first epoch
+            "d2s_recall1": [50.0, None, 40.0],
+            "gflops": [0.5, 0.1, 0.01],
+            "compute": [None, None, 0.02],  # written before compute was recorded, then after
+        }
+    )
+    assert counted_compute(frame)["compute"].to_list() == [2.0, None, 0.02]
+    curve = anytime_front(frame, "d2s_recall1")
+    assert curve["trial_id"].to_list() == ["old", "new"] and curve["compute_spent"].to_list() == [2.0, 2.02]
+    # A frame where no row recorded compute (rows of `geodistill train` alone) is left as it is.
+    before = frame.with_columns(pl.lit(None, dtype=pl.Float64).alias("compute"))
+    assert (
+        counted_compute(before)["compute"].is_null().all() and anytime_front(before, "d2s_recall1").is_empty()
+    )

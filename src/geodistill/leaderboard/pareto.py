@@ -212,6 +212,18 @@ def anytime_hypervolume(metric_values, gflops, spent, reference: tuple[float, fl
     return out
 
 
+def counted_compute(rows):
+    """``rows`` (a polars frame) with ``compute`` counted where a row lacks it, by its rule: epochs
+    trained x ``gflops``. Rows written before compute was recorded (a resumed older search's) then
+    count like the rest; a frame where no row recorded compute is returned as it is."""
+    import polars as pl
+
+    if not {"compute", "epochs", "gflops"} <= set(rows.columns) or rows["compute"].is_null().all():
+        return rows
+    counted = pl.col("epochs").cast(pl.Float64) * pl.col("gflops").cast(pl.Float64)
+    return rows.with_columns(pl.coalesce(pl.col("compute"), counted).alias("compute"))
+
+
 def anytime_front(rows, metric: str):
     """The front as compute was spent: one row per trial in the order trials ended (``created_at``
     of its last row), with the cumulative ``compute`` (epochs x GFLOPs per query) and the
@@ -222,6 +234,7 @@ def anytime_front(rows, metric: str):
 
     if "compute" not in rows.columns:
         return pl.DataFrame()
+    rows = counted_compute(rows)
     ended = rows.filter(pl.col("compute").is_not_null()).sort("created_at")
     usable = ended.filter(pl.col(metric).is_not_null() & (pl.col("gflops") > 0))
     if usable.is_empty():

@@ -27,7 +27,7 @@ from geodistill.eval.names import METRIC_KEYS, metric_label
 from geodistill.leaderboard.anchors import DEFAULT as DEFAULT_ANCHORS
 from geodistill.leaderboard.anchors import load_anchors
 from geodistill.leaderboard.columns import COMPUTE_RULE, GFLOPS_RULE
-from geodistill.leaderboard.pareto import anytime_front, hypervolume
+from geodistill.leaderboard.pareto import anytime_front, counted_compute, hypervolume
 from geodistill.leaderboard.report_plots import (
     KNOBS,
     anytime_figure,
@@ -277,6 +277,7 @@ def _compute_section(frame: pl.DataFrame, metric: str) -> Section | None:
     curve = anytime_front(frame, metric)
     if curve.is_empty():
         return None
+    frame = counted_compute(frame)  # rows of an older search count by the rule, as the curve does
 
     def total(column: str) -> float:
         return float(frame[column].fill_null(0).sum()) if column in frame.columns else 0.0

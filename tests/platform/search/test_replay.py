@@ -6,14 +6,16 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import polars as pl
 import pytest
 from trivial_search import search, search_dirs
 
 from geodistill.errors import ConfigError
+from geodistill.platform.search import replay
 from geodistill.platform.search.plan import first_assignment
-from geodistill.platform.search.replay import ReplayTable, write_replay_table
+from geodistill.platform.search.replay import ReplayFit, ReplayTable, write_replay_table
 from geodistill.platform.search.space import parse_space
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -58,6 +60,47 @@ def test_a_space_the_table_cannot_answer_is_one_line(tmp_path, space, metric, me
     table = ReplayTable(_table(tmp_path))
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         table.check_space(space, metric, {"data.views": 1, **first_assignment(space)})
+
+
+class _Clock:
+    """``time`` for ``replay``: sleeping and reporting move a fake clock, nothing waits."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.now += seconds
+
+
+class _SlowReports:
+    """A trial context whose every report takes 0.3 s (Tune waiting for its driver)."""
+
+    def __init__(self, clock: _Clock) -> None:
+        self.clock, self.reported = clock, []
+
+    def report(self, metrics, checkpoint_dir=None) -> None:
+        self.reported.append((metrics["epoch"], self.clock.now))
+        self.clock.now += 0.3
+
+    def should_stop(self, epoch, metrics) -> bool:
+        return False
+
+
+def test_the_replay_clock_does_not_run_slow_by_the_time_reports_take(tmp_path, monkeypatch):
+    """Epoch e is reported at speed x (recorded seconds of epochs 1..e) after the trial started,
+    however long each report took: otherwise a trial's lag grew with its epochs, and concurrent
+    trials ended out of their recorded order (bench_search_product.py measures the order)."""
+    clock = _Clock()
+    monkeypatch.setattr(replay, "time", clock)
+    cfg = SimpleNamespace(data=SimpleNamespace(views=2), train=SimpleNamespace(epochs=3))
+    context = _SlowReports(clock)
+    ReplayFit(str(_table(tmp_path)), speed=2.0)(cfg, context=context)
+    # 0.5 recorded seconds an epoch x speed 2: at 1, 2 and 3 s, not 1, 2.3 and 3.6 s.
+    assert context.reported == [(1, pytest.approx(1.0)), (2, pytest.approx(2.0)), (3, pytest.approx(3.0))]
 
 
 def test_a_table_of_final_values_is_refused(tmp_path):

@@ -52,6 +52,19 @@ def test_the_study_url_is_recorded_and_a_different_one_on_resume_is_refused(tmp_
         study.resolve(f"sqlite:///{tmp_path}/other.db", resume=True, **kwargs)
 
 
+def test_a_moved_experiment_resumes_with_the_study_beside_it(tmp_path):
+    old, moved = tmp_path / "old" / "exp", tmp_path / "moved" / "exp"
+    study.record_url(str(moved), f"sqlite:///{old}/optuna.db", study_name="exp")  # recorded, then moved
+    kwargs = dict(experiment="exp", experiment_path=str(moved), storage_root=str(moved.parent), resume=True)
+    with pytest.raises(ConfigError, match="cannot open"):  # neither file: one line, as before
+        study.open_storage(study.resolve(None, local=True, **kwargs))
+    optuna.create_study(study_name="exp", storage=f"sqlite:///{moved}/optuna.db")
+    assert study.resolve(None, local=True, **kwargs) == f"sqlite:///{moved}/optuna.db"
+    old.mkdir(parents=True)
+    optuna.create_study(study_name="exp", storage=f"sqlite:///{old}/optuna.db")  # not moved: the recorded one
+    assert study.resolve(None, local=True, **kwargs) == f"sqlite:///{old}/optuna.db"
+
+
 def test_a_journal_study_on_a_shared_file_works_and_survives_reopening(tmp_path):
     url = f"journal://{tmp_path}/shared/study.log"
     first = optuna.create_study(

@@ -143,12 +143,12 @@ def _print_summary(result: Any, *, metric: str, report: bool) -> None:
 
 def _print_anytime(result: Any, *, metric: str) -> None:
     """Compute spent and the anytime front, printed and written beside Tune's state."""
-    from geodistill.leaderboard.pareto import anytime_front
+    from geodistill.leaderboard.pareto import anytime_front, counted_compute
 
     curve = anytime_front(result.rows, metric)
     if curve.is_empty():
         return
-    total = float(result.rows["compute"].fill_null(0).sum())
+    total = float(counted_compute(result.rows)["compute"].fill_null(0).sum())
     seconds = float(result.rows["wall_seconds"].fill_null(0).sum())
     print(f"\ncompute spent: {total:.4g} GFLOPs x epochs over {seconds:.0f} trial-seconds")
     if "train_gflops" in result.rows.columns and result.rows["train_gflops"].is_not_null().any():

@@ -302,10 +302,11 @@ def _finish(
     from geodistill.platform.search.study_storage import public_url
 
     trials = list(callback.trials)
-    # Ended for good, as Tune saved them: a trial Ctrl-C interrupted is not (it resumes).
+    # Ended for good, as Tune saved them: not a trial the interrupt cut (Tune ends it without
+    # telling the callbacks), which runs again on resume and writes its row when it ends.
     ended = callback.ended_trials()
-    # Rows that the callback could not write (Ctrl-C between completion and the write, or a
-    # resumed run whose callback state was lost) are written now from the trials' final state.
+    # Rows that the callback could not write (Ctrl-C between completion and the write, a trial
+    # the time budget stopped, or a resumed run whose callback state was lost) are written now.
     for trial in ended:
         callback.write(trial)
     interrupted = len(ended) < num_samples and not out_of_time  # Ctrl-C / SIGINT: Tune saved its state

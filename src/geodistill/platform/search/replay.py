@@ -2,9 +2,9 @@
 
 ``geodistill search ... --replay TABLE.parquet`` runs the search itself (driver, sampler,
 scheduler or rung rule, concurrency, leaderboard rows, report) while each trial, instead of
-training, reports the recorded per-epoch metrics of its configuration and sleeps each epoch's
-recorded seconds times ``--replay-speed`` (the simulated clock). Tables are one row per
-(configuration, epoch): knob columns named by their config key with ``__`` for ``.``
+training, reports the recorded per-epoch metrics of its configuration, each epoch ending its
+recorded seconds times ``--replay-speed`` after the one before (the simulated clock). Tables are
+one row per (configuration, epoch): knob columns named by their config key with ``__`` for ``.``
 (``model__backbone``), ``epoch``, the metric columns, ``gflops`` and ``epoch_seconds``, as
 ``benchmarks/record_search_table.py`` writes them and ``write_replay_table`` writes a finished
 search's. The space is checked against the table before anything runs (``check_space``).
@@ -139,9 +139,14 @@ class ReplayFit:
         table = load_table(self.table)
         history = table.history(config_values(cfg, table.knobs))
         metrics: dict[str, float] = {}
+        # Epoch e ends at start + speed x (recorded seconds of epochs 1..e): the time a report
+        # takes (Tune waits for the driver) comes out of the next sleep instead of adding up, so
+        # concurrent trials end in the order their recorded seconds give.
+        deadline = time.monotonic()
         for row in history:
             if self.speed > 0:
-                time.sleep(float(row["epoch_seconds"]) * self.speed)
+                deadline += float(row["epoch_seconds"]) * self.speed
+                time.sleep(max(0.0, deadline - time.monotonic()))
             epoch = int(row["epoch"])
             metrics = {m: float(row[m]) for m in table.metrics if row[m] is not None}
             metrics.update(

@@ -1,30 +1,30 @@
-"""Make a search killed mid-checkpoint resumable: the saved searcher must agree with the saved trials.
+"""Make a saved search resumable by today's driver: repair what Tune saved before ``Tuner.restore``.
 
 Tune checkpoints a search as separate files, written one after the other: the experiment state
-(every trial and its status) and then the search algorithm's state (``search_gen_state-*.json``
-with the ``ConcurrencyLimiter``'s live trials, and the Optuna searcher's ``searcher-state-*.pkl``).
-A driver killed between the two writes leaves a trial that the experiment state records as
-finished still "live" in the limiter. Restored as is, Tune never reports that trial's end again,
-so the limiter never frees its slot and the resumed search waits forever without starting a
-trial (seen on this project's killed-driver test).
-
-``reconcile_searcher_state`` runs before ``Tuner.restore``: it drops finished trials from the
-limiter's live set and tells the Optuna study their results (or their failure), so the sampler
-learns from them as if the driver had lived. Only a local experiment folder can be repaired.
+(every trial and its status), then the searcher's (``search_gen_state-*.json``, the
+``ConcurrencyLimiter``'s live trials; ``searcher-state-*.pkl``, the Optuna searcher). A driver
+killed between the two leaves a finished trial "live" in the limiter, whose slot then never frees
+(the resumed search waits forever): ``reconcile_searcher_state`` drops it and tells the study how
+it ended. ``relocate`` makes a moved experiment's saved state name where it is now (Tune moves
+only its trials). ``todays_schedule`` gives a search saved before multi-objective ASHA today's
+rung rule and result files (docs/design.md, "Resuming an older search"). Only a local
+experiment folder can be repaired.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import ray.cloudpickle as cloudpickle
 
 LIMITER_KEY = "name:ConcurrencyLimiter"
+SEARCHER_STATE = "searcher-state-*.pkl"
 FINISHED = {"TERMINATED": "complete", "ERROR": "fail"}
 
 
@@ -76,9 +76,7 @@ def reconcile_searcher_state(
     limiter["num_unfinished_live_trials"] = max(0, limiter.get("num_unfinished_live_trials", 0) - len(stale))
     for trial_id in stale:
         limiter.get("cached_results", {}).pop(trial_id, None)
-    tmp = gen_file.with_name(f".{gen_file.name}.repair{os.getpid()}")
-    tmp.write_bytes(cloudpickle.dumps(gen_state))
-    os.replace(tmp, gen_file)
+    _replace(gen_file, gen_state)
     return stale
 
 
@@ -96,7 +94,7 @@ def _tell_study(
 
     from geodistill.platform.search.study import stopped_early
 
-    searcher_file = _newest(folder, "searcher-state-*.pkl")
+    searcher_file = _newest(folder, SEARCHER_STATE)
     if searcher_file is None:
         return
     with open(searcher_file, "rb") as f:
@@ -118,3 +116,103 @@ def _tell_study(
             study.tell(ot_trial.number, [float(v) for v in values])
         else:
             study.tell(ot_trial.number, state=optuna.trial.TrialState.FAIL)
+
+
+def relocate(experiment_dir: str | Path, *, study_url: str) -> list[str]:
+    """Make a moved (or copied) experiment folder's saved state name where it is now; returns the
+    files rewritten (none when it was not moved).
+
+    Tune moves its trials itself, not the search generator's experiment (new trials would be
+    written under the old folder); the searcher state and ``tuner.pkl`` name the study's old
+    SQLite file, which Optuna connects to as they load: ``study_url`` is the one beside the folder
+    (``study_storage.resolve``) when the old file is gone.
+    """
+    folder = Path(experiment_dir)
+    rewritten = []
+    gen_file = _newest(folder, "search_gen_state-*.json")
+    if gen_file is not None:
+        gen_state = cloudpickle.loads(gen_file.read_bytes())
+        storage = getattr(gen_state.get("experiment"), "storage", None)
+        where = (str(folder.parent), folder.name)
+        if storage is not None and (storage.storage_fs_path, storage.experiment_dir_name) != where:
+            storage.storage_fs_path, storage.experiment_dir_name = where
+            _replace(gen_file, gen_state)
+            rewritten.append(gen_file.name)
+    if not study_url.startswith("sqlite:///"):
+        return rewritten
+    for file in (_newest(folder, SEARCHER_STATE), folder / "tuner.pkl"):
+        if file is None or not file.is_file():
+            continue
+        moved: list[str] = []
+        with _gone_sqlite_to(study_url, moved):
+            state = cloudpickle.loads(file.read_bytes())
+        if moved:
+            _replace(file, state)
+            rewritten.append(file.name)
+    return rewritten
+
+
+def _replace(file: Path, state: Any) -> None:
+    """Pickle ``state`` over ``file`` atomically."""
+    tmp = file.with_name(f".{file.name}.repair{os.getpid()}")
+    tmp.write_bytes(cloudpickle.dumps(state))
+    os.replace(tmp, file)
+
+
+@contextlib.contextmanager
+def _gone_sqlite_to(url: str, moved: list[str]) -> Iterator[None]:
+    """While it lasts, an Optuna RDB storage unpickled with a SQLite file that no longer exists
+    opens ``url`` instead (its old URL is appended to ``moved``)."""
+    import optuna
+
+    cls = optuna.storages.RDBStorage
+    original = cls.__setstate__
+
+    def setstate(self: Any, state: dict[str, Any]) -> None:
+        old = state.get("url") or ""
+        if old.startswith("sqlite:///") and old != url and not Path(old.removeprefix("sqlite:///")).exists():
+            moved.append(old)
+            state = {**state, "url": url}
+        original(self, state)
+
+    cls.__setstate__ = setstate
+    try:
+        yield
+    finally:
+        cls.__setstate__ = original
+
+
+def todays_schedule(tune_config: Any, run_config: Any) -> list[str]:
+    """A Tuner saved before multi-objective ASHA, brought to today's rules before it goes on;
+    returns one phrase per change (printed on resume).
+
+    Ray's ``ASHAScheduler`` (precision alone) becomes ``ParetoASHA`` with the same rungs: Tune
+    saves no rung values, so a restored scheduler starts from empty rungs either way, and Ray
+    Train trials of the same search already ask today's ``RungRule``. Trials also get the result
+    files (``result.json``, ``progress.csv``) Tune added by itself before the driver turned its
+    automatic loggers off, and ``disk.DropFinishedState``.
+    """
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    from geodistill.platform.search.disk import DropFinishedState
+    from geodistill.platform.search.scheduler import ParetoASHA
+
+    changes = []
+    old = getattr(tune_config, "scheduler", None)
+    if type(old) is AsyncHyperBandScheduler and len(old._brackets) == 1:
+        tune_config.scheduler = ParetoASHA(
+            metric=old._metric,
+            mode=old._mode,
+            time_attr=old._time_attr,
+            max_t=old._max_t,
+            grace_period=int(min(milestone for milestone, _ in old._brackets[0]._rungs)),
+            reduction_factor=old._reduction_factor,
+        )
+        changes.append("early stopping now ranks trials on (metric, GFLOPs), not on the metric alone")
+    callbacks = list(run_config.callbacks or [])
+    wanted = (CSVLoggerCallback, JsonLoggerCallback, DropFinishedState)
+    missing = [kind() for kind in wanted if not any(isinstance(cb, kind) for cb in callbacks)]
+    if missing:
+        run_config.callbacks = [*callbacks, *missing]
+    return changes

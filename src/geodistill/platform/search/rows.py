@@ -3,8 +3,10 @@
 Rows are written by a Tune ``Callback`` in the driver (``on_trial_complete`` /
 ``on_trial_error``), so a trial whose process crashed or was stopped still gets its row
 (failed rows carry the error, one line). Row keys already present are skipped, so a resumed
-search never duplicates a row; the driver's pass after ``Tuner.fit`` writes any row the
-callback could not.
+search never duplicates a row, except the row an older driver wrote for a trial its interrupt
+cut before any result ("stopped", no epoch): that trial runs again on resume and its end writes
+the row that replaces it. The driver's pass after ``Tuner.fit`` writes any row the callback could
+not (``ended_trials``: those that ended for good, as Tune saved them).
 """
 
 from __future__ import annotations
@@ -69,30 +71,39 @@ class LeaderboardCallback(tune.Callback):
     def __init__(self, root: str, experiment: str, plan: SearchPlan) -> None:
         self.root, self.experiment, self.plan = root, experiment, plan
         self.present: set[str] | None = None
+        self.cut: set[str] = set()  # present keys of rows without a result (see the module docstring)
         self.trials: list[Any] = []
         self.written: list[str] = []
-        self.ended: set[str] | None = None
+        self.ended: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:  # saved with the experiment: keep it small
-        return {**self.__dict__, "present": None, "trials": [], "written": [], "ended": None}
+        return {**self.__dict__, "present": None, "cut": set(), "trials": [], "written": [], "ended": set()}
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        # A trial the time budget stopped ends without on_trial_complete; one the interrupt cut is
+        # still RUNNING here (Tune's clean-up marks it TERMINATED only after this last step).
         self.trials = trials
-        self.ended = {t.trial_id for t in trials if t.status in ENDED}
+        self.ended |= {t.trial_id for t in trials if t.status in ENDED}
 
     def ended_trials(self) -> list[Any]:
-        """The trials that will not run again (finished, stopped, out of the time budget, failed);
-        not those an interrupted search saved as running."""
-        ended = self.ended
-        if ended is None:  # no step ran
-            return [t for t in self.trials if t.status in ENDED]
-        return [t for t in self.trials if t.trial_id in ended]
+        """The trials that will not run again (finished, stopped early or by the time budget,
+        failed); not those an interrupted search saved as running."""
+        return [t for t in self.trials if t.trial_id in self.ended]
 
     def _keys(self) -> set[str]:
         if self.present is None:
+            import polars as pl
+
             from geodistill.leaderboard import Leaderboard
 
-            self.present = Leaderboard(self.root).keys(self.experiment)
+            rows = Leaderboard(self.root).read(self.experiment)
+            self.present = set(rows["row_key"].to_list()) if rows.height else set()
+            if rows.height and self.plan.metric in rows.columns:
+                empty = (
+                    (pl.col("status") == "stopped") & pl.col("epochs").is_null() & pl.col("error").is_null()
+                )
+                cut = rows.filter(empty & pl.col(self.plan.metric).is_null())
+                self.cut = set(cut["row_key"].to_list())
         return self.present
 
     def setup(self, **info: Any) -> None:
@@ -101,12 +112,20 @@ class LeaderboardCallback(tune.Callback):
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         self.trials = trials
 
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        key = self._key(trial)
+        if key in self.cut:  # its end writes the row that replaces it (the newest row of a key is read)
+            self._keys().discard(key)
+            self.cut.discard(key)
+
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.trials = trials
+        self.ended.add(trial.trial_id)
         self._safe_write(trial, failed=False)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.trials = trials
+        self.ended.add(trial.trial_id)
         self._safe_write(trial, failed=True)
 
     def _safe_write(self, trial: Any, *, failed: bool) -> None:
@@ -123,13 +142,17 @@ class LeaderboardCallback(tune.Callback):
                 one_line(err, root_cause=True),
             )
 
+    def _key(self, trial: Any, cfg: Any = None) -> str:
+        stage = (cfg or self.plan.config(trial.config)).stage
+        return f"{self.experiment}/{trial.trial_id}/{stage}"
+
     def write(self, trial: Any, *, failed: bool | None = None) -> bool:
         """Write ``trial``'s row unless its key is present; True when written."""
         from geodistill.leaderboard import Leaderboard
 
         failed = trial.status == "ERROR" if failed is None else failed
         cfg = self.plan.config(trial.config)
-        key = f"{self.experiment}/{trial.trial_id}/{cfg.stage}"
+        key = self._key(trial, cfg)
         if key in self._keys():
             return False
         result = dict(trial.last_result or {})

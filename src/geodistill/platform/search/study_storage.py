@@ -166,6 +166,8 @@ def resolve(
     """
     wanted = normalise(requested) if requested else None
     recorded = recorded_url(experiment_path) if resume else None
+    if recorded is not None and local:
+        recorded = _beside_moved(recorded, experiment_path)
     if recorded is not None:
         if wanted is not None and public_url(wanted) != recorded:
             raise ConfigError(
@@ -174,6 +176,16 @@ def resolve(
             )
         return wanted or recorded
     return wanted or default_url(experiment, storage_root, local, study_dir=study_dir)
+
+
+def _beside_moved(recorded: str, experiment_path: str) -> str:
+    """The default study beside a moved (or copied) experiment folder: the recorded SQLite file
+    is gone and the folder holds its own ``optuna.db``; else ``recorded``."""
+    path = Path(recorded.removeprefix("sqlite:///")) if recorded.startswith("sqlite:///") else None
+    here = Path(experiment_path.removeprefix("file://")) / "optuna.db"
+    if path is None or path.name != "optuna.db" or path.exists() or not here.is_file():
+        return recorded
+    return f"sqlite:///{here}"
 
 
 def _fs(experiment_path: str) -> tuple[Any, str]:

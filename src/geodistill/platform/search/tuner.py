@@ -22,7 +22,7 @@ from geodistill.errors import ConfigError
 from geodistill.models.cost import config_cost
 from geodistill.platform.search.options import DEFAULT_SAMPLER, SAMPLERS, SearchOptions
 from geodistill.platform.search.plan import SearchPlan
-from geodistill.platform.search.resume import reconcile_searcher_state
+from geodistill.platform.search.resume import reconcile_searcher_state, relocate, todays_schedule
 from geodistill.platform.search.rows import LeaderboardCallback
 from geodistill.platform.search.space import SearchSpace, suggest
 
@@ -156,18 +156,20 @@ def restore_tuner(
     verbose: int,
 ) -> tune.Tuner:
     """The saved experiment's Tuner (searcher repaired first), writing rows through today's ``callback``."""
-    if where.local:  # a driver killed between Tune's two state files leaves them disagreeing
-        repaired = reconcile_searcher_state(
-            where.experiment_path,
-            study_url=where.study_url,
-            study_name=experiment,
-            objectives=[plan.metric, plan.space.efficiency],
-        )
-        if repaired and verbose:
-            print(
-                f"resume: {len(repaired)} finished trial(s) were still running in the saved searcher; fixed"
-            )
     try:
+        if where.local:  # a moved folder's state names the old one; a driver killed between
+            # Tune's two state files leaves them disagreeing
+            relocate(where.experiment_path, study_url=where.study_url)
+            repaired = reconcile_searcher_state(
+                where.experiment_path,
+                study_url=where.study_url,
+                study_name=experiment,
+                objectives=[plan.metric, plan.space.efficiency],
+            )
+            if repaired and verbose:
+                print(
+                    f"resume: {len(repaired)} finished trial(s) were still running in the saved searcher; fixed"
+                )
         tuner = tune.Tuner.restore(
             where.experiment_path, trainable=trainable, resume_errored=False, restart_errored=False
         )
@@ -176,12 +178,16 @@ def restore_tuner(
             f"experiment {experiment!r} was saved by a geodistill whose Tune state this one cannot read "
             f"({type(err).__name__}: {err}); continue it with that version or start a new --experiment"
         ) from None
-    run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
+    saved = getattr(tuner, "_local_tuner", None)
+    run_config = getattr(saved, "_run_config", None)
     if run_config is not None:  # the saved callback carries the saved plan: write with today's
         run_config.callbacks = [
             callback if type(cb).__name__ == "LeaderboardCallback" else cb
             for cb in run_config.callbacks or []
         ]
+        for change in todays_schedule(getattr(saved, "_tune_config", None), run_config):
+            if verbose:
+                print(f"resume: {experiment!r} was saved by an older geodistill; {change}")
     return tuner
 
 
