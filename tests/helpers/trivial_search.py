@@ -42,6 +42,21 @@ def lr_ramp(cfg, *, context) -> None:
             break
 
 
+def slow_checkpointing(cfg, *, context) -> None:
+    """``train.epochs`` epochs of 0.2 s, each with a checkpoint holding weights and a training state."""
+    import tempfile
+    import time
+
+    for epoch in range(1, cfg.train.epochs + 1):
+        time.sleep(0.2)
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / "model.safetensors").write_bytes(b"w" * 1000)
+            (Path(folder) / "train_state.pt").write_bytes(b"s" * 2000)
+            (Path(folder) / "meta.json").write_text("{}")
+            metrics = {"epoch": epoch, "d2s_recall1": cfg.train.lr * 1000 * epoch, "gflops": 1.0}
+            context.report(metrics, checkpoint_dir=Path(folder))
+
+
 def search_dirs(tmp_path: Path) -> dict[str, Any]:
     """``SearchOptions`` fields: Tune results and the leaderboard under ``tmp_path``, no live table."""
     return {"storage": str(tmp_path / "tune"), "leaderboard": str(tmp_path / "lb"), "verbose": 0}

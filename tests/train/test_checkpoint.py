@@ -170,3 +170,39 @@ def test_a_search_trial_folder_resolves_to_its_latest_checkpoint(tmp_path):
         save_checkpoint(trial / f"checkpoint_00000{n}", model, config=cfg, metrics={}, epoch=n + 1)
     (trial / "checkpoint_000003").mkdir()  # being written: no meta.json yet
     assert resolve_checkpoint(trial) == trial / "checkpoint_000002"
+
+
+def test_a_linked_copy_shares_the_weights_on_disk_and_outlives_its_source(tmp_path, monkeypatch):
+    import shutil
+
+    from geodistill.train.checkpoint import copy_checkpoint
+
+    cfg = tiny_run()
+    source = save_checkpoint(
+        tmp_path / "trial" / "checkpoint_000001",
+        trained_like_model(cfg),
+        config=cfg,
+        metrics={"d2s_recall1": 50.0},
+        epoch=1,
+        optimizer_state={"step": torch.zeros(1000)},
+    )
+    weights = (source / "model.safetensors").stat()
+    linked = copy_checkpoint(source, tmp_path / "student", with_state=False, link=True)
+    assert sorted(p.name for p in linked.iterdir()) == ["meta.json", "model.safetensors"]
+    assert (linked / "model.safetensors").stat().st_ino == weights.st_ino  # one copy of the bytes
+    assert (linked / "model.safetensors").stat().st_nlink == 2
+    copied = copy_checkpoint(source, tmp_path / "copy", with_state=False)  # the default copies
+    assert (copied / "model.safetensors").stat().st_ino != weights.st_ino
+    # Deleting the trial's folder (a later search pruning it) leaves the linked one loadable.
+    shutil.rmtree(tmp_path / "trial")
+    model, meta = load_checkpoint(linked)
+    assert meta["epoch"] == 1 and (linked / "model.safetensors").stat().st_size == weights.st_size
+
+    # Where the file system refuses hard links, it copies.
+    def no_links(*_: object) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    again = copy_checkpoint(linked, tmp_path / "elsewhere", with_state=False, link=True)
+    assert (again / "model.safetensors").stat().st_ino != (linked / "model.safetensors").stat().st_ino
+    assert load_checkpoint(again)[1]["epoch"] == 1

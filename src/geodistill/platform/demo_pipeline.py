@@ -94,7 +94,7 @@ class DemoSummary:
     notes: list[str] = dataclasses.field(default_factory=list)
     distillation: dict | None = None  # the best student against the teacher (leaderboard.effects)
     knob_effects: str = ""  # which searched knobs moved Recall@1, against the trial-to-trial spread
-    student: Path | None = None  # the best student's checkpoint, copied to <out>/student
+    student: Path | None = None  # the best student's checkpoint, linked to <out>/student
 
 
 class _Steps:
@@ -171,7 +171,8 @@ def run_demo(
     )
     best = Path(str((summary.distillation or {}).get("checkpoint_uri") or ""))
     if (best / "meta.json").is_file():  # at a fixed path: `regress --baseline example_student` gates on it
-        summary.student = copy_checkpoint(best, out / "student", with_state=False)
+        # Hard links: the best trial's weights are on disk once, and either folder can go.
+        summary.student = copy_checkpoint(best, out / "student", with_state=False, link=True)
     echo(format_summary(summary))
     return summary
 

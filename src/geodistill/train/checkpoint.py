@@ -85,9 +85,16 @@ def save_checkpoint(
     return out
 
 
-def copy_checkpoint(source: str | Path, dest: str | Path, *, with_state: bool = True) -> Path:
+def copy_checkpoint(
+    source: str | Path, dest: str | Path, *, with_state: bool = True, link: bool = False
+) -> Path:
     """Copy a checkpoint directory to ``dest`` (replaced atomically); ``with_state=False`` leaves
-    out train_state.pt (nothing resumes from a copy that is only evaluated or exported)."""
+    out train_state.pt (nothing resumes from a copy that is only evaluated or exported).
+
+    ``link=True`` hard-links each file where the file system allows (a copy otherwise): the two
+    folders share the bytes on disk, yet deleting either leaves the other whole. Safe because a
+    checkpoint's files are never rewritten in place (``save_checkpoint`` replaces them).
+    """
     source, dest = Path(source), Path(dest)
     tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -95,10 +102,17 @@ def copy_checkpoint(source: str | Path, dest: str | Path, *, with_state: bool = 
     names = (MODEL_FILE, STATE_FILE, META_FILE) if with_state else (MODEL_FILE, META_FILE)
     for name in names:
         if (source / name).is_file():
-            shutil.copy2(source / name, tmp / name)
+            (_link_or_copy if link else shutil.copy2)(source / name, tmp / name)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return dest
+
+
+def _link_or_copy(source: Path, dest: Path) -> None:
+    try:
+        os.link(source, dest)
+    except OSError:  # another file system, or one without hard links
+        shutil.copy2(source, dest)
 
 
 SCRATCH_PREFIX = "geodistill-ckpt-"

@@ -1,14 +1,18 @@
-"""An ended trial drops the optimizer state nothing will resume; a search keeps the front's weights."""
+"""An ended trial drops the optimizer state nothing will resume; a search keeps the front's weights;
+an interrupted search's running trials keep everything --resume needs."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from trivial_search import search, search_dirs, trivial_space
+from trivial_search import search, search_dirs, slow_checkpointing, trivial_space
 
 from geodistill.leaderboard.pareto import pareto_rows
-from geodistill.platform.search.disk import drop_state
+from geodistill.platform.search.disk import drop_state, settle_ended
 from geodistill.train.checkpoint import STATE_FILE
 
 
@@ -35,6 +39,118 @@ def test_drop_state_leaves_uri_storage_and_a_missing_path_alone(tmp_path):
     assert drop_state(None) == []
     assert drop_state("s3://bucket/trial") == []
     assert drop_state(str(tmp_path / "nowhere")) == []
+
+
+def _checkpoint(folder: Path, weights: int = 1000, state: int = 2000) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"w" * weights)
+    (folder / STATE_FILE).write_bytes(b"s" * state)
+    (folder / "meta.json").write_text("{}")
+    return folder
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def test_settle_ended_keeps_only_the_registered_checkpoint_without_its_training_state(tmp_path):
+    # A trial the time budget stopped mid-epoch: Tune registered epoch 5's checkpoint; epoch 6's
+    # was written by the worker, but its result never reached Tune.
+    stopped = tmp_path / "stopped"
+    registered = _checkpoint(stopped / "checkpoint_000004")
+    _checkpoint(stopped / "checkpoint_000005")
+    # A trial that never registered a checkpoint: its folders are left (weights only).
+    bare = tmp_path / "bare"
+    _checkpoint(bare / "checkpoint_000000")
+    trials = [
+        SimpleNamespace(path=str(stopped), checkpoint=SimpleNamespace(path=str(registered)), storage=None),
+        SimpleNamespace(path=str(bare), checkpoint=None, storage=None),
+        # Remote storage: trial.path is the bucket's path without its scheme, never read locally.
+        SimpleNamespace(
+            path=str(bare),
+            checkpoint=None,
+            storage=SimpleNamespace(storage_filesystem=SimpleNamespace(type_name="s3")),
+        ),
+    ]
+    removed = settle_ended(trials)
+    assert stopped / "checkpoint_000005" in removed
+    assert _files(tmp_path) == [
+        "bare/checkpoint_000000/meta.json",
+        "bare/checkpoint_000000/model.safetensors",
+        "stopped/checkpoint_000004/meta.json",
+        "stopped/checkpoint_000004/model.safetensors",
+    ]
+    assert (registered / "model.safetensors").stat().st_size == 1000
+
+
+@pytest.mark.slow  # a search that its 20 s time budget ends: ~30 s
+def test_trials_the_time_budget_stopped_keep_one_checkpoint_without_training_state(ray_local, tmp_path):
+    dirs = search_dirs(tmp_path)
+    result = search(
+        trivial_space(200),  # 40 s a trial: the budget stops every one that started
+        experiment="budget",
+        num_samples=2,
+        max_concurrent=2,
+        sampler="random",
+        seed=3,
+        keep_checkpoints="all",
+        early_stopping=False,
+        time_budget_s=20,
+        objective=slow_checkpointing,
+        **dirs,
+    )
+    rows = result.rows
+    assert rows.height >= 1 and (rows["status"] == "stopped").all(), rows
+    assert not result.interrupted
+    experiment = Path(dirs["storage"]) / "budget"
+    for row in rows.iter_rows(named=True):
+        folders = sorted((experiment / row["run_id"]).glob("checkpoint_*"))
+        assert [str(f) for f in folders] == [row["checkpoint_uri"]]  # the one its row names, only
+    assert list(experiment.rglob(STATE_FILE)) == []  # nothing resumes an ended trial
+
+
+@pytest.mark.slow  # a search interrupted, then resumed: ~40 s
+def test_an_interrupted_search_keeps_its_running_trials_resumable(ray_local, tmp_path):
+    from ray import tune
+
+    fired = tmp_path / "ctrl-c.sent"
+
+    class CtrlC(tune.Callback):
+        """SIGINT to this process (Ctrl-C) once, when a trial reports its third epoch (the
+        restored experiment carries this callback too: the file says it has been sent)."""
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if result.get("epoch") == 3 and not fired.exists():
+                fired.touch()
+                os.kill(os.getpid(), signal.SIGINT)
+
+    dirs = search_dirs(tmp_path)
+    kwargs = dict(
+        experiment="ctrl-c",
+        num_samples=3,
+        max_concurrent=2,
+        sampler="random",
+        seed=3,
+        keep_checkpoints="front",
+        early_stopping=False,
+        objective=slow_checkpointing,
+        **dirs,
+    )
+    first = search(trivial_space(8), callbacks=[CtrlC()], **kwargs)
+    assert first.interrupted
+    experiment = Path(dirs["storage"]) / "ctrl-c"
+    running = [d for d in experiment.glob("run_trial_*") if d.name not in set(first.rows["run_id"].to_list())]
+    assert running, "no trial was running at Ctrl-C"
+    for trial_dir in running:  # no row yet, and its checkpoint with the state --resume continues from
+        assert list(trial_dir.glob(f"checkpoint_*/{STATE_FILE}")), _files(trial_dir)
+
+    second = search(trivial_space(8), resume=True, **kwargs)
+    rows = second.rows
+    assert not second.interrupted and rows.height == 3 and (rows["status"] == "ok").all(), rows
+    assert (rows["epochs"] == 8).all()
+    assert list(experiment.rglob(STATE_FILE)) == []  # every trial has ended now
+    front = set(pareto_rows(rows)["trial_id"])
+    assert {r["trial_id"] for r in rows.iter_rows(named=True) if r["checkpoint_uri"]} == front
 
 
 @pytest.mark.slow  # two 5-trial searches on a local Ray: 20-40 s

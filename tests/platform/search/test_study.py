@@ -33,6 +33,33 @@ def test_stopped_early_reads_a_trials_last_result():
     assert not stopped_early(None)
 
 
+def test_a_slow_define_by_run_space_is_not_reported_as_training_outside_a_trial(monkeypatch):
+    """Ray warns when sampling takes over a second ("Ensure that actual computation, training takes
+    place inside Tune's train functions"); ours counts GFLOPs there on purpose (costaware.py)."""
+    import warnings
+
+    from ray.tune.search.optuna import OptunaSearch, optuna_search
+
+    from geodistill.platform.search.study import StudySearch
+
+    monkeypatch.setattr(optuna_search, "DEFINE_BY_RUN_WARN_THRESHOLD_S", -1)  # every sampling is "slow"
+
+    def space(trial):
+        trial.suggest_float("train.lr", 0.001, 0.01)
+
+    def warned(cls: type) -> list[str]:
+        searcher = cls(
+            space=space, metric=["a", "b"], mode=["max", "min"], sampler=optuna.samplers.RandomSampler(seed=0)
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert "train.lr" in searcher.suggest("t1")
+        return [str(w.message) for w in caught]
+
+    assert any(m.startswith("Define-by-run function") for m in warned(OptunaSearch))  # Ray's own does
+    assert warned(StudySearch) == []
+
+
 @pytest.mark.slow
 def test_study_has_named_objectives_epoch_values_pruned_trials_and_the_reports_front(ray_local, tmp_path):
     def objective(cfg, *, context):

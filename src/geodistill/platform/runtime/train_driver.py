@@ -37,6 +37,7 @@ PID_FILE = "worker_{rank}.pid"
 NODE_FILE = "worker_{rank}.node"
 CHECKPOINTS_DIR = "checkpoints"  # <output_dir>/<run_name>/checkpoints/epoch_NNNN in both modes
 RUN_CONFIG_FILE = "config.json"  # <output_dir>/<run_name>/config.json: the resolved RunConfig
+PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"  # Ray Train's switch, propagated to its workers
 # May differ between a run and its resumption: length, bookkeeping and placement, not the result.
 RESUME_FREE_KEYS = frozenset(
     {
@@ -226,6 +227,7 @@ def _train_worker(config: dict[str, Any]) -> Any:
     from geodistill.platform.runtime.gpus import hide_unreserved_gpus
 
     hide_unreserved_gpus()  # a worker with no GPU reserved must not see the node's GPUs
+    _quiet_report_log()
     cfg = RunConfig.from_dict(config["cfg"])
     _fetch_teacher(cfg)  # a URI teacher: fetched once per node, into its cache
     context = RayTrainWorkerContext(config["run_dir"], rule=config["should_stop"])
@@ -235,6 +237,20 @@ def _train_worker(config: dict[str, Any]) -> Any:
         if context.rank != 0:
             return config["fit_fn"](cfg, context=context)
         return _tracked_fit(config["fit_fn"], cfg, context, Path(config["run_dir"]))
+
+
+def _quiet_report_log() -> None:
+    """Drop Ray Train's per-worker INFO line for every report ("Reporting training result N:
+    TrainingReport(...)", each rank, each epoch): rank 0's epoch line says it. Its logger is named
+    by its file path, so ``ray.train.LoggingConfig`` (which sets ``ray.train.*``) cannot reach it."""
+    import importlib
+    import logging
+
+    try:
+        module = importlib.import_module("ray.train.v2._internal.execution.context")
+    except ImportError:  # another Ray: nothing to quiet
+        return
+    logging.getLogger(module.__file__).setLevel(logging.WARNING)
 
 
 def _tracked_fit(fit_fn: FitFn, cfg: RunConfig, context: Any, run_dir: Path) -> Any:
@@ -289,6 +305,10 @@ def _run_on_ray(
         storage, name = storage_path, cfg.run_name
         if "://" not in storage:
             storage = str(Path(storage).expanduser().resolve())
+    # Ray Train patches print in its workers to log each line as well as print it, so every line
+    # a worker prints (the epoch line, DeepSpeed's) reached the console twice; Ray passes this
+    # switch on to the workers. A value the user set stays.
+    os.environ.setdefault(PRINT_PATCH_ENV, "0")
     scaling = cfg.scaling
     trainer = TorchTrainer(
         train_loop_per_worker=_train_worker,

@@ -2,9 +2,11 @@
 
 Each trial keeps its last checkpoint (``CheckpointConfig(num_to_keep=1)``) with
 ``train_state.pt``, the optimizer, scheduler and RNG state a retried or resumed trial continues
-from. Once a trial has ended nothing resumes it, so ``DropFinishedState`` deletes that file from
-its checkpoints on local storage. When the search ends, ``prune_off_front`` (``--keep-checkpoints
-front``, the default) removes the checkpoint folders of ended trials off the Pareto front
+from. Once a trial has ended nothing resumes it: ``DropFinishedState`` deletes that file as a
+trial completes, is stopped early or fails, and ``settle_ended`` does so when the search ends for
+the trials its time budget stopped (Tune tells no callback), also removing the checkpoint of the
+epoch that was in flight then, which Tune never registered. ``prune_off_front`` (``--keep-checkpoints
+front``) removes the checkpoint folders of ended trials off the Pareto front
 (``leaderboard.pareto.pareto_rows``): a dominated trial stays dominated whatever runs later, so
 its weights are never a search's answer. Their leaderboard rows stay, ``checkpoint_uri`` null.
 """
@@ -26,17 +28,26 @@ class DropFinishedState(Callback):
     """Remove ``train_state.pt`` from an ended trial's checkpoints (local storage only)."""
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        drop_state(trial.path)
+        drop_state(_local_trial_path(trial))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # Called once the trial has failed for good (Tune retries first while --max-failures allows).
-        drop_state(trial.path)
+        drop_state(_local_trial_path(trial))
 
 
 def _local(path: str | None) -> Path | None:
     if not path or "://" in str(path):
         return None
     return Path(path)
+
+
+def _local_trial_path(trial: Any) -> str | None:
+    """The trial's folder when Tune stores it on the local file system (``trial.path`` is a
+    file-system path without its scheme: ``bucket/...`` on S3), else None."""
+    fs = getattr(getattr(trial, "storage", None), "storage_filesystem", None)
+    if fs is not None and getattr(fs, "type_name", "local") != "local":
+        return None
+    return getattr(trial, "path", None)
 
 
 def drop_state(trial_path: str | None) -> list[Path]:
@@ -51,6 +62,29 @@ def drop_state(trial_path: str | None) -> list[Path]:
     return gone
 
 
+def settle_ended(ended: Iterable[Any]) -> list[Path]:
+    """For each of the ``ended`` Tune trials (local storage): remove the ``checkpoint_*`` folders
+    other than the one Tune registered (``trial.checkpoint``, the one its row names), then the
+    training state of what is left. Returns the paths removed.
+
+    A trial that the search's time budget stopped mid-epoch leaves the checkpoint its worker had
+    just written, whose result Tune never processed; nothing names it and nothing resumes it.
+    """
+    removed: list[Path] = []
+    for trial in ended:
+        folder = _local(_local_trial_path(trial))
+        if folder is None:
+            continue
+        kept = getattr(trial, "checkpoint", None)
+        kept_path = _local(getattr(kept, "path", None)) if kept is not None else None
+        for checkpoint in sorted(folder.glob("checkpoint_*")):
+            if kept_path is not None and checkpoint.resolve() != kept_path.resolve() and checkpoint.is_dir():
+                shutil.rmtree(checkpoint, ignore_errors=True)
+                removed.append(checkpoint)
+        removed += drop_state(str(folder))
+    return removed
+
+
 def prune_off_front(ended: Iterable[Any], rows: Any, front: Any, leaderboard: str) -> list[Path]:
     """Remove the local checkpoint folders of the ``ended`` Tune trials whose rows are not in
     ``front``, and rewrite those rows with ``checkpoint_uri`` null; returns the folders removed.
@@ -62,7 +96,7 @@ def prune_off_front(ended: Iterable[Any], rows: Any, front: Any, leaderboard: st
     from geodistill.leaderboard import Leaderboard
 
     on_front = set(front["trial_id"].to_list()) if front.height else set()
-    paths = {t.trial_id: t.path for t in ended}
+    paths = {t.trial_id: _local_trial_path(t) for t in ended}
     removed: list[Path] = []
     marked: list[dict[str, Any]] = []
     for row in rows.iter_rows(named=True):

@@ -32,7 +32,6 @@ from geodistill.platform.search.trial import TrialSetup, run_trial, trial_placem
 from geodistill.platform.search.tuner import SearchPaths, asha_scheduler, new_tuner, restore_tuner
 from geodistill.train.config import RunConfig
 
-TERMINAL = ("TERMINATED", "ERROR")
 STUDY_DIR_ENV = "GEODISTILL_OPTUNA_DIR"  # where SQLite studies go when the storage is a URI
 
 
@@ -295,21 +294,23 @@ def _finish(
     out_of_time: bool,
     keep_checkpoints: str = "front",
 ) -> SearchResult:
-    """Write the rows still missing, read the experiment's rows and Pareto set back, and (``front``)
-    remove ended trials' checkpoints off the front (``disk.prune_off_front``)."""
+    """Write the rows still missing, settle the ended trials' checkpoints (``disk.settle_ended``),
+    read the experiment's rows and Pareto set back, and (``front``) remove ended trials'
+    checkpoints off the front (``disk.prune_off_front``)."""
     from geodistill.leaderboard import Leaderboard
+    from geodistill.platform.search.disk import prune_off_front, settle_ended
     from geodistill.platform.search.study_storage import public_url
 
     trials = list(callback.trials)
-    done = sum(t.status in TERMINAL for t in trials)
-    interrupted = done < num_samples and not out_of_time  # Ctrl-C / SIGINT: Tune saved its state
-    # Rows that the callback could not write (Ctrl-C between completion and the write, or a
-    # resumed run whose callback state was lost) are written now from the trials' final state.
-    # Not for a trial the interrupt cut (Tune ends it without telling the callbacks): it runs
-    # again on resume, and its row is written when it ends.
-    for trial in trials:
-        if trial.status in TERMINAL and (not interrupted or trial.trial_id in callback.ended):
-            callback.write(trial)
+    # Ended for good, as Tune saved them: not a trial the interrupt cut (Tune ends it without
+    # telling the callbacks), which runs again on resume and writes its row when it ends.
+    ended = callback.ended_trials()
+    # Rows that the callback could not write (Ctrl-C between completion and the write, a trial
+    # the time budget stopped, or a resumed run whose callback state was lost) are written now.
+    for trial in ended:
+        callback.write(trial)
+    interrupted = len(ended) < num_samples and not out_of_time  # Ctrl-C / SIGINT: Tune saved its state
+    settle_ended(ended)  # no training state, nor the unregistered checkpoint a budget stop leaves
     frame = Leaderboard(where.leaderboard).read(experiment)
     # The front of this search's own trials: a teacher's or a baseline's row filed under the
     # same experiment (the demo writes its teacher there) is not a candidate.
@@ -321,10 +322,7 @@ def _finish(
     )
     front = pareto_rows(own, metric=plan.metric)
     if keep_checkpoints == "front" and own.height:
-        from geodistill.platform.search.disk import prune_off_front
-
-        # Ended trials only: a paused trial of an interrupted search resumes from its checkpoint.
-        ended = [t for t in trials if t.status in TERMINAL]
+        # Ended trials only: a trial of an interrupted search resumes from its checkpoint.
         if prune_off_front(ended, own, front, where.leaderboard):  # those rows now say no checkpoint
             frame = Leaderboard(where.leaderboard).read(experiment)
     return SearchResult(

@@ -6,7 +6,7 @@ Rows are written by a Tune ``Callback`` in the driver (``on_trial_complete`` /
 search never duplicates a row, except the row an older driver wrote for a trial its interrupt
 cut before any result ("stopped", no epoch): that trial runs again on resume and its end writes
 the row that replaces it. The driver's pass after ``Tuner.fit`` writes any row the callback could
-not (``ended``: the trials whose end it saw).
+not (``ended_trials``: those that ended for good, as Tune saved them).
 """
 
 from __future__ import annotations
@@ -57,8 +57,16 @@ def checkpoint_uri(checkpoint: Any) -> str | None:
     return checkpoint.path if scheme == "local" else f"{scheme}://{checkpoint.path}"
 
 
+ENDED = ("TERMINATED", "ERROR")  # Tune's statuses of a trial that never runs again
+
+
 class LeaderboardCallback(tune.Callback):
-    """Writes one leaderboard row per trial from the driver, whatever became of the trial."""
+    """Writes one leaderboard row per trial from the driver, whatever became of the trial.
+
+    It also knows which trials ended for good (``ended_trials``): the statuses after Tune's last
+    step, which Tune saves for ``--resume``. After Ctrl-C, Tune's clean-up marks the running
+    trials TERMINATED in memory, but they were saved RUNNING and resume.
+    """
 
     def __init__(self, root: str, experiment: str, plan: SearchPlan) -> None:
         self.root, self.experiment, self.plan = root, experiment, plan
@@ -70,6 +78,17 @@ class LeaderboardCallback(tune.Callback):
 
     def __getstate__(self) -> dict[str, Any]:  # saved with the experiment: keep it small
         return {**self.__dict__, "present": None, "cut": set(), "trials": [], "written": [], "ended": set()}
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        # A trial the time budget stopped ends without on_trial_complete; one the interrupt cut is
+        # still RUNNING here (Tune's clean-up marks it TERMINATED only after this last step).
+        self.trials = trials
+        self.ended |= {t.trial_id for t in trials if t.status in ENDED}
+
+    def ended_trials(self) -> list[Any]:
+        """The trials that will not run again (finished, stopped early or by the time budget,
+        failed); not those an interrupted search saved as running."""
+        return [t for t in self.trials if t.trial_id in self.ended]
 
     def _keys(self) -> set[str]:
         if self.present is None:

@@ -25,6 +25,7 @@ STOPPED_AT_ATTR = "stopped_at_epoch"
 EPOCH_VALUES_ATTR = "epoch_values"  # {"1": value, "2": value, ...}: the first objective per epoch
 ANSWERED_FROM_ATTR = "answered_from"  # the tune trial id of the finished trial that answered a repeat
 MAX_REPEATS = 16  # repeats answered in a row before the sampler's choice is trained anyway
+DEFINE_BY_RUN_SLOW = r"Define-by-run function passed in the `space` argument took"  # OptunaSearch's warning
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,11 @@ class StudySearch(OptunaSearch):
 
     def suggest(self, trial_id: str) -> dict | None:
         for attempt in range(MAX_REPEATS):
-            params = super().suggest(trial_id)
+            with warnings.catch_warnings():
+                # Ray warns when the define-by-run space takes over a second, as if training ran
+                # there; ours counts candidates' GFLOPs on purpose (costaware.py), slower under load.
+                warnings.filterwarnings("ignore", message=DEFINE_BY_RUN_SLOW, category=UserWarning)
+                params = super().suggest(trial_id)
             ot_trial = self._ot_trials.get(trial_id)
             last = attempt == MAX_REPEATS - 1  # a sampler stuck on finished points: train the repeat
             if ot_trial is None or last or not getattr(self, "stopped_on_front", False):
