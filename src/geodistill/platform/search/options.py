@@ -92,8 +92,8 @@ class SearchOptions:
         4.0,
         gt=1.0,
         le=1000.0,
-        help="ASHA reduction factor: a trial below the top 1/F at a rung stops "
-        "(benchmarks/RESULTS.md compares settings)",
+        help="ASHA reduction factor: the top 1/F at a rung go on, ranked by Pareto front on "
+        "(metric, GFLOPs) and cheapest first within a front (benchmarks/RESULTS.md compares settings)",
     )
     cpus_per_trial: float = setting(1.0, gt=0.0, le=4096.0, help="CPUs each single-worker trial reserves")
     gpus_per_trial: float | None = setting(
