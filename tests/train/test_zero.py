@@ -92,7 +92,7 @@ def test_a_cpu_host_names_deepspeeds_accelerator_and_drops_only_torchs_cuda_home
 
 
 def test_deepspeeds_call_of_a_deprecated_collective_warns_no_more_and_other_warnings_still_do(monkeypatch):
-    """ZeRO calls torch.distributed.all_gather_into_tensor: every worker printed torch's FutureWarning."""
+    """ZeRO calls all_gather_into_tensor and reduce_scatter_tensor: every worker printed torch's FutureWarnings."""
     import torch.distributed as dist
 
     monkeypatch.setenv("DS_ACCELERATOR", "cpu")
@@ -102,13 +102,15 @@ def test_deepspeeds_call_of_a_deprecated_collective_warns_no_more_and_other_warn
             warnings.simplefilter("default")
             if quiet:
                 quiet_deepspeed(cpu=False)
-            try:  # the real function: it warns before it finds no process group
-                dist.all_gather_into_tensor(torch.zeros(2), torch.zeros(1))
-            except (ValueError, RuntimeError):
-                pass
+            for collective in (dist.all_gather_into_tensor, dist.reduce_scatter_tensor):
+                try:  # the real functions: they warn before they find no process group
+                    collective(torch.zeros(2), torch.zeros(1))
+                except (ValueError, RuntimeError):
+                    pass
             warnings.warn("another FutureWarning", FutureWarning, stacklevel=1)
         return [str(w.message) for w in seen]
 
     before = call(quiet=False)
     assert any("all_gather_into_tensor` is deprecated" in m for m in before), before
+    assert any("reduce_scatter_tensor` is deprecated" in m for m in before), before
     assert call(quiet=True) == ["another FutureWarning"]

@@ -35,12 +35,13 @@ _NO_CUDA_RUNTIME = _NoCudaRuntime()
 
 def quiet_deepspeed(*, cpu: bool) -> None:
     """Before importing DeepSpeed: drop what misleads a user and asks nothing of them. Always
-    torch's FutureWarning that ``all_gather_into_tensor`` (which ZeRO calls) is deprecated; on a
-    CPU host, name DeepSpeed's CPU accelerator (``DS_ACCELERATOR=cpu``, so it does not warn that it
-    was "unable to detect" a GPU) and drop torch's CUDA_HOME warning."""
+    torch's FutureWarnings that ``all_gather_into_tensor`` and ``reduce_scatter_tensor`` (which
+    ZeRO calls) are deprecated; on a CPU host, name DeepSpeed's CPU accelerator
+    (``DS_ACCELERATOR=cpu``, so it does not warn that it was "unable to detect" a GPU) and drop
+    torch's CUDA_HOME warning."""
     warnings.filterwarnings(
         "ignore",
-        message=r"`torch\.distributed\.all_gather_into_tensor` is deprecated",
+        message=r"`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated",
         category=FutureWarning,
     )
     if cpu:
