@@ -1,54 +1,34 @@
-"""geodistill.data: dataset layouts, media decoding, view sampling, transforms, synthetic UniV."""
+"""geodistill.data: dataset layouts, media decoding, view sampling, transforms, synthetic UniV.
 
-from geodistill.data.check import CheckReport, check_dataset
-from geodistill.data.datasets import BuildingBatchSampler, TrainPairDataset, ViewDataset
-from geodistill.data.index import (
-    DatasetIndex,
-    ViewItem,
-    detect_layout,
-    open_index,
-    read_univ,
-    read_university1652,
-)
-from geodistill.data.media import (
-    count_video_frames,
-    load_image,
-    read_video_frames,
-    sample_view_indices,
-)
-from geodistill.data.synth import generate_univ
-from geodistill.data.transforms import (
-    IMAGENET,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ImageConfig,
-    drone_transform,
-    renormalize,
-    satellite_transform,
-)
+Exports load lazily (``geodistill.lazy``): the layouts and choices a config reads come without torch.
+"""
 
-__all__ = [
-    "IMAGENET",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "BuildingBatchSampler",
-    "CheckReport",
-    "DatasetIndex",
-    "ImageConfig",
-    "TrainPairDataset",
-    "ViewDataset",
-    "ViewItem",
-    "check_dataset",
-    "count_video_frames",
-    "detect_layout",
-    "drone_transform",
-    "generate_univ",
-    "load_image",
-    "open_index",
-    "read_univ",
-    "read_university1652",
-    "read_video_frames",
-    "renormalize",
-    "sample_view_indices",
-    "satellite_transform",
-]
+from geodistill.lazy import lazy_exports
+
+_HOME = {
+    "BuildingBatchSampler": "datasets",
+    "CheckReport": "check",
+    "DatasetIndex": "index",
+    "IMAGENET": "transforms",
+    "IMAGENET_MEAN": "transforms",
+    "IMAGENET_STD": "transforms",
+    "ImageConfig": "transforms",
+    "TrainPairDataset": "datasets",
+    "ViewDataset": "datasets",
+    "ViewItem": "index",
+    "check_dataset": "check",
+    "count_video_frames": "media",
+    "detect_layout": "index",
+    "drone_transform": "transforms",
+    "generate_univ": "synth",
+    "load_image": "media",
+    "open_index": "index",
+    "read_univ": "index",
+    "read_university1652": "index",
+    "read_video_frames": "media",
+    "renormalize": "transforms",
+    "sample_view_indices": "media",
+    "satellite_transform": "transforms",
+}
+__all__ = sorted(_HOME)
+__getattr__, __dir__ = lazy_exports(__name__, _HOME)

@@ -23,63 +23,11 @@ from torch import nn
 from geodistill.data.transforms import ImageConfig
 from geodistill.errors import ConfigError
 from geodistill.models.backbones import Backbone, create_backbone
-from geodistill.models.heads import POOLINGS, ClassBlock, PartPool, StageHeads, lpn_descriptor
-from geodistill.models.refiners import REFINERS, build_refiner
-from geodistill.schema import check_fields, setting
+from geodistill.models.config import ModelConfig
+from geodistill.models.heads import ClassBlock, PartPool, StageHeads, lpn_descriptor
+from geodistill.models.refiners import build_refiner
 
 VIEWS = ("drone", "satellite")
-
-
-def _known_backbone(name: str) -> None:
-    from geodistill.models.backbones import get_spec
-
-    get_spec(name)
-
-
-@dataclass
-class ModelConfig:
-    """What code reads to build a GeoModel (Hydra composes it; see docs/INTERFACES.md).
-
-    Each field declares what it accepts (``geodistill.schema.setting``); ``validate`` checks them.
-    """
-
-    backbone: str = setting("vit_tiny", validator=_known_backbone)
-    img_size: int = setting(128, ge=8, le=4096)  # and >= the backbone's total stride (RunConfig)
-    embed_dim: int = setting(512, ge=1, le=65536)
-    pooling: str = setting("avg", choices=POOLINGS)  # "token" | "avg" | "gem" | "lpn"
-    share: bool = setting(True)  # one encoder for both views
-    refiner: str = setting("mean", choices=REFINERS)  # "mean" | "attention" | "select" | "mi"
-    refiner_k: int = setting(4, ge=1, le=1024)  # frames kept by the "select" and "mi" refiners
-    droprate: float = setting(0.5, ge=0.0, lt=1.0)
-    # backbone weights: a local file, a pyarrow.fs URI or hf-hub:ORG/NAME (safetensors / weights-only .pth)
-    weights: str | None = setting(None, kind="text")
-    pretrained: bool = setting(False)  # the timm tag's weights via timm (Hugging Face Hub cache)
-    # None: all trainable; N: only the last N blocks (+ final norm)
-    trainable_blocks: int | None = setting(None, ge=1, le=1000)
-    stage_heads: bool = setting(False)  # auxiliary bottleneck + classifier on each intermediate stage
-
-    def validate(self, prefix: str = "model.") -> None:
-        """Declared ranges and choices, then the input size against the backbone's stride."""
-        check_fields(self, prefix)
-        from geodistill.models.stride import total_stride
-
-        stride = total_stride(self.backbone)
-        if self.img_size < stride:
-            raise ConfigError(
-                f"{prefix}img_size={self.img_size} is smaller than one cell of {self.backbone} "
-                f"(total stride {stride}); use >= {stride}"
-            )
-        if self.pooling == "token" and not _is_vit(self.backbone):
-            raise ConfigError(
-                f"{prefix}pooling 'token' needs a ViT backbone ({self.backbone} has no class token); "
-                "use avg, gem or lpn"
-            )
-
-
-def _is_vit(backbone: str) -> bool:
-    from geodistill.models.backbones import has_class_token
-
-    return has_class_token(backbone)
 
 
 @dataclass

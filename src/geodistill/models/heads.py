@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from geodistill.errors import ConfigError
+from geodistill.models.config import POOLINGS
 
-POOLINGS = ("token", "avg", "gem", "lpn")
 LPN_RINGS = 4
 
 

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from geodistill.errors import ConfigError
+from geodistill.models.config import REFINERS
 
-REFINERS = ("mean", "attention", "select", "mi")
 MI_MAX_R2 = 1.0 - 1e-6  # |r| is capped so the Gaussian MI of identical frames stays finite (~6.9 nats)
 
 

@@ -1,27 +1,23 @@
-"""geodistill.train: losses, stage 1 (teacher) and stage 2 (student) steps, the loop, checkpoints."""
+"""geodistill.train: losses, stage 1 (teacher) and stage 2 (student) steps, the loop, checkpoints.
 
-from geodistill.train.checkpoint import load_checkpoint, save_checkpoint
-from geodistill.train.config import (
-    DataConfig,
-    DistillConfig,
-    RunConfig,
-    ScalingConfig,
-    TrainConfig,
-)
-from geodistill.train.context import InProcessContext, TrainContext
-from geodistill.train.loop import TrainingDiverged, TrainResult, fit
+Exports load lazily (``geodistill.lazy``): ``train.config`` is read without torch or timm.
+"""
 
-__all__ = [
-    "DataConfig",
-    "DistillConfig",
-    "InProcessContext",
-    "RunConfig",
-    "ScalingConfig",
-    "TrainConfig",
-    "TrainContext",
-    "TrainResult",
-    "TrainingDiverged",
-    "fit",
-    "load_checkpoint",
-    "save_checkpoint",
-]
+from geodistill.lazy import lazy_exports
+
+_HOME = {
+    "DataConfig": "config",
+    "DistillConfig": "config",
+    "InProcessContext": "context",
+    "RunConfig": "config",
+    "ScalingConfig": "config",
+    "TrainConfig": "config",
+    "TrainContext": "context",
+    "TrainResult": "loop",
+    "TrainingDiverged": "loop",
+    "fit": "loop",
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+}
+__all__ = sorted(_HOME)
+__getattr__, __dir__ = lazy_exports(__name__, _HOME)

@@ -17,7 +17,7 @@ from typing import Any
 
 from geodistill.data.index import ELEVATIONS, FPS_CHOICES
 from geodistill.errors import ConfigError
-from geodistill.models import ModelConfig
+from geodistill.models.config import ModelConfig
 from geodistill.schema import SEED_MAX, build, check_fields, setting
 
 STAGES = ("teacher", "student")

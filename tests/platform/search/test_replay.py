@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,46 @@ def test_a_table_is_read_per_configuration_and_epoch(tmp_path):
     assert table.metrics == ["d2s_ap"]
     assert [r["d2s_ap"] for r in table.history({"data.views": 2})] == [21.0, 22.0, 23.0]
     table.check_space(_space(), "d2s_ap", {"data.views": 1})  # every trial is in the table
+
+
+def test_a_configuration_costs_what_the_table_recorded(tmp_path):
+    """``gflops`` always, ``params_m``/``gmacs``/``flop_counter`` where the table has them (not
+    metrics), else None: a replayed trial counts nothing itself."""
+    bare = ReplayTable(_table(tmp_path))
+    assert bare.cost({"data.views": 2}) == {
+        "gflops": 0.02,
+        "params_m": None,
+        "gmacs": None,
+        "flop_counter": None,
+    }
+    full = ReplayTable(_table(tmp_path, params_m=1.5, flop_counter="meta"))
+    assert full.metrics == ["d2s_ap"]
+    assert full.cost({"data.views": 1}) == {
+        "gflops": 0.01,
+        "params_m": 1.5,
+        "gmacs": None,
+        "flop_counter": "meta",
+    }
+
+
+def test_a_finished_search_s_table_keeps_the_cost_its_rows_counted(tmp_path):
+    history = json.dumps([{"epoch": e, "d2s_ap": 10.0 * e, "epoch_seconds": 0.5} for e in (1, 2)])
+    rows = pl.DataFrame(
+        [
+            {"config_json": json.dumps({"data": {"views": v}}), "history": history, "epochs": 2,
+             "gflops": 0.01 * v, "params_m": 2.0 * v, "gmacs": 0.005 * v, "flop_counter": "meta"}
+            for v in (1, 2)
+        ]
+    )  # fmt: skip
+    write_replay_table(rows, tmp_path / "out.parquet", ["data.views"])
+    table = ReplayTable(tmp_path / "out.parquet")
+    assert table.metrics == ["d2s_ap"]
+    assert table.cost({"data.views": 2}) == {
+        "gflops": 0.02,
+        "params_m": 4.0,
+        "gmacs": 0.01,
+        "flop_counter": "meta",
+    }
 
 
 @pytest.mark.parametrize(
@@ -160,3 +201,65 @@ def parse_space_file(path: Path):
     from geodistill.platform.search.space import load_space
 
     return load_space(str(path))
+
+
+# Loaded by every Python process of the search (the CLI, Ray's workers) through PYTHONPATH: it
+# records each process's command line, and which processes imported timm.
+_TIMM_PROBE = """
+import os, sys
+def _mark(kind):
+    cmdline = open("/proc/self/cmdline", "rb").read().replace(b"\\0", b" ")
+    with open(os.path.join(os.environ["TIMM_PROBE"], f"{kind}-{os.getpid()}"), "wb") as f:
+        f.write(cmdline)
+class _Timm:
+    def find_spec(self, name, path=None, target=None):
+        if name == "timm":
+            _mark("timm")
+        return None
+sys.meta_path.insert(0, _Timm())
+_mark("start")
+"""
+
+
+@pytest.mark.slow
+def test_a_replayed_trial_takes_its_cost_from_the_table_and_never_imports_timm(tmp_path):
+    """The table's GFLOPs (here 100x what counting the model gives) are the row's and decide the
+    flops-budget refusal; the other cost columns are the table's or null; no trial process
+    imports timm (the driver does: it checks each trial's backbone before placing it)."""
+    table_path = tmp_path / "table.parquet"
+    pl.read_parquet(TABLE).with_columns(pl.col("gflops") * 100, params_m=pl.lit(1.5)).write_parquet(
+        table_path
+    )
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE.read_text() + "flops_budget: 5.0\n")
+    probe = tmp_path / "probe"
+    (probe / "site").mkdir(parents=True)
+    (probe / "site" / "sitecustomize.py").write_text(_TIMM_PROBE)
+    env = {**os.environ, "TIMM_PROBE": str(probe), "PYTHONPATH": os.pathsep.join(
+        [str(probe / "site"), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "geodistill", "search", f"search_space={space}", "--replay", str(table_path),
+         "--num-samples", "10", "--replay-speed", "0", "--storage", str(tmp_path / "tune"),
+         "--leaderboard", str(tmp_path / "lb")],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert list((tmp_path / "tune").glob("*/report/report.html")), "no report written"
+    table = ReplayTable(table_path)
+    rows = pl.read_parquet(tmp_path / "lb" / "**" / "*.parquet")
+    assert rows.height == 10
+    for row in rows.iter_rows(named=True):
+        config = json.loads(row["config_json"])
+        values = {k.replace("__", "."): config[k.split("__")[0]][k.split("__")[1]] for k in table.knobs}
+        assert row["gflops"] == pytest.approx(table.cost(values)["gflops"])
+        assert (row["params_m"], row["gmacs"], row["flop_counter"]) == (1.5, None, None)
+        refused = "flops budget" in (row["error"] or "")
+        assert refused == (row["gflops"] > 5.0), row
+        assert (row["d2s_ap"] is None) == refused
+    assert (rows["gflops"] > 5.0).any() and (rows["gflops"] <= 5.0).any(), "the test would prove less"
+    started = {p.name.split("-")[1]: p.read_text() for p in probe.glob("start-*")}
+    imported = {p.name.split("-")[1]: p.read_text() for p in probe.glob("timm-*")}
+    workers = [pid for pid, cmd in started.items() if "default_worker.py" in cmd]
+    assert workers, f"no Ray worker loaded the probe: {sorted(started.values())}"
+    assert any("geodistill search" in cmd for cmd in imported.values()), "the probe saw no timm import"
+    assert not [imported[pid] for pid in workers if pid in imported]

@@ -7,7 +7,9 @@ recorded seconds times ``--replay-speed`` after the one before (the simulated cl
 one row per (configuration, epoch): knob columns named by their config key with ``__`` for ``.``
 (``model__backbone``), ``epoch``, the metric columns, ``gflops`` and ``epoch_seconds``, as
 ``benchmarks/record_search_table.py`` writes them and ``write_replay_table`` writes a finished
-search's. The space is checked against the table before anything runs (``check_space``).
+search's (with its rows' ``params_m``, ``gmacs`` and ``flop_counter``, optional columns). A
+replayed trial takes its cost from the table and builds no model. The space is checked against
+the table before anything runs (``check_space``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from typing import Any
 from geodistill.errors import ConfigError
 
 REQUIRED = ("epoch", "gflops", "epoch_seconds")
+# The leaderboard's other cost columns a table may hold (a finished search's does): a replayed
+# trial's row takes them from the table, or leaves them null (nothing is counted in a replay).
+COST = ("params_m", "gmacs", "flop_counter")
 
 
 def column(key: str) -> str:
@@ -53,7 +58,7 @@ class ReplayTable:
                 f"--replay: {path.name} needs one row per epoch (1, 2, ...) of every configuration; "
                 "a table of final values cannot be replayed"
             )
-        self.metrics = [c for c in frame.columns if c not in (*self.knobs, *REQUIRED, "config_id")]
+        self.metrics = [c for c in frame.columns if c not in (*self.knobs, *REQUIRED, *COST, "config_id")]
         self.grid = {k: sorted(frame[k].unique().to_list()) for k in self.knobs}
         self.rows: dict[tuple, list[dict[str, Any]]] = {}
         for key, rows in frame.sort("epoch").group_by(self.knobs, maintain_order=True):
@@ -68,6 +73,12 @@ class ReplayTable:
         if key not in self.rows:
             raise ConfigError(f"--replay: {self.path.name} has no configuration {dict(zip(self.knobs, key))}")
         return self.rows[key]
+
+    def cost(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """A configuration's cost columns as recorded: ``gflops``, and ``COST``'s (None where the
+        table has no such column)."""
+        first = self.history(values)[0]
+        return {"gflops": float(first["gflops"]), **{k: first.get(k) for k in COST}}
 
     def check_space(self, space: Any, metric: str, first: Mapping[str, Any]) -> None:
         """One line (``ConfigError``) unless every trial of ``space`` is in the table.
@@ -189,7 +200,8 @@ def write_replay_table(rows: Any, out: str | Path, knobs: list[str]) -> int:
             continue
         seen[tuple(values.values())] = len(records)
         for epoch in history:
-            records.append({**values, **epoch, "gflops": row["gflops"]})
+            counted = {k: row[k] for k in COST if row.get(k) is not None}  # null in a replayed search's
+            records.append({**values, **epoch, "gflops": row["gflops"], **counted})
     if not records:
         raise ConfigError(
             "no trial with a per-epoch history to write (searches before this version kept none)"

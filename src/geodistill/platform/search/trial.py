@@ -7,13 +7,16 @@ Early stopping without hangs (ray issue #54305: a scheduler stopping a trial tha
 and ASHA stops them like any function trainable; Ray Train trials run ``run_training`` with a
 ``RungRule`` as ``should_stop``: they stop themselves inside the loop, and no scheduler is
 installed.
-GFLOPs per drone query are counted before training (``models.config_cost``) and reported with every result; a trial
-over the space's ``flops_budget`` reports at once and trains nothing.
+GFLOPs per drone query are counted before training (``models.config_cost``), or read from the
+table under ``--replay`` (no model built, timm never imported), and reported with every result;
+a trial over the space's ``flops_budget`` reports at once and trains nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -26,10 +29,8 @@ from typing import Any
 import ray
 from ray import tune
 
-from geodistill.models.cost import config_cost
 from geodistill.platform.search.options import SearchOptions
 from geodistill.platform.search.plan import SearchPlan
-from geodistill.train.context import default_device
 
 # ---------------------------------------------------------------- inside a trial
 
@@ -46,11 +47,16 @@ class TuneTrialContext:
 
     def __init__(self, extra: Mapping[str, Any], *, should_stop: Callable | None = None) -> None:
         self.rank, self.world_size = 0, 1
-        self.device = default_device()
         self.extra = dict(extra)
         self._should_stop = should_stop
         self._restored: tempfile.TemporaryDirectory | None = None
         self.history: list[dict[str, float]] = []
+
+    @functools.cached_property
+    def device(self) -> Any:  # asked by fit, not by a replayed trial (which then imports no torch)
+        from geodistill.train.context import default_device
+
+        return default_device()
 
     def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
@@ -98,6 +104,7 @@ def trial_placement(
 
 def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     """The Tune function trainable: compose the trial's RunConfig, cost it, train it, report."""
+    from geodistill.models.config import without_backbone_checks
     from geodistill.platform.runtime.gpus import hide_unreserved_gpus, with_gpus_per_trial
 
     hide_unreserved_gpus()  # before anything initialises CUDA: no reservation, no GPU
@@ -107,23 +114,34 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     trial_id = tune.get_context().get_trial_id()
     options, metric = setup.options, setup.plan.metric
-    cfg = with_gpus_per_trial(setup.plan.config(config), options.gpus_per_trial)
+    # A replayed trial builds no model: its config skips the checks that ask timm (the driver
+    # composed and checked the same config when it placed the trial) and its cost is the table's.
+    with without_backbone_checks() if options.replay else contextlib.nullcontext():
+        cfg = with_gpus_per_trial(setup.plan.config(config), options.gpus_per_trial)
     cfg.experiment, cfg.run_name = setup.experiment, trial_id
     cfg.logger = []  # a search tracks its trials from the driver (Tune's logger callbacks)
     # The node goes on every report (and so on the row): which node ran it, after any retry.
     node_id = ray.get_runtime_context().get_node_id()
-    extra = {**config_cost(cfg.model, cfg.data.views), "epochs_planned": cfg.train.epochs, "node_id": node_id}
+    if options.replay:
+        from geodistill.platform.search.replay import config_values, load_table
+
+        table = load_table(options.replay)
+        cost = table.cost(config_values(cfg, table.knobs))
+    else:
+        from geodistill.models.cost import config_cost
+
+        cost = config_cost(cfg.model, cfg.data.views)
+    extra = {
+        **{k: v for k, v in cost.items() if v is not None},
+        "epochs_planned": cfg.train.epochs,
+        "node_id": node_id,
+    }
     extra["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES", "")  # which GPUs it was given
     budget = setup.plan.space.flops_budget
     if budget is not None and extra["gflops"] > budget:
         # Refused before any training: reported once so Optuna gets both objectives.
         tune.report({metric: 0.0, "epoch": 0, "over_budget": 1, **extra})
         return
-    if options.replay:  # answered from the recorded table: its cost is the recorded one
-        from geodistill.platform.search.replay import config_values, load_table
-
-        table = load_table(options.replay)
-        extra["gflops"] = float(table.history(config_values(cfg, table.knobs))[0]["gflops"])
     rule = None
     if setup.rung_store is not None:
         from geodistill.platform.search.rung import RungRule
