@@ -33,6 +33,7 @@ from ray import cloudpickle, tune
 import bench_search_front
 from _figures import figure  # benchmarks/ is on sys.path when a script here runs
 from bench_search_front import METRICS, FrontTable, limit, measure, simulate
+from geodistill.leaderboard.rows import compute_units
 
 HERE = Path(__file__).resolve().parent
 SPACE = HERE / "search_table_space.yaml"
@@ -53,7 +54,7 @@ class Run:
         """``measure``'s input: (compute spent when each trial ended, its value, its GFLOPs)."""
         total, out = 0.0, []
         for t in self.ended:
-            total += t.get("compute") or t["epochs"] * t["gflops"]  # the product's rows hold it
+            total += t.get("compute") or compute_units(t["epochs"], t["gflops"])  # the product's rows hold it
             out.append((total, t["value"], t["gflops"]))
         return out
 

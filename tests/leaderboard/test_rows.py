@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import polars as pl
 import pytest
 
 from geodistill.leaderboard import Leaderboard
-from geodistill.leaderboard.rows import row_status, trial_row, write_run_row
+from geodistill.leaderboard.pareto import counted_compute
+from geodistill.leaderboard.rows import compute_expr, compute_units, row_status, trial_row, write_run_row
 from geodistill.models.cost import config_cost
 from geodistill.train.config import RunConfig
 
@@ -65,3 +67,18 @@ def test_train_gflops_is_epochs_x_samples_x_gflops_per_sample_and_compute_stays_
     key = write_run_row(_cfg(), result, checkpoint=None, root=tmp_path)
     assert key == "exp/run1/teacher"
     assert Leaderboard(tmp_path).read("exp")["train_gflops"].to_list() == [pytest.approx(36.0)]
+
+
+def test_compute_is_one_rule_for_a_trials_reports_and_a_frames_rows():
+    """Epochs trained x GFLOPs per query, as a number (what trials report) and over a frame's
+    columns (what ``counted_compute`` fills in for rows written without it)."""
+    assert compute_units(3, 0.5) == pytest.approx(1.5)
+    frame = pl.DataFrame(
+        {
+            "epochs": pl.Series([3, 9, None], dtype=pl.Int32),
+            "gflops": [0.5, 0.01, 0.2],
+            "compute": [None, 7.0, None],
+        }
+    )
+    assert frame.select(compute_expr())["epochs"].to_list() == [pytest.approx(1.5), pytest.approx(0.09), None]
+    assert counted_compute(frame)["compute"].to_list() == [pytest.approx(compute_units(3, 0.5)), 7.0, None]

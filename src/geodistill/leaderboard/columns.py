@@ -39,7 +39,8 @@ GFLOPS_RULE = (
     "(img_size x img_size px), for all V views of the query (V x one frame) plus the refiner"
 )
 # The two compute columns. ``compute`` is the search's unit (the replay and the benchmark count
-# it so, whatever the data set's size); ``train_gflops`` is what training really spent.
+# it so, whatever the data set's size; ``rows.compute_units`` counts it); ``train_gflops`` is what
+# training really spent (``rows.train_gflops``).
 COMPUTE_RULE = (
     "epochs trained x gflops (GFLOPs per drone query): the search's compute unit, as the replay "
     "and the benchmark count it; independent of the training set's size (see train_gflops)"

@@ -218,10 +218,11 @@ def counted_compute(rows):
     count like the rest; a frame where no row recorded compute is returned as it is."""
     import polars as pl
 
+    from geodistill.leaderboard.rows import compute_expr
+
     if not {"compute", "epochs", "gflops"} <= set(rows.columns) or rows["compute"].is_null().all():
         return rows
-    counted = pl.col("epochs").cast(pl.Float64) * pl.col("gflops").cast(pl.Float64)
-    return rows.with_columns(pl.coalesce(pl.col("compute"), counted).alias("compute"))
+    return rows.with_columns(pl.coalesce(pl.col("compute"), compute_expr()).alias("compute"))
 
 
 def anytime_front(rows, metric: str):

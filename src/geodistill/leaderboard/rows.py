@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from geodistill.train.config import RunConfig
+
+_Units = TypeVar("_Units", float, "pl.Expr")
 
 
 def trial_row(
@@ -77,6 +81,20 @@ def trial_row(
         wall_seconds=result.get("wall_seconds"),
         history=result.get("history"),
     )
+
+
+def compute_units(epochs: _Units, gflops: _Units) -> _Units:
+    """The search's compute (``columns.COMPUTE_RULE``, the ``compute`` column): epochs trained x
+    GFLOPs per drone query. The one place it is counted: a trial's reports, and over a frame's
+    columns (``compute_expr``) for rows that lack it."""
+    return epochs * gflops
+
+
+def compute_expr(epochs: str = "epochs", gflops: str = "gflops") -> pl.Expr:
+    """``compute_units`` of every row of a polars frame, from its ``epochs`` and ``gflops`` columns."""
+    import polars as pl
+
+    return compute_units(pl.col(epochs).cast(pl.Float64), pl.col(gflops).cast(pl.Float64))
 
 
 def train_gflops(result: Mapping[str, Any]) -> float | None:

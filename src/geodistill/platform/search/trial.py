@@ -29,6 +29,7 @@ from typing import Any
 import ray
 from ray import tune
 
+from geodistill.leaderboard.rows import compute_units
 from geodistill.platform.search.options import SearchOptions
 from geodistill.platform.search.plan import SearchPlan
 
@@ -65,7 +66,7 @@ class TuneTrialContext:
             {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and k != "gflops"}
         )
         epochs = int(result.get("epoch") or len(self.history))
-        result["compute"] = epochs * float(result.get("gflops") or 0.0)
+        result["compute"] = compute_units(epochs, float(result.get("gflops") or 0.0))
         result["wall_seconds"] = sum(h.get("epoch_seconds", 0.0) for h in self.history)
         result["history"] = json.dumps(self.history)
         tune.report(result, checkpoint=checkpoint)
@@ -177,8 +178,8 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         {
             **result.metrics,
             **extra,
-            # what it spent, as a single-worker trial reports it: epochs x GFLOPs per query, seconds
-            "compute": result.epochs_done * float(extra["gflops"]),
+            # what it spent, as a single-worker trial reports it: compute units, seconds
+            "compute": compute_units(result.epochs_done, float(extra["gflops"])),
             "wall_seconds": time.monotonic() - started,
             "stopped_early": int(result.stopped_early),
             "checkpoint_uri": str(result.checkpoint) if result.checkpoint else None,
