@@ -13,11 +13,12 @@ experiment folder can be repaired.
 
 from __future__ import annotations
 
-import contextlib
 import glob
+import io
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import pickle
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,8 +145,7 @@ def relocate(experiment_dir: str | Path, *, study_url: str) -> list[str]:
         if file is None or not file.is_file():
             continue
         moved: list[str] = []
-        with _gone_sqlite_to(study_url, moved):
-            state = cloudpickle.loads(file.read_bytes())
+        state = _load_moving_sqlite(file.read_bytes(), study_url, moved)
         if moved:
             _replace(file, state)
             rewritten.append(file.name)
@@ -159,27 +159,45 @@ def _replace(file: Path, state: Any) -> None:
     os.replace(tmp, file)
 
 
-@contextlib.contextmanager
-def _gone_sqlite_to(url: str, moved: list[str]) -> Iterator[None]:
-    """While it lasts, an Optuna RDB storage unpickled with a SQLite file that no longer exists
-    opens ``url`` instead (its old URL is appended to ``moved``)."""
-    import optuna
+def _load_moving_sqlite(data: bytes, url: str, moved: list[str]) -> Any:
+    """``data`` unpickled, every Optuna RDB storage in it whose SQLite file no longer exists opening
+    ``url`` instead (its old URL appended to ``moved``). Only this load is affected: its unpickler
+    hands out a stand-in for each ``RDBStorage`` class, which swaps the URL before the storage
+    connects and then gives the object back its own class."""
+    return _MovingSqliteUnpickler(io.BytesIO(data), url, moved).load()
 
-    cls = optuna.storages.RDBStorage
-    original = cls.__setstate__
 
-    def setstate(self: Any, state: dict[str, Any]) -> None:
-        old = state.get("url") or ""
-        if old.startswith("sqlite:///") and old != url and not Path(old.removeprefix("sqlite:///")).exists():
-            moved.append(old)
-            state = {**state, "url": url}
-        original(self, state)
+class _MovingSqliteUnpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, url: str, moved: list[str]) -> None:
+        super().__init__(file)
+        self._url, self._moved, self._stand_ins = url, moved, {}
 
-    cls.__setstate__ = setstate
-    try:
-        yield
-    finally:
-        cls.__setstate__ = original
+    def find_class(self, module: str, name: str) -> Any:
+        from optuna.storages import RDBStorage
+
+        cls = super().find_class(module, name)
+        if not (isinstance(cls, type) and issubclass(cls, RDBStorage)):
+            return cls
+        if cls not in self._stand_ins:
+            self._stand_ins[cls] = type(cls.__name__, (cls,), {"__setstate__": self._setstate(cls)})
+        return self._stand_ins[cls]
+
+    def _setstate(self, cls: type) -> Any:
+        url, moved = self._url, self._moved
+
+        def setstate(storage: Any, state: dict[str, Any]) -> None:
+            old = state.get("url") or ""
+            if (
+                old.startswith("sqlite:///")
+                and old != url
+                and not Path(old.removeprefix("sqlite:///")).exists()
+            ):
+                moved.append(old)
+                state = {**state, "url": url}
+            storage.__class__ = cls  # the class it was saved as (the stand-in adds no fields)
+            cls.__setstate__(storage, state)  # connects: to ``url`` when the old file is gone
+
+        return setstate
 
 
 def todays_schedule(tune_config: Any, run_config: Any) -> list[str]:
