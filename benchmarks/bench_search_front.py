@@ -1,6 +1,6 @@
 """Does the default search find the whole front for little compute? Replayed on the recorded table.
 
-Run: python benchmarks/bench_search_front.py [--seeds 20] [--workers N] [--trials 320]
+Run: python benchmarks/bench_search_front.py [--seeds 100] [--workers N] [--trials 320]
 
 Every trial is answered from ``search_table.parquet`` (``bench_search_replay.Table``) on a
 simulated clock (each epoch takes its recorded seconds), sequentially and with 4 concurrent
@@ -8,8 +8,11 @@ asynchronous trials. Compute = sum over trials of epochs trained x GFLOPs per qu
 (``geodistill.leaderboard.pareto``): P9, the compute at which the front found (stopped trials
 at their values then) first holds 99 % of the table front's log10-GFLOPs hypervolume; and the
 compute at which every GFLOPs budget of the table's front is within 1 AP point (front regret).
-The limit: training exactly the table's front configurations. Variants use the product's parts:
-the default is ``CostAwareTPESampler`` + ``rung.pareto_stop`` (MO-ASHA) + repeats answered from
+The limit: training exactly the table's front configurations. The goals of issue 28 are
+stated over 20 seeds, whose medians move by about 1 compute unit from one set of 20 to another;
+so each figure is over 100 seeds, with seeds 0-19 alone and the share of random 20-seed draws
+(out of the 100) that meet the goal beside it. A search ends once both measures are reached.
+Variants use the product's parts: the default is ``CostAwareTPESampler`` + ``rung.pareto_stop`` (MO-ASHA) + repeats answered from
 finished trials; the anchor is what a user writes by hand (Optuna's default TPE, Ray's ASHA
 defaults on the metric alone, stopped trials told COMPLETE with their last values).
 """
@@ -21,6 +24,7 @@ import heapq
 import multiprocessing
 import os
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -31,7 +35,12 @@ from bench_search_replay import Table
 
 HERE = Path(__file__).resolve().parent
 METRICS = ("d2s_ap", "s2d_ap")
-GOAL_P9, GOAL_RATIO, GOAL_SEEDS = 4.7, 2.5, 19  # issue 28: 4.7 = 3x the d2s front's limit
+GOAL_P9, GOAL_RATIO, GOAL_SEEDS, GOAL_DRAW = (
+    4.7,
+    2.5,
+    19,
+    20,
+)  # issue 28: 4.7 = 3x the d2s limit; 19 of 20 seeds
 _TABLE = None
 
 
@@ -82,13 +91,23 @@ def _sampler(variant: str, seed: int):
 
 
 def simulate(
-    table: FrontTable, variant: str, metric: str, seed: int, trials: int, workers: int
+    table: FrontTable,
+    variant: str,
+    metric: str,
+    seed: int,
+    trials: int,
+    workers: int,
+    until: Callable[[list[tuple]], bool] | None = None,
 ) -> list[tuple]:
-    """One search; (compute spent, metric, GFLOPs) of each trial as it ended, in simulated time."""
+    """One search; (compute spent, metric, GFLOPs) of each trial as it ended, in simulated time.
+
+    ``until(ended)``, asked after each trial ends, ends the search early when True (the measures
+    need nothing after both are reached; the trials ended so far are as a full run ends them)."""
     import optuna
 
     from geodistill.platform.search.options import SearchOptions
     from geodistill.platform.search.rung import MemoryRungs, RungRule
+    from geodistill.platform.search.study import MAX_REPEATS
 
     defaults = SearchOptions()  # the default's rung rule is the CLI's
     anchor = variant == "anchor"
@@ -102,12 +121,15 @@ def simulate(
 
     def start(now: float) -> None:
         nonlocal asked
-        while asked < trials:
-            trial, asked = study.ask(), asked + 1
+        repeats = 0
+        while asked < trials:  # trials trained, as ``num_samples`` counts them: repeats are free
+            trial = study.ask()
             key = tuple(trial.suggest_categorical(k, table.choices[k]) for k in table.knobs)
-            if not anchor and key in finished:  # answered from the finished trial (study.py)
-                study.tell(trial, [finished[key], table.gflops[key]])
+            if not anchor and key in finished and repeats < MAX_REPEATS - 1:
+                study.tell(trial, [finished[key], table.gflops[key]])  # answered (study.py)
+                repeats += 1
                 continue
+            asked += 1
             cost = table.gflops[key]
             rule = RungRule(
                 store,
@@ -135,31 +157,48 @@ def simulate(
             if epoch == epochs:
                 finished[key] = value
             ended.append((compute, value, cost))
+            if until is not None and until(ended):
+                break
             start(now)
         else:
             heapq.heappush(events, (now + table.seconds[key][epoch], tid, epoch + 1))
     return ended
 
 
+class Measures:
+    """P9 and front-found of one search, updated as its trials end (``leaderboard.pareto``)."""
+
+    def __init__(self, table: FrontTable, metric: str) -> None:
+        from geodistill.leaderboard.pareto import front_hypervolume, front_reference
+
+        keys = list(table.curves_by[metric])
+        self.finals = np.array([table.curves_by[metric][k][-1] for k in keys])
+        self.costs = np.array([table.gflops[k] for k in keys])
+        self.reference = front_reference(self.finals, self.costs)
+        self.best = front_hypervolume(self.finals, self.costs, self.reference)
+        self.p9: float | None = None
+        self.found: float | None = None
+        self.seen = 0
+
+    def __call__(self, ended: list[tuple]) -> bool:
+        """Take the trials ended since the last call; True once both measures are reached."""
+        from geodistill.leaderboard.pareto import front_hypervolume, front_regret
+
+        for i in range(self.seen + 1, len(ended) + 1):
+            spent, values, gflops = ended[i - 1][0], [e[1] for e in ended[:i]], [e[2] for e in ended[:i]]
+            if self.p9 is None and front_hypervolume(values, gflops, self.reference) >= 0.99 * self.best:
+                self.p9 = spent
+            if self.found is None and (front_regret(values, gflops, self.finals, self.costs)[1] <= 1.0).all():
+                self.found = spent
+        self.seen = len(ended)
+        return self.p9 is not None and self.found is not None
+
+
 def measure(table: FrontTable, metric: str, ended: list[tuple]) -> tuple[float | None, float | None]:
     """(P9 compute, compute at which every front budget is within 1 AP point); None if never."""
-    from geodistill.leaderboard.pareto import front_hypervolume, front_reference, front_regret
-
-    keys = list(table.curves_by[metric])
-    finals = np.array([table.curves_by[metric][k][-1] for k in keys])
-    costs = np.array([table.gflops[k] for k in keys])
-    reference = front_reference(finals, costs)
-    best = front_hypervolume(finals, costs, reference)
-    p9 = found = None
-    for i in range(1, len(ended) + 1):
-        spent, values, gflops = ended[i - 1][0], [e[1] for e in ended[:i]], [e[2] for e in ended[:i]]
-        if p9 is None and front_hypervolume(values, gflops, reference) >= 0.99 * best:
-            p9 = spent
-        if found is None and (front_regret(values, gflops, finals, costs)[1] <= 1.0).all():
-            found = spent
-        if p9 is not None and found is not None:
-            break
-    return p9, found
+    measures = Measures(table, metric)
+    measures(ended)
+    return measures.p9, measures.found
 
 
 def _load(path: str) -> None:
@@ -175,7 +214,9 @@ def _load(path: str) -> None:
 
 def _one(job: tuple) -> tuple:
     variant, metric, seed, trials, workers = job
-    return job, measure(_TABLE, metric, simulate(_TABLE, variant, metric, seed, trials, workers))
+    measures = Measures(_TABLE, metric)
+    simulate(_TABLE, variant, metric, seed, trials, workers, until=measures)
+    return job, (measures.p9, measures.found)
 
 
 def limit(table: FrontTable, metric: str) -> float:
@@ -202,7 +243,7 @@ def last_epochs_jitter(table: FrontTable, metric: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", default=str(HERE / "search_table.parquet"))
-    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--seeds", type=int, default=100)
     parser.add_argument("--trials", type=int, default=320, help="trials per search at most")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
@@ -224,9 +265,6 @@ def main() -> None:
     for (variant, metric, _, _, concurrency), out in results:
         groups.setdefault((variant, metric, concurrency), []).append(out)
 
-    def median(values: list) -> float:
-        return float(np.median([np.inf if v is None else v for v in values]))
-
     for metric in METRICS:
         jitter = last_epochs_jitter(table, metric)
         figure(
@@ -236,43 +274,92 @@ def main() -> None:
             label=f"{metric}: median spread of the last 3 epochs' values, top tenth of configurations "
             f"(the table's own noise: {jitter:.1f} AP points)",
         )
+    draws = seed_draws(args.seeds)
     for concurrency in (1, 4):
         for metric in METRICS:
             lim = limit(table, metric)
             mode = "sequential" if concurrency == 1 else f"{concurrency} concurrent"
-            default, anchor = (
-                groups[("default", metric, concurrency)],
-                groups[("anchor", metric, concurrency)],
+            default = np.array(
+                [[np.inf if v is None else v for v in d] for d in groups[("default", metric, concurrency)]]
             )
-            p9, p9_anchor = median([d[0] for d in default]), median([a[0] for a in anchor])
-            reached = sum(d[0] is not None for d in default)
-            ok = p9 <= GOAL_P9 and p9_anchor / p9 >= GOAL_RATIO and reached >= GOAL_SEEDS
+            anchor = np.array(
+                [[np.inf if v is None else v for v in a] for a in groups[("anchor", metric, concurrency)]]
+            )
+            everything, first = np.arange(len(default)), np.arange(min(GOAL_DRAW, len(default)))
+            p9, p9_anchor = float(np.median(default[:, 0])), float(np.median(anchor[:, 0]))
+            reached = int(np.isfinite(default[:, 0]).sum())
+            ok = p9_goal(default, anchor, everything)
+            share = float(np.mean([p9_goal(default, anchor, d) for d in draws])) if draws else None
             figure(
                 f"p9.{metric}.c{concurrency}",
                 p9,
                 "GFLOPs x epochs",
                 label=f"{metric}, {mode}: P9 default {p9:.2f} (in {reached}/{len(default)} seeds) vs anchor "
                 f"{p9_anchor:.2f} ({p9_anchor / p9:.2f}x) vs limit {lim:.2f} "
-                + ("(goal met)" if ok else "(goal NOT met)"),
+                + ("(goal met" if ok else "(goal NOT met")
+                + f"); seeds 0-{len(first) - 1} alone: {cell(default, anchor, first, 0)}; a draw of "
+                f"{GOAL_DRAW} of the {len(default)} seeds meets the goal in {drawn(share, draws)}",
                 anchor="Optuna default TPE + Ray ASHA defaults, stopped trials COMPLETE",
                 limit="training exactly the table's front configurations",
                 anchor_value=p9_anchor,
                 limit_value=lim,
                 reached=reached,
+                draws_meeting_goal=share,
             )
-            found, found_anchor = median([d[1] for d in default]), median([a[1] for a in anchor])
-            n_found = sum(d[1] is not None and d[1] <= GOAL_P9 for d in default)
+            found, found_anchor = float(np.median(default[:, 1])), float(np.median(anchor[:, 1]))
+            n_found = int((default[:, 1] <= GOAL_P9).sum())
+            share = float(np.mean([found_goal(default, d) for d in draws])) if draws else None
             figure(
                 f"front.{metric}.c{concurrency}",
                 found,
                 "GFLOPs x epochs",
                 label=f"{metric}, {mode}: every front budget within 1 AP point at median compute {found:.2f} "
-                f"(anchor {found_anchor:.2f}); within {GOAL_P9} (3x the d2s limit) in {n_found}/{len(default)} seeds "
-                + ("(goal met)" if n_found >= GOAL_SEEDS else "(goal NOT met)"),
+                f"(anchor {found_anchor:.2f}); within {GOAL_P9} (3x the d2s limit) in {n_found}/{len(default)} "
+                "seeds "
+                + ("(goal met" if found_goal(default, everything) else "(goal NOT met")
+                + f"); seeds 0-{len(first) - 1} alone: {int((default[first, 1] <= GOAL_P9).sum())}/{len(first)}; "
+                f"a draw of {GOAL_DRAW} seeds meets the goal in {drawn(share, draws)}",
                 anchor="Optuna default TPE + Ray ASHA defaults, stopped trials COMPLETE",
                 anchor_value=found_anchor,
                 within_3x_limit=n_found,
+                draws_meeting_goal=share,
             )
+
+
+def seed_draws(seeds: int, count: int = 2000) -> list[np.ndarray]:
+    """``count`` random sets of ``GOAL_DRAW`` seeds out of ``seeds`` (none when there are no more
+    seeds than one draw): how often a goal stated over 20 seeds holds on another 20."""
+    if seeds <= GOAL_DRAW:
+        return []
+    rng = np.random.default_rng(0)
+    return [rng.choice(seeds, GOAL_DRAW, replace=False) for _ in range(count)]
+
+
+def drawn(share: float | None, draws: list) -> str:
+    return "- (no more seeds than one draw)" if share is None else f"{100 * share:.0f} % of {len(draws)}"
+
+
+def p9_goal(default: np.ndarray, anchor: np.ndarray, seeds: np.ndarray) -> bool:
+    """The P9 goal on these seeds: median <= GOAL_P9, >= GOAL_RATIO x below the anchor's median,
+    reached in >= GOAL_SEEDS of every GOAL_DRAW seeds. ``default``/``anchor``: [seeds, (P9, found)]."""
+    p9, p9_anchor = np.median(default[seeds, 0]), np.median(anchor[seeds, 0])
+    reached = np.isfinite(default[seeds, 0]).sum()
+    return bool(
+        p9 <= GOAL_P9 and p9_anchor >= GOAL_RATIO * p9 and reached * GOAL_DRAW >= GOAL_SEEDS * len(seeds)
+    )
+
+
+def found_goal(default: np.ndarray, seeds: np.ndarray) -> bool:
+    """The front-found goal on these seeds: within GOAL_P9 in >= GOAL_SEEDS of every GOAL_DRAW."""
+    return bool((default[seeds, 1] <= GOAL_P9).sum() * GOAL_DRAW >= GOAL_SEEDS * len(seeds))
+
+
+def cell(default: np.ndarray, anchor: np.ndarray, seeds: np.ndarray, column: int) -> str:
+    """'median (ratio to the anchor, reached/seeds)' of one measure on these seeds."""
+    mine, theirs = np.median(default[seeds, column]), np.median(anchor[seeds, column])
+    with np.errstate(invalid="ignore"):  # inf / inf: neither reached it
+        ratio = theirs / mine
+    return f"{mine:.2f} ({ratio:.2f}x, {np.isfinite(default[seeds, column]).sum()}/{len(seeds)})"
 
 
 if __name__ == "__main__":

@@ -275,8 +275,8 @@ def compare(
         "prefix": prefix,
         "common": common,
         "trials": len(run.ended),
-        # simulate counts a repeat answered from a finished trial against the cap, the product does
-        # not (Tune's num_samples counts trained trials): compare the trials both ran
+        # both count trained trials against the cap (Tune's num_samples; a repeat answered from a
+        # finished trial is free in both), but a concurrent search may diverge: compare what both ran
         "compared": min(len(run.ended), len(simulated)),
         "clock": clock_order(run, table, workers, speed),
         "seconds": run.seconds,
