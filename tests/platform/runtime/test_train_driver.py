@@ -287,3 +287,34 @@ def test_train_cli_refuses_a_changed_config_in_one_line(out_dir, capsys):
     assert err[-1].startswith(f"geodistill train: error: run {name} exists with train.lr=")
     assert "this run has train.lr=0.0003 — pass train.resume=force" in err[-1]
     assert not (out_dir / name / "checkpoints").exists()
+
+
+def test_train_cli_prepares_its_config_once_and_trains_that_config(out_dir, monkeypatch):
+    """`geodistill train` prepares (names the run, resolves paths, checks the teacher) once; the
+    config it prints and files its row under is the one trained."""
+    import geodistill.eval
+    from geodistill.platform.cli import main
+    from geodistill.platform.runtime import train_driver
+    from geodistill.train.loop import TrainResult
+
+    prepared, trained = [], []
+    real_prepare = train_driver.prepare_config
+
+    def counting_prepare(cfg):
+        prepared.append(cfg.run_name)
+        return real_prepare(cfg)
+
+    def fit(cfg, *, context):  # what would have trained
+        trained.append(cfg)
+        return TrainResult(
+            epochs_done=1, metrics={"loss": 1.0}, checkpoint=None, stopped_early=False, skipped_media=0
+        )
+
+    monkeypatch.setattr(train_driver, "prepare_config", counting_prepare)
+    monkeypatch.setattr(geodistill.eval, "fit_evaluated", fit)
+    monkeypatch.chdir(out_dir)
+    assert main(["train", "preset=smoke", "output_dir=rel", "run_name=once", "--no-leaderboard"]) == 0
+    assert prepared == ["once"]  # it was prepared twice: by the command and again by run_training
+    assert [(c.run_name, c.output_dir) for c in trained] == [("once", str(out_dir / "rel"))]
+    with pytest.raises(ValueError, match="prepare_config's output"):
+        run_training(_cfg(out_dir, "output_dir=rel"), prepared=True, fit_fn=fit)
