@@ -250,3 +250,51 @@ def test_ray_train_trials_drop_their_state_and_off_front_runs_lose_their_epochs(
     ]
     named = dict(Leaderboard(lb).read("exp").select("trial_id", "checkpoint_uri").iter_rows())
     assert named == {"on": str(experiment / "trainers" / "on" / "epoch_0003"), "off": None}
+
+
+@pytest.mark.slow  # two Ray Train trials (a TorchTrainer each) on a local Ray: ~60 s
+def test_a_search_of_ray_train_trials_keeps_the_fronts_latest_and_best_weights_only(ray_local, tmp_path):
+    def _three_epochs(cfg, *, context):
+        """Epoch 2 is each trial's best, epoch 3 its latest; precision grows with lr."""
+        import json
+        import tempfile
+
+        from geodistill.train.loop import TrainResult
+
+        metrics: dict = {}
+        for epoch in (1, 2, 3):
+            metrics = {"epoch": epoch, "d2s_recall1": cfg.train.lr * 1000 * (2 if epoch == 2 else 1)}
+            with tempfile.TemporaryDirectory() as folder:
+                (Path(folder) / "model.safetensors").write_bytes(b"w" * 1000)
+                (Path(folder) / STATE_FILE).write_bytes(b"s" * 2000)
+                (Path(folder) / "meta.json").write_text(json.dumps({"epoch": epoch, "metrics": metrics}))
+                context.report(metrics, checkpoint_dir=Path(folder))
+        return TrainResult(
+            epochs_done=3, metrics=metrics, checkpoint=None, stopped_early=False, skipped_media=0
+        )
+
+    dirs = search_dirs(tmp_path)
+    result = search(
+        trivial_space(3, **{"scaling.num_workers": 1}),
+        experiment="rt",
+        num_samples=2,
+        sampler="random",
+        seed=3,
+        max_concurrent=1,
+        keep_checkpoints="front",
+        early_stopping=False,
+        objective=_three_epochs,
+        **dirs,
+    )
+    rows = result.rows
+    assert rows.height == 2 and (rows["status"] == "ok").all(), rows
+    best = rows.sort("lr").row(1, named=True)["trial_id"]  # same cost: the higher lr is the front
+    trainers = Path(dirs["storage"]) / "rt" / "trainers"
+    kept = {p.parent.name: [] for p in trainers.glob("*/epoch_*")}
+    for folder in sorted(trainers.glob("*/epoch_*")):
+        kept[folder.parent.name].append(folder.name)
+    assert kept == {best: ["epoch_0002", "epoch_0003"]}  # Ray kept the latest and the best, no more
+    assert list(trainers.rglob(STATE_FILE)) == []  # an ended trial resumes no more
+    named = dict(rows.select("trial_id", "checkpoint_uri").iter_rows())
+    assert named[best] == str(trainers / best / "epoch_0003")
+    assert [uri for trial_id, uri in named.items() if trial_id != best] == [None]
