@@ -318,3 +318,27 @@ def test_train_cli_prepares_its_config_once_and_trains_that_config(out_dir, monk
     assert [(c.run_name, c.output_dir) for c in trained] == [("once", str(out_dir / "rel"))]
     with pytest.raises(ValueError, match="prepare_config's output"):
         run_training(_cfg(out_dir, "output_dir=rel"), prepared=True, fit_fn=fit)
+
+
+def test_a_ray_run_begun_before_checkpoints_were_scored_keeps_every_epoch_when_resumed(out_dir, tmp_path):
+    """Ray ranks checkpoints by ``checkpoint_score``; a snapshot of checkpoints without it (a run
+    begun before) would make Ray log an error for each and delete them all but the new latest."""
+    from geodistill.platform.runtime.train_driver import (
+        CHECKPOINT_SCORE,
+        RAY_SNAPSHOT_FILE,
+        _keep_checkpoints,
+    )
+
+    cfg = _cfg(out_dir)
+    snapshot = tmp_path / "run" / RAY_SNAPSHOT_FILE
+    assert _keep_checkpoints(cfg, str(tmp_path), "run") == "last_best"  # a new run
+    snapshot.parent.mkdir()
+    scored = {"checkpoint_dir_name": "epoch_0001", "metrics": {"epoch": 1.0, CHECKPOINT_SCORE: -1.0}}
+    snapshot.write_text(json.dumps({"checkpoint_results": [scored]}))
+    assert _keep_checkpoints(cfg, str(tmp_path), "run") == "last_best"
+    old = {"checkpoint_dir_name": "epoch_0002", "metrics": {"epoch": 2.0, "d2s_recall1": 50.0}}
+    snapshot.write_text(json.dumps({"checkpoint_results": [scored, old]}))
+    assert _keep_checkpoints(cfg, str(tmp_path), "run") == "all"
+    assert _keep_checkpoints(cfg, "s3://bucket/runs", "run") == "last_best"  # not read remotely
+    snapshot.write_text("{not json")
+    assert _keep_checkpoints(cfg, str(tmp_path), "run") == "last_best"

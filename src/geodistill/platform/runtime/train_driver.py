@@ -42,6 +42,7 @@ DEFAULT_MAX_FAILURES = 2
 RUN_CONFIG_FILE = "config.json"  # <output_dir>/<run_name>/config.json: the resolved RunConfig
 PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"  # Ray Train's switch, propagated to its workers
 PREEMPTION_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"  # likewise, to its controller
+RAY_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray's record of a run's checkpoints
 # May differ between a run and its resumption: length, bookkeeping and placement, not the result.
 RESUME_FREE_KEYS = frozenset(
     {
@@ -231,7 +232,7 @@ def _run_on_ray(
             name=name,
             storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
-            checkpoint_config=checkpoint_config(cfg.train.keep_checkpoints),
+            checkpoint_config=checkpoint_config(keep := _keep_checkpoints(cfg, storage, name)),
         ),
     )
     try:
@@ -242,10 +243,25 @@ def _run_on_ray(
             raise user_error from None
         raise
     latest = result.checkpoint  # what the result names and a re-run resumes from
-    if cfg.train.keep_checkpoints == "last_best" and latest is not None:
+    if keep == "last_best" and latest is not None:
         if isinstance(latest.filesystem, pyarrow.fs.LocalFileSystem):  # the best: weights only
             drop_stale_state(Path(latest.path).parent, keep=latest.path)
     return _with_persisted_checkpoint(result.return_value, result)
+
+
+def _keep_checkpoints(cfg: RunConfig, storage: str, name: str) -> str:
+    """``train.keep_checkpoints``, except ``all`` when resuming a run begun before its checkpoints
+    carried ``CHECKPOINT_SCORE`` (local storage): Ray would log an error for each of them and
+    delete them, the best included."""
+    keep = cfg.train.keep_checkpoints
+    if keep == "all" or "://" in storage:
+        return keep
+    try:
+        saved = json.loads((Path(storage) / name / RAY_SNAPSHOT_FILE).read_text())["checkpoint_results"]
+        unscored = any(CHECKPOINT_SCORE not in r["metrics"] for r in saved)
+    except (OSError, ValueError, LookupError, TypeError):  # none yet, or not a format we know
+        return keep
+    return "all" if unscored else keep
 
 
 def checkpoint_config(keep: str) -> Any:
