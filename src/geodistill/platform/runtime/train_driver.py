@@ -352,6 +352,7 @@ __all__ = [
     "RayTrainWorkerContext",
     "TrainContext",
     "check_run_config",
+    "checkpoint_config",
     "prepare_config",
     "run_name_of",
     "run_training",

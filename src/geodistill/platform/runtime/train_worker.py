@@ -46,7 +46,8 @@ class RayTrainWorkerContext:
     """TrainContext inside a Ray Train worker: ``ray.train.report`` / ``get_checkpoint`` / a stop rule.
 
     Every rank reports every epoch (Ray's reports are a barrier across workers); only rank 0
-    passes the checkpoint, which Ray copies to ``<storage>/<run_name>/epoch_NNNN``. Each rank
+    passes the checkpoint, which Ray copies to ``<storage>/<run_name>/epoch_NNNN``, and its
+    ``CHECKPOINT_SCORE`` (metrics.jsonl and ``history`` keep the metrics as fit gave them). Each rank
     writes its pid to ``<run_dir>/worker_<rank>.pid`` and its Ray node id to ``worker_<rank>.node``
     (operators and the fault tests use them).
     """
