@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from geodistill.train.context import InProcessContext, TrainContext, default_device, latest_checkpoint_in
+from geodistill.train.context import (
+    InProcessContext,
+    TrainContext,
+    default_device,
+    drop_stale_state,
+    latest_checkpoint_in,
+    prune_checkpoints,
+)
 
 
 def _scratch(tmp_path: Path, name: str, *, meta: bool = True) -> Path:
@@ -63,6 +70,50 @@ def test_latest_checkpoint_is_the_highest_complete_epoch(tmp_path):
     (folder / ".epoch_30000.tmp").mkdir()
     # epoch_20000 has no meta.json (written last: an interrupted save), epoch_12 is not a 4-digit name
     assert latest_checkpoint_in(folder) == folder / "epoch_10000"
+
+
+def _epochs(folder: Path, recall: dict[int, float | None]) -> None:
+    for epoch, value in recall.items():
+        path = folder / f"epoch_{epoch:04d}"
+        path.mkdir(parents=True)
+        (path / "model.safetensors").write_bytes(b"w")
+        (path / "train_state.pt").write_bytes(b"s")
+        metrics = {} if value is None else {"d2s_recall1": value}
+        (path / "meta.json").write_text(json.dumps({"epoch": epoch, "metrics": metrics}))
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_prune_keeps_the_latest_whole_and_the_best_weights_only(tmp_path):
+    folder = tmp_path / "checkpoints"
+    _epochs(folder, {1: None, 2: 60.0, 3: 80.0, 4: 80.0, 5: 50.0})
+    removed = prune_checkpoints(folder)
+    assert sorted(p.name for p in removed) == ["epoch_0001", "epoch_0002", "epoch_0004"]
+    assert _files(folder) == [  # equal recall: the earlier epoch
+        "epoch_0003/meta.json",
+        "epoch_0003/model.safetensors",
+        "epoch_0005/meta.json",
+        "epoch_0005/model.safetensors",
+        "epoch_0005/train_state.pt",
+    ]
+
+
+def test_drop_stale_state_keeps_the_training_state_of_one_checkpoint(tmp_path):
+    folder = tmp_path / "checkpoints"
+    _epochs(folder, {1: 10.0, 2: 20.0, 3: 30.0})
+    (folder / "epoch_0004").mkdir()  # incomplete (no meta.json): not a checkpoint, left alone
+    (folder / "epoch_0004" / "train_state.pt").write_bytes(b"s")
+    gone = drop_stale_state(folder)
+    assert sorted(p.parent.name for p in gone) == ["epoch_0001", "epoch_0002"]
+    assert [p for p in _files(folder) if p.endswith("train_state.pt")] == [
+        "epoch_0003/train_state.pt",
+        "epoch_0004/train_state.pt",
+    ]
+    drop_stale_state(folder, keep=folder / "epoch_0001")  # the one a Ray result names
+    assert not (folder / "epoch_0003" / "train_state.pt").exists()
+    assert drop_stale_state(tmp_path / "missing") == []
 
 
 def test_stop_after_and_a_rule():

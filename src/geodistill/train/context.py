@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 CHECKPOINT_PATTERN = re.compile(r"^epoch_(\d{4,})$")
+BEST_METRIC = "d2s_recall1"  # what "best" means for train.keep_checkpoints=last_best
 
 
 @runtime_checkable
@@ -119,30 +120,17 @@ class InProcessContext:
 
 def latest_checkpoint_in(folder: str | Path) -> Path | None:
     """The epoch_NNNN directory with the highest epoch that holds meta.json, or None."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    found = []
-    for path in folder.iterdir():
-        m = CHECKPOINT_PATTERN.match(path.name)
-        if m and (path / "meta.json").is_file():
-            found.append((int(m.group(1)), path))
-    return max(found)[1] if found else None
+    done = _complete_checkpoints(folder)
+    return done[-1][1] if done else None
 
 
-def prune_checkpoints(folder: str | Path, metric: str = "d2s_recall1") -> list[Path]:
+def prune_checkpoints(folder: str | Path, metric: str = BEST_METRIC) -> list[Path]:
     """Keep the latest complete epoch_NNNN (whole: resuming needs its train_state.pt) and the one
     with the best evaluated ``metric`` (its weights and meta only); remove the rest. Returns the
     directories removed. A run of 12 epochs keeps at most 2 checkpoints instead of 12."""
-    folder = Path(folder)
-    done = []
-    for path in folder.iterdir() if folder.is_dir() else ():
-        m = CHECKPOINT_PATTERN.match(path.name)
-        if m and (path / "meta.json").is_file():
-            done.append((int(m.group(1)), path))
+    done = _complete_checkpoints(folder)
     if len(done) < 2:
         return []
-    done.sort()
     latest = done[-1][1]
     scored = []
     for epoch, path in done:
@@ -152,11 +140,35 @@ def prune_checkpoints(folder: str | Path, metric: str = "d2s_recall1") -> list[P
     best = max(scored, key=lambda s: (s[0], -s[1]))[2] if scored else latest  # ties: the earlier epoch
     removed = []
     for _, path in done:
-        if path == latest:
-            continue
-        if path == best:
-            (path / "train_state.pt").unlink(missing_ok=True)
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(path)
+        if path not in (latest, best):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    drop_stale_state(folder)
     return removed
+
+
+def drop_stale_state(folder: str | Path, keep: str | Path | None = None) -> list[Path]:
+    """Delete ``train_state.pt`` from every complete epoch_NNNN but ``keep`` (default: the latest,
+    the one a run resumes from); returns the files deleted. The weights stay loadable."""
+    done = _complete_checkpoints(folder)
+    kept = Path(keep).resolve() if keep is not None else (done[-1][1].resolve() if done else None)
+    gone = []
+    for _, path in done:
+        if path.resolve() == kept:
+            continue
+        state = path / "train_state.pt"
+        if state.is_file():
+            state.unlink(missing_ok=True)
+            gone.append(state)
+    return gone
+
+
+def _complete_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
+    """(epoch, dir) of every epoch_NNNN under ``folder`` that holds meta.json, oldest first."""
+    folder = Path(folder)
+    done = []
+    for path in folder.iterdir() if folder.is_dir() else ():
+        m = CHECKPOINT_PATTERN.match(path.name)
+        if m and (path / "meta.json").is_file():
+            done.append((int(m.group(1)), path))
+    return sorted(done)

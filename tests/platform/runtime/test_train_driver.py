@@ -287,3 +287,58 @@ def test_train_cli_refuses_a_changed_config_in_one_line(out_dir, capsys):
     assert err[-1].startswith(f"geodistill train: error: run {name} exists with train.lr=")
     assert "this run has train.lr=0.0003 — pass train.resume=force" in err[-1]
     assert not (out_dir / name / "checkpoints").exists()
+
+
+def test_train_cli_prepares_its_config_once_and_trains_that_config(out_dir, monkeypatch):
+    """`geodistill train` prepares (names the run, resolves paths, checks the teacher) once; the
+    config it prints and files its row under is the one trained."""
+    import geodistill.eval
+    from geodistill.platform.cli import main
+    from geodistill.platform.runtime import train_driver
+    from geodistill.train.loop import TrainResult
+
+    prepared, trained = [], []
+    real_prepare = train_driver.prepare_config
+
+    def counting_prepare(cfg):
+        prepared.append(cfg.run_name)
+        return real_prepare(cfg)
+
+    def fit(cfg, *, context):  # what would have trained
+        trained.append(cfg)
+        return TrainResult(
+            epochs_done=1, metrics={"loss": 1.0}, checkpoint=None, stopped_early=False, skipped_media=0
+        )
+
+    monkeypatch.setattr(train_driver, "prepare_config", counting_prepare)
+    monkeypatch.setattr(geodistill.eval, "fit_evaluated", fit)
+    monkeypatch.chdir(out_dir)
+    assert main(["train", "preset=smoke", "output_dir=rel", "run_name=once", "--no-leaderboard"]) == 0
+    assert prepared == ["once"]  # it was prepared twice: by the command and again by run_training
+    assert [(c.run_name, c.output_dir) for c in trained] == [("once", str(out_dir / "rel"))]
+    with pytest.raises(ValueError, match="prepare_config's output"):
+        run_training(_cfg(out_dir, "output_dir=rel"), prepared=True, fit_fn=fit)
+
+
+def test_a_ray_run_begun_before_checkpoints_were_scored_keeps_every_epoch_when_resumed(out_dir, tmp_path):
+    """Ray ranks checkpoints by ``checkpoint_score``; a snapshot of checkpoints without it (a run
+    begun before) would make Ray log an error for each and delete them all but the new latest."""
+    from geodistill.platform.runtime.train_driver import (
+        CHECKPOINT_SCORE,
+        RAY_SNAPSHOT_FILE,
+        _keep_checkpoints,
+    )
+
+    cfg = _cfg(out_dir)
+    snapshot = tmp_path / "run" / RAY_SNAPSHOT_FILE
+    assert _keep_checkpoints(cfg, str(tmp_path), "run") == "last_best"  # a new run
+    snapshot.parent.mkdir()
+    scored = {"checkpoint_dir_name": "epoch_0001", "metrics": {"epoch": 1.0, CHECKPOINT_SCORE: -1.0}}
+    snapshot.write_text(json.dumps({"checkpoint_results": [scored]}))
+    assert _keep_checkpoints(cfg, str(tmp_path), "run") == "last_best"
+    old = {"checkpoint_dir_name": "epoch_0002", "metrics": {"epoch": 2.0, "d2s_recall1": 50.0}}
+    snapshot.write_text(json.dumps({"checkpoint_results": [scored, old]}))
+    assert _keep_checkpoints(cfg, str(tmp_path), "run") == "all"
+    assert _keep_checkpoints(cfg, "s3://bucket/runs", "run") == "last_best"  # not read remotely
+    snapshot.write_text("{not json")
+    assert _keep_checkpoints(cfg, str(tmp_path), "run") == "last_best"

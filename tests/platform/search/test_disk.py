@@ -203,3 +203,98 @@ def test_a_search_keeps_only_the_fronts_checkpoints_unless_asked_for_all(ray_loc
                 assert row["checkpoint_uri"] is None
         assert kept == (set(rows["trial_id"]) if keep == "all" else front)
     assert fronts["all"] == fronts["front"]  # the same seed samples the same trials
+
+
+def test_ray_train_trials_drop_their_state_and_off_front_runs_lose_their_epochs(tmp_path):
+    """A Ray Train trial's checkpoints live in its run folder, <experiment>/trainers/<trial_id>,
+    as epoch_NNNN (the latest and the best, train_driver's last_best); its last result names the
+    latest. Ended, nothing resumes it; off the front, its weights are never the search's answer."""
+    import polars as pl
+
+    from geodistill.leaderboard import Leaderboard
+    from geodistill.leaderboard.rows import trial_row
+    from geodistill.platform.compose import compose_run_config
+    from geodistill.platform.search.disk import DropFinishedState, prune_off_front
+
+    experiment = tmp_path / "exp"
+    trials, rows = [], []
+    cfg = compose_run_config(["preset=smoke", f"output_dir={tmp_path}"])
+    for trial_id, recall in (("on", 90.0), ("off", 10.0)):
+        run = experiment / "trainers" / trial_id
+        _checkpoint(run / "epoch_0002")  # the best
+        latest = _checkpoint(run / "epoch_0003")
+        result = {"epoch": 3, "d2s_recall1": recall, "gflops": 1.0, "checkpoint_uri": str(latest)}
+        trial = SimpleNamespace(
+            trial_id=trial_id, path=str(experiment / f"trial_{trial_id}"), storage=None, checkpoint=None,
+            last_result=result,
+        )  # fmt: skip
+        DropFinishedState().on_trial_complete(0, [], trial)
+        trials.append(trial)
+        rows.append(trial_row(experiment="exp", trial_id=trial_id, cfg=cfg, result=result, status="ok"))
+    assert list(experiment.rglob(STATE_FILE)) == []
+    assert len(list(experiment.rglob("model.safetensors"))) == 4  # weights stay until the front is known
+
+    lb = tmp_path / "lb"
+    Leaderboard(lb).write(rows)
+    frame = Leaderboard(lb).read("exp")
+    removed = prune_off_front(trials, frame, frame.filter(pl.col("trial_id") == "on"), str(lb))
+    assert sorted(p.relative_to(experiment).as_posix() for p in removed) == [
+        "trainers/off/epoch_0002",
+        "trainers/off/epoch_0003",
+    ]
+    assert _files(experiment) == [
+        "trainers/on/epoch_0002/meta.json",
+        "trainers/on/epoch_0002/model.safetensors",
+        "trainers/on/epoch_0003/meta.json",
+        "trainers/on/epoch_0003/model.safetensors",
+    ]
+    named = dict(Leaderboard(lb).read("exp").select("trial_id", "checkpoint_uri").iter_rows())
+    assert named == {"on": str(experiment / "trainers" / "on" / "epoch_0003"), "off": None}
+
+
+@pytest.mark.slow  # two Ray Train trials (a TorchTrainer each) on a local Ray: ~60 s
+def test_a_search_of_ray_train_trials_keeps_the_fronts_latest_and_best_weights_only(ray_local, tmp_path):
+    def _three_epochs(cfg, *, context):
+        """Epoch 2 is each trial's best, epoch 3 its latest; precision grows with lr."""
+        import json
+        import tempfile
+
+        from geodistill.train.loop import TrainResult
+
+        metrics: dict = {}
+        for epoch in (1, 2, 3):
+            metrics = {"epoch": epoch, "d2s_recall1": cfg.train.lr * 1000 * (2 if epoch == 2 else 1)}
+            with tempfile.TemporaryDirectory() as folder:
+                (Path(folder) / "model.safetensors").write_bytes(b"w" * 1000)
+                (Path(folder) / STATE_FILE).write_bytes(b"s" * 2000)
+                (Path(folder) / "meta.json").write_text(json.dumps({"epoch": epoch, "metrics": metrics}))
+                context.report(metrics, checkpoint_dir=Path(folder))
+        return TrainResult(
+            epochs_done=3, metrics=metrics, checkpoint=None, stopped_early=False, skipped_media=0
+        )
+
+    dirs = search_dirs(tmp_path)
+    result = search(
+        trivial_space(3, **{"scaling.num_workers": 1}),
+        experiment="rt",
+        num_samples=2,
+        sampler="random",
+        seed=3,
+        max_concurrent=1,
+        keep_checkpoints="front",
+        early_stopping=False,
+        objective=_three_epochs,
+        **dirs,
+    )
+    rows = result.rows
+    assert rows.height == 2 and (rows["status"] == "ok").all(), rows
+    best = rows.sort("lr").row(1, named=True)["trial_id"]  # same cost: the higher lr is the front
+    trainers = Path(dirs["storage"]) / "rt" / "trainers"
+    kept = {p.parent.name: [] for p in trainers.glob("*/epoch_*")}
+    for folder in sorted(trainers.glob("*/epoch_*")):
+        kept[folder.parent.name].append(folder.name)
+    assert kept == {best: ["epoch_0002", "epoch_0003"]}  # Ray kept the latest and the best, no more
+    assert list(trainers.rglob(STATE_FILE)) == []  # an ended trial resumes no more
+    named = dict(rows.select("trial_id", "checkpoint_uri").iter_rows())
+    assert named[best] == str(trainers / best / "epoch_0003")
+    assert [uri for trial_id, uri in named.items() if trial_id != best] == [None]

@@ -4,40 +4,45 @@
 ``>= 1``: a ``TorchTrainer`` whose workers each call ``fit`` with a ``RayTrainWorkerContext`` (Ray
 sets up the process group, persists rank 0's checkpoints under the in-process layout
 ``<run dir>/checkpoints/epoch_NNNN``, restarts the group from the latest one when a worker dies).
+``train.keep_checkpoints=last_best`` keeps what an in-process run keeps: Ray's ``CheckpointConfig``
+holds the latest and the best-scoring epoch, and the best loses its training state at the end.
 Both runners share the run folder: ``config.json`` (the resolved config, written before any
 compute), ``metrics.jsonl`` (rank 0's epochs) and the workers' pid/node files. Resuming a run
 with a different config is refused in one line naming the keys (``check_run_config``; keys in
 ``RESUME_FREE_KEYS`` say how long or where a run goes, not what it computes), unless
 ``train.resume=force``. ``prepare_config`` checks the inputs once, the teacher through
-``remote.resolve_teacher``.
+``remote.resolve_teacher`` (``run_training(..., prepared=True)`` when the caller already did).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import sys
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from geodistill.errors import ConfigError, UserError
+from geodistill.platform.runtime.train_worker import (
+    CHECKPOINT_SCORE,
+    CHECKPOINTS_DIR,
+    FitFn,
+    RayTrainWorkerContext,
+    StopRule,
+    atomic_write_text,
+    fetch_teacher,
+    tracked_fit,
+    train_loop,
+)
 from geodistill.schema import dotted
 from geodistill.train.config import RunConfig
-from geodistill.train.context import InProcessContext, TrainContext, latest_checkpoint_in
-
-StopRule = Callable[[int, dict[str, float]], bool]  # (epochs done, metrics) -> stop now
-FitFn = Callable[..., Any]  # fit(cfg, *, context) -> TrainResult
+from geodistill.train.context import InProcessContext, TrainContext, drop_stale_state
 
 DEFAULT_MAX_FAILURES = 2
-PID_FILE = "worker_{rank}.pid"
-NODE_FILE = "worker_{rank}.node"
-CHECKPOINTS_DIR = "checkpoints"  # <output_dir>/<run_name>/checkpoints/epoch_NNNN in both modes
 RUN_CONFIG_FILE = "config.json"  # <output_dir>/<run_name>/config.json: the resolved RunConfig
 PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"  # Ray Train's switch, propagated to its workers
+PREEMPTION_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"  # likewise, to its controller
+RAY_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray's record of a run's checkpoints
 # May differ between a run and its resumption: length, bookkeeping and placement, not the result.
 RESUME_FREE_KEYS = frozenset(
     {
@@ -86,7 +91,7 @@ def prepare_config(cfg: RunConfig) -> RunConfig:
             )
         from geodistill.platform.runtime.remote import resolve_teacher
 
-        # checked here; a URI is fetched once per node where it trains (_fetch_teacher)
+        # checked here; a URI is fetched once per node where it trains (fetch_teacher)
         cfg.distill.teacher_checkpoint = resolve_teacher(cfg.distill.teacher_checkpoint)
     return cfg
 
@@ -127,23 +132,30 @@ def run_training(
     should_stop: StopRule | None = None,
     max_failures: int = DEFAULT_MAX_FAILURES,
     fit_fn: FitFn | None = None,
+    prepared: bool = False,
 ) -> Any:
     """Train ``cfg`` and return fit's ``TrainResult`` (its checkpoint: the last persisted one).
 
     ``should_stop`` (picklable for Ray) is consulted on rank 0 after every epoch, e.g. a
     search's rung rule. ``fit_fn`` replaces ``geodistill.eval.fit_evaluated`` (benchmarks, tests).
+    ``prepared``: ``cfg`` is what ``prepare_config`` returned; it is copied, not checked again.
     """
-    cfg = prepare_config(cfg)
+    if not prepared:
+        cfg = prepare_config(cfg)
+    elif cfg.run_name and Path(cfg.output_dir).is_absolute():
+        cfg = RunConfig.from_dict(cfg.to_dict())  # a URI teacher is replaced by its local copy below
+    else:
+        raise ValueError("run_training(prepared=True) needs prepare_config's output")
     run_dir = Path(cfg.output_dir) / cfg.run_name
     check_run_config(cfg, run_dir)  # before any compute
     run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(run_dir / RUN_CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
+    atomic_write_text(run_dir / RUN_CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
     if fit_fn is None:
         from geodistill.eval import fit_evaluated as fit_fn
     if cfg.scaling.in_process:
-        _fetch_teacher(cfg)
+        fetch_teacher(cfg)
         context = InProcessContext(run_dir, rule=should_stop, keep=cfg.train.keep_checkpoints)
-        return _tracked_fit(fit_fn, cfg, context, run_dir)
+        return tracked_fit(fit_fn, cfg, context, run_dir)
     return _run_on_ray(
         cfg,
         run_dir=run_dir,
@@ -152,121 +164,6 @@ def run_training(
         max_failures=max_failures,
         fit_fn=fit_fn,
     )
-
-
-def _fetch_teacher(cfg: RunConfig) -> None:
-    """Point a URI ``distill.teacher_checkpoint`` at this node's cached copy (``platform.remote``)."""
-    if cfg.stage == "student" and cfg.distill.teacher_checkpoint:
-        from geodistill.platform.runtime.remote import resolve_teacher
-
-        cfg.distill.teacher_checkpoint = resolve_teacher(cfg.distill.teacher_checkpoint, fetch=True)
-
-
-class RayTrainWorkerContext:
-    """TrainContext inside a Ray Train worker: ``ray.train.report`` / ``get_checkpoint`` / a stop rule.
-
-    Every rank reports every epoch (Ray's reports are a barrier across workers); only rank 0
-    passes the checkpoint, which Ray copies to ``<storage>/<run_name>/epoch_NNNN``. Each rank
-    writes its pid to ``<run_dir>/worker_<rank>.pid`` and its Ray node id to ``worker_<rank>.node``
-    (operators and the fault tests use them).
-    """
-
-    def __init__(self, run_dir: str | Path, *, rule: StopRule | None = None) -> None:
-        import ray.train
-        import ray.train.torch
-
-        ctx = ray.train.get_context()
-        self.rank = ctx.get_world_rank()
-        self.world_size = ctx.get_world_size()
-        self.device = ray.train.torch.get_device()
-        self.run_dir = Path(run_dir)
-        self.rule = rule
-        self.history: list[dict[str, float]] = []
-        self._downloads: dict[str, Path] = {}
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(self.run_dir / PID_FILE.format(rank=self.rank), f"{os.getpid()}\n")
-        node = ray.get_runtime_context().get_node_id()  # which node this rank runs on (spread checks)
-        _atomic_write_text(self.run_dir / NODE_FILE.format(rank=self.rank), f"{node}\n")
-
-    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
-        import ray.train
-
-        metrics = {k: float(v) for k, v in metrics.items()}
-        checkpoint = None
-        if checkpoint_dir is not None and self.rank == 0:
-            checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir))
-        name = f"epoch_{int(metrics['epoch']):04d}" if "epoch" in metrics else None
-        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
-        if self.rank == 0:
-            self.history.append(metrics)
-            with open(self.run_dir / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(metrics, sort_keys=True) + "\n")
-
-    def latest_checkpoint(self) -> Path | None:
-        """The latest persisted checkpoint as a local directory (downloaded once if storage is remote)."""
-        import pyarrow.fs
-        import ray.train
-
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            # Ray knows none (a first Ray run): an in-process run of the same name may have left one.
-            return latest_checkpoint_in(self.run_dir / CHECKPOINTS_DIR)
-        if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
-            return Path(checkpoint.path)
-        if checkpoint.path not in self._downloads:
-            local = Path(tempfile.mkdtemp(prefix="geodistill-resume-"))
-            self._downloads[checkpoint.path] = Path(checkpoint.to_directory(str(local)))
-        return self._downloads[checkpoint.path]
-
-    def should_stop(self, epoch: int, metrics: dict[str, float]) -> bool:
-        return self.rule is not None and bool(self.rule(epoch, metrics))
-
-
-def _train_worker(config: dict[str, Any]) -> Any:
-    """Ray Train's train_loop_per_worker: one ``fit`` per rank; rank 0's result is Result.return_value."""
-    from geodistill.platform.runtime.gpus import hide_unreserved_gpus
-
-    hide_unreserved_gpus()  # a worker with no GPU reserved must not see the node's GPUs
-    _quiet_report_log()
-    cfg = RunConfig.from_dict(config["cfg"])
-    _fetch_teacher(cfg)  # a URI teacher: fetched once per node, into its cache
-    context = RayTrainWorkerContext(config["run_dir"], rule=config["should_stop"])
-    # Libraries print progress to stdout (DeepSpeed does); as logs they belong on stderr, which
-    # keeps the driver's stdout clean for results (`geodistill train --json`).
-    with contextlib.redirect_stdout(sys.stderr):
-        if context.rank != 0:
-            return config["fit_fn"](cfg, context=context)
-        return _tracked_fit(config["fit_fn"], cfg, context, Path(config["run_dir"]))
-
-
-def _quiet_report_log() -> None:
-    """Drop Ray Train's per-worker INFO line for every report ("Reporting training result N:
-    TrainingReport(...)", each rank, each epoch): rank 0's epoch line says it. Its logger is named
-    by its file path, so ``ray.train.LoggingConfig`` (which sets ``ray.train.*``) cannot reach it."""
-    import importlib
-    import logging
-
-    try:
-        module = importlib.import_module("ray.train.v2._internal.execution.context")
-    except ImportError:  # another Ray: nothing to quiet
-        return
-    logging.getLogger(module.__file__).setLevel(logging.WARNING)
-
-
-def _tracked_fit(fit_fn: FitFn, cfg: RunConfig, context: Any, run_dir: Path) -> Any:
-    """``fit`` with the run's trackers (``cfg.logger``, see platform/tracking/) seeing every report."""
-    from geodistill.platform.tracking import TrackedContext, run_tracker
-
-    tracker = run_tracker(cfg, run_dir)
-    if tracker is None:
-        return fit_fn(cfg, context=context)
-    failed = True
-    try:
-        result = fit_fn(cfg, context=TrackedContext(context, tracker))
-        failed = False
-        return result
-    finally:
-        tracker.close(failed=failed)
 
 
 def _run_on_ray(
@@ -278,6 +175,7 @@ def _run_on_ray(
     max_failures: int,
     fit_fn: FitFn,
 ) -> Any:
+    import pyarrow.fs
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -309,9 +207,14 @@ def _run_on_ray(
     # a worker prints (the epoch line, DeepSpeed's) reached the console twice; Ray passes this
     # switch on to the workers. A value the user set stays.
     os.environ.setdefault(PRINT_PATCH_ENV, "0")
+    if local:
+        # Ray Train's PreemptionWatcher watches for nodes being drained, which one machine has
+        # none of; starting it logs a C++ error line (its actor's arguments are in the object
+        # store) that no Python logger can filter. A value the user set stays.
+        os.environ.setdefault(PREEMPTION_ENV, "0")
     scaling = cfg.scaling
     trainer = TorchTrainer(
-        train_loop_per_worker=_train_worker,
+        train_loop_per_worker=train_loop,
         train_loop_config={
             "cfg": cfg.to_dict(),
             "run_dir": str(run_dir),
@@ -329,6 +232,7 @@ def _run_on_ray(
             name=name,
             storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            checkpoint_config=checkpoint_config(keep := _keep_checkpoints(cfg, storage, name)),
         ),
     )
     try:
@@ -338,7 +242,38 @@ def _run_on_ray(
         if user_error is not None:
             raise user_error from None
         raise
+    latest = result.checkpoint  # what the result names and a re-run resumes from
+    if keep == "last_best" and latest is not None:
+        if isinstance(latest.filesystem, pyarrow.fs.LocalFileSystem):  # the best: weights only
+            drop_stale_state(Path(latest.path).parent, keep=latest.path)
     return _with_persisted_checkpoint(result.return_value, result)
+
+
+def _keep_checkpoints(cfg: RunConfig, storage: str, name: str) -> str:
+    """``train.keep_checkpoints``, except ``all`` when resuming a run begun before its checkpoints
+    carried ``CHECKPOINT_SCORE`` (local storage): Ray would log an error for each of them and
+    delete them, the best included."""
+    keep = cfg.train.keep_checkpoints
+    if keep == "all" or "://" in storage:
+        return keep
+    try:
+        saved = json.loads((Path(storage) / name / RAY_SNAPSHOT_FILE).read_text())["checkpoint_results"]
+        unscored = any(CHECKPOINT_SCORE not in r["metrics"] for r in saved)
+    except (OSError, ValueError, LookupError, TypeError):  # none yet, or not a format we know
+        return keep
+    return "all" if unscored else keep
+
+
+def checkpoint_config(keep: str) -> Any:
+    """Ray's ``CheckpointConfig`` for ``train.keep_checkpoints``: ``all`` keeps every epoch;
+    ``last_best`` keeps one by ``CHECKPOINT_SCORE`` (the best) and Ray always keeps the latest."""
+    import ray.train
+
+    if keep == "all":
+        return ray.train.CheckpointConfig()
+    return ray.train.CheckpointConfig(
+        num_to_keep=1, checkpoint_score_attribute=CHECKPOINT_SCORE, checkpoint_score_order="max"
+    )
 
 
 def _check_local_resources(cfg: RunConfig) -> None:
@@ -391,12 +326,6 @@ def _with_persisted_checkpoint(train_result: Any, result: Any) -> Any:
     return train_result
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def worker_pids(run_dir: str | Path) -> dict[int, int]:
     """rank -> pid of the Ray Train workers of ``run_dir`` (as each wrote it; may be stale)."""
     found = {}
@@ -423,6 +352,7 @@ __all__ = [
     "RayTrainWorkerContext",
     "TrainContext",
     "check_run_config",
+    "checkpoint_config",
     "prepare_config",
     "run_name_of",
     "run_training",

@@ -9,6 +9,9 @@ epoch that was in flight then, which Tune never registered. ``prune_off_front`` 
 front``) removes the checkpoint folders of ended trials off the Pareto front
 (``leaderboard.pareto.pareto_rows``): a dominated trial stays dominated whatever runs later, so
 its weights are never a search's answer. Their leaderboard rows stay, ``checkpoint_uri`` null.
+A Ray Train trial keeps its run's ``epoch_NNNN`` folders (the latest and the best, as
+``train_driver`` keeps them) under ``<experiment>/trainers/<trial_id>``, named by its last result:
+the same rules apply to them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 from ray.tune import Callback
 
 from geodistill.train.checkpoint import STATE_FILE
+from geodistill.train.context import CHECKPOINT_PATTERN
 
 
 class DropFinishedState(Callback):
@@ -29,10 +33,12 @@ class DropFinishedState(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         drop_state(_local_trial_path(trial))
+        drop_state(_trainer_run(trial))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # Called once the trial has failed for good (Tune retries first while --max-failures allows).
         drop_state(_local_trial_path(trial))
+        drop_state(_trainer_run(trial))
 
 
 def _local(path: str | None) -> Path | None:
@@ -50,13 +56,21 @@ def _local_trial_path(trial: Any) -> str | None:
     return getattr(trial, "path", None)
 
 
+def _trainer_run(trial: Any) -> str | None:
+    """A Ray Train trial's run folder (local storage): the parent of the ``epoch_NNNN`` its last
+    result names (``checkpoint_uri``); None for any other trial."""
+    named = _local((getattr(trial, "last_result", None) or {}).get("checkpoint_uri"))
+    return str(named.parent) if named is not None and CHECKPOINT_PATTERN.match(named.name) else None
+
+
 def drop_state(trial_path: str | None) -> list[Path]:
-    """Delete ``checkpoint_*/train_state.pt`` under a local trial folder; returns what was deleted."""
+    """Delete ``checkpoint_*/train_state.pt`` under a local trial folder (``epoch_NNNN/`` under a
+    Ray Train trial's run folder); returns what was deleted."""
     folder = _local(trial_path)
     if folder is None:
         return []
     gone = []
-    for state in folder.glob(f"checkpoint_*/{STATE_FILE}"):
+    for state in [*folder.glob(f"checkpoint_*/{STATE_FILE}"), *folder.glob(f"epoch_*/{STATE_FILE}")]:
         state.unlink(missing_ok=True)
         gone.append(state)
     return gone
@@ -82,6 +96,7 @@ def settle_ended(ended: Iterable[Any]) -> list[Path]:
                 shutil.rmtree(checkpoint, ignore_errors=True)
                 removed.append(checkpoint)
         removed += drop_state(str(folder))
+        removed += drop_state(_trainer_run(trial))
     return removed
 
 
@@ -90,8 +105,8 @@ def prune_off_front(ended: Iterable[Any], rows: Any, front: Any, leaderboard: st
     ``front``, and rewrite those rows with ``checkpoint_uri`` null; returns the folders removed.
 
     ``rows`` and ``front`` are this search's leaderboard rows and their Pareto set (polars
-    frames). A trial's folders are its ``checkpoint_*`` and, for a Ray Train trial, the folder
-    its row names (under ``<experiment>/trainers``).
+    frames). A trial's folders are its ``checkpoint_*`` and, for a Ray Train trial, the
+    ``epoch_NNNN`` folders of the run its row names (under ``<experiment>/trainers``).
     """
     from geodistill.leaderboard import Leaderboard
 
@@ -108,6 +123,8 @@ def prune_off_front(ended: Iterable[Any], rows: Any, front: Any, leaderboard: st
         named = _local(row["checkpoint_uri"])
         if named is not None and named.name.startswith("checkpoint_") and named not in folders:
             folders.append(named)
+        elif named is not None and CHECKPOINT_PATTERN.match(named.name):  # a Ray Train run's latest
+            folders += sorted(f for f in named.parent.glob("epoch_*") if CHECKPOINT_PATTERN.match(f.name))
         for folder in folders:
             if folder.is_dir():
                 shutil.rmtree(folder, ignore_errors=True)

@@ -78,6 +78,8 @@ def _run(args: argparse.Namespace) -> int:
     from geodistill.platform.runtime.train_driver import prepare_config, run_training
 
     overrides = [*SMOKE_OVERRIDES, *args.overrides] if args.smoke_test else list(args.overrides)
+    # Prepared once (run name, absolute paths, the teacher checked): the summary, the leaderboard
+    # check and the row see the config run_training trains.
     cfg = prepare_config(compose_run_config(overrides, config_dir=args.config_dir))
     if not args.no_leaderboard:
         from geodistill.leaderboard import Leaderboard, default_root
@@ -87,9 +89,9 @@ def _run(args: argparse.Namespace) -> int:
         print(_summary(cfg), flush=True)
     if args.json:  # stdout carries the JSON only; anything a library prints goes to stderr
         with contextlib.redirect_stdout(sys.stderr):
-            result = run_training(cfg, max_failures=args.max_failures)
+            result = run_training(cfg, max_failures=args.max_failures, prepared=True)
     else:
-        result = run_training(cfg, max_failures=args.max_failures)
+        result = run_training(cfg, max_failures=args.max_failures, prepared=True)
     checkpoint = str(result.checkpoint) if result.checkpoint is not None else None
     row_key = None
     if not args.no_leaderboard:
