@@ -178,6 +178,7 @@ class Measures:
         self.best = front_hypervolume(self.finals, self.costs, self.reference)
         self.p9: float | None = None
         self.found: float | None = None
+        self.worst_at_goal = np.inf  # the worst front budget's AP shortfall after GOAL_P9 compute (at most)
         self.seen = 0
 
     def __call__(self, ended: list[tuple]) -> bool:
@@ -188,8 +189,12 @@ class Measures:
             spent, values, gflops = ended[i - 1][0], [e[1] for e in ended[:i]], [e[2] for e in ended[:i]]
             if self.p9 is None and front_hypervolume(values, gflops, self.reference) >= 0.99 * self.best:
                 self.p9 = spent
-            if self.found is None and (front_regret(values, gflops, self.finals, self.costs)[1] <= 1.0).all():
-                self.found = spent
+            if self.found is None or spent <= GOAL_P9:
+                worst = float(front_regret(values, gflops, self.finals, self.costs)[1].max())
+                if spent <= GOAL_P9:
+                    self.worst_at_goal = worst
+                if self.found is None and worst <= 1.0:
+                    self.found = spent
         self.seen = len(ended)
         return self.p9 is not None and self.found is not None
 
@@ -216,7 +221,7 @@ def _one(job: tuple) -> tuple:
     variant, metric, seed, trials, workers = job
     measures = Measures(_TABLE, metric)
     simulate(_TABLE, variant, metric, seed, trials, workers, until=measures)
-    return job, (measures.p9, measures.found)
+    return job, (measures.p9, measures.found, measures.worst_at_goal)
 
 
 def limit(table: FrontTable, metric: str) -> float:
@@ -323,6 +328,18 @@ def main() -> None:
                 anchor_value=found_anchor,
                 within_3x_limit=n_found,
                 draws_meeting_goal=share,
+            )
+            worst, worst_anchor = float(np.median(default[:, 2])), float(np.median(anchor[:, 2]))
+            figure(
+                f"shortfall.{metric}.c{concurrency}",
+                worst,
+                "AP points",
+                label=f"{metric}, {mode}: the worst front budget's shortfall below the table's best once {GOAL_P9} "
+                f"was spent, median {worst:.1f} AP points (anchor {worst_anchor:.1f}; quartiles "
+                f"{np.quantile(default[:, 2], 0.25, method='lower'):.1f}-"
+                f"{np.quantile(default[:, 2], 0.75, method='higher'):.1f}; the goal asks 1)",
+                anchor="Optuna default TPE + Ray ASHA defaults, stopped trials COMPLETE",
+                anchor_value=worst_anchor,
             )
 
 
