@@ -284,11 +284,9 @@ def main() -> None:
         for metric in METRICS:
             lim = limit(table, metric)
             mode = "sequential" if concurrency == 1 else f"{concurrency} concurrent"
-            default = np.array(
-                [[np.inf if v is None else v for v in d] for d in groups[("default", metric, concurrency)]]
-            )
-            anchor = np.array(
-                [[np.inf if v is None else v for v in a] for a in groups[("anchor", metric, concurrency)]]
+            default, anchor = (
+                measured(groups[("default", metric, concurrency)]),
+                measured(groups[("anchor", metric, concurrency)]),
             )
             everything, first = np.arange(len(default)), np.arange(min(GOAL_DRAW, len(default)))
             p9, p9_anchor = float(np.median(default[:, 0])), float(np.median(anchor[:, 0]))
@@ -302,7 +300,7 @@ def main() -> None:
                 label=f"{metric}, {mode}: P9 default {p9:.2f} (in {reached}/{len(default)} seeds) vs anchor "
                 f"{p9_anchor:.2f} ({p9_anchor / p9:.2f}x) vs limit {lim:.2f} "
                 + ("(goal met" if ok else "(goal NOT met")
-                + f"); seeds 0-{len(first) - 1} alone: {cell(default, anchor, first, 0)}; a draw of "
+                + f"); seeds 0-{len(first) - 1} alone: {p9_cell(default, anchor, first)}; a draw of "
                 f"{GOAL_DRAW} of the {len(default)} seeds meets the goal in {drawn(share, draws)}",
                 anchor="Optuna default TPE + Ray ASHA defaults, stopped trials COMPLETE",
                 limit="training exactly the table's front configurations",
@@ -371,12 +369,17 @@ def found_goal(default: np.ndarray, seeds: np.ndarray) -> bool:
     return bool((default[seeds, 1] <= GOAL_P9).sum() * GOAL_DRAW >= GOAL_SEEDS * len(seeds))
 
 
-def cell(default: np.ndarray, anchor: np.ndarray, seeds: np.ndarray, column: int) -> str:
-    """'median (ratio to the anchor, reached/seeds)' of one measure on these seeds."""
-    mine, theirs = np.median(default[seeds, column]), np.median(anchor[seeds, column])
+def measured(searches: list[tuple]) -> np.ndarray:
+    """[seeds, (P9, found, shortfall at GOAL_P9)], inf where a search never reached one."""
+    return np.array([[np.inf if v is None else v for v in one] for one in searches])
+
+
+def p9_cell(default: np.ndarray, anchor: np.ndarray, seeds: np.ndarray) -> str:
+    """'median P9 (ratio to the anchor's, reached/seeds)' on these seeds."""
+    mine, theirs = np.median(default[seeds, 0]), np.median(anchor[seeds, 0])
     with np.errstate(invalid="ignore"):  # inf / inf: neither reached it
         ratio = theirs / mine
-    return f"{mine:.2f} ({ratio:.2f}x, {np.isfinite(default[seeds, column]).sum()}/{len(seeds)})"
+    return f"{mine:.2f} ({ratio:.2f}x, {np.isfinite(default[seeds, 0]).sum()}/{len(seeds)})"
 
 
 if __name__ == "__main__":
