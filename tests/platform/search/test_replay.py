@@ -48,6 +48,15 @@ def test_a_table_is_read_per_configuration_and_epoch(tmp_path):
     table.check_space(_space(), "d2s_ap", {"data.views": 1})  # every trial is in the table
 
 
+def test_only_numeric_columns_are_metrics(tmp_path):
+    """A column of text (a note, a run's name) is not a metric: a trial would fail turning it into
+    a number in the middle of the search."""
+    table = ReplayTable(_table(tmp_path, note="seed 0", s2d_ap=5.0))
+    assert table.metrics == ["d2s_ap", "s2d_ap"]
+    with pytest.raises(ConfigError, match="metric note is not a column"):
+        table.check_space(_space(), "note", {"data.views": 1})
+
+
 def test_a_configuration_costs_what_the_table_recorded(tmp_path):
     """``gflops`` always, ``params_m``/``gmacs``/``flop_counter`` where the table has them (not
     metrics), else None: a replayed trial counts nothing itself."""

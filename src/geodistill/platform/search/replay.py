@@ -58,7 +58,9 @@ class ReplayTable:
                 f"--replay: {path.name} needs one row per epoch (1, 2, ...) of every configuration; "
                 "a table of final values cannot be replayed"
             )
-        self.metrics = [c for c in frame.columns if c not in (*self.knobs, *REQUIRED, *COST, "config_id")]
+        # Metrics: the numeric columns that are not knobs or costs (a note or a run's name is not one).
+        known = (*self.knobs, *REQUIRED, *COST, "config_id")
+        self.metrics = [c for c in frame.columns if c not in known and frame.schema[c].is_numeric()]
         self.grid = {k: sorted(frame[k].unique().to_list()) for k in self.knobs}
         self.rows: dict[tuple, list[dict[str, Any]]] = {}
         for key, rows in frame.sort("epoch").group_by(self.knobs, maintain_order=True):
