@@ -77,12 +77,15 @@ def _sampler(variant: str, seed: int):
 
     if variant == "anchor":  # Ray's OptunaSearch without a sampler: Optuna's default TPE
         return optuna.samplers.TPESampler(seed=seed)
+    from optuna.distributions import CategoricalDistribution
+
     from geodistill.platform.search.costaware import CostAwareTPESampler
     from geodistill.platform.search.tuner import TPE_COST_WEIGHT, TPE_STARTUP_TRIALS
 
     table = _TABLE
     return CostAwareTPESampler(
         cost=lambda p: table.gflops[tuple(p[k] for k in table.knobs)],
+        space={k: CategoricalDistribution(table.choices[k]) for k in table.knobs},  # as make_sampler
         cost_weight=TPE_COST_WEIGHT,
         seed=seed,
         n_startup_trials=TPE_STARTUP_TRIALS,

@@ -13,6 +13,7 @@ from geodistill.platform.search.space import (
     load_space,
     parse_space,
     resolve_space,
+    shared_distributions,
     suggest,
 )
 from geodistill.train.config import RunConfig
@@ -84,6 +85,22 @@ def test_loguniform_and_step_reach_optuna_distributions():
     assert dist["train.lr"].log and dist["train.lr"].low == 1e-4
     assert dist["distill.w_logit"].step == 0.25
     assert dist["data.views"].log and isinstance(dist["data.views"], optuna.distributions.IntDistribution)
+    # What a sampler is told before any trial ran is what suggest samples.
+    assert shared_distributions(space) == dist
+
+
+def test_shared_distributions_leave_out_conditional_parameters():
+    space = parse_space(
+        {
+            "params": {
+                "model.refiner": {"type": "choice", "choices": ["mean", "select"]},
+                "model.refiner_k": {"type": "int", "low": 2, "high": 8, "when": {"model.refiner": "select"}},
+            }
+        }
+    )
+    assert shared_distributions(space) == {
+        "model.refiner": optuna.distributions.CategoricalDistribution(["mean", "select"])
+    }
 
 
 def test_resolve_space_by_name_config_dir_and_path(tmp_path):

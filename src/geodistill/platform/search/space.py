@@ -278,6 +278,24 @@ def _compose(where: str, label: str, d: Mapping[str, Any]) -> RunConfig:
 # ---------------------------------------------------------------- trials
 
 
+def shared_distributions(space: SearchSpace) -> dict[str, Any]:
+    """{name: Optuna distribution} of the parameters every trial samples (no ``when``), as
+    ``suggest`` samples them: what a sampler may draw before any trial has told it the space."""
+    import optuna.distributions as od
+
+    shared: dict[str, Any] = {}
+    for p in space.params:
+        if p.when:
+            continue
+        if p.type == "choice":
+            shared[p.name] = od.CategoricalDistribution(list(p.choices))
+        elif p.type == "int":
+            shared[p.name] = od.IntDistribution(int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+        else:
+            shared[p.name] = od.FloatDistribution(float(p.low), float(p.high), step=p.step, log=p.log)
+    return shared
+
+
 def suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
     """Define-by-run sampling of ``space`` on an Optuna trial; returns {dotted key: value}.
 

@@ -24,7 +24,7 @@ from geodistill.platform.search.options import DEFAULT_SAMPLER, SAMPLERS, Search
 from geodistill.platform.search.plan import SearchPlan
 from geodistill.platform.search.resume import reconcile_searcher_state, relocate, todays_schedule
 from geodistill.platform.search.rows import LeaderboardCallback
-from geodistill.platform.search.space import SearchSpace, suggest
+from geodistill.platform.search.space import SearchSpace, shared_distributions, suggest
 
 __all__ = ["DEFAULT_SAMPLER", "SAMPLERS", "SearchPaths", "make_sampler", "new_tuner", "restore_tuner"]
 
@@ -64,7 +64,7 @@ def plan_gflops(params: Mapping[str, Any], *, plan: SearchPlan, replay: str | No
         from geodistill.platform.search.replay import config_values, load_table
 
         table = load_table(replay)
-        return float(table.history(config_values(cfg, table.knobs))[0]["gflops"])
+        return table.cost(config_values(cfg, table.knobs))["gflops"]
     return float(config_cost(cfg.model, cfg.data.views)["gflops"])
 
 
@@ -106,7 +106,7 @@ def make_sampler(
 
     ``tpe`` (the default): multivariate TPE (it models the knobs jointly) after
     ``TPE_STARTUP_TRIALS`` start-up trials; given the ``plan``, it pays for each candidate's
-    GFLOPs, known before training (``costaware.CostAwareTPESampler``). ``gp``: Gaussian-process Bayesian optimisation after
+    GFLOPs, known before training, start-up draws included (``costaware.CostAwareTPESampler``). ``gp``: Gaussian-process Bayesian optimisation after
     ``GP_STARTUP_TRIALS`` random trials; it models several objectives (logEHVI), the
     GFLOPs-budget constraint (``trial.set_constraint``), the trials still running (a q-batch
     acquisition, so concurrent trials are not asked for the same point) and, unlike Optuna's own
@@ -135,6 +135,7 @@ def make_sampler(
             return CostAwareTPESampler(
                 cost=functools.partial(plan_gflops, plan=plan, replay=replay),
                 cost_weight=TPE_COST_WEIGHT,
+                space=shared_distributions(plan.space),
                 seed=seed,
                 n_startup_trials=TPE_STARTUP_TRIALS,
                 multivariate=True,
