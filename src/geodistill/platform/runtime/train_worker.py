@@ -30,8 +30,9 @@ FitFn = Callable[..., Any]  # fit(cfg, *, context) -> TrainResult
 PID_FILE = "worker_{rank}.pid"
 NODE_FILE = "worker_{rank}.node"
 CHECKPOINTS_DIR = "checkpoints"  # <output_dir>/<run_name>/checkpoints/epoch_NNNN in both modes
-# Ray ranks rank 0's checkpoints by this copy of BEST_METRIC; -1 (below any recall) for an epoch
-# that was not evaluated, so every report carries it (Ray logs an error for each one that does not).
+# Ray ranks rank 0's checkpoints by this metric (``checkpoint_score``: BEST_METRIC, equal ones the
+# earlier epoch first; -1 for an epoch not evaluated), which every checkpoint's report carries
+# (Ray logs an error for each one that does not).
 CHECKPOINT_SCORE = "checkpoint_score"
 
 
