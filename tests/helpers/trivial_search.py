@@ -1,5 +1,6 @@
 """Trivial searches the search tests share: a one-parameter space, an objective whose precision is
-known in advance, and the local folders a test search writes to.
+known in advance, and the local folders a test search writes to; ``equal_recalls_fit``, a run
+whose best epoch ties (the checkpoint tests).
 
 The objective runs in Ray workers, which cannot import a module that lives in tests/; this module is
 registered with Ray's cloudpickle so what it defines travels by value, as a function defined inside
@@ -55,6 +56,25 @@ def slow_checkpointing(cfg, *, context) -> None:
             (Path(folder) / "meta.json").write_text("{}")
             metrics = {"epoch": epoch, "d2s_recall1": cfg.train.lr * 1000 * epoch, "gflops": 1.0}
             context.report(metrics, checkpoint_dir=Path(folder))
+
+
+def equal_recalls_fit(cfg, *, context):
+    """Three epochs of tiny checkpoints (weights, training state, meta with the metrics), d2s
+    recall 5, 5, 3: epochs 1 and 2 tie for the best."""
+    import json
+    import tempfile
+
+    from geodistill.train.loop import TrainResult
+
+    metrics: dict = {}
+    for epoch, recall in ((1, 5.0), (2, 5.0), (3, 3.0)):
+        metrics = {"epoch": epoch, "d2s_recall1": recall}
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / "model.safetensors").write_bytes(b"w" * 1000)
+            (Path(folder) / "train_state.pt").write_bytes(b"s" * 2000)
+            (Path(folder) / "meta.json").write_text(json.dumps({"epoch": epoch, "metrics": metrics}))
+            context.report(metrics, checkpoint_dir=Path(folder))
+    return TrainResult(epochs_done=3, metrics=metrics, checkpoint=None, stopped_early=False, skipped_media=0)
 
 
 def search_dirs(tmp_path: Path) -> dict[str, Any]:

@@ -147,3 +147,64 @@ def test_a_search_distils_from_a_teacher_on_s3_and_writes_its_rows_to_s3(s3, tmp
     assert (rows["teacher"] == s3.uri("teachers/smoke/checkpoints/" + teacher.name)).all()
     sha = json.loads((teacher / "meta.json").read_text())["model_sha256"]
     assert [p.name for p in (cache / "teachers").iterdir() if not p.name.startswith(".")] == [sha]
+
+
+def _tree(fs, root: str) -> list[str]:
+    import pyarrow.fs as pafs
+
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    return sorted(i.path[len(root) + 1 :] for i in infos if i.type == pafs.FileType.File)
+
+
+@pytest.mark.parametrize("where", ["s3", "file"])
+def test_drop_stale_state_on_keeps_the_training_state_of_the_latest_only(s3, tmp_path, where):
+    from geodistill.platform.runtime.remote import drop_stale_state_on, open_uri
+
+    local = tmp_path / "run"
+    for epoch in (1, 2, 3):
+        _fake_checkpoint(local / f"epoch_000{epoch}", b"weights %d" % epoch)
+    (local / "epoch_0004").mkdir()  # incomplete (no meta.json): not a checkpoint, left alone
+    (local / "epoch_0004" / "train_state.pt").write_bytes(b"half written")
+    if where == "s3":
+        _upload(s3, local, "runs/run")
+        fs, root = open_uri(s3.uri("runs/run"))
+    else:
+        fs, root = open_uri(f"file://{local}")
+    gone = drop_stale_state_on(fs, root, f"{root}/epoch_0003")
+    assert sorted(g[len(root) + 1 :] for g in gone) == [
+        "epoch_0001/train_state.pt",
+        "epoch_0002/train_state.pt",
+    ]
+    assert [p for p in _tree(fs, root) if p.endswith("train_state.pt")] == [
+        "epoch_0003/train_state.pt",
+        "epoch_0004/train_state.pt",
+    ]
+    assert "epoch_0001/model.safetensors" in _tree(fs, root)
+
+
+@pytest.mark.slow  # one Ray Train worker group persisting to moto: ~30 s
+def test_a_ray_train_run_on_s3_keeps_its_best_without_the_training_state(s3, ray_local, tmp_path):
+    """As on local storage: the latest whole (a re-run resumes from it), the best weights only."""
+    from trivial_search import equal_recalls_fit
+
+    from geodistill.platform.compose import compose_run_config
+    from geodistill.platform.runtime.train_driver import run_training
+
+    cfg = compose_run_config(
+        [
+            "preset=smoke",
+            f"output_dir={tmp_path}",
+            "run_name=on_s3",
+            "train.epochs=3",
+            "scaling.num_workers=1",
+        ]
+    )
+    run_training(cfg, storage_path=s3.uri("runs"), max_failures=0, fit_fn=equal_recalls_fit)
+    files = [p for p in _tree(s3.filesystem(), f"{s3.bucket}/runs/on_s3") if p.startswith("epoch_")]
+    assert files == [
+        "epoch_0001/meta.json",  # the best (recall 5, as epoch 2: the earlier is kept)
+        "epoch_0001/model.safetensors",
+        "epoch_0003/meta.json",  # the latest
+        "epoch_0003/model.safetensors",
+        "epoch_0003/train_state.pt",
+    ]

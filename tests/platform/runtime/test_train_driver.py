@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from trivial_search import equal_recalls_fit
 
 from geodistill.errors import CheckpointError, ConfigError
 from geodistill.models import GeoModel
@@ -342,3 +343,27 @@ def test_a_ray_run_begun_before_checkpoints_were_scored_keeps_every_epoch_when_r
     assert _keep_checkpoints(cfg, "s3://bucket/runs", "run") == "last_best"  # not read remotely
     snapshot.write_text("{not json")
     assert _keep_checkpoints(cfg, str(tmp_path), "run") == "last_best"
+
+
+def _kept(checkpoints: Path) -> dict[str, list[str]]:
+    return {
+        p.name: sorted(f.name for f in p.iterdir())
+        for p in sorted(checkpoints.iterdir())
+        if p.name.startswith("epoch_")
+    }
+
+
+@pytest.mark.slow  # one Ray Train worker group: ~20 s
+def test_on_equal_recall_both_runners_keep_the_earlier_epoch_as_the_best(out_dir, ray_local):
+    """docs/design.md: of equal bests the earlier epoch is kept (reached with less training);
+    Ray's own rule would keep the later one."""
+    expected = {
+        "epoch_0001": ["meta.json", "model.safetensors"],  # the best: weights only
+        "epoch_0003": ["meta.json", "model.safetensors", "train_state.pt"],  # the latest, whole
+    }
+    run_training(_cfg(out_dir, "run_name=tie_local", "train.epochs=3"), fit_fn=equal_recalls_fit)
+    assert _kept(out_dir / "tie_local" / "checkpoints") == expected
+    cfg = _cfg(out_dir, "run_name=tie_ray", "train.epochs=3", "scaling.num_workers=1")
+    on_ray = run_training(cfg, max_failures=0, fit_fn=equal_recalls_fit)
+    assert on_ray.checkpoint == out_dir / "tie_ray" / "checkpoints" / "epoch_0003"
+    assert _kept(on_ray.checkpoint.parent) == expected

@@ -11,7 +11,12 @@ import logging
 
 from geodistill.platform.compose import SMOKE_OVERRIDES, compose_run_config
 from geodistill.platform.runtime.train_driver import prepare_config
-from geodistill.platform.runtime.train_worker import _quiet_report_log, atomic_write_text, tracked_fit
+from geodistill.platform.runtime.train_worker import (
+    _quiet_report_log,
+    atomic_write_text,
+    checkpoint_score,
+    tracked_fit,
+)
 
 
 class Recording:
@@ -68,3 +73,22 @@ def test_atomic_write_text_replaces_the_file_and_leaves_no_temporary(tmp_path):
     atomic_write_text(path, "2\n")
     assert path.read_text() == "2\n"
     assert [p.name for p in tmp_path.iterdir()] == ["worker_0.pid"]
+
+
+def test_checkpoint_score_ranks_equal_recalls_earliest_first_and_unequal_ones_by_recall():
+    """Ray keeps the later of equal scores; the score makes it keep the earlier epoch, as
+    prune_checkpoints does, without reordering unequal recalls."""
+    ranked = [  # best first
+        checkpoint_score({"epoch": 4, "d2s_recall1": 62.5}),
+        checkpoint_score({"epoch": 1, "d2s_recall1": 50.0}),
+        checkpoint_score({"epoch": 2, "d2s_recall1": 50.0}),
+        checkpoint_score({"epoch": 900, "d2s_recall1": 50.0}),
+        checkpoint_score({"epoch": 3, "d2s_recall1": 49.99}),
+        checkpoint_score({"epoch": 1, "d2s_recall1": 0.0}),
+        checkpoint_score({"epoch": 2, "d2s_recall1": 0.0}),
+    ]
+    assert ranked == sorted(ranked, reverse=True) and len(set(ranked)) == len(ranked)
+    assert abs(ranked[1] - 50.0) < 1e-12 and ranked[-1] > -1.0
+    # Not evaluated (or not a number): -1, below any recall, whatever the epoch.
+    assert checkpoint_score({"epoch": 1}) == checkpoint_score({"epoch": 5}) == -1.0
+    assert checkpoint_score({"epoch": 2, "d2s_recall1": float("nan")}) == -1.0

@@ -298,3 +298,102 @@ def test_a_search_of_ray_train_trials_keeps_the_fronts_latest_and_best_weights_o
     named = dict(rows.select("trial_id", "checkpoint_uri").iter_rows())
     assert named[best] == str(trainers / best / "epoch_0003")
     assert [uri for trial_id, uri in named.items() if trial_id != best] == [None]
+
+
+def test_a_ray_train_trial_that_reported_nothing_is_settled_and_pruned_by_its_id(tmp_path):
+    """A Ray Train trial reports to Tune once, when its run ends: one the time budget cut (or that
+    failed) has no last result naming its run, which is found as <experiment>/trainers/<trial_id>."""
+    import polars as pl
+
+    from geodistill.leaderboard import Leaderboard
+    from geodistill.leaderboard.rows import trial_row
+    from geodistill.platform.compose import compose_run_config
+    from geodistill.platform.search.disk import prune_off_front
+
+    experiment = tmp_path / "exp"
+    cfg = compose_run_config(["preset=smoke", f"output_dir={tmp_path}"])
+    trials, rows = [], []
+    for trial_id in ("cut", "done"):
+        run = experiment / "trainers" / trial_id
+        _checkpoint(run / "epoch_0001")  # the best
+        latest = _checkpoint(run / "epoch_0002")
+        result = {} if trial_id == "cut" else {"epoch": 2, "d2s_recall1": 5.0, "checkpoint_uri": str(latest)}
+        trial = SimpleNamespace(
+            trial_id=trial_id, path=str(experiment / f"run_trial_{trial_id}"), storage=None, checkpoint=None,
+            last_result=result,
+        )  # fmt: skip
+        trials.append(trial)
+        status = "stopped" if trial_id == "cut" else "ok"
+        rows.append(trial_row(experiment="exp", trial_id=trial_id, cfg=cfg, result=result, status=status))
+    settle_ended(trials)
+    assert list(experiment.rglob(STATE_FILE)) == []  # nothing resumes either: weights only
+    assert len(list(experiment.rglob("model.safetensors"))) == 4
+
+    lb = tmp_path / "lb"
+    Leaderboard(lb).write(rows)
+    frame = Leaderboard(lb).read("exp")
+    removed = prune_off_front(trials, frame, frame.filter(pl.col("trial_id") == "done"), str(lb))
+    assert sorted(p.relative_to(experiment).as_posix() for p in removed) == [
+        "trainers/cut/epoch_0001",
+        "trainers/cut/epoch_0002",
+    ]
+    assert _files(experiment / "trainers") == [
+        "done/epoch_0001/meta.json",
+        "done/epoch_0001/model.safetensors",
+        "done/epoch_0002/meta.json",
+        "done/epoch_0002/model.safetensors",
+    ]
+
+
+@pytest.mark.slow  # a Ray Train trial (a TorchTrainer) that the search's 30 s time budget cuts: ~60 s
+def test_a_ray_train_trial_the_time_budget_cut_keeps_no_training_state(ray_local, tmp_path):
+    def _slow_epochs(cfg, *, context):
+        """0.5 s epochs, each with weights, a training state and meta; the budget ends it first."""
+        import json
+        import tempfile
+        import time
+
+        from geodistill.train.loop import TrainResult
+
+        metrics: dict = {}
+        for epoch in range(1, cfg.train.epochs + 1):
+            time.sleep(0.5)
+            metrics = {"epoch": epoch, "d2s_recall1": 1.0 + (epoch % 3)}  # the best is not the latest
+            with tempfile.TemporaryDirectory() as folder:
+                (Path(folder) / "model.safetensors").write_bytes(b"w" * 1000)
+                (Path(folder) / STATE_FILE).write_bytes(b"s" * 2000)
+                (Path(folder) / "meta.json").write_text(json.dumps({"epoch": epoch, "metrics": metrics}))
+                context.report(metrics, checkpoint_dir=Path(folder))
+        return TrainResult(
+            epochs_done=cfg.train.epochs,
+            metrics=metrics,
+            checkpoint=None,
+            stopped_early=False,
+            skipped_media=0,
+        )
+
+    kwargs = dict(
+        experiment="rt-budget",
+        num_samples=1,
+        max_concurrent=1,
+        sampler="random",
+        seed=3,
+        keep_checkpoints="all",  # weights stay: this test is about the training state
+        early_stopping=False,
+        time_budget_s=30,
+        objective=_slow_epochs,
+        **search_dirs(tmp_path),
+    )
+    space = trivial_space(400, **{"scaling.num_workers": 1})  # 200 s a trial: the budget cuts it
+    result = search(space, **kwargs)
+    rows = result.rows
+    assert rows.height == 1 and rows["status"].to_list() == ["stopped"] and not result.interrupted, rows
+    trainers = tmp_path / "tune" / "rt-budget" / "trainers"
+    epochs = sorted(trainers.glob("*/epoch_*"))
+    assert epochs, "the budget cut the trial before its first checkpoint: nothing was tested"
+    assert all((e / "model.safetensors").is_file() for e in epochs)
+    assert list(trainers.rglob(STATE_FILE)) == []  # nothing resumes it: --resume does not, below
+
+    again = search(space, resume=True, **kwargs)  # Tune saved the cut trial TERMINATED: it stays ended
+    assert again.rows.height == 1 and again.rows["status"].to_list() == ["stopped"], again.rows
+    assert sorted(trainers.glob("*/epoch_*")) == epochs

@@ -10,7 +10,8 @@ on one node wait on a file lock instead of downloading twice; a cached copy is r
 later trial and search.
 
 A pyarrow URI may carry its options in a query string (``s3://b/k?endpoint_override=host:9000&scheme=http``,
-an S3-compatible server); ``join_uri`` keeps the query at the end.
+an S3-compatible server); ``join_uri`` keeps the query at the end. ``drop_stale_state_on`` is
+``train.context.drop_stale_state`` for a Ray Train run whose checkpoints are on such a store.
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ from typing import Any
 from geodistill.errors import CheckpointError, ConfigError
 
 CACHE_ENV = "GEODISTILL_CACHE"
-META_FILE, MODEL_FILE = "meta.json", "model.safetensors"  # train.checkpoint's layout
+META_FILE, MODEL_FILE, STATE_FILE = (
+    "meta.json",
+    "model.safetensors",
+    "train_state.pt",
+)  # train.checkpoint's layout
 TEACHER_FILES = (MODEL_FILE, META_FILE)  # what a teacher needs (not the optimizer state), meta last
 
 
@@ -144,6 +149,28 @@ def fetch_checkpoint(uri: str, *, cache: str | Path | None = None) -> Path:
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return dest
+
+
+def drop_stale_state_on(fs: Any, folder: str, keep: str) -> list[str]:
+    """Delete ``train_state.pt`` from every complete ``epoch_NNNN`` under ``folder`` on the pyarrow
+    file system ``fs`` but ``keep`` (the latest, which a run resumes from); returns the paths
+    deleted. What ``drop_stale_state`` does on a local folder, for a run on a URI store."""
+    import pyarrow.fs as pafs
+
+    from geodistill.train.context import CHECKPOINT_PATTERN
+
+    folder, keep = folder.rstrip("/"), keep.rstrip("/")
+    gone = []
+    for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)):
+        if info.type != pafs.FileType.Directory or info.path.rstrip("/") == keep:
+            continue
+        if not CHECKPOINT_PATTERN.match(info.base_name):
+            continue
+        state, meta = (f"{info.path.rstrip('/')}/{name}" for name in (STATE_FILE, META_FILE))
+        if fs.get_file_info(meta).is_file and fs.get_file_info(state).is_file:
+            fs.delete_file(state)
+            gone.append(state)
+    return gone
 
 
 def _public(uri: str) -> str:

@@ -5,7 +5,8 @@
 sets up the process group, persists rank 0's checkpoints under the in-process layout
 ``<run dir>/checkpoints/epoch_NNNN``, restarts the group from the latest one when a worker dies).
 ``train.keep_checkpoints=last_best`` keeps what an in-process run keeps: Ray's ``CheckpointConfig``
-holds the latest and the best-scoring epoch, and the best loses its training state at the end.
+holds the latest and the best-scoring epoch (the earlier of equal ones), and the best loses its
+training state at the end, on local or URI storage.
 Both runners share the run folder: ``config.json`` (the resolved config, written before any
 compute), ``metrics.jsonl`` (rank 0's epochs) and the workers' pid/node files. Resuming a run
 with a different config is refused in one line naming the keys (``check_run_config``; keys in
@@ -243,9 +244,13 @@ def _run_on_ray(
             raise user_error from None
         raise
     latest = result.checkpoint  # what the result names and a re-run resumes from
-    if keep == "last_best" and latest is not None:
-        if isinstance(latest.filesystem, pyarrow.fs.LocalFileSystem):  # the best: weights only
+    if keep == "last_best" and latest is not None:  # the best: weights only
+        if isinstance(latest.filesystem, pyarrow.fs.LocalFileSystem):
             drop_stale_state(Path(latest.path).parent, keep=latest.path)
+        else:  # a URI store (storage_path s3://...): the same, through its pyarrow file system
+            from geodistill.platform.runtime.remote import drop_stale_state_on
+
+            drop_stale_state_on(latest.filesystem, latest.path.rstrip("/").rpartition("/")[0], latest.path)
     return _with_persisted_checkpoint(result.return_value, result)
 
 

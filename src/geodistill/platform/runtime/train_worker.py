@@ -4,7 +4,8 @@ helpers ``train_driver``'s in-process runner shares with it.
 ``train_loop`` is ``TorchTrainer``'s ``train_loop_per_worker``: each rank builds a
 ``RayTrainWorkerContext`` and calls ``fit``; rank 0's ``fit`` runs with the run's trackers
 (``tracked_fit``). Rank 0 hands Ray each epoch's checkpoint as ``epoch_NNNN`` with
-``CHECKPOINT_SCORE`` among its metrics, which ``train_driver.checkpoint_config`` ranks by.
+``CHECKPOINT_SCORE`` among its metrics (``checkpoint_score``: equal recalls, the earlier epoch
+first), which ``train_driver.checkpoint_config`` ranks by.
 Ray Train's per-report INFO lines are dropped here (``_quiet_report_log``); warnings still print.
 """
 
@@ -29,8 +30,9 @@ FitFn = Callable[..., Any]  # fit(cfg, *, context) -> TrainResult
 PID_FILE = "worker_{rank}.pid"
 NODE_FILE = "worker_{rank}.node"
 CHECKPOINTS_DIR = "checkpoints"  # <output_dir>/<run_name>/checkpoints/epoch_NNNN in both modes
-# Ray ranks rank 0's checkpoints by this copy of BEST_METRIC; -1 (below any recall) for an epoch
-# that was not evaluated, so every report carries it (Ray logs an error for each one that does not).
+# Ray ranks rank 0's checkpoints by this metric (``checkpoint_score``: BEST_METRIC, equal ones the
+# earlier epoch first; -1 for an epoch not evaluated), which every checkpoint's report carries
+# (Ray logs an error for each one that does not).
 CHECKPOINT_SCORE = "checkpoint_score"
 
 
@@ -40,6 +42,20 @@ def fetch_teacher(cfg: RunConfig) -> None:
         from geodistill.platform.runtime.remote import resolve_teacher
 
         cfg.distill.teacher_checkpoint = resolve_teacher(cfg.distill.teacher_checkpoint, fetch=True)
+
+
+def checkpoint_score(metrics: dict[str, float]) -> float:
+    """The ``CHECKPOINT_SCORE`` of an epoch's checkpoint: ``BEST_METRIC``, -1 (below any recall)
+    when the epoch was not evaluated, so Ray keeps the best as ``context.prune_checkpoints`` does.
+
+    Ray keeps the later of equal scores, ``prune_checkpoints`` the earlier (reached with less
+    training): an evaluated epoch's score is lowered by ``epoch`` units in its last place, which
+    orders equal recalls earliest first and leaves unequal ones in their order (recalls from
+    counted matches differ by far more than an epoch count of last-place units)."""
+    score = float(metrics.get(BEST_METRIC, -1.0))
+    if not math.isfinite(score) or BEST_METRIC not in metrics:
+        return -1.0
+    return score - int(metrics.get("epoch", 0)) * math.ulp(score)
 
 
 class RayTrainWorkerContext:
@@ -79,8 +95,7 @@ class RayTrainWorkerContext:
         name = f"epoch_{int(metrics['epoch']):04d}" if "epoch" in metrics else None
         reported = metrics
         if checkpoint is not None:  # what train_driver.checkpoint_config ranks checkpoints by
-            score = metrics.get(BEST_METRIC, -1.0)
-            reported = {**metrics, CHECKPOINT_SCORE: score if math.isfinite(score) else -1.0}
+            reported = {**metrics, CHECKPOINT_SCORE: checkpoint_score(metrics)}
         ray.train.report(reported, checkpoint=checkpoint, checkpoint_dir_name=name)
         if self.rank == 0:
             self.history.append(metrics)

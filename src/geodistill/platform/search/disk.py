@@ -10,8 +10,8 @@ front``) removes the checkpoint folders of ended trials off the Pareto front
 (``leaderboard.pareto.pareto_rows``): a dominated trial stays dominated whatever runs later, so
 its weights are never a search's answer. Their leaderboard rows stay, ``checkpoint_uri`` null.
 A Ray Train trial keeps its run's ``epoch_NNNN`` folders (the latest and the best, as
-``train_driver`` keeps them) under ``<experiment>/trainers/<trial_id>``, named by its last result:
-the same rules apply to them.
+``train_driver`` keeps them) under ``<experiment>/trainers/<trial_id>``, named by its last result
+(one the time budget cut reported none: found by its id): the same rules apply to them.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from ray.tune import Callback
 
 from geodistill.train.checkpoint import STATE_FILE
 from geodistill.train.context import CHECKPOINT_PATTERN
+
+TRAINERS_DIR = "trainers"  # <experiment>/trainers/<trial_id>: a Ray Train trial's run folder
 
 
 class DropFinishedState(Callback):
@@ -58,9 +60,17 @@ def _local_trial_path(trial: Any) -> str | None:
 
 def _trainer_run(trial: Any) -> str | None:
     """A Ray Train trial's run folder (local storage): the parent of the ``epoch_NNNN`` its last
-    result names (``checkpoint_uri``); None for any other trial."""
+    result names (``checkpoint_uri``), else ``<experiment>/trainers/<trial_id>`` where it exists
+    (a trial the time budget cut, or one that failed, reported no result); None for any other trial."""
     named = _local((getattr(trial, "last_result", None) or {}).get("checkpoint_uri"))
-    return str(named.parent) if named is not None and CHECKPOINT_PATTERN.match(named.name) else None
+    if named is not None and CHECKPOINT_PATTERN.match(named.name):
+        return str(named.parent)
+    trial_path = _local(_local_trial_path(trial))
+    trial_id = getattr(trial, "trial_id", None)
+    if trial_path is None or not trial_id:
+        return None
+    run = trial_path.parent / TRAINERS_DIR / trial_id  # as trial.py lays a Ray Train trial out
+    return str(run) if run.is_dir() else None
 
 
 def drop_state(trial_path: str | None) -> list[Path]:
@@ -106,12 +116,13 @@ def prune_off_front(ended: Iterable[Any], rows: Any, front: Any, leaderboard: st
 
     ``rows`` and ``front`` are this search's leaderboard rows and their Pareto set (polars
     frames). A trial's folders are its ``checkpoint_*`` and, for a Ray Train trial, the
-    ``epoch_NNNN`` folders of the run its row names (under ``<experiment>/trainers``).
+    ``epoch_NNNN`` folders of its run (under ``<experiment>/trainers``).
     """
     from geodistill.leaderboard import Leaderboard
 
     on_front = set(front["trial_id"].to_list()) if front.height else set()
-    paths = {t.trial_id: _local_trial_path(t) for t in ended}
+    trials = {t.trial_id: t for t in ended}
+    paths = {trial_id: _local_trial_path(t) for trial_id, t in trials.items()}
     removed: list[Path] = []
     marked: list[dict[str, Any]] = []
     for row in rows.iter_rows(named=True):
@@ -121,10 +132,13 @@ def prune_off_front(ended: Iterable[Any], rows: Any, front: Any, leaderboard: st
         trial_dir = _local(paths[trial_id])
         folders = sorted(trial_dir.glob("checkpoint_*")) if trial_dir else []
         named = _local(row["checkpoint_uri"])
+        run = _trainer_run(trials[trial_id]) if named is None else None  # a row naming no epoch
         if named is not None and named.name.startswith("checkpoint_") and named not in folders:
             folders.append(named)
         elif named is not None and CHECKPOINT_PATTERN.match(named.name):  # a Ray Train run's latest
-            folders += sorted(f for f in named.parent.glob("epoch_*") if CHECKPOINT_PATTERN.match(f.name))
+            run = str(named.parent)
+        if run is not None:
+            folders += sorted(f for f in Path(run).glob("epoch_*") if CHECKPOINT_PATTERN.match(f.name))
         for folder in folders:
             if folder.is_dir():
                 shutil.rmtree(folder, ignore_errors=True)
