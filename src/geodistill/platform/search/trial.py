@@ -30,6 +30,7 @@ import ray
 from ray import tune
 
 from geodistill.leaderboard.rows import compute_units
+from geodistill.platform.search.disk import TRAINERS_DIR
 from geodistill.platform.search.options import SearchOptions
 from geodistill.platform.search.plan import SearchPlan
 
@@ -171,7 +172,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     from geodistill.platform.runtime.remote import join_uri
     from geodistill.platform.runtime.train_driver import run_training
 
-    trainers = join_uri(setup.storage_path, setup.experiment, "trainers")
+    trainers = join_uri(setup.storage_path, setup.experiment, TRAINERS_DIR)
     started = time.monotonic()
     result = run_training(cfg, storage_path=trainers, should_stop=rule, fit_fn=options.objective)
     tune.report(
