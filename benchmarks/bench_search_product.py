@@ -340,10 +340,13 @@ def main() -> None:
                             f"{c['seconds']:.0f} s;"
                         )
                     print(" ".join(line), flush=True)
-                spread = {
+                spread = {  # (hypervolume share, compute spent) at the cap, per seed
                     name: [
-                        share(table, metric, simulate(table, variant, metric, seed, args.trials, workers))
-                        for seed in range(args.simulate_seeds)
+                        (share(table, metric, ended), ended[-1][0] if ended else 0.0)
+                        for ended in (
+                            simulate(table, variant, metric, seed, args.trials, workers)
+                            for seed in range(args.simulate_seeds)
+                        )
                     ]
                     for name, variant in (("product", "default"), ("anchor", "anchor"))
                 }
@@ -400,7 +403,8 @@ def _figures_of(
         hv, hv_sim = _median([c["share"][0] for c in cs]), _median([c["share"][1] for c in cs])
         total = sum(c["compared"] for c in cs)
         held, slots = min(c["clock"][0] for c in cs), min(c["clock"][1] for c in cs)
-        q25, q50, q75 = np.percentile(spread[name], [25, 50, 75])
+        q25, q50, q75 = np.percentile([hv for hv, _ in spread[name]], [25, 50, 75])
+        spent = float(np.median([compute for _, compute in spread[name]]))
         figure(
             f"agree.{name}.{metric}.c{workers}",
             100.0 * sum(c["common"] for c in cs) / max(1, total),
@@ -408,13 +412,20 @@ def _figures_of(
             label=f"{metric}, {mode}: {name}'s ended trials also in simulate's run (same seed, "
             f"{100 * sum(c['prefix'] for c in cs) / max(1, total):.0f} % in the same order); "
             f"hypervolume share at the cap {100 * hv:.1f} % (simulate {100 * hv_sim:.1f} %; over "
-            f"{len(spread[name])} seeds median {100 * q50:.1f} %, IQR {100 * q25:.1f}-{100 * q75:.1f} %); pairs of "
+            f"{len(spread[name])} seeds median {100 * q50:.1f} %, IQR {100 * q25:.1f}-{100 * q75:.1f} %, "
+            f"after a median {spent:.2f} compute units); pairs of "
             f"trials ended in the recorded order, worst seed: {100 * held:.0f} % given their starts, "
             f"{100 * slots:.0f} % as simulate starts them",
             same_order=100.0 * sum(c["prefix"] for c in cs) / max(1, total),
             hypervolume_share=hv,
             simulate_hypervolume_share=hv_sim,
-            simulate_spread={"seeds": len(spread[name]), "q25": q25, "median": q50, "q75": q75},
+            simulate_spread={
+                "seeds": len(spread[name]),
+                "q25": q25,
+                "median": q50,
+                "q75": q75,
+                "compute": spent,
+            },
             clock_held=held,
             clock_slots=slots,
             compute=[c["compute"] for c in cs],
