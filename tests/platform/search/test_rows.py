@@ -68,6 +68,23 @@ def test_a_ray_train_trial_the_budget_cut_gets_its_last_evaluated_epoch_from_its
     assert row["checkpoint_uri"] == (str(named) if kept else None)  # only a complete one it kept
 
 
+def test_a_ray_train_trial_cut_before_its_first_evaluation_gets_its_epochs_and_cost(tmp_path):
+    base = compose_run_config(["preset=smoke", f"output_dir={tmp_path / 'work'}"])
+    plan = SearchPlan.build(trivial_space(8, **{"scaling.num_workers": 1}), base, check_teacher=False)
+    run = tmp_path / "work" / "t3"
+    run.mkdir(parents=True)
+    (run / "trial.json").write_text(json.dumps({"gflops": 0.5}))
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps({"epoch": e, "loss": 1.0}) for e in (1, 2)))
+    trial = SimpleNamespace(
+        trial_id="t3", config={"train.lr": 0.005}, status="TERMINATED", last_result={}, checkpoint=None,
+        storage=None,
+    )  # fmt: skip
+    LeaderboardCallback(str(tmp_path / "lb"), "exp", plan, storage=str(tmp_path / "tune")).write(trial)
+    row = Leaderboard(tmp_path / "lb").read("exp").row(0, named=True)
+    assert row["status"] == "stopped" and row["epochs"] == 2 and row["compute"] == pytest.approx(1.0)
+    assert row["d2s_recall1"] is None and row["checkpoint_uri"] is None
+
+
 def test_a_cut_ray_train_trial_without_its_run_folder_keeps_an_empty_stopped_row(tmp_path):
     base = compose_run_config(["preset=smoke", f"output_dir={tmp_path / 'work'}"])
     plan = SearchPlan.build(trivial_space(8, **{"scaling.num_workers": 1}), base, check_teacher=False)

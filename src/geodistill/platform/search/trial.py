@@ -225,9 +225,10 @@ def ray_train_result(
 def cut_result(cfg: Any, trial_id: str, storage: str, experiment: str) -> dict[str, Any]:
     """The result of a Ray Train trial that ended without reporting one (the search's time budget
     cut it), read from its run folder ``<cfg.output_dir>/<trial_id>``: the last evaluated epoch's
-    metrics, the epochs trained, its cost (``trial.json``) and the checkpoint its run kept for that
-    epoch under ``<storage>/<experiment>/trainers/<trial_id>``, if any. ``{}`` when the folder is not
-    on this machine (another node's disk, or a relative ``output_dir``) or holds no epoch."""
+    metrics (none before the first evaluation), the epochs trained, its cost (``trial.json``) and the
+    checkpoint its run kept for that epoch under ``<storage>/<experiment>/trainers/<trial_id>``, if
+    any. ``{}`` when the folder is not on this machine (another node's disk, or a relative
+    ``output_dir``) or holds no epoch."""
     from geodistill.eval.names import METRIC_KEYS
 
     run_dir = Path(cfg.output_dir) / trial_id
@@ -243,25 +244,28 @@ def cut_result(cfg: Any, trial_id: str, storage: str, experiment: str) -> dict[s
         with contextlib.suppress(ValueError):  # a line cut mid-write
             epochs.append(json.loads(line))
     epochs = [e for e in epochs if isinstance(e, dict) and "epoch" in e]
-    evaluated = [e for e in epochs if any(k in e for k in METRIC_KEYS)]
-    if not evaluated:
+    if not epochs:
         return {}
-    last = evaluated[-1]
-    name = f"epoch_{int(last['epoch']):04d}"
-    checkpoint = join_uri(storage, experiment, TRAINERS_DIR, trial_id, name)
-    done = max(int(e["epoch"]) for e in epochs)
+    evaluated = [e for e in epochs if any(k in e for k in METRIC_KEYS)]
+    last = evaluated[-1] if evaluated else {}
+    checkpoint = None
+    if last:
+        name = f"epoch_{int(last['epoch']):04d}"
+        checkpoint = join_uri(storage, experiment, TRAINERS_DIR, trial_id, name)
+    latest = {k: v for k, v in epochs[-1].items() if k not in METRIC_KEYS}
     return ray_train_result(
         extra,
-        {**epochs[-1], **{k: last[k] for k in METRIC_KEYS if k in last}},
-        epochs=done,
+        {**latest, **{k: last[k] for k in METRIC_KEYS if k in last}},
+        epochs=max(int(e["epoch"]) for e in epochs),
         wall_seconds=sum(float(e.get("epoch_seconds", 0.0)) for e in epochs),
-        checkpoint=checkpoint if _complete(checkpoint) else None,
+        checkpoint=checkpoint if checkpoint and _complete(checkpoint) else None,
         stopped_early=True,  # cut: labelled stopped, whichever epoch it reached
     )
 
 
 def _complete(checkpoint: str) -> bool:
     """``checkpoint`` (a local path or URI) is a complete checkpoint: its ``meta.json``, written last, is there."""
+    from geodistill.errors import UserError
     from geodistill.platform.runtime.remote import is_uri, open_uri
 
     if not is_uri(checkpoint):
@@ -269,5 +273,5 @@ def _complete(checkpoint: str) -> bool:
     try:
         fs, path = open_uri(checkpoint)
         return bool(fs.get_file_info(f"{path.rstrip('/')}/meta.json").is_file)
-    except Exception:  # noqa: BLE001 - an unreachable store: the row names no checkpoint
+    except (OSError, ValueError, UserError):  # an unreachable store: the row names no checkpoint
         return False
