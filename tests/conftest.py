@@ -1,4 +1,5 @@
-"""Shared fixtures: small synthetic UniV datasets generated once per test session."""
+"""Shared fixtures: small synthetic UniV datasets generated once per test session, a local Ray head
+and an S3-compatible server per module."""
 
 from __future__ import annotations
 
@@ -59,3 +60,12 @@ def ray_local():
     init_ray(num_cpus=2)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """moto's S3 server on 127.0.0.1 for a module (``services.s3_server``: one bucket, fake credentials)."""
+    from services import s3_server
+
+    with s3_server() as server:
+        yield server

@@ -61,18 +61,21 @@ def slow_checkpointing(cfg, *, context) -> None:
 def equal_recalls_fit(cfg, *, context):
     """Three epochs of tiny checkpoints (weights, training state, meta with the metrics), d2s
     recall 5, 5, 3: epochs 1 and 2 tie for the best."""
+    import hashlib
     import json
     import tempfile
 
     from geodistill.train.loop import TrainResult
 
     metrics: dict = {}
+    sha = hashlib.sha256(b"w" * 1000).hexdigest()  # as save_checkpoint keys the weights (fetch checks it)
     for epoch, recall in ((1, 5.0), (2, 5.0), (3, 3.0)):
         metrics = {"epoch": epoch, "d2s_recall1": recall}
         with tempfile.TemporaryDirectory() as folder:
             (Path(folder) / "model.safetensors").write_bytes(b"w" * 1000)
             (Path(folder) / "train_state.pt").write_bytes(b"s" * 2000)
-            (Path(folder) / "meta.json").write_text(json.dumps({"epoch": epoch, "metrics": metrics}))
+            meta = {"epoch": epoch, "metrics": metrics, "model_sha256": sha}
+            (Path(folder) / "meta.json").write_text(json.dumps(meta))
             context.report(metrics, checkpoint_dir=Path(folder))
     return TrainResult(epochs_done=3, metrics=metrics, checkpoint=None, stopped_early=False, skipped_media=0)
 

@@ -62,7 +62,7 @@ class TrainingDiverged(UserError):
 class TrainResult:
     epochs_done: int  # epochs completed (1-based count)
     metrics: dict[str, float]  # last report's metrics (flat, see METRIC KEYS)
-    checkpoint: Path | None  # last persisted checkpoint dir if the context knows it, else None
+    checkpoint: Path | str | None  # last persisted checkpoint dir (a URI on URI storage), else None
     stopped_early: bool  # context.should_stop said so
     skipped_media: int
 

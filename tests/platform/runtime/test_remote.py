@@ -13,19 +13,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from services import free_port, s3_server
+from services import free_port
 
 from geodistill.errors import CheckpointError, UserError
 from geodistill.leaderboard import Leaderboard, make_row
 from geodistill.platform.cli import main
 from geodistill.platform.runtime.remote import fetch_checkpoint, join_uri, locate_checkpoint
 from geodistill.train.checkpoint import file_sha256
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with s3_server() as server:
-        yield server
 
 
 def _upload(s3, local: Path, key: str, *, skip: tuple[str, ...] = ()) -> None:
@@ -52,6 +46,19 @@ def test_join_uri_keeps_the_query_at_the_end():
         "s3://b/x/exp/t?endpoint_override=h:1&scheme=http"
     )
     assert join_uri("/local/dir/", "exp") == "/local/dir/exp"
+
+
+def test_uri_on_gives_a_path_on_a_store_back_its_scheme_and_query():
+    from geodistill.platform.runtime.remote import uri_on
+
+    storage = "s3://b/tune?endpoint_override=h:1&scheme=http"
+    assert uri_on(storage, "b/tune/exp/trainers/t/epoch_0003") == (
+        "s3://b/tune/exp/trainers/t/epoch_0003?endpoint_override=h:1&scheme=http"
+    )
+    assert uri_on(storage, "b/tune") == storage
+    assert uri_on("s3://b/tune", "other/key") == "s3://other/key"  # not under it: scheme only
+    assert uri_on("gs://b/x?q=1", "c/y") == "gs://c/y?q=1"
+    assert uri_on("/local/tune", "/local/tune/exp") == "/local/tune/exp"  # local: the path itself
 
 
 def test_a_teacher_on_s3_is_fetched_once_per_node_into_a_cache_keyed_by_its_checksum(s3, tmp_path):
@@ -199,7 +206,7 @@ def test_a_ray_train_run_on_s3_keeps_its_best_without_the_training_state(s3, ray
             "scaling.num_workers=1",
         ]
     )
-    run_training(cfg, storage_path=s3.uri("runs"), max_failures=0, fit_fn=equal_recalls_fit)
+    result = run_training(cfg, storage_path=s3.uri("runs"), max_failures=0, fit_fn=equal_recalls_fit)
     files = [p for p in _tree(s3.filesystem(), f"{s3.bucket}/runs/on_s3") if p.startswith("epoch_")]
     assert files == [
         "epoch_0001/meta.json",  # the best (recall 5, as epoch 2: the earlier is kept)
@@ -208,3 +215,48 @@ def test_a_ray_train_run_on_s3_keeps_its_best_without_the_training_state(s3, ray
         "epoch_0003/model.safetensors",
         "epoch_0003/train_state.pt",
     ]
+    # The result names the latest by a URI a user opens (scheme and endpoint options kept), not
+    # Ray's scheme-less path on the store (bucket/...), which read locally names a folder in the cwd.
+    assert result.checkpoint == s3.uri("runs/on_s3/epoch_0003")
+    local = fetch_checkpoint(result.checkpoint, cache=tmp_path / "cache")
+    assert (local / "model.safetensors").read_bytes() == b"w" * 1000
+    assert json.loads((local / "meta.json").read_text())["epoch"] == 3
+
+
+@pytest.mark.slow  # a search of one Ray Train trial (a TorchTrainer), Tune and the run on moto: ~60 s
+def test_a_ray_train_search_trial_on_s3_names_its_checkpoint_by_uri_and_keeps_no_state(
+    s3, ray_local, tmp_path, monkeypatch
+):
+    """Its row names the latest as a URI ``geodistill eval`` / ``fetch_checkpoint`` opens; ended,
+    nothing resumes it, so no epoch on the store keeps ``train_state.pt``; nothing local is touched."""
+    from trivial_search import equal_recalls_fit, search, trivial_space
+
+    monkeypatch.setenv("GEODISTILL_OPTUNA_DIR", str(tmp_path / "optuna"))  # the study off the store
+    monkeypatch.chdir(tmp_path)  # Ray's scheme-less paths (geodistill/...) would land here
+    result = search(
+        trivial_space(3, **{"scaling.num_workers": 1}),
+        overrides=[f"output_dir={tmp_path / 'work'}"],
+        experiment="rt-s3",
+        num_samples=1,
+        sampler="random",
+        seed=3,
+        keep_checkpoints="all",
+        early_stopping=False,
+        objective=equal_recalls_fit,
+        storage=s3.uri("tune"),
+        leaderboard=str(tmp_path / "lb"),
+        verbose=0,
+    )
+    row = result.rows.row(0, named=True)
+    assert result.rows.height == 1 and row["status"] == "ok", result.rows
+    run = f"tune/rt-s3/trainers/{row['trial_id']}"
+    assert row["checkpoint_uri"] == s3.uri(f"{run}/epoch_0003")
+    local = fetch_checkpoint(row["checkpoint_uri"], cache=tmp_path / "cache")
+    assert json.loads((local / "meta.json").read_text())["epoch"] == 3
+    assert [p for p in _tree(s3.filesystem(), f"{s3.bucket}/{run}") if p.startswith("epoch_")] == [
+        "epoch_0001/meta.json",  # the best
+        "epoch_0001/model.safetensors",
+        "epoch_0003/meta.json",  # the latest, without its training state: the trial has ended
+        "epoch_0003/model.safetensors",
+    ]
+    assert not (tmp_path / s3.bucket).exists()

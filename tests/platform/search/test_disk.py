@@ -4,6 +4,7 @@ an interrupted search's running trials keep everything --resume needs."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,10 +36,104 @@ def test_drop_state_removes_only_the_training_state_of_every_checkpoint(tmp_path
     ]
 
 
-def test_drop_state_leaves_uri_storage_and_a_missing_path_alone(tmp_path):
+def test_drop_state_leaves_uri_storage_and_a_missing_path_alone(tmp_path, monkeypatch):
     assert drop_state(None) == []
     assert drop_state("s3://bucket/trial") == []
     assert drop_state(str(tmp_path / "nowhere")) == []
+    # Ray's path on a store has no scheme (bucket/...): never a folder under the cwd.
+    monkeypatch.chdir(tmp_path)
+    _checkpoint(tmp_path / "bucket" / "trial" / "checkpoint_000000")
+    assert drop_state("bucket/trial") == []
+    assert (tmp_path / "bucket" / "trial" / "checkpoint_000000" / STATE_FILE).is_file()
+
+
+def _upload_tree(s3, local: Path, key: str) -> None:
+    fs = s3.filesystem()
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            with fs.open_output_stream(f"{s3.bucket}/{key}/{path.relative_to(local).as_posix()}") as out:
+                out.write(path.read_bytes())
+
+
+def _store_files(s3, key: str) -> list[str]:
+    import pyarrow.fs as pafs
+
+    root = f"{s3.bucket}/{key}"
+    infos = s3.filesystem().get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    return sorted(i.path[len(root) + 1 :] for i in infos if i.type == pafs.FileType.File)
+
+
+def test_ended_trials_on_s3_lose_their_training_state_and_what_tune_never_registered(
+    s3, tmp_path, monkeypatch
+):
+    """URI storage as local: nothing resumes an ended trial, so no checkpoint keeps its training
+    state (a Ray Train run's latest included), and the checkpoint of the epoch a budget stop cut
+    (never registered) goes. A same-named local folder under the cwd is never touched."""
+    import polars as pl
+
+    from geodistill.leaderboard import Leaderboard
+    from geodistill.leaderboard.rows import trial_row
+    from geodistill.platform.compose import compose_run_config
+    from geodistill.platform.search.disk import DropFinishedState, prune_off_front
+
+    layout = tmp_path / "layout"
+    _checkpoint(layout / "trial_cut" / "checkpoint_000004")  # registered
+    _checkpoint(layout / "trial_cut" / "checkpoint_000005")  # written as the budget struck
+    for trial_id in ("rt", "rt_cut"):
+        _checkpoint(layout / "trainers" / trial_id / "epoch_0002")  # a Ray Train run: the best
+        _checkpoint(layout / "trainers" / trial_id / "epoch_0003")  # and its latest
+    _upload_tree(s3, layout, "tune/exp")
+    monkeypatch.chdir(tmp_path)  # a decoy where Ray's scheme-less paths would land locally
+    decoy = tmp_path / s3.bucket / "tune" / "exp"
+    shutil.copytree(layout, decoy)
+
+    fs, exp = s3.filesystem(), f"{s3.bucket}/tune/exp"
+    storage = SimpleNamespace(storage_filesystem=fs)
+    registered = SimpleNamespace(path=f"{exp}/trial_cut/checkpoint_000004")
+    latest = s3.uri("tune/exp/trainers/rt/epoch_0003")
+    trials = [
+        SimpleNamespace(trial_id="cut", path=f"{exp}/trial_cut", storage=storage, checkpoint=registered, last_result={}),
+        SimpleNamespace(trial_id="rt", path=f"{exp}/trial_rt", storage=storage, checkpoint=None,
+                        last_result={"epoch": 3, "checkpoint_uri": latest}),
+        SimpleNamespace(trial_id="rt_cut", path=f"{exp}/trial_rt_cut", storage=storage, checkpoint=None,
+                        last_result={}),
+    ]  # fmt: skip
+    DropFinishedState().on_trial_complete(0, trials, trials[1])
+    assert [p for p in _store_files(s3, "tune/exp") if p.startswith("trainers/rt/")] == [
+        "trainers/rt/epoch_0002/meta.json",
+        "trainers/rt/epoch_0002/model.safetensors",
+        "trainers/rt/epoch_0003/meta.json",  # ended: its latest resumes nothing either
+        "trainers/rt/epoch_0003/model.safetensors",
+    ]
+    removed = settle_ended(trials)
+    assert f"{exp}/trial_cut/checkpoint_000005" in removed
+    assert _store_files(s3, "tune/exp") == [
+        "trainers/rt/epoch_0002/meta.json",
+        "trainers/rt/epoch_0002/model.safetensors",
+        "trainers/rt/epoch_0003/meta.json",
+        "trainers/rt/epoch_0003/model.safetensors",
+        "trainers/rt_cut/epoch_0002/meta.json",
+        "trainers/rt_cut/epoch_0002/model.safetensors",
+        "trainers/rt_cut/epoch_0003/meta.json",
+        "trainers/rt_cut/epoch_0003/model.safetensors",
+        "trial_cut/checkpoint_000004/meta.json",
+        "trial_cut/checkpoint_000004/model.safetensors",
+    ]
+    # Off the front, rows naming a store's checkpoint (by URI, or by the scheme-less path rows
+    # once held) keep it: pruning is local, and the local decoy stays whole.
+    cfg = compose_run_config(["preset=smoke", f"output_dir={tmp_path}"])
+    rows = [
+        trial_row(experiment="exp", trial_id=t, cfg=cfg, result={"epoch": 3, "d2s_recall1": r, "gflops": 1.0},
+                  status="ok", checkpoint=uri)
+        for t, r, uri in (("rt", 90.0, latest), ("rt_cut", 10.0, f"{exp}/trainers/rt_cut/epoch_0003"),
+                          ("cut", 5.0, s3.uri("tune/exp/trial_cut/checkpoint_000004")))
+    ]  # fmt: skip
+    lb = tmp_path / "lb"
+    Leaderboard(lb).write(rows)
+    frame = Leaderboard(lb).read("exp")
+    assert prune_off_front(trials, frame, frame.filter(pl.col("trial_id") == "rt"), str(lb)) == []
+    assert _files(decoy) == _files(layout)
+    assert len(_store_files(s3, "tune/exp")) == 10
 
 
 def _checkpoint(folder: Path, weights: int = 1000, state: int = 2000) -> Path:
@@ -65,12 +160,6 @@ def test_settle_ended_keeps_only_the_registered_checkpoint_without_its_training_
     trials = [
         SimpleNamespace(path=str(stopped), checkpoint=SimpleNamespace(path=str(registered)), storage=None),
         SimpleNamespace(path=str(bare), checkpoint=None, storage=None),
-        # Remote storage: trial.path is the bucket's path without its scheme, never read locally.
-        SimpleNamespace(
-            path=str(bare),
-            checkpoint=None,
-            storage=SimpleNamespace(storage_filesystem=SimpleNamespace(type_name="s3")),
-        ),
     ]
     removed = settle_ended(trials)
     assert stopped / "checkpoint_000005" in removed
@@ -391,6 +480,14 @@ def test_a_ray_train_trial_the_time_budget_cut_keeps_no_training_state(ray_local
     trainers = tmp_path / "tune" / "rt-budget" / "trainers"
     epochs = sorted(trainers.glob("*/epoch_*"))
     assert epochs, "the budget cut the trial before its first checkpoint: nothing was tested"
+    # Its row, as a cut single-worker trial's: the last epoch its trainer wrote to metrics.jsonl,
+    # what it cost, and the checkpoint its run kept for that epoch (Ray keeps the latest).
+    row = rows.row(0, named=True)
+    done = row["epochs"]
+    assert done and done >= 1 and row["d2s_recall1"] == 1.0 + (done % 3), row
+    assert row["gflops"] > 0 and row["compute"] == pytest.approx(done * row["gflops"]), row
+    assert row["checkpoint_uri"] == str(trainers / row["trial_id"] / f"epoch_{done:04d}"), row
+    assert (Path(row["checkpoint_uri"]) / "model.safetensors").is_file()
     assert all((e / "model.safetensors").is_file() for e in epochs)
     assert list(trainers.rglob(STATE_FILE)) == []  # nothing resumes it: --resume does not, below
 

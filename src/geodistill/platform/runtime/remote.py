@@ -10,7 +10,8 @@ on one node wait on a file lock instead of downloading twice; a cached copy is r
 later trial and search.
 
 A pyarrow URI may carry its options in a query string (``s3://b/k?endpoint_override=host:9000&scheme=http``,
-an S3-compatible server); ``join_uri`` keeps the query at the end. ``drop_stale_state_on`` is
+an S3-compatible server); ``join_uri`` keeps the query at the end, and ``uri_on`` turns a path Ray
+reports on such a store (no scheme, no query) back into that URI. ``drop_stale_state_on`` is
 ``train.context.drop_stale_state`` for a Ray Train run whose checkpoints are on such a store.
 """
 
@@ -45,6 +46,21 @@ def join_uri(base: str, *parts: str) -> str:
     path, sep, query = base.partition("?")
     joined = "/".join([path.rstrip("/"), *(p.strip("/") for p in parts)])
     return f"{joined}{sep}{query}"
+
+
+def uri_on(storage: str, fs_path: str) -> str:
+    """The URI a user opens for ``fs_path``, a path on the file system ``storage`` opens (Ray's
+    ``Checkpoint.path``: pyarrow drops the scheme, ``bucket/key`` on S3), with ``storage``'s scheme
+    and ``?query`` (``join_uri``); the path itself when ``storage`` is local."""
+    if not is_uri(storage):
+        return fs_path
+    scheme, _, rest = storage.partition("?")[0].partition("://")
+    base = rest.rstrip("/")
+    if fs_path == base or fs_path.startswith(f"{base}/"):  # under storage: its host and options kept
+        rel = fs_path[len(base) :].strip("/")
+        return join_uri(storage, rel) if rel else storage
+    query = storage.partition("?")[2]
+    return f"{scheme}://{fs_path.lstrip('/')}" + (f"?{query}" if query else "")
 
 
 def open_uri(uri: str) -> tuple[Any, str]:

@@ -251,7 +251,7 @@ def _run_on_ray(
             from geodistill.platform.runtime.remote import drop_stale_state_on
 
             drop_stale_state_on(latest.filesystem, latest.path.rstrip("/").rpartition("/")[0], latest.path)
-    return _with_persisted_checkpoint(result.return_value, result)
+    return _with_persisted_checkpoint(result.return_value, result, storage)
 
 
 def _keep_checkpoints(cfg: RunConfig, storage: str, name: str) -> str:
@@ -321,13 +321,17 @@ def _user_error_in(err: Exception) -> UserError | None:
     return None
 
 
-def _with_persisted_checkpoint(train_result: Any, result: Any) -> Any:
-    """Point ``train_result.checkpoint`` at the checkpoint Ray persisted (local path, or storage path)."""
+def _with_persisted_checkpoint(train_result: Any, result: Any, storage: str) -> Any:
+    """Point ``train_result.checkpoint`` at the checkpoint Ray persisted: a local path, or on URI
+    storage the URI (``remote.uri_on``: Ray's path has lost the scheme and the query)."""
+    from geodistill.platform.runtime.remote import is_uri, uri_on
+
     checkpoint = result.checkpoint
     if train_result is None:
         raise RuntimeError(f"Ray Train finished without a result from rank 0 (run at {result.path})")
     if checkpoint is not None and dataclasses.is_dataclass(train_result):
-        train_result = dataclasses.replace(train_result, checkpoint=Path(checkpoint.path))
+        where = uri_on(storage, checkpoint.path) if is_uri(storage) else Path(checkpoint.path)
+        train_result = dataclasses.replace(train_result, checkpoint=where)
     return train_result
 
 

@@ -12,6 +12,9 @@ its weights are never a search's answer. Their leaderboard rows stay, ``checkpoi
 A Ray Train trial keeps its run's ``epoch_NNNN`` folders (the latest and the best, as
 ``train_driver`` keeps them) under ``<experiment>/trainers/<trial_id>``, named by its last result
 (one the time budget cut reported none: found by its id): the same rules apply to them.
+On URI storage (``--storage s3://...``) the ended trials' training state and unregistered checkpoints
+go the same way, through the store's pyarrow file system; nothing here reads a URI, or Ray's
+scheme-less path on a store (``bucket/...``), as a local path, and off-front pruning stays local.
 """
 
 from __future__ import annotations
@@ -31,22 +34,73 @@ TRAINERS_DIR = "trainers"  # <experiment>/trainers/<trial_id>: a Ray Train trial
 
 
 class DropFinishedState(Callback):
-    """Remove ``train_state.pt`` from an ended trial's checkpoints (local storage only)."""
+    """Remove ``train_state.pt`` from an ended trial's checkpoints (local or URI storage)."""
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        drop_state(_local_trial_path(trial))
-        drop_state(_trainer_run(trial))
+        _drop_ended_state(trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # Called once the trial has failed for good (Tune retries first while --max-failures allows).
-        drop_state(_local_trial_path(trial))
-        drop_state(_trainer_run(trial))
+        _drop_ended_state(trial)
+
+
+def _drop_ended_state(trial: Any) -> list[Path | str]:
+    """The training state of an ended trial's checkpoints and of its Ray Train run's epochs."""
+    store = _store(trial)
+    if store is not None:
+        fs, folder = store
+        return [*drop_state_on(fs, folder), *drop_state_on(fs, _trainers_on_store(trial, folder))]
+    return [*drop_state(_local_trial_path(trial)), *drop_state(_trainer_run(trial))]
 
 
 def _local(path: str | None) -> Path | None:
-    if not path or "://" in str(path):
+    """``path`` as a local path: None for a URI and for a relative path (Ray's path on a store,
+    ``bucket/...``, has no scheme: read locally it would name a folder under the cwd)."""
+    path = str(path).removeprefix("file://") if path else None
+    if not path or "://" in path or not Path(path).is_absolute():
         return None
     return Path(path)
+
+
+def _store(trial: Any) -> tuple[Any, str] | None:
+    """(pyarrow file system, trial folder on it) of a trial Tune keeps on URI storage, else None."""
+    fs = getattr(getattr(trial, "storage", None), "storage_filesystem", None)
+    path = getattr(trial, "path", None)
+    if fs is None or getattr(fs, "type_name", "local") == "local" or not path:
+        return None
+    return fs, str(path).rstrip("/")
+
+
+def _trainers_on_store(trial: Any, folder: str) -> str:
+    """``<experiment>/trainers/<trial_id>`` on the store, beside the trial's folder ``folder``."""
+    return f"{folder.rpartition('/')[0]}/{TRAINERS_DIR}/{trial.trial_id}"
+
+
+def _checkpoint_dirs_on(fs: Any, folder: str) -> list[Any]:
+    """The ``checkpoint_*`` and ``epoch_NNNN`` folders directly under ``folder`` on ``fs``."""
+    import pyarrow.fs as pafs
+
+    infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    return sorted(
+        (
+            i
+            for i in infos
+            if i.type == pafs.FileType.Directory
+            and (i.base_name.startswith("checkpoint_") or CHECKPOINT_PATTERN.match(i.base_name))
+        ),
+        key=lambda i: i.path,
+    )
+
+
+def drop_state_on(fs: Any, folder: str) -> list[str]:
+    """``drop_state`` on a pyarrow file system (a trial folder or Ray Train run on URI storage)."""
+    gone = []
+    for info in _checkpoint_dirs_on(fs, folder):
+        state = f"{info.path.rstrip('/')}/{STATE_FILE}"
+        if fs.get_file_info(state).is_file:
+            fs.delete_file(state)
+            gone.append(state)
+    return gone
 
 
 def _local_trial_path(trial: Any) -> str | None:
@@ -86,16 +140,19 @@ def drop_state(trial_path: str | None) -> list[Path]:
     return gone
 
 
-def settle_ended(ended: Iterable[Any]) -> list[Path]:
-    """For each of the ``ended`` Tune trials (local storage): remove the ``checkpoint_*`` folders
-    other than the one Tune registered (``trial.checkpoint``, the one its row names), then the
-    training state of what is left. Returns the paths removed.
+def settle_ended(ended: Iterable[Any]) -> list[Path | str]:
+    """For each of the ``ended`` Tune trials (local or URI storage): remove the ``checkpoint_*``
+    folders other than the one Tune registered (``trial.checkpoint``, the one its row names), then
+    the training state of what is left. Returns the paths removed (on a store: its paths).
 
     A trial that the search's time budget stopped mid-epoch leaves the checkpoint its worker had
     just written, whose result Tune never processed; nothing names it and nothing resumes it.
     """
-    removed: list[Path] = []
+    removed: list[Path | str] = []
     for trial in ended:
+        if _store(trial) is not None:
+            removed += _settle_on_store(trial)
+            continue
         folder = _local(_local_trial_path(trial))
         if folder is None:
             continue
@@ -108,6 +165,19 @@ def settle_ended(ended: Iterable[Any]) -> list[Path]:
         removed += drop_state(str(folder))
         removed += drop_state(_trainer_run(trial))
     return removed
+
+
+def _settle_on_store(trial: Any) -> list[Path | str]:
+    """``settle_ended`` for one trial Tune keeps on URI storage."""
+    fs, folder = _store(trial)
+    kept = getattr(getattr(trial, "checkpoint", None), "path", None)
+    removed: list[Path | str] = []
+    if kept:
+        for info in _checkpoint_dirs_on(fs, folder):
+            if info.base_name.startswith("checkpoint_") and info.path.rstrip("/") != kept.rstrip("/"):
+                fs.delete_dir(info.path)
+                removed.append(info.path)
+    return removed + _drop_ended_state(trial)
 
 
 def prune_off_front(ended: Iterable[Any], rows: Any, front: Any, leaderboard: str) -> list[Path]:

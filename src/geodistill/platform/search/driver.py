@@ -103,7 +103,7 @@ def run_search(space: str | Path | SearchSpace, base: RunConfig, options: Search
     restore = _check_resume(experiment, where, resume=options.resume, verbose=options.verbose)
     _prepare_tune(experiment, where)
 
-    callback = LeaderboardCallback(where.leaderboard, experiment, plan)
+    callback = LeaderboardCallback(where.leaderboard, experiment, plan, storage=where.storage_root)
     started = time.monotonic()
     if restore:
         tuner = restore_tuner(where, experiment, plan, trainable, callback, verbose=options.verbose)

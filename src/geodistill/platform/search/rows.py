@@ -6,7 +6,9 @@ Rows are written by a Tune ``Callback`` in the driver (``on_trial_complete`` /
 search never duplicates a row, except the row an older driver wrote for a trial its interrupt
 cut before any result ("stopped", no epoch): that trial runs again on resume and its end writes
 the row that replaces it. The driver's pass after ``Tuner.fit`` writes any row the callback could
-not (``ended_trials``: those that ended for good, as Tune saved them).
+not (``ended_trials``: those that ended for good, as Tune saved them). A Ray Train trial that the
+time budget cut reported nothing: its row is filled from its run folder (``trial.cut_result``).
+A checkpoint on URI storage is named by the URI a user opens (``remote.uri_on``: scheme and query).
 """
 
 from __future__ import annotations
@@ -48,13 +50,20 @@ def trial_error(trial: Any) -> str:
     return re.sub(r"^(?:\w+\.)+(\w+(?:Error|Exception))", r"\1", lines[-1])
 
 
-def checkpoint_uri(checkpoint: Any) -> str | None:
-    """A Ray ``Checkpoint`` as a URI (a plain path on the local file system)."""
+def checkpoint_uri(checkpoint: Any, storage: str | None = None) -> str | None:
+    """A Ray ``Checkpoint`` as a URI (a plain path on the local file system); on the URI storage
+    ``storage`` (Tune's, with its ``?query``) the URI ``remote.uri_on`` makes of its path."""
+    from geodistill.platform.runtime.remote import is_uri, uri_on
+
     if checkpoint is None:
         return None
     fs = getattr(checkpoint, "filesystem", None)
     scheme = getattr(fs, "type_name", "local") if fs is not None else "local"
-    return checkpoint.path if scheme == "local" else f"{scheme}://{checkpoint.path}"
+    if scheme == "local":
+        return checkpoint.path
+    if storage is not None and is_uri(storage):
+        return uri_on(storage, checkpoint.path)
+    return f"{scheme}://{checkpoint.path}"
 
 
 ENDED = ("TERMINATED", "ERROR")  # Tune's statuses of a trial that never runs again
@@ -68,8 +77,9 @@ class LeaderboardCallback(tune.Callback):
     trials TERMINATED in memory, but they were saved RUNNING and resume.
     """
 
-    def __init__(self, root: str, experiment: str, plan: SearchPlan) -> None:
+    def __init__(self, root: str, experiment: str, plan: SearchPlan, storage: str | None = None) -> None:
         self.root, self.experiment, self.plan = root, experiment, plan
+        self.storage = storage  # Tune's storage root (a path or URI): where checkpoints are
         self.present: set[str] | None = None
         self.cut: set[str] = set()  # present keys of rows without a result (see the module docstring)
         self.trials: list[Any] = []
@@ -156,6 +166,10 @@ class LeaderboardCallback(tune.Callback):
         if key in self._keys():
             return False
         result = dict(trial.last_result or {})
+        if not failed and "epoch" not in result and not cfg.scaling.in_process and self.storage:
+            from geodistill.platform.search.trial import cut_result
+
+            result.update(cut_result(cfg, trial.trial_id, self.storage, self.experiment))
         if failed:
             status, error = "failed", trial_error(trial)
         else:
@@ -167,7 +181,7 @@ class LeaderboardCallback(tune.Callback):
             result=result,
             status=status,
             error=error,
-            checkpoint=checkpoint_uri(trial.checkpoint),
+            checkpoint=checkpoint_uri(trial.checkpoint, self.storage),
             run_id=getattr(trial.storage, "trial_dir_name", None) if trial.storage else None,
         )
         Leaderboard(self.root).write([row])

@@ -10,6 +10,9 @@ installed.
 GFLOPs per drone query are counted before training (``models.config_cost``), or read from the
 table under ``--replay`` (no model built, timm never imported), and reported with every result;
 a trial over the space's ``flops_budget`` reports at once and trains nothing.
+A Ray Train trial reports once, when its run ends (``ray_train_result``); it writes its cost to
+``<run dir>/trial.json`` first, so that the row of one the time budget cut is read from its run
+folder (``cut_result``: that cost and the epochs in ``metrics.jsonl``).
 """
 
 from __future__ import annotations
@@ -30,9 +33,13 @@ import ray
 from ray import tune
 
 from geodistill.leaderboard.rows import compute_units
+from geodistill.platform.runtime.remote import join_uri
 from geodistill.platform.search.disk import TRAINERS_DIR
 from geodistill.platform.search.options import SearchOptions
 from geodistill.platform.search.plan import SearchPlan
+
+TRIAL_FILE = "trial.json"  # <run dir>/trial.json: a Ray Train trial's cost, written before training
+METRICS_FILE = "metrics.jsonl"  # <run dir>/metrics.jsonl: rank 0's epochs (train_worker)
 
 # ---------------------------------------------------------------- inside a trial
 
@@ -169,20 +176,102 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         objective(cfg, context=context)
         return
     # Ray Train: a TorchTrainer inside the trial, stopped only by its own rung rule.
-    from geodistill.platform.runtime.remote import join_uri
-    from geodistill.platform.runtime.train_driver import run_training
+    from geodistill.platform.runtime.train_driver import prepare_config, run_training
+    from geodistill.platform.runtime.train_worker import atomic_write_text
 
     trainers = join_uri(setup.storage_path, setup.experiment, TRAINERS_DIR)
+    cfg = prepare_config(cfg)
+    run_dir = Path(cfg.output_dir) / cfg.run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / TRIAL_FILE, json.dumps(extra, sort_keys=True) + "\n")  # for cut_result
     started = time.monotonic()
-    result = run_training(cfg, storage_path=trainers, should_stop=rule, fit_fn=options.objective)
-    tune.report(
-        {
-            **result.metrics,
-            **extra,
-            # what it spent, as a single-worker trial reports it: compute units, seconds
-            "compute": compute_units(result.epochs_done, float(extra["gflops"])),
-            "wall_seconds": time.monotonic() - started,
-            "stopped_early": int(result.stopped_early),
-            "checkpoint_uri": str(result.checkpoint) if result.checkpoint else None,
-        }
+    result = run_training(
+        cfg, storage_path=trainers, should_stop=rule, fit_fn=options.objective, prepared=True
     )
+    tune.report(
+        ray_train_result(
+            extra,
+            result.metrics,
+            epochs=result.epochs_done,
+            wall_seconds=time.monotonic() - started,
+            checkpoint=str(result.checkpoint) if result.checkpoint else None,
+            stopped_early=result.stopped_early,
+        )
+    )
+
+
+def ray_train_result(
+    extra: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    *,
+    epochs: int,
+    wall_seconds: float,
+    checkpoint: str | None,
+    stopped_early: bool,
+) -> dict[str, Any]:
+    """A Ray Train trial's result: its metrics, its cost (``extra``) and what it spent, as a
+    single-worker trial reports them (compute units, seconds), and the checkpoint its row names."""
+    return {
+        **metrics,
+        **extra,
+        "epoch": epochs,
+        "compute": compute_units(epochs, float(extra.get("gflops") or 0.0)),
+        "wall_seconds": wall_seconds,
+        "stopped_early": int(stopped_early),
+        "checkpoint_uri": checkpoint,
+    }
+
+
+def cut_result(cfg: Any, trial_id: str, storage: str, experiment: str) -> dict[str, Any]:
+    """The result of a Ray Train trial that ended without reporting one (the search's time budget
+    cut it), read from its run folder ``<cfg.output_dir>/<trial_id>``: the last evaluated epoch's
+    metrics (none before the first evaluation), the epochs trained, its cost (``trial.json``) and the
+    checkpoint its run kept for that epoch under ``<storage>/<experiment>/trainers/<trial_id>``, if
+    any. ``{}`` when the folder is not on this machine (another node's disk, or a relative
+    ``output_dir``) or holds no epoch."""
+    from geodistill.eval.names import METRIC_KEYS
+
+    run_dir = Path(cfg.output_dir) / trial_id
+    if not run_dir.is_absolute():
+        return {}
+    try:
+        extra = json.loads((run_dir / TRIAL_FILE).read_text())
+        lines = (run_dir / METRICS_FILE).read_text().splitlines()
+    except (OSError, ValueError):
+        return {}
+    epochs = []
+    for line in lines:
+        with contextlib.suppress(ValueError):  # a line cut mid-write
+            epochs.append(json.loads(line))
+    epochs = [e for e in epochs if isinstance(e, dict) and "epoch" in e]
+    if not epochs:
+        return {}
+    evaluated = [e for e in epochs if any(k in e for k in METRIC_KEYS)]
+    last = evaluated[-1] if evaluated else {}
+    checkpoint = None
+    if last:
+        name = f"epoch_{int(last['epoch']):04d}"
+        checkpoint = join_uri(storage, experiment, TRAINERS_DIR, trial_id, name)
+    latest = {k: v for k, v in epochs[-1].items() if k not in METRIC_KEYS}
+    return ray_train_result(
+        extra,
+        {**latest, **{k: last[k] for k in METRIC_KEYS if k in last}},
+        epochs=max(int(e["epoch"]) for e in epochs),
+        wall_seconds=sum(float(e.get("epoch_seconds", 0.0)) for e in epochs),
+        checkpoint=checkpoint if checkpoint and _complete(checkpoint) else None,
+        stopped_early=True,  # cut: labelled stopped, whichever epoch it reached
+    )
+
+
+def _complete(checkpoint: str) -> bool:
+    """``checkpoint`` (a local path or URI) is a complete checkpoint: its ``meta.json``, written last, is there."""
+    from geodistill.errors import UserError
+    from geodistill.platform.runtime.remote import is_uri, open_uri
+
+    if not is_uri(checkpoint):
+        return (Path(checkpoint) / "meta.json").is_file()
+    try:
+        fs, path = open_uri(checkpoint)
+        return bool(fs.get_file_info(f"{path.rstrip('/')}/meta.json").is_file)
+    except (OSError, ValueError, UserError):  # an unreachable store: the row names no checkpoint
+        return False
