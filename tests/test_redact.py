@@ -6,7 +6,7 @@ import pytest
 
 from geodistill.errors import ConfigError
 from geodistill.platform.clusters.validate import validate_document
-from geodistill.redact import find_secrets, names_secret, scrub_secrets
+from geodistill.redact import find_secrets, names_secret, scrub_secrets, scrub_uri
 
 # Key names each of the two former checks knew (the store's list, then the cluster validator's).
 STORE_KEYS = [
@@ -76,3 +76,29 @@ def test_the_cluster_validator_refuses_what_the_store_would_scrub():
     doc = {"cluster_name": "x", "provider": {"type": "local"}, "env": ["AKIAABCDEFGHIJKLMNOP"]}
     with pytest.raises(ConfigError, match=r"^env\[0\] holds a credential"):
         validate_document(doc)
+
+
+def test_a_uri_keeps_its_store_options_and_loses_its_credentials():
+    uri = (
+        "s3://bucket/runs/epoch_0003?endpoint_override=127.0.0.1:9000&access_key=AK&secret_key=SK&scheme=http"
+    )
+    assert scrub_uri(uri) == "s3://bucket/runs/epoch_0003?endpoint_override=127.0.0.1:9000&scheme=http"
+    assert scrub_uri("gs://b/k?access_token=ya29") == "gs://b/k"  # nothing left: no '?'
+    assert (
+        scrub_uri("s3://b/k?region=eu&x=AKIAABCDEFGHIJKLMNOP") == "s3://b/k?region=eu"
+    )  # a key by its shape
+    assert scrub_uri("/local/path?not=a_uri") == "/local/path?not=a_uri"
+    assert scrub_secrets({"distill": {"teacher_checkpoint": uri}})["distill"][
+        "teacher_checkpoint"
+    ] == scrub_uri(uri)
+
+
+def test_a_leaderboard_row_stores_no_credential_in_a_uri():
+    from geodistill.leaderboard.columns import make_row
+
+    uri = "s3://b/exp/trial/checkpoint_000002?endpoint_override=h:9000&secret_key=SK"
+    row = make_row(
+        experiment="e", trial_id="t", stage="student", checkpoint_uri=uri, teacher=uri, config_json={"u": uri}
+    )
+    assert "SK" not in row["checkpoint_uri"] + row["teacher"] + row["config_json"]
+    assert row["checkpoint_uri"].endswith("?endpoint_override=h:9000")

@@ -9,7 +9,8 @@ launcher files have an ``auth:`` section naming the SSH user).
 
 ``SECRET_KEY`` is the union of the key names the store and the cluster validator used to
 check separately; ``SECRET_VALUE`` matches access-key ids, tokens with a known prefix and
-PEM private keys.
+PEM private keys. A URI's query string is judged the same way, parameter by parameter
+(``scrub_uri``): ``s3://b/k?endpoint_override=...&secret_key=...`` keeps its endpoint, not its key.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote
 
 SECRET_KEY = re.compile(
     r"(token|passw(or)?d|passphrase|secret|credential|api[_-]?key|access[_-]?key|private[_-]?key|"
@@ -39,8 +41,25 @@ def looks_secret(value: Any) -> bool:
     return isinstance(value, str) and bool(SECRET_VALUE.search(value))
 
 
+def scrub_uri(value: Any) -> Any:
+    """``value`` without the query parameters of a URI that name or look like secrets; anything
+    else as it is. Pyarrow URIs carry a store's options in the query, credentials included."""
+    if not isinstance(value, str) or "://" not in value or "?" not in value:
+        return value
+    head, _, query = value.partition("?")
+    kept = []
+    for piece in query.split("&"):  # judged decoded, kept as written
+        name, _, raw = piece.partition("=")
+        if not names_secret(unquote(name)) and not looks_secret(unquote(raw)):
+            kept.append(piece)
+    return f"{head}?{'&'.join(kept)}" if kept else head
+
+
 def scrub_secrets(obj: Any) -> Any:
-    """A copy of ``obj`` without keys that name secrets or strings that look like credentials."""
+    """A copy of ``obj`` without keys that name secrets, strings that look like credentials, or
+    URI query parameters that do (``scrub_uri``)."""
+    if isinstance(obj, str):
+        return scrub_uri(obj)
     if isinstance(obj, Mapping):
         return {
             str(k): scrub_secrets(v) for k, v in obj.items() if not names_secret(k) and not looks_secret(v)

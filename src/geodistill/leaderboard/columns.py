@@ -23,7 +23,7 @@ import polars as pl
 import pyarrow as pa
 
 from geodistill.eval.names import METRIC_KEYS, flatten_metrics
-from geodistill.redact import scrub_secrets
+from geodistill.redact import scrub_secrets, scrub_uri
 
 SCHEMA_VERSION = 1
 STAGES = ("teacher", "student", "baseline")
@@ -165,7 +165,8 @@ def make_row(**fields: Any) -> dict[str, Any]:
 
     Defaults: ``status`` "ok", ``created_at`` now (UTC), ``host``, ``git_sha``, ``schema_version``,
     ``row_key`` = f"{experiment}/{trial_id}/{stage}". ``config_json`` may be a dict or a JSON
-    string; it is stored scrubbed of secrets. An unknown field raises ValueError naming it.
+    string; it is stored scrubbed of secrets, and the URIs in ``teacher`` and ``checkpoint_uri``
+    without credential parameters. An unknown field raises ValueError naming it.
     """
     unknown = sorted(set(fields) - set(COLUMNS))
     if unknown:
@@ -182,6 +183,8 @@ def make_row(**fields: Any) -> dict[str, Any]:
             except json.JSONDecodeError as err:
                 raise ValueError(f"leaderboard field 'config_json' is not valid JSON: {err}") from None
         row["config_json"] = json.dumps(scrub_secrets(cfg), sort_keys=True, default=str)
+    for name in ("teacher", "checkpoint_uri"):  # a store's URI: its options kept, its credentials not
+        row[name] = scrub_uri(row[name])
     for name in ("experiment", "stage"):
         if not row[name]:
             raise ValueError(f"leaderboard row needs {name!r}")
