@@ -1,6 +1,6 @@
 """Training checkpoints: one directory per epoch, safe to load from anywhere.
 
-Layout of a checkpoint directory (see docs/INTERFACES.md)::
+Layout of a checkpoint directory (names in ``train.layout``; see docs/INTERFACES.md)::
 
     model.safetensors   the GeoModel's state_dict (what we publish)
     train_state.pt      optimizer / scheduler / adapters / RNG state for resuming
@@ -30,11 +30,7 @@ from geodistill.models import GeoModel, ModelConfig, load_state_dict, model_from
 from geodistill.models.weights_io import file_sha256, match_state_dict
 from geodistill.train.config import RunConfig
 from geodistill.train.context import latest_checkpoint_in
-
-FORMAT = "geodistill-checkpoint/1"
-MODEL_FILE = "model.safetensors"
-STATE_FILE = "train_state.pt"
-META_FILE = "meta.json"
+from geodistill.train.layout import FORMAT, META_FILE, MODEL_FILE, STATE_FILE
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

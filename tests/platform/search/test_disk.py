@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,7 +16,7 @@ from trivial_search import search, search_dirs, slow_checkpointing, trivial_spac
 
 from geodistill.leaderboard.pareto import pareto_rows
 from geodistill.platform.search.disk import drop_state, settle_ended
-from geodistill.train.checkpoint import STATE_FILE
+from geodistill.train.layout import STATE_FILE
 
 
 def test_drop_state_removes_only_the_training_state_of_every_checkpoint(tmp_path):
@@ -494,3 +496,18 @@ def test_a_ray_train_trial_the_time_budget_cut_keeps_no_training_state(ray_local
     again = search(space, resume=True, **kwargs)  # Tune saved the cut trial TERMINATED: it stays ended
     assert again.rows.height == 1 and again.rows["status"].to_list() == ["stopped"], again.rows
     assert sorted(trainers.glob("*/epoch_*")) == epochs
+
+
+def test_the_modules_a_trial_actor_unpickles_do_not_import_timm():
+    """Tune's trial actors import ``search.trial`` (and through it ``disk`` and ``runtime.remote``)
+    before any trial runs; a replayed trial builds no model, so timm must stay out of them."""
+    code = (
+        "import sys\n"
+        "import geodistill.platform.search.trial, geodistill.platform.search.disk\n"
+        "import geodistill.platform.runtime.remote\n"
+        "print('timm' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=os.environ, check=True
+    )
+    assert out.stdout.strip() == "False"

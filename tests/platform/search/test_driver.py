@@ -260,7 +260,7 @@ def test_flops_budget_is_an_optuna_constraint_and_over_budget_trials_never_train
         experiment="budget",
         num_samples=4,
         sampler="tpe",
-        seed=7,  # TPE's first draws with seed 7: views 8, 8, 1, 1
+        seed=1,  # the cost-weighted start-up draws with seed 1: views 8, 8, 1, 1 (8 views is 8x as dear)
         **search_dirs(tmp_path),
         max_concurrent=2,
         objective=objective,

@@ -26,13 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from geodistill.errors import CheckpointError, ConfigError
+from geodistill.train.layout import META_FILE, MODEL_FILE, STATE_FILE
 
 CACHE_ENV = "GEODISTILL_CACHE"
-META_FILE, MODEL_FILE, STATE_FILE = (
-    "meta.json",
-    "model.safetensors",
-    "train_state.pt",
-)  # train.checkpoint's layout
 TEACHER_FILES = (MODEL_FILE, META_FILE)  # what a teacher needs (not the optimizer state), meta last
 
 

@@ -27,8 +27,8 @@ from typing import Any
 
 from ray.tune import Callback
 
-from geodistill.train.checkpoint import STATE_FILE
 from geodistill.train.context import CHECKPOINT_PATTERN
+from geodistill.train.layout import STATE_FILE
 
 TRAINERS_DIR = "trainers"  # <experiment>/trainers/<trial_id>: a Ray Train trial's run folder
 
