@@ -122,7 +122,7 @@ def test_ended_trials_on_s3_lose_their_training_state_and_what_tune_never_regist
         "trial_cut/checkpoint_000004/model.safetensors",
     ]
     # Off the front, rows naming a store's checkpoint (by URI, or by the scheme-less path rows
-    # once held) keep it: pruning is local, and the local decoy stays whole.
+    # once held) lose it as on local storage; the front's stays, and the local decoy stays whole.
     cfg = compose_run_config(["preset=smoke", f"output_dir={tmp_path}"])
     rows = [
         trial_row(experiment="exp", trial_id=t, cfg=cfg, result={"epoch": 3, "d2s_recall1": r, "gflops": 1.0},
@@ -133,9 +133,21 @@ def test_ended_trials_on_s3_lose_their_training_state_and_what_tune_never_regist
     lb = tmp_path / "lb"
     Leaderboard(lb).write(rows)
     frame = Leaderboard(lb).read("exp")
-    assert prune_off_front(trials, frame, frame.filter(pl.col("trial_id") == "rt"), str(lb)) == []
+    removed = prune_off_front(trials, frame, frame.filter(pl.col("trial_id") == "rt"), str(lb))
+    assert sorted(removed) == [
+        f"{exp}/trainers/rt_cut/epoch_0002",
+        f"{exp}/trainers/rt_cut/epoch_0003",
+        f"{exp}/trial_cut/checkpoint_000004",
+    ]
     assert _files(decoy) == _files(layout)
-    assert len(_store_files(s3, "tune/exp")) == 10
+    assert _store_files(s3, "tune/exp") == [
+        "trainers/rt/epoch_0002/meta.json",
+        "trainers/rt/epoch_0002/model.safetensors",
+        "trainers/rt/epoch_0003/meta.json",
+        "trainers/rt/epoch_0003/model.safetensors",
+    ]
+    named = dict(Leaderboard(lb).read("exp").select("trial_id", "checkpoint_uri").iter_rows())
+    assert named == {"rt": latest, "rt_cut": None, "cut": None}
 
 
 def _checkpoint(folder: Path, weights: int = 1000, state: int = 2000) -> Path:

@@ -12,14 +12,15 @@ its weights are never a search's answer. Their leaderboard rows stay, ``checkpoi
 A Ray Train trial keeps its run's ``epoch_NNNN`` folders (the latest and the best, as
 ``train_driver`` keeps them) under ``<experiment>/trainers/<trial_id>``, named by its last result
 (one the time budget cut reported none: found by its id): the same rules apply to them.
-On URI storage (``--storage s3://...``) the ended trials' training state and unregistered checkpoints
-go the same way, through the store's pyarrow file system; nothing here reads a URI, or Ray's
-scheme-less path on a store (``bucket/...``), as a local path, and off-front pruning stays local.
+On URI storage (``--storage s3://...``) the same rules apply through the store's pyarrow file
+system, never outside the experiment's folder; nothing here reads a URI, or Ray's scheme-less
+path on a store (``bucket/...``), as a local path.
 """
 
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from geodistill.errors import one_line
 from geodistill.train.context import CHECKPOINT_PATTERN
 from geodistill.train.layout import STATE_FILE
 
@@ -180,41 +182,105 @@ def _settle_on_store(trial: Any) -> list[Path | str]:
     return removed + _drop_ended_state(trial)
 
 
-def prune_off_front(ended: Iterable[Any], rows: Any, front: Any, leaderboard: str) -> list[Path]:
-    """Remove the local checkpoint folders of the ``ended`` Tune trials whose rows are not in
-    ``front``, and rewrite those rows with ``checkpoint_uri`` null; returns the folders removed.
+def prune_off_front(ended: Iterable[Any], rows: Any, front: Any, leaderboard: str) -> list[Path | str]:
+    """Remove the checkpoint folders of the ``ended`` Tune trials whose rows are not in ``front``
+    (local or URI storage), and rewrite those rows with ``checkpoint_uri`` null once the folder
+    they name is gone; returns the folders removed (on a store: its paths).
 
     ``rows`` and ``front`` are this search's leaderboard rows and their Pareto set (polars
     frames). A trial's folders are its ``checkpoint_*`` and, for a Ray Train trial, the
-    ``epoch_NNNN`` folders of its run (under ``<experiment>/trainers``).
+    ``epoch_NNNN`` folders of its run (under ``<experiment>/trainers``). A store that fails
+    (unreachable, permission) stops the pruning with one line on stderr: the rows of the trials
+    not pruned keep their ``checkpoint_uri``.
     """
+    import pyarrow as pa
+
     from geodistill.leaderboard import Leaderboard
 
     on_front = set(front["trial_id"].to_list()) if front.height else set()
     trials = {t.trial_id: t for t in ended}
-    paths = {trial_id: _local_trial_path(t) for trial_id, t in trials.items()}
-    removed: list[Path] = []
+    removed: list[Path | str] = []
     marked: list[dict[str, Any]] = []
     for row in rows.iter_rows(named=True):
-        trial_id = row["trial_id"]
-        if trial_id in on_front or trial_id not in paths:
+        trial = trials.get(row["trial_id"])
+        if trial is None or row["trial_id"] in on_front:
             continue
-        trial_dir = _local(paths[trial_id])
-        folders = sorted(trial_dir.glob("checkpoint_*")) if trial_dir else []
-        named = _local(row["checkpoint_uri"])
-        run = _trainer_run(trials[trial_id]) if named is None else None  # a row naming no epoch
-        if named is not None and named.name.startswith("checkpoint_") and named not in folders:
-            folders.append(named)
-        elif named is not None and CHECKPOINT_PATTERN.match(named.name):  # a Ray Train run's latest
-            run = str(named.parent)
-        if run is not None:
-            folders += sorted(f for f in Path(run).glob("epoch_*") if CHECKPOINT_PATTERN.match(f.name))
-        for folder in folders:
-            if folder.is_dir():
-                shutil.rmtree(folder, ignore_errors=True)
-                removed.append(folder)
-        if named is not None and not named.exists():  # a URI checkpoint is left as it is
+        store = _store(trial)
+        if store is None:
+            gone, named_gone = _prune_local(trial, row["checkpoint_uri"])
+        else:
+            try:
+                gone, named_gone = _prune_on_store(trial, row["checkpoint_uri"])
+            except (OSError, pa.ArrowException) as err:
+                print(
+                    f"geodistill search: cannot remove off-front checkpoints under {store[1]}: "
+                    f"{one_line(err)} (the rows of trials not pruned keep their checkpoint_uri)",
+                    file=sys.stderr,
+                )
+                break
+        removed += gone
+        if named_gone:
             marked.append({**row, "checkpoint_uri": None, "created_at": datetime.now(UTC)})
     if marked:
         Leaderboard(leaderboard).write(marked)
     return removed
+
+
+def _prune_local(trial: Any, checkpoint_uri: str | None) -> tuple[list[Path], bool]:
+    """``prune_off_front`` for one trial on local storage: (folders removed, whether the folder
+    its row names is gone; a URI checkpoint is left as it is)."""
+    trial_dir = _local(_local_trial_path(trial))
+    folders = sorted(trial_dir.glob("checkpoint_*")) if trial_dir else []
+    named = _local(checkpoint_uri)
+    run = _trainer_run(trial) if named is None else None  # a row naming no epoch
+    if named is not None and named.name.startswith("checkpoint_") and named not in folders:
+        folders.append(named)
+    elif named is not None and CHECKPOINT_PATTERN.match(named.name):  # a Ray Train run's latest
+        run = str(named.parent)
+    if run is not None:
+        folders += sorted(f for f in Path(run).glob("epoch_*") if CHECKPOINT_PATTERN.match(f.name))
+    removed = []
+    for folder in folders:
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed, named is not None and not named.exists()
+
+
+def _prune_on_store(trial: Any, checkpoint_uri: str | None) -> tuple[list[str], bool]:
+    """``prune_off_front`` for one trial on URI storage: its ``checkpoint_*`` folders and its Ray
+    Train run's ``epoch_NNNN``, never a path outside its experiment's folder; (paths removed,
+    whether the folder its row names, by URI or by Ray's scheme-less path, is gone). A store
+    error propagates, before the row is marked."""
+    import pyarrow.fs as pafs
+
+    fs, folder = _store(trial)
+    experiment = folder.rpartition("/")[0]
+    named = _path_on_store(checkpoint_uri)
+    folders = [
+        info.path.rstrip("/")
+        for info in [
+            *_checkpoint_dirs_on(fs, folder),
+            *_checkpoint_dirs_on(fs, _trainers_on_store(trial, folder)),
+        ]
+        if info.path.startswith(f"{experiment}/")
+    ]
+    removed = []
+    for path in sorted(folders, key=lambda p: p == named):  # the row's own last: a failure leaves it named
+        fs.delete_dir(path)
+        removed.append(path)
+    if named is None or not named.startswith(f"{experiment}/"):
+        return removed, False
+    return removed, fs.get_file_info(named).type == pafs.FileType.NotFound
+
+
+def _path_on_store(checkpoint_uri: str | None) -> str | None:
+    """The store's path of a row's checkpoint: a URI without its scheme and ``?query`` (as
+    ``remote.uri_on`` built it), or Ray's scheme-less path as is; None for a local path."""
+    if not checkpoint_uri or checkpoint_uri.startswith(("/", "file://")):
+        return None
+    return (
+        checkpoint_uri.partition("?")[0].partition("://")[2].rstrip("/")
+        if "://" in checkpoint_uri
+        else checkpoint_uri.rstrip("/")
+    )
