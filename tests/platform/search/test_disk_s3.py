@@ -126,3 +126,39 @@ def test_a_store_that_fails_part_way_leaves_each_unpruned_row_naming_its_checkpo
     assert _keys(s3, "tune/part") == [
         f"trial_{t}/checkpoint_000001/model.safetensors" for t in ("front", "later", "lost")
     ]
+
+
+def test_settling_on_a_store_that_fails_says_one_line_and_settles_the_rest(s3, tmp_path, capsys):
+    """An unreachable store when the search ends: one line, no traceback; the trials on the store
+    that answers, before it, lose their training state as usual, and local trials still settle."""
+    import pyarrow.fs as pafs
+
+    from geodistill.platform.search.disk import settle_ended
+
+    fs, exp = s3.filesystem(), f"{s3.bucket}/tune/settle"
+    gone = pafs.S3FileSystem(
+        endpoint_override=f"127.0.0.1:{free_port()}", scheme="http", region="us-east-1", connect_timeout=1
+    )  # nothing listens there
+    with fs.open_output_stream(f"{exp}/trial_ok/checkpoint_000001/train_state.pt") as out:
+        out.write(b"s" * 10)
+    local = tmp_path / "trial_local" / "checkpoint_000001"
+    local.mkdir(parents=True)
+    (local / "train_state.pt").write_bytes(b"s")
+
+    def trial(trial_id: str, store, path: str) -> SimpleNamespace:
+        return SimpleNamespace(trial_id=trial_id, path=path, storage=SimpleNamespace(storage_filesystem=store),
+                               checkpoint=None)  # fmt: skip
+
+    settle_ended([
+        trial("ok", fs, f"{exp}/trial_ok"),
+        trial("lost", gone, f"{exp}/trial_lost"),
+        trial("local", pafs.LocalFileSystem(), str(tmp_path / "trial_local")),
+    ])  # fmt: skip
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1
+        and f"cannot drop ended trials' train_state.pt and stray checkpoints under {exp}/trial_lost" in err
+    ), err
+    assert "Traceback" not in err
+    assert _keys(s3, "tune/settle") == []  # the answering store's trial lost its state
+    assert not (local / "train_state.pt").exists()

@@ -150,10 +150,23 @@ def settle_ended(ended: Iterable[Any]) -> list[Path | str]:
     A trial that the search's time budget stopped mid-epoch leaves the checkpoint its worker had
     just written, whose result Tune never processed; nothing names it and nothing resumes it.
     """
+    import pyarrow as pa
+
     removed: list[Path | str] = []
+    store_failed = False
     for trial in ended:
-        if _store(trial) is not None:
-            removed += _settle_on_store(trial)
+        store = _store(trial)
+        if store is not None:
+            if store_failed:
+                continue
+            try:
+                removed += _settle_on_store(trial)
+            except (OSError, pa.ArrowException) as err:  # the rows are written: the search still ends
+                _say_store_failed(
+                    "cannot drop ended trials' train_state.pt and stray checkpoints", store[1], err,
+                    "they stay in the store; the rows are written",
+                )  # fmt: skip
+                store_failed = True
             continue
         folder = _local(_local_trial_path(trial))
         if folder is None:
@@ -212,11 +225,10 @@ def prune_off_front(ended: Iterable[Any], rows: Any, front: Any, leaderboard: st
             try:
                 gone, named_gone = _prune_on_store(trial, row["checkpoint_uri"])
             except (OSError, pa.ArrowException) as err:
-                print(
-                    f"geodistill search: cannot remove off-front checkpoints under {store[1]}: "
-                    f"{one_line(err)} (the rows of trials not pruned keep their checkpoint_uri)",
-                    file=sys.stderr,
-                )
+                _say_store_failed(
+                    "cannot remove off-front checkpoints", store[1], err,
+                    "the rows of trials not pruned keep their checkpoint_uri",
+                )  # fmt: skip
                 break
         removed += gone
         if named_gone:
@@ -224,6 +236,12 @@ def prune_off_front(ended: Iterable[Any], rows: Any, front: Any, leaderboard: st
     if marked:
         Leaderboard(leaderboard).write(marked)
     return removed
+
+
+def _say_store_failed(what: str, folder: str, err: BaseException, consequence: str = "") -> None:
+    """One stderr line for a store that failed while the search ends (its rows are already written)."""
+    tail = f" ({consequence})" if consequence else ""
+    print(f"geodistill search: {what} under {folder}: {one_line(err)}{tail}", file=sys.stderr)
 
 
 def _prune_local(trial: Any, checkpoint_uri: str | None) -> tuple[list[Path], bool]:
