@@ -323,8 +323,8 @@ def _finish(
     front = pareto_rows(own, metric=plan.metric)
     if keep_checkpoints == "front" and own.height:
         # Ended trials only: a trial of an interrupted search resumes from its checkpoint.
-        if prune_off_front(ended, own, front, where.leaderboard):  # those rows now say no checkpoint
-            frame = Leaderboard(where.leaderboard).read(experiment)
+        prune_off_front(ended, own, front, where.leaderboard)
+        frame = Leaderboard(where.leaderboard).read(experiment)  # the pruned rows say no checkpoint
     return SearchResult(
         experiment=experiment,
         experiment_path=where.experiment_path,
