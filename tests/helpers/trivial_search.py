@@ -91,3 +91,19 @@ def search(space: Any, *, overrides: tuple[str, ...] | list[str] = (), **options
     from geodistill.platform.search import SearchOptions, run_search
 
     return run_search(space, compose_run_config(list(overrides)), SearchOptions(**options))
+
+
+def two_cost_checkpointing(cfg, *, context) -> None:
+    """Two epochs, each with a checkpoint; precision grows with lr, GFLOPs 1 below lr 0.0055 and 2
+    above (so the front holds the best trial of each cost, and the others are dominated)."""
+    import tempfile
+
+    for epoch in (1, 2):
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / "model.safetensors").write_bytes(b"w" * 1000)
+            metrics = {
+                "epoch": epoch,
+                "d2s_recall1": cfg.train.lr * 1000 * epoch,
+                "gflops": 1.0 if cfg.train.lr < 0.0055 else 2.0,
+            }
+            context.report(metrics, checkpoint_dir=Path(folder))

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from trivial_search import search, search_dirs, slow_checkpointing, trivial_space
+from trivial_search import search, search_dirs, slow_checkpointing, trivial_space, two_cost_checkpointing
 
 from geodistill.leaderboard.pareto import pareto_rows
 from geodistill.platform.search.disk import drop_state, settle_ended
@@ -259,21 +259,6 @@ def test_an_interrupted_search_keeps_its_running_trials_resumable(ray_local, tmp
 @pytest.mark.slow  # two 5-trial searches on a local Ray: 20-40 s
 def test_a_search_keeps_only_the_fronts_checkpoints_unless_asked_for_all(ray_local, tmp_path):
     # Defined here, not at module level: Ray's workers cannot import a test module.
-    def _checkpointing(cfg, *, context) -> None:
-        """Two epochs, each with a checkpoint; precision grows with lr, GFLOPs 1 below lr 0.0055 and 2 above
-        (so the front holds the best trial of each cost, and the others are dominated)."""
-        import tempfile
-
-        for epoch in (1, 2):
-            with tempfile.TemporaryDirectory() as folder:
-                (Path(folder) / "model.safetensors").write_bytes(b"w" * 1000)
-                metrics = {
-                    "epoch": epoch,
-                    "d2s_recall1": cfg.train.lr * 1000 * epoch,
-                    "gflops": 1.0 if cfg.train.lr < 0.0055 else 2.0,
-                }
-                context.report(metrics, checkpoint_dir=Path(folder))
-
     dirs = search_dirs(tmp_path)
     fronts = {}
     for keep in ("all", "front"):
@@ -285,7 +270,7 @@ def test_a_search_keeps_only_the_fronts_checkpoints_unless_asked_for_all(ray_loc
             seed=3,
             keep_checkpoints=keep,
             early_stopping=False,
-            objective=_checkpointing,
+            objective=two_cost_checkpointing,
             **dirs,
         )
         rows = result.rows

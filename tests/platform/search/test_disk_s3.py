@@ -4,12 +4,11 @@ fails part-way leaves every row naming a checkpoint that is still there."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from services import free_port
-from trivial_search import search, trivial_space
+from trivial_search import search, trivial_space, two_cost_checkpointing
 
 from geodistill.leaderboard.pareto import pareto_rows
 
@@ -25,20 +24,6 @@ def _keys(s3, key: str) -> list[str]:
 
 @pytest.mark.slow  # a 4-trial search with Tune's state on moto: ~30 s
 def test_a_search_on_s3_keeps_only_the_fronts_checkpoints_in_the_bucket(s3, ray_local, tmp_path, monkeypatch):
-    def _checkpointing(cfg, *, context) -> None:
-        """Two epochs, a checkpoint each; precision grows with lr, GFLOPs 1 below lr 0.0055 and 2 above."""
-        import tempfile
-
-        for epoch in (1, 2):
-            with tempfile.TemporaryDirectory() as folder:
-                (Path(folder) / "model.safetensors").write_bytes(b"w" * 1000)
-                metrics = {
-                    "epoch": epoch,
-                    "d2s_recall1": cfg.train.lr * 1000 * epoch,
-                    "gflops": 1.0 if cfg.train.lr < 0.0055 else 2.0,
-                }
-                context.report(metrics, checkpoint_dir=Path(folder))
-
     from geodistill.platform.runtime.remote import open_uri
 
     monkeypatch.setenv("GEODISTILL_OPTUNA_DIR", str(tmp_path / "optuna"))  # the study off the store
@@ -51,7 +36,7 @@ def test_a_search_on_s3_keeps_only_the_fronts_checkpoints_in_the_bucket(s3, ray_
         seed=3,
         keep_checkpoints="front",
         early_stopping=False,
-        objective=_checkpointing,
+        objective=two_cost_checkpointing,
         storage=s3.uri("tune"),
         leaderboard=str(tmp_path / "lb"),
         verbose=0,

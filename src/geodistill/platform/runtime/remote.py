@@ -1,18 +1,13 @@
 """Files on URIs (``s3://``, ``gs://``, ... through ``pyarrow.fs``): teacher checkpoints and their node cache.
 
-Tune's storage and the leaderboard may be URIs; so may the teacher a search distils from
-(``--teacher s3://bucket/teachers/run``). The driver checks the URI before Ray starts
-(``locate_checkpoint``: reachable, and a complete checkpoint there); each process that trains
-then calls ``fetch_checkpoint``, which copies the checkpoint once per node into a local cache
-keyed by the weights' sha256 (``meta.json``'s ``model_sha256``, checked after the download):
-``$GEODISTILL_CACHE`` or ``~/.cache/geodistill``, then ``teachers/<sha256>/``. Concurrent trials
-on one node wait on a file lock instead of downloading twice; a cached copy is reused by every
-later trial and search.
-
-A pyarrow URI may carry its options in a query string (``s3://b/k?endpoint_override=host:9000&scheme=http``,
-an S3-compatible server); ``join_uri`` keeps the query at the end, and ``uri_on`` turns a path Ray
-reports on such a store (no scheme, no query) back into that URI. ``drop_stale_state_on`` is
-``train.context.drop_stale_state`` for a Ray Train run whose checkpoints are on such a store.
+Tune's storage, the leaderboard and the teacher a search distils from may be URIs. The driver
+checks the teacher's URI before Ray starts (``locate_checkpoint``); each training process then calls
+``fetch_checkpoint``, which copies it once per node into a cache keyed by the weights' sha256
+(``$GEODISTILL_CACHE`` or ``~/.cache/geodistill``, then ``teachers/<sha256>/``, checked after the
+download); concurrent trials on a node wait on a file lock, and later searches reuse the copy.
+A URI may carry its options in a query (``s3://b/k?endpoint_override=host:9000&scheme=http``):
+``join_uri`` keeps it at the end, and ``uri_on`` turns a path Ray reports on such a store back into
+that URI. ``drop_stale_state_on`` is ``train.context.drop_stale_state`` for a run on a store.
 """
 
 from __future__ import annotations

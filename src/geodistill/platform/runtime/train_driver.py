@@ -1,18 +1,14 @@
 """Run ``geodistill.train.loop.fit`` in this process or on Ray Train workers: ``run_training(cfg)``.
 
-``scaling.num_workers == 0``: ``fit`` here with an ``InProcessContext`` on ``<output_dir>/<run_name>``;
-``>= 1``: a ``TorchTrainer`` whose workers each call ``fit`` with a ``RayTrainWorkerContext`` (Ray
-sets up the process group, persists rank 0's checkpoints under the in-process layout
-``<run dir>/checkpoints/epoch_NNNN``, restarts the group from the latest one when a worker dies).
-``train.keep_checkpoints=last_best`` keeps what an in-process run keeps: Ray's ``CheckpointConfig``
-holds the latest and the best-scoring epoch (the earlier of equal ones), and the best loses its
-training state at the end, on local or URI storage.
-Both runners share the run folder: ``config.json`` (the resolved config, written before any
-compute), ``metrics.jsonl`` (rank 0's epochs) and the workers' pid/node files. Resuming a run
-with a different config is refused in one line naming the keys (``check_run_config``; keys in
-``RESUME_FREE_KEYS`` say how long or where a run goes, not what it computes), unless
-``train.resume=force``. ``prepare_config`` checks the inputs once, the teacher through
-``remote.resolve_teacher`` (``run_training(..., prepared=True)`` when the caller already did).
+``scaling.num_workers == 0``: ``fit`` here with an ``InProcessContext``; ``>= 1``: a ``TorchTrainer``
+whose workers call ``fit`` with a ``RayTrainWorkerContext`` (rank 0's checkpoints under
+``<run dir>/checkpoints/epoch_NNNN``; the group restarts from the latest when a worker dies).
+``train.keep_checkpoints=last_best`` keeps the latest and the best-scoring epoch (the earlier of
+equal ones), the best without training state, on local or URI storage. Both runners write
+``config.json`` (before any compute), ``metrics.jsonl`` (rank 0's epochs) and pid/node files.
+Resuming with a different config is refused in one line naming the keys (``check_run_config``;
+``RESUME_FREE_KEYS`` say how long or where a run goes) unless ``train.resume=force``.
+``prepare_config`` checks the inputs once, the teacher through ``remote.resolve_teacher``.
 """
 
 from __future__ import annotations

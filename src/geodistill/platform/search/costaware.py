@@ -1,19 +1,14 @@
 """Multivariate TPE that uses a candidate's GFLOPs, known exactly before training, instead of learning it.
 
-A search for the precision-versus-cost front spends its compute on trials (epochs x GFLOPs), and
-a configuration's GFLOPs per query is counted on the meta device before it trains. Plain TPE
-learns which knobs are costly from finished trials and spends most of its compute on expensive
-configurations that are never on the front. ``CostAwareTPESampler`` scores TPE's candidates by
-its usual ``log l(x) - log g(x)`` minus ``cost_weight * ln(GFLOPs(x))`` (improvement per unit
-of compute, as in cost-aware Bayesian optimisation), and draws its random start-up trials with
-probability proportional to ``GFLOPs ** -cost_weight``. ``cost_weight=0`` is plain TPE.
-The search benchmark (benchmarks/RESULTS.md) chose the weight.
-
-Given the ``space`` every trial shares, the start-up draws are cost-weighted from the first trial
-on. Without it Optuna knows the space only from finished trials, so the first trial (and, with
-concurrent trials, every trial started before one finished) is a uniform draw: on the recorded
-table that first draw averaged 1 compute unit and reached 5.3 (one 0.59-GFLOPs model trained to the
-end, since ASHA lets the first trial at a rung go on), more than the whole goal of issue 28.
+A front search spends its compute on trials (epochs x GFLOPs), and a configuration's GFLOPs per
+query is counted before it trains; plain TPE learns which knobs are costly from finished trials
+and spends most of its compute on expensive configurations never on the front.
+``CostAwareTPESampler`` scores TPE's candidates by ``log l(x) - log g(x)`` minus
+``cost_weight * ln(GFLOPs(x))`` (improvement per unit of compute, as in cost-aware Bayesian
+optimisation) and draws its start-up trials with probability ~ ``GFLOPs ** -cost_weight``
+(``cost_weight=0`` is plain TPE; benchmarks/RESULTS.md chose the weight). Given the ``space``
+every trial shares, start-up draws are cost-weighted from the first trial on: Optuna alone learns
+a define-by-run space from finished trials, so the first draws would be uniform (docs/evidence.md).
 """
 
 from __future__ import annotations

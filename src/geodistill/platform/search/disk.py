@@ -1,20 +1,15 @@
 """What a search keeps on disk: the front's weights, not every trial's optimizer state.
 
-Each trial keeps its last checkpoint (``CheckpointConfig(num_to_keep=1)``) with
-``train_state.pt``, the optimizer, scheduler and RNG state a retried or resumed trial continues
-from. Once a trial has ended nothing resumes it: ``DropFinishedState`` deletes that file as a
-trial completes, is stopped early or fails, and ``settle_ended`` does so when the search ends for
-the trials its time budget stopped (Tune tells no callback), also removing the checkpoint of the
-epoch that was in flight then, which Tune never registered. ``prune_off_front`` (``--keep-checkpoints
-front``) removes the checkpoint folders of ended trials off the Pareto front
-(``leaderboard.pareto.pareto_rows``): a dominated trial stays dominated whatever runs later, so
-its weights are never a search's answer. Their leaderboard rows stay, ``checkpoint_uri`` null.
-A Ray Train trial keeps its run's ``epoch_NNNN`` folders (the latest and the best, as
-``train_driver`` keeps them) under ``<experiment>/trainers/<trial_id>``, named by its last result
-(one the time budget cut reported none: found by its id): the same rules apply to them.
-On URI storage (``--storage s3://...``) the same rules apply through the store's pyarrow file
-system, never outside the experiment's folder; nothing here reads a URI, or Ray's scheme-less
-path on a store (``bucket/...``), as a local path.
+Each trial keeps its last checkpoint with ``train_state.pt``, what a retried or resumed trial
+continues from. An ended trial resumes nothing: ``DropFinishedState`` deletes that file as a trial
+completes, stops or fails, and ``settle_ended`` does so at the search's end for trials its time
+budget stopped (Tune tells no callback), with the unregistered checkpoint of the epoch in flight.
+``prune_off_front`` (``--keep-checkpoints front``) removes the checkpoint folders of ended trials
+off the Pareto front (a dominated trial stays dominated); their rows stay, ``checkpoint_uri`` null.
+A Ray Train trial's ``epoch_NNNN`` folders under ``<experiment>/trainers/<trial_id>`` follow the
+same rules. On URI storage (``--storage s3://...``) they apply through the store's pyarrow file
+system, never outside the experiment's folder, and no URI or scheme-less store path
+(``bucket/...``) is read as a local path.
 """
 
 from __future__ import annotations

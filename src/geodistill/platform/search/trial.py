@@ -1,18 +1,14 @@
 """The body of one search trial: cost it, then train it in-process or on a TorchTrainer.
 
-``scaling.num_workers`` means here what it means for ``geodistill train``: 0 trains in the
-trial's own process, N >= 1 on a ``TorchTrainer`` of N workers (``ScalingConfig.in_process``).
-Early stopping without hangs (ray issue #54305: a scheduler stopping a trial that hosts a
-``TorchTrainer`` leaks its workers): in-process trials run ``fit`` with a ``TuneTrialContext``
-and ASHA stops them like any function trainable; Ray Train trials run ``run_training`` with a
-``RungRule`` as ``should_stop``: they stop themselves inside the loop, and no scheduler is
-installed.
-GFLOPs per drone query are counted before training (``models.config_cost``), or read from the
-table under ``--replay`` (no model built, timm never imported), and reported with every result;
-a trial over the space's ``flops_budget`` reports at once and trains nothing.
-A Ray Train trial reports once, when its run ends (``ray_train_result``); it writes its cost to
-``<run dir>/trial.json`` first, so that the row of one the time budget cut is read from its run
-folder (``cut_result``: that cost and the epochs in ``metrics.jsonl``).
+``scaling.num_workers``: 0 trains in the trial's own process, N >= 1 on a ``TorchTrainer`` of N
+workers. Early stopping without hangs (ray issue #54305: a scheduler stopping a trial that hosts a
+``TorchTrainer`` leaks its workers): in-process trials run ``fit`` with a ``TuneTrialContext`` and
+ASHA stops them; Ray Train trials run ``run_training`` with a ``RungRule`` as ``should_stop`` and
+stop themselves, with no scheduler installed. GFLOPs per query are counted before training
+(``models.config_cost``) or read from the table under ``--replay`` (timm never imported); a trial
+over the space's ``flops_budget`` reports at once and trains nothing. A Ray Train trial reports
+when its run ends (``ray_train_result``), having written its cost to ``<run dir>/trial.json``, so
+the row of one the time budget cut is read from its run folder (``cut_result``).
 """
 
 from __future__ import annotations
