@@ -61,6 +61,29 @@ def test_uri_on_gives_a_path_on_a_store_back_its_scheme_and_query():
     assert uri_on("/local/tune", "/local/tune/exp") == "/local/tune/exp"  # local: the path itself
 
 
+def test_uri_on_keeps_the_host_of_a_store_whose_paths_are_host_relative():
+    """pyarrow's path on S3 starts with the bucket (the URI's authority); on HDFS it is the URI's
+    absolute path (Arrow's FileSystemFromUri: ``uri.path()``), so the namenode comes from storage."""
+    from urllib.parse import urlsplit
+
+    from geodistill.platform.runtime.remote import open_uri, uri_on
+
+    s3 = "s3://b/tune?endpoint_override=127.0.0.1:1&scheme=http&region=us-east-1"
+    for path in ("b/tune/exp/t/epoch_0002", "other/key"):  # what uri_on gives back opens at path
+        assert open_uri(uri_on(s3, path))[1] == path
+    hdfs = "hdfs://namenode:8020/user/tune?user=me"
+    assert uri_on(hdfs, "/user/tune/exp/trainers/t/epoch_0003") == (
+        "hdfs://namenode:8020/user/tune/exp/trainers/t/epoch_0003?user=me"
+    )
+    assert uri_on(hdfs, "/user/tune") == hdfs
+    assert uri_on(hdfs, "/elsewhere/x") == "hdfs://namenode:8020/elsewhere/x?user=me"  # not under it
+    assert uri_on("viewfs://cluster/a", "/b/c") == "viewfs://cluster/b/c"
+    assert uri_on("hdfs:///user/tune", "/other") == "hdfs:///other"  # the default namenode stays so
+    for path in ("/user/tune/exp/e", "/elsewhere/x"):
+        parts = urlsplit(uri_on(hdfs, path))
+        assert (parts.netloc, parts.path) == ("namenode:8020", path)  # pyarrow's path back
+
+
 def test_a_teacher_on_s3_is_fetched_once_per_node_into_a_cache_keyed_by_its_checksum(s3, tmp_path):
     run = tmp_path / "run"
     _fake_checkpoint(run / "checkpoints" / "epoch_0001", b"old weights")

@@ -39,19 +39,28 @@ def join_uri(base: str, *parts: str) -> str:
     return f"{joined}{sep}{query}"
 
 
+# Schemes whose pyarrow path is the URI's path, absolute (``FileSystem.from_uri``:
+# hdfs://namenode:8020/a/b -> /a/b); on the others (s3, gs) it starts with the bucket: b/a/b.
+HOST_RELATIVE_SCHEMES = ("hdfs", "viewfs")
+
+
 def uri_on(storage: str, fs_path: str) -> str:
     """The URI a user opens for ``fs_path``, a path on the file system ``storage`` opens (Ray's
-    ``Checkpoint.path``: pyarrow drops the scheme, ``bucket/key`` on S3), with ``storage``'s scheme
-    and ``?query`` (``join_uri``); the path itself when ``storage`` is local."""
+    ``Checkpoint.path``: pyarrow drops the scheme, and the host too on ``HOST_RELATIVE_SCHEMES``),
+    with ``storage``'s scheme, host and ``?query`` (``join_uri``); the path itself when ``storage``
+    is local."""
     if not is_uri(storage):
         return fs_path
     scheme, _, rest = storage.partition("?")[0].partition("://")
-    base = rest.rstrip("/")
+    authority, _, path = rest.partition("/")
+    host_relative = scheme in HOST_RELATIVE_SCHEMES  # pyarrow's path leaves out the authority
+    base = f"/{path}".rstrip("/") if host_relative else rest.rstrip("/")
     if fs_path == base or fs_path.startswith(f"{base}/"):  # under storage: its host and options kept
         rel = fs_path[len(base) :].strip("/")
         return join_uri(storage, rel) if rel else storage
     query = storage.partition("?")[2]
-    return f"{scheme}://{fs_path.lstrip('/')}" + (f"?{query}" if query else "")
+    where = f"{authority}/{fs_path.lstrip('/')}" if host_relative else fs_path.lstrip("/")
+    return f"{scheme}://{where}" + (f"?{query}" if query else "")
 
 
 def open_uri(uri: str) -> tuple[Any, str]:
