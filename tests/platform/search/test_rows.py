@@ -1,5 +1,6 @@
 """A trial's leaderboard row names its checkpoint by a URI a user opens, and a Ray Train trial the
-time budget cut (it reported nothing to Tune) gets its row from the run folder its trainer wrote."""
+time budget cut (it reported nothing to Tune) gets its row from the run folder its trainer wrote,
+or from its newest checkpoint on the storage (a path or s3://) when that folder is on another machine."""
 
 from __future__ import annotations
 
@@ -95,3 +96,67 @@ def test_a_cut_ray_train_trial_without_its_run_folder_keeps_an_empty_stopped_row
     LeaderboardCallback(str(tmp_path / "lb"), "exp", plan, storage=str(tmp_path / "tune")).write(trial)
     row = Leaderboard(tmp_path / "lb").read("exp").row(0, named=True)
     assert row["status"] == "stopped" and row["epochs"] is None and row["checkpoint_uri"] is None
+
+
+def _checkpoints(folder: Path, cfg, epochs: int) -> None:
+    """``epochs`` epoch_NNNN folders as the training loop writes them (``save_checkpoint``, its
+    metrics; every 2nd epoch evaluated), then one the cut left without its meta.json."""
+    from geodistill.models import model_from_config
+    from geodistill.train.checkpoint import save_checkpoint
+
+    model = model_from_config(cfg.model, 8)
+    for e in range(1, epochs + 1):
+        metrics = {"epoch": float(e), "loss": 1.0 / e, "skipped_media": 0.0, "train_samples": 32.0}
+        metrics.update(train_sample_gflops=0.5, epoch_seconds=2.0)
+        if e % 2 == 0:
+            metrics.update(d2s_recall1=10.0 * e, s2d_recall1=5.0 * e)
+        save_checkpoint(folder / f"epoch_{e:04d}", model, config=cfg, metrics=metrics, epoch=e)
+    (folder / f"epoch_{epochs + 1:04d}").mkdir()
+    (folder / f"epoch_{epochs + 1:04d}" / "model.safetensors").write_bytes(b"half written")
+
+
+def _cut_row_from_storage(tmp_path: Path, storage: str, write) -> tuple[dict, float]:
+    """The row of Ray Train trial t4, cut after 4 epochs, whose run folder is not on this machine
+    (a relative output_dir); ``write(cfg)`` puts its checkpoints under ``storage``. (row, GFLOPs)."""
+    from geodistill.models.cost import config_cost
+
+    base = compose_run_config(["preset=smoke", "output_dir=work"])  # relative: the trial's own cwd
+    plan = SearchPlan.build(trivial_space(8, **{"scaling.num_workers": 1}), base, check_teacher=False)
+    cfg = plan.config({"train.lr": 0.005})
+    write(cfg)
+    trial = SimpleNamespace(
+        trial_id="t4", config={"train.lr": 0.005}, status="TERMINATED", last_result={}, checkpoint=None,
+        storage=None,
+    )  # fmt: skip
+    assert LeaderboardCallback(str(tmp_path / "lb"), "exp", plan, storage=storage).write(trial)
+    row = Leaderboard(tmp_path / "lb").read("exp").row(0, named=True)
+    return row, config_cost(cfg.model, cfg.data.views)["gflops"]
+
+
+def _assert_newest_checkpoint_row(row: dict, gflops: float, named: str) -> None:
+    assert row["status"] == "stopped" and row["epochs"] == 4  # the newest complete checkpoint's
+    assert (row["d2s_recall1"], row["s2d_recall1"]) == (40.0, 20.0)  # its meta's metrics
+    assert row["checkpoint_uri"] == named
+    assert row["gflops"] == pytest.approx(gflops) and row["compute"] == pytest.approx(4 * gflops)
+    assert row["train_gflops"] == pytest.approx(4 * 32 * 0.5)  # epochs x samples x per sample
+    assert row["wall_seconds"] is None and row["node_id"] is None  # not in a checkpoint: unknown
+
+
+def test_a_cut_ray_train_trial_whose_run_folder_is_elsewhere_gets_its_newest_checkpoint(tmp_path):
+    trainers = tmp_path / "tune" / "exp" / "trainers" / "t4"
+    row, gflops = _cut_row_from_storage(
+        tmp_path, str(tmp_path / "tune"), lambda cfg: _checkpoints(trainers, cfg, 4)
+    )
+    _assert_newest_checkpoint_row(row, gflops, str(trainers / "epoch_0004"))
+
+
+def test_a_cut_ray_train_trial_on_s3_gets_its_newest_checkpoint_from_the_bucket(s3, tmp_path):
+    import pyarrow.fs as pafs
+
+    def upload(cfg) -> None:
+        _checkpoints(tmp_path / "t4", cfg, 4)
+        dest = f"{s3.bucket}/tune/exp/trainers/t4"
+        pafs.copy_files(str(tmp_path / "t4"), dest, destination_filesystem=s3.filesystem())
+
+    row, gflops = _cut_row_from_storage(tmp_path, s3.uri("tune"), upload)
+    _assert_newest_checkpoint_row(row, gflops, s3.uri("tune/exp/trainers/t4/epoch_0004"))

@@ -8,7 +8,8 @@ stop themselves, with no scheduler installed. GFLOPs per query are counted befor
 (``models.config_cost``) or read from the table under ``--replay`` (timm never imported); a trial
 over the space's ``flops_budget`` reports at once and trains nothing. A Ray Train trial reports
 when its run ends (``ray_train_result``), having written its cost to ``<run dir>/trial.json``, so
-the row of one the time budget cut is read from its run folder (``cut_result``).
+the row of one the time budget cut is read from its run folder, or from its newest checkpoint on
+the storage when that folder is on another machine (``cut_result``).
 """
 
 from __future__ import annotations
@@ -201,7 +202,7 @@ def ray_train_result(
     metrics: Mapping[str, Any],
     *,
     epochs: int,
-    wall_seconds: float,
+    wall_seconds: float | None,
     checkpoint: str | None,
     stopped_early: bool,
 ) -> dict[str, Any]:
@@ -223,13 +224,17 @@ def cut_result(cfg: Any, trial_id: str, storage: str, experiment: str) -> dict[s
     cut it), read from its run folder ``<cfg.output_dir>/<trial_id>``: the last evaluated epoch's
     metrics (none before the first evaluation), the epochs trained, its cost (``trial.json``) and the
     checkpoint its run kept for that epoch under ``<storage>/<experiment>/trainers/<trial_id>``, if
-    any. ``{}`` when the folder is not on this machine (another node's disk, or a relative
-    ``output_dir``) or holds no epoch."""
+    any. When the folder is not on this machine (another node's disk, or a relative ``output_dir``),
+    from the newest complete checkpoint there instead (``_checkpointed``). ``{}`` when neither holds
+    an epoch."""
+    trained = join_uri(storage, experiment, TRAINERS_DIR, trial_id)
+    run_dir = Path(cfg.output_dir) / trial_id
+    return (_from_run_dir(run_dir, trained) if run_dir.is_absolute() else {}) or _checkpointed(cfg, trained)
+
+
+def _from_run_dir(run_dir: Path, trained: str) -> dict[str, Any]:
     from geodistill.eval.names import METRIC_KEYS
 
-    run_dir = Path(cfg.output_dir) / trial_id
-    if not run_dir.is_absolute():
-        return {}
     try:
         extra = json.loads((run_dir / TRIAL_FILE).read_text())
         lines = (run_dir / METRICS_FILE).read_text().splitlines()
@@ -244,10 +249,7 @@ def cut_result(cfg: Any, trial_id: str, storage: str, experiment: str) -> dict[s
         return {}
     evaluated = [e for e in epochs if any(k in e for k in METRIC_KEYS)]
     last = evaluated[-1] if evaluated else {}
-    checkpoint = None
-    if last:
-        name = f"epoch_{int(last['epoch']):04d}"
-        checkpoint = join_uri(storage, experiment, TRAINERS_DIR, trial_id, name)
+    checkpoint = join_uri(trained, f"epoch_{int(last['epoch']):04d}") if last else None
     latest = {k: v for k, v in epochs[-1].items() if k not in METRIC_KEYS}
     return ray_train_result(
         extra,
@@ -256,6 +258,31 @@ def cut_result(cfg: Any, trial_id: str, storage: str, experiment: str) -> dict[s
         wall_seconds=sum(float(e.get("epoch_seconds", 0.0)) for e in epochs),
         checkpoint=checkpoint if checkpoint and _complete(checkpoint) else None,
         stopped_early=True,  # cut: labelled stopped, whichever epoch it reached
+    )
+
+
+def _checkpointed(cfg: Any, trained: str) -> dict[str, Any]:
+    """A cut trial's result from the newest complete ``epoch_NNNN`` under ``trained`` (a path or
+    URI the driver reads). Its ``meta.json`` holds that epoch's metrics (the precision only if the
+    epoch was evaluated: ``train.eval_every``) but not the cost, counted here as the trial counted
+    it (``config_cost`` of the same config); epochs and compute count the epochs checkpointed (one
+    cut before its checkpoint landed is not), and the wall seconds and node are unknown (null)."""
+    from geodistill.errors import UserError
+    from geodistill.models.cost import config_cost
+    from geodistill.platform.runtime.remote import locate_checkpoint
+
+    try:
+        found, meta = locate_checkpoint(trained)
+        epoch, metrics = int(meta["epoch"]), dict(meta.get("metrics") or {})
+    except (UserError, LookupError, TypeError, ValueError):  # none there, or an unreachable store
+        return {}
+    return ray_train_result(
+        config_cost(cfg.model, cfg.data.views),
+        metrics,
+        epochs=epoch,
+        wall_seconds=None,
+        checkpoint=found,
+        stopped_early=True,
     )
 
 
