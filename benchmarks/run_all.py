@@ -42,7 +42,7 @@ SMOKE = {
                         "--repeats", "1", "--warmup", "0"],
     "bench_leaderboard": ["--files", "8", "--rows", "8"],
     "bench_metrics": ["--repeats", "1"],
-    "bench_scale": ["--trials", "2", "--files", "8"],
+    "bench_scale": ["--trials", "2", "--files", "8", "--placement", "4", "2"],
     "bench_search": ["--trials", "2", "--epochs", "1", "--buildings", "8", "--overhead-trials", "2"],
     "bench_search_front": ["--seeds", "1", "--trials", "24"],
     "bench_search_product": ["--smoke"],
