@@ -129,6 +129,21 @@ def run_one(script: Path, timeout: float | None = None, args: list[str] | None =
     }
 
 
+def merged(earlier: dict, ran: dict) -> dict:
+    """``ran``'s benchmarks over ``earlier``'s (a results.json), each kept one dated with its run,
+    in the earlier file's order with new ones last: a partial re-run moves no section of RESULTS.md."""
+    kept = {
+        name: {"date": earlier["date"], "commit": earlier.get("commit"), **bench}
+        for name, bench in earlier["benchmarks"].items()
+        if name not in ran
+    }
+    both = {**kept, **ran}
+    return {
+        name: both[name]
+        for name in [*earlier["benchmarks"], *(n for n in ran if n not in earlier["benchmarks"])]
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="benchmark names (bench_metrics ...); default: all")
@@ -181,13 +196,7 @@ def main() -> None:
         result["benchmarks"][script.stem] = run_one(script, args.timeout, extra)
     result["load_after"] = load()
     if args.merge and Path(args.out).is_file():
-        earlier = json.loads(Path(args.out).read_text())
-        kept = {
-            name: {"date": earlier["date"], "commit": earlier.get("commit"), **bench}
-            for name, bench in earlier["benchmarks"].items()
-            if name not in result["benchmarks"]
-        }
-        result["benchmarks"] = {**kept, **result["benchmarks"]}
+        result["benchmarks"] = merged(json.loads(Path(args.out).read_text()), result["benchmarks"])
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     failed = [name for name, b in result["benchmarks"].items() if b["exit_code"]]
     print(

@@ -11,8 +11,8 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-def _render_module():
-    spec = importlib.util.spec_from_file_location("render_results", BENCH / "render_results.py")
+def _render_module(name: str = "render_results"):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -115,3 +115,16 @@ def test_render_shows_spread_seeds_ahead_and_a_merged_run():
         "### benchmarks/pfed_evidence.py `--out DIR --from-runs` — ok, run 2025-12-31T00:00:00Z at `0123456789ab`,"
         in text
     )
+
+
+def test_a_merged_rerun_keeps_the_earlier_order_and_dates_what_it_kept():
+    merged = _render_module("run_all").merged
+    earlier = {
+        "date": "2026-01-01T00:00:00Z",
+        "commit": "abc",
+        "benchmarks": {"bench_a": {"seconds": 1}, "bench_b": {"seconds": 2}, "bench_c": {"seconds": 3}},
+    }
+    out = merged(earlier, {"bench_new": {"seconds": 9}, "bench_b": {"seconds": 5}})
+    assert list(out) == ["bench_a", "bench_b", "bench_c", "bench_new"]
+    assert out["bench_b"] == {"seconds": 5}  # re-run: its own entry, no earlier date
+    assert out["bench_a"] == {"date": "2026-01-01T00:00:00Z", "commit": "abc", "seconds": 1}
