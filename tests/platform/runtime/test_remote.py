@@ -283,3 +283,10 @@ def test_a_ray_train_search_trial_on_s3_names_its_checkpoint_by_uri_and_keeps_no
         "epoch_0003/model.safetensors",
     ]
     assert not (tmp_path / s3.bucket).exists()
+
+
+def test_the_latest_epoch_is_found_by_number_not_by_name(tmp_path):
+    for epoch in (9999, 10000):  # the names sort the other way round as text
+        _fake_checkpoint(tmp_path / "run" / "checkpoints" / f"epoch_{epoch:04d}", f"weights {epoch}".encode())
+    found, _ = locate_checkpoint(str(tmp_path / "run"))
+    assert found.endswith("epoch_10000")

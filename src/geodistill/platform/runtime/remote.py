@@ -74,6 +74,12 @@ def open_uri(uri: str) -> tuple[Any, str]:
         raise ConfigError(f"cannot open {uri}: {_first_line(err)}") from None
 
 
+def _epoch_number(name: str) -> int:
+    """The N of an ``epoch_N`` folder name; -1 (oldest) when N is not a number."""
+    digits = name.removeprefix("epoch_")
+    return int(digits) if digits.isdigit() else -1
+
+
 def _read_json(fs: Any, path: str) -> dict[str, Any]:
     with fs.open_input_stream(path) as stream:
         return json.loads(stream.read().decode())
@@ -101,6 +107,7 @@ def locate_checkpoint(uri: str) -> tuple[str, dict[str, Any]]:
                     for i in infos
                     if i.type == pafs.FileType.Directory and i.base_name.startswith("epoch_")
                 ),
+                key=_epoch_number,  # by number: epoch_10000 is newer than epoch_9999
                 reverse=True,
             )
             for name in epochs:
