@@ -115,6 +115,10 @@ def test_the_summary_prints_compute_training_compute_and_writes_the_anytime_fron
     out = capsys.readouterr().out
     assert "compute spent: 1.1 GFLOPs x epochs over 42 trial-seconds" in out
     assert "training compute: 690 GFLOPs" in out
+    table = out[out.index("anytime front") :].splitlines()
+    assert table[1].split() == ["compute", "hypervolume", "of", "final"]
+    # b (60 AP, the lowest, is the reference) adds no hypervolume: one mark, a's, at 1 unit spent.
+    assert table[2].split()[0] == "1" and table[2].endswith("100.0 %") and table[3].startswith("  written")
     written = pl.read_csv(tmp_path / "anytime_front.csv")
     assert written["trial_id"].to_list() == ["a", "b"]
     assert written["compute_spent"].to_list() == pytest.approx([1.0, 1.1])

@@ -156,9 +156,11 @@ def _print_anytime(result: Any, *, metric: str) -> None:
         print(f"training compute: {train:.4g} GFLOPs (students' forward + backward, teacher forward)")
     last = curve["front_hypervolume"].to_list()
     marks = [i for i in range(len(last)) if i == 0 or last[i] > last[i - 1]]
-    print("anytime front (log10-GFLOPs hypervolume after the compute spent):")
+    print(f"anytime front: hypervolume of ({metric} up, log10 GFLOPs down) as compute was spent")
+    print(f"  {'compute':>10}  {'hypervolume':>11}  {'of final':>8}")
     for i in marks[-8:]:
-        print(f"  {curve['compute_spent'][i]:>10.4g}  {last[i]:.4g}")
+        share = f"{100 * last[i] / last[-1]:.1f} %" if last[-1] > 0 else "-"
+        print(f"  {curve['compute_spent'][i]:>10.4g}  {last[i]:>11.4g}  {share:>8}")
     if "://" not in result.experiment_path:
         out = Path(result.experiment_path) / "anytime_front.csv"
         curve.write_csv(out)
