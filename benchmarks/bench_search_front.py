@@ -7,7 +7,9 @@ simulated clock (each epoch takes its recorded seconds), sequentially and with 4
 asynchronous trials. Compute = sum over trials of epochs trained x GFLOPs per query. Measures
 (``geodistill.leaderboard.pareto``): P9, the compute at which the front found (stopped trials
 at their values then) first holds 99 % of the table front's log10-GFLOPs hypervolume; and the
-compute at which every GFLOPs budget of the table's front is within 1 AP point (front regret).
+compute at which every GFLOPs budget of the table's front is within 1 AP point (front regret);
+and P9 again with found values capped at the table front's best within their GFLOPs
+(``capped_to_front``: an early-stopped trial can beat every final value at its cost).
 The limit: training exactly the table's front configurations. The goals of issue 28 are
 stated over 20 seeds, whose medians move by about 1 compute unit from one set of 20 to another;
 so each figure is over 100 seeds, with seeds 0-19 alone and the share of random 20-seed draws
@@ -180,18 +182,23 @@ class Measures:
         self.reference = front_reference(self.finals, self.costs)
         self.best = front_hypervolume(self.finals, self.costs, self.reference)
         self.p9: float | None = None
+        self.p9_capped: float | None = None  # P9 with found values capped at the table's front
         self.found: float | None = None
         self.worst_at_goal = np.inf  # the worst front budget's AP shortfall after GOAL_P9 compute (at most)
         self.seen = 0
 
     def __call__(self, ended: list[tuple]) -> bool:
         """Take the trials ended since the last call; True once both measures are reached."""
-        from geodistill.leaderboard.pareto import front_hypervolume, front_regret
+        from geodistill.leaderboard.pareto import capped_to_front, front_hypervolume, front_regret
 
         for i in range(self.seen + 1, len(ended) + 1):
             spent, values, gflops = ended[i - 1][0], [e[1] for e in ended[:i]], [e[2] for e in ended[:i]]
             if self.p9 is None and front_hypervolume(values, gflops, self.reference) >= 0.99 * self.best:
                 self.p9 = spent
+            if self.p9_capped is None:
+                capped = capped_to_front(values, gflops, self.finals, self.costs)
+                if front_hypervolume(capped, gflops, self.reference) >= 0.99 * self.best:
+                    self.p9_capped = spent
             if self.found is None or spent <= GOAL_P9:
                 worst = float(front_regret(values, gflops, self.finals, self.costs)[1].max())
                 if spent <= GOAL_P9:
@@ -199,7 +206,7 @@ class Measures:
                 if self.found is None and worst <= 1.0:
                     self.found = spent
         self.seen = len(ended)
-        return self.p9 is not None and self.found is not None
+        return self.p9 is not None and self.found is not None and self.p9_capped is not None
 
 
 def measure(table: FrontTable, metric: str, ended: list[tuple]) -> tuple[float | None, float | None]:
@@ -224,7 +231,7 @@ def _one(job: tuple) -> tuple:
     variant, metric, seed, trials, workers = job
     measures = Measures(_TABLE, metric)
     simulate(_TABLE, variant, metric, seed, trials, workers, until=measures)
-    return job, (measures.p9, measures.found, measures.worst_at_goal)
+    return job, (measures.p9, measures.found, measures.worst_at_goal, measures.p9_capped)
 
 
 def limit(table: FrontTable, metric: str) -> float:
@@ -312,6 +319,19 @@ def main() -> None:
                 reached=reached,
                 draws_meeting_goal=share,
             )
+            capped, capped_anchor = float(np.median(default[:, 3])), float(np.median(anchor[:, 3]))
+            figure(
+                f"p9capped.{metric}.c{concurrency}",
+                capped,
+                "GFLOPs x epochs",
+                label=f"{metric}, {mode}: P9 with every found value capped at the table front's best within "
+                f"its GFLOPs, median {capped:.2f} (in {int(np.isfinite(default[:, 3]).sum())}/{len(default)} "
+                f"seeds, within {GOAL_P9} in {int((default[:, 3] <= GOAL_P9).sum())}; anchor "
+                f"{capped_anchor:.2f}): the P9 above also credits early-stopped trials whose value beats "
+                "every final value at their GFLOPs, which can stand in for a missing top of the front",
+                anchor="Optuna default TPE + Ray ASHA defaults, stopped trials COMPLETE",
+                anchor_value=capped_anchor,
+            )
             found, found_anchor = float(np.median(default[:, 1])), float(np.median(anchor[:, 1]))
             n_found = int((default[:, 1] <= GOAL_P9).sum())
             share = float(np.mean([found_goal(default, d) for d in draws])) if draws else None
@@ -373,7 +393,7 @@ def found_goal(default: np.ndarray, seeds: np.ndarray) -> bool:
 
 
 def measured(searches: list[tuple]) -> np.ndarray:
-    """[seeds, (P9, found, shortfall at GOAL_P9)], inf where a search never reached one."""
+    """[seeds, (P9, found, shortfall at GOAL_P9, capped P9)], inf where a search never reached one."""
     return np.array([[np.inf if v is None else v for v in one] for one in searches])
 
 

@@ -152,6 +152,23 @@ def test_front_regret_per_budget_of_the_target_front():
     assert better[0] == -5.0  # a found point beats the target there
 
 
+def test_capped_values_earn_nothing_above_the_target_front():
+    from geodistill.leaderboard.pareto import capped_to_front, front_hypervolume
+
+    target_v, target_g = [20.0, 80.0, 90.0, 70.0], [0.01, 0.1, 1.0, 0.5]
+    found_v, found_g = [35.0, 85.0, 60.0, 50.0], [0.01, 0.5, 0.1, 0.005]
+    # 35 @ 0.01 beats the target's 20 there: capped to 20; 85 @ 0.5 capped to the 80 within 0.5;
+    # 60 @ 0.1 is below 80, kept; 50 @ 0.005 is cheaper than any target point: the lowest target, 20.
+    assert capped_to_front(found_v, found_g, target_v, target_g).tolist() == [20.0, 80.0, 60.0, 20.0]
+    # Uncapped, a cheap overshoot plus a missing top can hold more than the target's whole front.
+    reference = (20.0, 1.1)
+    target_hv = front_hypervolume(target_v, target_g, reference)
+    cheap_overshoot = ([95.0], [0.01])
+    assert front_hypervolume(*cheap_overshoot, reference) > target_hv
+    capped = capped_to_front(*cheap_overshoot, target_v, target_g)
+    assert front_hypervolume(capped, cheap_overshoot[1], reference) == 0.0
+
+
 def test_anytime_hypervolume_follows_arrival_order():
     from geodistill.leaderboard.pareto import anytime_hypervolume
 

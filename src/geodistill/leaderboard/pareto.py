@@ -201,6 +201,24 @@ def front_regret(metric_values, gflops, target_values, target_gflops) -> tuple[n
     return budgets, regret
 
 
+def capped_to_front(metric_values, gflops, target_values, target_gflops) -> np.ndarray:
+    """Each found value capped at the target's best within its GFLOPs (the lowest target value where
+    no target point is that cheap): a hypervolume of these counts no credit for beating the target.
+
+    Why: an early-stopped trial reports its value at the epoch it stopped, which can exceed every
+    final value at its cost (a cheap model that peaks at epoch 1); uncapped, such points can stand
+    in for a missing part of the target's front (docs/evidence.md, issue 28).
+    """
+    values = np.asarray(metric_values, dtype=np.float64).reshape(-1)
+    costs = np.asarray(gflops, dtype=np.float64).reshape(-1)
+    order = np.argsort(np.asarray(target_gflops, dtype=np.float64), kind="stable")
+    target_costs = np.asarray(target_gflops, dtype=np.float64)[order]
+    best_within = np.maximum.accumulate(np.asarray(target_values, dtype=np.float64)[order])
+    at = np.searchsorted(target_costs, costs, side="right") - 1  # the last target point as cheap
+    cap = np.where(at >= 0, best_within[np.clip(at, 0, None)], best_within.min(initial=np.inf))
+    return np.minimum(values, cap)
+
+
 def anytime_hypervolume(metric_values, gflops, spent, reference: tuple[float, float]) -> np.ndarray:
     """[N,2]: (cumulative compute, log-GFLOPs front hypervolume) after each point, in the order
     the points arrived (``spent`` is the cumulative compute when each arrived)."""
