@@ -167,6 +167,8 @@ def test_capped_values_earn_nothing_above_the_target_front():
     assert front_hypervolume(*cheap_overshoot, reference) > target_hv
     capped = capped_to_front(*cheap_overshoot, target_v, target_g)
     assert front_hypervolume(capped, cheap_overshoot[1], reference) == 0.0
+    # Cheaper than every target point: the lowest target value (10 here), not the cheapest one's (30).
+    assert capped_to_front([50.0], [0.001], [30.0, 10.0], [0.01, 0.1]).tolist() == [10.0]
 
 
 def test_anytime_hypervolume_follows_arrival_order():

@@ -211,11 +211,12 @@ def capped_to_front(metric_values, gflops, target_values, target_gflops) -> np.n
     """
     values = np.asarray(metric_values, dtype=np.float64).reshape(-1)
     costs = np.asarray(gflops, dtype=np.float64).reshape(-1)
+    target = np.asarray(target_values, dtype=np.float64).reshape(-1)
     order = np.argsort(np.asarray(target_gflops, dtype=np.float64), kind="stable")
     target_costs = np.asarray(target_gflops, dtype=np.float64)[order]
-    best_within = np.maximum.accumulate(np.asarray(target_values, dtype=np.float64)[order])
+    best_within = np.maximum.accumulate(target[order])
     at = np.searchsorted(target_costs, costs, side="right") - 1  # the last target point as cheap
-    cap = np.where(at >= 0, best_within[np.clip(at, 0, None)], best_within.min(initial=np.inf))
+    cap = np.where(at >= 0, best_within[np.clip(at, 0, None)], target.min(initial=np.inf))
     return np.minimum(values, cap)
 
 
