@@ -66,11 +66,14 @@ def test_uri_on_keeps_the_host_of_a_store_whose_paths_are_host_relative():
     absolute path (Arrow's FileSystemFromUri: ``uri.path()``), so the namenode comes from storage."""
     from urllib.parse import urlsplit
 
-    from geodistill.platform.runtime.remote import open_uri, uri_on
+    from geodistill.platform.runtime.remote import open_uri, store_path, uri_on
 
     s3 = "s3://b/tune?endpoint_override=127.0.0.1:1&scheme=http&region=us-east-1"
     for path in ("b/tune/exp/t/epoch_0002", "other/key"):  # what uri_on gives back opens at path
         assert open_uri(uri_on(s3, path))[1] == path
+    keyed = "s3://AK:SK@b/tune?region=us-east-1"  # credentials in the authority: the bucket follows them
+    assert store_path(keyed) == open_uri(keyed)[1] == "b/tune"
+    assert uri_on(keyed, "b/tune/e") == "s3://AK:SK@b/tune/e?region=us-east-1"
     hdfs = "hdfs://namenode:8020/user/tune?user=me"
     assert uri_on(hdfs, "/user/tune/exp/trainers/t/epoch_0003") == (
         "hdfs://namenode:8020/user/tune/exp/trainers/t/epoch_0003?user=me"
@@ -82,6 +85,34 @@ def test_uri_on_keeps_the_host_of_a_store_whose_paths_are_host_relative():
     for path in ("/user/tune/exp/e", "/elsewhere/x"):
         parts = urlsplit(uri_on(hdfs, path))
         assert (parts.netloc, parts.path) == ("namenode:8020", path)  # pyarrow's path back
+        assert store_path(uri_on(hdfs, path)) == path  # (opening hdfs needs a JVM)
+    assert store_path(hdfs) == "/user/tune" and store_path("hdfs://namenode:8020") == "/"
+
+
+def test_uri_on_gives_an_azure_path_back_its_account_and_container():
+    """pyarrow's path on abfs is <container>/<path>: the account (and, on the dfs endpoint, the
+    container's place before the @) comes back from storage. Opening an abfs URI reaches no
+    network, so pyarrow itself checks each URI opens at the path it was made from."""
+    from geodistill.platform.runtime.remote import open_uri, store_path, uri_on
+
+    dfs = "abfss://c@acct.dfs.core.windows.net/tune?credential_kind=anonymous"
+    assert uri_on(dfs, "c/tune/exp/trainers/t/epoch_0003") == (
+        "abfss://c@acct.dfs.core.windows.net/tune/exp/trainers/t/epoch_0003?credential_kind=anonymous"
+    )
+    assert uri_on(dfs, "c/tune") == dfs
+    assert uri_on(dfs, "d/x/y") == "abfss://d@acct.dfs.core.windows.net/x/y?credential_kind=anonymous"
+    blob = "abfs://acct.blob.core.windows.net/c/tune"  # the container is the path's first segment
+    assert uri_on(blob, "c/tune/exp") == "abfs://acct.blob.core.windows.net/c/tune/exp"
+    assert uri_on(blob, "d/x") == "abfs://acct.blob.core.windows.net/d/x"
+    azurite = "abfs://devstoreaccount1@127.0.0.1:10000/c/tune?enable_tls=false"
+    assert uri_on(azurite, "d/x") == "abfs://devstoreaccount1@127.0.0.1:10000/d/x?enable_tls=false"
+    short = "abfs://acct@c/tune"  # the host is the container, the user the account
+    assert uri_on(short, "c/tune/exp") == "abfs://acct@c/tune/exp"
+    assert uri_on(short, "d/x") == "abfs://acct@d/x"
+    for storage in (dfs, blob, azurite, short, "abfs://c@acct.dfs.core.windows.net"):
+        assert store_path(storage) == open_uri(storage)[1]
+        for path in ("c/tune/exp/t/epoch_0002", "c/tune", "d/x/y"):
+            assert open_uri(uri_on(storage, path))[1] == path, (storage, path)
 
 
 def test_a_teacher_on_s3_is_fetched_once_per_node_into_a_cache_keyed_by_its_checksum(s3, tmp_path):

@@ -49,6 +49,43 @@ def test_drop_state_leaves_uri_storage_and_a_missing_path_alone(tmp_path, monkey
     assert (tmp_path / "bucket" / "trial" / "checkpoint_000000" / STATE_FILE).is_file()
 
 
+def test_a_row_naming_its_checkpoint_by_an_azure_uri_is_nulled_once_pruned(tmp_path):
+    """On abfs Tune's path is <container>/<path> (the account dropped) while the row names the
+    URI ``uri_on`` made: pruning reads the row's folder back as that path. The store is a
+    local folder behind pyarrow's SubTreeFileSystem, laid out as the Azure one would be."""
+    import polars as pl
+    import pyarrow.fs as pafs
+
+    from geodistill.leaderboard import Leaderboard
+    from geodistill.leaderboard.rows import trial_row
+    from geodistill.platform.compose import compose_run_config
+    from geodistill.platform.runtime.remote import uri_on
+    from geodistill.platform.search.disk import prune_off_front
+
+    storage = "abfss://c@acct.dfs.core.windows.net/tune"
+    store = pafs.SubTreeFileSystem(str(tmp_path / "account"), pafs.LocalFileSystem())
+    cfg = compose_run_config(["preset=smoke", f"output_dir={tmp_path}"])
+    trials, rows = [], []
+    for trial_id, recall in (("front", 90.0), ("off", 10.0)):
+        folder = f"c/tune/exp/trial_{trial_id}/checkpoint_000001"
+        store.create_dir(folder)
+        trials.append(SimpleNamespace(trial_id=trial_id, path=f"c/tune/exp/trial_{trial_id}",
+                                      storage=SimpleNamespace(storage_filesystem=store), checkpoint=None))  # fmt: skip
+        result = {"epoch": 2, "d2s_recall1": recall, "gflops": 1.0}
+        rows.append(trial_row(experiment="exp", trial_id=trial_id, cfg=cfg, result=result, status="ok",
+                              checkpoint=uri_on(storage, folder)))  # fmt: skip
+    lb = tmp_path / "lb"
+    Leaderboard(lb).write(rows)
+    frame = Leaderboard(lb).read("exp")
+    removed = prune_off_front(trials, frame, frame.filter(pl.col("trial_id") == "front"), str(lb))
+    assert removed == ["c/tune/exp/trial_off/checkpoint_000001"]
+    named = dict(Leaderboard(lb).read("exp").select("trial_id", "checkpoint_uri").iter_rows())
+    assert named == {
+        "front": "abfss://c@acct.dfs.core.windows.net/tune/exp/trial_front/checkpoint_000001",
+        "off": None,
+    }
+
+
 def _upload_tree(s3, local: Path, key: str) -> None:
     fs = s3.filesystem()
     for path in sorted(local.rglob("*")):

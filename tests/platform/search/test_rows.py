@@ -17,16 +17,39 @@ from geodistill.platform.search.plan import SearchPlan
 from geodistill.platform.search.rows import LeaderboardCallback, checkpoint_uri
 
 
-def test_a_checkpoint_on_uri_storage_is_named_with_its_scheme_and_the_storages_options():
-    s3 = SimpleNamespace(type_name="s3")
-    storage = "s3://b/tune?endpoint_override=127.0.0.1:9000&scheme=http"
-    ckpt = SimpleNamespace(filesystem=s3, path="b/tune/exp/trial_1/checkpoint_000002")
-    assert checkpoint_uri(ckpt, storage) == (
-        "s3://b/tune/exp/trial_1/checkpoint_000002?endpoint_override=127.0.0.1:9000&scheme=http"
+def test_a_checkpoint_on_uri_storage_is_named_with_its_scheme_and_the_storages_options(tmp_path):
+    from ray.train import Checkpoint  # over the pyarrow file system its URI opens (no network)
+
+    storage = "s3://b/tune?endpoint_override=127.0.0.1:9000&scheme=http&region=us-east-1"
+    ckpt = Checkpoint(
+        "s3://b/tune/exp/trial_1/checkpoint_000002?endpoint_override=127.0.0.1:9000&region=us-east-1"
     )
-    assert checkpoint_uri(ckpt) == "s3://b/tune/exp/trial_1/checkpoint_000002"  # no storage known
-    local = SimpleNamespace(filesystem=SimpleNamespace(type_name="local"), path="/tune/exp/c")
-    assert checkpoint_uri(local, "/tune") == "/tune/exp/c" and checkpoint_uri(None, storage) is None
+    assert (ckpt.filesystem.type_name, ckpt.path) == ("s3", "b/tune/exp/trial_1/checkpoint_000002")
+    assert checkpoint_uri(ckpt, storage) == (
+        "s3://b/tune/exp/trial_1/checkpoint_000002?endpoint_override=127.0.0.1:9000&scheme=http&region=us-east-1"
+    )
+    assert (
+        checkpoint_uri(ckpt) == "s3://b/tune/exp/trial_1/checkpoint_000002"
+    )  # no storage: the bucket is kept
+    local = Checkpoint(str(tmp_path / "tune" / "exp" / "c"))
+    assert checkpoint_uri(local, str(tmp_path / "tune")) == str(tmp_path / "tune" / "exp" / "c")
+    assert checkpoint_uri(None, storage) is None
+
+
+def test_a_checkpoint_whose_path_lost_its_account_is_named_only_through_the_storage(caplog):
+    """pyarrow's path on abfs drops the account (as on hdfs the namenode): without Tune's storage
+    no URI names the checkpoint, and the row says none rather than one that opens nowhere."""
+    from ray.train import Checkpoint
+
+    storage = "abfss://c@acct.dfs.core.windows.net/tune?credential_kind=anonymous"
+    ckpt = Checkpoint("abfss://c@acct.dfs.core.windows.net/tune/exp/trial_1/checkpoint_000002")
+    assert (ckpt.filesystem.type_name, ckpt.path) == ("abfs", "c/tune/exp/trial_1/checkpoint_000002")
+    assert checkpoint_uri(ckpt, storage) == (
+        "abfss://c@acct.dfs.core.windows.net/tune/exp/trial_1/checkpoint_000002?credential_kind=anonymous"
+    )
+    with caplog.at_level("WARNING"):
+        assert checkpoint_uri(ckpt) is None
+    assert "checkpoint c/tune/exp/trial_1/checkpoint_000002 on abfs not named" in caplog.text
 
 
 def _cut_ray_train_trial(tmp_path: Path, *, keep_epoch: int | None) -> tuple[SearchPlan, dict]:

@@ -7,7 +7,8 @@ checks the teacher's URI before Ray starts (``locate_checkpoint``); each trainin
 download); concurrent trials on a node wait on a file lock, and later searches reuse the copy.
 A URI may carry its options in a query (``s3://b/k?endpoint_override=host:9000&scheme=http``):
 ``join_uri`` keeps it at the end, and ``uri_on`` turns a path Ray reports on such a store back into
-that URI. ``drop_stale_state_on`` is ``train.context.drop_stale_state`` for a run on a store.
+that URI (``store_path`` the other way). ``drop_stale_state_on`` is
+``train.context.drop_stale_state`` for a run on a store.
 """
 
 from __future__ import annotations
@@ -39,27 +40,65 @@ def join_uri(base: str, *parts: str) -> str:
     return f"{joined}{sep}{query}"
 
 
-# Schemes whose pyarrow path is the URI's path, absolute (``FileSystem.from_uri``:
-# hdfs://namenode:8020/a/b -> /a/b); on the others (s3, gs) it starts with the bucket: b/a/b.
+# How pyarrow's path of a URI (``FileSystem.from_uri``) drops its authority. s3, gs: the bucket
+# stays, as the path's first segment (s3://b/a -> b/a). hdfs, viewfs: the namenode goes, the path
+# stays absolute (hdfs://namenode:8020/a -> /a). abfs, abfss: the account goes, the container stays
+# first, found where Arrow's AzureOptions::FromUri finds it: the user of <container>@<account>.dfs.
+# core.windows.net, the URI's first segment under <account>.blob.core.windows.net or a host.domain
+# or host:port (Azurite), else the host itself (abfs://<account>@<container>/a).
 HOST_RELATIVE_SCHEMES = ("hdfs", "viewfs")
+AZURE_SCHEMES = ("abfs", "abfss")
+AZURE_DFS_HOST = ".dfs.core.windows.net"
+
+
+def _container_at(scheme: str, host: str) -> str:
+    """Where a URI's bucket or container is: "host", "user" (abfs on dfs), "path" or "" (hdfs)."""
+    if scheme in HOST_RELATIVE_SCHEMES:
+        return ""
+    if scheme not in AZURE_SCHEMES:
+        return "host"
+    if host.endswith(AZURE_DFS_HOST):
+        return "user"
+    return "path" if "." in host or ":" in host else "host"
+
+
+def store_path(uri: str) -> str:
+    """pyarrow's path of the store URI ``uri``, what ``FileSystem.from_uri`` gives, without
+    opening the store (an HDFS one needs a JVM)."""
+    scheme, _, rest = uri.partition("?")[0].partition("://")
+    authority, _, path = rest.partition("/")
+    user, _, host = authority.rpartition("@")
+    at = _container_at(scheme, host)
+    if at == "":
+        return f"/{path}"
+    if at == "path":
+        return path
+    return f"{user.partition(':')[0] if at == 'user' else host}/{path}"
 
 
 def uri_on(storage: str, fs_path: str) -> str:
     """The URI a user opens for ``fs_path``, a path on the file system ``storage`` opens (Ray's
-    ``Checkpoint.path``: pyarrow drops the scheme, and the host too on ``HOST_RELATIVE_SCHEMES``),
-    with ``storage``'s scheme, host and ``?query`` (``join_uri``); the path itself when ``storage``
-    is local."""
+    ``Checkpoint.path``: pyarrow drops the scheme, and the host or account too; see above), with
+    ``storage``'s scheme, authority and ``?query`` (``join_uri``); the path itself when
+    ``storage`` is local."""
     if not is_uri(storage):
         return fs_path
-    scheme, _, rest = storage.partition("?")[0].partition("://")
-    authority, _, path = rest.partition("/")
-    host_relative = scheme in HOST_RELATIVE_SCHEMES  # pyarrow's path leaves out the authority
-    base = f"/{path}".rstrip("/") if host_relative else rest.rstrip("/")
+    base = store_path(storage).rstrip("/")
     if fs_path == base or fs_path.startswith(f"{base}/"):  # under storage: its host and options kept
         rel = fs_path[len(base) :].strip("/")
         return join_uri(storage, rel) if rel else storage
-    query = storage.partition("?")[2]
-    where = f"{authority}/{fs_path.lstrip('/')}" if host_relative else fs_path.lstrip("/")
+    head, _, query = storage.partition("?")
+    scheme, _, rest = head.partition("://")
+    authority = rest.partition("/")[0]
+    user, at_sign, host = authority.rpartition("@")
+    container, _, key = fs_path.lstrip("/").partition("/")
+    _, colon, password = user.partition(":")
+    where = {
+        "": f"{authority}/{fs_path.lstrip('/')}",
+        "path": f"{authority}/{fs_path}",
+        "user": f"{container}{colon}{password}@{host}/{key}",
+        "host": f"{user}{at_sign}{fs_path}",  # the user: s3's credentials, abfs's account
+    }[_container_at(scheme, host)]
     return f"{scheme}://{where}" + (f"?{query}" if query else "")
 
 

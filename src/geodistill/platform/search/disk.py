@@ -24,6 +24,7 @@ from typing import Any
 from ray.tune import Callback
 
 from geodistill.errors import one_line
+from geodistill.platform.runtime.remote import store_path
 from geodistill.train.context import CHECKPOINT_PATTERN
 from geodistill.train.layout import STATE_FILE
 
@@ -288,12 +289,10 @@ def _prune_on_store(trial: Any, checkpoint_uri: str | None) -> tuple[list[str], 
 
 
 def _path_on_store(checkpoint_uri: str | None) -> str | None:
-    """The store's path of a row's checkpoint: a URI without its scheme and ``?query`` (as
-    ``remote.uri_on`` built it), or Ray's scheme-less path as is; None for a local path."""
+    """The store's path of a row's checkpoint: pyarrow's path of its URI (``remote.store_path``,
+    the inverse of the ``remote.uri_on`` that built it), or Ray's scheme-less path as is; None
+    for a local path."""
     if not checkpoint_uri or checkpoint_uri.startswith(("/", "file://")):
         return None
-    return (
-        checkpoint_uri.partition("?")[0].partition("://")[2].rstrip("/")
-        if "://" in checkpoint_uri
-        else checkpoint_uri.rstrip("/")
-    )
+    named = store_path(checkpoint_uri) if "://" in checkpoint_uri else checkpoint_uri
+    return named.rstrip("/")

@@ -13,6 +13,7 @@ A checkpoint on URI storage is named by the URI a user opens (``remote.uri_on``:
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,17 @@ def trial_error(trial: Any) -> str:
     return re.sub(r"^(?:\w+\.)+(\w+(?:Error|Exception))", r"\1", lines[-1])
 
 
+BUCKET_SCHEMES = ("s3", "gcs")  # the type_name of pyarrow file systems whose path starts with the bucket
+
+
 def checkpoint_uri(checkpoint: Any, storage: str | None = None) -> str | None:
     """A Ray ``Checkpoint`` as a URI (a plain path on the local file system); on the URI storage
-    ``storage`` (Tune's, with its ``?query``) the URI ``remote.uri_on`` makes of its path."""
+    ``storage`` (Tune's, with its ``?query``) the URI ``remote.uri_on`` makes of its path.
+
+    ``LeaderboardCallback`` always passes Tune's storage. Without it only a path that keeps its
+    bucket (s3, gcs) names the checkpoint; on a store whose path drops the host or account (hdfs,
+    abfs: ``remote.store_path``) it is None, logged: the leaderboard's column holds no URI rather
+    than one that opens elsewhere or nowhere."""
     from geodistill.platform.runtime.remote import is_uri, uri_on
 
     if checkpoint is None:
@@ -63,7 +72,14 @@ def checkpoint_uri(checkpoint: Any, storage: str | None = None) -> str | None:
         return checkpoint.path
     if storage is not None and is_uri(storage):
         return uri_on(storage, checkpoint.path)
-    return f"{scheme}://{checkpoint.path}"
+    if scheme in BUCKET_SCHEMES:
+        return f"{scheme}://{checkpoint.path}"
+    logging.getLogger(__name__).warning(
+        "checkpoint %s on %s not named: its path lost the store's host (no storage URI given)",
+        checkpoint.path,
+        scheme,
+    )
+    return None
 
 
 ENDED = ("TERMINATED", "ERROR")  # Tune's statuses of a trial that never runs again
@@ -144,8 +160,6 @@ class LeaderboardCallback(tune.Callback):
         try:
             self.write(trial, failed=failed)
         except Exception as err:  # noqa: BLE001
-            import logging
-
             logging.getLogger(__name__).warning(
                 "leaderboard row for trial %s not written yet: %s",
                 trial.trial_id,
