@@ -10,7 +10,8 @@ launcher files have an ``auth:`` section naming the SSH user).
 ``SECRET_KEY`` is the union of the key names the store and the cluster validator used to
 check separately; ``SECRET_VALUE`` matches access-key ids, tokens with a known prefix and
 PEM private keys. A URI's query string is judged the same way, parameter by parameter
-(``scrub_uri``): ``s3://b/k?endpoint_override=...&secret_key=...`` keeps its endpoint, not its key.
+(``scrub_uri``): ``s3://b/k?endpoint_override=...&secret_key=...`` keeps its endpoint, not its key;
+the password of a URI's user part (``s3://KEY:SECRET@b/k``) goes too.
 """
 
 from __future__ import annotations
@@ -42,11 +43,20 @@ def looks_secret(value: Any) -> bool:
 
 
 def scrub_uri(value: Any) -> Any:
-    """``value`` without the query parameters of a URI that name or look like secrets; anything
-    else as it is. Pyarrow URIs carry a store's options in the query, credentials included."""
-    if not isinstance(value, str) or "://" not in value or "?" not in value:
+    """``value`` without the password of its user part or the query parameters that name or look
+    like secrets, when it is a URI; anything else as it is. Pyarrow URIs carry credentials in
+    either place: ``s3://KEY:SECRET@bucket/k``, ``abfs://container:PASSWORD@account...``, ``?secret_key=``.
+    """
+    if not isinstance(value, str) or "://" not in value:
         return value
-    head, _, query = value.partition("?")
+    head, mark, query = value.partition("?")
+    scheme, _, rest = head.partition("://")
+    authority, slash, path = rest.partition("/")
+    user, at, host = authority.rpartition("@")
+    if at and ":" in user:  # the user stays (an account, a container, an access-key id): not the password
+        head = f"{scheme}://{user.partition(':')[0]}@{host}{slash}{path}"
+    if not mark:
+        return head
     kept = []
     for piece in query.split("&"):  # judged decoded, kept as written
         name, _, raw = piece.partition("=")
