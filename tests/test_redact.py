@@ -102,6 +102,7 @@ def test_a_uri_loses_the_password_of_its_user_part():
         == "abfss://cont@acct.dfs.core.windows.net/tune/ck?y=1"
     )
     assert scrub_uri("hdfs://user@namenode:8020/a") == "hdfs://user@namenode:8020/a"  # no password
+    assert scrub_uri("s3://AKIAABCDEFGHIJKLMNOP:S%2FK@b/k") == "s3://b/k"  # a key id is a credential too
     assert scrub_uri("s3://bucket/a:b@c") == "s3://bucket/a:b@c"  # an '@' in the key is not a user part
 
 

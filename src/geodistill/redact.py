@@ -53,8 +53,11 @@ def scrub_uri(value: Any) -> Any:
     scheme, _, rest = head.partition("://")
     authority, slash, path = rest.partition("/")
     user, at, host = authority.rpartition("@")
-    if at and ":" in user:  # the user stays (an account, a container, an access-key id): not the password
-        head = f"{scheme}://{user.partition(':')[0]}@{host}{slash}{path}"
+    name = user.partition(":")[0]
+    if at and looks_secret(name):  # an access-key id (AKIA...): the whole user part goes
+        head = f"{scheme}://{host}{slash}{path}"
+    elif at and ":" in user:  # the user stays (an account, a container on abfs): not the password
+        head = f"{scheme}://{name}@{host}{slash}{path}"
     if not mark:
         return head
     kept = []
