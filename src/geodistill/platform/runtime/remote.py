@@ -51,6 +51,16 @@ AZURE_SCHEMES = ("abfs", "abfss")
 AZURE_DFS_HOST = ".dfs.core.windows.net"
 
 
+def _split(uri: str) -> tuple[str, str, str, str, str]:
+    """(scheme, user, host, path, query) of ``scheme://[user@]host[/path][?query]``; the user keeps
+    any ``:password``."""
+    head, _, query = uri.partition("?")
+    scheme, _, rest = head.partition("://")
+    authority, _, path = rest.partition("/")
+    user, _, host = authority.rpartition("@")
+    return scheme, user, host, path, query
+
+
 def _container_at(scheme: str, host: str) -> str:
     """Where a URI's bucket or container is: "host", "user" (abfs on dfs), "path" or "" (hdfs)."""
     if scheme in HOST_RELATIVE_SCHEMES:
@@ -65,9 +75,7 @@ def _container_at(scheme: str, host: str) -> str:
 def store_path(uri: str) -> str:
     """pyarrow's path of the store URI ``uri``, what ``FileSystem.from_uri`` gives, without
     opening the store (an HDFS one needs a JVM)."""
-    scheme, _, rest = uri.partition("?")[0].partition("://")
-    authority, _, path = rest.partition("/")
-    user, _, host = authority.rpartition("@")
+    scheme, user, host, path, _ = _split(uri)
     at = _container_at(scheme, host)
     if at == "":
         return f"/{path}"
@@ -87,17 +95,15 @@ def uri_on(storage: str, fs_path: str) -> str:
     if fs_path == base or fs_path.startswith(f"{base}/"):  # under storage: its host and options kept
         rel = fs_path[len(base) :].strip("/")
         return join_uri(storage, rel) if rel else storage
-    head, _, query = storage.partition("?")
-    scheme, _, rest = head.partition("://")
-    authority = rest.partition("/")[0]
-    user, at_sign, host = authority.rpartition("@")
+    scheme, user, host, _, query = _split(storage)
+    login = f"{user}@" if user else ""  # s3's credentials, abfs's account
     container, _, key = fs_path.lstrip("/").partition("/")
     _, colon, password = user.partition(":")
     where = {
-        "": f"{authority}/{fs_path.lstrip('/')}",
-        "path": f"{authority}/{fs_path}",
+        "": f"{login}{host}/{fs_path.lstrip('/')}",
+        "path": f"{login}{host}/{fs_path}",
         "user": f"{container}{colon}{password}@{host}/{key}",
-        "host": f"{user}{at_sign}{fs_path}",  # the user: s3's credentials, abfs's account
+        "host": f"{login}{fs_path}",
     }[_container_at(scheme, host)]
     return f"{scheme}://{where}" + (f"?{query}" if query else "")
 
