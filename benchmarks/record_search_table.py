@@ -6,6 +6,11 @@ Run (1,152 configurations x 9 epochs, 5-40 s each on one thread; two shards on a
     python benchmarks/record_search_table.py --work SCRATCH --shard 1/2
     python benchmarks/record_search_table.py --work SCRATCH   # assembles (records what is missing)
 
+A part of the grid at another training seed (how far a configuration's curve moves between
+seeds, ``docs/evidence.md``) goes to its own file, beside the teacher of the same ``--work``:
+
+    python benchmarks/record_search_table.py --work SCRATCH --configs 774,840,848 --seed 1 --out seed1.parquet
+
 An interrupted recording resumes, and a grown grid appends, when run again with the same
 ``--work`` (the teacher the recorded rows were distilled from lives there): rows are kept
 per configuration (knob values) after every configuration, in one ``.partial.parquet`` per
@@ -176,6 +181,17 @@ def _shard(text: str) -> tuple[int, int]:
     return k, n
 
 
+def _config_ids(text: str) -> list[int]:
+    """``3,17,40`` -> [3, 17, 40]: configuration ids of the grid (``config_id`` in a table)."""
+    try:
+        ids = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--configs takes ids like 3,17,40, not {text!r}") from None
+    if not ids or min(ids) < 0:
+        raise argparse.ArgumentTypeError(f"--configs {text}: need one or more ids >= 0")
+    return ids
+
+
 def partials(out: Path) -> list[Path]:
     """The progress files of a recording into ``out``: ``STEM.partial.parquet`` and one per shard."""
     return sorted(out.parent.glob(f"{out.stem}.*partial.parquet"))
@@ -208,6 +224,19 @@ def main() -> None:
     parser.add_argument(
         "--work", default=None, help="scratch folder (data, teacher); reused when given again"
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the students' training seed (train.seed; the committed table is seed 0): with another "
+        "seed, record into another --out, e.g. to measure how far one configuration's curve moves",
+    )
+    parser.add_argument(
+        "--configs",
+        type=_config_ids,
+        default=None,
+        help="only these configurations, by config_id (comma-separated), e.g. a table's front",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -215,13 +244,16 @@ def main() -> None:
     shard_k, shard_n = args.shard or (0, 1)
     suffix = f".shard{shard_k}of{shard_n}.partial.parquet" if args.shard else ".partial.parquet"
     partial = out.with_suffix(suffix)  # progress survives an interrupted recording
+    if (args.limit is not None or args.configs is not None or args.seed != 0) and out.exists():
+        # the table is the grid at seed 0: a part of it, or another seed, would replace it
+        raise SystemExit(
+            f"--limit, --configs and --seed record a part: give an --out other than the recorded {out}"
+        )
     if args.work is None and (out.exists() or partials(out)):
         raise SystemExit(
             f"{out} already has rows: give --work of the recording that made them (its teacher), "
             "or another --out"
         )
-    if args.limit is not None and out.exists():  # the table is the grid: a prefix would replace it
-        raise SystemExit(f"--limit is a dry run: give an --out other than the recorded {out}")
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="search_table_"))
     work.mkdir(parents=True, exist_ok=True)
     base = compose_run_config(["preset=smoke", f"output_dir={work / 'runs'}"]).to_dict()
@@ -230,21 +262,36 @@ def main() -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         teacher = train_teacher(base, work / "teacher", args.teacher_epochs)
     print(f"teacher: {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    space = table_space({**FIXED, "train.epochs": args.epochs, "distill.teacher_checkpoint": str(teacher)})
-    plan = SearchPlan.build(space, RunConfig.from_dict(base))
+    fixed = {
+        **FIXED,
+        "train.epochs": args.epochs,
+        "train.seed": args.seed,
+        "distill.teacher_checkpoint": str(teacher),
+    }
+    plan = SearchPlan.build(table_space(fixed), RunConfig.from_dict(base))
     points = grid_points(GRID)[: args.limit]
+    if args.configs is not None:  # a part of the grid: the others are left out, ids kept
+        wanted = set(args.configs)
+        if max(wanted) >= len(points):
+            raise SystemExit(f"--configs: the grid has configurations 0-{len(points) - 1}; got {max(wanted)}")
     # Resume / append: rows already recorded (a finished table, or interrupted runs' progress)
     # are kept, keyed on their knob values, so a grown or reordered grid records only new points.
     rows = load_recorded(out, args.epochs)
     known = {point_key({k: r[k.replace(".", "__")] for k in GRID}) for r in rows}
     order = {point_key(p): i for i, p in enumerate(points)}
     rows = [r for r in rows if point_key({k: r[k.replace(".", "__")] for k in GRID}) in order]
+    if args.configs is not None:
+        rows = [
+            r for r in rows if order[point_key({k: r[k.replace(".", "__")] for k in GRID})] in args.configs
+        ]
     for r in rows:  # config_id is the position in the current grid
         r["config_id"] = order[point_key({k: r[k.replace(".", "__")] for k in GRID})]
     rows = list({(r["config_id"], r["epoch"]): r for r in rows}.values())
     mine: list[dict] = [r for r in rows if r["config_id"] % shard_n == shard_k] if args.shard else rows
     for i, point in enumerate(points):
         if point_key(point) in known or i % shard_n != shard_k:
+            continue
+        if args.configs is not None and i not in wanted:
             continue
         cfg = plan.config(point)
         cfg.scaling.num_workers = 0

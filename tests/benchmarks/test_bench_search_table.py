@@ -85,6 +85,29 @@ def test_a_recordings_progress_files_are_its_own(tmp_path):
     assert found == names[1:4]
 
 
+def test_a_part_or_another_seed_is_refused_over_a_recorded_table(tmp_path, monkeypatch, capsys):
+    """--configs / --seed / --limit record a part of the grid: never into a finished table's file,
+    which would lose every other configuration. Refused before a teacher is trained."""
+    import argparse
+
+    import pytest
+
+    record = _module("record_search_table")
+    assert record._config_ids("3,17, 40") == [3, 17, 40]
+    for bad in ("3;4", "", "-1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--configs"):
+            record._config_ids(bad)
+    table = tmp_path / "search_table.parquet"
+    pl.DataFrame({"config_id": [0], "epoch": [1]}).write_parquet(table)
+    for part in (["--seed", "1"], ["--configs", "0,5"], ["--limit", "2"]):
+        argv = ["record_search_table.py", "--out", str(table), "--work", str(tmp_path / "work"), *part]
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit, match="give an --out other than the recorded"):
+            record.main()
+    assert not (tmp_path / "work").exists()  # nothing trained
+    assert pl.read_parquet(table).height == 1
+
+
 def test_knob_effect_is_the_spread_within_groups_equal_in_every_other_knob(tmp_path):
     replay = _module("bench_search_replay")
     finals = {("a", 1): 10.0, ("a", 2): 10.5, ("b", 1): 20.0, ("b", 2): 30.0}  # (backbone, views) -> AP
@@ -106,3 +129,33 @@ def test_knob_effect_is_the_spread_within_groups_equal_in_every_other_knob(tmp_p
     table = replay.Table(tmp_path / "table.parquet")
     assert sorted(replay.knob_effect(table, "data__views").tolist()) == [0.5, 10.0]  # per backbone
     assert sorted(replay.knob_effect(table, "model__backbone").tolist()) == [10.0, 19.5]  # per views
+
+
+def test_seed_spread_is_the_median_deviation_of_final_values_over_seeds(tmp_path):
+    """Two configurations at three seeds, by hand: finals (10, 12, 14) and (80, 80, 86) have sample
+    deviations 2 and sqrt(12); the top (config 1, 80 in the table) reads 80 / 80 / 86; seed 0's curve
+    of config 0 is the table's, config 1's is not."""
+    front = _module("bench_search_front")
+    table = pl.DataFrame(
+        {
+            "config_id": [0, 0, 1, 1],
+            "epoch": [1, 2, 1, 2],
+            "d2s_ap": [5.0, 10.0, 70.0, 80.0],
+            "gflops": [0.1, 0.1, 0.2, 0.2],
+        }
+    )
+    table.write_parquet(tmp_path / "table.parquet")
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    assert front.seed_spread(seeds, tmp_path / "table.parquet", "d2s_ap") is None  # no seeds: no figure
+    finals = {0: (10.0, 80.0), 1: (12.0, 80.0), 2: (14.0, 86.0)}
+    for seed, (a, b) in finals.items():
+        firsts = (5.0, 71.0)  # config 1's first epoch differs from the table's at every seed
+        pl.DataFrame(
+            {"config_id": [0, 0, 1, 1], "epoch": [1, 2, 1, 2], "d2s_ap": [firsts[0], a, firsts[1], b]}
+        ).write_parquet(seeds / f"seed{seed}.parquet")
+    spread = front.seed_spread(seeds, tmp_path / "table.parquet", "d2s_ap")
+    assert spread["configs"] == 2 and spread["seeds"] == [0, 1, 2]
+    assert math.isclose(spread["median_sd"], (2.0 + math.sqrt(12.0)) / 2)
+    assert spread["top_id"] == 1 and spread["top_by_seed"] == [80.0, 80.0, 86.0]
+    assert spread["reproduced"] == 1
