@@ -340,7 +340,7 @@ def main() -> None:
     for done in partials(out):
         done.unlink()
     print(
-        f"{frame.height} rows, {len(points)} configurations in {time.perf_counter() - start:.0f} s -> {args.out}"
+        f"{frame.height} rows, {frame['config_id'].n_unique()} configurations in {time.perf_counter() - start:.0f} s -> {args.out}"
     )
 
 
