@@ -282,7 +282,8 @@ def seed_spread(folder: Path, table_path: Path, metric: str) -> dict | None:
     values = np.array([[finals[s][c] for s in sorted(finals)] for c in common])  # [configs, seeds]
     last = table.filter(pl.col("epoch") == epochs)
     top = last.sort([metric, "gflops"], descending=[True, False]).row(0, named=True)  # the front's top
-    committed = {cid: rows.sort("epoch")[metric].to_list() for (cid,), rows in table.group_by("config_id")}
+    recorded = table.filter(pl.col("config_id").is_in(common))
+    committed = {cid: rows.sort("epoch")[metric].to_list() for (cid,), rows in recorded.group_by("config_id")}
     same = sum(curves[0][c] == committed[c] for c in common) if 0 in curves else None
     return {
         "configs": len(common),

@@ -270,28 +270,22 @@ def main() -> None:
     }
     plan = SearchPlan.build(table_space(fixed), RunConfig.from_dict(base))
     points = grid_points(GRID)[: args.limit]
-    if args.configs is not None:  # a part of the grid: the others are left out, ids kept
-        wanted = set(args.configs)
-        if max(wanted) >= len(points):
-            raise SystemExit(f"--configs: the grid has configurations 0-{len(points) - 1}; got {max(wanted)}")
+    wanted = set(args.configs if args.configs is not None else range(len(points)))  # ids kept
+    if args.configs is not None and max(wanted) >= len(points):
+        raise SystemExit(f"--configs: the grid has configurations 0-{len(points) - 1}; got {max(wanted)}")
     # Resume / append: rows already recorded (a finished table, or interrupted runs' progress)
     # are kept, keyed on their knob values, so a grown or reordered grid records only new points.
     rows = load_recorded(out, args.epochs)
     known = {point_key({k: r[k.replace(".", "__")] for k in GRID}) for r in rows}
     order = {point_key(p): i for i, p in enumerate(points)}
     rows = [r for r in rows if point_key({k: r[k.replace(".", "__")] for k in GRID}) in order]
-    if args.configs is not None:
-        rows = [
-            r for r in rows if order[point_key({k: r[k.replace(".", "__")] for k in GRID})] in args.configs
-        ]
     for r in rows:  # config_id is the position in the current grid
         r["config_id"] = order[point_key({k: r[k.replace(".", "__")] for k in GRID})]
+    rows = [r for r in rows if r["config_id"] in wanted]  # a --configs part keeps only its own
     rows = list({(r["config_id"], r["epoch"]): r for r in rows}.values())
     mine: list[dict] = [r for r in rows if r["config_id"] % shard_n == shard_k] if args.shard else rows
     for i, point in enumerate(points):
-        if point_key(point) in known or i % shard_n != shard_k:
-            continue
-        if args.configs is not None and i not in wanted:
+        if point_key(point) in known or i % shard_n != shard_k or i not in wanted:
             continue
         cfg = plan.config(point)
         cfg.scaling.num_workers = 0

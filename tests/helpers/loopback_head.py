@@ -99,12 +99,11 @@ def start_head(temp_dir: str, ports: list[int], env: dict[str, str], *, num_cpus
     # answer ("Failed to get node info ... Deadline Exceeded", while a driver of the stopped head was
     # still reconnecting). The head is set-up, not what a test checks: what is left of a failed start
     # is stopped and, after a pause, it is started again, up to three times; the last failure is raised.
-    failures = []
-    for _ in range(3):
+    attempts = 3
+    for _ in range(attempts):
         proc = subprocess.run(start, env=env, capture_output=True, text=True, timeout=180)
         if proc.returncode == 0:
             return f"127.0.0.1:{gcs}"
-        failures.append(proc.stderr[-2000:])
         stop_head(temp_dir)
         time.sleep(5.0)  # let the load that slowed it settle
-    raise RuntimeError(f"ray start --head failed {len(failures)} times; the last: {failures[-1]}")
+    raise RuntimeError(f"ray start --head failed {attempts} times; the last: {proc.stderr[-2000:]}")
