@@ -23,6 +23,9 @@ STORE_KEYS = [
     "authorization",
     "aws_region_secretless",
     "session_key",
+    "account_key",  # Azure: a storage account's key
+    "AZURE_STORAGE_CONNECTION_STRING",
+    "sig",  # a SAS token's signature, as a URI query parameter
 ]
 CLUSTER_KEYS = ["secret", "password", "passwd", "access_key", "private_key_data", "token", "credential"]
 
@@ -34,7 +37,10 @@ def test_every_key_either_check_knew_is_a_secret_for_both(key):
     assert find_secrets({"provider": {key: "x"}}) == [f"provider.{key}"]
 
 
-@pytest.mark.parametrize("key", ["lr", "backbone", "region", "ssh_user", "bucket", "views", "img_size"])
+@pytest.mark.parametrize(
+    "key",
+    ["lr", "backbone", "region", "ssh_user", "bucket", "views", "img_size", "credential_kind", "auth_type"],
+)
 def test_ordinary_keys_are_kept(key):
     assert not names_secret(key)
     assert scrub_secrets({key: "v"}) == {key: "v"}
@@ -49,6 +55,7 @@ def test_ordinary_keys_are_kept(key):
         "hf_" + "b" * 30,
         "xoxb-1234567890-abcdefghijkl",
         "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----",
+        "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=bm90LWEta2V5;EndpointSuffix=core.windows.net",
     ],
 )
 def test_credential_shaped_values_are_found_under_any_key(value):
@@ -115,3 +122,16 @@ def test_a_leaderboard_row_stores_no_credential_in_a_uri():
     )
     assert "SK" not in row["checkpoint_uri"] + row["teacher"] + row["config_json"]
     assert row["checkpoint_uri"].endswith("?endpoint_override=h:9000")
+
+
+def test_a_uri_keeps_the_kind_of_its_credential_and_loses_a_sas_signature():
+    """``credential_kind=anonymous`` says how pyarrow opens the store (no secret in it): a row's URI
+    that lost it would open with the default credential chain instead. A SAS token's ``sig`` is the secret."""
+    anonymous = "abfss://c@acct.dfs.core.windows.net/tune/ck?credential_kind=anonymous"
+    assert scrub_uri(anonymous) == anonymous
+    sas = "https://acct.blob.core.windows.net/c/ck?sv=2022-11-02&sp=r&sig=c2lnbmF0dXJl%3D"
+    assert scrub_uri(sas) == "https://acct.blob.core.windows.net/c/ck?sv=2022-11-02&sp=r"
+    assert (
+        scrub_uri("abfs://c@acct.dfs.core.windows.net/k?account_key=a2V5")
+        == "abfs://c@acct.dfs.core.windows.net/k"
+    )

@@ -8,8 +8,9 @@ mapping under a key that names a secret is searched inside rather than judged wh
 launcher files have an ``auth:`` section naming the SSH user).
 
 ``SECRET_KEY`` is the union of the key names the store and the cluster validator used to
-check separately; ``SECRET_VALUE`` matches access-key ids, tokens with a known prefix and
-PEM private keys. A URI's query string is judged the same way, parameter by parameter
+check separately, with Azure's (account key, connection string, a SAS token's ``sig``);
+``SECRET_VALUE`` matches access-key ids, tokens with a known prefix, PEM private keys and Azure
+connection strings. A URI's query string is judged the same way, parameter by parameter
 (``scrub_uri``): ``s3://b/k?endpoint_override=...&secret_key=...`` keeps its endpoint, not its key;
 the password of a URI's user part (``s3://KEY:SECRET@b/k``) goes too.
 """
@@ -23,18 +24,24 @@ from urllib.parse import unquote
 
 SECRET_KEY = re.compile(
     r"(token|passw(or)?d|passphrase|secret|credential|api[_-]?key|access[_-]?key|private[_-]?key|"
-    r"auth|^aws_|session[_-]?key)",
+    r"account[_-]?key|connection[_-]?string|^sig$|auth|^aws_|session[_-]?key)",
     re.IGNORECASE,
 )
+# Names that match ``SECRET_KEY`` but say which kind of credential, or until when, not what it is:
+# pyarrow's Azure ``credential_kind=anonymous`` and GCS ``credential_token_expiration``. Dropping
+# them from a stored URI changes how it opens (anonymous becomes the default credential chain).
+NOT_SECRET_KEY = re.compile(r"(_kind|_type|_expiration)$", re.IGNORECASE)
 SECRET_VALUE = re.compile(
     r"^(AKIA|ASIA)[0-9A-Z]{16}$|^(ghp|gho|github_pat|hf|sk|xox[abp])[_-][A-Za-z0-9_-]{16,}"
-    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----|(^|;)\s*(AccountKey|SharedAccessSignature)="
 )
 
 
 def names_secret(key: Any) -> bool:
-    """Whether a mapping key names a secret (``aws_secret_access_key``, ``hf_token``, ``password``...)."""
-    return bool(SECRET_KEY.search(str(key)))
+    """Whether a mapping key names a secret (``aws_secret_access_key``, ``hf_token``, ``password``,
+    Azure's ``account_key`` and a SAS token's ``sig``...), not merely a kind of one (``credential_kind``)."""
+    name = str(key)
+    return bool(SECRET_KEY.search(name)) and not NOT_SECRET_KEY.search(name)
 
 
 def looks_secret(value: Any) -> bool:
