@@ -267,7 +267,12 @@ def seed_spread(folder: Path, table_path: Path, metric: str) -> dict | None:
     """
     import polars as pl
 
+    from record_search_table import recorded_seed
+
     files = sorted(folder.glob("seed*.parquet"), key=lambda f: int(f.stem.removeprefix("seed")))
+    for f in files:  # the name is how the files are found; the recording's own entry must agree
+        if recorded_seed(f) not in (None, int(f.stem.removeprefix("seed"))):
+            raise SystemExit(f"{f} holds a recording at training seed {recorded_seed(f)}, not its name's")
     if len(files) < 2:
         return None
     table = pl.read_parquet(table_path)

@@ -11,6 +11,9 @@ seeds, ``docs/evidence.md``) goes to its own file, beside the teacher of the sam
 
     python benchmarks/record_search_table.py --work SCRATCH --configs 774,840,848 --seed 1 --out seed1.parquet
 
+Every file a recording writes names its training seed (the parquet key-value entry ``SEED_KEY``),
+so a resume at another ``--seed`` is refused instead of mixing two seeds' rows in one file.
+
 An interrupted recording resumes, and a grown grid appends, when run again with the same
 ``--work`` (the teacher the recorded rows were distilled from lives there): rows are kept
 per configuration (knob values) after every configuration, in one ``.partial.parquet`` per
@@ -99,6 +102,14 @@ FIXED: dict = {
     "distill.w_logit": 1.0,
 }
 METRICS = ("d2s_ap", "d2s_recall1", "s2d_ap", "s2d_recall1")
+SEED_KEY = "geodistill.train_seed"  # the parquet key-value entry naming a recording's training seed
+
+
+def recorded_seed(path: Path) -> int | None:
+    """The training seed ``path`` was recorded at (its ``SEED_KEY`` entry); None for a file written
+    before recordings named it (the committed table is seed 0)."""
+    value = pl.read_parquet_metadata(path).get(SEED_KEY)
+    return None if value is None else int(value)
 
 
 class RecordingContext:
@@ -197,8 +208,9 @@ def partials(out: Path) -> list[Path]:
     return sorted(out.parent.glob(f"{out.stem}.*partial.parquet"))
 
 
-def load_recorded(out: Path, epochs: int) -> list[dict]:
-    """Rows already recorded beside ``out`` (the table and every shard's progress)."""
+def load_recorded(out: Path, epochs: int, seed: int) -> list[dict]:
+    """Rows already recorded beside ``out`` (the table and every shard's progress); a file recorded
+    with other epochs or at another training seed is refused (resuming would mix two recordings)."""
     rows: list[dict] = []
     for old in [out, *partials(out)]:
         if old.exists():
@@ -207,6 +219,11 @@ def load_recorded(out: Path, epochs: int) -> list[dict]:
                 raise SystemExit(
                     f"{old} was recorded with {frame['epoch'].max()} epochs per configuration, not "
                     f"--epochs {epochs}: record into another --out"
+                )
+            if recorded_seed(old) not in (None, seed):
+                raise SystemExit(
+                    f"{old} was recorded at training seed {recorded_seed(old)}, not --seed {seed}: "
+                    "record into another --out"
                 )
             rows += frame.to_dicts()
     return rows
@@ -254,6 +271,14 @@ def main() -> None:
             f"{out} already has rows: give --work of the recording that made them (its teacher), "
             "or another --out"
         )
+    # Rows already recorded (a finished table, or interrupted runs' progress), checked before any
+    # training: a file of other epochs or another seed is refused rather than mixed in.
+    rows = load_recorded(out, args.epochs, args.seed)
+    points = grid_points(GRID)[: args.limit]
+    wanted = set(args.configs if args.configs is not None else range(len(points)))  # ids kept
+    if args.configs is not None and max(wanted) >= len(points):
+        raise SystemExit(f"--configs: the grid has configurations 0-{len(points) - 1}; got {max(wanted)}")
+    seed_entry = {SEED_KEY: str(args.seed)}  # written into every file the recording writes
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="search_table_"))
     work.mkdir(parents=True, exist_ok=True)
     base = compose_run_config(["preset=smoke", f"output_dir={work / 'runs'}"]).to_dict()
@@ -269,13 +294,8 @@ def main() -> None:
         "distill.teacher_checkpoint": str(teacher),
     }
     plan = SearchPlan.build(table_space(fixed), RunConfig.from_dict(base))
-    points = grid_points(GRID)[: args.limit]
-    wanted = set(args.configs if args.configs is not None else range(len(points)))  # ids kept
-    if args.configs is not None and max(wanted) >= len(points):
-        raise SystemExit(f"--configs: the grid has configurations 0-{len(points) - 1}; got {max(wanted)}")
-    # Resume / append: rows already recorded (a finished table, or interrupted runs' progress)
-    # are kept, keyed on their knob values, so a grown or reordered grid records only new points.
-    rows = load_recorded(out, args.epochs)
+    # Resume / append: the rows already recorded are kept, keyed on their knob values, so a grown or
+    # reordered grid records only new points.
     known = {point_key({k: r[k.replace(".", "__")] for k in GRID}) for r in rows}
     order = {point_key(p): i for i, p in enumerate(points)}
     rows = [r for r in rows if point_key({k: r[k.replace(".", "__")] for k in GRID}) in order]
@@ -309,7 +329,7 @@ def main() -> None:
                     "gflops": float(gflops),
                 }
             )
-        pl.DataFrame(mine).write_parquet(partial)  # after every configuration
+        pl.DataFrame(mine).write_parquet(partial, metadata=seed_entry)  # after every configuration
         print(
             f"[{i + 1}/{len(points)}] {point} gflops {gflops:.4f} "
             f"d2s_ap {context.history[-1]['d2s_ap']:.2f} in {time.perf_counter() - t0:.1f} s",
@@ -330,7 +350,7 @@ def main() -> None:
             pl.col("data__views").cast(pl.Int8),
         )
     )
-    frame.write_parquet(out, compression="zstd")
+    frame.write_parquet(out, compression="zstd", metadata=seed_entry)
     for done in partials(out):
         done.unlink()
     print(

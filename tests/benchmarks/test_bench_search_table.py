@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -108,6 +109,30 @@ def test_a_part_or_another_seed_is_refused_over_a_recorded_table(tmp_path, monke
     assert pl.read_parquet(table).height == 1
 
 
+def test_resuming_a_part_at_another_seed_is_refused_before_training(tmp_path, monkeypatch):
+    """A part's progress names its seed: resumed with another --seed, the rows of two seeds would
+    mix in one file, so the recorder stops with one line before it trains anything."""
+    record = _module("record_search_table")
+    out = tmp_path / "seed1.parquet"
+    progress = out.with_suffix(".partial.parquet")
+    pl.DataFrame({"config_id": [0], "epoch": [9]}).write_parquet(progress, metadata={record.SEED_KEY: "1"})
+    assert record.recorded_seed(progress) == 1
+    argv = ["record_search_table.py", "--out", str(out), "--work", str(tmp_path / "work"), "--seed", "2"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(
+        SystemExit, match=r"recorded at training seed 1, not --seed 2: record into another --out"
+    ):
+        record.main()
+    assert not list((tmp_path / "work").glob("teacher/checkpoints/*"))  # no teacher trained
+
+
+def test_the_committed_seed_recordings_name_the_seed_of_their_file_name():
+    record = _module("record_search_table")
+    files = sorted((BENCH / "search_table_seeds").glob("seed*.parquet"))
+    assert [record.recorded_seed(f) for f in files] == [int(f.stem.removeprefix("seed")) for f in files]
+    assert record.recorded_seed(BENCH / "search_table.parquet") in (None, 0)
+
+
 def test_knob_effect_is_the_spread_within_groups_equal_in_every_other_knob(tmp_path):
     replay = _module("bench_search_replay")
     finals = {("a", 1): 10.0, ("a", 2): 10.5, ("b", 1): 20.0, ("b", 2): 30.0}  # (backbone, views) -> AP
@@ -159,3 +184,8 @@ def test_seed_spread_is_the_median_deviation_of_final_values_over_seeds(tmp_path
     assert math.isclose(spread["median_sd"], (2.0 + math.sqrt(12.0)) / 2)
     assert spread["top_id"] == 1 and spread["top_by_seed"] == [80.0, 80.0, 86.0]
     assert spread["reproduced"] == 1
+    pl.read_parquet(seeds / "seed2.parquet").write_parquet(
+        seeds / "seed2.parquet", metadata={"geodistill.train_seed": "3"}
+    )  # a recording at seed 3 under seed 2's name
+    with pytest.raises(SystemExit, match=r"seed2.parquet holds a recording at training seed 3"):
+        front.seed_spread(seeds, tmp_path / "table.parquet", "d2s_ap")
