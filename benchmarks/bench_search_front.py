@@ -256,17 +256,46 @@ def last_epochs_jitter(table: FrontTable, metric: str) -> float:
     return float(np.median(last.max(axis=1) - last.min(axis=1)))
 
 
+def top_resolution(table_path: Path, metric: str) -> dict:
+    """How finely the table's AP can tell the front's top from the next level.
+
+    Every query here has one true match, so its trapezoid AP is 1 at rank 1 and 1/4 at rank 2:
+    one of Q queries slipping a place moves AP by 75/Q points. Q is read off Recall@1, whose
+    values are multiples of 100/Q. Returns that step, Q, the top's Recall@1 and how many
+    configurations reach it at their final epoch.
+    """
+    import polars as pl
+
+    table = pl.read_parquet(table_path)
+    last = table.filter(pl.col("epoch") == table["epoch"].max())
+    recall = metric.replace("_ap", "_recall1")
+    levels = np.unique(table[recall].to_numpy())
+    queries = round(100.0 / np.diff(levels).min())
+    top = last.sort([metric, "gflops"], descending=[True, False]).row(0, named=True)
+    return {
+        "step": 75.0 / queries,
+        "queries": queries,
+        "top": float(top[metric]),
+        "top_recall1": float(top[recall]),
+        "at_top_recall1": last.filter(pl.col(recall) >= top[recall]).height,
+        "configs": last.height,
+    }
+
+
 def seed_spread(folder: Path, table_path: Path, metric: str) -> dict | None:
     """How far a configuration's final value moves with its training seed, from the recordings in
     ``folder`` (``seedK.parquet``: ``record_search_table.py --configs ... --seed K``).
 
     Over the configurations recorded at every seed: the median sample standard deviation of the
     final value; the final values of the table front's top configuration at each seed; and how many
-    seed-0 curves reproduce the table's rows bit for bit (same seed, recorded on another machine).
+    seed-0 curves reproduce the table's rows bit for bit (same seed, recorded on another machine);
+    how many of the table's front configurations each seed keeps on its own front (over the
+    recorded configurations, final values); how many sit within 1 AP of the seed mean's top.
     None when ``folder`` holds fewer than two seeds.
     """
     import polars as pl
 
+    from geodistill.leaderboard.pareto import pareto_mask
     from record_search_table import recorded_seed
 
     files = sorted(folder.glob("seed*.parquet"), key=lambda f: int(f.stem.removeprefix("seed")))
@@ -290,6 +319,16 @@ def seed_spread(folder: Path, table_path: Path, metric: str) -> dict | None:
     recorded = table.filter(pl.col("config_id").is_in(common))
     committed = {cid: rows.sort("epoch")[metric].to_list() for (cid,), rows in recorded.group_by("config_id")}
     same = sum(curves[0][c] == committed[c] for c in common) if 0 in curves else None
+    # Which of the table's front configurations each seed keeps on its own front (among the recorded).
+    gflops = dict(zip(last["config_id"].to_list(), last["gflops"].to_list()))
+    costs = np.array([gflops[c] for c in common])
+
+    def front(values: np.ndarray) -> set[int]:
+        mask = pareto_mask(np.column_stack([values, costs]), maximize=[True, False])
+        return {c for c, on in zip(common, mask) if on}
+
+    table_front = front(np.array([last.filter(pl.col("config_id") == c)[metric].item() for c in common]))
+    mean = values.mean(axis=1)
     return {
         "configs": len(common),
         "seeds": sorted(finals),
@@ -298,6 +337,9 @@ def seed_spread(folder: Path, table_path: Path, metric: str) -> dict | None:
         "top_table": float(top[metric]),
         "top_by_seed": [finals[s].get(int(top["config_id"])) for s in sorted(finals)],
         "reproduced": same,
+        "table_front": sorted(table_front),
+        "front_kept": [len(front(values[:, i]) & table_front) for i in range(len(finals))],
+        "mean_top_within_1": int((mean >= mean.max() - 1.0).sum()),  # configs at the seed mean's top
     }
 
 
@@ -335,6 +377,18 @@ def main() -> None:
             label=f"{metric}: median spread of the last 3 epochs' values, top tenth of configurations "
             f"(the table's own noise: {jitter:.1f} AP points)",
         )
+        res = top_resolution(Path(args.table), metric)
+        figure(
+            f"top_step.{metric}",
+            res["step"],
+            "AP points",
+            label=f"{metric}: AP moved by one of the table's {res['queries']} queries slipping from rank 1 to "
+            f"rank 2 (one true match each: trapezoid AP 1 -> 1/4); the front's top, {res['top']:.1f} AP, is "
+            f"{res['top_recall1'] * res['queries'] / 100:.0f} of {res['queries']} at rank 1, reached by "
+            f"{res['at_top_recall1']} of {res['configs']} configurations (front found's bar: 1 AP point)",
+            queries=res["queries"],
+            at_top_recall1=res["at_top_recall1"],
+        )
         spread = seed_spread(HERE / "search_table_seeds", Path(args.table), metric)
         if spread is not None:
             top = " / ".join("-" if v is None else f"{v:.1f}" for v in spread["top_by_seed"])
@@ -351,6 +405,21 @@ def main() -> None:
                 f"{spread['reproduced']}/{spread['configs']}",
                 top_by_seed=spread["top_by_seed"],
                 reproduced=spread["reproduced"],
+            )
+            others = [k for s, k in zip(spread["seeds"], spread["front_kept"]) if s != 0]
+            kept = " / ".join(str(k) for s, k in zip(spread["seeds"], spread["front_kept"]) if s != 0)
+            n_front = len(spread["table_front"])
+            figure(
+                f"seed_front_kept.{metric}",
+                float(np.mean(others)) / n_front,
+                "fraction",
+                label=f"{metric}: share of the table's {n_front} front configurations another training seed "
+                f"keeps on its own front (final values, over the recorded configurations): seeds "
+                f"{spread['seeds'][1]}-{spread['seeds'][-1]} keep {kept}"
+                + (f", seed 0 recorded again {spread['front_kept'][0]}" if spread["seeds"][0] == 0 else "")
+                + f"; the seed mean's top is held by {spread['mean_top_within_1']} within 1 AP",
+                kept=spread["front_kept"],
+                mean_top_within_1=spread["mean_top_within_1"],
             )
     draws = seed_draws(args.seeds)
     for concurrency in (1, 4):

@@ -189,3 +189,44 @@ def test_seed_spread_is_the_median_deviation_of_final_values_over_seeds(tmp_path
     )  # a recording at seed 3 under seed 2's name
     with pytest.raises(SystemExit, match=r"seed2.parquet holds a recording at training seed 3"):
         front.seed_spread(seeds, tmp_path / "table.parquet", "d2s_ap")
+
+
+def test_seed_spread_counts_the_table_front_each_seed_keeps(tmp_path):
+    """Three configurations, one epoch, by hand. The table's front is {0, 1} (10 AP at 0.1 GFLOPs,
+    50 at 0.2; 40 at 0.3 is dominated). Seed 1's finals (10, 30, 45) keep both on its front, seed 2's
+    (60, 50, 40) only config 0. Seed means 26.7 / 43.3 / 41.7: one configuration within 1 AP of the top."""
+    front = _module("bench_search_front")
+    costs = [0.1, 0.2, 0.3]
+    pl.DataFrame(
+        {"config_id": [0, 1, 2], "epoch": [1] * 3, "d2s_ap": [10.0, 50.0, 40.0], "gflops": costs}
+    ).write_parquet(tmp_path / "table.parquet")
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    for seed, finals in {0: [10.0, 50.0, 40.0], 1: [10.0, 30.0, 45.0], 2: [60.0, 50.0, 40.0]}.items():
+        pl.DataFrame({"config_id": [0, 1, 2], "epoch": [1] * 3, "d2s_ap": finals}).write_parquet(
+            seeds / f"seed{seed}.parquet"
+        )
+    spread = front.seed_spread(seeds, tmp_path / "table.parquet", "d2s_ap")
+    assert spread["table_front"] == [0, 1]
+    assert spread["front_kept"] == [2, 2, 1]
+    assert spread["mean_top_within_1"] == 1
+
+
+def test_top_resolution_reads_the_query_count_off_recall_and_counts_the_top_level(tmp_path):
+    """8 queries (Recall@1 in steps of 12.5): one query from rank 1 to rank 2 moves AP by 75/8 =
+    9.375 points. The top (config 1: 7 of 8 at rank 1) is reached by configs 1 and 2 at the last
+    epoch; config 0 reached it only at epoch 1."""
+    front = _module("bench_search_front")
+    pl.DataFrame(
+        {
+            "config_id": [0, 0, 1, 1, 2, 2],
+            "epoch": [1, 2] * 3,
+            "d2s_ap": [95.0, 60.0, 80.0, 93.75, 70.0, 90.625],
+            "d2s_recall1": [87.5, 50.0, 75.0, 87.5, 62.5, 87.5],
+            "gflops": [0.1, 0.1, 0.2, 0.2, 0.3, 0.3],
+        }
+    ).write_parquet(tmp_path / "table.parquet")
+    res = front.top_resolution(tmp_path / "table.parquet", "d2s_ap")
+    assert res["queries"] == 8 and math.isclose(res["step"], 9.375)
+    assert res["top"] == 93.75 and res["top_recall1"] == 87.5
+    assert res["at_top_recall1"] == 2 and res["configs"] == 3
