@@ -300,8 +300,8 @@ def seed_spread(folder: Path, table_path: Path, metric: str) -> dict | None:
 
     files = sorted(folder.glob("seed*.parquet"), key=lambda f: int(f.stem.removeprefix("seed")))
     for f in files:  # the name is how the files are found; the recording's own entry must agree
-        if recorded_seed(f) not in (None, int(f.stem.removeprefix("seed"))):
-            raise SystemExit(f"{f} holds a recording at training seed {recorded_seed(f)}, not its name's")
+        if (seed := recorded_seed(f)) not in (None, int(f.stem.removeprefix("seed"))):
+            raise SystemExit(f"{f} holds a recording at training seed {seed}, not its name's")
     if len(files) < 2:
         return None
     table = pl.read_parquet(table_path)
@@ -320,14 +320,14 @@ def seed_spread(folder: Path, table_path: Path, metric: str) -> dict | None:
     committed = {cid: rows.sort("epoch")[metric].to_list() for (cid,), rows in recorded.group_by("config_id")}
     same = sum(curves[0][c] == committed[c] for c in common) if 0 in curves else None
     # Which of the table's front configurations each seed keeps on its own front (among the recorded).
-    gflops = dict(zip(last["config_id"].to_list(), last["gflops"].to_list()))
-    costs = np.array([gflops[c] for c in common])
+    final = {r["config_id"]: r for r in last.iter_rows(named=True)}
+    costs = np.array([final[c]["gflops"] for c in common])
 
     def front(values: np.ndarray) -> set[int]:
         mask = pareto_mask(np.column_stack([values, costs]), maximize=[True, False])
         return {c for c, on in zip(common, mask) if on}
 
-    table_front = front(np.array([last.filter(pl.col("config_id") == c)[metric].item() for c in common]))
+    table_front = front(np.array([final[c][metric] for c in common]))
     mean = values.mean(axis=1)
     return {
         "configs": len(common),
@@ -407,7 +407,7 @@ def main() -> None:
                 reproduced=spread["reproduced"],
             )
             others = [k for s, k in zip(spread["seeds"], spread["front_kept"]) if s != 0]
-            kept = " / ".join(str(k) for s, k in zip(spread["seeds"], spread["front_kept"]) if s != 0)
+            kept = " / ".join(map(str, others))
             n_front = len(spread["table_front"])
             figure(
                 f"seed_front_kept.{metric}",

@@ -220,9 +220,9 @@ def load_recorded(out: Path, epochs: int, seed: int) -> list[dict]:
                     f"{old} was recorded with {frame['epoch'].max()} epochs per configuration, not "
                     f"--epochs {epochs}: record into another --out"
                 )
-            if recorded_seed(old) not in (None, seed):
+            if (found := recorded_seed(old)) not in (None, seed):
                 raise SystemExit(
-                    f"{old} was recorded at training seed {recorded_seed(old)}, not --seed {seed}: "
+                    f"{old} was recorded at training seed {found}, not --seed {seed}: "
                     "record into another --out"
                 )
             rows += frame.to_dicts()

@@ -7,12 +7,9 @@ entries ``scrub_secrets`` would drop that hold a value; the validator refuses th
 mapping under a key that names a secret is searched inside rather than judged whole (Ray's
 launcher files have an ``auth:`` section naming the SSH user).
 
-``SECRET_KEY`` is the union of the key names the store and the cluster validator used to
-check separately, with Azure's (account key, connection string, a SAS token's ``sig``);
-``SECRET_VALUE`` matches access-key ids, tokens with a known prefix, PEM private keys and Azure
-connection strings. A URI's query string is judged the same way, parameter by parameter
-(``scrub_uri``): ``s3://b/k?endpoint_override=...&secret_key=...`` keeps its endpoint, not its key;
-the password of a URI's user part (``s3://KEY:SECRET@b/k``) goes too.
+``SECRET_KEY`` names secrets, ``SECRET_VALUE`` matches credential-shaped strings. A URI's query
+is judged the same way, parameter by parameter (``scrub_uri``): ``?endpoint_override=...&secret_key=...``
+keeps its endpoint, not its key; the password of a URI's user part (``s3://KEY:SECRET@b/k``) goes too.
 """
 
 from __future__ import annotations
@@ -22,6 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
+# The key names the store and the cluster validator once checked separately, with Azure's (account
+# key, connection string, a SAS token's ``sig``).
 SECRET_KEY = re.compile(
     r"(token|passw(or)?d|passphrase|secret|credential|api[_-]?key|access[_-]?key|private[_-]?key|"
     r"account[_-]?key|connection[_-]?string|^sig$|auth|^aws_|session[_-]?key)",
@@ -31,6 +30,7 @@ SECRET_KEY = re.compile(
 # pyarrow's Azure ``credential_kind=anonymous`` and GCS ``credential_token_expiration``. Dropping
 # them from a stored URI changes how it opens (anonymous becomes the default credential chain).
 NOT_SECRET_KEY = re.compile(r"(_kind|_type|_expiration)$", re.IGNORECASE)
+# Access-key ids, tokens with a known prefix, PEM private keys, Azure connection strings.
 SECRET_VALUE = re.compile(
     r"^(AKIA|ASIA)[0-9A-Z]{16}$|^(ghp|gho|github_pat|hf|sk|xox[abp])[_-][A-Za-z0-9_-]{16,}"
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----|(^|;)\s*(AccountKey|SharedAccessSignature)="
