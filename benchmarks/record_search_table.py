@@ -11,8 +11,14 @@ seeds, ``docs/evidence.md``) goes to its own file, beside the teacher of the sam
 
     python benchmarks/record_search_table.py --work SCRATCH --configs 774,840,848 --seed 1 --out seed1.parquet
 
-Every file a recording writes names its training seed (the parquet key-value entry ``SEED_KEY``),
-so a resume at another ``--seed`` is refused instead of mixing two seeds' rows in one file.
+The same grid on more test queries (one query is 75/16 = 4.7 AP at the committed 16; 80 make it
+0.94), for a bar finer than one query, goes to its own file too:
+
+    python benchmarks/record_search_table.py --work SCRATCH160 --places 160 --out places160.parquet
+
+Every file a recording writes names its training seed and its number of places (the parquet
+key-value entries ``SEED_KEY`` and ``PLACES_KEY``), so a resume at another ``--seed`` or
+``--places`` is refused instead of mixing two recordings' rows in one file.
 
 An interrupted recording resumes, and a grown grid appends, when run again with the same
 ``--work`` (the teacher the recorded rows were distilled from lives there): rows are kept
@@ -103,6 +109,7 @@ FIXED: dict = {
 }
 METRICS = ("d2s_ap", "d2s_recall1", "s2d_ap", "s2d_recall1")
 SEED_KEY = "geodistill.train_seed"  # the parquet key-value entry naming a recording's training seed
+PLACES_KEY = "geodistill.synth_places"  # ... and its number of synthetic places (data.synth_buildings)
 
 
 def recorded_seed(path: Path) -> int | None:
@@ -110,6 +117,13 @@ def recorded_seed(path: Path) -> int | None:
     before recordings named it (the committed table is seed 0)."""
     value = pl.read_parquet_metadata(path).get(SEED_KEY)
     return None if value is None else int(value)
+
+
+def recorded_places(path: Path) -> int:
+    """The number of synthetic places ``path`` was recorded on (its ``PLACES_KEY`` entry; a file
+    written before recordings named it has the committed table's ``FIXED`` count)."""
+    value = pl.read_parquet_metadata(path).get(PLACES_KEY)
+    return FIXED["data.synth_buildings"] if value is None else int(value)
 
 
 class RecordingContext:
@@ -160,15 +174,15 @@ def table_space(fixed: dict):
     return parse_space({"fixed": fixed, "params": params}, name="search_table")
 
 
-def train_teacher(base: dict, out: Path, epochs: int) -> Path:
-    """A resnet18 stage-1 teacher at 2 views on the students' data (one process, no Ray)."""
+def train_teacher(base: dict, out: Path, epochs: int, fixed: dict = FIXED) -> Path:
+    """A resnet18 stage-1 teacher at 2 views on the students' data (``fixed``; one process, no Ray)."""
     from geodistill.train.context import InProcessContext, latest_checkpoint_in
     from geodistill.train.loop import fit
 
     found = latest_checkpoint_in(out / "checkpoints")
     if found is not None:  # a resumed recording keeps its teacher
         return found
-    space = table_space(FIXED)
+    space = table_space(fixed)
     plan = SearchPlan.build(space, RunConfig.from_dict(base), check_teacher=False)
     cfg_dict = plan.config({"model.backbone": "resnet18", "data.views": 2}).to_dict()
     cfg_dict.update(stage="teacher", run_name="teacher")
@@ -208,9 +222,12 @@ def partials(out: Path) -> list[Path]:
     return sorted(out.parent.glob(f"{out.stem}.*partial.parquet"))
 
 
-def load_recorded(out: Path, epochs: int, seed: int) -> list[dict]:
+def load_recorded(
+    out: Path, epochs: int, seed: int, places: int = FIXED["data.synth_buildings"]
+) -> list[dict]:
     """Rows already recorded beside ``out`` (the table and every shard's progress); a file recorded
-    with other epochs or at another training seed is refused (resuming would mix two recordings)."""
+    with other epochs, at another training seed or on another number of places is refused
+    (resuming would mix two recordings)."""
     rows: list[dict] = []
     for old in [out, *partials(out)]:
         if old.exists():
@@ -224,6 +241,10 @@ def load_recorded(out: Path, epochs: int, seed: int) -> list[dict]:
                 raise SystemExit(
                     f"{old} was recorded at training seed {found}, not --seed {seed}: "
                     "record into another --out"
+                )
+            if (found := recorded_places(old)) != places:
+                raise SystemExit(
+                    f"{old} was recorded on {found} places, not --places {places}: record into another --out"
                 )
             rows += frame.to_dicts()
     return rows
@@ -249,6 +270,13 @@ def main() -> None:
         "seed, record into another --out, e.g. to measure how far one configuration's curve moves",
     )
     parser.add_argument(
+        "--places",
+        type=int,
+        default=FIXED["data.synth_buildings"],
+        help="synthetic places (data.synth_buildings; half are test queries): the committed table has "
+        f"{FIXED['data.synth_buildings']}; another count records into another --out",
+    )
+    parser.add_argument(
         "--configs",
         type=_config_ids,
         default=None,
@@ -261,10 +289,16 @@ def main() -> None:
     shard_k, shard_n = args.shard or (0, 1)
     suffix = f".shard{shard_k}of{shard_n}.partial.parquet" if args.shard else ".partial.parquet"
     partial = out.with_suffix(suffix)  # progress survives an interrupted recording
-    if (args.limit is not None or args.configs is not None or args.seed != 0) and out.exists():
-        # the table is the grid at seed 0: a part of it, or another seed, would replace it
+    if args.places < 4:
+        raise SystemExit(f"--places {args.places}: need at least 4 (half of them test places)")
+    other_places = args.places != FIXED["data.synth_buildings"]
+    if (
+        args.limit is not None or args.configs is not None or args.seed != 0 or other_places
+    ) and out.exists():
+        # the table is the grid at seed 0 on FIXED's places: a part of it, or another recording, would replace it
         raise SystemExit(
-            f"--limit, --configs and --seed record a part: give an --out other than the recorded {out}"
+            "--limit, --configs, --seed and --places record a part or another table: give an --out "
+            f"other than the recorded {out}"
         )
     if args.work is None and (out.exists() or partials(out)):
         raise SystemExit(
@@ -273,22 +307,24 @@ def main() -> None:
         )
     # Rows already recorded (a finished table, or interrupted runs' progress), checked before any
     # training: a file of other epochs or another seed is refused rather than mixed in.
-    rows = load_recorded(out, args.epochs, args.seed)
+    rows = load_recorded(out, args.epochs, args.seed, args.places)
     points = grid_points(GRID)[: args.limit]
     wanted = set(args.configs if args.configs is not None else range(len(points)))  # ids kept
     if args.configs is not None and max(wanted) >= len(points):
         raise SystemExit(f"--configs: the grid has configurations 0-{len(points) - 1}; got {max(wanted)}")
-    seed_entry = {SEED_KEY: str(args.seed)}  # written into every file the recording writes
+    # written into every file the recording writes
+    entries = {SEED_KEY: str(args.seed), PLACES_KEY: str(args.places)}
+    fixed = {**FIXED, "data.synth_buildings": args.places}
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="search_table_"))
     work.mkdir(parents=True, exist_ok=True)
     base = compose_run_config(["preset=smoke", f"output_dir={work / 'runs'}"]).to_dict()
     start = time.perf_counter()
     with open(work / "teacher.lock", "w") as lock:  # shards share one teacher: the first trains it
         fcntl.flock(lock, fcntl.LOCK_EX)
-        teacher = train_teacher(base, work / "teacher", args.teacher_epochs)
+        teacher = train_teacher(base, work / "teacher", args.teacher_epochs, fixed)
     print(f"teacher: {time.perf_counter() - start:.0f} s", file=sys.stderr)
     fixed = {
-        **FIXED,
+        **fixed,
         "train.epochs": args.epochs,
         "train.seed": args.seed,
         "distill.teacher_checkpoint": str(teacher),
@@ -329,7 +365,7 @@ def main() -> None:
                     "gflops": float(gflops),
                 }
             )
-        pl.DataFrame(mine).write_parquet(partial, metadata=seed_entry)  # after every configuration
+        pl.DataFrame(mine).write_parquet(partial, metadata=entries)  # after every configuration
         print(
             f"[{i + 1}/{len(points)}] {point} gflops {gflops:.4f} "
             f"d2s_ap {context.history[-1]['d2s_ap']:.2f} in {time.perf_counter() - t0:.1f} s",
@@ -350,7 +386,7 @@ def main() -> None:
             pl.col("data__views").cast(pl.Int8),
         )
     )
-    frame.write_parquet(out, compression="zstd", metadata=seed_entry)
+    frame.write_parquet(out, compression="zstd", metadata=entries)
     for done in partials(out):
         done.unlink()
     print(

@@ -100,7 +100,7 @@ def test_a_part_or_another_seed_is_refused_over_a_recorded_table(tmp_path, monke
             record._config_ids(bad)
     table = tmp_path / "search_table.parquet"
     pl.DataFrame({"config_id": [0], "epoch": [1]}).write_parquet(table)
-    for part in (["--seed", "1"], ["--configs", "0,5"], ["--limit", "2"]):
+    for part in (["--seed", "1"], ["--configs", "0,5"], ["--limit", "2"], ["--places", "160"]):
         argv = ["record_search_table.py", "--out", str(table), "--work", str(tmp_path / "work"), *part]
         monkeypatch.setattr(sys, "argv", argv)
         with pytest.raises(SystemExit, match="give an --out other than the recorded"):
@@ -124,6 +124,27 @@ def test_resuming_a_part_at_another_seed_is_refused_before_training(tmp_path, mo
     ):
         record.main()
     assert not list((tmp_path / "work").glob("teacher/checkpoints/*"))  # no teacher trained
+
+
+def test_resuming_on_another_number_of_places_is_refused_before_training(tmp_path, monkeypatch):
+    """A recording names its places: progress on 160 places resumed at the default 32 would mix a
+    4.7-AP-step table with a 0.94-AP-step one, so the recorder stops with one line first."""
+    record = _module("record_search_table")
+    out = tmp_path / "places160.parquet"
+    progress = out.with_suffix(".partial.parquet")
+    entries = {record.SEED_KEY: "0", record.PLACES_KEY: "160"}
+    pl.DataFrame({"config_id": [0], "epoch": [9]}).write_parquet(progress, metadata=entries)
+    assert record.recorded_places(progress) == 160
+    argv = ["record_search_table.py", "--out", str(out), "--work", str(tmp_path / "work")]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(
+        SystemExit, match=r"recorded on 160 places, not --places 32: record into another --out"
+    ):
+        record.main()
+    assert not list((tmp_path / "work").glob("teacher/checkpoints/*"))  # no teacher trained
+    monkeypatch.setattr(sys, "argv", [*argv, "--places", "3"])
+    with pytest.raises(SystemExit, match=r"--places 3: need at least 4"):
+        record.main()
 
 
 def test_the_committed_seed_recordings_name_the_seed_of_their_file_name():
