@@ -1,6 +1,7 @@
 """Does the default search find the whole front for little compute? Replayed on the recorded table.
 
 Run: python benchmarks/bench_search_front.py [--seeds 100] [--workers N] [--trials 320]
+     [--table T.parquet] [--fix distill.temperature=1.0 ...]   (another table, or a sub-grid of one)
 
 Every trial is answered from ``search_table.parquet`` (``bench_search_replay.Table``) on a
 simulated clock (each epoch takes its recorded seconds), sequentially and with 4 concurrent
@@ -25,6 +26,7 @@ import argparse
 import heapq
 import multiprocessing
 import os
+import tempfile
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -296,12 +298,14 @@ def seed_spread(folder: Path, table_path: Path, metric: str) -> dict | None:
     import polars as pl
 
     from geodistill.leaderboard.pareto import pareto_mask
-    from record_search_table import recorded_seed
+    from record_search_table import recorded_places, recorded_seed
 
     files = sorted(folder.glob("seed*.parquet"), key=lambda f: int(f.stem.removeprefix("seed")))
     for f in files:  # the name is how the files are found; the recording's own entry must agree
         if (seed := recorded_seed(f)) not in (None, int(f.stem.removeprefix("seed"))):
             raise SystemExit(f"{f} holds a recording at training seed {seed}, not its name's")
+    # seeds recorded on another number of places than the table's measure another task
+    files = [f for f in files if recorded_places(f) == recorded_places(table_path)]
     if len(files) < 2:
         return None
     table = pl.read_parquet(table_path)
@@ -312,7 +316,8 @@ def seed_spread(folder: Path, table_path: Path, metric: str) -> dict | None:
         seed, frame = int(f.stem.removeprefix("seed")), pl.read_parquet(f).sort("config_id", "epoch")
         curves[seed] = {cid: rows[metric].to_list() for (cid,), rows in frame.group_by("config_id")}
         finals[seed] = {cid: c[-1] for cid, c in curves[seed].items() if len(c) == epochs}
-    common = sorted(set.intersection(*(set(v) for v in finals.values())))
+    in_table = set(table["config_id"].unique().to_list())  # a sub-grid holds only some of them
+    common = sorted(set.intersection(in_table, *(set(v) for v in finals.values())))
     values = np.array([[finals[s][c] for s in sorted(finals)] for c in common])  # [configs, seeds]
     last = table.filter(pl.col("epoch") == epochs)
     top = last.sort([metric, "gflops"], descending=[True, False]).row(0, named=True)  # the front's top
@@ -343,9 +348,37 @@ def seed_spread(folder: Path, table_path: Path, metric: str) -> dict | None:
     }
 
 
+def sub_grid(table: Path, fixes: list[str], out: Path) -> Path:
+    """``table``'s rows whose knobs hold the ``--fix KNOB=VALUE`` values, written to ``out``: the
+    replay then searches the remaining knobs (a single-valued column is fixed, ``Table``)."""
+    import polars as pl
+
+    frame = pl.read_parquet(table)
+    for fix in fixes:
+        knob, _, value = fix.partition("=")
+        column = knob.replace(".", "__")
+        if column not in frame.columns or not value:
+            raise SystemExit(f"--fix {fix}: need KNOB=VALUE with a knob of {table.name}")
+        kept = frame.filter(pl.col(column).cast(pl.String) == value)
+        if kept.is_empty():
+            values = sorted(frame[column].cast(pl.String).unique().to_list())
+            raise SystemExit(f"--fix {fix}: {table.name} has {knob} in {values}")
+        frame = kept
+    entries = {k: v for k, v in pl.read_parquet_metadata(table).items() if k.startswith("geodistill.")}
+    frame.write_parquet(out, metadata=entries)  # the recording's seed and places
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", default=str(HERE / "search_table.parquet"))
+    parser.add_argument(
+        "--fix",
+        action="append",
+        default=[],
+        metavar="KNOB=VALUE",
+        help="replay only the table's configurations with this value (a sub-grid); repeatable",
+    )
     parser.add_argument("--seeds", type=int, default=100)
     parser.add_argument("--trials", type=int, default=320, help="trials per search at most")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -353,6 +386,9 @@ def main() -> None:
     if not Path(args.table).is_file():
         print(f"no recorded table at {args.table}: run benchmarks/record_search_table.py first")
         return
+    if args.fix:
+        scratch = tempfile.mkdtemp(prefix="front_subgrid_")
+        args.table = str(sub_grid(Path(args.table), args.fix, Path(scratch) / Path(args.table).name))
     table = FrontTable(Path(args.table))
     jobs = [
         (variant, metric, seed, args.trials, concurrency)

@@ -251,3 +251,48 @@ def test_top_resolution_reads_the_query_count_off_recall_and_counts_the_top_leve
     assert res["queries"] == 8 and math.isclose(res["step"], 9.375)
     assert res["top"] == 93.75 and res["top_recall1"] == 87.5
     assert res["at_top_recall1"] == 2 and res["configs"] == 3
+
+
+def test_sub_grid_keeps_the_rows_holding_every_fixed_value_and_refuses_a_bad_fix(tmp_path):
+    """Two knobs of two values each: fixing temperature 1.0 keeps configs 0 and 1 (every epoch),
+    and the replay then searches the views alone; a knob or value the table lacks is one line."""
+    front = _module("bench_search_front")
+    rows = [
+        {"config_id": i, "distill__temperature": t, "data__views": v, "epoch": e, "d2s_ap": 10.0 * i + e}
+        for i, (t, v) in enumerate(itertools.product([1.0, 4.0], [1, 2]))
+        for e in (1, 2)
+    ]
+    table = tmp_path / "table.parquet"
+    pl.DataFrame(rows).write_parquet(table, metadata={"geodistill.synth_places": "160"})
+    out = front.sub_grid(table, ["distill.temperature=1.0"], tmp_path / "sub.parquet")
+    kept = pl.read_parquet(out)
+    assert kept["config_id"].to_list() == [0, 0, 1, 1] and kept[
+        "distill__temperature"
+    ].unique().to_list() == [1.0]
+    record = _module("record_search_table")
+    assert record.recorded_places(out) == 160  # the recording's entries travel with its sub-grid
+    for bad, message in (
+        ("model.backbone=resnet18", "need KNOB=VALUE with a knob of table.parquet"),
+        ("distill.temperature", "need KNOB=VALUE"),
+        ("distill.temperature=2.0", r"table.parquet has distill.temperature in \['1.0', '4.0'\]"),
+    ):
+        with pytest.raises(SystemExit, match=message):
+            front.sub_grid(table, [bad], tmp_path / "bad.parquet")
+
+
+def test_seed_spread_leaves_out_seeds_on_other_places_and_configurations_off_the_table(tmp_path):
+    """Seeds recorded on 32 places say nothing about a 160-place table (no figure); over a sub-grid
+    holding configs 0 and 1 of the seeds' 0-2, only those two are compared."""
+    front = _module("bench_search_front")
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    for seed in (0, 1):
+        pl.DataFrame(
+            {"config_id": [0, 1, 2], "epoch": [1] * 3, "d2s_ap": [10.0 + seed, 50.0, 40.0]}
+        ).write_parquet(seeds / f"seed{seed}.parquet")  # no places entry: the committed 32
+    table = pl.DataFrame({"config_id": [0, 1], "epoch": [1, 1], "d2s_ap": [10.0, 50.0], "gflops": [0.1, 0.2]})
+    table.write_parquet(tmp_path / "sub.parquet")
+    spread = front.seed_spread(seeds, tmp_path / "sub.parquet", "d2s_ap")
+    assert spread["configs"] == 2 and spread["table_front"] == [0, 1]
+    table.write_parquet(tmp_path / "places160.parquet", metadata={"geodistill.synth_places": "160"})
+    assert front.seed_spread(seeds, tmp_path / "places160.parquet", "d2s_ap") is None
