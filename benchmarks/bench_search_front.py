@@ -293,7 +293,8 @@ def seed_spread(folder: Path, table_path: Path, metric: str) -> dict | None:
     seed-0 curves reproduce the table's rows bit for bit (same seed, recorded on another machine);
     how many of the table's front configurations each seed keeps on its own front (over the
     recorded configurations, final values); how many sit within 1 AP of the seed mean's top.
-    None when ``folder`` holds fewer than two seeds.
+    Without a ``seed0.parquet`` the table's own rows are seed 0 (and none is "reproduced"). None
+    when that leaves fewer than two seeds.
     """
     import polars as pl
 
@@ -306,7 +307,7 @@ def seed_spread(folder: Path, table_path: Path, metric: str) -> dict | None:
             raise SystemExit(f"{f} holds a recording at training seed {seed}, not its name's")
     # seeds recorded on another number of places than the table's measure another task
     files = [f for f in files if recorded_places(f) == recorded_places(table_path)]
-    if len(files) < 2:
+    if len(files) + (not any(f.stem == "seed0" for f in files)) < 2:
         return None
     table = pl.read_parquet(table_path)
     epochs = int(table["epoch"].max())
@@ -316,6 +317,9 @@ def seed_spread(folder: Path, table_path: Path, metric: str) -> dict | None:
         seed, frame = int(f.stem.removeprefix("seed")), pl.read_parquet(f).sort("config_id", "epoch")
         curves[seed] = {cid: rows[metric].to_list() for (cid,), rows in frame.group_by("config_id")}
         finals[seed] = {cid: c[-1] for cid, c in curves[seed].items() if len(c) == epochs}
+    if 0 not in finals:  # the table is the seed-0 recording
+        last_rows = table.filter(pl.col("epoch") == epochs)
+        finals[0] = dict(zip(last_rows["config_id"].to_list(), last_rows[metric].to_list(), strict=True))
     in_table = set(table["config_id"].unique().to_list())  # a sub-grid holds only some of them
     common = sorted(set.intersection(in_table, *(set(v) for v in finals.values())))
     values = np.array([[finals[s][c] for s in sorted(finals)] for c in common])  # [configs, seeds]
@@ -386,6 +390,8 @@ def main() -> None:
     if not Path(args.table).is_file():
         print(f"no recorded table at {args.table}: run benchmarks/record_search_table.py first")
         return
+    # the table's recordings at other training seeds: search_table.parquet -> search_table_seeds/
+    seeds_folder = Path(args.table).with_name(Path(args.table).stem + "_seeds")
     if args.fix:
         scratch = tempfile.mkdtemp(prefix="front_subgrid_")
         args.table = str(sub_grid(Path(args.table), args.fix, Path(scratch) / Path(args.table).name))
@@ -425,7 +431,7 @@ def main() -> None:
             queries=res["queries"],
             at_top_recall1=res["at_top_recall1"],
         )
-        spread = seed_spread(HERE / "search_table_seeds", Path(args.table), metric)
+        spread = seed_spread(seeds_folder, Path(args.table), metric)
         if spread is not None:
             top = " / ".join("-" if v is None else f"{v:.1f}" for v in spread["top_by_seed"])
             seeds = f"{spread['seeds'][0]}-{spread['seeds'][-1]}"
@@ -437,8 +443,13 @@ def main() -> None:
                 f"the {spread['configs']} recorded configurations (each within 1 AP of a d2s or s2d front budget): "
                 f"{spread['median_sd']:.1f} "
                 f"AP points; the front's top (config {spread['top_id']}, {spread['top_table']:.1f} in the "
-                f"table) reads {top}; seed 0 recorded again reproduces the table's curve bit for bit in "
-                f"{spread['reproduced']}/{spread['configs']}",
+                f"table) reads {top}"
+                + (
+                    ""
+                    if spread["reproduced"] is None  # seed 0 is the table itself
+                    else f"; seed 0 recorded again reproduces the table's curve bit for bit in "
+                    f"{spread['reproduced']}/{spread['configs']}"
+                ),
                 top_by_seed=spread["top_by_seed"],
                 reproduced=spread["reproduced"],
             )
@@ -452,7 +463,11 @@ def main() -> None:
                 label=f"{metric}: share of the table's {n_front} front configurations another training seed "
                 f"keeps on its own front (final values, over the recorded configurations): seeds "
                 f"{spread['seeds'][1]}-{spread['seeds'][-1]} keep {kept}"
-                + (f", seed 0 recorded again {spread['front_kept'][0]}" if spread["seeds"][0] == 0 else "")
+                + (
+                    f", seed 0 recorded again {spread['front_kept'][0]}"
+                    if spread["reproduced"] is not None
+                    else ""
+                )
                 + f"; the seed mean's top is held by {spread['mean_top_within_1']} within 1 AP",
                 kept=spread["front_kept"],
                 mean_top_within_1=spread["mean_top_within_1"],

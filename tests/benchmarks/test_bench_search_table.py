@@ -147,11 +147,15 @@ def test_resuming_on_another_number_of_places_is_refused_before_training(tmp_pat
         record.main()
 
 
-def test_the_committed_seed_recordings_name_the_seed_of_their_file_name():
+def test_the_committed_recordings_name_their_seed_and_places():
     record = _module("record_search_table")
     files = sorted((BENCH / "search_table_seeds").glob("seed*.parquet"))
     assert [record.recorded_seed(f) for f in files] == [int(f.stem.removeprefix("seed")) for f in files]
     assert record.recorded_seed(BENCH / "search_table.parquet") in (None, 0)
+    places = sorted((BENCH / "search_table_places160_seeds").glob("seed*.parquet"))
+    assert [record.recorded_seed(f) for f in places] == [int(f.stem.removeprefix("seed")) for f in places]
+    assert {record.recorded_places(f) for f in [BENCH / "search_table_places160.parquet", *places]} == {160}
+    assert record.recorded_places(BENCH / "search_table.parquet") == 32
 
 
 def test_knob_effect_is_the_spread_within_groups_equal_in_every_other_knob(tmp_path):
@@ -296,3 +300,21 @@ def test_seed_spread_leaves_out_seeds_on_other_places_and_configurations_off_the
     assert spread["configs"] == 2 and spread["table_front"] == [0, 1]
     table.write_parquet(tmp_path / "places160.parquet", metadata={"geodistill.synth_places": "160"})
     assert front.seed_spread(seeds, tmp_path / "places160.parquet", "d2s_ap") is None
+
+
+def test_seed_spread_takes_the_table_as_seed_0_when_seed_0_was_not_recorded_again(tmp_path):
+    """Only seed1.parquet beside a table: the table's finals (10, 50) are seed 0 and seed 1's (14, 50)
+    the other, so the sample deviations are sqrt(8) and 0 (median sqrt(2)); nothing was recorded
+    again at seed 0, so nothing is counted as reproduced."""
+    front = _module("bench_search_front")
+    pl.DataFrame(
+        {"config_id": [0, 1], "epoch": [1, 1], "d2s_ap": [10.0, 50.0], "gflops": [0.1, 0.2]}
+    ).write_parquet(tmp_path / "t.parquet")
+    seeds = tmp_path / "t_seeds"
+    seeds.mkdir()
+    pl.DataFrame({"config_id": [0, 1], "epoch": [1, 1], "d2s_ap": [14.0, 50.0]}).write_parquet(
+        seeds / "seed1.parquet"
+    )
+    spread = front.seed_spread(seeds, tmp_path / "t.parquet", "d2s_ap")
+    assert spread["seeds"] == [0, 1] and spread["top_by_seed"] == [50.0, 50.0]
+    assert math.isclose(spread["median_sd"], math.sqrt(2.0)) and spread["reproduced"] is None
