@@ -306,7 +306,8 @@ def seed_spread(folder: Path, table_path: Path, metric: str) -> dict | None:
         if (seed := recorded_seed(f)) not in (None, int(f.stem.removeprefix("seed"))):
             raise SystemExit(f"{f} holds a recording at training seed {seed}, not its name's")
     # seeds recorded on another number of places than the table's measure another task
-    files = [f for f in files if recorded_places(f) == recorded_places(table_path)]
+    places = recorded_places(table_path)
+    files = [f for f in files if recorded_places(f) == places]
     if len(files) + (not any(f.stem == "seed0" for f in files)) < 2:
         return None
     table = pl.read_parquet(table_path)
@@ -317,13 +318,12 @@ def seed_spread(folder: Path, table_path: Path, metric: str) -> dict | None:
         seed, frame = int(f.stem.removeprefix("seed")), pl.read_parquet(f).sort("config_id", "epoch")
         curves[seed] = {cid: rows[metric].to_list() for (cid,), rows in frame.group_by("config_id")}
         finals[seed] = {cid: c[-1] for cid, c in curves[seed].items() if len(c) == epochs}
+    last = table.filter(pl.col("epoch") == epochs)
     if 0 not in finals:  # the table is the seed-0 recording
-        last_rows = table.filter(pl.col("epoch") == epochs)
-        finals[0] = dict(zip(last_rows["config_id"].to_list(), last_rows[metric].to_list(), strict=True))
-    in_table = set(table["config_id"].unique().to_list())  # a sub-grid holds only some of them
+        finals[0] = dict(zip(last["config_id"].to_list(), last[metric].to_list(), strict=True))
+    in_table = set(last["config_id"].to_list())  # a sub-grid holds only some of them
     common = sorted(set.intersection(in_table, *(set(v) for v in finals.values())))
     values = np.array([[finals[s][c] for s in sorted(finals)] for c in common])  # [configs, seeds]
-    last = table.filter(pl.col("epoch") == epochs)
     top = last.sort([metric, "gflops"], descending=[True, False]).row(0, named=True)  # the front's top
     recorded = table.filter(pl.col("config_id").is_in(common))
     committed = {cid: rows.sort("epoch")[metric].to_list() for (cid,), rows in recorded.group_by("config_id")}
@@ -392,9 +392,9 @@ def main() -> None:
         return
     # the table's recordings at other training seeds: search_table.parquet -> search_table_seeds/
     seeds_folder = Path(args.table).with_name(Path(args.table).stem + "_seeds")
-    if args.fix:
-        scratch = tempfile.mkdtemp(prefix="front_subgrid_")
-        args.table = str(sub_grid(Path(args.table), args.fix, Path(scratch) / Path(args.table).name))
+    if args.fix:  # the sub-grid's file lives as long as this run (removed when main returns)
+        scratch = tempfile.TemporaryDirectory(prefix="front_subgrid_")
+        args.table = str(sub_grid(Path(args.table), args.fix, Path(scratch.name) / Path(args.table).name))
     table = FrontTable(Path(args.table))
     jobs = [
         (variant, metric, seed, args.trials, concurrency)

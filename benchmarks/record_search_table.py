@@ -306,7 +306,7 @@ def main() -> None:
             "or another --out"
         )
     # Rows already recorded (a finished table, or interrupted runs' progress), checked before any
-    # training: a file of other epochs or another seed is refused rather than mixed in.
+    # training: a file of other epochs, another seed or other places is refused rather than mixed in.
     rows = load_recorded(out, args.epochs, args.seed, args.places)
     points = grid_points(GRID)[: args.limit]
     wanted = set(args.configs if args.configs is not None else range(len(points)))  # ids kept
@@ -314,17 +314,17 @@ def main() -> None:
         raise SystemExit(f"--configs: the grid has configurations 0-{len(points) - 1}; got {max(wanted)}")
     # written into every file the recording writes
     entries = {SEED_KEY: str(args.seed), PLACES_KEY: str(args.places)}
-    fixed = {**FIXED, "data.synth_buildings": args.places}
+    on_places = {**FIXED, "data.synth_buildings": args.places}  # the teacher's and students' data
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="search_table_"))
     work.mkdir(parents=True, exist_ok=True)
     base = compose_run_config(["preset=smoke", f"output_dir={work / 'runs'}"]).to_dict()
     start = time.perf_counter()
     with open(work / "teacher.lock", "w") as lock:  # shards share one teacher: the first trains it
         fcntl.flock(lock, fcntl.LOCK_EX)
-        teacher = train_teacher(base, work / "teacher", args.teacher_epochs, fixed)
+        teacher = train_teacher(base, work / "teacher", args.teacher_epochs, on_places)
     print(f"teacher: {time.perf_counter() - start:.0f} s", file=sys.stderr)
     fixed = {
-        **fixed,
+        **on_places,
         "train.epochs": args.epochs,
         "train.seed": args.seed,
         "distill.teacher_checkpoint": str(teacher),

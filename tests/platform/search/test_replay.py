@@ -112,6 +112,28 @@ def test_a_space_the_table_cannot_answer_is_one_line(tmp_path, space, metric, me
         table.check_space(space, metric, {"data.views": 1, **first_assignment(space)})
 
 
+def test_each_shipped_table_space_is_answered_by_its_table_and_not_by_the_other():
+    """The driver's own check (``_replayed``): the 1,152-configuration space against the committed
+    table, the 160-place space against its sub-grid; the full space against the sub-grid is one
+    line naming a knob value the sub-grid lacks."""
+    from geodistill.platform.compose import compose_run_config
+    from geodistill.platform.search import SearchPlan
+    from geodistill.platform.search.replay import config_values
+
+    def check(space_file: Path, table_file: Path) -> None:
+        plan = SearchPlan.build(parse_space_file(space_file), compose_run_config([]), check_teacher=False)
+        table = ReplayTable(table_file)
+        table.check_space(plan.space, plan.metric, config_values(plan.first_config(), table.knobs))
+
+    places160 = ROOT / "benchmarks" / "search_table_places160.parquet"
+    check(SPACE, TABLE)
+    check(ROOT / "benchmarks" / "search_table_places160_space.yaml", places160)
+    with pytest.raises(
+        ConfigError, match=r"distill.temperature values \[4.0\] are outside the table's grid \[1.0\]"
+    ):
+        check(SPACE, places160)
+
+
 class _Clock:
     """``time`` for ``replay``: sleeping and reporting move a fake clock, nothing waits."""
 
